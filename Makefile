@@ -1,0 +1,92 @@
+# moonlet — build, test, bench, run.
+# `make` builds build/moonlet and build/libmoonlet.a; `make run` / `make test` install
+# their Debian dependencies first (scripts/deps.sh, apt-get, only what is missing).
+
+CC      ?= cc
+BUILD   ?= build
+SAN     ?=
+OPT     ?= -O2
+PKGS    := luajit libuv
+PKGCFG   = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKGLIBS  = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+LLHTTP_SRC := /usr/share/llhttp
+LLHTTP_INC := /usr/share/include/llhttp
+CJSON_LIB  := $(firstword $(wildcard /usr/lib/*/liblua5.1-cjson.a) /usr/lib/x86_64-linux-gnu/liblua5.1-cjson.a)
+
+CFLAGS  += -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(OPT) -g -Wall -Wextra -Werror \
+           -Wno-missing-field-initializers $(SAN) $(PKGCFG) -I$(LLHTTP_INC) -Icore -I$(BUILD)
+LDFLAGS += $(SAN) -rdynamic
+LDLIBS  += $(CJSON_LIB) $(PKGLIBS) -lm -lpthread -ldl
+
+CORE_SRC := $(filter-out core/main.c,$(wildcard core/*.c))
+CORE_OBJ := $(CORE_SRC:core/%.c=$(BUILD)/core/%.o) $(BUILD)/core/lua_embed.o
+LUA_SRC  := $(sort $(wildcard lua/moonlet/*.lua))
+UNIT_SRC := $(wildcard tests/unit/*_test.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+.PHONY: all deps run test test-asan bench clean
+all: $(BUILD)/moonlet $(BUILD)/libmoonlet.a $(UNIT_BIN) $(BUILD)/tests/embed_example
+
+deps:
+	@scripts/deps.sh test
+
+$(BUILD)/llhttp/%.o: $(LLHTTP_SRC)/%.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -g -fPIC -Wno-unused-parameter $(SAN) -I$(LLHTTP_INC) -c $< -o $@
+
+$(BUILD)/libllhttp.a: $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o $(BUILD)/llhttp/llhttp.o
+	ar rcs $@ $^
+
+$(BUILD)/embedgen: tools/embedgen.c
+	@mkdir -p $(dir $@)
+	$(CC) -O1 -Wall -Wextra -Werror -o $@ $<
+
+# The Lua side is compiled into the binary: lua/moonlet/x.lua becomes module "moonlet.x".
+$(BUILD)/core/lua_embed.c: $(BUILD)/embedgen $(LUA_SRC)
+	@mkdir -p $(dir $@)
+	$(BUILD)/embedgen $@ $(LUA_SRC)
+
+$(BUILD)/core/%.o: core/%.c $(wildcard core/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/core/lua_embed.o: $(BUILD)/core/lua_embed.c
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libmoonlet.a: $(CORE_OBJ) $(BUILD)/libllhttp.a
+	rm -f $@
+	ar rcs $@ $(CORE_OBJ) $(BUILD)/llhttp/*.o
+
+$(BUILD)/moonlet: $(BUILD)/core/main.o $(BUILD)/libmoonlet.a
+	$(CC) $(LDFLAGS) -o $@ $< $(BUILD)/libmoonlet.a $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libmoonlet.a tests/unit/unit.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(BUILD)/libmoonlet.a $(LDLIBS)
+
+$(BUILD)/tests/embed_example: tests/embed_example.c $(BUILD)/libmoonlet.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libmoonlet.a $(LDLIBS)
+
+run: deps
+	$(MAKE) all
+	$(BUILD)/moonlet serve apps/hello --host 127.0.0.1 --port 8000
+
+test: deps
+	$(MAKE) all
+	BUILD=$(BUILD) scripts/test.sh
+
+# The same suite under AddressSanitizer + UBSan, in its own build directory.
+test-asan: deps
+	$(MAKE) all BUILD=build-asan OPT=-O1 \
+	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined -DML_SANITIZE"
+	BUILD=build-asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	  scripts/test.sh
+
+bench:
+	@scripts/deps.sh bench
+	$(MAKE) all
+	bench/run.sh
+
+clean:
+	rm -rf build build-asan

@@ -1,0 +1,390 @@
+/* The Lua bridge: a request becomes a call of the route's handler inside a coroutine
+ * (a task). C matches the route, builds the small req table (method, path, params, body;
+ * query and headers are fetched lazily through moonlet.core), resumes the coroutine with
+ * moonlet.runtime.dispatch, and turns what it returns (status, body, headers) into bytes
+ * in the connection's output buffer. */
+#include "app.h"
+#include "json.h"
+#include "log.h"
+#include "lstate.h"
+#include "response.h"
+#include <lauxlib.h>
+#include <stdio.h>
+#include <strings.h>
+
+static const char app_key = 'a';   /* registry[&app_key] = the ml_app_t of the state */
+
+ml_app_t *ml_app_of(lua_State *L) {
+  lua_pushlightuserdata(L, (void *)&app_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  ml_app_t *a = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return a;
+}
+
+/* Collects the routes the app declared (moonlet.runtime.routes) into the router. */
+static int load_routes(ml_app_t *a, char *err, size_t errlen) {
+  lua_State *L = a->L;
+  int app_idx = lua_gettop(L);
+  lua_getglobal(L, "require");
+  lua_pushstring(L, "moonlet.runtime");
+  if (lua_pcall(L, 1, 1, 0)) goto lua_err;
+  int rt = lua_gettop(L);
+  lua_getfield(L, rt, "dispatch");
+  a->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_getfield(L, rt, "req_mt");
+  a->req_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_getfield(L, rt, "routes");
+  lua_pushvalue(L, app_idx);
+  if (lua_pcall(L, 1, 1, 0)) goto lua_err;
+  int list = lua_gettop(L);
+  a->nroutes = (int)lua_objlen(L, list);
+  a->routes = calloc((size_t)a->nroutes + 1, sizeof *a->routes);
+  if (!a->routes) abort();
+  for (int i = 0; i < a->nroutes; i++) {
+    lua_rawgeti(L, list, i + 1);
+    lua_getfield(L, -1, "mask");
+    unsigned mask = (unsigned)lua_tointeger(L, -1);
+    lua_getfield(L, -2, "path");
+    lua_getfield(L, -3, "methods");
+    lua_getfield(L, -4, "handler");
+    ml_route_t *r = &a->routes[i];
+    r->pattern = strdup(lua_tostring(L, -3));
+    r->methods = strdup(lua_tostring(L, -2));
+    r->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 4);
+    if (ml_router_add(a->router, mask, r->pattern, i, err, errlen)) return -1;
+  }
+  lua_settop(L, app_idx - 1);
+  return 0;
+lua_err:
+  snprintf(err, errlen, "%s", lua_tostring(L, -1));
+  return -1;
+}
+
+ml_app_t *ml_app_new(uv_loop_t *loop, const char *appdir, char *err, size_t errlen) {
+  ml_app_t *a = calloc(1, sizeof *a);
+  if (!a) abort();
+  a->loop = loop;
+  a->router = ml_router_new();
+  a->L = ml_lua_new(appdir);
+  if (!a->L) {
+    snprintf(err, errlen, "cannot create a Lua state (out of memory)");
+    ml_app_free(a);
+    return NULL;
+  }
+  lua_pushlightuserdata(a->L, (void *)&app_key);
+  lua_pushlightuserdata(a->L, a);
+  lua_rawset(a->L, LUA_REGISTRYINDEX);
+  if (ml_lua_load_app(a->L, appdir, err, errlen) || load_routes(a, err, errlen)) {
+    ml_app_free(a);
+    return NULL;
+  }
+  return a;
+}
+
+static void task_closed_cb(uv_handle_t *h) {
+  free(h->data);
+}
+
+void ml_app_free(ml_app_t *a) {
+  if (!a) return;
+  ml_task_t *t = a->all_tasks;
+  while (t) {
+    ml_task_t *next = t->next_all;
+    if (t->cancel) t->cancel(t);
+    uv_close((uv_handle_t *)&t->timer, task_closed_cb);
+    t = next;
+  }
+  if (a->L) lua_close(a->L);
+  for (int i = 0; i < a->nroutes; i++) {
+    free(a->routes[i].pattern);
+    free(a->routes[i].methods);
+  }
+  free(a->routes);
+  ml_router_free(a->router);
+  ml_buf_free(&a->scratch);
+  free(a);
+}
+
+static ml_task_t *task_get(ml_app_t *a) {
+  ml_task_t *t = a->free_tasks;
+  if (t) {
+    a->free_tasks = t->next_free;
+  } else {
+    t = calloc(1, sizeof *t);
+    if (!t) abort();
+    t->app = a;
+    uv_timer_init(a->loop, &t->timer);
+    t->timer.data = t;
+    t->next_all = a->all_tasks;
+    a->all_tasks = t;
+  }
+  if (!t->co) {
+    t->co = lua_newthread(a->L);
+    t->co_ref = luaL_ref(a->L, LUA_REGISTRYINDEX);
+  }
+  a->live_tasks++;
+  return t;
+}
+
+/* Hands t back. A coroutine that finished normally is kept for the next request; one that
+ * died or is still suspended is released to the GC. */
+static void task_put(ml_task_t *t, int reusable) {
+  ml_app_t *a = t->app;
+  t->gen++;
+  t->conn = NULL;
+  t->cancel = NULL;
+  if (reusable) {
+    lua_settop(t->co, 0);
+  } else {
+    luaL_unref(a->L, LUA_REGISTRYINDEX, t->co_ref);
+    t->co = NULL;
+  }
+  t->next_free = a->free_tasks;
+  a->free_tasks = t;
+  a->live_tasks--;
+}
+
+static void respond_500(ml_task_t *t, int reusable) {
+  ml_conn_t *c = t->conn;
+  task_put(t, reusable);
+  ml_resp_error(&c->out, 500, "Internal Server Error", NULL, ml_conn_keepalive(c), c->head);
+  ml_conn_done(c, 500);
+}
+
+static int is_header(const char *name, size_t len, const char *lower) {
+  return strlen(lower) == len && strncasecmp(name, lower, len) == 0;
+}
+
+/* Adds one handler-given header. Returns 0, or -1 with a message when the name or value
+ * would break the response (CR/LF injection). */
+static int add_header(ml_buf_t *out, const char *name, size_t nlen, const char *val,
+                      size_t vlen, char *err, size_t errlen) {
+  if (!ml_header_name_ok(name, nlen)) {
+    snprintf(err, errlen, "invalid response header name '%.*s'", (int)(nlen > 60 ? 60 : nlen), name);
+    return -1;
+  }
+  if (!ml_header_value_ok(val, vlen)) {
+    snprintf(err, errlen, "response header '%.*s' has a value with CR, LF or NUL", (int)nlen, name);
+    return -1;
+  }
+  /* moonlet frames the message itself */
+  if (is_header(name, nlen, "content-length") || is_header(name, nlen, "transfer-encoding") ||
+      is_header(name, nlen, "connection"))
+    return 0;
+  ml_resp_header(out, name, nlen, val, vlen);
+  return 0;
+}
+
+/* Writes the headers table at idx; sets *has_ctype. */
+static int add_headers(lua_State *co, int idx, ml_buf_t *out, int *has_ctype, char *err,
+                       size_t errlen) {
+  lua_pushnil(co);
+  while (lua_next(co, idx)) {
+    if (lua_type(co, -2) != LUA_TSTRING) {
+      lua_pop(co, 2);
+      snprintf(err, errlen, "response header names must be strings");
+      return -1;
+    }
+    size_t nlen, vlen;
+    const char *name = lua_tolstring(co, -2, &nlen);
+    if (is_header(name, nlen, "content-type")) *has_ctype = 1;
+    int vt = lua_type(co, -1);
+    if (vt == LUA_TTABLE) {   /* several values: { ["set-cookie"] = { "a=1", "b=2" } } */
+      int n = (int)lua_objlen(co, -1);
+      for (int i = 1; i <= n; i++) {
+        lua_rawgeti(co, -1, i);
+        const char *val = lua_type(co, -1) == LUA_TSTRING || lua_type(co, -1) == LUA_TNUMBER
+                              ? lua_tolstring(co, -1, &vlen) : NULL;
+        int rc = val ? add_header(out, name, nlen, val, vlen, err, errlen) : -1;
+        if (!val) snprintf(err, errlen, "response header '%s' has a non-string value", name);
+        lua_pop(co, 1);
+        if (rc) { lua_pop(co, 2); return -1; }
+      }
+    } else if (vt == LUA_TSTRING || vt == LUA_TNUMBER) {
+      lua_pushvalue(co, -1);   /* tolstring on a copy: the value slot stays a number */
+      const char *val = lua_tolstring(co, -1, &vlen);
+      int rc = add_header(out, name, nlen, val, vlen, err, errlen);
+      lua_pop(co, 1);
+      if (rc) { lua_pop(co, 2); return -1; }
+    } else if (vt != LUA_TBOOLEAN || lua_toboolean(co, -1)) {
+      lua_pop(co, 2);
+      snprintf(err, errlen, "response header '%s' has a %s value", name, lua_typename(co, vt));
+      return -1;
+    }
+    lua_pop(co, 1);
+  }
+  return 0;
+}
+
+/* The coroutine returned (status, body, headers): serialize them into the connection. */
+static void finish(ml_task_t *t) {
+  ml_app_t *a = t->app;
+  lua_State *co = t->co;
+  ml_conn_t *c = t->conn;
+  ml_buf_t *out = &c->out;
+  size_t mark = out->len;
+  char err[200];
+  const char *body = NULL, *ctype = NULL;
+  size_t blen = 0;
+  int status = (int)lua_tointeger(co, 1);
+  if (lua_type(co, 1) != LUA_TNUMBER || status < 200 || status > 599) {
+    snprintf(err, sizeof err, "invalid response status %s", lua_tostring(co, 1) ? lua_tostring(co, 1) : luaL_typename(co, 1));
+    goto bad;
+  }
+  switch (lua_type(co, 2)) {
+  case LUA_TNIL:
+  case LUA_TNONE:
+    break;
+  case LUA_TSTRING:
+    body = lua_tolstring(co, 2, &blen);
+    ctype = "text/plain; charset=utf-8";
+    break;
+  default:
+    a->scratch.len = 0;
+    if (ml_json_encode(co, 2, &a->scratch, err, sizeof err)) goto bad;
+    body = a->scratch.data;
+    blen = a->scratch.len;
+    ctype = "application/json";
+  }
+  ml_resp_begin(out, status);
+  int has_ctype = 0;
+  if (lua_type(co, 3) == LUA_TTABLE && add_headers(co, 3, out, &has_ctype, err, sizeof err)) {
+    out->len = mark;
+    goto bad;
+  }
+  if (!has_ctype && ctype) ml_resp_header(out, "Content-Type", 12, ctype, strlen(ctype));
+  int bodyless = status == 204 || status == 304;
+  ml_resp_end(out, status, bodyless ? 0 : blen, ml_conn_keepalive(c));
+  if (!c->head && !bodyless) ml_buf_add(out, body, blen);
+  if (a->scratch.cap > 1u << 20) ml_buf_reset(&a->scratch, 0);
+  task_put(t, 1);
+  ml_conn_done(c, status);
+  return;
+bad:
+  ml_log(ML_LOG_ERROR, "%s %s: %s", t->route >= 0 ? a->routes[t->route].methods : "?",
+         t->route >= 0 ? a->routes[t->route].pattern : "?", err);
+  respond_500(t, 1);
+}
+
+void ml_task_resume(ml_task_t *t, int nargs) {
+  ml_app_t *a = t->app;
+  ml_task_t *prev = a->current;
+  a->current = t;
+  t->cancel = NULL;
+  int st = lua_resume(t->co, nargs);
+  a->current = prev;
+  if (!t->conn) {   /* the client left while the handler ran: nothing to answer */
+    if (st == LUA_YIELD && t->cancel) t->cancel(t);
+    task_put(t, st == 0);
+    return;
+  }
+  if (st == 0) {
+    finish(t);
+  } else if (st == LUA_YIELD) {
+    if (t->cancel) return;   /* a primitive will resume it */
+    ml_log(ML_LOG_ERROR, "%s %s: the handler yielded outside a moonlet primitive "
+           "(coroutine.yield in a handler?)", a->routes[t->route].methods, a->routes[t->route].pattern);
+    respond_500(t, 0);
+  } else {
+    ml_log(ML_LOG_ERROR, "%s %s: %s", a->routes[t->route].methods, a->routes[t->route].pattern,
+           lua_tostring(t->co, -1) ? lua_tostring(t->co, -1) : "error");
+    respond_500(t, 0);
+  }
+}
+
+static int hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/* Pushes s percent-decoded (malformed escapes are kept as they are). */
+static void push_decoded(lua_State *L, const char *s, size_t len, ml_buf_t *tmp) {
+  if (!memchr(s, '%', len)) {
+    lua_pushlstring(L, s, len);
+    return;
+  }
+  tmp->len = 0;
+  for (size_t i = 0; i < len; i++) {
+    int hi, lo;
+    if (s[i] == '%' && i + 2 < len && (hi = hexval(s[i + 1])) >= 0 &&
+        (lo = hexval(s[i + 2])) >= 0) {
+      ml_buf_addc(tmp, (char)(hi * 16 + lo));
+      i += 2;
+    } else {
+      ml_buf_addc(tmp, s[i]);
+    }
+  }
+  lua_pushlstring(L, tmp->data, tmp->len);
+}
+
+void ml_app_dispatch(void *ctx, ml_conn_t *c) {
+  ml_app_t *a = ctx;
+  ml_http_t *h = &c->http;
+  const char *url = ml_http_url(h);
+  size_t plen = h->url_len;
+  const char *q = memchr(url, '?', plen);
+  if (q) plen = (size_t)(q - url);
+  const char *path = url;
+  /* absolute-form targets (GET http://host/path) are routed by their path */
+  if (plen > 7 && (strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0)) {
+    const char *slash = memchr(url + 8, '/', plen - 8);
+    path = slash ? slash : url + plen;
+    plen -= (size_t)(path - url);
+  }
+  ml_match_t m;
+  int rc = ml_router_match(a->router, h->method, path, plen, &m);
+  if (rc != ML_ROUTE_OK) {
+    char allow[96];
+    int status = rc == ML_ROUTE_BAD_METHOD ? 405 : 404;
+    if (status == 405) ml_router_allow_header(m.allow, allow, sizeof allow);
+    ml_resp_error(&c->out, status, status == 405 ? "Method Not Allowed" : "Not Found",
+                  status == 405 ? allow : NULL, ml_conn_keepalive(c), c->head);
+    ml_conn_done(c, status);
+    return;
+  }
+  ml_task_t *t = task_get(a);
+  t->conn = c;
+  t->route = m.route;
+  c->task = t;
+  lua_State *co = t->co;
+  lua_rawgeti(co, LUA_REGISTRYINDEX, a->dispatch_ref);
+  lua_rawgeti(co, LUA_REGISTRYINDEX, a->routes[m.route].handler_ref);
+  lua_createtable(co, 0, 8);
+  lua_pushstring(co, h->method_name);
+  lua_setfield(co, -2, "method");
+  push_decoded(co, path, plen, &a->scratch);
+  lua_setfield(co, -2, "path");
+  if (m.nparams) {
+    lua_createtable(co, 0, m.nparams);
+    for (int i = 0; i < m.nparams; i++) {
+      if (m.params[i].is_int)
+        lua_pushnumber(co, (lua_Number)strtoll(m.params[i].val, NULL, 10));
+      else
+        push_decoded(co, m.params[i].val, m.params[i].len, &a->scratch);
+      lua_setfield(co, -2, m.params[i].name);
+    }
+    lua_setfield(co, -2, "params");
+  }
+  lua_pushlstring(co, h->body.data ? h->body.data : "", h->body.len);
+  lua_setfield(co, -2, "body");
+  lua_pushlightuserdata(co, t);
+  lua_setfield(co, -2, "_t");
+  lua_pushnumber(co, t->gen);
+  lua_setfield(co, -2, "_g");
+  lua_rawgeti(co, LUA_REGISTRYINDEX, a->req_mt_ref);
+  lua_setmetatable(co, -2);
+  ml_task_resume(t, 2);
+}
+
+void ml_app_abort(void *ctx, void *task) {
+  (void)ctx;
+  ml_task_t *t = task;
+  t->conn = NULL;
+  if (t->app->current == t) return;   /* running now: ml_task_resume drops it when it ends */
+  if (t->cancel) t->cancel(t);
+  task_put(t, 0);
+}

@@ -1,0 +1,75 @@
+/* Connections and the listener (server.c). A connection reads, feeds the parser, hands
+ * each complete request to the host's dispatch function, and writes responses in order:
+ * one request in flight at a time, pipelined bytes kept until it is done, all responses
+ * that are ready written with one write. */
+#ifndef ML_CONN_H
+#define ML_CONN_H
+#include "buf.h"
+#include "http.h"
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct ml_server_s ml_server_t;
+typedef struct ml_conn_s ml_conn_t;
+
+/* Called for each complete request. The callee writes the response into c->out and calls
+ * ml_conn_done, now or later; while it is pending it sets c->task. */
+typedef void (*ml_dispatch_fn)(void *ctx, ml_conn_t *c);
+/* Called when a connection closes while c->task is set: cancel it, touch c no more. */
+typedef void (*ml_abort_fn)(void *ctx, void *task);
+
+struct ml_conn_s {
+  uv_tcp_t tcp;
+  uv_timer_t timer;          /* header, body-idle, keep-alive and linger timeouts */
+  uv_write_t wreq;
+  uv_shutdown_t sreq;
+  ml_server_t *srv;
+  ml_http_t http;
+  ml_buf_t pending;          /* received while a request was in flight, not parsed yet */
+  ml_buf_t out;              /* responses not handed to the kernel yet */
+  ml_buf_t wbuf;             /* the bytes of the uv_write in progress */
+  ml_conn_t *prev, *next;    /* the server's list */
+  void *task;                /* the app's in-flight work, NULL when idle */
+  uint64_t start_ns;         /* request start, for the access log */
+  int handles_open;
+  unsigned inflight : 1, writing : 1, closing : 1, close_after_write : 1, lingering : 1,
+      in_process : 1, read_stopped : 1, head : 1;
+};
+
+typedef struct {
+  const char *host;
+  int port;
+  size_t max_body;
+  size_t max_header;
+  uint64_t header_timeout_ms;
+  uint64_t keepalive_timeout_ms;
+} ml_server_config_t;
+
+struct ml_server_s {
+  uv_loop_t *loop;
+  uv_tcp_t listener;
+  ml_server_config_t cfg;
+  int port;                  /* the bound port */
+  ml_conn_t *conns;
+  int nconns;
+  int listening, draining;
+  ml_dispatch_fn dispatch;
+  ml_abort_fn abort;
+  void *ctx;
+  void (*on_drained)(ml_server_t *s);   /* after ml_server_drain, when the last conn closed */
+  char readbuf[65536];       /* shared by all connections: every read is parsed at once */
+};
+
+/* Binds and listens. Returns 0 or a negative libuv error; err gets a one-line message. */
+int ml_server_listen(ml_server_t *s, uv_loop_t *loop, const ml_server_config_t *cfg,
+                     char *err, size_t errlen);
+/* Stops accepting, closes idle connections, lets in-flight requests finish. */
+void ml_server_drain(ml_server_t *s);
+/* Closes every connection now (in-flight work is aborted) and the listener. */
+void ml_server_close_all(ml_server_t *s);
+
+/* The response for the current request is in c->out (status for the access log). */
+void ml_conn_done(ml_conn_t *c, int status);
+/* 1 if the connection stays open after the current response. */
+int ml_conn_keepalive(const ml_conn_t *c);
+#endif

@@ -1,0 +1,168 @@
+/* The host: a loop, a server and an app wired together (see moonlet.h). Shutdown is
+ * graceful: drain the server, wait for in-flight requests up to graceful_timeout, then
+ * close every handle so ml_host_run returns with an empty loop. */
+#include "moonlet.h"
+#include "app.h"
+#include "conn.h"
+#include "log.h"
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+struct ml_host_s {
+  ml_config_t cfg;
+  uv_loop_t loop;
+  ml_server_t *server;
+  ml_app_t *app;
+  uv_async_t stop_async;
+  uv_signal_t sigint, sigterm;
+  uv_prepare_t flush;        /* flushes the log once per loop turn */
+  uv_timer_t grace;
+  int signals, stopping, closed;
+};
+
+void ml_config_defaults(ml_config_t *cfg) {
+  cfg->host = "127.0.0.1";
+  cfg->port = 8000;
+  cfg->log_level = ML_LOG_INFO;
+  cfg->max_body = 1 << 20;
+  cfg->max_header = 16 << 10;
+  cfg->graceful_timeout = 10;
+  cfg->header_timeout = 10;
+  cfg->keepalive_timeout = 5;
+}
+
+static void close_handles(ml_host_t *h) {
+  if (h->closed) return;
+  h->closed = 1;
+  uv_close((uv_handle_t *)&h->stop_async, NULL);
+  uv_close((uv_handle_t *)&h->flush, NULL);
+  uv_close((uv_handle_t *)&h->grace, NULL);
+  if (h->signals) {
+    uv_close((uv_handle_t *)&h->sigint, NULL);
+    uv_close((uv_handle_t *)&h->sigterm, NULL);
+  }
+}
+
+static void drained_cb(ml_server_t *s) {
+  close_handles(s->loop->data);
+}
+
+static void grace_cb(uv_timer_t *t) {
+  ml_host_t *h = t->data;
+  ml_log(ML_LOG_WARN, "graceful timeout (%.1fs): closing %d connection(s) with requests in flight",
+         h->cfg.graceful_timeout, h->server->nconns);
+  ml_server_close_all(h->server);
+  close_handles(h);
+}
+
+static void begin_stop(ml_host_t *h) {
+  if (h->stopping) {   /* asked twice: stop now */
+    ml_server_close_all(h->server);
+    close_handles(h);
+    return;
+  }
+  h->stopping = 1;
+  ml_log(ML_LOG_INFO, "shutting down: %d connection(s) open", h->server->nconns);
+  uv_timer_start(&h->grace, grace_cb, (uint64_t)(h->cfg.graceful_timeout * 1000), 0);
+  h->server->on_drained = drained_cb;
+  ml_server_drain(h->server);
+}
+
+static void stop_cb(uv_async_t *a) {
+  begin_stop(a->data);
+}
+
+static void signal_cb(uv_signal_t *s, int signum) {
+  (void)signum;
+  begin_stop(s->data);
+}
+
+static void flush_cb(uv_prepare_t *p) {
+  (void)p;
+  ml_log_flush();
+}
+
+ml_host_t *ml_host_new(const ml_config_t *cfg) {
+  ml_host_t *h = calloc(1, sizeof *h);
+  if (!h) return NULL;
+  signal(SIGPIPE, SIG_IGN);
+  h->cfg = *cfg;
+  ml_log_level = cfg->log_level;
+  uv_loop_init(&h->loop);
+  h->loop.data = h;
+  uv_async_init(&h->loop, &h->stop_async, stop_cb);
+  h->stop_async.data = h;
+  uv_prepare_init(&h->loop, &h->flush);
+  uv_prepare_start(&h->flush, flush_cb);
+  uv_unref((uv_handle_t *)&h->flush);
+  uv_timer_init(&h->loop, &h->grace);
+  h->grace.data = h;
+  uv_unref((uv_handle_t *)&h->grace);
+  return h;
+}
+
+int ml_host_load(ml_host_t *h, const char *appdir, char *err, size_t errlen) {
+  ml_app_t *a = ml_app_new(&h->loop, appdir, err, errlen);
+  if (!a) return -1;
+  ml_app_free(h->app);
+  h->app = a;
+  return 0;
+}
+
+int ml_host_listen(ml_host_t *h, char *err, size_t errlen) {
+  if (!h->app) {
+    snprintf(err, errlen, "no app loaded");
+    return -1;
+  }
+  h->server = calloc(1, sizeof *h->server);
+  if (!h->server) abort();
+  h->server->dispatch = ml_app_dispatch;
+  h->server->abort = ml_app_abort;
+  h->server->ctx = h->app;
+  ml_server_config_t sc = {
+      .host = h->cfg.host,
+      .port = h->cfg.port,
+      .max_body = h->cfg.max_body,
+      .max_header = h->cfg.max_header,
+      .header_timeout_ms = (uint64_t)(h->cfg.header_timeout * 1000),
+      .keepalive_timeout_ms = (uint64_t)(h->cfg.keepalive_timeout * 1000),
+  };
+  return ml_server_listen(h->server, &h->loop, &sc, err, errlen) ? -1 : 0;
+}
+
+int ml_host_port(const ml_host_t *h) {
+  return h->server ? h->server->port : -1;
+}
+
+int ml_host_handle_signals(ml_host_t *h) {
+  uv_signal_init(&h->loop, &h->sigint);
+  uv_signal_init(&h->loop, &h->sigterm);
+  h->sigint.data = h->sigterm.data = h;
+  uv_signal_start(&h->sigint, signal_cb, SIGINT);
+  uv_signal_start(&h->sigterm, signal_cb, SIGTERM);
+  h->signals = 1;
+  return 0;
+}
+
+int ml_host_run(ml_host_t *h) {
+  uv_run(&h->loop, UV_RUN_DEFAULT);
+  ml_log_flush();
+  return 0;
+}
+
+void ml_host_stop(ml_host_t *h) {
+  uv_async_send(&h->stop_async);
+}
+
+void ml_host_free(ml_host_t *h) {
+  if (!h) return;
+  if (h->server) ml_server_close_all(h->server);
+  close_handles(h);
+  ml_app_free(h->app);
+  uv_run(&h->loop, UV_RUN_DEFAULT);   /* let close callbacks run */
+  uv_loop_close(&h->loop);
+  ml_log_flush();
+  free(h->server);
+  free(h);
+}

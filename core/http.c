@@ -1,0 +1,200 @@
+/* llhttp callbacks for requests (see http.h). Limits are enforced while parsing:
+ * the header block (request line + headers) against max_header -> 431, the body against
+ * max_body -> 413 as soon as Content-Length announces it or chunks exceed it. llhttp
+ * itself rejects smuggling shapes (Content-Length with Transfer-Encoding, duplicate
+ * Content-Length, bad chunk sizes) since moonlet never enables its lenient modes. */
+#include "http.h"
+#include "response.h"
+#include "router.h"
+#include <strings.h>
+
+#define H(p) ((ml_http_t *)(p)->data)
+
+static int fail(ml_http_t *h, int status, const char *detail) {
+  h->error_status = status;
+  h->error_detail = detail;
+  return HPE_USER;
+}
+
+static int count_header_bytes(ml_http_t *h, size_t n) {
+  h->header_bytes += n;
+  if (h->header_bytes > h->max_header) return fail(h, 431, "Request Header Fields Too Large");
+  return 0;
+}
+
+static int on_message_begin(llhttp_t *p) {
+  ml_http_t *h = H(p);
+  h->store.len = 0;
+  h->url_len = 0;
+  h->nhdrs = 0;
+  h->body.len = 0;
+  h->header_bytes = 0;
+  h->expect_continue = 0;
+  h->headers_done = 0;
+  h->in_message = 1;
+  if (h->on_begin) h->on_begin(h);
+  return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len) {
+  ml_http_t *h = H(p);
+  if (count_header_bytes(h, len)) return HPE_USER;
+  ml_buf_add(&h->store, at, len);
+  h->url_len += (uint32_t)len;
+  return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len) {
+  ml_http_t *h = H(p);
+  if (count_header_bytes(h, len + 4)) return HPE_USER;
+  ml_header_t *cur = h->nhdrs ? &h->hdrs[h->nhdrs - 1] : NULL;
+  if (!cur || cur->val_off != UINT32_MAX) {   /* previous header finished: start a new one */
+    if (h->nhdrs == h->caphdrs) {
+      h->caphdrs = h->caphdrs ? h->caphdrs * 2 : 16;
+      h->hdrs = realloc(h->hdrs, sizeof *h->hdrs * (size_t)h->caphdrs);
+      if (!h->hdrs) abort();
+    }
+    cur = &h->hdrs[h->nhdrs++];
+    cur->name_off = (uint32_t)h->store.len;
+    cur->name_len = 0;
+    cur->val_off = UINT32_MAX;
+    cur->val_len = 0;
+  }
+  /* RFC 9112 5.1: a field name is a token; whitespace before the colon is an attack. */
+  if (!ml_header_name_ok(at, len)) return fail(h, 400, "Bad Request");
+  size_t start = h->store.len;
+  ml_buf_add(&h->store, at, len);
+  for (size_t i = start; i < h->store.len; i++) {
+    char c = h->store.data[i];
+    if (c >= 'A' && c <= 'Z') h->store.data[i] = (char)(c + 32);
+  }
+  cur->name_len += (uint32_t)len;
+  return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len) {
+  ml_http_t *h = H(p);
+  if (count_header_bytes(h, len)) return HPE_USER;
+  ml_header_t *cur = &h->hdrs[h->nhdrs - 1];
+  if (cur->val_off == UINT32_MAX) cur->val_off = (uint32_t)h->store.len;
+  ml_buf_add(&h->store, at, len);
+  cur->val_len += (uint32_t)len;
+  return 0;
+}
+
+static int on_header_value_complete(llhttp_t *p) {
+  ml_http_t *h = H(p);
+  ml_header_t *cur = &h->hdrs[h->nhdrs - 1];
+  if (cur->val_off == UINT32_MAX) cur->val_off = (uint32_t)h->store.len;   /* empty value */
+  while (cur->val_len > 0) {   /* trailing whitespace is not part of a field value */
+    char c = h->store.data[cur->val_off + cur->val_len - 1];
+    if (c != ' ' && c != '\t') break;
+    cur->val_len--;
+  }
+  return 0;
+}
+
+static int on_headers_complete(llhttp_t *p) {
+  ml_http_t *h = H(p);
+  const char *name = llhttp_method_name((llhttp_method_t)p->method);
+  h->method_name = name;
+  h->method = ml_method_index(name, strlen(name));
+  if (p->method == HTTP_CONNECT) return fail(h, 400, "CONNECT is not supported");
+  if ((p->flags & F_CONTENT_LENGTH) && p->content_length > h->max_body)
+    return fail(h, 413, "Request Entity Too Large");
+  size_t vlen;
+  const char *v = ml_http_header(h, "expect", &vlen);
+  if (v && p->http_major == 1 && p->http_minor >= 1) {
+    if (vlen == 12 && strncasecmp(v, "100-continue", 12) == 0) h->expect_continue = 1;
+    else return fail(h, 417, "Expectation Failed");
+  }
+  h->headers_done = 1;
+  if (h->on_headers) h->on_headers(h);
+  return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len) {
+  ml_http_t *h = H(p);
+  if (h->body.len + len > h->max_body) return fail(h, 413, "Request Entity Too Large");
+  ml_buf_add(&h->body, at, len);
+  return 0;
+}
+
+static int on_message_complete(llhttp_t *p) {
+  ml_http_t *h = H(p);
+  h->keepalive = llhttp_should_keep_alive(p);
+  h->in_message = 0;
+  return HPE_PAUSED;
+}
+
+static llhttp_settings_t settings;
+
+void ml_http_init(ml_http_t *h, size_t max_header, size_t max_body, void *owner) {
+  if (!settings.on_message_complete) {   /* filled once; only read afterwards */
+    llhttp_settings_t s;
+    llhttp_settings_init(&s);
+    s.on_message_begin = on_message_begin;
+    s.on_url = on_url;
+    s.on_header_field = on_header_field;
+    s.on_header_value = on_header_value;
+    s.on_header_value_complete = on_header_value_complete;
+    s.on_headers_complete = on_headers_complete;
+    s.on_body = on_body;
+    s.on_message_complete = on_message_complete;
+    settings = s;
+  }
+  memset(h, 0, sizeof *h);
+  llhttp_init(&h->parser, HTTP_REQUEST, &settings);
+  h->parser.data = h;
+  h->max_header = max_header;
+  h->max_body = max_body;
+  h->owner = owner;
+  h->method = -1;
+}
+
+void ml_http_free(ml_http_t *h) {
+  ml_buf_free(&h->store);
+  ml_buf_free(&h->body);
+  free(h->hdrs);
+  h->hdrs = NULL;
+  h->nhdrs = h->caphdrs = 0;
+}
+
+int ml_http_execute(ml_http_t *h, const char *data, size_t len, size_t *used) {
+  llhttp_errno_t err = llhttp_get_errno(&h->parser);
+  if (err == HPE_PAUSED) llhttp_resume(&h->parser);
+  /* Upgrade requests are answered as plain requests; the connection stays HTTP/1.1. */
+  else if (err == HPE_PAUSED_UPGRADE) llhttp_resume_after_upgrade(&h->parser);
+  err = llhttp_execute(&h->parser, data, len);
+  if (err == HPE_PAUSED_UPGRADE) {
+    llhttp_resume_after_upgrade(&h->parser);
+    err = llhttp_execute(&h->parser, data, len);
+  }
+  if (err == HPE_OK) {
+    *used = len;
+    return ML_HTTP_MORE;
+  }
+  if (err == HPE_PAUSED) {
+    *used = (size_t)(llhttp_get_error_pos(&h->parser) - data);
+    return ML_HTTP_REQUEST;
+  }
+  *used = len;
+  /* our own verdict (413, 431, ...) wins: llhttp reports callback failures its own way */
+  if (!h->error_status) {
+    h->error_status = 400;
+    h->error_detail = "Bad Request";
+  }
+  return ML_HTTP_ERROR;
+}
+
+const char *ml_http_header(const ml_http_t *h, const char *name, size_t *len) {
+  size_t nlen = strlen(name);
+  for (int i = 0; i < h->nhdrs; i++) {
+    const ml_header_t *hd = &h->hdrs[i];
+    if (hd->name_len == nlen && memcmp(h->store.data + hd->name_off, name, nlen) == 0) {
+      *len = hd->val_len;
+      return h->store.data + hd->val_off;
+    }
+  }
+  return NULL;
+}

@@ -1,0 +1,55 @@
+/* HTTP/1.x request parsing: llhttp glue. Parsed fields are copied out of the read buffer
+ * into the request's own store as they arrive (llhttp hands them over in pieces), so the
+ * read buffer can be reused at once. One ml_http_t per connection, reused per request. */
+#ifndef ML_HTTP_H
+#define ML_HTTP_H
+#include "buf.h"
+#include <llhttp.h>
+#include <stdint.h>
+
+enum { ML_HTTP_MORE, ML_HTTP_REQUEST, ML_HTTP_ERROR };
+
+typedef struct {
+  uint32_t name_off, name_len;   /* in store; names are lower-cased */
+  uint32_t val_off, val_len;
+} ml_header_t;
+
+typedef struct ml_http_s ml_http_t;
+typedef void (*ml_http_event_cb)(ml_http_t *h);
+
+struct ml_http_s {
+  llhttp_t parser;
+  ml_buf_t store;                /* url, then header names and values */
+  uint32_t url_len;              /* the url starts at store offset 0 */
+  ml_header_t *hdrs;
+  int nhdrs, caphdrs;
+  ml_buf_t body;
+  int method;                    /* ML_M_* or -1 for methods moonlet has no routes for */
+  const char *method_name;       /* static string */
+  int keepalive;                 /* llhttp's verdict at message end */
+  int expect_continue;           /* "Expect: 100-continue" on an HTTP/1.1 request */
+  int in_message;                /* between message begin and complete */
+  int headers_done;
+  size_t header_bytes;
+  size_t max_body, max_header;
+  int error_status;              /* 400, 413, 431 after ML_HTTP_ERROR */
+  const char *error_detail;
+  void *owner;                   /* the connection */
+  ml_http_event_cb on_begin;     /* first byte of a request */
+  ml_http_event_cb on_headers;   /* header block complete (100-continue, timers) */
+};
+
+void ml_http_init(ml_http_t *h, size_t max_header, size_t max_body, void *owner);
+void ml_http_free(ml_http_t *h);
+
+/* Feeds bytes. Returns ML_HTTP_MORE when all were consumed without finishing a request,
+ * ML_HTTP_REQUEST when a request is complete (the parser stays paused on it until the next
+ * call; *used tells how many bytes belonged to it), ML_HTTP_ERROR when the input is bad
+ * (h->error_status and h->error_detail say how to answer; the connection must close). */
+int ml_http_execute(ml_http_t *h, const char *data, size_t len, size_t *used);
+
+/* Finds a header by lower-case name; NULL if absent. */
+const char *ml_http_header(const ml_http_t *h, const char *name, size_t *len);
+
+static inline const char *ml_http_url(const ml_http_t *h) { return h->store.data; }
+#endif

@@ -1,0 +1,194 @@
+/* The JSON encoder (see json.h). Decoding is lua-cjson's. */
+#include "json.h"
+#include <lauxlib.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define MAX_DEPTH 128
+
+static void add_string(ml_buf_t *out, const char *s, size_t len) {
+  static const char hex[] = "0123456789abcdef";
+  ml_buf_reserve(out, len + 2);
+  ml_buf_addc(out, '"');
+  size_t run = 0;   /* start of bytes that need no escaping */
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    ml_buf_add(out, s + run, i - run);
+    run = i + 1;
+    char esc[6] = {'\\', 0};
+    switch (c) {
+    case '"': esc[1] = '"'; break;
+    case '\\': esc[1] = '\\'; break;
+    case '\n': esc[1] = 'n'; break;
+    case '\r': esc[1] = 'r'; break;
+    case '\t': esc[1] = 't'; break;
+    case '\b': esc[1] = 'b'; break;
+    case '\f': esc[1] = 'f'; break;
+    default:
+      ml_buf_add(out, "\\u00", 4);
+      ml_buf_addc(out, hex[c >> 4]);
+      ml_buf_addc(out, hex[c & 15]);
+      continue;
+    }
+    ml_buf_add(out, esc, 2);
+  }
+  ml_buf_add(out, s + run, len - run);
+  ml_buf_addc(out, '"');
+}
+
+static int add_number(ml_buf_t *out, double d, char *err, size_t errlen) {
+  if (isnan(d) || isinf(d)) {
+    snprintf(err, errlen, "cannot encode %s as JSON", isnan(d) ? "NaN" : "infinity");
+    return -1;
+  }
+  if (d == floor(d) && fabs(d) < 9007199254740992.0) {
+    if (d < 0) ml_buf_addc(out, '-');
+    ml_buf_addu(out, (unsigned long long)fabs(d));
+    return 0;
+  }
+  char tmp[32];
+  int n = 0;
+  for (int prec = 14; prec <= 17; prec++) {   /* the shortest text that reads back as d */
+    n = snprintf(tmp, sizeof tmp, "%.*g", prec, d);
+    if (strtod(tmp, NULL) == d) break;
+  }
+  ml_buf_add(out, tmp, (size_t)n);
+  return 0;
+}
+
+/* 1 if the table at idx is an array: keys exactly 1..n (n may be 0 with the array mark). */
+static int is_array(lua_State *L, int idx, size_t *n) {
+  size_t len = lua_objlen(L, idx);
+  if (len == 0) {
+    int marked = 0;
+    if (lua_getmetatable(L, idx)) {
+      lua_getfield(L, LUA_REGISTRYINDEX, ML_ARRAY_MT);
+      marked = lua_rawequal(L, -1, -2);
+      lua_pop(L, 2);
+    }
+    if (marked) { *n = 0; return 1; }
+    lua_pushnil(L);
+    if (lua_next(L, idx)) { lua_pop(L, 2); return 0; }   /* non-empty: an object */
+    *n = 0;
+    return 0;   /* plain empty table: {} */
+  }
+  size_t count = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    if (lua_type(L, -1) != LUA_TNUMBER) { lua_pop(L, 1); return 0; }
+    count++;
+  }
+  *n = len;
+  return count == len;
+}
+
+static int encode(lua_State *L, int idx, ml_buf_t *out, int depth, char *err, size_t errlen) {
+  switch (lua_type(L, idx)) {
+  case LUA_TNIL:
+    ml_buf_add(out, "null", 4);
+    return 0;
+  case LUA_TBOOLEAN:
+    if (lua_toboolean(L, idx)) ml_buf_add(out, "true", 4);
+    else ml_buf_add(out, "false", 5);
+    return 0;
+  case LUA_TNUMBER:
+    return add_number(out, lua_tonumber(L, idx), err, errlen);
+  case LUA_TSTRING: {
+    size_t len;
+    const char *s = lua_tolstring(L, idx, &len);
+    add_string(out, s, len);
+    return 0;
+  }
+  case LUA_TLIGHTUSERDATA:
+    if (lua_touserdata(L, idx) == NULL) {
+      ml_buf_add(out, "null", 4);
+      return 0;
+    }
+    break;
+  case LUA_TTABLE: {
+    if (depth >= MAX_DEPTH) {
+      snprintf(err, errlen, "cannot encode JSON: nested too deep (a cycle?)");
+      return -1;
+    }
+    if (!lua_checkstack(L, 4)) {
+      snprintf(err, errlen, "cannot encode JSON: stack overflow");
+      return -1;
+    }
+    size_t n;
+    if (is_array(L, idx, &n)) {
+      ml_buf_addc(out, '[');
+      for (size_t i = 1; i <= n; i++) {
+        if (i > 1) ml_buf_addc(out, ',');
+        lua_rawgeti(L, idx, (int)i);
+        int rc = encode(L, lua_gettop(L), out, depth + 1, err, errlen);
+        lua_pop(L, 1);
+        if (rc) return rc;
+      }
+      ml_buf_addc(out, ']');
+      return 0;
+    }
+    ml_buf_addc(out, '{');
+    int first = 1;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+      int kt = lua_type(L, -2);
+      if (kt != LUA_TSTRING && kt != LUA_TNUMBER) {
+        lua_pop(L, 2);
+        snprintf(err, errlen, "cannot encode JSON: table key of type %s", lua_typename(L, kt));
+        return -1;
+      }
+      if (!first) ml_buf_addc(out, ',');
+      first = 0;
+      size_t klen;
+      lua_pushvalue(L, -2);   /* tostring on a copy: never on the key lua_next walks */
+      const char *k = lua_tolstring(L, -1, &klen);
+      add_string(out, k, klen);
+      lua_pop(L, 1);
+      ml_buf_addc(out, ':');
+      int rc = encode(L, lua_gettop(L), out, depth + 1, err, errlen);
+      lua_pop(L, 1);
+      if (rc) {
+        lua_pop(L, 1);
+        return rc;
+      }
+    }
+    ml_buf_addc(out, '}');
+    return 0;
+  }
+  default:
+    break;
+  }
+  snprintf(err, errlen, "cannot encode a %s as JSON", luaL_typename(L, idx));
+  return -1;
+}
+
+int ml_json_encode(lua_State *L, int idx, ml_buf_t *out, char *err, size_t errlen) {
+  if (idx < 0) idx = lua_gettop(L) + idx + 1;
+  size_t mark = out->len;
+  int rc = encode(L, idx, out, 0, err, errlen);
+  if (rc) out->len = mark;
+  return rc;
+}
+
+/* json.encode(value) -> string; raises on values JSON cannot hold. */
+static int l_encode(lua_State *L) {
+  luaL_checkany(L, 1);
+  ml_buf_t b = {0};
+  char err[160];
+  lua_settop(L, 1);
+  if (ml_json_encode(L, 1, &b, err, sizeof err)) {
+    ml_buf_free(&b);
+    return luaL_error(L, "%s", err);
+  }
+  lua_pushlstring(L, b.data ? b.data : "", b.len);
+  ml_buf_free(&b);
+  return 1;
+}
+
+void ml_json_open(lua_State *L) {
+  lua_pushcfunction(L, l_encode);
+  lua_setfield(L, -2, "json_encode");
+}

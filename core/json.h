@@ -1,0 +1,18 @@
+/* JSON encoding of Lua values, written by moonlet so that arrays are under its control:
+ * a table whose keys are exactly 1..n is an array; an empty table is `{}` unless it carries
+ * the array metatable (moonlet.array{}), then `[]`; moonlet.null (a NULL lightuserdata,
+ * the same value as cjson.null) is null. '/' is not escaped. */
+#ifndef ML_JSON_H
+#define ML_JSON_H
+#include "buf.h"
+#include <lua.h>
+
+#define ML_ARRAY_MT "moonlet.array"   /* registry key of the array metatable */
+
+/* Appends the JSON text of the value at idx. Returns 0, or -1 with a message in err
+ * (functions, userdata, NaN, cycles/too deep, mixed or non-string keys). */
+int ml_json_encode(lua_State *L, int idx, ml_buf_t *out, char *err, size_t errlen);
+
+/* Installs json.encode into the table on top of the stack. */
+void ml_json_open(lua_State *L);
+#endif

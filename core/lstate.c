@@ -1,0 +1,112 @@
+/* Creating and preparing Lua states (see lstate.h). */
+#include "lstate.h"
+#include "json.h"
+#include "lua_embed.h"
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+int luaopen_cjson(lua_State *L);
+int ml_core_open(lua_State *L);   /* core.c: the "moonlet.core" module */
+
+#ifdef ML_SANITIZE
+static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  (void)ud;
+  (void)osize;
+  if (nsize == 0) {
+    free(ptr);
+    return NULL;
+  }
+  return realloc(ptr, nsize);
+}
+#endif
+
+/* package.preload loader for an embedded module; upvalue 1 is its ml_embedded_t. */
+static int load_embedded(lua_State *L) {
+  const ml_embedded_t *m = lua_touserdata(L, lua_upvalueindex(1));
+  if (luaL_loadbuffer(L, m->src, m->len, m->chunk)) return lua_error(L);
+  lua_pushstring(L, m->module);
+  lua_call(L, 1, 1);
+  return 1;
+}
+
+int ml_lua_traceback(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (!msg) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
+    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  lua_getglobal(L, "debug");
+  lua_getfield(L, -1, "traceback");
+  lua_pushstring(L, msg);
+  lua_pushinteger(L, 2);
+  lua_call(L, 2, 1);
+  return 1;
+}
+
+lua_State *ml_lua_new(const char *appdir) {
+#ifdef ML_SANITIZE
+  lua_State *L = lua_newstate(l_alloc, NULL);
+  if (!L) L = luaL_newstate();   /* LuaJIT builds without GC64 refuse foreign allocators */
+#else
+  lua_State *L = luaL_newstate();
+#endif
+  if (!L) return NULL;
+  luaL_openlibs(L);
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "preload");
+  lua_pushcfunction(L, luaopen_cjson);
+  lua_setfield(L, -2, "cjson");
+  lua_pushcfunction(L, ml_core_open);
+  lua_setfield(L, -2, "moonlet.core");
+  for (const ml_embedded_t *m = ml_embedded; m->module; m++) {
+    lua_pushlightuserdata(L, (void *)m);
+    lua_pushcclosure(L, load_embedded, 1);
+    lua_setfield(L, -2, m->module);
+  }
+  lua_pop(L, 1);   /* preload */
+  if (appdir) {
+    lua_getfield(L, -1, "path");
+    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", appdir, appdir, lua_tostring(L, -1));
+    lua_setfield(L, -3, "path");
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);   /* package */
+  lua_newtable(L);   /* the array marker metatable, shared by json and moonlet.array */
+  lua_setfield(L, LUA_REGISTRYINDEX, ML_ARRAY_MT);
+  return L;
+}
+
+int ml_lua_load_app(lua_State *L, const char *appdir, char *err, size_t errlen) {
+  struct stat st;
+  if (stat(appdir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    snprintf(err, errlen, "app directory not found: %s", appdir);
+    return -1;
+  }
+  char path[4096];
+  snprintf(path, sizeof path, "%s/app.lua", appdir);
+  if (stat(path, &st) != 0) {
+    snprintf(err, errlen, "no app.lua in %s", appdir);
+    return -1;
+  }
+  lua_pushcfunction(L, ml_lua_traceback);
+  int base = lua_gettop(L);
+  if (luaL_loadfile(L, path)) {
+    snprintf(err, errlen, "%s", lua_tostring(L, -1));
+    lua_settop(L, base - 1);
+    return -1;
+  }
+  if (lua_pcall(L, 0, 1, base)) {
+    const char *msg = lua_tostring(L, -1);
+    const char *nl = msg ? strchr(msg, '\n') : NULL;   /* first line: file:line: message */
+    snprintf(err, errlen, "%.*s", nl ? (int)(nl - msg) : (int)strlen(msg ? msg : ""),
+             msg ? msg : "error");
+    lua_settop(L, base - 1);
+    return -1;
+  }
+  lua_remove(L, base);
+  return 0;
+}

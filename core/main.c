@@ -1,0 +1,142 @@
+/* The moonlet CLI: a thin layer over the embedding API in moonlet.h. */
+#include "moonlet.h"
+#include "log.h"
+#include "lstate.h"
+#include <errno.h>
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage[] =
+    "usage: moonlet serve APPDIR [options]   serve the app in APPDIR (APPDIR/app.lua)\n"
+    "       moonlet test [PATH ...]          run Lua spec files (default: tests/spec)\n"
+    "       moonlet version                  print the version\n"
+    "\n"
+    "serve options:\n"
+    "  --host ADDR             address to listen on (default 127.0.0.1)\n"
+    "  --port N                port (default 8000; 0 picks a free one)\n"
+    "  --log-level LEVEL       debug, info (access log), warn or error (default info)\n"
+    "  --max-body BYTES        largest request body (default 1048576) -> 413\n"
+    "  --graceful-timeout S    seconds in-flight requests get on SIGINT/SIGTERM (default 10)\n"
+    "  --header-timeout S      seconds a client has to send a header block (default 10)\n"
+    "  --keepalive-timeout S   seconds an idle keep-alive connection stays open (default 5)\n";
+
+static int fail(const char *fmt, const char *a, const char *b) {
+  fputs("moonlet: ", stderr);
+  fprintf(stderr, fmt, a, b);
+  fputc('\n', stderr);
+  return 2;
+}
+
+static int parse_number(const char *s, double min, double max, double *out) {
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno || end == s || *end || v < min || v > max) return -1;
+  *out = v;
+  return 0;
+}
+
+static int cmd_serve(int argc, char **argv) {
+  ml_config_t cfg;
+  ml_config_defaults(&cfg);
+  const char *appdir = NULL;
+  for (int i = 0; i < argc; i++) {
+    const char *a = argv[i];
+    if (a[0] != '-') {
+      if (appdir) return fail("unexpected argument '%s'%s (one APPDIR only)", a, "");
+      appdir = a;
+      continue;
+    }
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+      fputs(usage, stdout);
+      return 0;
+    }
+    if (i + 1 >= argc) return fail("option %s needs a value%s", a, "");
+    const char *v = argv[++i];
+    double d;
+    if (strcmp(a, "--host") == 0) {
+      cfg.host = v;
+    } else if (strcmp(a, "--port") == 0) {
+      if (parse_number(v, 0, 65535, &d) || d != (int)d)
+        return fail("--port: expected a port number 0-65535, got '%s'%s", v, "");
+      cfg.port = (int)d;
+    } else if (strcmp(a, "--log-level") == 0) {
+      cfg.log_level = ml_log_parse_level(v);
+      if (cfg.log_level < 0) return fail("--log-level: expected debug, info, warn or error, got '%s'%s", v, "");
+    } else if (strcmp(a, "--max-body") == 0) {
+      if (parse_number(v, 0, 1e12, &d) || d != (double)(size_t)d)
+        return fail("--max-body: expected a number of bytes, got '%s'%s", v, "");
+      cfg.max_body = (size_t)d;
+    } else if (strcmp(a, "--graceful-timeout") == 0 || strcmp(a, "--header-timeout") == 0 ||
+               strcmp(a, "--keepalive-timeout") == 0) {
+      if (parse_number(v, 0, 86400, &d)) return fail("%s: expected seconds, got '%s'", a, v);
+      if (a[2] == 'g') cfg.graceful_timeout = d;
+      else if (a[2] == 'h') cfg.header_timeout = d;
+      else cfg.keepalive_timeout = d;
+    } else {
+      return fail("unknown option '%s'%s (see moonlet --help)", a, "");
+    }
+  }
+  if (!appdir) return fail("serve: missing APPDIR%s%s (see moonlet --help)", "", "");
+  ml_host_t *h = ml_host_new(&cfg);
+  if (!h) return fail("out of memory%s%s", "", "");
+  char err[1024];
+  if (ml_host_load(h, appdir, err, sizeof err) || ml_host_listen(h, err, sizeof err)) {
+    ml_host_free(h);
+    return fail("%s%s", err, "");
+  }
+  ml_host_handle_signals(h);
+  int v6 = strchr(cfg.host, ':') != NULL;
+  printf("listening on http://%s%s%s:%d\n", v6 ? "[" : "", cfg.host, v6 ? "]" : "", ml_host_port(h));
+  fflush(stdout);
+  ml_host_run(h);
+  ml_host_free(h);
+  return 0;
+}
+
+/* moonlet test [PATH ...]: the spec runner lives in lua/moonlet/testing.lua. */
+static int cmd_test(int argc, char **argv) {
+  lua_State *L = ml_lua_new(".");
+  if (!L) return fail("out of memory%s%s", "", "");
+  lua_pushcfunction(L, ml_lua_traceback);
+  lua_getglobal(L, "require");
+  lua_pushstring(L, "moonlet.testing");
+  if (lua_pcall(L, 1, 1, 1)) {
+    fprintf(stderr, "moonlet: %s\n", lua_tostring(L, -1));
+    lua_close(L);
+    return 2;
+  }
+  lua_getfield(L, -1, "main");
+  lua_createtable(L, argc, 0);
+  for (int i = 0; i < argc; i++) {
+    lua_pushstring(L, argv[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  int rc = 2;
+  if (lua_pcall(L, 1, 1, 1)) fprintf(stderr, "moonlet: %s\n", lua_tostring(L, -1));
+  else rc = (int)lua_tointeger(L, -1);
+  fflush(stdout);
+  lua_close(L);
+  return rc;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    fputs(usage, stderr);
+    return 2;
+  }
+  const char *cmd = argv[1];
+  if (strcmp(cmd, "serve") == 0) return cmd_serve(argc - 2, argv + 2);
+  if (strcmp(cmd, "test") == 0) return cmd_test(argc - 2, argv + 2);
+  if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+    printf("moonlet %s\n", MOONLET_VERSION);
+    return 0;
+  }
+  if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+    fputs(usage, stdout);
+    return 0;
+  }
+  return fail("unknown command '%s'%s (see moonlet --help)", cmd, "");
+}

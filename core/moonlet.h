@@ -1,0 +1,52 @@
+/* moonlet — embedding API.
+ *
+ *   ml_config_t cfg;
+ *   ml_config_defaults(&cfg);
+ *   cfg.port = 0;                          // any free port
+ *   ml_host_t *h = ml_host_new(&cfg);
+ *   char err[512];
+ *   if (ml_host_load(h, "apps/hello", err, sizeof err) ||
+ *       ml_host_listen(h, err, sizeof err)) { fprintf(stderr, "%s\n", err); ... }
+ *   ml_host_handle_signals(h);             // optional: SIGINT/SIGTERM stop gracefully
+ *   ml_host_run(h);                        // until ml_host_stop (any thread) or a signal
+ *   ml_host_free(h);
+ *
+ * A host owns one libuv loop and runs it on the thread that calls ml_host_run. Creating a
+ * host ignores SIGPIPE for the process (a write to a closed socket must not kill it). */
+#ifndef MOONLET_H
+#define MOONLET_H
+#include <stddef.h>
+
+#define MOONLET_VERSION "0.1.0"
+
+typedef struct {
+  const char *host;            /* "127.0.0.1"; an IPv4 or IPv6 address */
+  int port;                    /* 8000; 0 picks a free port (see ml_host_port) */
+  int log_level;               /* 0 debug, 1 info (access log), 2 warn, 3 error */
+  size_t max_body;             /* request body limit in bytes (1 MiB) -> 413 */
+  size_t max_header;           /* request line + headers limit (16 KiB) -> 431 */
+  double graceful_timeout;     /* seconds in-flight requests get at shutdown (10) */
+  double header_timeout;       /* seconds for a request's header block to arrive (10) */
+  double keepalive_timeout;    /* seconds an idle keep-alive connection is kept (5) */
+} ml_config_t;
+
+typedef struct ml_host_s ml_host_t;
+
+void ml_config_defaults(ml_config_t *cfg);
+ml_host_t *ml_host_new(const ml_config_t *cfg);
+
+/* Loads APPDIR/app.lua. Returns 0, or -1 with a one-line message in err. */
+int ml_host_load(ml_host_t *h, const char *appdir, char *err, size_t errlen);
+/* Binds the listening socket. Returns 0, or -1 with a one-line message in err. */
+int ml_host_listen(ml_host_t *h, char *err, size_t errlen);
+/* The bound port (useful after port 0). */
+int ml_host_port(const ml_host_t *h);
+/* SIGINT and SIGTERM start a graceful stop; a second one stops at once. */
+int ml_host_handle_signals(ml_host_t *h);
+/* Serves until stopped. Returns 0. */
+int ml_host_run(ml_host_t *h);
+/* Starts a graceful stop: no new connections, in-flight requests finish (up to
+ * graceful_timeout), then ml_host_run returns. Safe from any thread. */
+void ml_host_stop(ml_host_t *h);
+void ml_host_free(ml_host_t *h);
+#endif

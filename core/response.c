@@ -1,0 +1,118 @@
+/* Response heads. The Date value is formatted once per second and reused. */
+#include "response.h"
+#include <stdio.h>
+#include <time.h>
+
+const char *ml_status_reason(int s) {
+  switch (s) {
+  case 100: return "Continue";
+  case 101: return "Switching Protocols";
+  case 200: return "OK";
+  case 201: return "Created";
+  case 202: return "Accepted";
+  case 204: return "No Content";
+  case 206: return "Partial Content";
+  case 301: return "Moved Permanently";
+  case 302: return "Found";
+  case 303: return "See Other";
+  case 304: return "Not Modified";
+  case 307: return "Temporary Redirect";
+  case 308: return "Permanent Redirect";
+  case 400: return "Bad Request";
+  case 401: return "Unauthorized";
+  case 403: return "Forbidden";
+  case 404: return "Not Found";
+  case 405: return "Method Not Allowed";
+  case 406: return "Not Acceptable";
+  case 408: return "Request Timeout";
+  case 409: return "Conflict";
+  case 410: return "Gone";
+  case 411: return "Length Required";
+  case 413: return "Content Too Large";
+  case 414: return "URI Too Long";
+  case 415: return "Unsupported Media Type";
+  case 417: return "Expectation Failed";
+  case 422: return "Unprocessable Content";
+  case 429: return "Too Many Requests";
+  case 431: return "Request Header Fields Too Large";
+  case 500: return "Internal Server Error";
+  case 501: return "Not Implemented";
+  case 502: return "Bad Gateway";
+  case 503: return "Service Unavailable";
+  case 504: return "Gateway Timeout";
+  default: return s < 200 ? "Informational" : s < 300 ? "Success" : s < 400 ? "Redirection"
+                : s < 500 ? "Client Error" : "Server Error";
+  }
+}
+
+static __thread time_t date_sec = -1;
+static __thread char date_line[64];
+static __thread size_t date_len;
+
+static void date_refresh(void) {
+  time_t now = time(NULL);
+  if (now == date_sec) return;
+  date_sec = now;
+  struct tm tm;
+  gmtime_r(&now, &tm);
+  date_len = strftime(date_line, sizeof date_line, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+}
+
+void ml_resp_begin(ml_buf_t *out, int status) {
+  date_refresh();
+  const char *reason = ml_status_reason(status);
+  ml_buf_reserve(out, 128 + date_len);
+  ml_buf_add(out, "HTTP/1.1 ", 9);
+  ml_buf_addu(out, (unsigned)status);
+  ml_buf_addc(out, ' ');
+  ml_buf_addstr(out, reason);
+  ml_buf_add(out, "\r\nServer: moonlet\r\n", 19);
+  ml_buf_add(out, date_line, date_len);
+}
+
+void ml_resp_header(ml_buf_t *out, const char *name, size_t nlen, const char *val, size_t vlen) {
+  ml_buf_reserve(out, nlen + vlen + 4);
+  ml_buf_add(out, name, nlen);
+  ml_buf_add(out, ": ", 2);
+  ml_buf_add(out, val, vlen);
+  ml_buf_add(out, "\r\n", 2);
+}
+
+void ml_resp_end(ml_buf_t *out, int status, size_t content_length, int keepalive) {
+  if (status >= 200 && status != 204 && status != 304) {
+    ml_buf_add(out, "Content-Length: ", 16);
+    ml_buf_addu(out, content_length);
+    ml_buf_add(out, "\r\n", 2);
+  }
+  if (!keepalive) ml_buf_add(out, "Connection: close\r\n", 19);
+  ml_buf_add(out, "\r\n", 2);
+}
+
+void ml_resp_error(ml_buf_t *out, int status, const char *detail, const char *allow,
+                   int keepalive, int head) {
+  char body[256];
+  int n = snprintf(body, sizeof body, "{\"detail\":\"%s\"}", detail);
+  ml_resp_begin(out, status);
+  ml_resp_header(out, "Content-Type", 12, "application/json", 16);
+  if (allow) ml_resp_header(out, "Allow", 5, allow, strlen(allow));
+  ml_resp_end(out, status, (size_t)n, keepalive);
+  if (!head) ml_buf_add(out, body, (size_t)n);
+}
+
+int ml_header_name_ok(const char *s, size_t len) {
+  if (len == 0) return 0;
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c <= 32 || c >= 127 || c == ':' || c == '(' || c == ')' || c == ',' || c == '/' ||
+        c == ';' || c == '<' || c == '=' || c == '>' || c == '?' || c == '@' || c == '[' ||
+        c == '\\' || c == ']' || c == '{' || c == '}' || c == '"')
+      return 0;
+  }
+  return 1;
+}
+
+int ml_header_value_ok(const char *s, size_t len) {
+  for (size_t i = 0; i < len; i++)
+    if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0') return 0;
+  return 1;
+}

@@ -1,0 +1,271 @@
+/* The route trie (see router.h). Nodes own their children; ml_router_free releases all. */
+#include "router.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct node_s node_t;
+struct node_s {
+  char *seg;                 /* static text of this segment (static children only) */
+  size_t seglen;
+  node_t **kids;             /* static children, sorted by seg */
+  int nkids, capkids;
+  node_t *param_int;         /* {name:int} child */
+  node_t *param_any;         /* {name} child */
+  char *pname;               /* parameter name (parameter children only) */
+  int handlers[ML_M_COUNT];  /* route id per method, -1 for none */
+};
+
+struct ml_router_s {
+  node_t *root;
+};
+
+static const char *const method_names[ML_M_COUNT] = {"GET", "HEAD", "POST", "PUT", "PATCH",
+                                                      "DELETE", "OPTIONS"};
+
+int ml_method_index(const char *name, size_t len) {
+  for (int i = 0; i < ML_M_COUNT; i++)
+    if (strlen(method_names[i]) == len && memcmp(method_names[i], name, len) == 0) return i;
+  return -1;
+}
+
+const char *ml_method_name(int index) {
+  return index >= 0 && index < ML_M_COUNT ? method_names[index] : "?";
+}
+
+static node_t *node_new(void) {
+  node_t *n = calloc(1, sizeof *n);
+  if (!n) abort();
+  for (int i = 0; i < ML_M_COUNT; i++) n->handlers[i] = -1;
+  return n;
+}
+
+static void node_free(node_t *n) {
+  if (!n) return;
+  for (int i = 0; i < n->nkids; i++) node_free(n->kids[i]);
+  node_free(n->param_int);
+  node_free(n->param_any);
+  free(n->kids);
+  free(n->seg);
+  free(n->pname);
+  free(n);
+}
+
+ml_router_t *ml_router_new(void) {
+  ml_router_t *r = calloc(1, sizeof *r);
+  if (!r) abort();
+  r->root = node_new();
+  return r;
+}
+
+void ml_router_free(ml_router_t *r) {
+  if (!r) return;
+  node_free(r->root);
+  free(r);
+}
+
+static int segcmp(const char *a, size_t alen, const char *b, size_t blen) {
+  int c = memcmp(a, b, alen < blen ? alen : blen);
+  if (c) return c;
+  return alen < blen ? -1 : alen > blen;
+}
+
+/* Binary search; returns the index of the child or, negated minus one, where it belongs. */
+static int find_kid(const node_t *n, const char *seg, size_t len) {
+  int lo = 0, hi = n->nkids - 1;
+  while (lo <= hi) {
+    int mid = (lo + hi) / 2;
+    int c = segcmp(n->kids[mid]->seg, n->kids[mid]->seglen, seg, len);
+    if (c == 0) return mid;
+    if (c < 0) lo = mid + 1; else hi = mid - 1;
+  }
+  return -lo - 1;
+}
+
+static node_t *static_child(node_t *n, const char *seg, size_t len) {
+  int at = find_kid(n, seg, len);
+  if (at >= 0) return n->kids[at];
+  at = -at - 1;
+  if (n->nkids == n->capkids) {
+    n->capkids = n->capkids ? n->capkids * 2 : 4;
+    n->kids = realloc(n->kids, sizeof *n->kids * (size_t)n->capkids);
+    if (!n->kids) abort();
+  }
+  memmove(n->kids + at + 1, n->kids + at, sizeof *n->kids * (size_t)(n->nkids - at));
+  node_t *k = node_new();
+  k->seg = strndup(seg, len);
+  k->seglen = len;
+  n->kids[at] = k;
+  n->nkids++;
+  return k;
+}
+
+static int valid_name(const char *s, size_t len) {
+  if (len == 0) return 0;
+  for (size_t i = 0; i < len; i++) {
+    char c = s[i];
+    if (!(c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+          (i > 0 && c >= '0' && c <= '9')))
+      return 0;
+  }
+  return 1;
+}
+
+int ml_router_add(ml_router_t *r, unsigned methods, const char *pattern, int id, char *err,
+                  size_t errlen) {
+  if (pattern[0] != '/') {
+    snprintf(err, errlen, "route path must start with '/': %s", pattern);
+    return -1;
+  }
+  node_t *n = r->root;
+  const char *p = pattern + 1;
+  const char *names[ML_MAX_PARAMS];
+  size_t name_lens[ML_MAX_PARAMS];
+  int nparams = 0;
+  if (strcmp(pattern, "/") != 0) {
+    for (;;) {
+      const char *end = strchr(p, '/');
+      size_t len = end ? (size_t)(end - p) : strlen(p);
+      if (len > 0 && p[0] == '{') {
+        if (p[len - 1] != '}') {
+          snprintf(err, errlen, "bad parameter segment '%.*s' in %s", (int)len, p, pattern);
+          return -1;
+        }
+        const char *name = p + 1;
+        size_t nlen = len - 2;
+        const char *colon = memchr(name, ':', nlen);
+        int is_int = 0;
+        if (colon) {
+          size_t tlen = nlen - (size_t)(colon - name) - 1;
+          if (tlen == 3 && memcmp(colon + 1, "int", 3) == 0) is_int = 1;
+          else if (!(tlen == 3 && memcmp(colon + 1, "str", 3) == 0)) {
+            snprintf(err, errlen, "unknown parameter type '%.*s' in %s (use int or str)",
+                     (int)tlen, colon + 1, pattern);
+            return -1;
+          }
+          nlen = (size_t)(colon - name);
+        }
+        if (!valid_name(name, nlen)) {
+          snprintf(err, errlen, "bad parameter name '%.*s' in %s", (int)nlen, name, pattern);
+          return -1;
+        }
+        for (int i = 0; i < nparams; i++)
+          if (name_lens[i] == nlen && memcmp(names[i], name, nlen) == 0) {
+            snprintf(err, errlen, "duplicate parameter '%.*s' in %s", (int)nlen, name, pattern);
+            return -1;
+          }
+        if (nparams == ML_MAX_PARAMS) {
+          snprintf(err, errlen, "too many parameters in %s", pattern);
+          return -1;
+        }
+        names[nparams] = name;
+        name_lens[nparams++] = nlen;
+        node_t **slot = is_int ? &n->param_int : &n->param_any;
+        if (!*slot) {
+          *slot = node_new();
+          (*slot)->pname = strndup(name, nlen);
+        } else if (strlen((*slot)->pname) != nlen || memcmp((*slot)->pname, name, nlen) != 0) {
+          snprintf(err, errlen, "parameter '{%.*s}' in %s conflicts with '{%s}' of another route",
+                   (int)nlen, name, pattern, (*slot)->pname);
+          return -1;
+        }
+        n = *slot;
+      } else {
+        if (memchr(p, '{', len) || memchr(p, '}', len)) {
+          snprintf(err, errlen, "a parameter must be a whole segment: %s", pattern);
+          return -1;
+        }
+        n = static_child(n, p, len);
+      }
+      if (!end) break;
+      p = end + 1;
+    }
+  }
+  for (int m = 0; m < ML_M_COUNT; m++) {
+    if (!(methods & (1u << m))) continue;
+    if (n->handlers[m] >= 0) {
+      snprintf(err, errlen, "route %s %s is defined twice", method_names[m], pattern);
+      return -1;
+    }
+  }
+  for (int m = 0; m < ML_M_COUNT; m++)
+    if (methods & (1u << m)) n->handlers[m] = id;
+  return 0;
+}
+
+static int is_int_segment(const char *s, size_t len) {
+  size_t i = (len > 0 && s[0] == '-') ? 1 : 0;
+  if (i == len || len - i > 18) return 0;
+  for (; i < len; i++)
+    if (s[i] < '0' || s[i] > '9') return 0;
+  return 1;
+}
+
+static unsigned node_mask(const node_t *n) {
+  unsigned mask = 0;
+  for (int m = 0; m < ML_M_COUNT; m++)
+    if (n->handlers[m] >= 0) mask |= 1u << m;
+  return mask;
+}
+
+/* Depth-first: static child first, then {x:int}, then {x}. Returns 1 when a handler for
+ * `method` was found; otherwise ORs the methods of any node matching the full path into
+ * m->allow so the caller can answer 405. */
+static int match_node(const node_t *n, int method, const char *p, const char *end,
+                      ml_match_t *m) {
+  if (p > end) {   /* consumed the whole path */
+    int h = n->handlers[method];
+    if (h < 0 && method == ML_M_HEAD) h = n->handlers[ML_M_GET];
+    if (h >= 0) { m->route = h; return 1; }
+    m->allow |= node_mask(n);
+    return 0;
+  }
+  const char *slash = memchr(p, '/', (size_t)(end - p));
+  const char *segend = slash ? slash : end;
+  size_t len = (size_t)(segend - p);
+  const char *next = segend + 1;   /* > end when this was the last segment */
+  int at = find_kid(n, p, len);
+  if (at >= 0 && match_node(n->kids[at], method, next, end, m)) return 1;
+  if (len == 0 || m->nparams == ML_MAX_PARAMS) return 0;
+  const node_t *kids[2] = {is_int_segment(p, len) ? n->param_int : NULL, n->param_any};
+  for (int i = 0; i < 2; i++) {
+    if (!kids[i]) continue;
+    int k = m->nparams++;
+    m->params[k].name = kids[i]->pname;
+    m->params[k].val = p;
+    m->params[k].len = len;
+    m->params[k].is_int = i == 0;
+    if (match_node(kids[i], method, next, end, m)) return 1;
+    m->nparams--;
+  }
+  return 0;
+}
+
+int ml_router_match(const ml_router_t *r, int method, const char *path, size_t len,
+                    ml_match_t *m) {
+  m->route = -1;
+  m->nparams = 0;
+  m->allow = 0;
+  if (len == 0 || path[0] != '/' || method < 0) return ML_ROUTE_NOT_FOUND;
+  const char *end = path + len;
+  int found = (len == 1) ? match_node(r->root, method, end + 1, end, m)
+                         : match_node(r->root, method, path + 1, end, m);
+  if (found) return ML_ROUTE_OK;
+  if (m->allow) {
+    if (m->allow & (1u << ML_M_GET)) m->allow |= 1u << ML_M_HEAD;
+    return ML_ROUTE_BAD_METHOD;
+  }
+  return ML_ROUTE_NOT_FOUND;
+}
+
+size_t ml_router_allow_header(unsigned allow, char *out, size_t cap) {
+  size_t n = 0;
+  out[0] = '\0';
+  for (int m = 0; m < ML_M_COUNT; m++) {
+    if (!(allow & (1u << m))) continue;
+    int w = snprintf(out + n, cap - n, "%s%s", n ? ", " : "", method_names[m]);
+    if (w < 0 || (size_t)w >= cap - n) break;
+    n += (size_t)w;
+  }
+  return n;
+}

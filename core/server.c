@@ -1,0 +1,354 @@
+/* The listener and its connections (see conn.h): accept -> read -> ml_http_execute ->
+ * dispatch -> ml_conn_done -> write. Timeouts: a request's header block must arrive within
+ * header_timeout of its first byte (slowloris), a body must keep moving, and an idle
+ * keep-alive connection is closed after keepalive_timeout. A connection is freed only in
+ * the close callback of the last of its two handles. */
+#include "conn.h"
+#include "log.h"
+#include "response.h"
+#include "router.h"
+#include <stdio.h>
+
+#define OUT_HIGH_WATER (1u << 20)   /* stop reading while this much output is unsent */
+#define LINGER_MS 2000
+
+static void conn_process(ml_conn_t *c, const char *data, size_t len);
+static void conn_flush(ml_conn_t *c);
+static void conn_close(ml_conn_t *c);
+
+static void handle_closed_cb(uv_handle_t *h) {
+  ml_conn_t *c = h->data;
+  if (--c->handles_open > 0) return;
+  ml_http_free(&c->http);
+  ml_buf_free(&c->pending);
+  ml_buf_free(&c->out);
+  ml_buf_free(&c->wbuf);
+  free(c);
+}
+
+static void server_unlink(ml_server_t *s, ml_conn_t *c) {
+  if (c->prev) c->prev->next = c->next; else s->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  c->prev = c->next = NULL;
+  s->nconns--;
+  if (s->draining && s->nconns == 0 && s->on_drained) s->on_drained(s);
+}
+
+/* Closes now. In-flight work is aborted first so nothing will touch c again. */
+static void conn_close(ml_conn_t *c) {
+  if (c->closing) return;
+  c->closing = 1;
+  if (c->task) {
+    void *task = c->task;
+    c->task = NULL;
+    c->srv->abort(c->srv->ctx, task);
+  }
+  uv_timer_stop(&c->timer);
+  uv_close((uv_handle_t *)&c->tcp, handle_closed_cb);
+  uv_close((uv_handle_t *)&c->timer, handle_closed_cb);
+  server_unlink(c->srv, c);
+}
+
+static void timeout_cb(uv_timer_t *t) {
+  ml_conn_t *c = t->data;
+  if (!c->lingering && c->http.in_message)
+    ml_log(ML_LOG_INFO, "closing connection: request not received in time");
+  conn_close(c);
+}
+
+static void timer_set(ml_conn_t *c, uint64_t ms) {
+  uv_timer_start(&c->timer, timeout_cb, ms, 0);
+}
+
+static void shutdown_cb(uv_shutdown_t *req, int status) {
+  (void)status;
+  ml_conn_t *c = req->data;
+  if (status < 0) conn_close(c);
+}
+
+/* After a final response: send FIN, then read and discard what the client still sends
+ * for a short while, so our response is not destroyed by a reset (lingering close). */
+static void conn_linger(ml_conn_t *c) {
+  if (c->closing || c->lingering) return;
+  c->lingering = 1;
+  c->sreq.data = c;
+  if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, shutdown_cb) < 0) {
+    conn_close(c);
+    return;
+  }
+  timer_set(c, LINGER_MS);
+}
+
+static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  (void)hint;
+  ml_conn_t *c = h->data;
+  buf->base = c->srv->readbuf;
+  buf->len = sizeof c->srv->readbuf;
+}
+
+static void read_stop(ml_conn_t *c) {
+  if (!c->read_stopped) {
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->read_stopped = 1;
+  }
+}
+
+static void read_cb(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf);
+
+static void read_start(ml_conn_t *c) {
+  if (c->read_stopped && !c->closing) {
+    c->read_stopped = 0;
+    uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+  }
+}
+
+static void read_cb(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
+  ml_conn_t *c = stream->data;
+  if (n == 0) return;
+  if (n < 0) {   /* EOF or error: the client is gone; abandon whatever it asked for */
+    conn_close(c);
+    return;
+  }
+  if (c->lingering || c->close_after_write) return;   /* discard */
+  if (c->inflight || c->pending.len) {
+    ml_buf_add(&c->pending, buf->base, (size_t)n);
+    if (c->pending.len > c->http.max_body + c->http.max_header) read_stop(c);
+    return;
+  }
+  conn_process(c, buf->base, (size_t)n);
+  conn_flush(c);
+}
+
+static void reply_error(ml_conn_t *c, int status, const char *detail) {
+  ml_resp_error(&c->out, status, detail, NULL, 0, 0);
+  ml_log(ML_LOG_INFO, "%s %.*s %d (%s)", c->http.method_name ? c->http.method_name : "-",
+         (int)(c->http.url_len > 200 ? 200 : c->http.url_len), c->http.store.data ? c->http.store.data : "",
+         status, detail);
+  c->close_after_write = 1;
+  read_stop(c);
+}
+
+/* Parses and dispatches as many requests as `data` holds, in order. Stops when a request
+ * goes asynchronous; the rest of the bytes wait in c->pending. */
+static void conn_process(ml_conn_t *c, const char *data, size_t len) {
+  c->in_process = 1;
+  while (len > 0 && !c->closing && !c->close_after_write) {
+    if (c->inflight || (c->writing && c->out.len > OUT_HIGH_WATER)) {
+      ml_buf_add(&c->pending, data, len);
+      if (!c->inflight) read_stop(c);   /* the client does not read its responses */
+      break;
+    }
+    size_t used = 0;
+    int rc = ml_http_execute(&c->http, data, len, &used);
+    data += used;
+    len -= used;
+    if (rc == ML_HTTP_MORE) {
+      /* A body in progress must keep moving; a header block has its own deadline. */
+      if (c->http.headers_done) timer_set(c, c->srv->cfg.header_timeout_ms);
+      break;
+    }
+    if (rc == ML_HTTP_ERROR) {
+      reply_error(c, c->http.error_status, c->http.error_detail);
+      break;
+    }
+    uv_timer_stop(&c->timer);
+    c->inflight = 1;
+    c->head = c->http.method == ML_M_HEAD;
+    c->start_ns = uv_hrtime();
+    c->srv->dispatch(c->srv->ctx, c);
+  }
+  c->in_process = 0;
+}
+
+/* Called when c->pending holds bytes and nothing is in flight any more. */
+static void conn_resume(ml_conn_t *c) {
+  ml_buf_t work = c->pending;
+  c->pending = (ml_buf_t){0};
+  conn_process(c, work.data, work.len);
+  if (c->pending.len == 0 && c->pending.cap == 0) {   /* give the buffer back for reuse */
+    work.len = 0;
+    c->pending = work;
+  } else {
+    ml_buf_free(&work);
+  }
+  if (!c->inflight && !c->closing) read_start(c);
+}
+
+int ml_conn_keepalive(const ml_conn_t *c) {
+  return c->http.keepalive && !c->srv->draining;
+}
+
+void ml_conn_done(ml_conn_t *c, int status) {
+  c->inflight = 0;
+  c->task = NULL;
+  double ms = (double)(uv_hrtime() - c->start_ns) / 1e6;
+  if (ml_log_level <= ML_LOG_INFO) {
+    size_t plen = c->http.url_len;
+    const char *q = memchr(c->http.store.data, '?', plen);
+    if (q) plen = (size_t)(q - c->http.store.data);
+    ml_log(ML_LOG_INFO, "%s %.*s %d %.2fms", c->http.method_name, (int)plen,
+           c->http.store.data, status, ms);
+  }
+  if (!ml_conn_keepalive(c)) {
+    c->close_after_write = 1;
+    read_stop(c);
+  }
+  if (c->in_process) return;   /* conn_process goes on with the next request */
+  if (c->pending.len && !c->close_after_write) conn_resume(c);
+  conn_flush(c);
+}
+
+static void write_cb(uv_write_t *req, int status) {
+  ml_conn_t *c = req->data;
+  c->writing = 0;
+  c->wbuf.len = 0;
+  if (c->closing) return;
+  if (status < 0) {
+    conn_close(c);
+    return;
+  }
+  if (c->read_stopped && !c->inflight && !c->close_after_write && c->pending.len)
+    conn_resume(c);
+  conn_flush(c);
+}
+
+/* Hands c->out to the kernel: uv_try_write first (no request object in the common case),
+ * uv_write for the rest. Then arms the timer that fits the connection's state. */
+static void conn_flush(ml_conn_t *c) {
+  if (c->closing || c->writing) return;
+  if (c->out.len) {
+    uv_buf_t b = uv_buf_init(c->out.data, (unsigned)c->out.len);
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (n < 0 && n != UV_EAGAIN) {
+      conn_close(c);
+      return;
+    }
+    if (n < 0) n = 0;
+    if ((size_t)n < c->out.len) {
+      ml_buf_t tmp = c->wbuf;
+      c->wbuf = c->out;
+      c->out = tmp;
+      c->out.len = 0;
+      ml_buf_consume(&c->wbuf, (size_t)n);
+      uv_buf_t wb = uv_buf_init(c->wbuf.data, (unsigned)c->wbuf.len);
+      c->wreq.data = c;
+      if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &wb, 1, write_cb) < 0) {
+        conn_close(c);
+        return;
+      }
+      c->writing = 1;
+      return;
+    }
+    c->out.len = 0;
+    if (c->out.cap > 256 * 1024) ml_buf_reset(&c->out, 0);
+  }
+  if (c->close_after_write) {
+    if (!c->inflight) conn_linger(c);
+    return;
+  }
+  if (c->inflight) return;
+  if (c->http.in_message)
+    return;   /* a partial request: its header deadline (or body idle timer) is running */
+  if (c->srv->draining) {
+    conn_close(c);
+    return;
+  }
+  timer_set(c, c->srv->cfg.keepalive_timeout_ms);
+}
+
+static void on_begin(ml_http_t *h) {
+  ml_conn_t *c = h->owner;
+  timer_set(c, c->srv->cfg.header_timeout_ms);
+}
+
+static void on_headers(ml_http_t *h) {
+  ml_conn_t *c = h->owner;
+  if (h->expect_continue) {
+    ml_buf_add(&c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    conn_flush(c);
+  }
+}
+
+static void accept_cb(uv_stream_t *listener, int status) {
+  ml_server_t *s = listener->data;
+  if (status < 0) {
+    ml_log(ML_LOG_WARN, "accept: %s", uv_strerror(status));
+    return;
+  }
+  ml_conn_t *c = calloc(1, sizeof *c);
+  if (!c) abort();
+  c->srv = s;
+  uv_tcp_init(s->loop, &c->tcp);
+  uv_timer_init(s->loop, &c->timer);
+  c->tcp.data = c->timer.data = c;
+  c->handles_open = 2;
+  c->next = s->conns;
+  if (s->conns) s->conns->prev = c;
+  s->conns = c;
+  s->nconns++;
+  if (uv_accept(listener, (uv_stream_t *)&c->tcp) < 0) {
+    conn_close(c);
+    return;
+  }
+  ml_http_init(&c->http, s->cfg.max_header, s->cfg.max_body, c);
+  c->http.on_begin = on_begin;
+  c->http.on_headers = on_headers;
+  uv_tcp_nodelay(&c->tcp, 1);
+  c->read_stopped = 1;
+  read_start(c);
+  timer_set(c, s->cfg.header_timeout_ms);
+}
+
+int ml_server_listen(ml_server_t *s, uv_loop_t *loop, const ml_server_config_t *cfg, char *err,
+                     size_t errlen) {
+  s->loop = loop;
+  s->cfg = *cfg;
+  struct sockaddr_storage addr;
+  int rc = uv_ip4_addr(cfg->host, cfg->port, (struct sockaddr_in *)&addr);
+  if (rc < 0) rc = uv_ip6_addr(cfg->host, cfg->port, (struct sockaddr_in6 *)&addr);
+  if (rc < 0) {
+    snprintf(err, errlen, "invalid --host address '%s' (use an IPv4 or IPv6 address)", cfg->host);
+    return rc;
+  }
+  uv_tcp_init(loop, &s->listener);
+  s->listener.data = s;
+  s->listening = 1;
+  rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);
+  if (rc == 0) rc = uv_listen((uv_stream_t *)&s->listener, 1024, accept_cb);
+  if (rc < 0) {
+    snprintf(err, errlen, "cannot listen on %s:%d: %s", cfg->host, cfg->port, uv_strerror(rc));
+    return rc;
+  }
+  struct sockaddr_storage bound;
+  int blen = sizeof bound;
+  uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &blen);
+  s->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                              : ((struct sockaddr_in *)&bound)->sin_port);
+  return 0;
+}
+
+static void stop_listening(ml_server_t *s) {
+  if (s->listening) {
+    s->listening = 0;
+    uv_close((uv_handle_t *)&s->listener, NULL);
+  }
+}
+
+void ml_server_drain(ml_server_t *s) {
+  if (s->draining) return;
+  s->draining = 1;
+  stop_listening(s);
+  ml_conn_t *c = s->conns;
+  while (c) {
+    ml_conn_t *next = c->next;
+    if (!c->inflight && !c->writing && !c->http.in_message && !c->out.len) conn_close(c);
+    c = next;
+  }
+  if (s->nconns == 0 && s->on_drained) s->on_drained(s);
+}
+
+void ml_server_close_all(ml_server_t *s) {
+  stop_listening(s);
+  s->on_drained = NULL;
+  while (s->conns) conn_close(s->conns);
+}

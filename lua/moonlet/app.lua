@@ -1,0 +1,78 @@
+-- The app object: collects routes. C builds the router from them (moonlet.runtime.routes).
+local type, error, ipairs, pairs, setmetatable, getmetatable, tostring =
+  type, error, ipairs, pairs, setmetatable, getmetatable, tostring
+local concat, upper = table.concat, string.upper
+
+local _M = {}
+local mt = { __index = _M }
+
+local METHOD_BITS = { GET = 1, HEAD = 2, POST = 4, PUT = 8, PATCH = 16, DELETE = 32, OPTIONS = 64 }
+_M.METHOD_BITS = METHOD_BITS
+
+-- moonlet.app{ title = "Demo", version = "1.0.0", description = "..." }
+function _M.new(opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #1 to 'app' (expected a table of options)", 2)
+  end
+  opts = opts or {}
+  return setmetatable({
+    title = opts.title or "moonlet",
+    version = opts.version or "0.1.0",
+    description = opts.description,
+    routes = {},
+  }, mt)
+end
+
+function _M.is_app(x)
+  return getmetatable(x) == mt
+end
+
+local function add(self, methods, path, opts, handler, level)
+  local function argerr(n, what)
+    error("bad argument #" .. n .. " to 'route' (" .. what .. ")", level + 1)
+  end
+  if type(methods) == "string" then methods = { methods } end
+  if type(methods) ~= "table" or #methods == 0 then
+    argerr(1, "expected a method or a list of methods")
+  end
+  if type(path) ~= "string" or path:sub(1, 1) ~= "/" then
+    argerr(2, "expected a path starting with '/'")
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    argerr(3, "expected an options table")
+  end
+  if type(handler) ~= "function" then
+    argerr(4, "expected a handler function")
+  end
+  local mask, names = 0, {}
+  for i, m in ipairs(methods) do
+    local name = type(m) == "string" and upper(m) or nil
+    local bit = METHOD_BITS[name]
+    if not bit then
+      argerr(1, "unknown method " .. tostring(m))
+    end
+    mask = mask + bit
+    names[i] = name
+  end
+  local r = { mask = mask, methods = concat(names, ","), path = path, handler = handler,
+              opts = opts or {} }
+  self.routes[#self.routes + 1] = r
+  return r
+end
+
+-- app:route(methods, path, [opts,] handler); methods is "GET" or { "GET", "POST" }.
+function _M:route(methods, path, opts, handler)
+  if handler == nil then opts, handler = nil, opts end
+  return add(self, methods, path, opts, handler, 2)
+end
+
+for name in pairs(METHOD_BITS) do
+  local method = name
+  -- app:get(path, [opts,] handler) and the like
+  _M[name:lower()] = function(self, path, opts, handler)
+    if handler == nil then opts, handler = nil, opts end
+    return add(self, method, path, opts, handler, 2)
+  end
+end
+
+return _M

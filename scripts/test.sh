@@ -1,0 +1,38 @@
+#!/bin/sh
+# Runs the whole suite: the C unit tests, then the Lua specs (real binary, real sockets).
+# Every part prints "N passed, N failed" last; this script adds them up and prints the
+# total as its own last line. Exit status 0 only if nothing failed.
+BUILD=${BUILD:-build}
+export MOONLET_BIN="$BUILD/moonlet"
+export MOONLET_EMBED_BIN="$BUILD/tests/embed_example"
+passed=0
+failed=0
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+tally() {   # reads the last "N passed, N failed" of $log
+  line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
+  if [ -z "$line" ]; then
+    echo "$1: no result line (crashed?)"
+    failed=$((failed + 1))
+    return
+  fi
+  p=$(echo "$line" | cut -d' ' -f1)
+  f=$(echo "$line" | cut -d' ' -f3)
+  passed=$((passed + p))
+  failed=$((failed + f))
+}
+
+for t in "$BUILD"/tests/*_test; do
+  echo "== $t"
+  "$t" >"$log" 2>&1
+  sed '$d' "$log"
+  tally "$t"
+done
+
+echo "== specs"
+"$MOONLET_BIN" test ${SPECS:-tests/spec} 2>&1 | tee "$log" | sed '$d'
+tally specs
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,3 @@
+-- forgets to return the app
+local moonlet = require "moonlet"
+moonlet.app{}

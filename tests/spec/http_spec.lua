@@ -1,0 +1,191 @@
+-- The HTTP/1.1 engine over raw sockets: keep-alive, pipelining, bodies, limits, bad input.
+local t = require "moonlet.testing"
+
+describe("http/1.1", function()
+  local srv
+  before_all(function()
+    srv = t.server{ app = "tests/apps/basic",
+                    args = { "--max-body", "1000", "--header-timeout", "1",
+                             "--keepalive-timeout", "1" } }
+  end)
+  after_all(function() srv:stop() end)
+
+  local function raw(bytes)
+    local c = t.connect(srv.port)
+    assert(c:send(bytes))
+    return c
+  end
+
+  it("sends Date, Server and Content-Length on every response", function()
+    local res = assert(t.request(srv.port, "GET", "/text"))
+    eq(res.headers["server"], "moonlet")
+    match(res.headers["date"], "^%a%a%a, %d%d %a%a%a %d%d%d%d %d%d:%d%d:%d%d GMT$")
+    eq(res.headers["content-length"], "10")
+  end)
+
+  it("keeps a connection alive across requests", function()
+    local c = t.connect(srv.port)
+    for i = 1, 5 do
+      c:send("GET /users/u" .. i .. " HTTP/1.1\r\nHost: x\r\n\r\n")
+      local res = assert(c:read_response(5))
+      eq(res:json(), { user = "u" .. i })
+      eq(res.headers["connection"], nil)
+    end
+    c:close()
+  end)
+
+  it("answers pipelined requests in order", function()
+    local reqs = {}
+    for i = 1, 20 do reqs[i] = "GET /users/p" .. i .. " HTTP/1.1\r\nHost: x\r\n\r\n" end
+    local c = raw(table.concat(reqs))
+    for i = 1, 20 do
+      eq(assert(c:read_response(5)):json(), { user = "p" .. i })
+    end
+    c:close()
+  end)
+
+  it("keeps order when a pipelined request sleeps", function()
+    local c = raw("GET /sleep?s=0.2 HTTP/1.1\r\nHost: x\r\n\r\n" ..
+                  "GET /text HTTP/1.1\r\nHost: x\r\n\r\n" ..
+                  "GET /sleep?s=0.05 HTTP/1.1\r\nHost: x\r\n\r\n")
+    eq(assert(c:read_response(5)):json().slept, 0.2)
+    eq(assert(c:read_response(5)).body, "plain text")
+    eq(assert(c:read_response(5)):json().slept, 0.05)
+    c:close()
+  end)
+
+  it("reads Content-Length bodies", function()
+    local c = raw("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world")
+    eq(assert(c:read_response(5)):json(), { body = "hello world", len = 11 })
+    c:close()
+  end)
+
+  it("reads chunked bodies", function()
+    local c = raw("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" ..
+                  "5\r\nhello\r\n1;ext=1\r\n \r\n5\r\nworld\r\n0\r\n\r\n")
+    eq(assert(c:read_response(5)):json(), { body = "hello world", len = 11 })
+    c:close()
+  end)
+
+  it("reads a body that arrives in pieces", function()
+    local c = raw("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+    t.sleep(0.05)
+    c:send("defg")
+    t.sleep(0.05)
+    c:send("hij")
+    eq(assert(c:read_response(5)):json(), { body = "abcdefghij", len = 10 })
+    c:close()
+  end)
+
+  it("speaks HTTP/1.0: closes after the response unless keep-alive is asked", function()
+    local c = raw("GET /text HTTP/1.0\r\n\r\n")
+    local res = assert(c:read_response(5))
+    eq(res.status, 200)
+    eq(res.headers["connection"], "close")
+    ok(c:is_closed(2), "HTTP/1.0 connection left open")
+    c = raw("GET /text HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    eq(assert(c:read_response(5)).status, 200)
+    c:send("GET /text HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    eq(assert(c:read_response(5)).status, 200)
+    c:close()
+  end)
+
+  it("honours Connection: close", function()
+    local c = raw("GET /text HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    local res = assert(c:read_response(5))
+    eq(res.headers["connection"], "close")
+    ok(c:is_closed(2), "connection left open after Connection: close")
+  end)
+
+  it("sends 100 Continue for Expect: 100-continue", function()
+    local c = raw("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+    local interim = assert(c:read_response(5))
+    eq(interim.status, 100)
+    c:send("ping")
+    eq(assert(c:read_response(5)):json(), { body = "ping", len = 4 })
+    c:close()
+  end)
+
+  it("answers 413 to an announced oversized body without reading it", function()
+    local c = raw("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n")
+    local res = assert(c:read_response(5))
+    eq(res.status, 413)
+    ok(c:is_closed(5), "connection left open after 413")
+  end)
+
+  it("answers 413 when chunks exceed --max-body", function()
+    local chunk = string.rep("a", 600)
+    local c = raw("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" ..
+                  "258\r\n" .. chunk .. "\r\n258\r\n" .. chunk .. "\r\n0\r\n\r\n")
+    eq(assert(c:read_response(5)).status, 413)
+    ok(c:is_closed(5))
+  end)
+
+  it("answers 431 to a header block over 16 KiB", function()
+    local c = raw("GET /text HTTP/1.1\r\nHost: x\r\nX-Big: " .. string.rep("b", 17000) .. "\r\n\r\n")
+    eq(assert(c:read_response(5)).status, 431)
+    ok(c:is_closed(5))
+  end)
+
+  local malformed = {
+    { "garbage request line", "HELLO\r\n\r\n" },
+    { "bad version", "GET / HTTP/9.9\r\n\r\n" },
+    { "space in header name", "GET / HTTP/1.1\r\nBad Header: x\r\n\r\n" },
+    { "Content-Length and Transfer-Encoding",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" },
+    { "duplicate Content-Length",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd" },
+    { "negative Content-Length", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n" },
+    { "bad chunk size", "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n" },
+    { "bare LF in header value", "GET / HTTP/1.1\r\nHost: x\r\nX: a\rb\r\n\r\n" },
+    { "NUL in the request line", "GET /\0 HTTP/1.1\r\n\r\n" },
+  }
+  for _, case in ipairs(malformed) do
+    it("answers 400 and closes on " .. case[1], function()
+      local c = raw(case[2])
+      local res = assert(c:read_response(5))
+      eq(res.status, 400)
+      eq(res.headers["connection"], "close")
+      ok(c:is_closed(5), "connection left open")
+    end)
+  end
+
+  it("answers requests sent before a malformed one, then closes", function()
+    local c = raw("GET /text HTTP/1.1\r\nHost: x\r\n\r\nBROKEN\r\n\r\n")
+    eq(assert(c:read_response(5)).status, 200)
+    eq(assert(c:read_response(5)).status, 400)
+    ok(c:is_closed(5))
+  end)
+
+  it("disconnects a client that sends its headers too slowly", function()
+    local c = raw("GET /text HTTP/1.1\r\n")
+    c:send("X-A: 1\r\n")
+    local t0 = t.now()
+    ok(c:is_closed(5), "slow client not disconnected")
+    ok(t.now() - t0 < 4, "took too long to disconnect a slow client")
+  end)
+
+  it("disconnects a client that idles on keep-alive", function()
+    local c = raw("GET /text HTTP/1.1\r\nHost: x\r\n\r\n")
+    eq(assert(c:read_response(5)).status, 200)
+    ok(c:is_closed(5), "idle keep-alive connection left open")
+  end)
+
+  it("survives random bytes and still serves", function()
+    math.randomseed(42)
+    for _ = 1, 30 do
+      local n = math.random(1, 300)
+      local b = {}
+      for i = 1, n do b[i] = string.char(math.random(0, 255)) end
+      local c = raw(table.concat(b))
+      c:is_closed(2)
+      c:close()
+    end
+    eq(assert(t.request(srv.port, "GET", "/text")).status, 200)
+  end)
+
+  it("writes large responses completely", function()
+    local res = assert(t.request(srv.port, "GET", "/big?n=3000000", { timeout = 10 }))
+    eq(#res.body, 3000000)
+  end)
+end)
