@@ -12,16 +12,6 @@
 #include <stdio.h>
 #include <strings.h>
 
-static const char app_key = 'a';   /* registry[&app_key] = the ml_app_t of the state */
-
-ml_app_t *ml_app_of(lua_State *L) {
-  lua_pushlightuserdata(L, (void *)&app_key);
-  lua_rawget(L, LUA_REGISTRYINDEX);
-  ml_app_t *a = lua_touserdata(L, -1);
-  lua_pop(L, 1);
-  return a;
-}
-
 /* Collects the routes the app declared (moonlet.runtime.routes) into the router. */
 static int load_routes(ml_app_t *a, char *err, size_t errlen) {
   lua_State *L = a->L;
@@ -62,6 +52,10 @@ lua_err:
   return -1;
 }
 
+static void app_closed_cb(ml_sched_t *s) {
+  free(s->app);
+}
+
 ml_app_t *ml_app_new(uv_loop_t *loop, const char *appdir, char *err, size_t errlen) {
   ml_app_t *a = calloc(1, sizeof *a);
   if (!a) abort();
@@ -73,9 +67,9 @@ ml_app_t *ml_app_new(uv_loop_t *loop, const char *appdir, char *err, size_t errl
     ml_app_free(a);
     return NULL;
   }
-  lua_pushlightuserdata(a->L, (void *)&app_key);
-  lua_pushlightuserdata(a->L, a);
-  lua_rawset(a->L, LUA_REGISTRYINDEX);
+  ml_sched_init(&a->sched, a->L, loop);
+  a->sched.app = a;
+  a->sched.closed_cb = app_closed_cb;
   if (ml_lua_load_app(a->L, appdir, err, errlen) || load_routes(a, err, errlen)) {
     ml_app_free(a);
     return NULL;
@@ -83,19 +77,9 @@ ml_app_t *ml_app_new(uv_loop_t *loop, const char *appdir, char *err, size_t errl
   return a;
 }
 
-static void task_closed_cb(uv_handle_t *h) {
-  free(h->data);
-}
-
 void ml_app_free(ml_app_t *a) {
   if (!a) return;
-  ml_task_t *t = a->all_tasks;
-  while (t) {
-    ml_task_t *next = t->next_all;
-    if (t->cancel) t->cancel(t);
-    uv_close((uv_handle_t *)&t->timer, task_closed_cb);
-    t = next;
-  }
+  if (a->L) ml_sched_close(&a->sched);
   if (a->L) lua_close(a->L);
   for (int i = 0; i < a->nroutes; i++) {
     free(a->routes[i].pattern);
@@ -104,51 +88,12 @@ void ml_app_free(ml_app_t *a) {
   free(a->routes);
   ml_router_free(a->router);
   ml_buf_free(&a->scratch);
-  free(a);
-}
-
-static ml_task_t *task_get(ml_app_t *a) {
-  ml_task_t *t = a->free_tasks;
-  if (t) {
-    a->free_tasks = t->next_free;
-  } else {
-    t = calloc(1, sizeof *t);
-    if (!t) abort();
-    t->app = a;
-    uv_timer_init(a->loop, &t->timer);
-    t->timer.data = t;
-    t->next_all = a->all_tasks;
-    a->all_tasks = t;
-  }
-  if (!t->co) {
-    t->co = lua_newthread(a->L);
-    t->co_ref = luaL_ref(a->L, LUA_REGISTRYINDEX);
-  }
-  a->live_tasks++;
-  return t;
-}
-
-/* Hands t back. A coroutine that finished normally is kept for the next request; one that
- * died or is still suspended is released to the GC. */
-static void task_put(ml_task_t *t, int reusable) {
-  ml_app_t *a = t->app;
-  t->gen++;
-  t->conn = NULL;
-  t->cancel = NULL;
-  if (reusable) {
-    lua_settop(t->co, 0);
-  } else {
-    luaL_unref(a->L, LUA_REGISTRYINDEX, t->co_ref);
-    t->co = NULL;
-  }
-  t->next_free = a->free_tasks;
-  a->free_tasks = t;
-  a->live_tasks--;
+  if (!a->L) free(a);   /* no scheduler: nothing on the loop */
 }
 
 static void respond_500(ml_task_t *t, int reusable) {
-  ml_conn_t *c = t->conn;
-  task_put(t, reusable);
+  ml_conn_t *c = t->owner;
+  ml_task_release(t, reusable);
   ml_resp_error(&c->out, 500, "Internal Server Error", NULL, ml_conn_keepalive(c), c->head);
   ml_conn_done(c, 500);
 }
@@ -220,9 +165,9 @@ static int add_headers(lua_State *co, int idx, ml_buf_t *out, int *has_ctype, ch
 
 /* The coroutine returned (status, body, headers): serialize them into the connection. */
 static void finish(ml_task_t *t) {
-  ml_app_t *a = t->app;
+  ml_app_t *a = t->sched->app;
   lua_State *co = t->co;
-  ml_conn_t *c = t->conn;
+  ml_conn_t *c = t->owner;
   ml_buf_t *out = &c->out;
   size_t mark = out->len;
   char err[200];
@@ -259,7 +204,7 @@ static void finish(ml_task_t *t) {
   ml_resp_end(out, status, bodyless ? 0 : blen, ml_conn_keepalive(c));
   if (!c->head && !bodyless) ml_buf_add(out, body, blen);
   if (a->scratch.cap > 1u << 20) ml_buf_reset(&a->scratch, 0);
-  task_put(t, 1);
+  ml_task_release(t, 1);
   ml_conn_done(c, status);
   return;
 bad:
@@ -268,30 +213,20 @@ bad:
   respond_500(t, 1);
 }
 
-void ml_task_resume(ml_task_t *t, int nargs) {
-  ml_app_t *a = t->app;
-  ml_task_t *prev = a->current;
-  a->current = t;
-  t->cancel = NULL;
-  int st = lua_resume(t->co, nargs);
-  a->current = prev;
-  if (!t->conn) {   /* the client left while the handler ran: nothing to answer */
-    if (st == LUA_YIELD && t->cancel) t->cancel(t);
-    task_put(t, st == 0);
+/* on_done of a request's task (see sched.h) */
+static void request_done(ml_task_t *t, int st) {
+  ml_app_t *a = t->sched->app;
+  if (!t->owner) {   /* the client left while the handler ran: nothing to answer */
+    ml_task_release(t, st == 0);
     return;
   }
   if (st == 0) {
     finish(t);
-  } else if (st == LUA_YIELD) {
-    if (t->cancel) return;   /* a primitive will resume it */
-    ml_log(ML_LOG_ERROR, "%s %s: the handler yielded outside a moonlet primitive "
-           "(coroutine.yield in a handler?)", a->routes[t->route].methods, a->routes[t->route].pattern);
-    respond_500(t, 0);
-  } else {
-    ml_log(ML_LOG_ERROR, "%s %s: %s", a->routes[t->route].methods, a->routes[t->route].pattern,
-           lua_tostring(t->co, -1) ? lua_tostring(t->co, -1) : "error");
-    respond_500(t, 0);
+    return;
   }
+  ml_log(ML_LOG_ERROR, "%s %s: %s", a->routes[t->route].methods, a->routes[t->route].pattern,
+         lua_tostring(t->co, -1) ? lua_tostring(t->co, -1) : "error");
+  respond_500(t, 0);
 }
 
 static int hexval(char c) {
@@ -346,8 +281,7 @@ void ml_app_dispatch(void *ctx, ml_conn_t *c) {
     ml_conn_done(c, status);
     return;
   }
-  ml_task_t *t = task_get(a);
-  t->conn = c;
+  ml_task_t *t = ml_task_new(&a->sched, request_done, c);
   t->route = m.route;
   c->task = t;
   lua_State *co = t->co;
@@ -383,8 +317,67 @@ void ml_app_dispatch(void *ctx, ml_conn_t *c) {
 void ml_app_abort(void *ctx, void *task) {
   (void)ctx;
   ml_task_t *t = task;
-  t->conn = NULL;
-  if (t->app->current == t) return;   /* running now: ml_task_resume drops it when it ends */
-  if (t->cancel) t->cancel(t);
-  task_put(t, 0);
+  t->owner = NULL;
+  if (t->sched->current == t) return;   /* running now: request_done drops it */
+  ml_task_cancel(t);
+  ml_task_release(t, 0);
+}
+
+/* --- lazy request fields (moonlet.core) ------------------------------------------------ */
+
+/* The connection behind req._t/req._g, or raises if that request is over. */
+static ml_conn_t *req_conn(lua_State *L) {
+  ml_task_t *t = lua_touserdata(L, 1);
+  unsigned gen = (unsigned)luaL_checknumber(L, 2);
+  if (!t || t->gen != gen || !t->owner || t->on_done != request_done)
+    luaL_error(L, "this request is finished: read req.headers/req.query while handling it");
+  return t->owner;
+}
+
+/* req_url(t, g) -> the request target as received ("/path?query") */
+static int l_req_url(lua_State *L) {
+  ml_conn_t *c = req_conn(L);
+  lua_pushlstring(L, ml_http_url(&c->http), c->http.url_len);
+  return 1;
+}
+
+/* req_headers(t, g) -> { name = value } with lower-case names; repeated headers are
+ * joined with ", " (cookies with "; "). */
+static int l_req_headers(lua_State *L) {
+  ml_conn_t *c = req_conn(L);
+  ml_http_t *h = &c->http;
+  lua_createtable(L, 0, h->nhdrs);
+  for (int i = 0; i < h->nhdrs; i++) {
+    ml_header_t *hd = &h->hdrs[i];
+    const char *name = h->store.data + hd->name_off;
+    lua_pushlstring(L, name, hd->name_len);
+    lua_pushvalue(L, -1);
+    lua_rawget(L, -3);
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      lua_pushlstring(L, h->store.data + hd->val_off, hd->val_len);
+    } else {
+      int cookie = hd->name_len == 6 && memcmp(name, "cookie", 6) == 0;
+      lua_pushstring(L, cookie ? "; " : ", ");
+      lua_pushlstring(L, h->store.data + hd->val_off, hd->val_len);
+      lua_concat(L, 3);
+    }
+    lua_rawset(L, -3);
+  }
+  return 1;
+}
+
+/* route_of(t) -> "GET /items/{id}" of the task's route, for error messages */
+static int l_route_of(lua_State *L) {
+  ml_task_t *t = lua_touserdata(L, 1);
+  ml_app_t *a = t ? t->sched->app : NULL;
+  if (!a || t->route < 0 || t->route >= a->nroutes) return 0;
+  lua_pushfstring(L, "%s %s", a->routes[t->route].methods, a->routes[t->route].pattern);
+  return 1;
+}
+
+void ml_app_open(lua_State *L) {
+  static const luaL_Reg fns[] = {{"req_url", l_req_url}, {"req_headers", l_req_headers},
+                                 {"route_of", l_route_of}, {NULL, NULL}};
+  luaL_register(L, NULL, fns);
 }

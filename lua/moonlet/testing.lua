@@ -50,6 +50,7 @@ do
     int moonlet_t_poll(struct moonlet_t_pollfd *fds, unsigned long n, int ms) __asm__("poll");
     int moonlet_t_clock_gettime(int clock, struct moonlet_t_timespec *ts) __asm__("clock_gettime");
     int moonlet_t_kill(int pid, int sig) __asm__("kill");
+    int moonlet_t_getpid(void) __asm__("getpid");
     int moonlet_t_getrlimit(int res, struct moonlet_t_rlimit *rl) __asm__("getrlimit");
     int moonlet_t_setrlimit(int res, const struct moonlet_t_rlimit *rl) __asm__("setrlimit");
     const char *moonlet_t_strerror(int e) __asm__("strerror");
@@ -847,6 +848,7 @@ local function read_parsed(self, timeout, parse, popts)
       self.buf = self.buf .. concat(pending)
       return nil, "timeout"
     elseif err ~= "closed" then
+      self.buf = self.buf .. concat(pending)
       return nil, err
     end
   end
@@ -1185,10 +1187,13 @@ end
 
 -- Starts `bin argv...` in the background. The command line run by /bin/sh:
 --   ( setsid env --default-signal=INT,QUIT [VAR=v] BIN ARGS <in >D/stdout 2>D/stderr &
---     echo $! >D/pid.tmp; mv ...; wait $!; echo $? >D/status.tmp; mv ... ) &
+--     c=$!; echo $c >D/pid.tmp; mv ...; WATCHER &
+--     wait $c; echo $? >D/status.tmp; mv ... ) &
 -- setsid gives the child its own process group (so a KILL reaches workers it
 -- forks) without forking again, so $! is the binary's pid; env restores SIGINT and
--- SIGQUIT, which sh ignores in background jobs.
+-- SIGQUIT, which sh ignores in background jobs. The watcher polls once a second
+-- and kills the group if this test process is gone (runner killed, Ctrl-C), so
+-- no server outlives the run even when main() cannot clean up.
 local function spawn(argv, opts)
   raise_nofile(65536)
   local dir = make_tmpdir("proc")
@@ -1232,10 +1237,15 @@ local function spawn(argv, opts)
   if opts.cwd then               -- exec: the subshell becomes the binary, same pid
     cmd = fmt("( cd %s && exec %s )", shell_quote(opts.cwd), cmd)
   end
-  local line = fmt("( %s <%s >%s 2>%s & echo $! >%s; mv %s %s; wait $!; echo $? >%s; mv %s %s )"
-                   .. " </dev/null >/dev/null 2>&1 &",
+  local runner = C.moonlet_t_getpid()
+  local watcher = fmt("( while kill -0 %d && kill -0 $c; do sleep 1; done 2>/dev/null;"
+                      .. " kill -0 %d 2>/dev/null || kill -s KILL -- -$c $c 2>/dev/null )",
+                      runner, runner)
+  local line = fmt("( %s <%s >%s 2>%s & c=$!; echo $c >%s; mv %s %s; %s & wait $c; echo $? >%s;"
+                   .. " mv %s %s; kill -0 %d || rm -rf %s ) </dev/null >/dev/null 2>&1 &",
                    cmd, shell_quote(stdin), D("stdout"), D("stderr"), D("pid.tmp"), D("pid.tmp"),
-                   D("pid"), D("status.tmp"), D("status.tmp"), D("status"))
+                   D("pid"), watcher, D("status.tmp"), D("status.tmp"), D("status"),
+                   runner, shell_quote(dir))
   os.execute(line)
   local p = setmetatable({ dir = dir, bin = bin, argv = argv, cmd = cmd, group = group,
                            host = "127.0.0.1" }, Proc)
@@ -1347,6 +1357,8 @@ end
 
 -- TERM, up to `grace` (default 15) seconds to exit, then KILL. Returns the exit
 -- status (143 = ended by TERM, 137 = by KILL). Safe to call again.
+-- Raises when the process's stderr holds an AddressSanitizer/UBSan/LeakSanitizer report
+-- (make test-asan): a memory error must fail the suite even if every response was right.
 function Proc:stop(grace)
   if not self.finished then
     if not self:poll() then
@@ -1354,6 +1366,11 @@ function Proc:stop(grace)
       if not self:wait(grace or 15) then self:kill() end
     end
     self:finish()
+    local err = self._stderr or ""
+    local report = match(err, "[^\n]*Sanitizer[^\n]*") or match(err, "[^\n]*: runtime error:[^\n]*")
+    if report then
+      error("sanitizer report from pid " .. self.pid .. ": " .. report .. "\n" .. sub(err, -3000), 2)
+    end
   end
   return self.status
 end
@@ -1376,6 +1393,7 @@ local function launch(opts, strict)
   end
   for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = tostring(a) end
   local p = spawn(argv, opts)
+  p.listening = false
   local timeout = opts.timeout or DEFAULT_TIMEOUT
   local deadline = now() + timeout
   local pat = "listening on http://%[?([^%s/%]]+)%]?:(%d+)"
@@ -1476,6 +1494,13 @@ local function on_error(e)
   local tb = traceback(err_text(e), 2)
   local cut = find(tb, "\n[^\n]*%[C%]: in function 'xpcall'")
   if cut then tb = sub(tb, 1, cut - 1) end
+  -- An assertion's own frames (error, then eq/match/... in this file) say nothing.
+  local head, frames = match(tb, "^(.-\nstack traceback:\n)(.*)$")
+  if head then
+    frames = gsub(frames, "^\t%[C%]: in function 'error'\n", "")
+    frames = gsub(frames, "^\t[^\n]*moonlet/testing%.lua:%d+: in function '[%w_]+'\n", "")
+    tb = head .. frames
+  end
   return tb
 end
 
@@ -1620,7 +1645,7 @@ local function run_block(b)
     local ok, err = xpcall(h, on_error)
     if not ok then
       fail(label(path, "before_all"), floor((now() - t0) * 1000 + 0.5),
-           err .. fmt("\n(%d tests in this block not run)", count_tests(b)))
+           err .. fmt("\n(%d test(s) in this block not run)", count_tests(b)))
       ready = false
       break
     end

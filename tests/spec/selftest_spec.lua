@@ -359,7 +359,7 @@ describe("processes (with /bin/sh as the binary)", function()
   it("server raises with stderr when the start fails; start does not", function()
     raises(function() testing.server{ bin = fake, app = "broken" } end, "app broken not found")
     local p = testing.start{ bin = fake, app = "broken" }
-    eq(p.listening, nil)
+    eq(p.listening, false)
     eq(p:wait(2), 2)
     match(p:stderr(), "app broken not found")
     p:stop()

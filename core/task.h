@@ -1,0 +1,86 @@
+/* Tasks: the coroutines moonlet runs, and the one way primitives wait.
+ *
+ * Every Lua state has a scheduler (ml_sched_t) bound to a libuv loop: the main state to
+ * the server's loop, a pool thread's state to a private loop of that thread. A task is a
+ * coroutine the scheduler resumes. A primitive (sleep, http, db, ...) starts a libuv
+ * operation whose callback pushes results on t->co and calls ml_task_wake, then returns
+ * ml_task_wait(L, t, cancel):
+ *   - in a coroutine task this yields; the wake resumes the coroutine with the results;
+ *   - in a blocking task (a pool thread's handler, app loading, `moonlet test`) it runs
+ *     the loop until the wake, then returns the results: same API, the thread blocks.
+ * While a task waits, t->cancel undoes the operation (its callback must then never call
+ * ml_task_wake). Cancelling a task cancels its children (gather, timeout). */
+#ifndef ML_TASK_H
+#define ML_TASK_H
+#include <lua.h>
+#include <uv.h>
+
+typedef struct ml_sched_s ml_sched_t;
+typedef struct ml_task_s ml_task_t;
+
+typedef void (*ml_cancel_fn)(ml_task_t *t);
+/* The coroutine ended: status 0 with its results on t->co, or an error message on top.
+ * The callee releases t (ml_task_release) — at once or later. */
+typedef void (*ml_done_fn)(ml_task_t *t, int status);
+
+struct ml_task_s {
+  ml_sched_t *sched;
+  lua_State *co;             /* the coroutine (anchored by co_ref), or the waiting thread */
+  int co_ref;
+  int blocking;              /* waits by running the loop instead of yielding */
+  int woken;                 /* blocking: number of results pushed, -1 while waiting */
+  ml_cancel_fn cancel;       /* set while waiting */
+  void *wait;                /* the primitive's state while waiting */
+  uv_timer_t timer;          /* sleep, timeout */
+  ml_done_fn on_done;
+  void *owner;               /* what on_done needs (a connection, a gather, ...) */
+  ml_task_t *parent;         /* gather/timeout: the waiting task */
+  int index;                 /* gather: position of this child */
+  int sync_results;          /* timeout: results a child left before its parent waited */
+  unsigned gen;              /* changes on release: stale lightuserdata references notice */
+  int route;                 /* route index for logs, -1 if none */
+  int released;
+  ml_task_t *next_free, *next_all;
+};
+
+struct ml_sched_s {
+  uv_loop_t *loop;
+  lua_State *L;              /* the state's main thread */
+  ml_task_t *current;        /* being resumed, NULL between resumes */
+  ml_task_t *free_tasks;
+  ml_task_t *all_tasks;
+  ml_task_t root;            /* blocking pseudo-task for code that runs outside any task */
+  int live;
+  void *app;                 /* the ml_app_t that owns this scheduler, if any */
+  void (*closed_cb)(ml_sched_t *s);   /* after ml_sched_close, when its handles are closed */
+  /* the watchdog reads these from its own thread */
+  volatile uint64_t busy_since;   /* uv_hrtime() when the running resume began, 0 if idle */
+  volatile int busy_route;
+};
+
+/* Binds a scheduler to L (registry) and loop. */
+void ml_sched_init(ml_sched_t *s, lua_State *L, uv_loop_t *loop);
+/* Cancels every waiting task and closes the task handles on the loop (run it afterwards);
+ * s->closed_cb runs when the last is closed: only then may s's memory go. */
+void ml_sched_close(ml_sched_t *s);
+ml_sched_t *ml_sched_of(lua_State *L);
+
+/* A new coroutine task with fn (the value at fn_idx of L) pushed on its stack; the caller
+ * pushes arguments on t->co and calls ml_task_resume. */
+ml_task_t *ml_task_new(ml_sched_t *s, ml_done_fn on_done, void *owner);
+/* Runs t until it waits or ends. nargs values are on t->co. */
+void ml_task_resume(ml_task_t *t, int nargs);
+/* The task L runs in; raises a Lua error when L is a coroutine moonlet does not run. */
+ml_task_t *ml_task_current(lua_State *L);
+/* See the top comment. Returns what a C function returns. */
+int ml_task_wait(lua_State *L, ml_task_t *t, ml_cancel_fn cancel, void *wait);
+/* Resumes (or unblocks) t with nresults values already pushed on t->co. */
+void ml_task_wake(ml_task_t *t, int nresults);
+/* Cancels what t waits on and, recursively, its children. t is not released. */
+void ml_task_cancel(ml_task_t *t);
+/* Hands t back for reuse (its coroutine too when it ended normally). */
+void ml_task_release(ml_task_t *t, int reusable);
+
+/* Installs sleep, spawn, gather, timeout into the table on top of the stack. */
+void ml_sched_open(lua_State *L);
+#endif
