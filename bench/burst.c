@@ -37,6 +37,11 @@
 #include <time.h>
 #include <unistd.h>
 
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
 enum { ST_IDLE, ST_CONNECTING, ST_SENDING, ST_READING, ST_DONE };
 enum { E_CONNECT, E_RESET, E_EOF, E_STATUS, E_TIMEOUT, E_PARSE, E_NKIND };
 static const char *ekind[E_NKIND] = {"connect", "reset", "early_close", "status",
@@ -50,6 +55,7 @@ typedef struct {
   long hdr_len;          /* header block length incl. CRLFCRLF, -1 until known */
   long body_len;         /* Content-Length, -1 when absent */
   int chunked;
+  double t_sent, t_done;  /* request fully written, response complete */
   char *buf;
   size_t len, cap;
 } conn_t;
@@ -67,13 +73,18 @@ static int connecting;   /* connects in progress */
 static long completed, errors, errs[E_NKIND];
 static double t_first_send, t_last_send, t_last_resp, t_all_connected;
 static char req[2048];
+static int first_errno[E_NKIND]; /* the first errno seen per error kind, for the report */
 static size_t req_len;
 
 static void finish(conn_t *c, int err_kind) {
   if (c->state == ST_CONNECTING) connecting--;
   if (c->fd >= 0) {
-    epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
-    close(c->fd);
+    /* Abortive close (RST): leaves no TIME_WAIT socket behind. 10,000 of those per run
+     * would crowd the ephemeral port range (28k ports) and make the next run's connects
+     * slow, then fail with EADDRNOTAVAIL. */
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(c->fd); /* also removes it from the epoll set */
     c->fd = -1;
   }
   free(c->buf);
@@ -82,11 +93,16 @@ static void finish(conn_t *c, int err_kind) {
   active--;
   if (err_kind < 0) {
     completed++;
-    t_last_resp = now();
+    t_last_resp = c->t_done = now();
   } else {
     errors++;
     errs[err_kind]++;
   }
+}
+
+static void fail(conn_t *c, int err_kind, int err) {
+  if (err && !first_errno[err_kind]) first_errno[err_kind] = err;
+  finish(c, err_kind);
 }
 
 /* Parse what has arrived; returns 1 when the response is complete. */
@@ -146,7 +162,7 @@ static void on_readable(conn_t *c) {
     }
     if (errno == EAGAIN || errno == EWOULDBLOCK) return;
     if (errno == EINTR) continue;
-    finish(c, E_RESET);
+    fail(c, E_RESET, errno);
     return;
   }
 }
@@ -156,7 +172,7 @@ static void on_writable(conn_t *c) {
     int soerr = 0;
     socklen_t sl = sizeof soerr;
     getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
-    if (soerr) { finish(c, E_CONNECT); return; }
+    if (soerr) { fail(c, E_CONNECT, soerr); return; }
     connecting--;
     c->state = ST_SENDING;
   }
@@ -166,17 +182,16 @@ static void on_writable(conn_t *c) {
       double t = now();
       if (c->sent == 0 && t_first_send == 0) t_first_send = t;
       c->sent += n;
-      if (c->sent == req_len) t_last_send = t;
+      if (c->sent == req_len) t_last_send = c->t_sent = t;
       continue;
     }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return; /* stay on EPOLLOUT */
     if (n < 0 && errno == EINTR) continue;
-    finish(c, E_RESET);
+    fail(c, E_RESET, errno);
     return;
   }
   c->state = ST_READING;
-  struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.u32 = (uint32_t)(c - conns)};
-  epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev);
+  on_readable(c); /* edge-triggered: data may already be waiting */
 }
 
 static int open_one(conn_t *c, const struct sockaddr_storage *sa, socklen_t salen) {
@@ -194,10 +209,12 @@ static int open_one(conn_t *c, const struct sockaddr_storage *sa, socklen_t sale
   active++;
   int rc = connect(fd, (const struct sockaddr *)sa, salen);
   if (rc < 0 && errno != EINPROGRESS) {
-    finish(c, E_CONNECT);
+    fail(c, E_CONNECT, errno);
     return 0;
   }
-  struct epoll_event ev = {.events = EPOLLOUT, .data.u32 = (uint32_t)(c - conns)};
+  /* one registration for the socket's whole life, edge-triggered */
+  struct epoll_event ev = {.events = EPOLLOUT | EPOLLIN | EPOLLRDHUP | EPOLLET,
+                           .data.u32 = (uint32_t)(c - conns)};
   epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
   return 0;
 }
@@ -282,13 +299,16 @@ int main(int argc, char **argv) {
     for (int i = 0; i < n; i++) {
       conn_t *c = &conns[evs[i].data.u32];
       if (c->state == ST_DONE) continue;
+      if (c->state == ST_CONNECTING && (evs[i].events & (EPOLLERR | EPOLLHUP))) {
+        int soerr = 0;
+        socklen_t sl = sizeof soerr;
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+        fail(c, E_CONNECT, soerr);
+        continue;
+      }
       if (c->state == ST_CONNECTING || c->state == ST_SENDING) {
-        if ((evs[i].events & (EPOLLERR | EPOLLHUP)) && c->state == ST_CONNECTING) {
-          finish(c, E_CONNECT);
-          continue;
-        }
-        on_writable(c);
-      } else {
+        if (evs[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) on_writable(c);
+      } else if (c->state == ST_READING) {
         on_readable(c);
       }
     }
@@ -303,8 +323,21 @@ int main(int argc, char **argv) {
   fprintf(stderr, "burst: n=%d wave=%d all_connected_after=%.3fs last_send_after_first=%.3fs",
           nconn, wave, t_all_connected > 0 ? t_all_connected - t0 : -1.0,
           t_last_send > 0 ? t_last_send - t_first_send : -1.0);
+  /* per-request latency (request written -> response complete) of the completed ones */
+  double *lat = malloc(sizeof(double) * (completed ? completed : 1));
+  long nl = 0;
+  for (int i = 0; i < opened; i++)
+    if (conns[i].t_done > 0 && conns[i].t_sent > 0) lat[nl++] = conns[i].t_done - conns[i].t_sent;
+  if (nl) {
+    qsort(lat, nl, sizeof *lat, cmp_double);
+    fprintf(stderr, " latency_min=%.3fs p50=%.3fs p99=%.3fs max=%.3fs", lat[0], lat[nl / 2],
+            lat[(long)(nl * 0.99) < nl ? (long)(nl * 0.99) : nl - 1], lat[nl - 1]);
+  }
   for (int k = 0; k < E_NKIND; k++)
-    if (errs[k]) fprintf(stderr, " %s=%ld", ekind[k], errs[k]);
+    if (errs[k]) {
+      fprintf(stderr, " %s=%ld", ekind[k], errs[k]);
+      if (first_errno[k]) fprintf(stderr, "(%s)", strerrorname_np(first_errno[k]));
+    }
   fputc('\n', stderr);
   return errors ? 1 : 0;
 }

@@ -6,7 +6,10 @@
 #include "app.h"
 #include "json.h"
 #include "log.h"
+#include "lresponse.h"
 #include "lstate.h"
+#include "copy.h"
+#include "pool.h"
 #include "response.h"
 #include <lauxlib.h>
 #include <stdio.h>
@@ -37,6 +40,9 @@ static int load_routes(ml_app_t *a, char *err, size_t errlen) {
     unsigned mask = (unsigned)lua_tointeger(L, -1);
     lua_getfield(L, -2, "path");
     lua_getfield(L, -3, "methods");
+    lua_getfield(L, -4, "pooled");
+    a->routes[i].pooled = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     lua_getfield(L, -4, "handler");
     ml_route_t *r = &a->routes[i];
     r->pattern = strdup(lua_tostring(L, -3));
@@ -88,6 +94,7 @@ void ml_app_free(ml_app_t *a) {
   free(a->routes);
   ml_router_free(a->router);
   ml_buf_free(&a->scratch);
+  ml_buf_free(&a->decoded);
   if (!a->L) free(a);   /* no scheduler: nothing on the loop */
 }
 
@@ -98,119 +105,21 @@ static void respond_500(ml_task_t *t, int reusable) {
   ml_conn_done(c, 500);
 }
 
-static int is_header(const char *name, size_t len, const char *lower) {
-  return strlen(lower) == len && strncasecmp(name, lower, len) == 0;
-}
-
-/* Adds one handler-given header. Returns 0, or -1 with a message when the name or value
- * would break the response (CR/LF injection). */
-static int add_header(ml_buf_t *out, const char *name, size_t nlen, const char *val,
-                      size_t vlen, char *err, size_t errlen) {
-  if (!ml_header_name_ok(name, nlen)) {
-    snprintf(err, errlen, "invalid response header name '%.*s'", (int)(nlen > 60 ? 60 : nlen), name);
-    return -1;
-  }
-  if (!ml_header_value_ok(val, vlen)) {
-    snprintf(err, errlen, "response header '%.*s' has a value with CR, LF or NUL", (int)nlen, name);
-    return -1;
-  }
-  /* moonlet frames the message itself */
-  if (is_header(name, nlen, "content-length") || is_header(name, nlen, "transfer-encoding") ||
-      is_header(name, nlen, "connection"))
-    return 0;
-  ml_resp_header(out, name, nlen, val, vlen);
-  return 0;
-}
-
-/* Writes the headers table at idx; sets *has_ctype. */
-static int add_headers(lua_State *co, int idx, ml_buf_t *out, int *has_ctype, char *err,
-                       size_t errlen) {
-  lua_pushnil(co);
-  while (lua_next(co, idx)) {
-    if (lua_type(co, -2) != LUA_TSTRING) {
-      lua_pop(co, 2);
-      snprintf(err, errlen, "response header names must be strings");
-      return -1;
-    }
-    size_t nlen, vlen;
-    const char *name = lua_tolstring(co, -2, &nlen);
-    if (is_header(name, nlen, "content-type")) *has_ctype = 1;
-    int vt = lua_type(co, -1);
-    if (vt == LUA_TTABLE) {   /* several values: { ["set-cookie"] = { "a=1", "b=2" } } */
-      int n = (int)lua_objlen(co, -1);
-      for (int i = 1; i <= n; i++) {
-        lua_rawgeti(co, -1, i);
-        const char *val = lua_type(co, -1) == LUA_TSTRING || lua_type(co, -1) == LUA_TNUMBER
-                              ? lua_tolstring(co, -1, &vlen) : NULL;
-        int rc = val ? add_header(out, name, nlen, val, vlen, err, errlen) : -1;
-        if (!val) snprintf(err, errlen, "response header '%s' has a non-string value", name);
-        lua_pop(co, 1);
-        if (rc) { lua_pop(co, 2); return -1; }
-      }
-    } else if (vt == LUA_TSTRING || vt == LUA_TNUMBER) {
-      lua_pushvalue(co, -1);   /* tolstring on a copy: the value slot stays a number */
-      const char *val = lua_tolstring(co, -1, &vlen);
-      int rc = add_header(out, name, nlen, val, vlen, err, errlen);
-      lua_pop(co, 1);
-      if (rc) { lua_pop(co, 2); return -1; }
-    } else if (vt != LUA_TBOOLEAN || lua_toboolean(co, -1)) {
-      lua_pop(co, 2);
-      snprintf(err, errlen, "response header '%s' has a %s value", name, lua_typename(co, vt));
-      return -1;
-    }
-    lua_pop(co, 1);
-  }
-  return 0;
-}
-
 /* The coroutine returned (status, body, headers): serialize them into the connection. */
 static void finish(ml_task_t *t) {
   ml_app_t *a = t->sched->app;
-  lua_State *co = t->co;
   ml_conn_t *c = t->owner;
-  ml_buf_t *out = &c->out;
-  size_t mark = out->len;
   char err[200];
-  const char *body = NULL, *ctype = NULL;
-  size_t blen = 0;
-  int status = (int)lua_tointeger(co, 1);
-  if (lua_type(co, 1) != LUA_TNUMBER || status < 200 || status > 599) {
-    snprintf(err, sizeof err, "invalid response status %s", lua_tostring(co, 1) ? lua_tostring(co, 1) : luaL_typename(co, 1));
-    goto bad;
+  int status = ml_lresp_build(t->co, 1, &c->out, &a->scratch, ml_conn_keepalive(c), c->head,
+                              err, sizeof err);
+  if (status < 0) {
+    ml_log(ML_LOG_ERROR, "%s %s: %s", a->routes[t->route].methods, a->routes[t->route].pattern,
+           err);
+    respond_500(t, 1);
+    return;
   }
-  switch (lua_type(co, 2)) {
-  case LUA_TNIL:
-  case LUA_TNONE:
-    break;
-  case LUA_TSTRING:
-    body = lua_tolstring(co, 2, &blen);
-    ctype = "text/plain; charset=utf-8";
-    break;
-  default:
-    a->scratch.len = 0;
-    if (ml_json_encode(co, 2, &a->scratch, err, sizeof err)) goto bad;
-    body = a->scratch.data;
-    blen = a->scratch.len;
-    ctype = "application/json";
-  }
-  ml_resp_begin(out, status);
-  int has_ctype = 0;
-  if (lua_type(co, 3) == LUA_TTABLE && add_headers(co, 3, out, &has_ctype, err, sizeof err)) {
-    out->len = mark;
-    goto bad;
-  }
-  if (!has_ctype && ctype) ml_resp_header(out, "Content-Type", 12, ctype, strlen(ctype));
-  int bodyless = status == 204 || status == 304;
-  ml_resp_end(out, status, bodyless ? 0 : blen, ml_conn_keepalive(c));
-  if (!c->head && !bodyless) ml_buf_add(out, body, blen);
-  if (a->scratch.cap > 1u << 20) ml_buf_reset(&a->scratch, 0);
   ml_task_release(t, 1);
   ml_conn_done(c, status);
-  return;
-bad:
-  ml_log(ML_LOG_ERROR, "%s %s: %s", t->route >= 0 ? a->routes[t->route].methods : "?",
-         t->route >= 0 ? a->routes[t->route].pattern : "?", err);
-  respond_500(t, 1);
 }
 
 /* on_done of a request's task (see sched.h) */
@@ -236,24 +145,106 @@ static int hexval(char c) {
   return -1;
 }
 
-/* Pushes s percent-decoded (malformed escapes are kept as they are). */
+/* Appends s percent-decoded to out (malformed escapes are kept as they are). */
+static void pct_decode(const char *s, size_t len, ml_buf_t *out) {
+  for (size_t i = 0; i < len; i++) {
+    int hi, lo;
+    if (s[i] == '%' && i + 2 < len && (hi = hexval(s[i + 1])) >= 0 &&
+        (lo = hexval(s[i + 2])) >= 0) {
+      ml_buf_addc(out, (char)(hi * 16 + lo));
+      i += 2;
+    } else {
+      ml_buf_addc(out, s[i]);
+    }
+  }
+}
+
 static void push_decoded(lua_State *L, const char *s, size_t len, ml_buf_t *tmp) {
   if (!memchr(s, '%', len)) {
     lua_pushlstring(L, s, len);
     return;
   }
   tmp->len = 0;
-  for (size_t i = 0; i < len; i++) {
-    int hi, lo;
-    if (s[i] == '%' && i + 2 < len && (hi = hexval(s[i + 1])) >= 0 &&
-        (lo = hexval(s[i + 2])) >= 0) {
-      ml_buf_addc(tmp, (char)(hi * 16 + lo));
-      i += 2;
-    } else {
-      ml_buf_addc(tmp, s[i]);
-    }
-  }
+  pct_decode(s, len, tmp);
   lua_pushlstring(L, tmp->data, tmp->len);
+}
+
+static void pool_request_done(ml_job_t *j) {
+  ml_task_t *t = j->data;
+  ml_conn_t *c = t->owner;
+  int status = j->status;
+  ml_buf_add(&c->out, j->out.data, j->out.len);
+  ml_job_free(j);
+  ml_task_release(t, 1);
+  ml_conn_done(c, status);
+}
+
+static void pool_request_cancel(ml_task_t *t) {
+  ml_pool_cancel(t->sched->pool, t->wait);
+}
+
+/* A pooled route: the request is copied into a job for a pool thread; the task only
+ * waits (so a disconnect cancels the job like any other wait). */
+static void dispatch_pooled(ml_app_t *a, ml_conn_t *c, ml_match_t *m, const char *path,
+                            size_t plen) {
+  ml_http_t *h = &c->http;
+  ml_job_t *j = ml_job_new(ML_JOB_REQUEST);
+  j->route = m->route;
+  j->keepalive = ml_conn_keepalive(c);
+  j->head = c->head;
+  ml_buf_t *in = &j->in;
+  ml_copy_put_str(in, h->method_name, strlen(h->method_name));
+  a->decoded.len = 0;
+  pct_decode(path, plen, &a->decoded);
+  ml_copy_put_str(in, a->decoded.data ? a->decoded.data : "", a->decoded.len);
+  ml_copy_put_str(in, ml_http_url(h), h->url_len);
+  if (m->nparams) {
+    ml_copy_put_table(in, (uint32_t)m->nparams);
+    for (int i = 0; i < m->nparams; i++) {
+      ml_copy_put_str(in, m->params[i].name, strlen(m->params[i].name));
+      if (m->params[i].is_int) {
+        ml_copy_put_num(in, (double)strtoll(m->params[i].val, NULL, 10));
+      } else {
+        a->decoded.len = 0;
+        pct_decode(m->params[i].val, m->params[i].len, &a->decoded);
+        ml_copy_put_str(in, a->decoded.data ? a->decoded.data : "", a->decoded.len);
+      }
+    }
+  } else {
+    ml_copy_put_nil(in);
+  }
+  ml_copy_put_table(in, (uint32_t)h->nhdrs * 2);   /* { name1, value1, name2, ... } */
+  for (int i = 0; i < h->nhdrs; i++) {
+    ml_header_t *hd = &h->hdrs[i];
+    ml_copy_put_num(in, 2 * i + 1);
+    ml_copy_put_str(in, h->store.data + hd->name_off, hd->name_len);
+    ml_copy_put_num(in, 2 * i + 2);
+    ml_copy_put_str(in, h->store.data + hd->val_off, hd->val_len);
+  }
+  ml_copy_put_str(in, h->body.data ? h->body.data : "", h->body.len);
+  ml_route_t *r = &a->routes[m->route];
+  char label[256];
+  int ln = snprintf(label, sizeof label, "%s %s", r->methods, r->pattern);
+  ml_copy_put_str(in, label, (size_t)(ln < (int)sizeof label ? ln : (int)sizeof label - 1));
+  if (!a->pool || ml_pool_submit(a->pool, j)) {
+    ml_job_free(j);
+    ml_resp_begin(&c->out, 503);
+    ml_resp_header(&c->out, "Content-Type", 12, "application/json", 16);
+    ml_resp_header(&c->out, "Retry-After", 11, "1", 1);
+    static const char body[] = "{\"detail\":\"Service Unavailable\"}";
+    ml_resp_end(&c->out, 503, sizeof body - 1, ml_conn_keepalive(c));
+    if (!c->head) ml_buf_add(&c->out, body, sizeof body - 1);
+    ml_log(ML_LOG_WARN, "%s %s: pool queue full, answered 503", r->methods, r->pattern);
+    ml_conn_done(c, 503);
+    return;
+  }
+  ml_task_t *t = ml_task_new(&a->sched, request_done, c);
+  t->route = m->route;
+  t->cancel = pool_request_cancel;
+  t->wait = j;
+  j->data = t;
+  j->done = pool_request_done;
+  c->task = t;
 }
 
 void ml_app_dispatch(void *ctx, ml_conn_t *c) {
@@ -279,6 +270,10 @@ void ml_app_dispatch(void *ctx, ml_conn_t *c) {
     ml_resp_error(&c->out, status, status == 405 ? "Method Not Allowed" : "Not Found",
                   status == 405 ? allow : NULL, ml_conn_keepalive(c), c->head);
     ml_conn_done(c, status);
+    return;
+  }
+  if (a->routes[m.route].pooled) {
+    dispatch_pooled(a, c, &m, path, plen);
     return;
   }
   ml_task_t *t = ml_task_new(&a->sched, request_done, c);

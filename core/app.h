@@ -14,6 +14,8 @@ typedef struct {
   char *pattern;             /* "/items/{id:int}" */
   char *methods;             /* "GET" or "GET,POST" for logs */
   int handler_ref;
+  int pooled;                /* { pool = true }: runs on a pool thread */
+  volatile int stalls;       /* times it blocked the event loop (watchdog) */
 } ml_route_t;
 
 struct ml_app_s {
@@ -26,6 +28,8 @@ struct ml_app_s {
   int dispatch_ref;          /* moonlet.runtime.dispatch */
   int req_mt_ref;            /* metatable of req tables */
   ml_buf_t scratch;          /* response body being encoded */
+  ml_buf_t decoded;          /* percent-decoding */
+  struct ml_pool_s *pool;    /* the host's worker pool */
 };
 
 /* Loads APPDIR into a new state. NULL with a one-line message in err on failure. */

@@ -3,6 +3,8 @@
 #include "app.h"
 #include "json.h"
 #include "log.h"
+#include "pool.h"
+#include "shared.h"
 #include <lauxlib.h>
 
 /* --- misc ---------------------------------------------------------------------------- */
@@ -27,6 +29,8 @@ int ml_core_open(lua_State *L) {
   luaL_register(L, NULL, fns);
   ml_json_open(L);
   ml_sched_open(L);
+  ml_pool_open(L);
+  ml_shared_open(L);
   ml_app_open(L);
   lua_getfield(L, LUA_REGISTRYINDEX, ML_ARRAY_MT);
   lua_setfield(L, -2, "array_mt");

@@ -5,6 +5,9 @@
 #include "app.h"
 #include "conn.h"
 #include "log.h"
+#include "pool.h"
+#include "shared.h"
+#include "watchdog.h"
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +17,8 @@ struct ml_host_s {
   uv_loop_t loop;
   ml_server_t *server;
   ml_app_t *app;
+  ml_pool_t *pool;
+  ml_watchdog_t *watchdog;
   uv_async_t stop_async;
   uv_signal_t sigint, sigterm;
   uv_prepare_t flush;        /* flushes the log once per loop turn */
@@ -30,6 +35,10 @@ void ml_config_defaults(ml_config_t *cfg) {
   cfg->graceful_timeout = 10;
   cfg->header_timeout = 10;
   cfg->keepalive_timeout = 5;
+  cfg->pool_size = 40;
+  cfg->pool_queue = 1024;
+  cfg->shared_mem = 64u << 20;
+  cfg->block_warn_ms = 100;
 }
 
 static void close_handles(ml_host_t *h) {
@@ -89,6 +98,7 @@ ml_host_t *ml_host_new(const ml_config_t *cfg) {
   signal(SIGPIPE, SIG_IGN);
   h->cfg = *cfg;
   ml_log_level = cfg->log_level;
+  ml_shared_configure(cfg->shared_mem);
   uv_loop_init(&h->loop);
   h->loop.data = h;
   uv_async_init(&h->loop, &h->stop_async, stop_cb);
@@ -107,6 +117,9 @@ int ml_host_load(ml_host_t *h, const char *appdir, char *err, size_t errlen) {
   if (!a) return -1;
   ml_app_free(h->app);
   h->app = a;
+  if (!h->pool) h->pool = ml_pool_new(&h->loop, appdir, h->cfg.pool_size, h->cfg.pool_queue);
+  a->pool = h->pool;
+  a->sched.pool = h->pool;
   return 0;
 }
 
@@ -146,7 +159,11 @@ int ml_host_handle_signals(ml_host_t *h) {
 }
 
 int ml_host_run(ml_host_t *h) {
+  if (h->app && !h->watchdog)
+    h->watchdog = ml_watchdog_start(&h->app->sched, h->cfg.block_warn_ms);
   uv_run(&h->loop, UV_RUN_DEFAULT);
+  ml_watchdog_stop(h->watchdog);
+  h->watchdog = NULL;
   ml_log_flush();
   return 0;
 }
@@ -159,6 +176,7 @@ void ml_host_free(ml_host_t *h) {
   if (!h) return;
   if (h->server) ml_server_close_all(h->server);
   close_handles(h);
+  ml_pool_free(h->pool, h->cfg.graceful_timeout);
   ml_app_free(h->app);
   uv_run(&h->loop, UV_RUN_DEFAULT);   /* let close callbacks run */
   uv_loop_close(&h->loop);

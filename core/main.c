@@ -20,7 +20,11 @@ static const char usage[] =
     "  --max-body BYTES        largest request body (default 1048576) -> 413\n"
     "  --graceful-timeout S    seconds in-flight requests get on SIGINT/SIGTERM (default 10)\n"
     "  --header-timeout S      seconds a client has to send a header block (default 10)\n"
-    "  --keepalive-timeout S   seconds an idle keep-alive connection stays open (default 5)\n";
+    "  --keepalive-timeout S   seconds an idle keep-alive connection stays open (default 5)\n"
+    "  --pool-size N           threads for { pool = true } routes and run_in_pool (default 40)\n"
+    "  --pool-queue N          jobs that may wait for a busy pool, then 503 (default 1024)\n"
+    "  --shared-mem BYTES      memory for all moonlet.shared dictionaries (default 67108864)\n"
+    "  --block-warn MS         warn when a coroutine holds the loop this long (default 100)\n";
 
 static int fail(const char *fmt, const char *a, const char *b) {
   fputs("moonlet: ", stderr);
@@ -75,6 +79,18 @@ static int cmd_serve(int argc, char **argv) {
       if (a[2] == 'g') cfg.graceful_timeout = d;
       else if (a[2] == 'h') cfg.header_timeout = d;
       else cfg.keepalive_timeout = d;
+    } else if (strcmp(a, "--pool-size") == 0 || strcmp(a, "--pool-queue") == 0) {
+      if (parse_number(v, a[7] == 's' ? 1 : 0, 100000, &d) || d != (int)d)
+        return fail("%s: expected a whole number, got '%s'", a, v);
+      if (a[7] == 's') cfg.pool_size = (int)d;
+      else cfg.pool_queue = (int)d;
+    } else if (strcmp(a, "--shared-mem") == 0) {
+      if (parse_number(v, 0, 1e12, &d) || d != (double)(size_t)d)
+        return fail("--shared-mem: expected a number of bytes, got '%s'%s", v, "");
+      cfg.shared_mem = (size_t)d;
+    } else if (strcmp(a, "--block-warn") == 0) {
+      if (parse_number(v, 0, 1e7, &d)) return fail("--block-warn: expected milliseconds, got '%s'%s", v, "");
+      cfg.block_warn_ms = d;
     } else {
       return fail("unknown option '%s'%s (see moonlet --help)", a, "");
     }

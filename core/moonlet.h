@@ -28,6 +28,10 @@ typedef struct {
   double graceful_timeout;     /* seconds in-flight requests get at shutdown (10) */
   double header_timeout;       /* seconds for a request's header block to arrive (10) */
   double keepalive_timeout;    /* seconds an idle keep-alive connection is kept (5) */
+  int pool_size;               /* threads for { pool = true } routes and run_in_pool (40) */
+  int pool_queue;              /* jobs that may wait for a busy pool (1024), then 503 */
+  size_t shared_mem;           /* bytes all moonlet.shared dictionaries may hold (64 MiB) */
+  double block_warn_ms;        /* warn when a coroutine holds the loop this long (100) */
 } ml_config_t;
 
 typedef struct ml_host_s ml_host_t;

@@ -129,7 +129,14 @@ void ml_task_resume(ml_task_t *t, int nargs) {
   }
   int st = lua_resume(t->co, nargs);
   s->current = prev;
-  if (!prev) s->busy_since = 0;
+  if (!prev) {
+    uint64_t since = s->busy_since;
+    s->busy_since = 0;
+    if (s->warn_ns) {
+      uint64_t ns = uv_hrtime() - since;
+      if (ns > s->warn_ns) s->report_stall(s, since, ns, t->route, 0);
+    }
+  }
   if (st == LUA_YIELD) {
     if (t->cancel) return;   /* a primitive wakes it */
     lua_settop(t->co, 0);

@@ -52,10 +52,16 @@ struct ml_sched_s {
   ml_task_t root;            /* blocking pseudo-task for code that runs outside any task */
   int live;
   void *app;                 /* the ml_app_t that owns this scheduler, if any */
-  void (*closed_cb)(ml_sched_t *s);   /* after ml_sched_close, when its handles are closed */
+  void (*closed_cb)(ml_sched_t *s);
+  void *pool;                /* the ml_pool_t run_in_pool submits to (loop states) */
+  int in_pool;               /* 1 in a pool thread's state */   /* after ml_sched_close, when its handles are closed */
   /* the watchdog reads these from its own thread */
   volatile uint64_t busy_since;   /* uv_hrtime() when the running resume began, 0 if idle */
   volatile int busy_route;
+  uint64_t reported_since;        /* the busy_since of the last stall reported (atomic) */
+  uint64_t warn_ns;               /* 0: no watchdog */
+  /* logs a stall of ns nanoseconds that began at `since` unless already reported */
+  void (*report_stall)(ml_sched_t *s, uint64_t since, uint64_t ns, int route, int running);
 };
 
 /* Binds a scheduler to L (registry) and loop. */

@@ -54,8 +54,9 @@ local function add(self, methods, path, opts, handler, level)
     mask = mask + bit
     names[i] = name
   end
+  opts = opts or {}
   local r = { mask = mask, methods = concat(names, ","), path = path, handler = handler,
-              opts = opts or {} }
+              opts = opts, pooled = opts.pool and true or false }
   self.routes[#self.routes + 1] = r
   return r
 end

@@ -5,7 +5,7 @@ local core = require "moonlet.core"
 local App = require "moonlet.app"
 local cjson = require "cjson"
 
-local setmetatable, type, tostring = setmetatable, type, tostring
+local setmetatable, getmetatable, type, tostring = setmetatable, getmetatable, type, tostring
 local error, floor = error, math.floor
 
 local _M = { _VERSION = "0.1.0" }
@@ -14,6 +14,59 @@ _M.app = App.new
 _M.sleep = core.sleep
 _M.now = core.now
 _M.null = cjson.null   -- a JSON null: decodes from null, encodes to null
+_M.spawn = core.spawn
+
+local select, unpack = select, unpack
+local core_gather, core_timeout, core_run_in_pool = core.gather, core.timeout, core.run_in_pool
+
+-- moonlet.gather([opts,] f1, f2, ...) -> r1, r2, ... (the first result of each, in order).
+-- If one raises, the others are cancelled and gather raises that error; with
+-- { return_errors = true } each failure is returned in its place as an error object
+-- (moonlet.is_error(v); v.error is the message with its traceback).
+function _M.gather(...)
+  local n = select("#", ...)
+  if type((...)) == "table" then n = n - 1 end
+  local ok, res = core_gather(...)
+  if not ok then error(res, 0) end
+  return unpack(res, 1, n)
+end
+
+local task_error_mt = core.task_error_mt
+task_error_mt.__tostring = function(e) return tostring(e.error) end
+function _M.is_error(v)
+  return getmetatable(v) == task_error_mt
+end
+
+local function timeout_result(done, ok, ...)
+  if done == nil then return nil, "timeout" end
+  if not ok then error((...), 0) end
+  return ...
+end
+
+-- moonlet.timeout(seconds, fn, ...) -> fn's results, or nil, "timeout" after cancelling
+-- whatever fn was waiting on.
+function _M.timeout(s, fn, ...)
+  return timeout_result(core_timeout(s, fn, ...))
+end
+
+local function pool_result(ok, ...)
+  if ok then return ... end
+  local err = ...
+  if err == "pool queue is full" then
+    error(_M.http_error(503, "Service Unavailable", { ["retry-after"] = "1" }), 0)
+  end
+  error(err, 0)
+end
+
+-- moonlet.run_in_pool(fn | "module.function", ...) -> fn's results, computed on a pool
+-- thread. fn must not use upvalues; arguments and results are copied.
+function _M.run_in_pool(fn, ...)
+  return pool_result(core_run_in_pool(fn, ...))
+end
+_M.in_pool = core.in_pool
+
+-- moonlet.shared.dict(name): a dictionary shared by the loop and every pool thread.
+_M.shared = { dict = core.shared_dict }
 
 -- moonlet.array(t): marks t as a JSON array, so an empty one encodes as [] (not {}).
 local array_mt = core.array_mt

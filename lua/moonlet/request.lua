@@ -52,7 +52,7 @@ local empty_params_mt = { __newindex = function(t, k, v) rawset(t, k, v) end }
 -- The lazy fields. Each is computed once, then stored in the req table itself.
 local lazy = {
   query = function(req)
-    local url = req_url(req._t, req._g)
+    local url = req.url
     local q = find(url, "?", 1, true)
     return parse_urlencoded(q and sub(url, q + 1) or "")
   end,

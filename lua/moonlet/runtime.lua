@@ -4,7 +4,9 @@ local App = require "moonlet.app"
 local request = require "moonlet.request"
 local core = require "moonlet.core"
 
-local type, getmetatable, xpcall, tostring = type, getmetatable, xpcall, tostring
+local type, getmetatable, setmetatable, xpcall, tostring, require, rawget, error =
+  type, getmetatable, setmetatable, xpcall, tostring, require, rawget, error
+local find, sub = string.find, string.sub
 local traceback = debug.traceback
 local http_error_mt, response_mt = moonlet.http_error_mt, moonlet.response_mt
 local log, route_of = core.log, core.route_of
@@ -39,8 +41,41 @@ function _M.dispatch(handler, req)
   if getmetatable(a) == http_error_mt then
     return a.status, { detail = a.detail }, a.headers
   end
-  log("error", (route_of(req._t) or "handler") .. ": " .. a)
+  log("error", (rawget(req, "_route") or route_of(req._t) or "handler") .. ": " .. a)
   return 500, internal_error, nil
+end
+
+local req_mt = request.mt
+
+-- On a pool thread: the request arrives as copied values; build req and dispatch.
+function _M.pool_request(handler, method, path, url, params, hlist, body, label)
+  local headers = {}
+  for i = 1, #hlist, 2 do
+    local name, value = hlist[i], hlist[i + 1]
+    local old = headers[name]
+    if old == nil then
+      headers[name] = value
+    else
+      headers[name] = old .. (name == "cookie" and "; " or ", ") .. value
+    end
+  end
+  local req = setmetatable({ method = method, path = path, url = url, params = params,
+                             headers = headers, body = body, _route = label }, req_mt)
+  return _M.dispatch(handler, req)
+end
+
+-- "module.function" -> the function (run_in_pool by name).
+function _M.resolve(name)
+  local dot = find(name, "%.[^.]*$")
+  if not dot then
+    error("run_in_pool: expected \"module.function\", got \"" .. name .. "\"", 0)
+  end
+  local mod = require(sub(name, 1, dot - 1))
+  local fn = type(mod) == "table" and mod[sub(name, dot + 1)]
+  if type(fn) ~= "function" then
+    error("run_in_pool: " .. name .. " is not a function", 0)
+  end
+  return fn
 end
 
 return _M

@@ -1,0 +1,114 @@
+/* Handler results -> HTTP response bytes (see lresponse.h). Header names and values are
+ * checked here: nothing a handler returns can split the response. */
+#include "lresponse.h"
+#include "json.h"
+#include "response.h"
+#include <lauxlib.h>
+#include <stdio.h>
+#include <strings.h>
+
+static int is_header(const char *name, size_t len, const char *lower) {
+  return strlen(lower) == len && strncasecmp(name, lower, len) == 0;
+}
+
+/* Adds one handler-given header. Returns 0, or -1 with a message when the name or value
+ * would break the response (CR/LF injection). */
+static int add_header(ml_buf_t *out, const char *name, size_t nlen, const char *val,
+                      size_t vlen, char *err, size_t errlen) {
+  if (!ml_header_name_ok(name, nlen)) {
+    snprintf(err, errlen, "invalid response header name '%.*s'", (int)(nlen > 60 ? 60 : nlen), name);
+    return -1;
+  }
+  if (!ml_header_value_ok(val, vlen)) {
+    snprintf(err, errlen, "response header '%.*s' has a value with CR, LF or NUL", (int)nlen, name);
+    return -1;
+  }
+  /* moonlet frames the message itself */
+  if (is_header(name, nlen, "content-length") || is_header(name, nlen, "transfer-encoding") ||
+      is_header(name, nlen, "connection"))
+    return 0;
+  ml_resp_header(out, name, nlen, val, vlen);
+  return 0;
+}
+
+/* Writes the headers table at idx; sets *has_ctype. */
+static int add_headers(lua_State *co, int idx, ml_buf_t *out, int *has_ctype, char *err,
+                       size_t errlen) {
+  lua_pushnil(co);
+  while (lua_next(co, idx)) {
+    if (lua_type(co, -2) != LUA_TSTRING) {
+      lua_pop(co, 2);
+      snprintf(err, errlen, "response header names must be strings");
+      return -1;
+    }
+    size_t nlen, vlen;
+    const char *name = lua_tolstring(co, -2, &nlen);
+    if (is_header(name, nlen, "content-type")) *has_ctype = 1;
+    int vt = lua_type(co, -1);
+    if (vt == LUA_TTABLE) {   /* several values: { ["set-cookie"] = { "a=1", "b=2" } } */
+      int n = (int)lua_objlen(co, -1);
+      for (int i = 1; i <= n; i++) {
+        lua_rawgeti(co, -1, i);
+        const char *val = lua_type(co, -1) == LUA_TSTRING || lua_type(co, -1) == LUA_TNUMBER
+                              ? lua_tolstring(co, -1, &vlen) : NULL;
+        int rc = val ? add_header(out, name, nlen, val, vlen, err, errlen) : -1;
+        if (!val) snprintf(err, errlen, "response header '%s' has a non-string value", name);
+        lua_pop(co, 1);
+        if (rc) { lua_pop(co, 2); return -1; }
+      }
+    } else if (vt == LUA_TSTRING || vt == LUA_TNUMBER) {
+      lua_pushvalue(co, -1);   /* tolstring on a copy: the value slot stays a number */
+      const char *val = lua_tolstring(co, -1, &vlen);
+      int rc = add_header(out, name, nlen, val, vlen, err, errlen);
+      lua_pop(co, 1);
+      if (rc) { lua_pop(co, 2); return -1; }
+    } else if (vt != LUA_TBOOLEAN || lua_toboolean(co, -1)) {
+      lua_pop(co, 2);
+      snprintf(err, errlen, "response header '%s' has a %s value", name, lua_typename(co, vt));
+      return -1;
+    }
+    lua_pop(co, 1);
+  }
+  return 0;
+}
+
+int ml_lresp_build(lua_State *co, int base, ml_buf_t *out, ml_buf_t *scratch, int keepalive,
+                   int head, char *err, size_t errlen) {
+  size_t mark = out->len;
+  const char *body = NULL, *ctype = NULL;
+  size_t blen = 0;
+  int status = (int)lua_tointeger(co, base);
+  if (lua_type(co, base) != LUA_TNUMBER || status < 200 || status > 599) {
+    snprintf(err, errlen, "invalid response status %s",
+             lua_type(co, base) == LUA_TNUMBER ? lua_tostring(co, base) : luaL_typename(co, base));
+    return -1;
+  }
+  switch (lua_type(co, base + 1)) {
+  case LUA_TNIL:
+  case LUA_TNONE:
+    break;
+  case LUA_TSTRING:
+    body = lua_tolstring(co, base + 1, &blen);
+    ctype = "text/plain; charset=utf-8";
+    break;
+  default:
+    scratch->len = 0;
+    if (ml_json_encode(co, base + 1, scratch, err, errlen)) return -1;
+    body = scratch->data;
+    blen = scratch->len;
+    ctype = "application/json";
+  }
+  ml_resp_begin(out, status);
+  int has_ctype = 0;
+  if (lua_type(co, base + 2) == LUA_TTABLE &&
+      add_headers(co, base + 2, out, &has_ctype, err, errlen)) {
+    out->len = mark;
+    return -1;
+  }
+  if (!has_ctype && ctype) ml_resp_header(out, "Content-Type", 12, ctype, strlen(ctype));
+  int bodyless = status == 204 || status == 304;
+  ml_resp_end(out, status, bodyless ? 0 : blen, keepalive);
+  if (!head && !bodyless) ml_buf_add(out, body, blen);
+  if (scratch->cap > 1u << 20) ml_buf_reset(scratch, 0);
+  return status;
+}

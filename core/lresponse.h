@@ -1,0 +1,13 @@
+/* Turning what a handler returned — (status, body, headers) on a Lua stack — into the
+ * bytes of an HTTP response. Used on the loop and in pool threads alike. */
+#ifndef ML_LRESPONSE_H
+#define ML_LRESPONSE_H
+#include "buf.h"
+#include <lua.h>
+
+/* Reads status at base, body at base+1, headers at base+2 and appends the response to
+ * out (scratch holds a JSON body meanwhile). Returns the status, or -1 with a message in
+ * err and out unchanged (bad status, header with CR/LF, body JSON cannot hold). */
+int ml_lresp_build(lua_State *L, int base, ml_buf_t *out, ml_buf_t *scratch, int keepalive,
+                   int head, char *err, size_t errlen);
+#endif
