@@ -51,4 +51,65 @@ end)
 app:get("/unicode", function() return { s = "héllo \"q\" \\ / \n\t\1" } end)
 app:get("/numbers", function() return { i = 42, neg = -7, f = 0.1, big = 2^53, small = 1e-7 } end)
 
+-- concurrency primitives
+local flags = moonlet.shared.dict("flags")
+app:get("/flag", function(req) return { v = flags:get(req.query.k) } end)
+app:get("/gather", function()
+  local t0 = moonlet.now()
+  local a, b, c = moonlet.gather(
+    function() moonlet.sleep(0.2); return 1 end,
+    function() moonlet.sleep(0.2); return "two" end,
+    function() return nil end)
+  return { a = a, b = b, c = c == nil, elapsed = moonlet.now() - t0 }
+end)
+app:get("/gather-error", function()
+  moonlet.gather(
+    function() moonlet.sleep(0.05); error("gather failure") end,
+    function() moonlet.sleep(0.3); flags:set("gather_sibling_ran", true) end)
+end)
+app:get("/gather-http-error", function()
+  moonlet.gather(function() error(moonlet.http_error(409, "from a child")) end)
+end)
+app:get("/gather-errors", function()
+  local r = { moonlet.gather({ return_errors = true },
+    function() error("first fails") end,
+    function() moonlet.sleep(0.01); return 2 end) }
+  return { is_error = moonlet.is_error(r[1]), msg = tostring(r[1]), second = r[2],
+           plain = moonlet.is_error(r[2]) }
+end)
+app:get("/gather-slow", function(req)
+  moonlet.gather(
+    function() moonlet.sleep(0.3); flags:set("slow1:" .. req.query.tag, true) end,
+    function() moonlet.sleep(0.3); flags:set("slow2:" .. req.query.tag, true) end)
+  return { done = true }
+end)
+app:get("/nested-gather", function()
+  local x, y = moonlet.gather(function()
+    return (moonlet.gather(function() moonlet.sleep(0.01) return 10 end))
+  end, function() return 20 end)
+  return { x = x, y = y }
+end)
+app:get("/timeout", function(req)
+  local v, err = moonlet.timeout(0.1, function(s)
+    moonlet.sleep(s)
+    flags:set("timeout_finished:" .. s, true)
+    return "done"
+  end, tonumber(req.query.s))
+  return { v = v, err = err }
+end)
+app:get("/timeout-error", function()
+  moonlet.timeout(1, function() error("inside timeout") end)
+end)
+app:get("/spawn", function(req)
+  moonlet.spawn(function(k)
+    moonlet.sleep(0.1)
+    flags:set(k, true)
+  end, req.query.k)
+  return { spawned = true }
+end)
+app:get("/spawn-error", function()
+  moonlet.spawn(function() moonlet.sleep(0.01); error("background boom") end)
+  return { spawned = true }
+end)
+
 return app
