@@ -6,7 +6,7 @@ CC      ?= cc
 BUILD   ?= build
 SAN     ?=
 OPT     ?= -O2
-PKGS    := luajit libuv
+PKGS    := luajit libuv openssl sqlite3 libpq
 PKGCFG   = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKGLIBS  = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 LLHTTP_SRC := /usr/share/llhttp
@@ -16,7 +16,7 @@ CJSON_LIB  := $(firstword $(wildcard /usr/lib/*/liblua5.1-cjson.a) /usr/lib/x86_
 CFLAGS  += -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(OPT) -g -Wall -Wextra -Werror \
            -Wno-missing-field-initializers $(SAN) $(PKGCFG) -I$(LLHTTP_INC) -Icore -I$(BUILD)
 LDFLAGS += $(SAN) -rdynamic
-LDLIBS  += $(CJSON_LIB) $(PKGLIBS) -lm -lpthread -ldl
+LDLIBS  += $(CJSON_LIB) $(PKGLIBS) -lz -lm -lpthread -ldl
 
 CORE_SRC := $(filter-out core/main.c,$(wildcard core/*.c))
 CORE_OBJ := $(CORE_SRC:core/%.c=$(BUILD)/core/%.o) $(BUILD)/core/lua_embed.o

@@ -2,31 +2,40 @@
  *
  *   burst HOST PORT N PATH TIMEOUT_S [WAVE]
  *
- * Each socket is non-blocking and watched with epoll. The request
- * "GET PATH HTTP/1.1\r\nHost: x\r\n\r\n" goes out as soon as that socket's connect
- * completes, so every request is in flight concurrently (the server is expected to hold
- * them, e.g. /sleep?s=1). A response is complete when its headers plus Content-Length
- * body bytes have arrived (or, without Content-Length, when the server closes; a chunked
- * body ends at "0\r\n\r\n"). A complete 2xx response counts as completed; anything else
- * (connect failure, reset, early close, non-2xx status, not done by TIMEOUT_S) is an error.
+ * Build: cc -O2 -o build/bench/burst bench/burst.c   (Linux: epoll; no extra libraries)
  *
- * WAVE (default 0 = unlimited; env BURST_WAVE also sets it) caps how many connects may be
- * in progress at once, so a small listen backlog does not make SYNs wait for the kernel's
- * 1 s retransmit: new sockets are opened as earlier connects complete.
+ * Every socket is non-blocking and registered once with epoll (edge-triggered). The request
+ * "GET PATH HTTP/1.1\r\nHost: x\r\n\r\n" is written as soon as that socket's connect
+ * completes, so all requests are in flight at the same time when the server holds them
+ * (e.g. /sleep?s=1). A response is complete when its header block plus Content-Length body
+ * bytes have arrived (without Content-Length: when the server closes; chunked: at
+ * "0\r\n\r\n"). A complete 2xx response counts as completed; anything else (connect
+ * failure, reset, early close, non-2xx status, parse error, not done within TIMEOUT_S) is
+ * an error. Sockets are closed with an RST once done, so no TIME_WAIT is left behind.
+ *
+ * Listen backlog: when the server's accept queue is full the kernel drops the SYN and the
+ * client would only retransmit it after 1 s. burst instead restarts a connect that has not
+ * completed within 100 ms (env BURST_CONNECT_RETRY_MS, 0 = leave it to the kernel) with a
+ * fresh socket, and counts it (connect_retries). WAVE (or env BURST_WAVE; default 0 =
+ * unlimited) caps the number of connects pending at once: sockets are opened in waves as
+ * earlier connects complete, each request still sent the moment its socket connects.
  *
  * stdout, one line:
  *   completed=C errors=E elapsed=SECONDS first_send_to_last_response=SECONDS
- * elapsed runs from the first connect to the end; first_send_to_last_response from the
- * first request written to the last response received. stderr gets one detail line
- * (connect spread, error breakdown). Exit status 0 when errors=0, 1 otherwise, 2 on bad use.
+ * elapsed: from the first connect to the end; first_send_to_last_response: from the first
+ * request written to the last response received.
+ * stderr, one line of key=value details:
+ *   burst: n= wave= connect_retries= all_connected_after=S last_send_after_first=S
+ *          latency_min=S p50=S p99=S max=S [KIND=COUNT(ERRNO) ...]
+ * (latency: per request, request written -> response complete.)
+ * Exit status: 0 when errors=0, 1 when some requests failed, 2 on bad usage or setup failure.
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,11 +46,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
 enum { ST_IDLE, ST_CONNECTING, ST_SENDING, ST_READING, ST_DONE };
 enum { E_CONNECT, E_RESET, E_EOF, E_STATUS, E_TIMEOUT, E_PARSE, E_NKIND };
 static const char *ekind[E_NKIND] = {"connect", "reset", "early_close", "status",
@@ -50,15 +54,29 @@ static const char *ekind[E_NKIND] = {"connect", "reset", "early_close", "status"
 typedef struct {
   int fd;
   unsigned char state;
-  unsigned short sent;   /* bytes of the request written */
-  int status;            /* HTTP status, 0 until the status line is parsed */
-  long hdr_len;          /* header block length incl. CRLFCRLF, -1 until known */
-  long body_len;         /* Content-Length, -1 when absent */
+  unsigned char retries;  /* connect restarts */
+  unsigned short sent;    /* bytes of the request written */
+  int status;             /* HTTP status, 0 until the status line is parsed */
   int chunked;
+  long hdr_len;           /* header block length incl. CRLFCRLF, -1 until known */
+  long body_len;          /* Content-Length, -1 when absent */
+  double t_connect;       /* current connect attempt started */
   double t_sent, t_done;  /* request fully written, response complete */
   char *buf;
   size_t len, cap;
 } conn_t;
+
+static conn_t *conns;
+static int epfd, nconn;
+static int active;      /* sockets opened and not done */
+static int connecting;  /* connects pending */
+static long completed, errors, errs[E_NKIND], connect_retries;
+static int first_errno[E_NKIND]; /* first errno per error kind, for the report */
+static double t_first_send, t_last_send, t_last_resp, t_all_connected;
+static char req[2048];
+static size_t req_len;
+static struct sockaddr_storage addr;
+static socklen_t addrlen;
 
 static double now(void) {
   struct timespec ts;
@@ -66,27 +84,24 @@ static double now(void) {
   return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static conn_t *conns;
-static int epfd, nconn;
-static int active;       /* connections not yet done */
-static int connecting;   /* connects in progress */
-static long completed, errors, errs[E_NKIND];
-static double t_first_send, t_last_send, t_last_resp, t_all_connected;
-static char req[2048];
-static int first_errno[E_NKIND]; /* the first errno seen per error kind, for the report */
-static size_t req_len;
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
 
-static void finish(conn_t *c, int err_kind) {
+/* Close abortively (RST): 10,000 TIME_WAIT sockets per run would crowd the ephemeral port
+ * range (28k ports) and make the next run's connects slow, then fail (EADDRNOTAVAIL). */
+static void close_rst(int fd) {
+  struct linger lg = {.l_onoff = 1, .l_linger = 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  close(fd); /* also removes it from the epoll set */
+}
+
+/* err_kind < 0: completed; otherwise an error of that kind (err: errno or 0) */
+static void finish(conn_t *c, int err_kind, int err) {
   if (c->state == ST_CONNECTING) connecting--;
-  if (c->fd >= 0) {
-    /* Abortive close (RST): leaves no TIME_WAIT socket behind. 10,000 of those per run
-     * would crowd the ephemeral port range (28k ports) and make the next run's connects
-     * slow, then fail with EADDRNOTAVAIL. */
-    struct linger lg = {.l_onoff = 1, .l_linger = 0};
-    setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-    close(c->fd); /* also removes it from the epoll set */
-    c->fd = -1;
-  }
+  if (c->fd >= 0) close_rst(c->fd);
+  c->fd = -1;
   free(c->buf);
   c->buf = NULL;
   c->state = ST_DONE;
@@ -97,28 +112,54 @@ static void finish(conn_t *c, int err_kind) {
   } else {
     errors++;
     errs[err_kind]++;
+    if (err && !first_errno[err_kind]) first_errno[err_kind] = err;
   }
 }
 
-static void fail(conn_t *c, int err_kind, int err) {
-  if (err && !first_errno[err_kind]) first_errno[err_kind] = err;
-  finish(c, err_kind);
+/* Start (or restart) the connect of c on a new socket. -1: no socket could be created. */
+static int start_connect(conn_t *c) {
+  int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  c->fd = fd;
+  c->t_connect = now();
+  if (connect(fd, (const struct sockaddr *)&addr, addrlen) < 0 && errno != EINPROGRESS) {
+    finish(c, E_CONNECT, errno);
+    return 0;
+  }
+  /* one registration for the socket's whole life */
+  struct epoll_event ev = {.events = EPOLLOUT | EPOLLIN | EPOLLRDHUP | EPOLLET,
+                           .data.u32 = (uint32_t)(c - conns)};
+  epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
+  return 0;
 }
 
-/* Parse what has arrived; returns 1 when the response is complete. */
+static int open_conn(conn_t *c) {
+  c->state = ST_CONNECTING;
+  c->hdr_len = -1;
+  c->fd = -1;
+  connecting++;
+  active++;
+  if (start_connect(c) == 0) return 0;
+  int err = errno;
+  fprintf(stderr, "burst: socket: %s\n", strerror(err));
+  finish(c, E_CONNECT, err);
+  return -1;
+}
+
+/* Parse what has arrived: 1 complete, 0 more to come, -1 malformed. */
 static int parse(conn_t *c) {
   if (c->hdr_len < 0) {
     char *end = memmem(c->buf, c->len, "\r\n\r\n", 4);
     if (!end) return 0;
     c->hdr_len = end - c->buf + 4;
-    if (c->len < 12 || memcmp(c->buf, "HTTP/1.", 7) != 0) return -1;
+    if (c->hdr_len < 16 || memcmp(c->buf, "HTTP/1.", 7) != 0) return -1;
     c->status = atoi(c->buf + 9);
     c->body_len = -1;
-    /* header lines: look for Content-Length / Transfer-Encoding: chunked */
-    char *p = memchr(c->buf, '\n', c->hdr_len);
-    while (p && p + 1 < c->buf + c->hdr_len) {
-      char *line = p + 1;
-      char *eol = memchr(line, '\n', c->buf + c->hdr_len - line);
+    char *hend = c->buf + c->hdr_len;
+    for (char *p = memchr(c->buf, '\n', c->hdr_len); p && p + 1 < hend;) {
+      char *line = p + 1, *eol = memchr(line, '\n', hend - line);
       if (!eol) break;
       if (eol - line > 15 && strncasecmp(line, "content-length:", 15) == 0)
         c->body_len = strtol(line + 15, NULL, 10);
@@ -136,12 +177,14 @@ static int parse(conn_t *c) {
   return 0; /* delimited by close */
 }
 
+static int ok_status(conn_t *c) { return c->status >= 200 && c->status < 300 ? -1 : E_STATUS; }
+
 static void on_readable(conn_t *c) {
   for (;;) {
     if (c->cap - c->len < 512) {
       size_t ncap = c->cap ? c->cap * 2 : 1024;
       char *nb = realloc(c->buf, ncap);
-      if (!nb) { finish(c, E_PARSE); return; }
+      if (!nb) { finish(c, E_PARSE, ENOMEM); return; }
       c->buf = nb;
       c->cap = ncap;
     }
@@ -149,21 +192,19 @@ static void on_readable(conn_t *c) {
     if (n > 0) {
       c->len += n;
       int r = parse(c);
-      if (r < 0) { finish(c, E_PARSE); return; }
-      if (r > 0) { finish(c, c->status >= 200 && c->status < 300 ? -1 : E_STATUS); return; }
+      if (r < 0) { finish(c, E_PARSE, 0); return; }
+      if (r > 0) { finish(c, ok_status(c), 0); return; }
       continue;
     }
-    if (n == 0) { /* server closed */
+    if (n == 0) { /* the server closed */
       if (c->hdr_len >= 0 && c->body_len < 0 && !c->chunked)
-        finish(c, c->status >= 200 && c->status < 300 ? -1 : E_STATUS);
+        finish(c, ok_status(c), 0);
       else
-        finish(c, E_EOF);
+        finish(c, E_EOF, 0);
       return;
     }
     if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-    if (errno == EINTR) continue;
-    fail(c, E_RESET, errno);
-    return;
+    if (errno != EINTR) { finish(c, E_RESET, errno); return; }
   }
 }
 
@@ -172,7 +213,7 @@ static void on_writable(conn_t *c) {
     int soerr = 0;
     socklen_t sl = sizeof soerr;
     getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
-    if (soerr) { fail(c, E_CONNECT, soerr); return; }
+    if (soerr) { finish(c, E_CONNECT, soerr); return; }
     connecting--;
     c->state = ST_SENDING;
   }
@@ -180,43 +221,32 @@ static void on_writable(conn_t *c) {
     ssize_t n = write(c->fd, req + c->sent, req_len - c->sent);
     if (n > 0) {
       double t = now();
-      if (c->sent == 0 && t_first_send == 0) t_first_send = t;
+      if (t_first_send == 0) t_first_send = t;
       c->sent += n;
       if (c->sent == req_len) t_last_send = c->t_sent = t;
       continue;
     }
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return; /* stay on EPOLLOUT */
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return; /* wait for EPOLLOUT */
     if (n < 0 && errno == EINTR) continue;
-    fail(c, E_RESET, errno);
+    finish(c, E_RESET, n < 0 ? errno : 0);
     return;
   }
   c->state = ST_READING;
-  on_readable(c); /* edge-triggered: data may already be waiting */
+  on_readable(c); /* edge-triggered: the response may already be waiting */
 }
 
-static int open_one(conn_t *c, const struct sockaddr_storage *sa, socklen_t salen) {
-  int fd = socket(sa->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    fprintf(stderr, "burst: socket: %s\n", strerror(errno));
-    return -1;
+/* Restart connects pending for longer than retry_s (their SYN was most likely dropped). */
+static void retry_stalled(int opened, double retry_s) {
+  double t = now();
+  for (int i = 0; i < opened; i++) {
+    conn_t *c = &conns[i];
+    if (c->state != ST_CONNECTING || t - c->t_connect < retry_s || c->retries >= 50) continue;
+    close_rst(c->fd);
+    c->fd = -1;
+    c->retries++;
+    connect_retries++;
+    if (start_connect(c) < 0) finish(c, E_CONNECT, errno);
   }
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  c->fd = fd;
-  c->state = ST_CONNECTING;
-  c->hdr_len = -1;
-  connecting++;
-  active++;
-  int rc = connect(fd, (const struct sockaddr *)sa, salen);
-  if (rc < 0 && errno != EINPROGRESS) {
-    fail(c, E_CONNECT, errno);
-    return 0;
-  }
-  /* one registration for the socket's whole life, edge-triggered */
-  struct epoll_event ev = {.events = EPOLLOUT | EPOLLIN | EPOLLRDHUP | EPOLLET,
-                           .data.u32 = (uint32_t)(c - conns)};
-  epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
-  return 0;
 }
 
 int main(int argc, char **argv) {
@@ -229,6 +259,8 @@ int main(int argc, char **argv) {
   double timeout = atof(argv[5]);
   const char *wave_s = argc > 6 ? argv[6] : getenv("BURST_WAVE");
   int wave = wave_s ? atoi(wave_s) : 0;
+  const char *retry_s = getenv("BURST_CONNECT_RETRY_MS");
+  double retry = (retry_s ? atof(retry_s) : 100) / 1000;
   if (nconn <= 0 || timeout <= 0 || wave < 0) {
     fprintf(stderr, "burst: N and TIMEOUT_S must be positive, WAVE >= 0\n");
     return 2;
@@ -239,7 +271,7 @@ int main(int argc, char **argv) {
     return 2;
   }
 
-  /* one fd per connection plus a few */
+  /* one descriptor per connection, plus a few */
   struct rlimit rl;
   getrlimit(RLIMIT_NOFILE, &rl);
   rlim_t want = (rlim_t)nconn + 64;
@@ -247,9 +279,10 @@ int main(int argc, char **argv) {
     if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want) rl.rlim_max = want;
     rl.rlim_cur = want;
     if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+      int err = errno;
       getrlimit(RLIMIT_NOFILE, &rl);
       fprintf(stderr, "burst: cannot raise RLIMIT_NOFILE to %lu (hard limit %lu): %s\n",
-              (unsigned long)want, (unsigned long)rl.rlim_max, strerror(errno));
+              (unsigned long)want, (unsigned long)rl.rlim_max, strerror(err));
       return 2;
     }
   }
@@ -260,54 +293,54 @@ int main(int argc, char **argv) {
     fprintf(stderr, "burst: %s:%s: %s\n", host, port, gai_strerror(gai));
     return 2;
   }
-  struct sockaddr_storage sa;
-  socklen_t salen = ai->ai_addrlen;
-  memcpy(&sa, ai->ai_addr, salen);
+  addrlen = ai->ai_addrlen;
+  memcpy(&addr, ai->ai_addr, addrlen);
   freeaddrinfo(ai);
 
   conns = calloc(nconn, sizeof *conns);
   epfd = epoll_create1(EPOLL_CLOEXEC);
-  if (!conns || epfd < 0) {
-    fprintf(stderr, "burst: out of memory / epoll: %s\n", strerror(errno));
+  struct epoll_event *evs = calloc(1024, sizeof *evs);
+  if (!conns || !evs || epfd < 0) {
+    fprintf(stderr, "burst: setup: %s\n", strerror(errno));
     return 2;
   }
-  struct epoll_event *evs = calloc(1024, sizeof *evs);
 
-  double t0 = now(), deadline = t0 + timeout;
+  double t0 = now(), deadline = t0 + timeout, last_retry_scan = t0;
   int opened = 0;
   for (;;) {
-    /* open at most 256 per turn so early sockets get their request out right away */
-    int batch = 0;
-    while (opened < nconn && (wave == 0 || connecting < wave) && batch++ < 256) {
-      if (open_one(&conns[opened], &sa, salen) < 0) {
-        /* out of sockets/ports: count the rest as connect errors */
+    /* open at most 256 per turn, so the first sockets get their request out at once */
+    for (int batch = 0; opened < nconn && (wave == 0 || connecting < wave) && batch < 256;
+         batch++) {
+      if (open_conn(&conns[opened++]) < 0) {
+        /* out of descriptors or ports: the rest cannot even start */
         for (; opened < nconn; opened++) { errors++; errs[E_CONNECT]++; }
-        break;
       }
-      opened++;
     }
     if (opened == nconn && connecting == 0 && t_all_connected == 0) t_all_connected = now();
     if (opened == nconn && active == 0) break;
-    double left = deadline - now();
+    double t = now(), left = deadline - t;
     if (left <= 0) break;
+    if (retry > 0 && connecting > 0 && t - last_retry_scan >= 0.02) {
+      retry_stalled(opened, retry);
+      last_retry_scan = t;
+    }
     int more = opened < nconn && (wave == 0 || connecting < wave);
-    int n = epoll_wait(epfd, evs, 1024, more ? 0 : left > 0.1 ? 100 : (int)(left * 1000) + 1);
+    int ms = more ? 0 : connecting > 0 && retry > 0 ? 20 : 100;
+    if (left * 1000 < ms) ms = (int)(left * 1000) + 1;
+    int n = epoll_wait(epfd, evs, 1024, ms);
     if (n < 0 && errno != EINTR) {
       fprintf(stderr, "burst: epoll_wait: %s\n", strerror(errno));
       return 2;
     }
     for (int i = 0; i < n; i++) {
       conn_t *c = &conns[evs[i].data.u32];
-      if (c->state == ST_DONE) continue;
       if (c->state == ST_CONNECTING && (evs[i].events & (EPOLLERR | EPOLLHUP))) {
         int soerr = 0;
         socklen_t sl = sizeof soerr;
         getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
-        fail(c, E_CONNECT, soerr);
-        continue;
-      }
-      if (c->state == ST_CONNECTING || c->state == ST_SENDING) {
-        if (evs[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) on_writable(c);
+        finish(c, E_CONNECT, soerr);
+      } else if (c->state == ST_CONNECTING || c->state == ST_SENDING) {
+        if (evs[i].events & EPOLLOUT) on_writable(c);
       } else if (c->state == ST_READING) {
         on_readable(c);
       }
@@ -315,29 +348,33 @@ int main(int argc, char **argv) {
   }
   double t_end = now();
   for (int i = 0; i < opened; i++)
-    if (conns[i].state != ST_DONE) finish(&conns[i], E_TIMEOUT);
+    if (conns[i].state != ST_DONE) finish(&conns[i], E_TIMEOUT, 0);
 
   printf("completed=%ld errors=%ld elapsed=%.3f first_send_to_last_response=%.3f\n", completed,
-         errors, t_end - t0, t_first_send > 0 && t_last_resp > 0 ? t_last_resp - t_first_send : 0.0);
+         errors, t_end - t0,
+         t_first_send > 0 && t_last_resp > t_first_send ? t_last_resp - t_first_send : 0.0);
   fflush(stdout);
-  fprintf(stderr, "burst: n=%d wave=%d all_connected_after=%.3fs last_send_after_first=%.3fs",
-          nconn, wave, t_all_connected > 0 ? t_all_connected - t0 : -1.0,
+
+  fprintf(stderr,
+          "burst: n=%d wave=%d connect_retries=%ld all_connected_after=%.3fs "
+          "last_send_after_first=%.3fs",
+          nconn, wave, connect_retries, t_all_connected > 0 ? t_all_connected - t0 : -1.0,
           t_last_send > 0 ? t_last_send - t_first_send : -1.0);
-  /* per-request latency (request written -> response complete) of the completed ones */
   double *lat = malloc(sizeof(double) * (completed ? completed : 1));
   long nl = 0;
-  for (int i = 0; i < opened; i++)
+  for (int i = 0; i < opened && lat; i++)
     if (conns[i].t_done > 0 && conns[i].t_sent > 0) lat[nl++] = conns[i].t_done - conns[i].t_sent;
   if (nl) {
     qsort(lat, nl, sizeof *lat, cmp_double);
+    long i99 = (long)(nl * 0.99);
     fprintf(stderr, " latency_min=%.3fs p50=%.3fs p99=%.3fs max=%.3fs", lat[0], lat[nl / 2],
-            lat[(long)(nl * 0.99) < nl ? (long)(nl * 0.99) : nl - 1], lat[nl - 1]);
+            lat[i99 < nl ? i99 : nl - 1], lat[nl - 1]);
   }
-  for (int k = 0; k < E_NKIND; k++)
-    if (errs[k]) {
-      fprintf(stderr, " %s=%ld", ekind[k], errs[k]);
-      if (first_errno[k]) fprintf(stderr, "(%s)", strerrorname_np(first_errno[k]));
-    }
+  for (int k = 0; k < E_NKIND; k++) {
+    if (!errs[k]) continue;
+    fprintf(stderr, " %s=%ld", ekind[k], errs[k]);
+    if (first_errno[k]) fprintf(stderr, "(%s)", strerrorname_np(first_errno[k]));
+  }
   fputc('\n', stderr);
   return errors ? 1 : 0;
 }

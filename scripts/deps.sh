@@ -8,7 +8,7 @@ level=${1:-test}
 pkgs="build-essential pkg-config libluajit-5.1-dev libuv1-dev node-llhttp lua-cjson-dev
       libsqlite3-dev libpq-dev libssl-dev zlib1g-dev"
 case $level in
-  test|bench) pkgs="$pkgs curl openssl procps" ;;
+  test|bench) pkgs="$pkgs curl openssl procps postgresql" ;;
 esac
 case $level in
   bench) pkgs="$pkgs wrk nginx-light" ;;
