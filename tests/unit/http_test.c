@@ -1,0 +1,130 @@
+/* Parser glue unit tests: fields copied out of split input, limits, smuggling shapes. */
+#include "http.h"
+#include "router.h"
+#include "unit.h"
+
+static int begins, headers_seen;
+static void on_begin(ml_http_t *h) { (void)h; begins++; }
+static void on_headers(ml_http_t *h) { (void)h; headers_seen++; }
+
+/* Feeds `req` to a fresh parser in pieces of `step` bytes; returns the last result. */
+static int feed(ml_http_t *h, const char *req, size_t step, size_t max_body) {
+  ml_http_init(h, 16384, max_body, NULL);
+  h->on_begin = on_begin;
+  h->on_headers = on_headers;
+  size_t len = strlen(req), off = 0;
+  int rc = ML_HTTP_MORE;
+  while (off < len) {
+    size_t n = len - off < step ? len - off : step;
+    size_t used = 0;
+    rc = ml_http_execute(h, req + off, n, &used);
+    off += used;
+    if (rc != ML_HTTP_MORE) break;
+  }
+  return rc;
+}
+
+static const char *hdr(ml_http_t *h, const char *name, char *buf) {
+  size_t len;
+  const char *v = ml_http_header(h, name, &len);
+  if (!v) return NULL;
+  memcpy(buf, v, len);
+  buf[len] = '\0';
+  return buf;
+}
+
+TEST(split_input_is_reassembled) {
+  const char *req = "POST /items/5?x=1 HTTP/1.1\r\nHost: example\r\nX-Multi: a b  \r\n"
+                    "Content-Length: 5\r\n\r\nhello";
+  for (size_t step = 1; step <= 7; step++) {
+    ml_http_t h;
+    char buf[64];
+    CHECK_EQ_INT(feed(&h, req, step, 1000), ML_HTTP_REQUEST);
+    CHECK(h.url_len == 12 && memcmp(ml_http_url(&h), "/items/5?x=1", 12) == 0);
+    CHECK_EQ_INT(h.method, ML_M_POST);
+    CHECK_EQ_STR(hdr(&h, "host", buf), "example");
+    CHECK_EQ_STR(hdr(&h, "x-multi", buf), "a b");   /* trailing whitespace trimmed */
+    CHECK(h.body.len == 5 && memcmp(h.body.data, "hello", 5) == 0);
+    CHECK(h.keepalive);
+    ml_http_free(&h);
+  }
+}
+
+TEST(pipelined_requests_stop_at_each_message) {
+  ml_http_t h;
+  const char *two = "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n";
+  ml_http_init(&h, 16384, 1000, NULL);
+  size_t used;
+  CHECK_EQ_INT(ml_http_execute(&h, two, strlen(two), &used), ML_HTTP_REQUEST);
+  CHECK(memcmp(ml_http_url(&h), "/a", 2) == 0);
+  size_t rest = strlen(two) - used;
+  CHECK_EQ_INT(rest, strlen(two) / 2);
+  CHECK_EQ_INT(ml_http_execute(&h, two + used, rest, &used), ML_HTTP_REQUEST);
+  CHECK(memcmp(ml_http_url(&h), "/b", 2) == 0);
+  ml_http_free(&h);
+}
+
+TEST(chunked_body) {
+  ml_http_t h;
+  CHECK_EQ_INT(feed(&h, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        "3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n", 3, 1000), ML_HTTP_REQUEST);
+  CHECK(h.body.len == 5 && memcmp(h.body.data, "abcde", 5) == 0);
+  ml_http_free(&h);
+}
+
+TEST(limits) {
+  ml_http_t h;
+  CHECK_EQ_INT(feed(&h, "POST / HTTP/1.1\r\nContent-Length: 2000\r\n\r\n", 100, 1000), ML_HTTP_ERROR);
+  CHECK_EQ_INT(h.error_status, 413);
+  ml_http_free(&h);
+  char big[20000];
+  strcpy(big, "GET / HTTP/1.1\r\nX: ");
+  memset(big + strlen(big), 'a', 17000);
+  strcpy(big + 19 + 17000, "\r\n\r\n");
+  CHECK_EQ_INT(feed(&h, big, 4096, 1000), ML_HTTP_ERROR);
+  CHECK_EQ_INT(h.error_status, 431);
+  ml_http_free(&h);
+}
+
+TEST(smuggling_shapes_are_rejected) {
+  const char *bad[] = {
+      "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+      "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+      "POST / HTTP/1.1\r\nContent-Length : 3\r\n\r\nabc",
+      "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n",
+      "GET / HTTP/1.1\r\nX: a\nY: b\r\n\r\n",
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    ml_http_t h;
+    int rc = feed(&h, bad[i], 1000, 1000);
+    if (rc != ML_HTTP_ERROR) printf("  case %zu accepted\n", i);
+    CHECK_EQ_INT(rc, ML_HTTP_ERROR);
+    CHECK_EQ_INT(h.error_status, 400);
+    ml_http_free(&h);
+  }
+}
+
+TEST(expect_continue_and_http10) {
+  ml_http_t h;
+  CHECK_EQ_INT(feed(&h, "PUT / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nx", 1000, 10),
+               ML_HTTP_REQUEST);
+  CHECK(h.expect_continue);
+  ml_http_free(&h);
+  CHECK_EQ_INT(feed(&h, "GET / HTTP/1.0\r\n\r\n", 1000, 10), ML_HTTP_REQUEST);
+  CHECK(!h.keepalive);
+  ml_http_free(&h);
+  CHECK_EQ_INT(feed(&h, "GET / HTTP/1.1\r\nConnection: close\r\n\r\n", 1000, 10), ML_HTTP_REQUEST);
+  CHECK(!h.keepalive);
+  ml_http_free(&h);
+}
+
+int main(void) {
+  RUN(split_input_is_reassembled);
+  RUN(pipelined_requests_stop_at_each_message);
+  RUN(chunked_body);
+  RUN(limits);
+  RUN(smuggling_shapes_are_rejected);
+  RUN(expect_continue_and_http10);
+  CHECK(begins > 0 && headers_seen > 0);
+  return UNIT_DONE();
+}
