@@ -61,7 +61,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len) {
     cur->val_len = 0;
   }
   /* RFC 9112 5.1: a field name is a token; whitespace before the colon is an attack. */
-  if (!ml_header_name_ok(at, len)) return fail(h, 400, "Bad Request");
+  if (len && !ml_header_name_ok(at, len)) return fail(h, 400, "Bad Request");
   size_t start = h->store.len;
   ml_buf_add(&h->store, at, len);
   for (size_t i = start; i < h->store.len; i++) {
@@ -85,6 +85,7 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len) {
 static int on_header_value_complete(llhttp_t *p) {
   ml_http_t *h = H(p);
   ml_header_t *cur = &h->hdrs[h->nhdrs - 1];
+  if (cur->name_len == 0) return fail(h, 400, "Bad Request");
   if (cur->val_off == UINT32_MAX) cur->val_off = (uint32_t)h->store.len;   /* empty value */
   while (cur->val_len > 0) {   /* trailing whitespace is not part of a field value */
     char c = h->store.data[cur->val_off + cur->val_len - 1];
