@@ -31,6 +31,8 @@ struct ml_conn_s {
   ml_conn_t *prev, *next;    /* the server's list */
   void *task;                /* the app's in-flight work, NULL when idle */
   uint64_t start_ns;         /* request start, for the access log */
+  uint64_t deadline;         /* loop time (ms) the connection times out at, 0 for none */
+  uint64_t timer_due;        /* when the libuv timer fires, 0 if it is not running */
   int handles_open;
   unsigned inflight : 1, writing : 1, closing : 1, close_after_write : 1, lingering : 1,
       in_process : 1, read_stopped : 1, head : 1;

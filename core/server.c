@@ -49,15 +49,33 @@ static void conn_close(ml_conn_t *c) {
   server_unlink(c->srv, c);
 }
 
+/* Timeouts are deadlines: setting one only moves c->deadline, and the libuv timer is
+ * re-armed only when it would fire too late. A keep-alive request therefore costs no
+ * timer operation; an early wake-up re-arms for the rest (see timeout_cb). */
 static void timeout_cb(uv_timer_t *t) {
   ml_conn_t *c = t->data;
+  uint64_t now = uv_now(c->srv->loop);
+  c->timer_due = 0;
+  if (!c->deadline) return;   /* disarmed */
+  if (now < c->deadline) {
+    c->timer_due = c->deadline;
+    uv_timer_start(&c->timer, timeout_cb, c->deadline - now, 0);
+    return;
+  }
   if (!c->lingering && c->http.in_message)
     ml_log(ML_LOG_INFO, "closing connection: request not received in time");
   conn_close(c);
 }
 
 static void timer_set(ml_conn_t *c, uint64_t ms) {
+  c->deadline = uv_now(c->srv->loop) + ms;
+  if (c->timer_due && c->timer_due <= c->deadline) return;   /* fires in time, re-arms */
+  c->timer_due = c->deadline;
   uv_timer_start(&c->timer, timeout_cb, ms, 0);
+}
+
+static void timer_clear(ml_conn_t *c) {
+  c->deadline = 0;
 }
 
 static void shutdown_cb(uv_shutdown_t *req, int status) {
@@ -151,7 +169,7 @@ static void conn_process(ml_conn_t *c, const char *data, size_t len) {
       reply_error(c, c->http.error_status, c->http.error_detail);
       break;
     }
-    uv_timer_stop(&c->timer);
+    timer_clear(c);
     c->inflight = 1;
     c->head = c->http.method == ML_M_HEAD;
     c->start_ns = uv_hrtime();
