@@ -34,7 +34,6 @@
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,8 +119,6 @@ static void finish(conn_t *c, int err_kind, int err) {
 static int start_connect(conn_t *c) {
   int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return -1;
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   c->fd = fd;
   c->t_connect = now();
   if (connect(fd, (const struct sockaddr *)&addr, addrlen) < 0 && errno != EINPROGRESS) {

@@ -10,7 +10,11 @@
 #   BUILD=build-asan bench/run.sh      another build directory (default build)
 #
 # Adding a section: write a function bench_NAME that prints its own table (use the helpers
-# below: start_moonlet, stop_pid, rss_kb, wrk_run, section), and add NAME to SECTIONS.
+# below: start_moonlet, stop_pid, run_fg, rss_kb, cpu_ticks, wrk_run, section), add NAME to
+# SECTIONS, and run it alone with BENCH_ONLY=NAME.
+
+# Table formats live in variables (fmt) on purpose.
+# shellcheck disable=SC2059
 set -eu
 
 cd "$(dirname "$0")/.."
@@ -28,17 +32,32 @@ die() { echo "bench: $*" >&2; exit 1; }
 
 # stop_pid PID: SIGTERM, wait up to 3 s, then SIGKILL. Only ever called with our own pids.
 stop_pid() {
-  local pid=$1 i
+  local pid=$1
   if kill -0 "$pid" 2>/dev/null; then
     kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 30); do
+    for _ in $(seq 30); do
       kill -0 "$pid" 2>/dev/null || break
       sleep 0.1
     done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
   fi
   wait "$pid" 2>/dev/null || true
-  STARTED=$(echo " $STARTED " | sed "s/ $pid / /; s/^ *//; s/ *$//")
+  forget_pid "$pid"
+}
+
+forget_pid() { STARTED=$(echo " $STARTED " | sed "s/ $1 / /; s/^ *//; s/ *$//"); }
+
+# run_fg CMD...: run CMD and wait for it. CMD runs in the background so that a signal to
+# this script is handled at once (bash defers traps while a foreground command runs) and
+# the EXIT trap stops CMD too. Returns CMD's exit status.
+run_fg() {
+  local pid rc=0
+  "$@" &
+  pid=$!
+  STARTED="$STARTED $pid"
+  wait "$pid" || rc=$?
+  forget_pid "$pid"
+  return "$rc"
 }
 
 cleanup() {
@@ -78,7 +97,7 @@ seconds() {
 # sets ML_PID and ML_PORT. Its stdout/stderr go to $TMP/moonlet-NAME.out / .err.
 # NOFILE raises the soft open-files limit of the server (moonlet keeps the limit it inherits).
 start_moonlet() {
-  local name=$1 app=${2:-apps/hello} nofile=${3:-} i
+  local name=$1 app=${2:-apps/hello} nofile=${3:-}
   [ -x "$MOONLET" ] || die "$MOONLET not found: run make first"
   (
     if [ -n "$nofile" ]; then ulimit -n "$nofile" 2>/dev/null || ulimit -n "$(ulimit -Hn)"; fi
@@ -87,7 +106,7 @@ start_moonlet() {
   ML_PID=$!
   STARTED="$STARTED $ML_PID"
   ML_PORT=""
-  for i in $(seq 100); do
+  for _ in $(seq 100); do
     ML_PORT=$(sed -n 's#^listening on http://127\.0\.0\.1:\([0-9][0-9]*\).*#\1#p' "$TMP/moonlet-$name.out")
     [ -n "$ML_PORT" ] && return 0
     kill -0 "$ML_PID" 2>/dev/null || break
@@ -99,6 +118,14 @@ start_moonlet() {
 
 # port_open PORT: true when something accepts connections on 127.0.0.1:PORT
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# listen_overflows: the kernel's TcpExt ListenOverflows counter (SYNs/ACKs dropped because an
+# accept queue was full; counts every listener of this network namespace)
+listen_overflows() {
+  awk '$1 == "TcpExt:" { if (!h) { for (i = 2; i <= NF; i++) col[$i] = i; h = 1 }
+                         else { print $col["ListenOverflows"] + 0; exit } }' \
+    /proc/net/netstat 2>/dev/null || echo 0
+}
 
 # moonlet_log NAME: print what moonlet logged (at warn level), if anything
 moonlet_log() {
@@ -113,7 +140,8 @@ cpu_ticks() {
   local pid t=0 f
   for pid in "$@"; do
     f=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
-    set -- $f   # after "pid (comm) ": state=$1 ... utime=$12 stime=$13
+    # shellcheck disable=SC2086 # split the fields: after "pid (comm) ", utime=$12 stime=$13
+    set -- $f
     t=$(( t + ${12} + ${13} ))
   done
   echo "$t"
@@ -127,9 +155,9 @@ wrk_run() {
   local name=$1 url=$2 limit c0 c1 t0 t1
   shift 2
   limit=$(( $(seconds "$DURATION") + 30 ))
-  timeout -k 5 10 wrk -t1 -c64 -d1s "$url" >/dev/null 2>&1 || true
+  run_fg timeout -k 5 10 wrk -t1 -c64 -d1s "$url" >/dev/null 2>&1 || true
   c0=$(cpu_ticks "$@") t0=$(date +%s.%N)
-  timeout -k 5 "$limit" wrk -t1 -c64 -d"$DURATION" --latency "$url" >"$TMP/$name.wrk" 2>&1 ||
+  run_fg timeout -k 5 "$limit" wrk -t1 -c64 -d"$DURATION" --latency "$url" >"$TMP/$name.wrk" 2>&1 ||
     { cat "$TMP/$name.wrk" >&2; die "wrk against $url failed"; }
   c1=$(cpu_ticks "$@") t1=$(date +%s.%N)
   W_CPU=$(awk -v c="$(( c1 - c0 ))" -v hz="$(getconf CLK_TCK)" -v t0="$t0" -v t1="$t1" \
@@ -140,13 +168,16 @@ wrk_run() {
     /Socket errors:/ { gsub(/,/, ""); n += $4 + $6 + $8 + $10 }
     /Non-2xx or 3xx responses:/ { n += $NF }
     END { print n + 0 }' "$TMP/$name.wrk")
-  [ -n "$W_RPS" ] && [ -n "$W_P99" ] || { cat "$TMP/$name.wrk" >&2; die "cannot parse wrk output"; }
+  if [ -z "$W_RPS" ] || [ -z "$W_P99" ]; then
+    cat "$TMP/$name.wrk" >&2
+    die "cannot parse wrk output"
+  fi
 }
 
 # start_nginx: nginx in the foreground (worker_processes 1) with its own prefix in $TMP/nginx,
 # on a free port of 127.0.0.1; sets NG_PID and NG_PORT.
 start_nginx() {
-  local dir=$TMP/nginx try i port temps="" m
+  local dir=$TMP/nginx port temps="" m
   mkdir -p "$dir"
   for m in client_body proxy fastcgi uwsgi scgi; do
     # only the temp paths of modules this nginx has (nginx-light lacks some)
@@ -155,7 +186,7 @@ start_nginx() {
 "
     fi
   done
-  for try in 1 2 3 4 5 6 7 8; do
+  for _ in 1 2 3 4 5 6 7 8; do
     port=$(( 20000 + RANDOM % 12000 ))   # below the ephemeral range (32768-)
     port_open "$port" && continue
     cat >"$dir/nginx.conf" <<EOF
@@ -181,7 +212,7 @@ EOF
       >"$dir/stdout" 2>&1 &
     NG_PID=$!
     STARTED="$STARTED $NG_PID"
-    for i in $(seq 100); do
+    for _ in $(seq 100); do
       if port_open "$port"; then NG_PORT=$port; return 0; fi
       kill -0 "$NG_PID" 2>/dev/null || break
       sleep 0.05
@@ -199,6 +230,7 @@ EOF
 # 1. GET /hello: moonlet against nginx returning the same body, one after the other.
 bench_hello() {
   local m_rps m_p99 m_err m_cpu m_rss n_rps="" n_p99="" n_err="" n_cpu="" ratio verdict fmt
+  local -a ng_pids
   section "GET /hello: moonlet vs nginx (wrk -t1 -c64 -d$DURATION --latency, 1 s warm-up each)"
   command -v wrk >/dev/null || die "wrk not installed (scripts/deps.sh bench)"
 
@@ -211,8 +243,9 @@ bench_hello() {
 
   if command -v nginx >/dev/null; then
     start_nginx
-    # the master and its worker
-    wrk_run nginx "http://127.0.0.1:$NG_PORT/hello" "$NG_PID" $(pgrep -P "$NG_PID" || true)
+    # the CPU of the master and its worker
+    read -r -a ng_pids <<<"$NG_PID $(pgrep -P "$NG_PID" | tr '\n' ' ')"
+    wrk_run nginx "http://127.0.0.1:$NG_PORT/hello" "${ng_pids[@]}"
     n_rps=$W_RPS n_p99=$W_P99 n_err=$W_ERRORS n_cpu=$W_CPU
     stop_pid "$NG_PID"
   fi
@@ -239,7 +272,7 @@ bench_hello() {
 # 2. 10,000 concurrent GET /sleep?s=1, one connection each (bench/burst.c), on a fresh moonlet.
 bench_sleep_burst() {
   local n=10000 burst=$BUILD/bench/burst sampler out detail rc=0 rss0 rss1 hwm peak sampled
-  local completed errors total growth fmt t_ok g_ok
+  local completed errors total growth fmt t_ok g_ok ovf0 ovf
   section "10,000 concurrent GET /sleep?s=1 (bench/burst: one connection per request)"
   mkdir -p "$BUILD/bench"
   cc -O2 -o "$burst" bench/burst.c
@@ -259,7 +292,10 @@ bench_sleep_burst() {
   sampler=$!
   STARTED="$STARTED $sampler"
 
-  "$burst" 127.0.0.1 "$ML_PORT" "$n" "/sleep?s=1" 30 >"$TMP/burst.out" 2>"$TMP/burst.err" || rc=$?
+  ovf0=$(listen_overflows)
+  run_fg "$burst" 127.0.0.1 "$ML_PORT" "$n" "/sleep?s=1" 30 >"$TMP/burst.out" 2>"$TMP/burst.err" ||
+    rc=$?
+  ovf=$(( $(listen_overflows) - ovf0 ))
   rss1=$(rss_kb "$ML_PID")
   hwm=$(rss_kb "$ML_PID" VmHWM)
   stop_pid "$sampler"
@@ -267,7 +303,10 @@ bench_sleep_burst() {
   peak=$(printf '%s\n' "$sampled" "$rss1" "$hwm" | sort -n | tail -1)
   out=$(cat "$TMP/burst.out")
   detail=$(tail -1 "$TMP/burst.err")
-  [ "$rc" -le 1 ] && [ -n "$out" ] || { cat "$TMP/burst.err" >&2; die "burst failed (status $rc)"; }
+  if [ "$rc" -gt 1 ] || [ -z "$out" ]; then
+    cat "$TMP/burst.err" >&2
+    die "burst failed (status $rc)"
+  fi
 
   completed=$(echo "$out" | sed -n 's/.*completed=\([0-9]*\).*/\1/p')
   errors=$(echo "$out" | sed -n 's/.*errors=\([0-9]*\).*/\1/p')
@@ -285,14 +324,16 @@ bench_sleep_burst() {
   echo "total time = first request sent -> last response received; errors: $errors"
   echo "RSS peak = max(VmRSS sampled every 100 ms: $(mb "$sampled"), at the end: $(mb "$rss1"), VmHWM: $(mb "$hwm")) MB"
   echo "burst: $out"
+  echo "moonlet's open-files limit: $(awk '/^Max open files/ { print $4 }' "/proc/$ML_PID/limits")" \
+    "(set by run.sh with ulimit -n)"
   # the spread of the sends is the client's connect rate; the latency is the server's share
-  echo "$detail" | awk '{
+  echo "$detail" | awk -v ovf="$ovf" '{
     for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-    printf "requests sent over %s (first to last send); per request, sent -> response:\n", v["last_send_after_first"]
-    printf "  latency min %s, p50 %s, p99 %s, max %s", v["latency_min"], v["p50"], v["p99"], v["max"]
+    printf "requests sent over %s (first to last send); per request, sent -> response:", v["last_send_after_first"]
+    printf " min %s, p50 %s, p99 %s, max %s\n", v["latency_min"], v["p50"], v["p99"], v["max"]
+    printf "listen queue (backlog 1024) full: %d connection attempts dropped (kernel ListenOverflows), %d connects restarted after 100 ms\n", ovf, v["connect_retries"]
     n = split("connect reset early_close status timeout parse", ek, " ")
-    for (i = 1; i <= n; i++) if (ek[i] in v) printf ", %s errors %s", ek[i], v[ek[i]]
-    printf "\n" }'
+    for (i = 1; i <= n; i++) if (ek[i] in v) printf "errors %s: %s\n", ek[i], v[ek[i]] }'
   if ! kill -0 "$ML_PID" 2>/dev/null; then
     echo "!! moonlet exited during the burst"
   fi

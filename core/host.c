@@ -176,8 +176,8 @@ void ml_host_free(ml_host_t *h) {
   if (!h) return;
   if (h->server) ml_server_close_all(h->server);
   close_handles(h);
+  ml_app_free(h->app);   /* first: cancelling its tasks may cancel pool jobs */
   ml_pool_free(h->pool, h->cfg.graceful_timeout);
-  ml_app_free(h->app);
   uv_run(&h->loop, UV_RUN_DEFAULT);   /* let close callbacks run */
   uv_loop_close(&h->loop);
   ml_log_flush();

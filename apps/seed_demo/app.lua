@@ -37,4 +37,8 @@ app:get("/cpu", { pool = true }, function(req)
   return { route = "cpu", n = n, x = x }
 end)
 
+-- the same tiny answer from both kinds of route, to compare their overhead (make bench)
+app:get("/hello", function() return { message = "hello" } end)
+app:get("/hello-pool", { pool = true }, function() return { message = "hello" } end)
+
 return app

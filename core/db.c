@@ -1,0 +1,175 @@
+/* What the database drivers share (see db.h): parameters copied out of Lua, the `?` to
+ * `$n` rewrite for PostgreSQL, and the shapes of results. */
+#include "db.h"
+#include "buf.h"
+#include "json.h"
+#include <lauxlib.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+ml_db_val_t *ml_db_params(lua_State *L, int first, int *n) {
+  int top = lua_gettop(L);
+  *n = top >= first ? top - first + 1 : 0;
+  for (int i = first; i <= top; i++) {   /* check everything before allocating */
+    int tp = lua_type(L, i);
+    if (tp == LUA_TNIL || tp == LUA_TBOOLEAN || tp == LUA_TNUMBER || tp == LUA_TSTRING) continue;
+    if (tp == LUA_TLIGHTUSERDATA && lua_touserdata(L, i) == NULL) continue;   /* moonlet.null */
+    luaL_error(L, "bad parameter #%d (expected nil, moonlet.null, boolean, number or string, "
+                  "got %s)", i - first + 1, luaL_typename(L, i));
+  }
+  if (*n == 0) return NULL;
+  ml_db_val_t *v = calloc((size_t)*n, sizeof *v);
+  if (!v) abort();
+  for (int k = 0; k < *n; k++) {
+    int i = first + k;
+    switch (lua_type(L, i)) {
+    case LUA_TBOOLEAN:
+      v[k].type = ML_DB_BOOL;
+      v[k].i = lua_toboolean(L, i);
+      break;
+    case LUA_TNUMBER: {
+      double d = lua_tonumber(L, i);
+      if (d == floor(d) && d >= -9223372036854775808.0 && d < 9223372036854775808.0) {
+        v[k].type = ML_DB_INT;
+        v[k].i = (int64_t)d;
+      } else {
+        v[k].type = ML_DB_FLOAT;
+        v[k].d = d;
+      }
+      break;
+    }
+    case LUA_TSTRING: {
+      size_t len;
+      const char *s = lua_tolstring(L, i, &len);
+      v[k].type = ML_DB_TEXT;
+      v[k].s = malloc(len + 1);
+      if (!v[k].s) abort();
+      memcpy(v[k].s, s, len);
+      v[k].s[len] = '\0';
+      v[k].len = len;
+      break;
+    }
+    default:
+      v[k].type = ML_DB_NULL;
+    }
+  }
+  return v;
+}
+
+void ml_db_params_free(ml_db_val_t *v, int n) {
+  for (int k = 0; k < n; k++) free(v[k].s);
+  free(v);
+}
+
+static int ident_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         c == '_' || c == '$' || (unsigned char)c >= 0x80;
+}
+
+/* Length of a dollar-quote tag ($$ or $name$) starting at p, or 0 when p is not one. */
+static size_t dollar_tag(const char *p, const char *end) {
+  const char *q = p + 1;
+  if (q < end && *q >= '0' && *q <= '9') return 0;   /* $1: a parameter */
+  while (q < end && *q != '$') {
+    if (!ident_char(*q) || *q == '$') return 0;
+    q++;
+  }
+  return q < end ? (size_t)(q - p + 1) : 0;
+}
+
+char *ml_db_pg_placeholders(const char *sql, size_t len, int *count) {
+  ml_buf_t out = {0};
+  const char *p = sql, *end = sql + len;
+  int n = 0;
+  ml_buf_reserve(&out, len + 16);
+  while (p < end) {
+    char c = *p;
+    const char *start = p;
+    if (c == '\'' ) {   /* string literal; E'...' takes backslash escapes */
+      int esc = p > sql && (p[-1] == 'e' || p[-1] == 'E') && (p - 1 == sql || !ident_char(p[-2]));
+      p++;
+      while (p < end) {
+        if (esc && *p == '\\' && p + 1 < end) { p += 2; continue; }
+        if (*p == '\'') {
+          if (p + 1 < end && p[1] == '\'') { p += 2; continue; }
+          p++;
+          break;
+        }
+        p++;
+      }
+    } else if (c == '"') {   /* quoted identifier */
+      p++;
+      while (p < end) {
+        if (*p == '"') {
+          if (p + 1 < end && p[1] == '"') { p += 2; continue; }
+          p++;
+          break;
+        }
+        p++;
+      }
+    } else if (c == '-' && p + 1 < end && p[1] == '-') {   /* line comment */
+      while (p < end && *p != '\n') p++;
+    } else if (c == '/' && p + 1 < end && p[1] == '*') {   /* block comment (nests) */
+      int depth = 0;
+      while (p < end) {
+        if (*p == '/' && p + 1 < end && p[1] == '*') { depth++; p += 2; continue; }
+        if (*p == '*' && p + 1 < end && p[1] == '/') {
+          p += 2;
+          if (--depth == 0) break;
+          continue;
+        }
+        p++;
+      }
+    } else if (c == '$' && (p == sql || !ident_char(p[-1])) && dollar_tag(p, end)) {
+      size_t tl = dollar_tag(p, end);
+      const char *body = p + tl;
+      const char *q = body;
+      while (q < end && !(*q == '$' && (size_t)(end - q) >= tl && memcmp(q, p, tl) == 0)) q++;
+      p = q < end ? q + tl : end;
+    } else if (c == '?') {
+      if (p + 1 < end && p[1] == '?') {
+        ml_buf_addc(&out, '?');
+        p += 2;
+        continue;
+      }
+      ml_buf_addc(&out, '$');
+      ml_buf_addu(&out, (unsigned long long)++n);
+      p++;
+      continue;
+    } else {
+      p++;
+    }
+    ml_buf_add(&out, start, (size_t)(p - start));
+  }
+  ml_buf_addc(&out, '\0');
+  *count = n;
+  return out.data;
+}
+
+void ml_db_push_exec(lua_State *L, int64_t changes, int has_id, int64_t last_id) {
+  lua_createtable(L, 0, 2);
+  lua_pushnumber(L, (lua_Number)changes);
+  lua_setfield(L, -2, "changes");
+  if (has_id) {
+    lua_pushnumber(L, (lua_Number)last_id);
+    lua_setfield(L, -2, "last_id");
+  }
+}
+
+void ml_db_push_rows(lua_State *L, int nrows) {
+  lua_createtable(L, nrows, 0);
+  lua_getfield(L, LUA_REGISTRYINDEX, ML_ARRAY_MT);
+  lua_setmetatable(L, -2);
+}
+
+const char *ml_db_checksql(lua_State *L, int idx, size_t *len) {
+  luaL_argcheck(L, lua_type(L, idx) == LUA_TSTRING, idx, "expected the SQL text (a string)");
+  return lua_tolstring(L, idx, len);
+}
+
+void ml_db_open(lua_State *L) {
+  ml_db_sqlite_open(L);
+  ml_db_pg_open(L);
+}
