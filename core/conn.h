@@ -55,6 +55,7 @@ struct ml_server_s {
   ml_conn_t *conns;
   int nconns;
   int listening, draining;
+  uint64_t last_accept_warn;
   ml_dispatch_fn dispatch;
   ml_abort_fn abort;
   void *ctx;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 static const char usage[] =
     "usage: moonlet serve APPDIR [options]   serve the app in APPDIR (APPDIR/app.lua)\n"
@@ -96,6 +97,12 @@ static int cmd_serve(int argc, char **argv) {
     }
   }
   if (!appdir) return fail("serve: missing APPDIR%s%s (see moonlet --help)", "", "");
+  /* every connection is a file descriptor: take all the kernel allows this process */
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
   ml_host_t *h = ml_host_new(&cfg);
   if (!h) return fail("out of memory%s%s", "", "");
   char err[1024];

@@ -11,6 +11,7 @@
 
 #define OUT_HIGH_WATER (1u << 20)   /* stop reading while this much output is unsent */
 #define LINGER_MS 2000
+#define ML_LISTEN_BACKLOG 4096   /* the kernel caps it at net.core.somaxconn */
 
 static void conn_process(ml_conn_t *c, const char *data, size_t len);
 static void conn_flush(ml_conn_t *c);
@@ -289,8 +290,13 @@ static void on_headers(ml_http_t *h) {
 
 static void accept_cb(uv_stream_t *listener, int status) {
   ml_server_t *s = listener->data;
-  if (status < 0) {
-    ml_log(ML_LOG_WARN, "accept: %s", uv_strerror(status));
+  if (status < 0) {   /* EMFILE: libuv sheds the connection; say why, once a second */
+    uint64_t now = uv_now(s->loop);
+    if (now - s->last_accept_warn >= 1000 || !s->last_accept_warn) {
+      s->last_accept_warn = now;
+      ml_log(ML_LOG_WARN, "accept: %s (%d connections open)%s", uv_strerror(status), s->nconns,
+             status == UV_EMFILE ? ": raise the open-files limit (ulimit -n)" : "");
+    }
     return;
   }
   ml_conn_t *c = calloc(1, sizeof *c);
@@ -332,7 +338,7 @@ int ml_server_listen(ml_server_t *s, uv_loop_t *loop, const ml_server_config_t *
   s->listener.data = s;
   s->listening = 1;
   rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);
-  if (rc == 0) rc = uv_listen((uv_stream_t *)&s->listener, 1024, accept_cb);
+  if (rc == 0) rc = uv_listen((uv_stream_t *)&s->listener, ML_LISTEN_BACKLOG, accept_cb);
   if (rc < 0) {
     snprintf(err, errlen, "cannot listen on %s:%d: %s", cfg->host, cfg->port, uv_strerror(rc));
     return rc;
