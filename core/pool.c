@@ -138,70 +138,66 @@ static void run_request(worker_t *w, ml_job_t *j) {
   j->status = status;
 }
 
-/* Runs run_in_pool's function: in = (kind, spec, args...), out = (true, results...) or
- * (false, "message + traceback"). */
-static void run_call(worker_t *w, ml_job_t *j) {
-  lua_State *L = w->L;
-  char err[256];
-  lua_settop(L, 0);
-  if (w->load_error) {
-    lua_pushboolean(L, 0);
-    lua_pushfstring(L, "run_in_pool: the pool's Lua state failed to load the app: %s", w->load_error);
-    goto pack;
-  }
-  lua_pushcfunction(L, ml_lua_traceback);   /* 1 */
-  int n = ml_copy_unpack(L, j->in.data, j->in.len);
-  if (n < 2) {
-    lua_settop(L, 0);
-    lua_pushboolean(L, 0);
-    lua_pushstring(L, "run_in_pool: corrupt job");
-    goto pack;
-  }
-  size_t slen;
-  const char *kind = lua_tostring(L, 2);
-  const char *spec = lua_tolstring(L, 3, &slen);
-  if (kind[0] == 'b') {   /* bytecode, compiled once per thread */
+/* Leaves exactly (false, message) on the stack, the message being the value on top. */
+static void call_failed(lua_State *L) {
+  lua_pushboolean(L, 0);
+  lua_insert(L, -2);
+  while (lua_gettop(L) > 2) lua_remove(L, 1);
+}
+
+/* Replaces the function spec at index 3 with the function: bytecode is compiled once per
+ * thread (cached), a "module.function" name is resolved by runtime.resolve. Returns 0, or
+ * -1 with the error on top. */
+static int resolve_fn(worker_t *w, lua_State *L, const char *kind) {
+  if (kind[0] == 'b') {
+    size_t slen;
+    const char *code = lua_tolstring(L, 3, &slen);
     lua_rawgeti(L, LUA_REGISTRYINDEX, w->cache_ref);
     lua_pushvalue(L, 3);
     lua_rawget(L, -2);
     if (lua_isnil(L, -1)) {
       lua_pop(L, 1);
-      if (luaL_loadbuffer(L, spec, slen, "=run_in_pool")) {
-        lua_replace(L, 3);
-        lua_settop(L, 3);
-        lua_pushboolean(L, 0);
-        lua_replace(L, 2);
-        lua_remove(L, 1);
-        goto pack;
-      }
+      if (luaL_loadbuffer(L, code, slen, "=run_in_pool")) return -1;
       lua_pushvalue(L, 3);
       lua_pushvalue(L, -2);
       lua_rawset(L, -4);
     }
     lua_replace(L, 3);
     lua_pop(L, 1);   /* the cache */
-  } else {   /* "module.function" */
-    lua_rawgeti(L, LUA_REGISTRYINDEX, w->resolve_ref);
-    lua_pushvalue(L, 3);
-    if (lua_pcall(L, 1, 1, 1)) {
-      lua_replace(L, 3);
-      lua_settop(L, 3);
-      lua_pushboolean(L, 0);
-      lua_replace(L, 2);
-      lua_remove(L, 1);
-      goto pack;
+    return 0;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->resolve_ref);
+  lua_pushvalue(L, 3);
+  if (lua_pcall(L, 1, 1, 1)) return -1;
+  lua_replace(L, 3);
+  return 0;
+}
+
+/* Runs run_in_pool's function: in = (kind, spec, args...), out = (true, results...) or
+ * (false, "message + traceback"). */
+static void run_call(worker_t *w, ml_job_t *j) {
+  lua_State *L = w->L;
+  char err[256];
+  lua_settop(L, 0);
+  lua_pushcfunction(L, ml_lua_traceback);   /* 1 */
+  int n = w->load_error ? -1 : ml_copy_unpack(L, j->in.data, j->in.len);
+  if (w->load_error) {
+    lua_pushfstring(L, "run_in_pool: the pool's Lua state failed to load the app: %s", w->load_error);
+    call_failed(L);
+  } else if (n < 2) {
+    lua_pushstring(L, "run_in_pool: corrupt job");
+    call_failed(L);
+  } else if (resolve_fn(w, L, lua_tostring(L, 2))) {
+    call_failed(L);
+  } else {
+    lua_remove(L, 2);   /* kind: the stack is now traceback, fn, args... */
+    if (lua_pcall(L, n - 2, LUA_MULTRET, 1)) {
+      call_failed(L);
+    } else {
+      lua_pushboolean(L, 1);
+      lua_replace(L, 1);   /* true, results... */
     }
-    lua_replace(L, 3);
   }
-  lua_remove(L, 2);   /* kind: the stack is now traceback, fn, args... */
-  if (lua_pcall(L, n - 2, LUA_MULTRET, 1)) {
-    lua_pushboolean(L, 0);
-    lua_replace(L, 1);
-    goto pack;
-  }
-  lua_pushboolean(L, 1);
-  lua_replace(L, 1);   /* true, results... */
-pack:
   j->out.len = 0;
   if (ml_copy_pack(L, 1, lua_gettop(L), &j->out, err, sizeof err)) {
     lua_settop(L, 0);
