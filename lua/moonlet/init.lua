@@ -119,4 +119,7 @@ _M.log = {
   error = function(msg) log("error", tostring(msg)) end,
 }
 
+-- moonlet.db: SQLite and PostgreSQL (see lua/moonlet/db.lua).
+_M.db = require "moonlet.db"
+
 return _M

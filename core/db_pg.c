@@ -1,0 +1,767 @@
+/* PostgreSQL for moonlet.db (see db.h for the handle's Lua face).
+ *
+ * libpq's non-blocking API driven by the loop: PQconnectStart/PQconnectPoll to connect,
+ * PQsendQuery(Params) to send, PQflush while the socket takes no more, and
+ * PQconsumeInput/PQisBusy/PQgetResult when it is readable. A uv_poll watches a
+ * connection's socket only while it connects or runs a query, so idle connections keep
+ * no handle on the loop (a pool thread's loop must be able to run dry).
+ *
+ * A handle keeps up to `size` connections, opened when needed; a query that finds none
+ * free waits in a FIFO. An idle connection whose socket turned readable (the server went
+ * away or restarted) is dropped and replaced before use; one that breaks mid-query fails
+ * that query with nil, err and is dropped. Cancelling a running query sends a cancel
+ * request (PQcancel, on libuv's threadpool since it connects and blocks) and drains the
+ * connection before it serves anyone else.
+ *
+ * Ownership: connections, jobs and leases each hold a reference on the handle. A job
+ * belongs to the FIFO, then to its connection until its results are handed over. */
+#include "db.h"
+#include "task.h"
+#include <assert.h>
+#include <lauxlib.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define HANDLE_MT "moonlet.db.pg"
+#define LEASE_MT "moonlet.db.pg.lease"
+#define DEFAULT_CONNS 10
+
+typedef struct lease_s lease_t;
+typedef struct job_s job_t;
+typedef struct conn_s conn_t;
+
+enum { C_CONNECTING, C_IDLE, C_BUSY };
+enum { J_RUN, J_ACQUIRE, J_ROLLBACK };
+
+typedef struct {
+  uv_loop_t *loop;
+  char *conninfo;
+  int size, nconns;
+  conn_t *conns;             /* all of them */
+  job_t *head, *tail;        /* waiting for a connection */
+  int refs;                  /* the Lua userdata, connections, jobs, leases */
+  int closed;
+} handle_t;
+
+struct conn_s {
+  handle_t *h;
+  PGconn *pg;
+  uv_poll_t *poll;           /* while connecting or busy; freed by its close callback */
+  int fd;
+  int state;
+  job_t *job;                /* CONNECTING: what it is for; BUSY: the query */
+  PGresult *res;             /* BUSY: the first error, else the last result so far */
+  lease_t *lease;
+  int dirty;                 /* released mid-transaction: roll back before reuse */
+  int waking;                /* query_done is waking its task: c must outlive that */
+  int drop_later;            /* dropped while waking */
+  conn_t *next, *prev;
+};
+
+struct lease_s {             /* Lua userdata */
+  handle_t *h;
+  conn_t *c;                 /* NULL once released or broken */
+};
+
+struct job_s {
+  handle_t *h;
+  conn_t *c;
+  ml_task_t *task;           /* NULL when nobody waits (cancelled, internal) */
+  int kind, mode;
+  char *sql;                 /* with $n placeholders */
+  int nparams;
+  char **values;             /* text parameters, NULL for NULL */
+  job_t *next, *prev;
+};
+
+static void conn_available(conn_t *c);
+static void conn_drop(conn_t *c);
+static void conn_assign(conn_t *c, job_t *j);
+static void poll_cb(uv_poll_t *p, int status, int events);
+
+static void handle_unref(handle_t *h) {
+  if (--h->refs > 0) return;
+  assert(h->closed && !h->conns && !h->head);
+  free(h->conninfo);
+  free(h);
+}
+
+static job_t *job_new(handle_t *h, int kind) {
+  job_t *j = calloc(1, sizeof *j);
+  if (!j) abort();
+  j->h = h;
+  j->kind = kind;
+  h->refs++;
+  return j;
+}
+
+static void job_free(job_t *j) {
+  for (int i = 0; i < j->nparams; i++) free(j->values[i]);
+  free(j->values);
+  free(j->sql);
+  handle_t *h = j->h;
+  free(j);
+  handle_unref(h);
+}
+
+static void fifo_push(handle_t *h, job_t *j) {
+  j->prev = h->tail;
+  j->next = NULL;
+  if (h->tail) h->tail->next = j; else h->head = j;
+  h->tail = j;
+}
+
+static void fifo_unlink(handle_t *h, job_t *j) {
+  if (j->prev) j->prev->next = j->next; else h->head = j->next;
+  if (j->next) j->next->prev = j->prev; else h->tail = j->prev;
+  j->next = j->prev = NULL;
+}
+
+/* libpq's messages end with a newline and may span lines: keep the first line. */
+static void push_pgerr(lua_State *L, const char *msg) {
+  if (!msg || !*msg) msg = "connection failed";
+  size_t n = strcspn(msg, "\n");
+  lua_pushnil(L);
+  lua_pushlstring(L, msg, n);
+}
+
+/* Wakes j's task (if any) with nil, msg and frees j. */
+static void job_fail(job_t *j, const char *msg) {
+  ml_task_t *t = j->task;
+  handle_t *h = j->h;
+  h->refs++;
+  if (t) push_pgerr(t->co, msg);
+  job_free(j);
+  if (t) ml_task_wake(t, 2);
+  handle_unref(h);
+}
+
+/* --- polling --------------------------------------------------------------------------- */
+
+static void poll_closed_cb(uv_handle_t *p) { free(p); }
+
+static void poll_stop(conn_t *c) {
+  if (!c->poll) return;
+  c->poll->data = NULL;
+  uv_close((uv_handle_t *)c->poll, poll_closed_cb);
+  c->poll = NULL;
+}
+
+/* Watches c's socket (which libpq may change while connecting) for events. */
+static int poll_want(conn_t *c, int events) {
+  int fd = PQsocket(c->pg);
+  if (fd < 0) return -1;
+  if (c->poll && fd != c->fd) poll_stop(c);
+  if (!c->poll) {
+    c->poll = malloc(sizeof *c->poll);
+    if (!c->poll) abort();
+    if (uv_poll_init(c->h->loop, c->poll, fd)) {
+      free(c->poll);
+      c->poll = NULL;
+      return -1;
+    }
+    c->poll->data = c;
+    c->fd = fd;
+  }
+  return uv_poll_start(c->poll, events, poll_cb) ? -1 : 0;
+}
+
+/* --- connections ----------------------------------------------------------------------- */
+
+/* A new connection, connecting, for j (NULL: none). Returns NULL with *err set when
+ * libpq refuses at once. */
+static conn_t *conn_new(handle_t *h, job_t *j, const char **err) {
+  PGconn *pg = PQconnectStart(h->conninfo);
+  if (!pg) abort();
+  conn_t *c = calloc(1, sizeof *c);
+  if (!c) abort();
+  c->h = h;
+  c->pg = pg;
+  c->state = C_CONNECTING;
+  if (PQstatus(pg) == CONNECTION_BAD || poll_want(c, UV_WRITABLE)) {
+    static char buf[256];
+    snprintf(buf, sizeof buf, "%s", PQerrorMessage(pg));
+    *err = buf;
+    poll_stop(c);
+    PQfinish(pg);
+    free(c);
+    return NULL;
+  }
+  c->job = j;
+  if (j) j->c = c;
+  c->next = h->conns;
+  if (h->conns) h->conns->prev = c;
+  h->conns = c;
+  h->nconns++;
+  h->refs++;
+  return c;
+}
+
+/* Starts connections for waiters while there is room (after one was dropped). */
+static void fifo_spawn(handle_t *h) {
+  while (!h->closed && h->head && h->nconns < h->size) {
+    job_t *j = h->head;
+    const char *err;
+    fifo_unlink(h, j);
+    if (!conn_new(h, j, &err)) job_fail(j, err);
+  }
+}
+
+/* Closes c and forgets it; its lease (if any) ends. */
+static void conn_drop(conn_t *c) {
+  handle_t *h = c->h;
+  assert(!c->job);
+  if (c->waking) {
+    c->drop_later = 1;
+    return;
+  }
+  if (c->prev) c->prev->next = c->next; else h->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  h->nconns--;
+  if (c->lease) c->lease->c = NULL;
+  poll_stop(c);
+  if (c->res) PQclear(c->res);
+  PQfinish(c->pg);
+  free(c);
+  fifo_spawn(h);
+  handle_unref(h);
+}
+
+/* The connection broke (or never came up): its job fails with libpq's message. */
+static void conn_broken(conn_t *c, const char *why) {
+  job_t *j = c->job;
+  c->job = NULL;
+  handle_t *h = c->h;
+  h->refs++;
+  char msg[256];
+  snprintf(msg, sizeof msg, "%s", *PQerrorMessage(c->pg) ? PQerrorMessage(c->pg) : why);
+  conn_drop(c);
+  if (j) job_fail(j, msg);
+  handle_unref(h);
+}
+
+/* An idle connection is alive when its socket has nothing to say: the server only
+ * speaks first to end it (shutdown, restart, admin kill). */
+static int conn_alive(conn_t *c) {
+  if (PQstatus(c->pg) != CONNECTION_OK) return 0;
+  struct pollfd pfd = {PQsocket(c->pg), POLLIN, 0};
+  return poll(&pfd, 1, 0) == 0;
+}
+
+/* A free, live connection for a new job, or NULL (jobs already wait, or none free). */
+static conn_t *conn_idle(handle_t *h) {
+  if (h->head) return NULL;
+  conn_t *c = h->conns;
+  while (c) {
+    conn_t *next = c->next;
+    if (c->state == C_IDLE && !c->lease && !c->drop_later) {
+      if (conn_alive(c)) return c;
+      conn_drop(c);
+    }
+    c = next;
+  }
+  return NULL;
+}
+
+/* Sends j's statement on idle connection c. Returns 0, or -1 (c is then broken). */
+static int job_send(conn_t *c, job_t *j) {
+  int ok = j->nparams == 0
+               ? PQsendQuery(c->pg, j->sql)
+               : PQsendQueryParams(c->pg, j->sql, j->nparams, NULL,
+                                   (const char *const *)j->values, NULL, NULL, 0);
+  if (!ok) return -1;
+  c->state = C_BUSY;
+  c->job = j;
+  j->c = c;
+  int f = PQflush(c->pg);
+  if (f < 0 || poll_want(c, f ? UV_READABLE | UV_WRITABLE : UV_READABLE)) {
+    c->job = NULL;
+    c->state = C_IDLE;
+    return -1;
+  }
+  return 0;
+}
+
+static void push_lease(lua_State *L, conn_t *c) {
+  lease_t *l = lua_newuserdata(L, sizeof *l);
+  l->h = c->h;
+  l->c = c;
+  c->lease = l;
+  c->h->refs++;
+  luaL_getmetatable(L, LEASE_MT);
+  lua_setmetatable(L, -2);
+}
+
+/* Gives idle connection c to j (from a callback: j's task may be woken). */
+static void conn_assign(conn_t *c, job_t *j) {
+  if (j->kind == J_ACQUIRE) {
+    ml_task_t *t = j->task;
+    push_lease(t->co, c);
+    job_free(j);
+    ml_task_wake(t, 1);
+    return;
+  }
+  if (job_send(c, j) == 0) return;
+  handle_t *h = c->h;
+  h->refs++;
+  char msg[256];
+  snprintf(msg, sizeof msg, "%s", PQerrorMessage(c->pg));
+  conn_drop(c);
+  job_fail(j, msg);
+  handle_unref(h);
+}
+
+/* c is idle and unleased: roll back what its last lease left, then serve the FIFO. */
+static void conn_available(conn_t *c) {
+  handle_t *h = c->h;
+  if (h->closed || PQstatus(c->pg) != CONNECTION_OK) {
+    conn_drop(c);
+    return;
+  }
+  if (c->dirty) {
+    c->dirty = 0;
+    PGTransactionStatusType tx = PQtransactionStatus(c->pg);
+    if (tx == PQTRANS_INTRANS || tx == PQTRANS_INERROR) {
+      job_t *j = job_new(h, J_ROLLBACK);
+      j->sql = strdup("ROLLBACK");
+      if (job_send(c, j) == 0) return;
+      job_free(j);
+      conn_drop(c);
+      return;
+    }
+    if (tx != PQTRANS_IDLE) {
+      conn_drop(c);
+      return;
+    }
+  }
+  job_t *j = h->head;
+  if (!j) return;
+  fifo_unlink(h, j);
+  conn_assign(c, j);
+}
+
+/* --- results --------------------------------------------------------------------------- */
+
+static void push_value(lua_State *L, PGresult *r, int row, int col) {
+  if (PQgetisnull(r, row, col)) {
+    lua_pushlightuserdata(L, NULL);   /* moonlet.null */
+    return;
+  }
+  const char *v = PQgetvalue(r, row, col);
+  switch (PQftype(r, col)) {
+  case 16: lua_pushboolean(L, v[0] == 't'); break;                       /* bool */
+  case 20: case 21: case 23: case 26:                                     /* int8/2/4, oid */
+  case 700: case 701: case 1700: lua_pushnumber(L, strtod(v, NULL)); break;   /* floats, numeric */
+  default: lua_pushlstring(L, v, (size_t)PQgetlength(r, row, col));
+  }
+}
+
+static void push_result(lua_State *L, PGresult *r, int mode) {
+  int nrows = PQntuples(r), ncols = PQnfields(r);
+  if (mode == ML_DB_EXEC) {
+    int id = nrows > 0 ? PQfnumber(r, "id") : -1;
+    int has_id = id >= 0 && !PQgetisnull(r, 0, id);
+    ml_db_push_exec(L, strtoll(PQcmdTuples(r), NULL, 10), has_id,
+                    has_id ? strtoll(PQgetvalue(r, 0, id), NULL, 10) : 0);
+    return;
+  }
+  ml_db_push_rows(L, nrows);
+  for (int i = 0; i < nrows; i++) {
+    lua_createtable(L, 0, ncols);
+    for (int k = 0; k < ncols; k++) {
+      lua_pushstring(L, PQfname(r, k));
+      push_value(L, r, i, k);
+      lua_rawset(L, -3);
+    }
+    lua_rawseti(L, -2, i + 1);
+  }
+}
+
+/* The query on c ended (PQgetResult gave NULL): hand the result over, free the job. */
+static void query_done(conn_t *c) {
+  handle_t *h = c->h;
+  job_t *j = c->job;
+  PGresult *r = c->res;
+  c->job = NULL;
+  c->res = NULL;
+  c->state = C_IDLE;
+  poll_stop(c);
+  ml_task_t *t = j->task;
+  int n = 0;
+  if (t) {
+    ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK || st == PGRES_EMPTY_QUERY) {
+      push_result(t->co, r, j->mode);
+      n = 1;
+    } else {
+      const char *primary = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+      push_pgerr(t->co, primary ? primary : r ? PQresultErrorMessage(r) : "no result");
+      n = 2;
+    }
+  } else if (c->lease && j->kind == J_RUN) {   /* cancelled inside a transaction */
+    c->lease->c = NULL;
+    c->lease = NULL;
+    c->dirty = 1;
+  }
+  if (r) PQclear(r);
+  h->refs++;
+  job_free(j);
+  c->waking = 1;
+  if (t) ml_task_wake(t, n);
+  c->waking = 0;
+  /* the woken task may have used c again, released its lease or closed the handle */
+  if (c->drop_later) {
+    c->drop_later = 0;
+    if (c->lease) c->lease->c = NULL;
+    c->lease = NULL;
+    conn_drop(c);
+  } else if (c->state == C_IDLE && !c->lease) {
+    conn_available(c);
+  }
+  handle_unref(h);
+}
+
+static void connect_step(conn_t *c) {
+  PostgresPollingStatusType r = PQconnectPoll(c->pg);
+  if (r == PGRES_POLLING_FAILED) {
+    conn_broken(c, "connection failed");
+    return;
+  }
+  if (r != PGRES_POLLING_OK) {
+    if (poll_want(c, r == PGRES_POLLING_READING ? UV_READABLE : UV_WRITABLE))
+      conn_broken(c, "cannot watch the connection");
+    return;
+  }
+  PQsetnonblocking(c->pg, 1);
+  c->state = C_IDLE;
+  poll_stop(c);
+  job_t *j = c->job;
+  c->job = NULL;
+  if (j) conn_assign(c, j);
+  else conn_available(c);
+}
+
+static void poll_cb(uv_poll_t *p, int status, int events) {
+  conn_t *c = p->data;
+  if (!c) return;
+  if (c->state == C_CONNECTING) {
+    connect_step(c);
+    return;
+  }
+  if (status < 0) {
+    conn_broken(c, uv_strerror(status));
+    return;
+  }
+  if (events & UV_WRITABLE) {
+    int f = PQflush(c->pg);
+    if (f < 0 || (f == 0 && poll_want(c, UV_READABLE))) {
+      conn_broken(c, "cannot send");
+      return;
+    }
+  }
+  if (!(events & UV_READABLE)) return;
+  if (!PQconsumeInput(c->pg)) {
+    conn_broken(c, "connection lost");
+    return;
+  }
+  while (!PQisBusy(c->pg)) {
+    PGresult *r = PQgetResult(c->pg);
+    if (!r) {
+      query_done(c);
+      return;
+    }
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
+      PQclear(r);
+      conn_broken(c, "COPY is not supported");
+      return;
+    }
+    int keep_old = c->res && (PQresultStatus(c->res) == PGRES_FATAL_ERROR ||
+                              PQresultStatus(c->res) == PGRES_BAD_RESPONSE);
+    if (keep_old) {
+      PQclear(r);
+    } else {
+      if (c->res) PQclear(c->res);
+      c->res = r;
+    }
+  }
+}
+
+/* --- cancelling ------------------------------------------------------------------------ */
+
+typedef struct {
+  uv_work_t req;
+  PGcancel *cancel;
+} cancel_t;
+
+static void cancel_work_cb(uv_work_t *req) {
+  cancel_t *k = req->data;
+  char err[256];
+  PQcancel(k->cancel, err, sizeof err);
+}
+
+static void cancel_after_cb(uv_work_t *req, int status) {
+  (void)status;
+  cancel_t *k = req->data;
+  PQfreeCancel(k->cancel);
+  free(k);
+}
+
+/* The task no longer waits: a queued job goes; a running query is cancelled on the
+ * server and its connection drained (query_done discards the result). */
+static void job_cancel(ml_task_t *t) {
+  job_t *j = t->wait;
+  j->task = NULL;
+  conn_t *c = j->c;
+  if (!c) {
+    fifo_unlink(j->h, j);
+    job_free(j);
+    return;
+  }
+  if (c->state == C_CONNECTING) {   /* the connection comes up for the next one */
+    c->job = NULL;
+    job_free(j);
+    return;
+  }
+  PGcancel *pc = PQgetCancel(c->pg);
+  if (!pc) return;
+  cancel_t *k = malloc(sizeof *k);
+  if (!k) abort();
+  k->cancel = pc;
+  k->req.data = k;
+  uv_queue_work(c->h->loop, &k->req, cancel_work_cb, cancel_after_cb);
+}
+
+static void handle_close(handle_t *h) {
+  if (h->closed) return;
+  h->closed = 1;
+  while (h->head) {
+    job_t *j = h->head;
+    fifo_unlink(h, j);
+    job_fail(j, "closed");
+  }
+  conn_t *c = h->conns;
+  while (c) {
+    conn_t *next = c->next;
+    if (c->lease) {
+      c->lease->c = NULL;
+      c->lease = NULL;
+    }
+    if (c->state == C_IDLE) conn_drop(c);   /* the others go when their job ends */
+    c = next;
+  }
+}
+
+/* --- Lua ------------------------------------------------------------------------------- */
+
+static handle_t *check_handle(lua_State *L) {
+  handle_t **ud = luaL_checkudata(L, 1, HANDLE_MT);
+  if (!*ud) luaL_error(L, "the database handle is closed");
+  return *ud;
+}
+
+/* db_pg_open(url, connections) -> handle | nil, err. Connects nothing yet. */
+static int l_open(lua_State *L) {
+  const char *url = luaL_checkstring(L, 1);
+  int size = (int)luaL_optinteger(L, 2, DEFAULT_CONNS);
+  luaL_argcheck(L, size >= 1 && size <= 1000, 2, "expected 1 to 1000 connections");
+  ml_task_t *t = ml_task_current(L);
+  char *err = NULL;
+  PQconninfoOption *opts = PQconninfoParse(url, &err);
+  if (!opts) {
+    push_pgerr(L, err ? err : "invalid connection string");
+    PQfreemem(err);
+    return 2;
+  }
+  PQconninfoFree(opts);
+  handle_t *h = calloc(1, sizeof *h);
+  if (!h) abort();
+  h->loop = t->sched->loop;
+  h->conninfo = strdup(url);
+  h->size = size;
+  h->refs = 1;
+  handle_t **ud = lua_newuserdata(L, sizeof *ud);
+  *ud = h;
+  luaL_getmetatable(L, HANDLE_MT);
+  lua_setmetatable(L, -2);
+  return 1;
+}
+
+/* Parameters as text (the server infers their types from the statement). */
+static char **text_params(ml_db_val_t *v, int n) {
+  if (n == 0) return NULL;
+  char **out = calloc((size_t)n, sizeof *out);
+  if (!out) abort();
+  for (int i = 0; i < n; i++) {
+    char buf[64];
+    switch (v[i].type) {
+    case ML_DB_NULL: continue;
+    case ML_DB_TEXT: out[i] = v[i].s; v[i].s = NULL; continue;
+    case ML_DB_BOOL: snprintf(buf, sizeof buf, "%s", v[i].i ? "t" : "f"); break;
+    case ML_DB_INT: snprintf(buf, sizeof buf, "%lld", (long long)v[i].i); break;
+    default:
+      if (v[i].d != v[i].d) snprintf(buf, sizeof buf, "NaN");
+      else if (v[i].d > 1e308 || v[i].d < -1e308)
+        snprintf(buf, sizeof buf, "%sInfinity", v[i].d < 0 ? "-" : "");
+      else snprintf(buf, sizeof buf, "%.17g", v[i].d);
+    }
+    out[i] = strdup(buf);
+    if (!out[i]) abort();
+  }
+  return out;
+}
+
+/* h:run(lease|nil, mode, sql, ...) -> rows | { changes, last_id } | nil, err */
+static int l_run(lua_State *L) {
+  handle_t *h = check_handle(L);
+  lease_t *l = lua_isnil(L, 2) ? NULL : luaL_checkudata(L, 2, LEASE_MT);
+  int mode = (int)luaL_checkinteger(L, 3);
+  size_t len;
+  const char *sql = ml_db_checksql(L, 4, &len);
+  ml_task_t *t = ml_task_current(L);
+  if (l && !l->c) {
+    lua_pushnil(L);
+    lua_pushstring(L, "the transaction is over");
+    return 2;
+  }
+  if (l && l->c->state != C_IDLE)
+    return luaL_error(L, "a transaction runs one statement at a time");
+  int n, want;
+  ml_db_val_t *params = ml_db_params(L, 5, &n);
+  char *pgsql = ml_db_pg_placeholders(sql, len, &want);
+  if (want != n) {
+    free(pgsql);
+    ml_db_params_free(params, n);
+    lua_pushnil(L);
+    lua_pushfstring(L, "expected %d parameter(s), got %d", want, n);
+    return 2;
+  }
+  job_t *j = job_new(h, J_RUN);
+  j->mode = mode;
+  j->sql = pgsql;
+  j->nparams = n;
+  j->values = text_params(params, n);
+  ml_db_params_free(params, n);
+  j->task = t;
+  conn_t *c = l ? l->c : conn_idle(h);
+  const char *err = NULL;
+  if (c) {
+    if (job_send(c, j)) {
+      push_pgerr(L, PQerrorMessage(c->pg));
+      if (!l) conn_drop(c);
+      job_free(j);
+      return 2;
+    }
+  } else if (h->nconns < h->size) {
+    if (!conn_new(h, j, &err)) {
+      push_pgerr(L, err);
+      job_free(j);
+      return 2;
+    }
+  } else {
+    fifo_push(h, j);
+  }
+  return ml_task_wait(L, t, job_cancel, j);
+}
+
+/* h:acquire() -> lease | nil, err: a connection of its own, for a transaction */
+static int l_acquire(lua_State *L) {
+  handle_t *h = check_handle(L);
+  ml_task_t *t = ml_task_current(L);
+  conn_t *c = conn_idle(h);
+  if (c) {
+    push_lease(L, c);
+    return 1;
+  }
+  job_t *j = job_new(h, J_ACQUIRE);
+  j->task = t;
+  const char *err;
+  if (h->nconns < h->size) {
+    if (!conn_new(h, j, &err)) {
+      push_pgerr(L, err);
+      job_free(j);
+      return 2;
+    }
+  } else {
+    fifo_push(h, j);
+  }
+  return ml_task_wait(L, t, job_cancel, j);
+}
+
+static int l_close(lua_State *L) {
+  handle_t **ud = luaL_checkudata(L, 1, HANDLE_MT);
+  handle_t *h = *ud;
+  if (!h) return 0;
+  *ud = NULL;
+  handle_close(h);
+  handle_unref(h);
+  return 0;
+}
+
+/* lease:release(clean): clean when COMMIT or ROLLBACK ran; otherwise (and from __gc)
+ * the connection is rolled back before anyone else gets it. */
+static int l_release(lua_State *L) {
+  lease_t *l = luaL_checkudata(L, 1, LEASE_MT);
+  conn_t *c = l->c;
+  if (!c) return 0;
+  l->c = NULL;
+  c->lease = NULL;
+  c->dirty = !lua_toboolean(L, 2);
+  if (c->state == C_IDLE) conn_available(c);
+  return 0;
+}
+
+/* A lease the program dropped. From a finalizer nobody may be woken, so the connection
+ * gets a ROLLBACK (harmless outside a transaction) whose end serves the waiters. */
+static int l_lease_gc(lua_State *L) {
+  lease_t *l = luaL_checkudata(L, 1, LEASE_MT);
+  conn_t *c = l->c;
+  handle_t *h = l->h;
+  l->h = NULL;
+  if (c) {
+    l->c = NULL;
+    c->lease = NULL;
+    c->dirty = 1;
+    if (c->state == C_IDLE) {
+      PGTransactionStatusType tx = PQtransactionStatus(c->pg);
+      job_t *j = NULL;
+      if (!h->closed && (tx == PQTRANS_IDLE || tx == PQTRANS_INTRANS || tx == PQTRANS_INERROR)) {
+        c->dirty = 0;
+        j = job_new(h, J_ROLLBACK);
+        j->sql = strdup("ROLLBACK");
+        if (job_send(c, j)) {
+          job_free(j);
+          j = NULL;
+        }
+      }
+      if (!j) conn_drop(c);
+    }
+  }
+  if (h) handle_unref(h);
+  return 0;
+}
+
+void ml_db_pg_open(lua_State *L) {
+  static const luaL_Reg methods[] = {{"run", l_run}, {"acquire", l_acquire},
+                                     {"close", l_close}, {NULL, NULL}};
+  luaL_newmetatable(L, HANDLE_MT);
+  lua_newtable(L);
+  luaL_register(L, NULL, methods);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, l_close);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
+  luaL_newmetatable(L, LEASE_MT);
+  lua_newtable(L);
+  lua_pushcfunction(L, l_release);
+  lua_setfield(L, -2, "release");
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, l_lease_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_open);
+  lua_setfield(L, -2, "db_pg_open");
+}
