@@ -189,7 +189,6 @@ static void dispatch_pooled(ml_app_t *a, ml_conn_t *c, ml_match_t *m, const char
                             size_t plen) {
   ml_http_t *h = &c->http;
   ml_job_t *j = ml_job_new(ML_JOB_REQUEST);
-  j->route = m->route;
   j->keepalive = ml_conn_keepalive(c);
   j->head = c->head;
   ml_buf_t *in = &j->in;

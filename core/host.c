@@ -6,11 +6,13 @@
 #include "conn.h"
 #include "log.h"
 #include "pool.h"
+#include "reload.h"
 #include "shared.h"
 #include "watchdog.h"
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 struct ml_host_s {
   ml_config_t cfg;
@@ -19,6 +21,11 @@ struct ml_host_s {
   ml_app_t *app;
   ml_pool_t *pool;
   ml_watchdog_t *watchdog;
+  char *appdir;
+  ml_reload_t *reload;
+  ml_app_t *retired[16];     /* replaced by a reload, freed when their last task ends */
+  int nretired;
+  uv_timer_t reaper;
   uv_async_t stop_async;
   uv_signal_t sigint, sigterm;
   uv_prepare_t flush;        /* flushes the log once per loop turn */
@@ -39,11 +46,15 @@ void ml_config_defaults(ml_config_t *cfg) {
   cfg->pool_queue = 1024;
   cfg->shared_mem = 64u << 20;
   cfg->block_warn_ms = 100;
+  cfg->reload = 0;
 }
 
 static void close_handles(ml_host_t *h) {
   if (h->closed) return;
   h->closed = 1;
+  ml_reload_stop(h->reload);
+  h->reload = NULL;
+  uv_close((uv_handle_t *)&h->reaper, NULL);
   uv_close((uv_handle_t *)&h->stop_async, NULL);
   uv_close((uv_handle_t *)&h->flush, NULL);
   uv_close((uv_handle_t *)&h->grace, NULL);
@@ -109,7 +120,51 @@ ml_host_t *ml_host_new(const ml_config_t *cfg) {
   uv_timer_init(&h->loop, &h->grace);
   h->grace.data = h;
   uv_unref((uv_handle_t *)&h->grace);
+  uv_timer_init(&h->loop, &h->reaper);
+  h->reaper.data = h;
+  uv_unref((uv_handle_t *)&h->reaper);
   return h;
+}
+
+/* Frees the retired apps whose last task has ended. */
+static void reap_cb(uv_timer_t *t) {
+  ml_host_t *h = t->data;
+  for (int i = 0; i < h->nretired;) {
+    if (h->retired[i]->sched.live == 0) {
+      ml_app_free(h->retired[i]);
+      h->retired[i] = h->retired[--h->nretired];
+    } else {
+      i++;
+    }
+  }
+  if (h->nretired == 0) uv_timer_stop(&h->reaper);
+}
+
+/* --reload: load the changed code into a new app; new requests go to it, requests in
+ * flight finish on the old one, which is freed when its last task ends. A load error
+ * keeps the old code serving. */
+static void reload_cb(void *ctx) {
+  ml_host_t *h = ctx;
+  char err[1024];
+  if (h->nretired == (int)(sizeof h->retired / sizeof h->retired[0])) {
+    ml_log(ML_LOG_WARN, "reload: postponed, old code still has requests running");
+    return;
+  }
+  ml_app_t *a = ml_app_new(&h->loop, h->appdir, err, sizeof err);
+  if (!a) {
+    ml_log(ML_LOG_ERROR, "reload failed, still serving the previous code: %s", err);
+    return;
+  }
+  ml_app_t *old = h->app;
+  a->pool = h->pool;
+  a->sched.pool = h->pool;
+  h->app = a;
+  h->server->ctx = a;
+  ml_pool_reload(h->pool);
+  ml_watchdog_watch(h->watchdog, &a->sched);
+  h->retired[h->nretired++] = old;
+  uv_timer_start(&h->reaper, reap_cb, 0, 250);
+  ml_log(ML_LOG_INFO, "reloaded %s (%d routes)", h->appdir, a->nroutes);
 }
 
 int ml_host_load(ml_host_t *h, const char *appdir, char *err, size_t errlen) {
@@ -117,6 +172,8 @@ int ml_host_load(ml_host_t *h, const char *appdir, char *err, size_t errlen) {
   if (!a) return -1;
   ml_app_free(h->app);
   h->app = a;
+  free(h->appdir);
+  h->appdir = strdup(appdir);
   if (!h->pool) h->pool = ml_pool_new(&h->loop, appdir, h->cfg.pool_size, h->cfg.pool_queue);
   a->pool = h->pool;
   a->sched.pool = h->pool;
@@ -161,6 +218,10 @@ int ml_host_handle_signals(ml_host_t *h) {
 int ml_host_run(ml_host_t *h) {
   if (h->app && !h->watchdog)
     h->watchdog = ml_watchdog_start(&h->app->sched, h->cfg.block_warn_ms);
+  if (h->cfg.reload && h->appdir && !h->reload && !h->closed) {
+    h->reload = ml_reload_start(&h->loop, h->appdir, reload_cb, h);
+    ml_log(ML_LOG_INFO, "watching %s for changes (--reload)", h->appdir);
+  }
   uv_run(&h->loop, UV_RUN_DEFAULT);
   ml_watchdog_stop(h->watchdog);
   h->watchdog = NULL;
@@ -177,10 +238,12 @@ void ml_host_free(ml_host_t *h) {
   if (h->server) ml_server_close_all(h->server);
   close_handles(h);
   ml_app_free(h->app);   /* first: cancelling its tasks may cancel pool jobs */
+  for (int i = 0; i < h->nretired; i++) ml_app_free(h->retired[i]);
   ml_pool_free(h->pool, h->cfg.graceful_timeout);
   uv_run(&h->loop, UV_RUN_DEFAULT);   /* let close callbacks run */
   uv_loop_close(&h->loop);
   ml_log_flush();
   free(h->server);
+  free(h->appdir);
   free(h);
 }

@@ -25,7 +25,8 @@ static const char usage[] =
     "  --pool-size N           threads for { pool = true } routes and run_in_pool (default 40)\n"
     "  --pool-queue N          jobs that may wait for a busy pool, then 503 (default 1024)\n"
     "  --shared-mem BYTES      memory for all moonlet.shared dictionaries (default 67108864)\n"
-    "  --block-warn MS         warn when a coroutine holds the loop this long (default 100)\n";
+    "  --block-warn MS         warn when a coroutine holds the loop this long (default 100)\n"
+    "  --reload                reload the app when a .lua file in APPDIR changes (development)\n";
 
 static int fail(const char *fmt, const char *a, const char *b) {
   fputs("moonlet: ", stderr);
@@ -57,6 +58,10 @@ static int cmd_serve(int argc, char **argv) {
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
       fputs(usage, stdout);
       return 0;
+    }
+    if (strcmp(a, "--reload") == 0) {
+      cfg.reload = 1;
+      continue;
     }
     if (i + 1 >= argc) return fail("option %s needs a value%s", a, "");
     const char *v = argv[++i];

@@ -32,6 +32,7 @@ typedef struct {
   int pool_queue;              /* jobs that may wait for a busy pool (1024), then 503 */
   size_t shared_mem;           /* bytes all moonlet.shared dictionaries may hold (64 MiB) */
   double block_warn_ms;        /* warn when a coroutine holds the loop this long (100) */
+  int reload;                  /* reload the app when its .lua files change (0) */
 } ml_config_t;
 
 typedef struct ml_host_s ml_host_t;

@@ -25,6 +25,7 @@ typedef struct worker_s {
   lua_State *L;
   ml_sched_t sched;
   int handlers_ref, request_ref, resolve_ref, cache_ref;
+  int generation;            /* the code generation this state loaded (see ml_pool_reload) */
   char *load_error;          /* the state could not load the app */
   ml_buf_t scratch;
   int exited;
@@ -39,6 +40,7 @@ struct ml_pool_s {
   ml_job_t *done;            /* finished, newest first */
   int queued, max_queue, outstanding;
   int size, nthreads, idle, stopping, exited;
+  int generation;            /* bumped by ml_pool_reload: states reload before their next job */
   worker_t *workers;
   char *appdir;
 };
@@ -58,10 +60,10 @@ void ml_job_free(ml_job_t *j) {
 
 /* --- the pool thread side ------------------------------------------------------------ */
 
-/* Loads the app into the worker's own state. Returns 0 or -1 (w->load_error set). */
+/* Loads the app into the worker's own state (its loop exists). Returns 0 or -1
+ * (w->load_error set). */
 static int worker_init(worker_t *w) {
   char err[1024];
-  uv_loop_init(&w->loop);
   w->L = ml_lua_new(w->pool->appdir);
   if (!w->L) {
     w->load_error = strdup("cannot create a Lua state");
@@ -84,7 +86,7 @@ static int worker_init(worker_t *w) {
   w->request_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_getfield(L, -1, "resolve");
   w->resolve_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_getfield(L, -1, "routes");
+  lua_getfield(L, -1, "pool_handlers");
   lua_pushvalue(L, -3);   /* the app */
   if (lua_pcall(L, 1, 1, 0)) {
     w->load_error = strdup(lua_tostring(L, -1));
@@ -104,7 +106,7 @@ static void request_failed(ml_job_t *j, const char *why) {
   j->status = 500;
 }
 
-/* Runs a pooled route: runtime.pool_request(handler, method, path, url, params, headers,
+/* Runs a pooled route: runtime.pool_request(handlers, method, path, url, params, headers,
  * body, label) -> status, body, headers -> response bytes in j->out. */
 static void run_request(worker_t *w, ml_job_t *j) {
   lua_State *L = w->L;
@@ -117,10 +119,6 @@ static void run_request(worker_t *w, ml_job_t *j) {
   lua_pushcfunction(L, ml_lua_traceback);
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->request_ref);
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->handlers_ref);
-  lua_rawgeti(L, -1, j->route + 1);
-  lua_getfield(L, -1, "handler");
-  lua_replace(L, -3);
-  lua_pop(L, 1);
   int n = ml_copy_unpack(L, j->in.data, j->in.len);
   if (n < 0) {
     request_failed(j, "corrupt request copy");
@@ -208,11 +206,25 @@ static void run_call(worker_t *w, ml_job_t *j) {
   lua_settop(L, 0);
 }
 
+/* Closes the worker's state; its loop stays for the next one. */
+static void worker_teardown(worker_t *w) {
+  if (w->L) {
+    ml_sched_close(&w->sched);
+    uv_run(&w->loop, UV_RUN_DEFAULT);   /* the scheduler's handles close */
+    lua_close(w->L);
+    w->L = NULL;
+  }
+  free(w->load_error);
+  w->load_error = NULL;
+}
+
 static void *worker_main(void *arg) {
   worker_t *w = arg;
   ml_pool_t *p = w->pool;
+  uv_loop_init(&w->loop);
   if (worker_init(w)) ml_log(ML_LOG_ERROR, "pool: %s", w->load_error);
   pthread_mutex_lock(&p->lock);
+  w->generation = p->generation;
   for (;;) {
     while (!p->head && !p->stopping) {
       p->idle++;
@@ -225,7 +237,13 @@ static void *worker_main(void *arg) {
     if (p->head) p->head->prev = NULL; else p->tail = NULL;
     p->queued--;
     j->state = JOB_RUNNING;
+    int generation = p->generation;
     pthread_mutex_unlock(&p->lock);
+    if (generation != w->generation) {   /* the code changed (--reload): load it anew */
+      worker_teardown(w);
+      if (worker_init(w)) ml_log(ML_LOG_ERROR, "pool: reload: %s", w->load_error);
+      w->generation = generation;
+    }
     if (j->kind == ML_JOB_REQUEST) run_request(w, j);
     else run_call(w, j);
     if (w->L) uv_run(&w->loop, UV_RUN_DEFAULT);   /* what the handler spawned ends here */
@@ -314,6 +332,12 @@ int ml_pool_submit(ml_pool_t *p, ml_job_t *j) {
   return 0;
 }
 
+void ml_pool_reload(ml_pool_t *p) {
+  pthread_mutex_lock(&p->lock);
+  p->generation++;
+  pthread_mutex_unlock(&p->lock);
+}
+
 void ml_pool_cancel(ml_pool_t *p, ml_job_t *j) {
   pthread_mutex_lock(&p->lock);
   if (j->state == JOB_QUEUED) {
@@ -359,13 +383,8 @@ void ml_pool_free(ml_pool_t *p, double wait_s) {
   for (int i = 0; i < p->nthreads; i++) {
     worker_t *w = &p->workers[i];
     pthread_join(w->thread, NULL);
-    if (w->L) {
-      ml_sched_close(&w->sched);
-      uv_run(&w->loop, UV_RUN_DEFAULT);
-      lua_close(w->L);
-      uv_loop_close(&w->loop);
-    }
-    free(w->load_error);
+    worker_teardown(w);
+    uv_loop_close(&w->loop);
     ml_buf_free(&w->scratch);
   }
   while (p->head) {

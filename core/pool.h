@@ -16,7 +16,6 @@ enum { ML_JOB_REQUEST, ML_JOB_CALL };
 
 struct ml_job_s {
   int kind;
-  int route;                 /* ML_JOB_REQUEST: the route index */
   int keepalive, head;       /* ML_JOB_REQUEST: how to frame the response */
   ml_buf_t in;               /* packed arguments */
   ml_buf_t out;              /* REQUEST: response bytes; CALL: packed (ok, results...) */
@@ -39,6 +38,9 @@ int ml_pool_submit(ml_pool_t *p, ml_job_t *j);
 /* The caller no longer wants j: a queued job is dropped at once, a running one when it
  * ends; `done` is never called. */
 void ml_pool_cancel(ml_pool_t *p, ml_job_t *j);
+
+/* The app's code changed: each thread loads it anew before its next job. */
+void ml_pool_reload(ml_pool_t *p);
 
 /* Installs run_in_pool and in_pool into the table on top of the stack. */
 void ml_pool_open(lua_State *L);

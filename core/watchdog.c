@@ -32,9 +32,8 @@ static void report(ml_sched_t *s, uint64_t since, uint64_t ns, int route, int ru
 
 static void *watch(void *arg) {
   ml_watchdog_t *w = arg;
-  ml_sched_t *s = w->sched;
   /* sample four times per threshold, at most every 25 ms */
-  uint64_t period_ns = s->warn_ns / 4;
+  uint64_t period_ns = w->sched->warn_ns / 4;
   if (period_ns > 25000000) period_ns = 25000000;
   if (period_ns < 1000000) period_ns = 1000000;
   pthread_mutex_lock(&w->lock);
@@ -44,6 +43,7 @@ static void *watch(void *arg) {
     ts.tv_nsec += (long)period_ns;
     if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
     pthread_cond_timedwait(&w->cond, &w->lock, &ts);
+    ml_sched_t *s = w->sched;   /* ml_watchdog_watch may have moved it (reload) */
     uint64_t since = __atomic_load_n(&s->busy_since, __ATOMIC_SEQ_CST);
     int route = s->busy_route;
     if (!since) continue;
@@ -69,6 +69,15 @@ ml_watchdog_t *ml_watchdog_start(ml_sched_t *s, double threshold_ms) {
     return NULL;
   }
   return w;
+}
+
+void ml_watchdog_watch(ml_watchdog_t *w, ml_sched_t *s) {
+  if (!w) return;
+  s->report_stall = report;
+  s->warn_ns = w->sched->warn_ns;
+  pthread_mutex_lock(&w->lock);
+  w->sched = s;
+  pthread_mutex_unlock(&w->lock);
 }
 
 void ml_watchdog_stop(ml_watchdog_t *w) {

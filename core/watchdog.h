@@ -11,5 +11,7 @@ typedef struct ml_watchdog_s ml_watchdog_t;
 
 /* Starts watching s (the loop's scheduler). threshold_ms 0 disables it: returns NULL. */
 ml_watchdog_t *ml_watchdog_start(ml_sched_t *s, double threshold_ms);
+/* Watches s from now on (a reloaded app's scheduler); the old one must outlive this call. */
+void ml_watchdog_watch(ml_watchdog_t *w, ml_sched_t *s);
 void ml_watchdog_stop(ml_watchdog_t *w);
 #endif
