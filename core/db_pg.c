@@ -16,6 +16,7 @@
  * Ownership: connections, jobs and leases each hold a reference on the handle. A job
  * belongs to the FIFO, then to its connection until its results are handed over. */
 #include "db.h"
+#include "db_pg_value.h"
 #include "task.h"
 #include <assert.h>
 #include <lauxlib.h>
@@ -345,41 +346,6 @@ static void conn_available(conn_t *c) {
 
 /* --- results --------------------------------------------------------------------------- */
 
-static void push_value(lua_State *L, PGresult *r, int row, int col) {
-  if (PQgetisnull(r, row, col)) {
-    lua_pushlightuserdata(L, NULL);   /* moonlet.null */
-    return;
-  }
-  const char *v = PQgetvalue(r, row, col);
-  switch (PQftype(r, col)) {
-  case 16: lua_pushboolean(L, v[0] == 't'); break;                       /* bool */
-  case 20: case 21: case 23: case 26:                                     /* int8/2/4, oid */
-  case 700: case 701: case 1700: lua_pushnumber(L, strtod(v, NULL)); break;   /* floats, numeric */
-  default: lua_pushlstring(L, v, (size_t)PQgetlength(r, row, col));
-  }
-}
-
-static void push_result(lua_State *L, PGresult *r, int mode) {
-  int nrows = PQntuples(r), ncols = PQnfields(r);
-  if (mode == ML_DB_EXEC) {
-    int id = nrows > 0 ? PQfnumber(r, "id") : -1;
-    int has_id = id >= 0 && !PQgetisnull(r, 0, id);
-    ml_db_push_exec(L, strtoll(PQcmdTuples(r), NULL, 10), has_id,
-                    has_id ? strtoll(PQgetvalue(r, 0, id), NULL, 10) : 0);
-    return;
-  }
-  ml_db_push_rows(L, nrows);
-  for (int i = 0; i < nrows; i++) {
-    lua_createtable(L, 0, ncols);
-    for (int k = 0; k < ncols; k++) {
-      lua_pushstring(L, PQfname(r, k));
-      push_value(L, r, i, k);
-      lua_rawset(L, -3);
-    }
-    lua_rawseti(L, -2, i + 1);
-  }
-}
-
 /* The query on c ended (PQgetResult gave NULL): hand the result over, free the job. */
 static void query_done(conn_t *c) {
   handle_t *h = c->h;
@@ -394,7 +360,7 @@ static void query_done(conn_t *c) {
   if (t) {
     ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
     if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK || st == PGRES_EMPTY_QUERY) {
-      push_result(t->co, r, j->mode);
+      ml_pg_push_result(t->co, r, j->mode);
       n = 1;
     } else {
       const char *primary = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
@@ -590,30 +556,6 @@ static int l_open(lua_State *L) {
   return 1;
 }
 
-/* Parameters as text (the server infers their types from the statement). */
-static char **text_params(ml_db_val_t *v, int n) {
-  if (n == 0) return NULL;
-  char **out = calloc((size_t)n, sizeof *out);
-  if (!out) abort();
-  for (int i = 0; i < n; i++) {
-    char buf[64];
-    switch (v[i].type) {
-    case ML_DB_NULL: continue;
-    case ML_DB_TEXT: out[i] = v[i].s; v[i].s = NULL; continue;
-    case ML_DB_BOOL: snprintf(buf, sizeof buf, "%s", v[i].i ? "t" : "f"); break;
-    case ML_DB_INT: snprintf(buf, sizeof buf, "%lld", (long long)v[i].i); break;
-    default:
-      if (v[i].d != v[i].d) snprintf(buf, sizeof buf, "NaN");
-      else if (v[i].d > 1e308 || v[i].d < -1e308)
-        snprintf(buf, sizeof buf, "%sInfinity", v[i].d < 0 ? "-" : "");
-      else snprintf(buf, sizeof buf, "%.17g", v[i].d);
-    }
-    out[i] = strdup(buf);
-    if (!out[i]) abort();
-  }
-  return out;
-}
-
 /* h:run(lease|nil, mode, sql, ...) -> rows | { changes, last_id } | nil, err */
 static int l_run(lua_State *L) {
   handle_t *h = check_handle(L);
@@ -643,7 +585,7 @@ static int l_run(lua_State *L) {
   j->mode = mode;
   j->sql = pgsql;
   j->nparams = n;
-  j->values = text_params(params, n);
+  j->values = ml_pg_text_params(params, n);
   ml_db_params_free(params, n);
   j->task = t;
   conn_t *c = l ? l->c : conn_idle(h);

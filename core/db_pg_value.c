@@ -1,0 +1,66 @@
+/* PostgreSQL values (see db_pg_value.h): parameters out as text, results in by type OID. */
+#include "db_pg_value.h"
+#include <lua.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+char **ml_pg_text_params(ml_db_val_t *v, int n) {
+  if (n == 0) return NULL;
+  char **out = calloc((size_t)n, sizeof *out);
+  if (!out) abort();
+  for (int i = 0; i < n; i++) {
+    char buf[64];
+    switch (v[i].type) {
+    case ML_DB_NULL: continue;
+    case ML_DB_TEXT: out[i] = v[i].s; v[i].s = NULL; continue;
+    case ML_DB_BOOL: snprintf(buf, sizeof buf, "%s", v[i].i ? "t" : "f"); break;
+    case ML_DB_INT: snprintf(buf, sizeof buf, "%lld", (long long)v[i].i); break;
+    default:
+      if (isnan(v[i].d)) snprintf(buf, sizeof buf, "NaN");
+      else if (isinf(v[i].d))
+        snprintf(buf, sizeof buf, "%sInfinity", v[i].d < 0 ? "-" : "");
+      else snprintf(buf, sizeof buf, "%.17g", v[i].d);
+    }
+    out[i] = strdup(buf);
+    if (!out[i]) abort();
+  }
+  return out;
+}
+
+static void push_value(lua_State *L, PGresult *r, int row, int col) {
+  if (PQgetisnull(r, row, col)) {
+    lua_pushlightuserdata(L, NULL);   /* moonlet.null */
+    return;
+  }
+  const char *v = PQgetvalue(r, row, col);
+  switch (PQftype(r, col)) {
+  case 16: lua_pushboolean(L, v[0] == 't'); break;                       /* bool */
+  case 20: case 21: case 23: case 26:                                     /* int8/2/4, oid */
+  case 700: case 701: case 1700: lua_pushnumber(L, strtod(v, NULL)); break;   /* floats, numeric */
+  default: lua_pushlstring(L, v, (size_t)PQgetlength(r, row, col));
+  }
+}
+
+void ml_pg_push_result(lua_State *L, PGresult *r, int mode) {
+  int nrows = PQntuples(r), ncols = PQnfields(r);
+  if (mode == ML_DB_EXEC) {
+    int id = nrows > 0 ? PQfnumber(r, "id") : -1;
+    int has_id = id >= 0 && !PQgetisnull(r, 0, id);
+    ml_db_push_exec(L, strtoll(PQcmdTuples(r), NULL, 10), has_id,
+                    has_id ? strtoll(PQgetvalue(r, 0, id), NULL, 10) : 0);
+    return;
+  }
+  ml_db_push_rows(L, nrows);
+  for (int i = 0; i < nrows; i++) {
+    lua_createtable(L, 0, ncols);
+    for (int k = 0; k < ncols; k++) {
+      lua_pushstring(L, PQfname(r, k));
+      push_value(L, r, i, k);
+      lua_rawset(L, -3);
+    }
+    lua_rawseti(L, -2, i + 1);
+  }
+}
+
