@@ -10,8 +10,8 @@
 #   BUILD=build-asan bench/run.sh      another build directory (default build)
 #
 # Adding a section: write a function bench_NAME that prints its own table (use the helpers
-# below: start_moonlet, stop_pid, run_fg, rss_kb, cpu_ticks, wrk_run, section), add NAME to
-# SECTIONS, and run it alone with BENCH_ONLY=NAME.
+# below: start_moonlet, stop_pid, run_fg, rss_kb, cpu_ticks, wrk_run, build_burst, burst_run,
+# section), add NAME to SECTIONS, and run it alone with BENCH_ONLY=NAME.
 
 # Table formats live in variables (fmt) on purpose.
 # shellcheck disable=SC2059
@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 MOONLET=$BUILD/moonlet
 DURATION=${BENCH_DURATION:-10s}
-SECTIONS="hello sleep_burst"
+SECTIONS="hello sleep_burst seed cpu pool_overhead routes"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/moonlet-bench.XXXXXX")
 STARTED=""   # pids of the processes this script started and has not stopped yet
@@ -93,15 +93,17 @@ seconds() {
   esac
 }
 
-# start_moonlet NAME [APPDIR] [NOFILE]: starts moonlet on a free port of 127.0.0.1;
-# sets ML_PID and ML_PORT. Its stdout/stderr go to $TMP/moonlet-NAME.out / .err.
-# NOFILE raises the soft open-files limit of the server (moonlet keeps the limit it inherits).
+# start_moonlet NAME [APPDIR] [NOFILE] [SERVE-OPTION...]: starts moonlet on a free port of
+# 127.0.0.1; sets ML_PID and ML_PORT. Its stdout/stderr go to $TMP/moonlet-NAME.out / .err.
+# NOFILE raises the soft open-files limit of the server (moonlet keeps the limit it inherits;
+# "" leaves it). SERVE-OPTIONs (e.g. --pool-size 100) are passed on to `moonlet serve`.
 start_moonlet() {
   local name=$1 app=${2:-apps/hello} nofile=${3:-}
+  if [ $# -ge 3 ]; then shift 3; else set --; fi
   [ -x "$MOONLET" ] || die "$MOONLET not found: run make first"
   (
     if [ -n "$nofile" ]; then ulimit -n "$nofile" 2>/dev/null || ulimit -n "$(ulimit -Hn)"; fi
-    exec "$MOONLET" serve "$app" --host 127.0.0.1 --port 0 --log-level warn
+    exec "$MOONLET" serve "$app" --host 127.0.0.1 --port 0 --log-level warn "$@"
   ) >"$TMP/moonlet-$name.out" 2>"$TMP/moonlet-$name.err" &
   ML_PID=$!
   STARTED="$STARTED $ML_PID"
@@ -174,6 +176,38 @@ wrk_run() {
   fi
 }
 
+# wrk_abba NAME URL_A PID_A URL_B PID_B: compares two targets under drifting background load:
+# wrk_run in the order A, B, B, A, each run half of $DURATION (at least 2 s), so a load that
+# rises or falls steadily weighs on both alike. Sets WA_RPS and WB_RPS (mean req/s of the two
+# runs), WA_RUNS/WB_RUNS ("rps1 / rps2"), WA_P99/WB_P99 ("p99 / p99"), WA_ERRORS/WB_ERRORS
+# (sum), WA_CPU/WB_CPU (mean server CPU, % of one CPU) and W_HALF (the duration of each run).
+# PID_*: the server of each target.
+wrk_abba() {
+  local name=$1 url_a=$2 pid_a=$3 url_b=$4 pid_b=$5 half run t rps="" p99="" err="" cpu=""
+  half=$(( $(seconds "$DURATION") / 2 ))
+  [ "$half" -ge 2 ] || half=2
+  W_HALF=${half}s
+  for run in a1 b1 b2 a2; do
+    t=${run%?}
+    if [ "$t" = a ]; then
+      DURATION=${half}s wrk_run "${name}_$run" "$url_a" "$pid_a"
+    else
+      DURATION=${half}s wrk_run "${name}_$run" "$url_b" "$pid_b"
+    fi
+    rps="$rps $t=${W_RPS}" p99="$p99 $t=$W_P99" err="$err $t=$W_ERRORS" cpu="$cpu $t=${W_CPU%\%}"
+  done
+  # pick_runs T LIST: "v1 / v2" of the entries T=v of LIST
+  pick_runs() { echo "$2" | tr ' ' '\n' | sed -n "s/^$1=//p" | paste -sd' ' | sed 's# # / #'; }
+  WA_RUNS=$(pick_runs a "$rps") WB_RUNS=$(pick_runs b "$rps")
+  WA_P99=$(pick_runs a "$p99") WB_P99=$(pick_runs b "$p99")
+  WA_RPS=$(echo "$WA_RUNS" | awk -F' / ' '{ printf "%.2f", ($1 + $2) / 2 }')
+  WB_RPS=$(echo "$WB_RUNS" | awk -F' / ' '{ printf "%.2f", ($1 + $2) / 2 }')
+  WA_ERRORS=$(pick_runs a "$err" | awk -F' / ' '{ print $1 + $2 }')
+  WB_ERRORS=$(pick_runs b "$err" | awk -F' / ' '{ print $1 + $2 }')
+  WA_CPU=$(pick_runs a "$cpu" | awk -F' / ' '{ printf "%.0f%%", ($1 + $2) / 2 }')
+  WB_CPU=$(pick_runs b "$cpu" | awk -F' / ' '{ printf "%.0f%%", ($1 + $2) / 2 }')
+}
+
 # start_nginx: nginx in the foreground (worker_processes 1) with its own prefix in $TMP/nginx,
 # on a free port of 127.0.0.1; sets NG_PID and NG_PORT.
 start_nginx() {
@@ -224,6 +258,47 @@ EOF
   done
   die "no free port found for nginx"
 }
+
+# build_burst: compiles bench/burst.c into $BUILD/bench/burst when missing or older; sets BURST
+build_burst() {
+  BURST=$BUILD/bench/burst
+  if [ ! -x "$BURST" ] || [ bench/burst.c -nt "$BURST" ]; then
+    mkdir -p "$BUILD/bench"
+    cc -O2 -o "$BURST" bench/burst.c
+  fi
+}
+
+# burst_run NAME PORT N PATH [TIMEOUT_S]: N concurrent GET PATH to 127.0.0.1:PORT with
+# bench/burst (one connection each; call build_burst first). Sets B_TIME (first request sent
+# -> last response received, s), B_DONE (2xx responses), B_ERRORS, B_LAT_MIN and B_LAT_MAX
+# (per request, sent -> response, s) and B_DETAIL (burst's stderr line). Its output is kept
+# in $TMP/NAME.burst and $TMP/NAME.burst.err.
+burst_run() {
+  local name=$1 port=$2 n=$3 path=$4 timeout=${5:-30} rc=0 out
+  run_fg "$BURST" 127.0.0.1 "$port" "$n" "$path" "$timeout" \
+    >"$TMP/$name.burst" 2>"$TMP/$name.burst.err" || rc=$?
+  out=$(cat "$TMP/$name.burst")
+  if [ "$rc" -gt 1 ] || [ -z "$out" ]; then
+    cat "$TMP/$name.burst.err" >&2
+    die "burst $path failed (status $rc)"
+  fi
+  B_DONE=$(echo "$out" | sed -n 's/.*completed=\([0-9]*\).*/\1/p')
+  B_ERRORS=$(echo "$out" | sed -n 's/.*errors=\([0-9]*\).*/\1/p')
+  B_TIME=$(echo "$out" | sed -n 's/.*first_send_to_last_response=\([0-9.]*\).*/\1/p')
+  B_DETAIL=$(tail -1 "$TMP/$name.burst.err")
+  B_LAT_MIN=$(echo "$B_DETAIL" | sed -n 's/.*latency_min=\([0-9.]*\)s.*/\1/p')
+  B_LAT_MAX=$(echo "$B_DETAIL" | sed -n 's/.* max=\([0-9.]*\)s.*/\1/p')
+}
+
+# count_lines FILE PATTERN: lines of FILE containing PATTERN (fixed string); 0 if no file
+count_lines() {
+  local n
+  n=$(grep -cF -- "$2" "$1" 2>/dev/null) || true
+  echo "${n:-0}"
+}
+
+# threads_of PID: the number of threads of PID
+threads_of() { awk '$1 == "Threads:" { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 # ---------------------------------------------------------------------------- sections
 
@@ -339,6 +414,232 @@ bench_sleep_burst() {
   fi
   stop_pid "$ML_PID"
   moonlet_log burst
+}
+
+# 3. The seed experiment (shared/seeds): 100 concurrent requests to /b, /c, /d of
+#    apps/seed_demo (each waits 1 s), /d and /b again with --pool-size 100, and /a (the
+#    blocking mistake) with only 10 requests, since they run one after the other.
+bench_seed() {
+  local fmt d_pid d_port p_pid p_port w0 w1 warns rows="" r
+  section "The seed experiment: concurrent GETs to apps/seed_demo, each route waits 1 s (bench/burst)"
+  build_burst
+
+  start_moonlet seed apps/seed_demo
+  d_pid=$ML_PID d_port=$ML_PORT
+  # seed_row ROUTE KIND N POOL EXPECTED TARGET FASTAPI PORT: one burst, one row of the table
+  seed_row() {
+    local route=$1 kind=$2 n=$3 pool=$4 expected=$5 target=$6 fastapi=$7 port=$8 result label
+    burst_run "seed_${route#/}_$pool" "$port" "$n" "$route" 40
+    case $target in
+      "< 1.3") result=$(awk -v t="$B_TIME" 'BEGIN { print (t < 1.3 ? "met" : "NOT met") }') ;;
+      "~3") result=$(awk -v t="$B_TIME" 'BEGIN { print (t >= 2.7 && t < 3.5 ? "met" : "NOT met") }') ;;
+      *) result="-" ;;
+    esac
+    [ "$B_DONE" = "$n" ] || result="$result ($B_ERRORS errors)"
+    label=$n
+    [ "$n" = 100 ] || label="$n, not 100"
+    rows="$rows$(printf "$fmt" "$route" "$kind" "$label" "$pool" "$B_TIME" \
+      "$(printf '%.2f-%.2f' "${B_LAT_MIN:-0}" "${B_LAT_MAX:-0}")" "$expected" "$target" \
+      "$result" "$fastapi")"$'\n'
+  }
+  fmt='%-5s %-29s %11s %4s %8s %11s %8s %6s %7s  %s\n'
+  seed_row /b "coroutine + run_in_pool" 100 40 "~3" "-" "1 s" "$d_port"
+  seed_row /c "coroutine, moonlet.sleep" 100 40 "~1" "< 1.3" "1 s" "$d_port"
+  seed_row /d "pooled ({ pool = true })" 100 40 "~3" "~3" "3 s" "$d_port"
+  w0=$(count_lines "$TMP/moonlet-seed.err" "blocked the event loop")
+  seed_row /a "coroutine, blocking FFI sleep" 10 40 "~10" "-" "100 s (100 req.)" "$d_port"
+  sleep 0.2   # the last warning is written from the watchdog thread
+  w1=$(count_lines "$TMP/moonlet-seed.err" "blocked the event loop")
+  warns=$(( w1 - w0 ))
+  kill -0 "$d_pid" 2>/dev/null || echo "!! moonlet (seed) exited during the runs"
+  stop_pid "$d_pid"
+
+  start_moonlet seed100 apps/seed_demo "" --pool-size 100
+  p_pid=$ML_PID p_port=$ML_PORT
+  seed_row /d "pooled ({ pool = true })" 100 100 "~1" "< 1.3" "3 s" "$p_port"
+  seed_row /b "coroutine + run_in_pool" 100 100 "~1" "< 1.3" "1 s" "$p_port"
+  kill -0 "$p_pid" 2>/dev/null || echo "!! moonlet (seed100) exited during the runs"
+  stop_pid "$p_pid"
+
+  printf "$fmt" "route" "kind" "concurrency" "pool" "wall (s)" "per req (s)" "expected" \
+    "target" "result" "FastAPI in the seeds"
+  printf "$fmt" "-----" "-----------------------------" "-----------" "----" "--------" \
+    "-----------" "--------" "------" "-------" "--------------------"
+  # /a first, as in the seeds
+  r=$(echo "$rows" | grep '^/a ' || true)
+  echo "$r"
+  echo "$rows" | grep -v '^/a ' | grep -v '^$' || true
+  echo "wall = first request sent -> last response received; all requests are sent at once, one"
+  echo "connection each; per req = fastest-slowest request (sent -> response). pool = --pool-size"
+  echo "(40 is the default, like AnyIO's 40 threads); run_in_pool (/b) uses the same pool threads"
+  echo "as pooled routes (/d). Each server is fresh: the first pooled run starts its threads."
+  echo "/a: 10 requests, not 100 -- they serialise on the event loop (~1 s each, ~100 s for 100)."
+  echo "/a: $warns 'blocked the event loop' warnings logged for its 10 requests, e.g.:"
+  grep -F "blocked the event loop" "$TMP/moonlet-seed.err" | head -1 |
+    sed 's/: use moonlet\.sleep.*/: use moonlet.sleep or .../; s/^/  | /'
+  r=$(grep -cvF "blocked the event loop" "$TMP/moonlet-seed.err" "$TMP/moonlet-seed100.err" \
+    2>/dev/null | awk -F: '{ n += $NF } END { print n + 0 }')
+  if [ "$r" -gt 0 ]; then
+    echo "other lines moonlet logged:"
+    grep -hvF "blocked the event loop" "$TMP/moonlet-seed.err" "$TMP/moonlet-seed100.err" |
+      head -5 | sed 's/^/  | /'
+  fi
+}
+
+# 4. /cpu parallel speed-up: CPU-bound pooled handlers run on both cores at once (no GIL).
+bench_cpu() {
+  local n t_cal t1="" t2="" t1_all="" t2_all="" i speedup verdict fmt load
+  # cpu_burst NAME N PATH: burst_run, plus B_CPU: the server's CPU use meanwhile (% of one CPU)
+  cpu_burst() {
+    local c0 c1 s0 s1
+    c0=$(cpu_ticks "$ML_PID") s0=$(date +%s.%N)
+    burst_run "$1" "$ML_PORT" "$2" "$3" 60
+    c1=$(cpu_ticks "$ML_PID") s1=$(date +%s.%N)
+    [ "$B_DONE" = "$2" ] || die "$2 x $3 failed: $B_DETAIL"
+    B_CPU=$(awk -v c="$(( c1 - c0 ))" -v hz="$(getconf CLK_TCK)" -v t0="$s0" -v t1="$s1" \
+      'BEGIN { printf "%.0f%%", 100 * c / hz / (t1 - t0) }')
+  }
+  section "GET /cpu?n=N (pooled, pure Lua arithmetic): 2 concurrent vs 1 (bench/burst)"
+  build_burst
+  start_moonlet cpu apps/seed_demo
+  # warm-up: starts two pool threads (each loads the app into its own LuaJIT state)
+  burst_run cpu_warm "$ML_PORT" 2 "/cpu?n=1000000" 30
+  # calibrate: N so that one request takes about 0.7 s
+  burst_run cpu_cal "$ML_PORT" 1 "/cpu?n=10000000" 30
+  t_cal=$B_TIME
+  n=$(awk -v t="$t_cal" 'BEGIN { n = 0.7 / (t > 0.001 ? t : 0.001) * 10; if (n < 10) n = 10;
+    if (n > 1000) n = 1000; printf "%d000000", n }')
+  load=$(cut -d' ' -f1 /proc/loadavg)
+  for i in 1 2 3; do
+    cpu_burst "cpu_one_$i" 1 "/cpu?n=$n"
+    t1=$(awk -v a="$t1" -v b="$B_TIME" 'BEGIN { print (a == "" || b < a ? b : a) }')
+    t1_all="$t1_all $B_TIME/$B_CPU"
+  done
+  for i in 1 2 3; do
+    cpu_burst "cpu_two_$i" 2 "/cpu?n=$n"
+    t2=$(awk -v a="$t2" -v b="$B_TIME" 'BEGIN { print (a == "" || b < a ? b : a) }')
+    t2_all="$t2_all $B_TIME/$B_CPU"
+  done
+  speedup=$(awk -v a="$t1" -v b="$t2" 'BEGIN { printf "%.2f", 2 * a / b }')
+  verdict=$(awk -v s="$speedup" 'BEGIN { print (s >= 1.7 ? "met" : "NOT met") }')
+  kill -0 "$ML_PID" 2>/dev/null || echo "!! moonlet exited during the runs"
+  stop_pid "$ML_PID"
+
+  fmt='%-34s %10s   %s\n'
+  printf "$fmt" "n = $n" "wall (s)" "the 3 runs: wall (s)/server CPU"
+  printf "$fmt" "----------------------------------" "----------" "-------------------------------"
+  printf "$fmt" "1 request (best of 3): t1" "$t1" "$t1_all"
+  printf "$fmt" "2 concurrent requests (best of 3): t2" "$t2" "$t2_all"
+  printf "$fmt" "speed-up = 2 x t1 / t2" "$speedup" ""
+  printf "$fmt" "target >= 1.7 ($(nproc) CPUs)" "$verdict" ""
+  echo "N chosen so that one request takes ~0.7 s (n=10000000 took ${t_cal} s on a fresh thread)."
+  echo "wall = request sent -> last response; the server's loop thread, burst and anything else"
+  echo "running on this machine share its $(nproc) CPUs (best of 3 to keep out passing load; the"
+  echo "1-minute load average was $load before these runs). server CPU: % of one CPU, ~200% = both"
+  echo "cores busy with the two requests."
+  moonlet_log cpu
+}
+
+# 5. Pooled vs coroutine /hello (the cost of crossing to a pool thread and back), and the
+#    memory of 40 pool states.
+bench_pool_overhead() {
+  local ratio verdict fmt rss0 rss1 th0 th1 g g_ok
+  section "GET /hello (coroutine) vs /hello-pool ({ pool = true }), apps/seed_demo (wrk -t1 -c64 --latency)"
+  command -v wrk >/dev/null || die "wrk not installed (scripts/deps.sh bench)"
+  build_burst
+
+  start_moonlet pool apps/seed_demo
+  wrk_abba pool "http://127.0.0.1:$ML_PORT/hello" "$ML_PID" \
+    "http://127.0.0.1:$ML_PORT/hello-pool" "$ML_PID"
+  th1=$(threads_of "$ML_PID")
+  kill -0 "$ML_PID" 2>/dev/null || echo "!! moonlet exited during the runs"
+  stop_pid "$ML_PID"
+
+  fmt='%-22s %10s %21s %17s %7s %11s\n'
+  printf "$fmt" "route" "req/s" "the 2 runs (req/s)" "p99 (2 runs)" "errors" "server CPU"
+  printf "$fmt" "----------------------" "----------" "---------------------" "-----------------" \
+    "-------" "-----------"
+  printf "$fmt" "/hello (coroutine)" "$WA_RPS" "$WA_RUNS" "$WA_P99" "$WA_ERRORS" "$WA_CPU"
+  printf "$fmt" "/hello-pool (pooled)" "$WB_RPS" "$WB_RUNS" "$WB_P99" "$WB_ERRORS" "$WB_CPU"
+  ratio=$(awk -v a="$WB_RPS" -v b="$WA_RPS" 'BEGIN { printf "%.2f", a / b }')
+  verdict=$(awk -v r="$ratio" 'BEGIN { print (r >= 0.5 ? "met" : "NOT met") }')
+  printf '%-22s %10s   target >= 0.50: %s\n' "ratio pooled/coroutine" "$ratio" "$verdict"
+  echo "one server, loaded in the order /hello, /hello-pool, /hello-pool, /hello ($W_HALF each, 1 s"
+  echo "warm-up each); req/s = mean of the two. The server had $th1 threads after the pooled runs."
+  moonlet_log pool
+
+  # RSS of 40 pool states: a fresh server, then 40 concurrent /d (each holds a thread 1 s)
+  start_moonlet pool_rss apps/seed_demo
+  sleep 0.3
+  rss0=$(rss_kb "$ML_PID") th0=$(threads_of "$ML_PID")
+  burst_run pool_rss "$ML_PORT" 40 /d 30
+  sleep 0.3
+  rss1=$(rss_kb "$ML_PID") th1=$(threads_of "$ML_PID")
+  [ "$B_DONE" = 40 ] || echo "!! 40 x /d: $B_DONE completed, $B_ERRORS errors ($B_DETAIL)"
+  kill -0 "$ML_PID" 2>/dev/null || echo "!! moonlet exited during the runs"
+  stop_pid "$ML_PID"
+  g=$(( rss1 - rss0 ))
+  g_ok=$(awk -v g="$g" 'BEGIN { print (g / 1024 < 100 ? "met" : "NOT met") }')
+  fmt='%-34s %9s %9s\n'
+  printf '\n'
+  printf "$fmt" "40 pool states (fresh server)" "VmRSS MB" "threads"
+  printf "$fmt" "----------------------------------" "---------" "---------"
+  printf "$fmt" "before" "$(mb "$rss0")" "$th0"
+  printf "$fmt" "after 40 concurrent /d (${B_TIME} s)" "$(mb "$rss1")" "$th1"
+  printf "$fmt" "growth" "$(mb "$g")" "$(( th1 - th0 ))"
+  printf '%-34s %9s\n' "target growth < 100 MB" "$g_ok"
+  moonlet_log pool_rss
+}
+
+# 6. 1,000 routes must not slow /hello: a generated app with /hello and 1,000 other routes
+#    against apps/hello, one after the other.
+bench_routes() {
+  local dir=$TMP/routes_app h_pid h_port ratio verdict fmt code1 code2 code3
+  section "GET /hello with 1,000 other routes vs apps/hello (wrk -t1 -c64 --latency)"
+  command -v wrk >/dev/null || die "wrk not installed (scripts/deps.sh bench)"
+  mkdir -p "$dir"
+  {
+    echo 'local moonlet = require "moonlet"'
+    echo 'local app = moonlet.app{ title = "1000 routes", version = "1.0.0" }'
+    echo 'app:get("/hello", function() return { message = "hello" } end)'
+    echo '-- 500 static routes and 500 with an int parameter, each its own first segment'
+    local i
+    for i in $(seq 1 500); do
+      echo "app:get(\"/r$i/items\", function() return { r = $i } end)"
+      echo "app:get(\"/r$i/items/{id:int}\", function(req) return { r = $i, id = req.params.id } end)"
+    done
+    echo 'return app'
+  } >"$dir/app.lua"
+
+  start_moonlet hello_plain apps/hello
+  h_pid=$ML_PID h_port=$ML_PORT
+  start_moonlet routes "$dir"
+  # the generated routes answer (and a wrong type does not match)
+  code1=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$ML_PORT/r123/items")
+  code2=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$ML_PORT/r500/items/42")
+  code3=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$ML_PORT/r500/items/x")
+  wrk_abba routes "http://127.0.0.1:$h_port/hello" "$h_pid" \
+    "http://127.0.0.1:$ML_PORT/hello" "$ML_PID"
+  kill -0 "$h_pid" 2>/dev/null || echo "!! moonlet (apps/hello) exited during the runs"
+  kill -0 "$ML_PID" 2>/dev/null || echo "!! moonlet (1,000 routes) exited during the runs"
+  stop_pid "$h_pid"
+  stop_pid "$ML_PID"
+
+  fmt='%-22s %10s %21s %17s %7s %11s\n'
+  printf "$fmt" "app" "req/s" "the 2 runs (req/s)" "p99 (2 runs)" "errors" "server CPU"
+  printf "$fmt" "----------------------" "----------" "---------------------" "-----------------" \
+    "-------" "-----------"
+  printf "$fmt" "apps/hello (4 routes)" "$WA_RPS" "$WA_RUNS" "$WA_P99" "$WA_ERRORS" "$WA_CPU"
+  printf "$fmt" "/hello + 1,000 routes" "$WB_RPS" "$WB_RUNS" "$WB_P99" "$WB_ERRORS" "$WB_CPU"
+  ratio=$(awk -v a="$WB_RPS" -v b="$WA_RPS" 'BEGIN { printf "%.2f", a / b }')
+  verdict=$(awk -v r="$ratio" 'BEGIN { print (r >= 0.95 ? "met" : "NOT met") }')
+  printf '%-22s %10s   target >= 0.95 (no measurable slowdown): %s\n' "ratio 1,000/hello" \
+    "$ratio" "$verdict"
+  echo "both servers run side by side, loaded one at a time in the order apps/hello, 1,000 routes,"
+  echo "1,000 routes, apps/hello ($W_HALF each, 1 s warm-up each); req/s = mean of the two."
+  echo "generated app: 500 static /rI/items + 500 /rI/items/{id:int}; answers: /r123/items $code1,"
+  echo "/r500/items/42 $code2, /r500/items/x $code3 (expected 200, 200, 404)"
+  moonlet_log routes
 }
 
 # ---------------------------------------------------------------------------- main

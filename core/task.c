@@ -57,7 +57,19 @@ void ml_sched_close(ml_sched_t *s) {
   }
   s->all_tasks = NULL;
   s->free_tasks = NULL;
+  ml_sched_hook_t *h = s->close_hooks;
+  s->close_hooks = NULL;
+  while (h) {
+    ml_sched_hook_t *next = h->next;   /* fn may free h */
+    h->fn(s, h->data);
+    h = next;
+  }
   uv_close((uv_handle_t *)&s->root.timer, root_closed_cb);
+}
+
+void ml_sched_on_close(ml_sched_t *s, ml_sched_hook_t *h) {
+  h->next = s->close_hooks;
+  s->close_hooks = h;
 }
 
 ml_task_t *ml_task_new(ml_sched_t *s, ml_done_fn on_done, void *owner) {

@@ -19,6 +19,15 @@ typedef struct ml_sched_s ml_sched_t;
 typedef struct ml_task_s ml_task_t;
 
 typedef void (*ml_cancel_fn)(ml_task_t *t);
+
+/* Something a primitive keeps per scheduler on its loop (the HTTP client's idle
+ * connections): ml_sched_close calls fn(s, data) so it closes its handles in time. */
+typedef struct ml_sched_hook_s {
+  void (*fn)(ml_sched_t *s, void *data);
+  void *data;
+  struct ml_sched_hook_s *next;
+} ml_sched_hook_t;
+
 /* The coroutine ended: status 0 with its results on t->co, or an error message on top.
  * The callee releases t (ml_task_release) — at once or later. */
 typedef void (*ml_done_fn)(ml_task_t *t, int status);
@@ -62,6 +71,7 @@ struct ml_sched_s {
   uint64_t warn_ns;               /* 0: no watchdog */
   /* logs a stall of ns nanoseconds that began at `since` unless already reported */
   void (*report_stall)(ml_sched_t *s, uint64_t since, uint64_t ns, int route, int running);
+  ml_sched_hook_t *close_hooks;   /* see ml_sched_on_close */
 };
 
 /* Binds a scheduler to L (registry) and loop. */
@@ -70,6 +80,9 @@ void ml_sched_init(ml_sched_t *s, lua_State *L, uv_loop_t *loop);
  * s->closed_cb runs when the last is closed: only then may s's memory go. */
 void ml_sched_close(ml_sched_t *s);
 ml_sched_t *ml_sched_of(lua_State *L);
+/* Has ml_sched_close call h->fn(s, h->data) after it cancelled the waiting tasks and before
+ * it closes its last handle. h is the caller's and must live until then. */
+void ml_sched_on_close(ml_sched_t *s, ml_sched_hook_t *h);
 
 /* A new coroutine task with fn (the value at fn_idx of L) pushed on its stack; the caller
  * pushes arguments on t->co and calls ml_task_resume. */

@@ -122,4 +122,7 @@ _M.log = {
 -- moonlet.db: SQLite and PostgreSQL (see lua/moonlet/db.lua).
 _M.db = require "moonlet.db"
 
+-- moonlet.http: the HTTP client (request, get, post, ...; see lua/moonlet/http.lua).
+_M.http = require "moonlet.http"
+
 return _M

@@ -1,0 +1,959 @@
+/* The HTTP client (see httpc.h). One request goes:
+ *
+ *   l_http_request ─ idle connection for this scheme+host+port? ─ yes ─────────────┐
+ *        │ no                                                                      │
+ *   uv_getaddrinfo (skipped for IP literals) → uv_tcp_connect, each address in     │
+ *   turn → TLS handshake (https) ──────────────────────────────────────────────────┴→
+ *   write the request → read: (decrypt) → llhttp (HTTP_RESPONSE) → req_succeed
+ *
+ * Ending a request pushes (status, headers, body) or (nil, message) on its task, gives the
+ * connection back to the pool (the response was complete, the server keeps the connection
+ * open and nothing followed the response) or closes it, and wakes the task last: in a
+ * coroutine the wake runs Lua at once, which may start the next request on that very
+ * connection, so nothing is touched after it.
+ *
+ * Ownership. A request (hc_req_t) belongs to its task until it ends or is cancelled; its
+ * memory goes when its timer has closed and no getaddrinfo is pending (refs). A
+ * connection (hc_conn_t) belongs to one request while busy and to the pool while idle;
+ * its memory goes in the close callback of its socket. The pool (hc_pool_t) belongs to
+ * one scheduler, i.e. one Lua state and its loop (found through the state's registry,
+ * never shared between threads); ml_sched_close closes it (pool_close).
+ *
+ * Time. A request has one timer set to the earliest of its deadlines: the total one, and
+ * either the connect one (DNS, TCP, TLS handshake) or the read one (no byte for
+ * read_timeout while sending or receiving), pushed back by every read. */
+#include "httpc.h"
+#include "buf.h"
+#include "task.h"
+#include "tls.h"
+#include <assert.h>
+#include <errno.h>
+#include <lauxlib.h>
+#include <llhttp.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#define IDLE_PER_HOST 64              /* idle connections kept per scheme+host+port */
+#define IDLE_TOTAL 256                /* idle connections kept per state */
+#define IDLE_TIMEOUT_MS 4000          /* below the usual 5 s of servers (moonlet's too) */
+#define MAX_HEADER_BYTES (64 * 1024)
+
+typedef struct hc_pool_s hc_pool_t;
+typedef struct hc_conn_s hc_conn_t;
+typedef struct hc_req_s hc_req_t;
+
+typedef struct hc_ctx_s {            /* a TLS context per trust setting */
+  int verify;
+  char *ca_file;                     /* NULL: the system CAs */
+  SSL_CTX *ctx;
+  struct hc_ctx_s *next;
+} hc_ctx_t;
+
+struct hc_pool_s {
+  uv_loop_t *loop;
+  lua_State *L;                      /* the state's main thread */
+  ml_sched_hook_t on_close;          /* the scheduler closes: so does the pool */
+  uv_timer_t sweep;                  /* closes expired idle connections; unref'd */
+  hc_conn_t *head, *tail;            /* idle, most recently used first */
+  int nidle;
+  hc_ctx_t *ctxs;
+};
+
+struct hc_conn_s {
+  uv_tcp_t tcp;
+  uv_connect_t connect;
+  ml_tls_t *tls;                     /* https only */
+  hc_pool_t *pool;                   /* while idle */
+  hc_req_t *req;                     /* while busy */
+  char *key;                         /* "https://host:port ..." : what may reuse it */
+  uint64_t idle_since;
+  hc_conn_t *next, *prev;            /* the pool's idle list */
+  int ready;                         /* connected (and TLS handshake done) */
+  int closing;
+};
+
+typedef struct {
+  uint32_t name_off, name_len, val_off, val_len;   /* in hc_req_t.store */
+} hc_hdr_t;
+
+enum { PH_CONNECT, PH_IO };
+
+struct hc_req_s {
+  ml_task_t *task;                   /* NULL once the request is over (ended or cancelled) */
+  hc_pool_t *pool;
+  hc_conn_t *conn;
+  uv_timer_t timer;
+  uv_getaddrinfo_t gai;
+  int gai_pending;
+  int refs;                          /* the timer, a pending getaddrinfo */
+  struct sockaddr_storage *addrs;    /* to try in order */
+  int naddrs, addr_i;
+  /* what to send, and where */
+  char *host, *key, *label;
+  char where[300];                   /* "host:port" for messages */
+  int port, tls, verify, head, idempotent, keepalive;
+  SSL_CTX *ctx;                      /* borrowed from the pool */
+  ml_buf_t wire;
+  double connect_s, read_s, total_s;
+  uint64_t total_deadline, phase_start;
+  int phase;
+  size_t max_size;
+  int started;                       /* the task waits: failures are delivered at once */
+  int deferred;                      /* a failure waits for the timer to deliver it */
+  int reused, retried;
+  /* the response */
+  llhttp_t parser;
+  int got_bytes, headers_done, complete, has_length;
+  uint64_t expected;                 /* Content-Length */
+  ml_buf_t store;                    /* header names (lower case) and values */
+  hc_hdr_t *hdrs;
+  int nhdrs, caphdrs;
+  size_t header_bytes;
+  ml_buf_t body;
+  char err[512];
+};
+
+static _Thread_local char read_buf[65536];   /* libuv reads land here, one read at a time */
+static _Thread_local char plain_buf[16384];  /* decrypted bytes */
+
+static void conn_close(hc_conn_t *c);
+static void req_send(hc_req_t *r);
+static void req_resolve(hc_req_t *r);
+static void conn_start(hc_req_t *r);
+
+/* --- the pool ---------------------------------------------------------------------- */
+
+static void pool_unlink(hc_conn_t *c) {
+  hc_pool_t *p = c->pool;
+  if (!p) return;
+  if (c->prev) c->prev->next = c->next; else p->head = c->next;
+  if (c->next) c->next->prev = c->prev; else p->tail = c->prev;
+  c->next = c->prev = NULL;
+  c->pool = NULL;
+  p->nidle--;
+}
+
+static void sweep_cb(uv_timer_t *h) {
+  hc_pool_t *p = h->data;
+  uint64_t now = uv_now(p->loop);
+  while (p->tail && now - p->tail->idle_since >= IDLE_TIMEOUT_MS) conn_close(p->tail);
+  if (p->tail) uv_timer_start(&p->sweep, sweep_cb, p->tail->idle_since + IDLE_TIMEOUT_MS - now, 0);
+}
+
+/* Is an idle connection still usable? The server may have closed it while the loop was
+ * not running (a pool thread between requests): look at the socket itself. */
+static int conn_alive(hc_conn_t *c) {
+  uv_os_fd_t fd;
+  if (uv_fileno((uv_handle_t *)&c->tcp, &fd)) return 0;
+  char b;
+  ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n == 0) return 0;                 /* closed by the server */
+  if (n > 0) return c->tls != NULL;     /* plain: bytes nobody asked for; TLS: maybe a ticket */
+  return errno == EAGAIN || errno == EWOULDBLOCK;
+}
+
+/* An idle connection for key, taken out of the pool, or NULL. */
+static hc_conn_t *pool_checkout(hc_pool_t *p, const char *key) {
+  uint64_t now = uv_now(p->loop);
+  hc_conn_t *c = p->head;
+  while (c) {
+    hc_conn_t *next = c->next;
+    if (strcmp(c->key, key) == 0) {
+      pool_unlink(c);
+      if (now - c->idle_since < IDLE_TIMEOUT_MS && conn_alive(c)) {
+        uv_ref((uv_handle_t *)&c->tcp);
+        return c;
+      }
+      conn_close(c);
+    }
+    c = next;
+  }
+  return NULL;
+}
+
+/* Keeps c for reuse, or closes it when the pool is full for its host. */
+static void pool_checkin(hc_pool_t *p, hc_conn_t *c) {
+  int same = 0;
+  for (hc_conn_t *o = p->head; o; o = o->next) same += strcmp(o->key, c->key) == 0;
+  if (same >= IDLE_PER_HOST) {
+    conn_close(c);
+    return;
+  }
+  if (p->nidle >= IDLE_TOTAL) conn_close(p->tail);
+  c->req = NULL;
+  c->pool = p;
+  c->idle_since = uv_now(p->loop);
+  c->prev = NULL;
+  c->next = p->head;
+  if (p->head) p->head->prev = c; else p->tail = c;
+  p->head = c;
+  p->nidle++;
+  uv_unref((uv_handle_t *)&c->tcp);   /* an idle connection keeps no loop running */
+  if (!uv_is_active((uv_handle_t *)&p->sweep))
+    uv_timer_start(&p->sweep, sweep_cb, IDLE_TIMEOUT_MS, 0);
+}
+
+/* The TLS context for a trust setting, made on first use. NULL with err set when
+ * ca_file cannot be loaded. */
+static SSL_CTX *pool_ctx(hc_pool_t *p, int verify, const char *ca_file, char *err, size_t len) {
+  for (hc_ctx_t *x = p->ctxs; x; x = x->next) {
+    if (x->verify != verify) continue;
+    if ((x->ca_file == NULL) != (ca_file == NULL)) continue;
+    if (ca_file && strcmp(x->ca_file, ca_file) != 0) continue;
+    return x->ctx;
+  }
+  SSL_CTX *ctx = ml_tls_ctx_new(verify, ca_file, err, len);
+  if (!ctx) return NULL;
+  hc_ctx_t *x = calloc(1, sizeof *x);
+  if (!x) abort();
+  x->verify = verify;
+  x->ca_file = ca_file ? strdup(ca_file) : NULL;
+  x->ctx = ctx;
+  x->next = p->ctxs;
+  p->ctxs = x;
+  return ctx;
+}
+
+static void pool_closed_cb(uv_handle_t *h) {
+  free(h->data);
+}
+
+static const char pool_key = 'h';   /* registry[&pool_key] = lightuserdata hc_pool_t* */
+
+/* The scheduler is closing (its waiting tasks were cancelled, so no connection is busy):
+ * close the idle connections and let the pool go. */
+static void pool_close(ml_sched_t *s, void *data) {
+  (void)s;
+  hc_pool_t *p = data;
+  lua_pushlightuserdata(p->L, (void *)&pool_key);
+  lua_pushnil(p->L);
+  lua_rawset(p->L, LUA_REGISTRYINDEX);
+  while (p->head) conn_close(p->head);
+  while (p->ctxs) {
+    hc_ctx_t *x = p->ctxs;
+    p->ctxs = x->next;
+    SSL_CTX_free(x->ctx);   /* connections still closing hold their own reference */
+    free(x->ca_file);
+    free(x);
+  }
+  uv_close((uv_handle_t *)&p->sweep, pool_closed_cb);
+}
+
+/* The pool of L's state, created on first use on the scheduler's loop. */
+static hc_pool_t *pool_of(lua_State *L, ml_sched_t *s) {
+  lua_pushlightuserdata(L, (void *)&pool_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  hc_pool_t *p = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (p) return p;
+  p = calloc(1, sizeof *p);
+  if (!p) abort();
+  p->loop = s->loop;
+  p->L = s->L;
+  uv_timer_init(s->loop, &p->sweep);
+  p->sweep.data = p;
+  uv_unref((uv_handle_t *)&p->sweep);
+  p->on_close.fn = pool_close;
+  p->on_close.data = p;
+  ml_sched_on_close(s, &p->on_close);
+  lua_pushlightuserdata(L, (void *)&pool_key);
+  lua_pushlightuserdata(L, p);
+  lua_rawset(L, LUA_REGISTRYINDEX);
+  return p;
+}
+
+/* --- connections --------------------------------------------------------------------- */
+
+static void conn_closed_cb(uv_handle_t *h) {
+  hc_conn_t *c = h->data;
+  ml_tls_free(c->tls);
+  free(c->key);
+  free(c);
+}
+
+/* Closes c for good: out of the pool, detached from its request. Its pending connect and
+ * writes end with UV_ECANCELED before the memory goes. */
+static void conn_close(hc_conn_t *c) {
+  if (c->closing) return;
+  c->closing = 1;
+  pool_unlink(c);
+  if (c->req && c->req->conn == c) c->req->conn = NULL;
+  c->req = NULL;
+  uv_close((uv_handle_t *)&c->tcp, conn_closed_cb);
+}
+
+typedef struct {
+  uv_write_t w;
+  char data[];
+} hc_write_t;
+
+static void req_io_error(hc_req_t *r, const char *what, int status);
+
+static void write_cb(uv_write_t *w, int status) {
+  hc_conn_t *c = w->data;
+  free(w);
+  if (status < 0 && !c->closing && c->req) req_io_error(c->req, "write", status);
+}
+
+/* Writes a copy of data. Returns 0 or a libuv error (then nothing was queued). */
+static int conn_write(hc_conn_t *c, const char *data, size_t len) {
+  hc_write_t *w = malloc(sizeof *w + len);
+  if (!w) abort();
+  memcpy(w->data, data, len);
+  w->w.data = c;
+  uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
+  int rc = uv_write(&w->w, (uv_stream_t *)&c->tcp, &b, 1, write_cb);
+  if (rc) free(w);
+  return rc;
+}
+
+/* Sends what OpenSSL produced. Returns 0 or a libuv error. */
+static int conn_flush_tls(hc_conn_t *c) {
+  ml_buf_t out = {0};
+  int rc = 0;
+  if (ml_tls_take(c->tls, &out)) rc = conn_write(c, out.data, out.len);
+  ml_buf_free(&out);
+  return rc;
+}
+
+static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  (void)h;
+  (void)hint;
+  buf->base = read_buf;
+  buf->len = sizeof read_buf;
+}
+
+/* An idle connection heard from its server: a close (or bytes nobody asked for, which
+ * make it unusable too). TLS may bring session tickets, which are fine. */
+static void idle_read(hc_conn_t *c, ssize_t n, const uv_buf_t *buf) {
+  if (n > 0 && c->tls) {
+    ml_tls_feed(c->tls, buf->base, (size_t)n);
+    if (ml_tls_read(c->tls, plain_buf, sizeof plain_buf) == 0) return;
+  }
+  conn_close(c);
+}
+
+/* --- requests: ending ---------------------------------------------------------------- */
+
+static void req_unref(hc_req_t *r) {
+  if (--r->refs > 0) return;
+  free(r->addrs);
+  free(r->host);
+  free(r->key);
+  free(r->label);
+  ml_buf_free(&r->wire);
+  ml_buf_free(&r->store);
+  ml_buf_free(&r->body);
+  free(r->hdrs);
+  free(r);
+}
+
+static void timer_closed_cb(uv_handle_t *h) {
+  req_unref(h->data);
+}
+
+/* Lets go of everything r holds on the loop: its connection (closed), its DNS lookup
+ * (cancelled), its timer. r->task must already be NULL. */
+static void req_release(hc_req_t *r) {
+  assert(!r->task);
+  if (r->conn) conn_close(r->conn);
+  if (r->gai_pending) uv_cancel((uv_req_t *)&r->gai);
+  uv_close((uv_handle_t *)&r->timer, timer_closed_cb);
+}
+
+/* Ends r with n results pushed on its task, then wakes the task: the caller's last act. */
+static void req_end(hc_req_t *r, int n) {
+  ml_task_t *t = r->task;
+  r->task = NULL;
+  req_release(r);
+  ml_task_wake(t, n);
+}
+
+static void req_cancel(ml_task_t *t) {
+  hc_req_t *r = t->wait;
+  r->task = NULL;
+  req_release(r);
+}
+
+static void timer_cb(uv_timer_t *h);
+
+/* Ends r with nil and the message in r->err. Before the task waits, the timer delivers it
+ * on the next loop turn (a task must wait before it is woken). */
+static void req_fail_err(hc_req_t *r) {
+  if (r->conn) conn_close(r->conn);
+  if (!r->started) {
+    r->deferred = 1;
+    uv_timer_start(&r->timer, timer_cb, 0, 0);
+    return;
+  }
+  lua_State *co = r->task->co;
+  lua_pushnil(co);
+  lua_pushstring(co, r->err);
+  req_end(r, 2);
+}
+
+/* Ends r with nil, message (printf-style). */
+static void req_fail(hc_req_t *r, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(r->err, sizeof r->err, fmt, ap);
+  va_end(ap);
+  req_fail_err(r);
+}
+
+static void push_headers(lua_State *L, hc_req_t *r) {
+  lua_createtable(L, 0, r->nhdrs);
+  for (int i = 0; i < r->nhdrs; i++) {
+    hc_hdr_t *h = &r->hdrs[i];
+    lua_pushlstring(L, r->store.data + h->name_off, h->name_len);
+    lua_pushvalue(L, -1);
+    lua_rawget(L, -3);
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      lua_pushlstring(L, r->store.data + h->val_off, h->val_len);
+    } else {   /* a repeated header: values joined with ", " */
+      lua_pushliteral(L, ", ");
+      lua_pushlstring(L, r->store.data + h->val_off, h->val_len);
+      lua_concat(L, 3);
+    }
+    lua_rawset(L, -3);
+  }
+}
+
+/* Does an https connection hold bytes beyond the response? Then it cannot be reused. */
+static int tls_has_more(hc_conn_t *c) {
+  char b;
+  return ml_tls_read(c->tls, &b, 1) != 0;
+}
+
+/* The response is complete: status, headers, body to the task. `clean`: no byte followed
+ * it in what was read. */
+static void req_succeed(hc_req_t *r, int clean) {
+  hc_conn_t *c = r->conn;
+  int reuse = c && clean && r->keepalive && llhttp_should_keep_alive(&r->parser) &&
+              !(c->tls && tls_has_more(c));
+  lua_State *co = r->task->co;
+  lua_pushinteger(co, r->parser.status_code);
+  push_headers(co, r);
+  lua_pushlstring(co, r->body.data ? r->body.data : "", r->body.len);
+  if (c) {
+    r->conn = NULL;
+    if (reuse) pool_checkin(r->pool, c);
+    else conn_close(c);
+  }
+  req_end(r, 3);
+}
+
+/* A reused connection failed before any response byte: the server had closed it. Once,
+ * for idempotent methods, the request goes again on a fresh connection. */
+static int req_retry(hc_req_t *r) {
+  if (!r->reused || r->retried || r->got_bytes || !r->idempotent) return 0;
+  if (r->conn) conn_close(r->conn);
+  r->reused = 0;
+  r->retried = 1;
+  llhttp_reset(&r->parser);
+  r->headers_done = r->complete = r->has_length = 0;
+  r->nhdrs = 0;
+  r->store.len = r->body.len = 0;
+  r->header_bytes = 0;
+  req_resolve(r);
+  return 1;
+}
+
+static void req_io_error(hc_req_t *r, const char *what, int status) {
+  if (req_retry(r)) return;
+  req_fail(r, "%s: %s (%s)", what, uv_strerror(status), r->label);
+}
+
+/* The server closed the connection (EOF, or close_notify over TLS) or it broke. */
+static void req_on_close(hc_req_t *r, int status) {
+  if (req_retry(r)) return;
+  if (status != UV_EOF) {
+    req_fail(r, "read: %s (%s)", uv_strerror(status), r->label);
+    return;
+  }
+  if (r->got_bytes && !r->complete) {
+    llhttp_errno_t e = llhttp_finish(&r->parser);   /* a close-delimited body ends here */
+    if ((e == HPE_OK || e == HPE_PAUSED) && r->complete) {
+      req_succeed(r, 0);
+      return;
+    }
+  }
+  if (!r->got_bytes)
+    req_fail(r, "closed: connection closed before any response (%s)", r->label);
+  else if (!r->headers_done)
+    req_fail(r, "closed: connection closed in the response headers (%s)", r->label);
+  else if (r->has_length)
+    req_fail(r, "closed: connection closed after %zu of %llu body bytes (%s)", r->body.len,
+             (unsigned long long)r->expected, r->label);
+  else if (r->parser.flags & F_CHUNKED)
+    req_fail(r, "closed: connection closed after %zu body bytes, before the end of the "
+                "chunked body (%s)", r->body.len, r->label);
+  else
+    req_fail(r, "closed: connection closed after %zu body bytes (%s)", r->body.len, r->label);
+}
+
+/* --- requests: time ------------------------------------------------------------------ */
+
+/* Sets the timer to the earliest deadline of the current phase. */
+static void req_arm(hc_req_t *r) {
+  uint64_t now = uv_now(r->pool->loop);
+  double phase_s = r->phase == PH_CONNECT ? r->connect_s : r->read_s;
+  uint64_t d = r->phase_start + (uint64_t)(phase_s * 1000 + 0.5);
+  if (r->total_deadline < d) d = r->total_deadline;
+  uv_timer_start(&r->timer, timer_cb, d > now ? d - now : 0, 0);
+}
+
+static void timer_cb(uv_timer_t *h) {
+  hc_req_t *r = h->data;
+  if (r->deferred) {
+    r->deferred = 0;
+    r->started = 1;
+    req_fail_err(r);
+    return;
+  }
+  if (uv_now(r->pool->loop) >= r->total_deadline) {
+    if (r->got_bytes)
+      req_fail(r, "timeout: response not complete within %g s (%s)", r->total_s, r->label);
+    else
+      req_fail(r, "timeout: no response within %g s (%s)", r->total_s, r->label);
+  } else if (r->phase == PH_CONNECT) {
+    req_fail(r, "timeout: no connection within %g s (%s)", r->connect_s, r->where);
+  } else if (r->got_bytes) {
+    req_fail(r, "timeout: no data for %g s (%s)", r->read_s, r->label);
+  } else {
+    req_fail(r, "timeout: no response within %g s (%s)", r->read_s, r->label);
+  }
+}
+
+/* --- requests: the response ---------------------------------------------------------- */
+
+#define R(p) ((hc_req_t *)(p)->data)
+
+static int too_large(hc_req_t *r, const char *what, size_t limit) {
+  snprintf(r->err, sizeof r->err, "too large: response %s over %zu bytes (%s)", what, limit,
+           r->label);
+  return HPE_USER;
+}
+
+static int on_message_begin(llhttp_t *p) {
+  hc_req_t *r = R(p);
+  r->nhdrs = 0;
+  r->store.len = 0;
+  r->body.len = 0;
+  r->headers_done = 0;
+  r->has_length = 0;
+  return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len) {
+  hc_req_t *r = R(p);
+  r->header_bytes += len + 4;
+  if (r->header_bytes > MAX_HEADER_BYTES) return too_large(r, "headers", MAX_HEADER_BYTES);
+  hc_hdr_t *cur = r->nhdrs ? &r->hdrs[r->nhdrs - 1] : NULL;
+  if (!cur || cur->val_off != UINT32_MAX) {   /* the previous header is finished */
+    if (r->nhdrs == r->caphdrs) {
+      r->caphdrs = r->caphdrs ? r->caphdrs * 2 : 16;
+      r->hdrs = realloc(r->hdrs, sizeof *r->hdrs * (size_t)r->caphdrs);
+      if (!r->hdrs) abort();
+    }
+    cur = &r->hdrs[r->nhdrs++];
+    cur->name_off = (uint32_t)r->store.len;
+    cur->name_len = 0;
+    cur->val_off = UINT32_MAX;
+    cur->val_len = 0;
+  }
+  size_t start = r->store.len;
+  ml_buf_add(&r->store, at, len);
+  for (size_t i = start; i < r->store.len; i++) {
+    char c = r->store.data[i];
+    if (c >= 'A' && c <= 'Z') r->store.data[i] = (char)(c + 32);
+  }
+  cur->name_len += (uint32_t)len;
+  return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len) {
+  hc_req_t *r = R(p);
+  r->header_bytes += len;
+  if (r->header_bytes > MAX_HEADER_BYTES) return too_large(r, "headers", MAX_HEADER_BYTES);
+  hc_hdr_t *cur = &r->hdrs[r->nhdrs - 1];
+  if (cur->val_off == UINT32_MAX) cur->val_off = (uint32_t)r->store.len;
+  ml_buf_add(&r->store, at, len);
+  cur->val_len += (uint32_t)len;
+  return 0;
+}
+
+static int on_header_value_complete(llhttp_t *p) {
+  hc_req_t *r = R(p);
+  hc_hdr_t *cur = &r->hdrs[r->nhdrs - 1];
+  if (cur->val_off == UINT32_MAX) cur->val_off = (uint32_t)r->store.len;   /* empty value */
+  while (cur->val_len > 0) {
+    char c = r->store.data[cur->val_off + cur->val_len - 1];
+    if (c != ' ' && c != '\t') break;
+    cur->val_len--;
+  }
+  return 0;
+}
+
+/* Returns 1 for "no body" (HEAD), as llhttp asks. */
+static int on_headers_complete(llhttp_t *p) {
+  hc_req_t *r = R(p);
+  if (p->status_code == 101) {
+    snprintf(r->err, sizeof r->err, "invalid response: unexpected 101 switching protocols (%s)",
+             r->label);
+    return HPE_USER;
+  }
+  r->headers_done = 1;
+  if (p->flags & F_CONTENT_LENGTH) {
+    r->has_length = 1;
+    r->expected = p->content_length;
+    if (!r->head && p->content_length > r->max_size) return too_large(r, "body", r->max_size);
+  }
+  return r->head && p->status_code >= 200 ? 1 : 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len) {
+  hc_req_t *r = R(p);
+  if (r->body.len + len > r->max_size) return too_large(r, "body", r->max_size);
+  ml_buf_add(&r->body, at, len);
+  return 0;
+}
+
+static int on_message_complete(llhttp_t *p) {
+  hc_req_t *r = R(p);
+  if (p->status_code < 200) return 0;   /* 100 Continue and friends: the real one follows */
+  r->complete = 1;
+  return HPE_PAUSED;
+}
+
+static llhttp_settings_t settings;
+
+static void settings_init(void) {
+  llhttp_settings_t s;
+  llhttp_settings_init(&s);
+  s.on_message_begin = on_message_begin;
+  s.on_header_field = on_header_field;
+  s.on_header_value = on_header_value;
+  s.on_header_value_complete = on_header_value_complete;
+  s.on_headers_complete = on_headers_complete;
+  s.on_body = on_body;
+  s.on_message_complete = on_message_complete;
+  settings = s;
+}
+
+/* Response bytes (plain text). Returns 1 when they ended the request. */
+static int req_on_data(hc_req_t *r, const char *data, size_t len) {
+  r->got_bytes = 1;
+  r->phase_start = uv_now(r->pool->loop);
+  req_arm(r);
+  r->err[0] = 0;
+  llhttp_errno_t e = llhttp_execute(&r->parser, data, len);
+  if (e == HPE_OK) return 0;
+  if (e == HPE_PAUSED && r->complete) {
+    req_succeed(r, llhttp_get_error_pos(&r->parser) == data + len);
+    return 1;
+  }
+  if (r->err[0]) req_fail_err(r);
+  else req_fail(r, "invalid response: %s (%s)", llhttp_get_error_reason(&r->parser), r->label);
+  return 1;
+}
+
+/* Advances the TLS handshake. Returns 1 when it ended the request. */
+static int conn_handshake(hc_conn_t *c) {
+  hc_req_t *r = c->req;
+  int rc = ml_tls_handshake(c->tls);
+  int wrc = conn_flush_tls(c);
+  if (rc < 0) {
+    req_fail(r, "tls: %s (%s)", ml_tls_error(c->tls), r->where);
+    return 1;
+  }
+  if (wrc) {
+    req_fail(r, "tls: %s (%s)", uv_strerror(wrc), r->where);
+    return 1;
+  }
+  if (rc == 1) return 0;
+  c->ready = 1;
+  req_send(r);
+  return c->req != r;
+}
+
+static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  hc_conn_t *c = s->data;
+  if (n == 0 || c->closing) return;
+  hc_req_t *r = c->req;
+  if (!r) {
+    idle_read(c, n, buf);
+    return;
+  }
+  if (n < 0) {
+    if (c->tls && !c->ready)
+      req_fail(r, "tls: connection closed during the handshake (%s)", r->where);
+    else
+      req_on_close(r, (int)n);
+    return;
+  }
+  if (!c->tls) {
+    req_on_data(r, buf->base, (size_t)n);
+    return;
+  }
+  ml_tls_feed(c->tls, buf->base, (size_t)n);
+  if (!c->ready && conn_handshake(c)) return;
+  if (!c->ready) return;
+  for (;;) {
+    int m = ml_tls_read(c->tls, plain_buf, sizeof plain_buf);
+    if (m == 0) break;
+    if (m == UV_EOF) {
+      req_on_close(r, UV_EOF);
+      return;
+    }
+    if (m < 0) {
+      req_fail(r, "tls: %s (%s)", ml_tls_error(c->tls), r->label);
+      return;
+    }
+    if (req_on_data(r, plain_buf, (size_t)m)) return;
+  }
+  int wrc = conn_flush_tls(c);   /* reading may answer the server (key updates) */
+  if (wrc) req_io_error(r, "write", wrc);
+}
+
+/* --- requests: connecting and sending ------------------------------------------------- */
+
+static void req_send(hc_req_t *r) {
+  hc_conn_t *c = r->conn;
+  r->phase = PH_IO;
+  r->phase_start = uv_now(r->pool->loop);
+  req_arm(r);
+  int rc;
+  if (c->tls) {
+    rc = ml_tls_write(c->tls, r->wire.data, r->wire.len);
+    if (rc) {
+      req_fail(r, "tls: %s (%s)", ml_tls_error(c->tls), r->label);
+      return;
+    }
+    rc = conn_flush_tls(c);
+  } else {
+    rc = conn_write(c, r->wire.data, r->wire.len);
+  }
+  if (rc) req_io_error(r, "write", rc);
+}
+
+static void connect_cb(uv_connect_t *cr, int status) {
+  hc_conn_t *c = cr->handle->data;
+  if (c->closing) return;
+  hc_req_t *r = c->req;
+  if (status < 0) {
+    conn_close(c);
+    if (++r->addr_i < r->naddrs) conn_start(r);   /* the next address of the name */
+    else req_fail(r, "connect: %s (%s)", uv_strerror(status), r->where);
+    return;
+  }
+  int rc = uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+  if (rc) {
+    req_fail(r, "connect: %s (%s)", uv_strerror(rc), r->where);
+    return;
+  }
+  if (!r->tls) {
+    c->ready = 1;
+    req_send(r);
+    return;
+  }
+  c->tls = ml_tls_new(r->ctx, r->host, r->verify);
+  if (!c->tls) {
+    req_fail(r, "tls: cannot create a session (%s)", r->where);
+    return;
+  }
+  conn_handshake(c);
+}
+
+/* Connects to r->addrs[r->addr_i]; failures move on to the next address. */
+static void conn_start(hc_req_t *r) {
+  hc_conn_t *c = calloc(1, sizeof *c);
+  if (!c) abort();
+  uv_tcp_init(r->pool->loop, &c->tcp);
+  c->tcp.data = c;
+  c->key = strdup(r->key);
+  c->req = r;
+  r->conn = c;
+  uv_tcp_nodelay(&c->tcp, 1);
+  int rc = uv_tcp_connect(&c->connect, &c->tcp,
+                          (const struct sockaddr *)&r->addrs[r->addr_i], connect_cb);
+  if (rc == 0) return;
+  conn_close(c);
+  if (++r->addr_i < r->naddrs) conn_start(r);
+  else req_fail(r, "connect: %s (%s)", uv_strerror(rc), r->where);
+}
+
+static void gai_cb(uv_getaddrinfo_t *g, int status, struct addrinfo *res) {
+  hc_req_t *r = g->data;
+  r->gai_pending = 0;
+  if (!r->task) {   /* cancelled meanwhile */
+    uv_freeaddrinfo(res);
+    req_unref(r);
+    return;
+  }
+  r->refs--;
+  if (status < 0) {
+    uv_freeaddrinfo(res);
+    req_fail(r, "dns: %s (%s)", uv_strerror(status), r->host);
+    return;
+  }
+  int n = 0;
+  for (struct addrinfo *a = res; a; a = a->ai_next)
+    if (a->ai_family == AF_INET || a->ai_family == AF_INET6) n++;
+  free(r->addrs);
+  r->addrs = calloc((size_t)n + 1, sizeof *r->addrs);
+  if (!r->addrs) abort();
+  r->naddrs = 0;
+  for (struct addrinfo *a = res; a; a = a->ai_next)
+    if (a->ai_family == AF_INET || a->ai_family == AF_INET6)
+      memcpy(&r->addrs[r->naddrs++], a->ai_addr, a->ai_addrlen);
+  uv_freeaddrinfo(res);
+  if (r->naddrs == 0) {
+    req_fail(r, "dns: no address (%s)", r->host);
+    return;
+  }
+  r->addr_i = 0;
+  conn_start(r);
+}
+
+/* Starts a fresh connection: the address at once for an IP literal, else through DNS. */
+static void req_resolve(hc_req_t *r) {
+  r->phase = PH_CONNECT;
+  r->phase_start = uv_now(r->pool->loop);
+  req_arm(r);
+  free(r->addrs);
+  r->addrs = calloc(1, sizeof *r->addrs);
+  if (!r->addrs) abort();
+  r->naddrs = 1;
+  r->addr_i = 0;
+  if (uv_ip4_addr(r->host, r->port, (struct sockaddr_in *)r->addrs) == 0 ||
+      uv_ip6_addr(r->host, r->port, (struct sockaddr_in6 *)r->addrs) == 0) {
+    conn_start(r);
+    return;
+  }
+  char port[8];
+  snprintf(port, sizeof port, "%d", r->port);
+  struct addrinfo hints;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  r->gai.data = r;
+  int rc = uv_getaddrinfo(r->pool->loop, &r->gai, gai_cb, r->host, port, &hints);
+  if (rc) {
+    req_fail(r, "dns: %s (%s)", uv_strerror(rc), r->host);
+    return;
+  }
+  r->gai_pending = 1;
+  r->refs++;
+}
+
+/* --- Lua --------------------------------------------------------------------------------- */
+
+static const char *opt_str(lua_State *L, const char *name, size_t *len, int required) {
+  lua_getfield(L, 1, name);
+  int ty = lua_type(L, -1);
+  if (ty != LUA_TSTRING && (required || ty != LUA_TNIL))
+    luaL_error(L, "http_request: field '%s' must be a string", name);
+  const char *s = lua_tolstring(L, -1, len);
+  lua_pop(L, 1);   /* the table at index 1 keeps the string alive */
+  return s;
+}
+
+static double opt_num(lua_State *L, const char *name, double def, double min) {
+  lua_getfield(L, 1, name);
+  double v = def;
+  if (!lua_isnil(L, -1)) {
+    if (lua_type(L, -1) != LUA_TNUMBER)
+      luaL_error(L, "http_request: field '%s' must be a number", name);
+    v = lua_tonumber(L, -1);
+    if (!(v >= min && v < 1e9)) luaL_error(L, "http_request: field '%s' is out of range", name);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+static int opt_bool(lua_State *L, const char *name, int def) {
+  lua_getfield(L, 1, name);
+  int v = lua_isnil(L, -1) ? def : lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+static uv_once_t settings_once = UV_ONCE_INIT;
+
+/* http_request(spec) -> status, headers, body | nil, message (see httpc.h). Misuse raises
+ * before anything is allocated; every other failure comes back as nil, message. */
+static int l_http_request(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  ml_task_t *t = ml_task_current(L);   /* raises outside a moonlet state */
+  size_t wlen;
+  const char *host = opt_str(L, "host", NULL, 1);
+  const char *wire = opt_str(L, "wire", &wlen, 1);
+  const char *label = opt_str(L, "label", NULL, 1);
+  const char *ca_file = opt_str(L, "ca_file", NULL, 0);
+  double port = opt_num(L, "port", 0, 1);
+  double connect_s = opt_num(L, "connect_timeout", 10, 0);
+  double read_s = opt_num(L, "read_timeout", 30, 0);
+  double total_s = opt_num(L, "timeout", 60, 0);
+  double max_size = opt_num(L, "max_size", 16 << 20, 0);
+  luaL_argcheck(L, port <= 65535 && port == (int)port, 1, "port out of range");
+  hc_req_t *r = calloc(1, sizeof *r);
+  if (!r) abort();
+  r->tls = opt_bool(L, "tls", 0);
+  r->verify = opt_bool(L, "verify", 1);
+  r->head = opt_bool(L, "head", 0);
+  r->idempotent = opt_bool(L, "idempotent", 0);
+  r->keepalive = opt_bool(L, "keepalive", 1);
+  r->connect_s = connect_s;
+  r->read_s = read_s;
+  r->total_s = total_s;
+  r->max_size = (size_t)max_size;
+  r->port = (int)port;
+  r->host = strdup(host);
+  r->label = strdup(label);
+  ml_buf_add(&r->wire, wire, wlen);
+  if (strchr(host, ':')) snprintf(r->where, sizeof r->where, "[%s]:%d", host, r->port);
+  else snprintf(r->where, sizeof r->where, "%s:%d", host, r->port);
+  ml_buf_t key = {0};   /* what a reused connection must match: scheme, host, port, trust */
+  ml_buf_addstr(&key, r->tls ? "https://" : "http://");
+  ml_buf_addstr(&key, r->where);
+  if (r->tls) {
+    ml_buf_addstr(&key, r->verify ? " verify " : " noverify ");
+    if (ca_file && r->verify) ml_buf_addstr(&key, ca_file);
+  }
+  ml_buf_addc(&key, 0);
+  r->key = key.data;
+  uv_once(&settings_once, settings_init);
+  llhttp_init(&r->parser, HTTP_RESPONSE, &settings);
+  r->parser.data = r;
+  ml_sched_t *s = t->sched;
+  r->pool = pool_of(L, s);
+  r->task = t;
+  r->refs = 1;
+  uv_timer_init(s->loop, &r->timer);
+  r->timer.data = r;
+  uv_update_time(s->loop);   /* a pool thread's loop may have slept since its last turn */
+  r->total_deadline = uv_now(s->loop) + (uint64_t)(r->total_s * 1000 + 0.5);
+  char err[300];
+  if (r->tls && !(r->ctx = pool_ctx(r->pool, r->verify, r->verify ? ca_file : NULL, err,
+                                     sizeof err))) {
+    req_fail(r, "tls: %s", err);
+  } else if ((r->conn = pool_checkout(r->pool, r->key))) {
+    r->conn->req = r;
+    r->reused = 1;
+    req_send(r);
+  } else {
+    req_resolve(r);
+  }
+  r->started = !r->deferred;
+  return ml_task_wait(L, t, req_cancel, r);
+}
+
+void ml_httpc_open(lua_State *L) {
+  static const luaL_Reg fns[] = {{"http_request", l_http_request}, {NULL, NULL}};
+  luaL_register(L, NULL, fns);
+}

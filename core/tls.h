@@ -1,0 +1,42 @@
+/* TLS for the HTTP client: OpenSSL driven through memory BIOs, so the socket stays a plain
+ * libuv stream. Ciphertext that arrives is handed to ml_tls_feed; whatever OpenSSL wants
+ * to send (handshake records, encrypted requests) is collected with ml_tls_take and
+ * written by the caller. A session never touches a socket or a loop.
+ *
+ * Contexts (ml_tls_ctx_new) hold the trust settings: the system CAs by default
+ * (SSL_CTX_set_default_verify_paths), or only the certificates of `ca_file`, or no
+ * verification at all. A session checks the peer's name against the host it was made
+ * for (a DNS name or an IP literal) and sends SNI for DNS names. */
+#ifndef ML_TLS_H
+#define ML_TLS_H
+#include "buf.h"
+#include <openssl/ssl.h>
+
+typedef struct ml_tls_s ml_tls_t;
+
+/* A client context. verify = 0 accepts any certificate. ca_file (may be NULL) replaces
+ * the system CAs. Returns NULL with a one-line message in err when ca_file cannot be
+ * loaded. The caller owns the context (SSL_CTX_free). */
+SSL_CTX *ml_tls_ctx_new(int verify, const char *ca_file, char *err, size_t errlen);
+
+/* A client session for `host` (copied). Returns NULL on out of memory. */
+ml_tls_t *ml_tls_new(SSL_CTX *ctx, const char *host, int verify);
+void ml_tls_free(ml_tls_t *t);
+
+/* Ciphertext from the network. */
+void ml_tls_feed(ml_tls_t *t, const char *data, size_t len);
+/* Appends the ciphertext waiting to be sent to out; returns how many bytes. */
+size_t ml_tls_take(ml_tls_t *t, ml_buf_t *out);
+
+/* Advances the handshake. Returns 0 when it is complete, 1 while it needs more input,
+ * UV_EPROTO on failure (ml_tls_error says why: "certificate verify failed: ..."). */
+int ml_tls_handshake(ml_tls_t *t);
+/* Encrypts len bytes (after the handshake). Returns 0 or UV_EPROTO. */
+int ml_tls_write(ml_tls_t *t, const char *data, size_t len);
+/* Decrypts into buf. Returns the number of bytes (> 0), 0 when more input is needed,
+ * UV_EOF when the peer closed the session (close_notify), UV_EPROTO on failure. */
+int ml_tls_read(ml_tls_t *t, char *buf, size_t cap);
+
+/* The reason of the last failure, in lower case. */
+const char *ml_tls_error(const ml_tls_t *t);
+#endif
