@@ -180,10 +180,12 @@ wrk_run() {
 # wrk_run in the order A, B, B, A, each run half of $DURATION (at least 2 s), so a load that
 # rises or falls steadily weighs on both alike. Sets WA_RPS and WB_RPS (mean req/s of the two
 # runs), WA_RUNS/WB_RUNS ("rps1 / rps2"), WA_P99/WB_P99 ("p99 / p99"), WA_ERRORS/WB_ERRORS
-# (sum), WA_CPU/WB_CPU (mean server CPU, % of one CPU) and W_HALF (the duration of each run).
+# (sum), WA_CPU/WB_CPU (mean server CPU, % of one CPU), WA_US/WB_US (server CPU time per
+# request in microseconds, mean of the two runs: less sensitive to other load on the machine
+# than req/s) and W_HALF (the duration of each run).
 # PID_*: the server of each target.
 wrk_abba() {
-  local name=$1 url_a=$2 pid_a=$3 url_b=$4 pid_b=$5 half run t rps="" p99="" err="" cpu=""
+  local name=$1 url_a=$2 pid_a=$3 url_b=$4 pid_b=$5 half run t rps="" p99="" err="" cpu="" us=""
   half=$(( $(seconds "$DURATION") / 2 ))
   [ "$half" -ge 2 ] || half=2
   W_HALF=${half}s
@@ -195,6 +197,7 @@ wrk_abba() {
       DURATION=${half}s wrk_run "${name}_$run" "$url_b" "$pid_b"
     fi
     rps="$rps $t=${W_RPS}" p99="$p99 $t=$W_P99" err="$err $t=$W_ERRORS" cpu="$cpu $t=${W_CPU%\%}"
+    us="$us $t=$(awk -v c="${W_CPU%\%}" -v r="$W_RPS" 'BEGIN { printf "%.2f", c * 1e4 / r }')"
   done
   # pick_runs T LIST: "v1 / v2" of the entries T=v of LIST
   pick_runs() { echo "$2" | tr ' ' '\n' | sed -n "s/^$1=//p" | paste -sd' ' | sed 's# # / #'; }
@@ -206,6 +209,8 @@ wrk_abba() {
   WB_ERRORS=$(pick_runs b "$err" | awk -F' / ' '{ print $1 + $2 }')
   WA_CPU=$(pick_runs a "$cpu" | awk -F' / ' '{ printf "%.0f%%", ($1 + $2) / 2 }')
   WB_CPU=$(pick_runs b "$cpu" | awk -F' / ' '{ printf "%.0f%%", ($1 + $2) / 2 }')
+  WA_US=$(pick_runs a "$us" | awk -F' / ' '{ printf "%.1f", ($1 + $2) / 2 }')
+  WB_US=$(pick_runs b "$us" | awk -F' / ' '{ printf "%.1f", ($1 + $2) / 2 }')
 }
 
 # start_nginx: nginx in the foreground (worker_processes 1) with its own prefix in $TMP/nginx,
@@ -555,17 +560,18 @@ bench_pool_overhead() {
   kill -0 "$ML_PID" 2>/dev/null || echo "!! moonlet exited during the runs"
   stop_pid "$ML_PID"
 
-  fmt='%-22s %10s %21s %17s %7s %11s\n'
-  printf "$fmt" "route" "req/s" "the 2 runs (req/s)" "p99 (2 runs)" "errors" "server CPU"
+  fmt='%-22s %10s %21s %17s %6s %8s %9s\n'
+  printf "$fmt" "route" "req/s" "the 2 runs (req/s)" "p99 (2 runs)" "errors" "srv CPU" "CPU us/req"
   printf "$fmt" "----------------------" "----------" "---------------------" "-----------------" \
-    "-------" "-----------"
-  printf "$fmt" "/hello (coroutine)" "$WA_RPS" "$WA_RUNS" "$WA_P99" "$WA_ERRORS" "$WA_CPU"
-  printf "$fmt" "/hello-pool (pooled)" "$WB_RPS" "$WB_RUNS" "$WB_P99" "$WB_ERRORS" "$WB_CPU"
+    "------" "--------" "---------"
+  printf "$fmt" "/hello (coroutine)" "$WA_RPS" "$WA_RUNS" "$WA_P99" "$WA_ERRORS" "$WA_CPU" "$WA_US"
+  printf "$fmt" "/hello-pool (pooled)" "$WB_RPS" "$WB_RUNS" "$WB_P99" "$WB_ERRORS" "$WB_CPU" "$WB_US"
   ratio=$(awk -v a="$WB_RPS" -v b="$WA_RPS" 'BEGIN { printf "%.2f", a / b }')
   verdict=$(awk -v r="$ratio" 'BEGIN { print (r >= 0.5 ? "met" : "NOT met") }')
   printf '%-22s %10s   target >= 0.50: %s\n' "ratio pooled/coroutine" "$ratio" "$verdict"
   echo "one server, loaded in the order /hello, /hello-pool, /hello-pool, /hello ($W_HALF each, 1 s"
-  echo "warm-up each); req/s = mean of the two. The server had $th1 threads after the pooled runs."
+  echo "warm-up each); req/s = mean of the two; CPU us/req = the server's CPU time per request"
+  echo "(all its threads). The server had $th1 threads after the pooled runs."
   moonlet_log pool
 
   # RSS of 40 pool states: a fresh server, then 40 concurrent /d (each holds a thread 1 s)
@@ -625,18 +631,22 @@ bench_routes() {
   stop_pid "$h_pid"
   stop_pid "$ML_PID"
 
-  fmt='%-22s %10s %21s %17s %7s %11s\n'
-  printf "$fmt" "app" "req/s" "the 2 runs (req/s)" "p99 (2 runs)" "errors" "server CPU"
+  fmt='%-22s %10s %21s %17s %6s %8s %9s\n'
+  printf "$fmt" "app" "req/s" "the 2 runs (req/s)" "p99 (2 runs)" "errors" "srv CPU" "CPU us/req"
   printf "$fmt" "----------------------" "----------" "---------------------" "-----------------" \
-    "-------" "-----------"
-  printf "$fmt" "apps/hello (4 routes)" "$WA_RPS" "$WA_RUNS" "$WA_P99" "$WA_ERRORS" "$WA_CPU"
-  printf "$fmt" "/hello + 1,000 routes" "$WB_RPS" "$WB_RUNS" "$WB_P99" "$WB_ERRORS" "$WB_CPU"
+    "------" "--------" "---------"
+  printf "$fmt" "apps/hello (4 routes)" "$WA_RPS" "$WA_RUNS" "$WA_P99" "$WA_ERRORS" "$WA_CPU" "$WA_US"
+  printf "$fmt" "/hello + 1,000 routes" "$WB_RPS" "$WB_RUNS" "$WB_P99" "$WB_ERRORS" "$WB_CPU" "$WB_US"
   ratio=$(awk -v a="$WB_RPS" -v b="$WA_RPS" 'BEGIN { printf "%.2f", a / b }')
   verdict=$(awk -v r="$ratio" 'BEGIN { print (r >= 0.95 ? "met" : "NOT met") }')
   printf '%-22s %10s   target >= 0.95 (no measurable slowdown): %s\n' "ratio 1,000/hello" \
     "$ratio" "$verdict"
+  printf '%-22s %10s   (server CPU per request, 1,000 routes / apps/hello)\n' "CPU ratio" \
+    "$(awk -v a="$WB_US" -v b="$WA_US" 'BEGIN { printf "%.2f", a / b }')"
   echo "both servers run side by side, loaded one at a time in the order apps/hello, 1,000 routes,"
-  echo "1,000 routes, apps/hello ($W_HALF each, 1 s warm-up each); req/s = mean of the two."
+  echo "1,000 routes, apps/hello ($W_HALF each, 1 s warm-up each); req/s = mean of the two;"
+  echo "CPU us/req = the server's user+system CPU time per request (other load on the machine"
+  echo "moves req/s far more than it moves this)."
   echo "generated app: 500 static /rI/items + 500 /rI/items/{id:int}; answers: /r123/items $code1,"
   echo "/r500/items/42 $code2, /r500/items/x $code3 (expected 200, 200, 404)"
   moonlet_log routes
