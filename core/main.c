@@ -2,6 +2,7 @@
 #include "moonlet.h"
 #include "log.h"
 #include "lstate.h"
+#include "task.h"
 #include <errno.h>
 #include <lauxlib.h>
 #include <stdio.h>
@@ -128,6 +129,11 @@ static int cmd_serve(int argc, char **argv) {
 static int cmd_test(int argc, char **argv) {
   lua_State *L = ml_lua_new(".");
   if (!L) return fail("out of memory%s%s", "", "");
+  /* a loop of its own: moonlet primitives (sleep, http, db) block the spec runner */
+  uv_loop_t loop;
+  ml_sched_t sched;
+  uv_loop_init(&loop);
+  ml_sched_init(&sched, L, &loop);
   lua_pushcfunction(L, ml_lua_traceback);
   lua_getglobal(L, "require");
   lua_pushstring(L, "moonlet.testing");
@@ -146,7 +152,10 @@ static int cmd_test(int argc, char **argv) {
   if (lua_pcall(L, 1, 1, 1)) fprintf(stderr, "moonlet: %s\n", lua_tostring(L, -1));
   else rc = (int)lua_tointeger(L, -1);
   fflush(stdout);
+  ml_sched_close(&sched);
+  uv_run(&loop, UV_RUN_DEFAULT);
   lua_close(L);
+  uv_loop_close(&loop);
   return rc;
 }
 

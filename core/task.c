@@ -174,6 +174,9 @@ ml_task_t *ml_task_current(lua_State *L) {
   }
   t = t ? t : &s->root;
   t->co = L;   /* a blocking task waits on whichever thread is running */
+  /* The loop is not running between blocking waits, so its clock is stale: timers
+   * started now must count from now. */
+  uv_update_time(s->loop);
   return t;
 }
 

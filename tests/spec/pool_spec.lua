@@ -43,6 +43,13 @@ describe("pooled routes", function()
     c:close()
   end)
 
+  it("sleep the full time on a thread that was idle for a while", function()
+    t.sleep(0.4)   -- the thread's private loop stood still meanwhile
+    local t0 = t.now()
+    eq(get("/p/sleep?s=0.3"):json(), { slept = 0.3 })
+    ok(t.now() - t0 >= 0.29, "a pooled moonlet.sleep(0.3) returned after " .. (t.now() - t0))
+  end)
+
   it("run in parallel up to the pool size", function()
     local r = t.concurrent(srv.port, 4, "GET /p/sleep?s=0.5 HTTP/1.1\r\nHost: x\r\n\r\n", 10)
     eq(r.ok, 4)
