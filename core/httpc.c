@@ -13,21 +13,18 @@
  * connection, so nothing is touched after it.
  *
  * Ownership. A request (hc_req_t) belongs to its task until it ends or is cancelled; its
- * memory goes when its timer has closed and no getaddrinfo is pending (refs). A
- * connection (hc_conn_t) belongs to one request while busy and to the pool while idle;
- * its memory goes in the close callback of its socket. The pool (hc_pool_t) belongs to
- * one scheduler, i.e. one Lua state and its loop (found through the state's registry,
- * never shared between threads); ml_sched_close closes it (pool_close).
+ * memory goes when its timer has closed and no getaddrinfo is pending (refs). Its
+ * connection (httpc_pool.h) is its own while busy: closed when the request fails or is
+ * cancelled, handed to the pool (one per scheduler) only after a complete response.
  *
  * Time. A request has one timer set to the earliest of its deadlines: the total one, and
  * either the connect one (DNS, TCP, TLS handshake) or the read one (no byte for
  * read_timeout while sending or receiving), pushed back by every read. */
 #include "httpc.h"
 #include "buf.h"
+#include "httpc_pool.h"
 #include "task.h"
-#include "tls.h"
 #include <assert.h>
-#include <errno.h>
 #include <lauxlib.h>
 #include <llhttp.h>
 #include <stdarg.h>
@@ -36,44 +33,9 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#define IDLE_PER_HOST 64              /* idle connections kept per scheme+host+port */
-#define IDLE_TOTAL 256                /* idle connections kept per state */
-#define IDLE_TIMEOUT_MS 4000          /* below the usual 5 s of servers (moonlet's too) */
 #define MAX_HEADER_BYTES (64 * 1024)
 
-typedef struct hc_pool_s hc_pool_t;
-typedef struct hc_conn_s hc_conn_t;
 typedef struct hc_req_s hc_req_t;
-
-typedef struct hc_ctx_s {            /* a TLS context per trust setting */
-  int verify;
-  char *ca_file;                     /* NULL: the system CAs */
-  SSL_CTX *ctx;
-  struct hc_ctx_s *next;
-} hc_ctx_t;
-
-struct hc_pool_s {
-  uv_loop_t *loop;
-  lua_State *L;                      /* the state's main thread */
-  ml_sched_hook_t on_close;          /* the scheduler closes: so does the pool */
-  uv_timer_t sweep;                  /* closes expired idle connections; unref'd */
-  hc_conn_t *head, *tail;            /* idle, most recently used first */
-  int nidle;
-  hc_ctx_t *ctxs;
-};
-
-struct hc_conn_s {
-  uv_tcp_t tcp;
-  uv_connect_t connect;
-  ml_tls_t *tls;                     /* https only */
-  hc_pool_t *pool;                   /* while idle */
-  hc_req_t *req;                     /* while busy */
-  char *key;                         /* "https://host:port ..." : what may reuse it */
-  uint64_t idle_since;
-  hc_conn_t *next, *prev;            /* the pool's idle list */
-  int ready;                         /* connected (and TLS handshake done) */
-  int closing;
-};
 
 typedef struct {
   uint32_t name_off, name_len, val_off, val_len;   /* in hc_req_t.store */
@@ -83,8 +45,8 @@ enum { PH_CONNECT, PH_IO };
 
 struct hc_req_s {
   ml_task_t *task;                   /* NULL once the request is over (ended or cancelled) */
-  hc_pool_t *pool;
-  hc_conn_t *conn;
+  ml_httpc_pool_t *pool;
+  ml_httpc_conn_t *conn;
   uv_timer_t timer;
   uv_getaddrinfo_t gai;
   int gai_pending;
@@ -119,171 +81,11 @@ struct hc_req_s {
 static _Thread_local char read_buf[65536];   /* libuv reads land here, one read at a time */
 static _Thread_local char plain_buf[16384];  /* decrypted bytes */
 
-static void conn_close(hc_conn_t *c);
 static void req_send(hc_req_t *r);
 static void req_resolve(hc_req_t *r);
 static void conn_start(hc_req_t *r);
 
-/* --- the pool ---------------------------------------------------------------------- */
-
-static void pool_unlink(hc_conn_t *c) {
-  hc_pool_t *p = c->pool;
-  if (!p) return;
-  if (c->prev) c->prev->next = c->next; else p->head = c->next;
-  if (c->next) c->next->prev = c->prev; else p->tail = c->prev;
-  c->next = c->prev = NULL;
-  c->pool = NULL;
-  p->nidle--;
-}
-
-static void sweep_cb(uv_timer_t *h) {
-  hc_pool_t *p = h->data;
-  uint64_t now = uv_now(p->loop);
-  while (p->tail && now - p->tail->idle_since >= IDLE_TIMEOUT_MS) conn_close(p->tail);
-  if (p->tail) uv_timer_start(&p->sweep, sweep_cb, p->tail->idle_since + IDLE_TIMEOUT_MS - now, 0);
-}
-
-/* Is an idle connection still usable? The server may have closed it while the loop was
- * not running (a pool thread between requests): look at the socket itself. */
-static int conn_alive(hc_conn_t *c) {
-  uv_os_fd_t fd;
-  if (uv_fileno((uv_handle_t *)&c->tcp, &fd)) return 0;
-  char b;
-  ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-  if (n == 0) return 0;                 /* closed by the server */
-  if (n > 0) return c->tls != NULL;     /* plain: bytes nobody asked for; TLS: maybe a ticket */
-  return errno == EAGAIN || errno == EWOULDBLOCK;
-}
-
-/* An idle connection for key, taken out of the pool, or NULL. */
-static hc_conn_t *pool_checkout(hc_pool_t *p, const char *key) {
-  uint64_t now = uv_now(p->loop);
-  hc_conn_t *c = p->head;
-  while (c) {
-    hc_conn_t *next = c->next;
-    if (strcmp(c->key, key) == 0) {
-      pool_unlink(c);
-      if (now - c->idle_since < IDLE_TIMEOUT_MS && conn_alive(c)) {
-        uv_ref((uv_handle_t *)&c->tcp);
-        return c;
-      }
-      conn_close(c);
-    }
-    c = next;
-  }
-  return NULL;
-}
-
-/* Keeps c for reuse, or closes it when the pool is full for its host. */
-static void pool_checkin(hc_pool_t *p, hc_conn_t *c) {
-  int same = 0;
-  for (hc_conn_t *o = p->head; o; o = o->next) same += strcmp(o->key, c->key) == 0;
-  if (same >= IDLE_PER_HOST) {
-    conn_close(c);
-    return;
-  }
-  if (p->nidle >= IDLE_TOTAL) conn_close(p->tail);
-  c->req = NULL;
-  c->pool = p;
-  c->idle_since = uv_now(p->loop);
-  c->prev = NULL;
-  c->next = p->head;
-  if (p->head) p->head->prev = c; else p->tail = c;
-  p->head = c;
-  p->nidle++;
-  uv_unref((uv_handle_t *)&c->tcp);   /* an idle connection keeps no loop running */
-  if (!uv_is_active((uv_handle_t *)&p->sweep))
-    uv_timer_start(&p->sweep, sweep_cb, IDLE_TIMEOUT_MS, 0);
-}
-
-/* The TLS context for a trust setting, made on first use. NULL with err set when
- * ca_file cannot be loaded. */
-static SSL_CTX *pool_ctx(hc_pool_t *p, int verify, const char *ca_file, char *err, size_t len) {
-  for (hc_ctx_t *x = p->ctxs; x; x = x->next) {
-    if (x->verify != verify) continue;
-    if ((x->ca_file == NULL) != (ca_file == NULL)) continue;
-    if (ca_file && strcmp(x->ca_file, ca_file) != 0) continue;
-    return x->ctx;
-  }
-  SSL_CTX *ctx = ml_tls_ctx_new(verify, ca_file, err, len);
-  if (!ctx) return NULL;
-  hc_ctx_t *x = calloc(1, sizeof *x);
-  if (!x) abort();
-  x->verify = verify;
-  x->ca_file = ca_file ? strdup(ca_file) : NULL;
-  x->ctx = ctx;
-  x->next = p->ctxs;
-  p->ctxs = x;
-  return ctx;
-}
-
-static void pool_closed_cb(uv_handle_t *h) {
-  free(h->data);
-}
-
-static const char pool_key = 'h';   /* registry[&pool_key] = lightuserdata hc_pool_t* */
-
-/* The scheduler is closing (its waiting tasks were cancelled, so no connection is busy):
- * close the idle connections and let the pool go. */
-static void pool_close(ml_sched_t *s, void *data) {
-  (void)s;
-  hc_pool_t *p = data;
-  lua_pushlightuserdata(p->L, (void *)&pool_key);
-  lua_pushnil(p->L);
-  lua_rawset(p->L, LUA_REGISTRYINDEX);
-  while (p->head) conn_close(p->head);
-  while (p->ctxs) {
-    hc_ctx_t *x = p->ctxs;
-    p->ctxs = x->next;
-    SSL_CTX_free(x->ctx);   /* connections still closing hold their own reference */
-    free(x->ca_file);
-    free(x);
-  }
-  uv_close((uv_handle_t *)&p->sweep, pool_closed_cb);
-}
-
-/* The pool of L's state, created on first use on the scheduler's loop. */
-static hc_pool_t *pool_of(lua_State *L, ml_sched_t *s) {
-  lua_pushlightuserdata(L, (void *)&pool_key);
-  lua_rawget(L, LUA_REGISTRYINDEX);
-  hc_pool_t *p = lua_touserdata(L, -1);
-  lua_pop(L, 1);
-  if (p) return p;
-  p = calloc(1, sizeof *p);
-  if (!p) abort();
-  p->loop = s->loop;
-  p->L = s->L;
-  uv_timer_init(s->loop, &p->sweep);
-  p->sweep.data = p;
-  uv_unref((uv_handle_t *)&p->sweep);
-  p->on_close.fn = pool_close;
-  p->on_close.data = p;
-  ml_sched_on_close(s, &p->on_close);
-  lua_pushlightuserdata(L, (void *)&pool_key);
-  lua_pushlightuserdata(L, p);
-  lua_rawset(L, LUA_REGISTRYINDEX);
-  return p;
-}
-
-/* --- connections --------------------------------------------------------------------- */
-
-static void conn_closed_cb(uv_handle_t *h) {
-  hc_conn_t *c = h->data;
-  ml_tls_free(c->tls);
-  free(c->key);
-  free(c);
-}
-
-/* Closes c for good: out of the pool, detached from its request. Its pending connect and
- * writes end with UV_ECANCELED before the memory goes. */
-static void conn_close(hc_conn_t *c) {
-  if (c->closing) return;
-  c->closing = 1;
-  pool_unlink(c);
-  if (c->req && c->req->conn == c) c->req->conn = NULL;
-  c->req = NULL;
-  uv_close((uv_handle_t *)&c->tcp, conn_closed_cb);
-}
+/* --- connections: writing, reading --------------------------------------------------------------------- */
 
 typedef struct {
   uv_write_t w;
@@ -293,13 +95,13 @@ typedef struct {
 static void req_io_error(hc_req_t *r, const char *what, int status);
 
 static void write_cb(uv_write_t *w, int status) {
-  hc_conn_t *c = w->data;
+  ml_httpc_conn_t *c = w->data;
   free(w);
   if (status < 0 && !c->closing && c->req) req_io_error(c->req, "write", status);
 }
 
 /* Writes a copy of data. Returns 0 or a libuv error (then nothing was queued). */
-static int conn_write(hc_conn_t *c, const char *data, size_t len) {
+static int conn_write(ml_httpc_conn_t *c, const char *data, size_t len) {
   hc_write_t *w = malloc(sizeof *w + len);
   if (!w) abort();
   memcpy(w->data, data, len);
@@ -311,7 +113,7 @@ static int conn_write(hc_conn_t *c, const char *data, size_t len) {
 }
 
 /* Sends what OpenSSL produced. Returns 0 or a libuv error. */
-static int conn_flush_tls(hc_conn_t *c) {
+static int conn_flush_tls(ml_httpc_conn_t *c) {
   ml_buf_t out = {0};
   int rc = 0;
   if (ml_tls_take(c->tls, &out)) rc = conn_write(c, out.data, out.len);
@@ -324,16 +126,6 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   (void)hint;
   buf->base = read_buf;
   buf->len = sizeof read_buf;
-}
-
-/* An idle connection heard from its server: a close (or bytes nobody asked for, which
- * make it unusable too). TLS may bring session tickets, which are fine. */
-static void idle_read(hc_conn_t *c, ssize_t n, const uv_buf_t *buf) {
-  if (n > 0 && c->tls) {
-    ml_tls_feed(c->tls, buf->base, (size_t)n);
-    if (ml_tls_read(c->tls, plain_buf, sizeof plain_buf) == 0) return;
-  }
-  conn_close(c);
 }
 
 /* --- requests: ending ---------------------------------------------------------------- */
@@ -351,6 +143,13 @@ static void req_unref(hc_req_t *r) {
   free(r);
 }
 
+/* Closes r's connection, if any: never reused after a failure or a cancel. */
+static void req_drop_conn(hc_req_t *r) {
+  if (!r->conn) return;
+  ml_httpc_conn_close(r->conn);
+  r->conn = NULL;
+}
+
 static void timer_closed_cb(uv_handle_t *h) {
   req_unref(h->data);
 }
@@ -359,7 +158,7 @@ static void timer_closed_cb(uv_handle_t *h) {
  * (cancelled), its timer. r->task must already be NULL. */
 static void req_release(hc_req_t *r) {
   assert(!r->task);
-  if (r->conn) conn_close(r->conn);
+  req_drop_conn(r);
   if (r->gai_pending) uv_cancel((uv_req_t *)&r->gai);
   uv_close((uv_handle_t *)&r->timer, timer_closed_cb);
 }
@@ -383,7 +182,7 @@ static void timer_cb(uv_timer_t *h);
 /* Ends r with nil and the message in r->err. Before the task waits, the timer delivers it
  * on the next loop turn (a task must wait before it is woken). */
 static void req_fail_err(hc_req_t *r) {
-  if (r->conn) conn_close(r->conn);
+  req_drop_conn(r);
   if (!r->started) {
     r->deferred = 1;
     uv_timer_start(&r->timer, timer_cb, 0, 0);
@@ -424,7 +223,7 @@ static void push_headers(lua_State *L, hc_req_t *r) {
 }
 
 /* Does an https connection hold bytes beyond the response? Then it cannot be reused. */
-static int tls_has_more(hc_conn_t *c) {
+static int tls_has_more(ml_httpc_conn_t *c) {
   char b;
   return ml_tls_read(c->tls, &b, 1) != 0;
 }
@@ -432,7 +231,7 @@ static int tls_has_more(hc_conn_t *c) {
 /* The response is complete: status, headers, body to the task. `clean`: no byte followed
  * it in what was read. */
 static void req_succeed(hc_req_t *r, int clean) {
-  hc_conn_t *c = r->conn;
+  ml_httpc_conn_t *c = r->conn;
   int reuse = c && clean && r->keepalive && llhttp_should_keep_alive(&r->parser) &&
               !(c->tls && tls_has_more(c));
   lua_State *co = r->task->co;
@@ -441,8 +240,8 @@ static void req_succeed(hc_req_t *r, int clean) {
   lua_pushlstring(co, r->body.data ? r->body.data : "", r->body.len);
   if (c) {
     r->conn = NULL;
-    if (reuse) pool_checkin(r->pool, c);
-    else conn_close(c);
+    if (reuse) ml_httpc_checkin(r->pool, c);
+    else ml_httpc_conn_close(c);
   }
   req_end(r, 3);
 }
@@ -451,7 +250,7 @@ static void req_succeed(hc_req_t *r, int clean) {
  * for idempotent methods, the request goes again on a fresh connection. */
 static int req_retry(hc_req_t *r) {
   if (!r->reused || r->retried || r->got_bytes || !r->idempotent) return 0;
-  if (r->conn) conn_close(r->conn);
+  req_drop_conn(r);
   r->reused = 0;
   r->retried = 1;
   llhttp_reset(&r->parser);
@@ -663,7 +462,7 @@ static int req_on_data(hc_req_t *r, const char *data, size_t len) {
 }
 
 /* Advances the TLS handshake. Returns 1 when it ended the request. */
-static int conn_handshake(hc_conn_t *c) {
+static int conn_handshake(ml_httpc_conn_t *c) {
   hc_req_t *r = c->req;
   int rc = ml_tls_handshake(c->tls);
   int wrc = conn_flush_tls(c);
@@ -682,11 +481,11 @@ static int conn_handshake(hc_conn_t *c) {
 }
 
 static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
-  hc_conn_t *c = s->data;
+  ml_httpc_conn_t *c = s->data;
   if (n == 0 || c->closing) return;
   hc_req_t *r = c->req;
   if (!r) {
-    idle_read(c, n, buf);
+    ml_httpc_idle_read(c, n, buf);
     return;
   }
   if (n < 0) {
@@ -723,7 +522,7 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
 /* --- requests: connecting and sending ------------------------------------------------- */
 
 static void req_send(hc_req_t *r) {
-  hc_conn_t *c = r->conn;
+  ml_httpc_conn_t *c = r->conn;
   r->phase = PH_IO;
   r->phase_start = uv_now(r->pool->loop);
   req_arm(r);
@@ -742,11 +541,11 @@ static void req_send(hc_req_t *r) {
 }
 
 static void connect_cb(uv_connect_t *cr, int status) {
-  hc_conn_t *c = cr->handle->data;
+  ml_httpc_conn_t *c = cr->handle->data;
   if (c->closing) return;
   hc_req_t *r = c->req;
   if (status < 0) {
-    conn_close(c);
+    req_drop_conn(r);
     if (++r->addr_i < r->naddrs) conn_start(r);   /* the next address of the name */
     else req_fail(r, "connect: %s (%s)", uv_strerror(status), r->where);
     return;
@@ -771,18 +570,12 @@ static void connect_cb(uv_connect_t *cr, int status) {
 
 /* Connects to r->addrs[r->addr_i]; failures move on to the next address. */
 static void conn_start(hc_req_t *r) {
-  hc_conn_t *c = calloc(1, sizeof *c);
-  if (!c) abort();
-  uv_tcp_init(r->pool->loop, &c->tcp);
-  c->tcp.data = c;
-  c->key = strdup(r->key);
-  c->req = r;
+  ml_httpc_conn_t *c = ml_httpc_conn_new(r->pool, r->key, r);
   r->conn = c;
-  uv_tcp_nodelay(&c->tcp, 1);
   int rc = uv_tcp_connect(&c->connect, &c->tcp,
                           (const struct sockaddr *)&r->addrs[r->addr_i], connect_cb);
   if (rc == 0) return;
-  conn_close(c);
+  req_drop_conn(r);
   if (++r->addr_i < r->naddrs) conn_start(r);
   else req_fail(r, "connect: %s (%s)", uv_strerror(rc), r->where);
 }
@@ -931,7 +724,7 @@ static int l_http_request(lua_State *L) {
   llhttp_init(&r->parser, HTTP_RESPONSE, &settings);
   r->parser.data = r;
   ml_sched_t *s = t->sched;
-  r->pool = pool_of(L, s);
+  r->pool = ml_httpc_pool_of(L, s);
   r->task = t;
   r->refs = 1;
   uv_timer_init(s->loop, &r->timer);
@@ -939,10 +732,10 @@ static int l_http_request(lua_State *L) {
   uv_update_time(s->loop);   /* a pool thread's loop may have slept since its last turn */
   r->total_deadline = uv_now(s->loop) + (uint64_t)(r->total_s * 1000 + 0.5);
   char err[300];
-  if (r->tls && !(r->ctx = pool_ctx(r->pool, r->verify, r->verify ? ca_file : NULL, err,
+  if (r->tls && !(r->ctx = ml_httpc_tls_ctx(r->pool, r->verify, r->verify ? ca_file : NULL, err,
                                      sizeof err))) {
     req_fail(r, "tls: %s", err);
-  } else if ((r->conn = pool_checkout(r->pool, r->key))) {
+  } else if ((r->conn = ml_httpc_checkout(r->pool, r->key))) {
     r->conn->req = r;
     r->reused = 1;
     req_send(r);

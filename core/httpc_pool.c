@@ -1,0 +1,196 @@
+/* Keep-alive connections of the HTTP client (see httpc_pool.h). Idle connections keep
+ * reading, unref'd (they hold no loop open): a close from the server closes them at once
+ * on a running loop; on a loop that did not run meanwhile (a pool thread between jobs)
+ * checkout looks at the socket itself before handing one out. A sweep timer, unref'd
+ * too, closes those idle longer than ML_HTTPC_IDLE_TIMEOUT_MS. */
+#include "httpc_pool.h"
+#include <errno.h>
+#include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+struct ml_httpc_ctx_s {
+  int verify;
+  char *ca_file;                     /* NULL: the system CAs */
+  SSL_CTX *ctx;
+  ml_httpc_ctx_t *next;
+};
+
+static _Thread_local char plain_buf[16384];   /* what an idle TLS read decrypts */
+
+static void pool_unlink(ml_httpc_conn_t *c) {
+  ml_httpc_pool_t *p = c->pool;
+  if (!p) return;
+  if (c->prev) c->prev->next = c->next; else p->head = c->next;
+  if (c->next) c->next->prev = c->prev; else p->tail = c->prev;
+  c->next = c->prev = NULL;
+  c->pool = NULL;
+  p->nidle--;
+}
+
+/* --- connections --------------------------------------------------------------------- */
+
+ml_httpc_conn_t *ml_httpc_conn_new(ml_httpc_pool_t *p, const char *key, void *req) {
+  ml_httpc_conn_t *c = calloc(1, sizeof *c);
+  if (!c) abort();
+  uv_tcp_init(p->loop, &c->tcp);
+  c->tcp.data = c;
+  c->key = strdup(key);
+  if (!c->key) abort();
+  c->req = req;
+  uv_tcp_nodelay(&c->tcp, 1);
+  return c;
+}
+
+static void conn_closed_cb(uv_handle_t *h) {
+  ml_httpc_conn_t *c = h->data;
+  ml_tls_free(c->tls);
+  free(c->key);
+  free(c);
+}
+
+void ml_httpc_conn_close(ml_httpc_conn_t *c) {
+  if (c->closing) return;
+  c->closing = 1;
+  pool_unlink(c);
+  c->req = NULL;
+  uv_close((uv_handle_t *)&c->tcp, conn_closed_cb);
+}
+
+void ml_httpc_idle_read(ml_httpc_conn_t *c, ssize_t n, const uv_buf_t *buf) {
+  if (n > 0 && c->tls) {
+    ml_tls_feed(c->tls, buf->base, (size_t)n);
+    if (ml_tls_read(c->tls, plain_buf, sizeof plain_buf) == 0) return;
+  }
+  ml_httpc_conn_close(c);
+}
+
+/* --- the pool ---------------------------------------------------------------------- */
+
+static void sweep_cb(uv_timer_t *h) {
+  ml_httpc_pool_t *p = h->data;
+  uint64_t now = uv_now(p->loop);
+  while (p->tail && now - p->tail->idle_since >= ML_HTTPC_IDLE_TIMEOUT_MS)
+    ml_httpc_conn_close(p->tail);
+  if (p->tail)
+    uv_timer_start(&p->sweep, sweep_cb, p->tail->idle_since + ML_HTTPC_IDLE_TIMEOUT_MS - now, 0);
+}
+
+/* Is an idle connection still usable? The server may have closed it while the loop was
+ * not running: look at the socket itself. */
+static int conn_alive(ml_httpc_conn_t *c) {
+  uv_os_fd_t fd;
+  if (uv_fileno((uv_handle_t *)&c->tcp, &fd)) return 0;
+  char b;
+  ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n == 0) return 0;                 /* closed by the server */
+  if (n > 0) return c->tls != NULL;     /* plain: bytes nobody asked for; TLS: maybe a ticket */
+  return errno == EAGAIN || errno == EWOULDBLOCK;
+}
+
+ml_httpc_conn_t *ml_httpc_checkout(ml_httpc_pool_t *p, const char *key) {
+  uint64_t now = uv_now(p->loop);
+  ml_httpc_conn_t *c = p->head;
+  while (c) {
+    ml_httpc_conn_t *next = c->next;
+    if (strcmp(c->key, key) == 0) {
+      pool_unlink(c);
+      if (now - c->idle_since < ML_HTTPC_IDLE_TIMEOUT_MS && conn_alive(c)) {
+        uv_ref((uv_handle_t *)&c->tcp);
+        return c;
+      }
+      ml_httpc_conn_close(c);
+    }
+    c = next;
+  }
+  return NULL;
+}
+
+void ml_httpc_checkin(ml_httpc_pool_t *p, ml_httpc_conn_t *c) {
+  int same = 0;
+  for (ml_httpc_conn_t *o = p->head; o; o = o->next) same += strcmp(o->key, c->key) == 0;
+  if (same >= ML_HTTPC_IDLE_PER_HOST) {
+    ml_httpc_conn_close(c);
+    return;
+  }
+  if (p->nidle >= ML_HTTPC_IDLE_TOTAL) ml_httpc_conn_close(p->tail);
+  c->req = NULL;
+  c->pool = p;
+  c->idle_since = uv_now(p->loop);
+  c->prev = NULL;
+  c->next = p->head;
+  if (p->head) p->head->prev = c; else p->tail = c;
+  p->head = c;
+  p->nidle++;
+  uv_unref((uv_handle_t *)&c->tcp);   /* an idle connection keeps no loop running */
+  if (!uv_is_active((uv_handle_t *)&p->sweep))
+    uv_timer_start(&p->sweep, sweep_cb, ML_HTTPC_IDLE_TIMEOUT_MS, 0);
+}
+
+SSL_CTX *ml_httpc_tls_ctx(ml_httpc_pool_t *p, int verify, const char *ca_file, char *err,
+                          size_t errlen) {
+  for (ml_httpc_ctx_t *x = p->ctxs; x; x = x->next) {
+    if (x->verify != verify) continue;
+    if ((x->ca_file == NULL) != (ca_file == NULL)) continue;
+    if (ca_file && strcmp(x->ca_file, ca_file) != 0) continue;
+    return x->ctx;
+  }
+  SSL_CTX *ctx = ml_tls_ctx_new(verify, ca_file, err, errlen);
+  if (!ctx) return NULL;
+  ml_httpc_ctx_t *x = calloc(1, sizeof *x);
+  if (!x) abort();
+  x->verify = verify;
+  x->ca_file = ca_file ? strdup(ca_file) : NULL;
+  x->ctx = ctx;
+  x->next = p->ctxs;
+  p->ctxs = x;
+  return ctx;
+}
+
+static void pool_closed_cb(uv_handle_t *h) {
+  free(h->data);
+}
+
+static const char pool_key = 'h';   /* registry[&pool_key] = lightuserdata ml_httpc_pool_t* */
+
+/* The scheduler is closing (its waiting tasks were cancelled, so no connection is busy):
+ * close the idle connections and let the pool go. */
+static void pool_close(ml_sched_t *s, void *data) {
+  (void)s;
+  ml_httpc_pool_t *p = data;
+  lua_pushlightuserdata(p->L, (void *)&pool_key);
+  lua_pushnil(p->L);
+  lua_rawset(p->L, LUA_REGISTRYINDEX);
+  while (p->head) ml_httpc_conn_close(p->head);
+  while (p->ctxs) {
+    ml_httpc_ctx_t *x = p->ctxs;
+    p->ctxs = x->next;
+    SSL_CTX_free(x->ctx);   /* connections still closing hold their own reference */
+    free(x->ca_file);
+    free(x);
+  }
+  uv_close((uv_handle_t *)&p->sweep, pool_closed_cb);
+}
+
+ml_httpc_pool_t *ml_httpc_pool_of(lua_State *L, ml_sched_t *s) {
+  lua_pushlightuserdata(L, (void *)&pool_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  ml_httpc_pool_t *p = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (p) return p;
+  p = calloc(1, sizeof *p);
+  if (!p) abort();
+  p->loop = s->loop;
+  p->L = s->L;
+  uv_timer_init(s->loop, &p->sweep);
+  p->sweep.data = p;
+  uv_unref((uv_handle_t *)&p->sweep);
+  p->on_close.fn = pool_close;
+  p->on_close.data = p;
+  ml_sched_on_close(s, &p->on_close);
+  lua_pushlightuserdata(L, (void *)&pool_key);
+  lua_pushlightuserdata(L, p);
+  lua_rawset(L, LUA_REGISTRYINDEX);
+  return p;
+}
