@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 MOONLET=$BUILD/moonlet
 DURATION=${BENCH_DURATION:-10s}
-SECTIONS="hello sleep_burst seed cpu pool_overhead routes"
+SECTIONS="hello sleep_burst seed cpu pool_overhead routes fanout"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/moonlet-bench.XXXXXX")
 STARTED=""   # pids of the processes this script started and has not stopped yet
@@ -650,6 +650,48 @@ bench_routes() {
   echo "generated app: 500 static /rI/items + 500 /rI/items/{id:int}; answers: /r123/items $code1,"
   echo "/r500/items/42 $code2, /r500/items/x $code3 (expected 200, 200, 404)"
   moonlet_log routes
+}
+
+# ---------------------------------------------------------------------------- fanout
+
+# fanout: apps/aggregator's /fanout?n=K&ms=100 makes K concurrent moonlet.http calls to its
+# own /upstream/delay?ms=100 and gathers them. One request at a time (curl), 3 warm-ups then
+# 20 measured runs per K; the targets are on the median.
+bench_fanout() {
+  local k i out code t f errors min p50 max target verdict runs=20
+  local fmt='%-24s %8s %8s %8s %7s   %s\n'
+  section "fanout: GET /fanout?n=K&ms=100 (K concurrent moonlet.http calls, moonlet.gather)"
+  start_moonlet fanout apps/aggregator 65536
+  printf "$fmt" "request" "min ms" "p50 ms" "max ms" "errors" "target (p50)"
+  for k in 10 100; do
+    f="$TMP/fanout-$k.times"
+    : >"$f"
+    errors=0
+    for i in $(seq $((runs + 3))); do
+      out=$(curl -s -o "$TMP/fanout.body" -w '%{http_code} %{time_total}' -m 10 \
+        "http://127.0.0.1:$ML_PORT/fanout?n=$k&ms=100") || out="000 0"
+      [ "$i" -le 3 ] && continue
+      code=${out% *}
+      t=${out#* }
+      if [ "$code" != 200 ] || ! grep -q "\"count\":$k" "$TMP/fanout.body"; then
+        errors=$((errors + 1))
+        continue
+      fi
+      echo "$t" >>"$f"
+    done
+    min=$(sort -n "$f" | head -1 | awk '{ printf "%.1f", $1 * 1000 }')
+    max=$(sort -n "$f" | tail -1 | awk '{ printf "%.1f", $1 * 1000 }')
+    p50=$(sort -n "$f" | awk '{ v[NR] = $1 } END { if (NR) printf "%.1f", v[int((NR + 1) / 2)] * 1000 }')
+    target=$([ "$k" = 10 ] && echo 150 || echo 250)
+    verdict=$(awk -v p="${p50:-1e9}" -v t="$target" -v e="$errors" \
+      'BEGIN { print (p < t && e == 0 ? "met" : "NOT met") }')
+    printf "$fmt" "/fanout?n=$k&ms=100" "${min:--}" "${p50:--}" "${max:--}" "$errors" \
+      "< $target ms: $verdict"
+  done
+  echo "each call opens or reuses a keep-alive connection to the same server (64 kept idle"
+  echo "per host); the upstream's 100 ms is a moonlet.sleep, so the rest is client overhead."
+  stop_pid "$ML_PID"
+  moonlet_log fanout
 }
 
 # ---------------------------------------------------------------------------- main

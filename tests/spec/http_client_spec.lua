@@ -443,3 +443,23 @@ describe("apps/aggregator", function()
     match(assert(t.request(srv.port, "GET", "/fanout?n=0&ms=1")).body, '"results":%[%]')
   end)
 end)
+
+describe("moonlet.http in a spec", function()
+  it("blocks the runner: same API, same results", function()
+    local http = require("moonlet").http
+    local srv = t.server{ app = "tests/apps/client" }
+    local res, err = http.get(srv.url .. "/up/echo?q=1", { headers = { ["x-from"] = "spec" } })
+    ok(res, err)
+    eq(res.status, 200)
+    eq(res:json().headers["x-from"], "spec")
+    eq(assert(http.post(srv.url .. "/up/echo", { a = 1 })):json().body, '{"a":1}')
+    srv:stop()
+    -- the idle connection to the stopped server is noticed, not reused
+    local l = assert(t.listen(0))
+    local port = l.port
+    l:close()
+    local res2, err2 = http.get(fmt("http://127.0.0.1:%d/", port))
+    eq(res2, nil)
+    eq(err2, fmt("connect: connection refused (127.0.0.1:%d)", port))
+  end)
+end)
