@@ -94,10 +94,23 @@ typedef struct {
 
 static void req_io_error(hc_req_t *r, const char *what, int status);
 
+static void req_arm(hc_req_t *r);
+
+/* A write ended: a failure ends the request (or retries it); a success is progress, so
+ * the read timeout counts from now (a large body may take a while to go out). */
 static void write_cb(uv_write_t *w, int status) {
   ml_httpc_conn_t *c = w->data;
   free(w);
-  if (status < 0 && !c->closing && c->req) req_io_error(c->req, "write", status);
+  hc_req_t *r = c->req;
+  if (c->closing || !r) return;
+  if (status < 0) {
+    req_io_error(r, "write", status);
+    return;
+  }
+  if (r->phase == PH_IO) {
+    r->phase_start = uv_now(r->pool->loop);
+    req_arm(r);
+  }
 }
 
 /* Writes a copy of data. Returns 0 or a libuv error (then nothing was queued). */

@@ -109,4 +109,11 @@ app:get("/hang", function(req)
   return report(res, err)
 end)
 
+-- moonlet.timeout around a call: the call is cancelled, its connection closed.
+app:get("/timeout-get", function(req)
+  local url = "http://127.0.0.1:" .. req.query.port .. "/t"
+  local res, err = moonlet.timeout(tonumber(req.query.s), http.get, url, { timeout = 30 })
+  return { status = res and res.status, err = err }
+end)
+
 return app
