@@ -548,7 +548,7 @@ bench_cpu() {
 # 5. Pooled vs coroutine /hello (the cost of crossing to a pool thread and back), and the
 #    memory of 40 pool states.
 bench_pool_overhead() {
-  local ratio verdict fmt rss0 rss1 th0 th1 g g_ok
+  local ratio verdict fmt rss0 rss1 anon0 anon1 th0 th1 g g_ok
   section "GET /hello (coroutine) vs /hello-pool ({ pool = true }), apps/seed_demo (wrk -t1 -c64 --latency)"
   command -v wrk >/dev/null || die "wrk not installed (scripts/deps.sh bench)"
   build_burst
@@ -577,23 +577,25 @@ bench_pool_overhead() {
   # RSS of 40 pool states: a fresh server, then 40 concurrent /d (each holds a thread 1 s)
   start_moonlet pool_rss apps/seed_demo
   sleep 0.3
-  rss0=$(rss_kb "$ML_PID") th0=$(threads_of "$ML_PID")
+  rss0=$(rss_kb "$ML_PID") anon0=$(rss_kb "$ML_PID" RssAnon) th0=$(threads_of "$ML_PID")
   burst_run pool_rss "$ML_PORT" 40 /d 30
   sleep 0.3
-  rss1=$(rss_kb "$ML_PID") th1=$(threads_of "$ML_PID")
+  rss1=$(rss_kb "$ML_PID") anon1=$(rss_kb "$ML_PID" RssAnon) th1=$(threads_of "$ML_PID")
   [ "$B_DONE" = 40 ] || echo "!! 40 x /d: $B_DONE completed, $B_ERRORS errors ($B_DETAIL)"
   kill -0 "$ML_PID" 2>/dev/null || echo "!! moonlet exited during the runs"
   stop_pid "$ML_PID"
   g=$(( rss1 - rss0 ))
   g_ok=$(awk -v g="$g" 'BEGIN { print (g / 1024 < 100 ? "met" : "NOT met") }')
-  fmt='%-34s %9s %9s\n'
+  fmt='%-34s %9s %11s %9s\n'
   printf '\n'
-  printf "$fmt" "40 pool states (fresh server)" "VmRSS MB" "threads"
-  printf "$fmt" "----------------------------------" "---------" "---------"
-  printf "$fmt" "before" "$(mb "$rss0")" "$th0"
-  printf "$fmt" "after 40 concurrent /d (${B_TIME} s)" "$(mb "$rss1")" "$th1"
-  printf "$fmt" "growth" "$(mb "$g")" "$(( th1 - th0 ))"
+  printf "$fmt" "40 pool states (fresh server)" "VmRSS MB" "RssAnon MB" "threads"
+  printf "$fmt" "----------------------------------" "---------" "-----------" "---------"
+  printf "$fmt" "before" "$(mb "$rss0")" "$(mb "$anon0")" "$th0"
+  printf "$fmt" "after 40 concurrent /d (${B_TIME} s)" "$(mb "$rss1")" "$(mb "$anon1")" "$th1"
+  printf "$fmt" "growth" "$(mb "$g")" "$(mb $(( anon1 - anon0 )))" "$(( th1 - th0 ))"
   printf '%-34s %9s\n' "target growth < 100 MB" "$g_ok"
+  echo "RssAnon: the process's own memory (heap, Lua states, thread stacks); VmRSS also counts"
+  echo "the pages of the binary and shared libraries it has touched."
   moonlet_log pool_rss
 }
 
