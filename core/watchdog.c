@@ -1,12 +1,16 @@
 /* The watchdog thread (see watchdog.h). The loop thread publishes busy_since/busy_route
- * around every outermost resume; this thread samples them every few milliseconds. Both
- * may see the same stall: an atomic exchange on reported_since lets only one report it. */
+ * around every outermost resume and reports a stall over the threshold when the resume
+ * ends, with its exact length; this thread samples them every few milliseconds and
+ * reports a stall still going on after about a second. Both may see the same stall: an
+ * atomic exchange on reported_since lets only one report it. */
 #include "watchdog.h"
 #include "app.h"
 #include "log.h"
 #include <pthread.h>
 #include <stdlib.h>
 #include <time.h>
+
+#define STILL_RUNNING_NS 950000000ull   /* report a stall still going on by this age */
 
 struct ml_watchdog_s {
   pthread_t thread;
@@ -47,8 +51,11 @@ static void *watch(void *arg) {
     uint64_t since = __atomic_load_n(&s->busy_since, __ATOMIC_SEQ_CST);
     int route = s->busy_route;
     if (!since) continue;
+    /* A stall that ends within the first second is reported by the loop with its exact
+     * length; one still going on then is reported from here, while it lasts. */
     uint64_t now = uv_hrtime();
-    if (now > since && now - since > s->warn_ns) report(s, since, now - since, route, 1);
+    uint64_t due = s->warn_ns > STILL_RUNNING_NS ? s->warn_ns : STILL_RUNNING_NS;
+    if (now > since && now - since > due) report(s, since, now - since, route, 1);
   }
   pthread_mutex_unlock(&w->lock);
   return NULL;

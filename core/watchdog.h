@@ -1,7 +1,7 @@
-/* The blocking-call watchdog: a thread that notices when a coroutine holds the event loop
- * longer than a threshold — the seeds' /a mistake — and logs one line naming the route,
- * while the stall is still going on. Stalls shorter than its polling period are reported
- * by the loop itself when the resume ends (ml_watchdog_after_resume). */
+/* The blocking-call watchdog: notices when a coroutine holds the event loop longer than a
+ * threshold — the seeds' /a mistake — and logs one line naming the route and the stall:
+ * when the stall ends (the loop measures it), or, for one still going on, from a thread
+ * of its own within about a second of its start. */
 #ifndef ML_WATCHDOG_H
 #define ML_WATCHDOG_H
 #include "task.h"

@@ -51,6 +51,13 @@ end)
 app:get("/unicode", function() return { s = "héllo \"q\" \\ / \n\t\1" } end)
 app:get("/numbers", function() return { i = 42, neg = -7, f = 0.1, big = 2^53, small = 1e-7 } end)
 
+-- holds the loop: the watchdog's case
+app:get("/block", function(req)
+  local until_t = moonlet.now() + (tonumber(req.query.s) or 0.2)
+  while moonlet.now() < until_t do end
+  return { blocked = true }
+end)
+
 -- concurrency primitives
 local flags = moonlet.shared.dict("flags")
 app:get("/flag", function(req) return { v = flags:get(req.query.k) } end)
