@@ -12,6 +12,8 @@
  * "0\r\n\r\n"). A complete 2xx response counts as completed; anything else (connect
  * failure, reset, early close, non-2xx status, parse error, not done within TIMEOUT_S) is
  * an error. Sockets are closed with an RST once done, so no TIME_WAIT is left behind.
+ * A "{i}" in PATH (the first one) is replaced by the request's number, 1..N, so that each
+ * request can ask for something else (e.g. /item/{i}); without it every request is the same.
  *
  * Listen backlog: when the server's accept queue is full the kernel drops the SYN and the
  * client would only retransmit it after 1 s. burst instead restarts a connect that has not
@@ -72,8 +74,9 @@ static int connecting;  /* connects pending */
 static long completed, errors, errs[E_NKIND], connect_retries;
 static int first_errno[E_NKIND]; /* first errno per error kind, for the report */
 static double t_first_send, t_last_send, t_last_resp, t_all_connected;
-static char req[2048];
+static char req[2048];   /* the request; with "{i}": the part before it */
 static size_t req_len;
+static const char *req_tail; /* with "{i}": the rest of the request after it, else NULL */
 static struct sockaddr_storage addr;
 static socklen_t addrlen;
 
@@ -205,7 +208,19 @@ static void on_readable(conn_t *c) {
   }
 }
 
+/* The request of c: req, or with "{i}" req + c's number + req_tail (built again on each
+ * call, the same bytes each time, so that a partial write can go on from c->sent). */
+static const char *request_of(conn_t *c, char *buf, size_t cap, size_t *len) {
+  if (!req_tail) { *len = req_len; return req; }
+  *len = (size_t)snprintf(buf, cap, "%.*s%ld%s", (int)req_len, req, (long)(c - conns) + 1,
+                          req_tail);
+  return buf;
+}
+
 static void on_writable(conn_t *c) {
+  char rbuf[sizeof req];
+  size_t rlen;
+  const char *r = request_of(c, rbuf, sizeof rbuf, &rlen);
   if (c->state == ST_CONNECTING) {
     int soerr = 0;
     socklen_t sl = sizeof soerr;
@@ -214,13 +229,13 @@ static void on_writable(conn_t *c) {
     connecting--;
     c->state = ST_SENDING;
   }
-  while (c->sent < req_len) {
-    ssize_t n = write(c->fd, req + c->sent, req_len - c->sent);
+  while (c->sent < rlen) {
+    ssize_t n = write(c->fd, r + c->sent, rlen - c->sent);
     if (n > 0) {
       double t = now();
       if (t_first_send == 0) t_first_send = t;
       c->sent += n;
-      if (c->sent == req_len) t_last_send = c->t_sent = t;
+      if (c->sent == rlen) t_last_send = c->t_sent = t;
       continue;
     }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return; /* wait for EPOLLOUT */
@@ -262,7 +277,17 @@ int main(int argc, char **argv) {
     fprintf(stderr, "burst: N and TIMEOUT_S must be positive, WAVE >= 0\n");
     return 2;
   }
-  req_len = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path);
+  const char *id = strstr(path, "{i}");
+  if (id) {
+    /* "GET <path before {i}>" here, "<path after {i}> HTTP/1.1..." in req_tail */
+    static char tail[sizeof req];
+    req_len = snprintf(req, sizeof req, "GET %.*s", (int)(id - path), path);
+    size_t tail_len = snprintf(tail, sizeof tail, "%s HTTP/1.1\r\nHost: x\r\n\r\n", id + 3);
+    if (req_len + tail_len + 24 >= sizeof req) req_len = sizeof req; /* whole request too long */
+    req_tail = tail;
+  } else {
+    req_len = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path);
+  }
   if (req_len >= sizeof req) {
     fprintf(stderr, "burst: PATH too long\n");
     return 2;

@@ -6,6 +6,7 @@
 #
 #   bench/run.sh                       all sections
 #   BENCH_ONLY=hello bench/run.sh      one section (comma-separated list: hello,sleep_burst)
+#   BENCH_PG_POOL=16 bench/run.sh      connections of the pg section (moonlet's pool, pgbench -c)
 #   BENCH_DURATION=3s bench/run.sh     shorter wrk runs (default 10s)
 #   BUILD=build-asan bench/run.sh      another build directory (default build)
 #
@@ -21,10 +22,11 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 MOONLET=$BUILD/moonlet
 DURATION=${BENCH_DURATION:-10s}
-SECTIONS="hello sleep_burst seed cpu pool_overhead routes fanout"
+SECTIONS="hello sleep_burst seed cpu pool_overhead routes fanout sqlite pg"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/moonlet-bench.XXXXXX")
 STARTED=""   # pids of the processes this script started and has not stopped yet
+PG_DIR=""    # the throwaway PostgreSQL cluster of bench_pg (start_pg), while it exists
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -63,6 +65,7 @@ run_fg() {
 cleanup() {
   local pid
   for pid in $STARTED; do stop_pid "$pid"; done
+  stop_pg
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -164,6 +167,13 @@ wrk_run() {
   c1=$(cpu_ticks "$@") t1=$(date +%s.%N)
   W_CPU=$(awk -v c="$(( c1 - c0 ))" -v hz="$(getconf CLK_TCK)" -v t0="$t0" -v t1="$t1" \
     'BEGIN { printf "%.0f%%", 100 * c / hz / (t1 - t0) }')
+  wrk_parse "$name"
+}
+
+# wrk_parse NAME: W_RPS, W_P99 and W_ERRORS from wrk's output in $TMP/NAME.wrk (run with
+# --latency); dies when it has none.
+wrk_parse() {
+  local name=$1
   W_RPS=$(awk '/^Requests\/sec:/ { print $2 }' "$TMP/$name.wrk")
   W_P99=$(awk '$1 == "99%" { print $2 }' "$TMP/$name.wrk")
   W_ERRORS=$(awk '
@@ -694,6 +704,305 @@ bench_fanout() {
   echo "per host); the upstream's 100 ms is a moonlet.sleep, so the rest is client overhead."
   stop_pid "$ML_PID"
   moonlet_log fanout
+}
+
+# ---------------------------------------------------------------------------- databases
+
+# wrk_bg NAME SECONDS CONNS URL [WRK-OPTION...]: starts wrk -t1 -cCONNS -dSECONDS --latency
+# in the background (output in $TMP/NAME.wrk); sets WRK_PID. wrk_wait NAME PID waits for it
+# and sets W_RPS, W_P99, W_ERRORS (wrk_parse).
+wrk_bg() {
+  local name=$1 secs=$2 conns=$3 url=$4
+  shift 4
+  timeout -k 5 $(( secs + 30 )) wrk -t1 -c"$conns" -d"${secs}s" --latency "$@" "$url" \
+    >"$TMP/$name.wrk" 2>&1 &
+  WRK_PID=$!
+  STARTED="$STARTED $WRK_PID"
+}
+wrk_wait() {
+  local rc=0
+  wait "$2" || rc=$?
+  forget_pid "$2"
+  [ "$rc" = 0 ] || { cat "$TMP/$1.wrk" >&2; die "wrk ($1) failed (status $rc)"; }
+  wrk_parse "$1"
+}
+
+# busy_ticks: the machine's busy CPU time (all CPUs, every process), in clock ticks
+busy_ticks() {
+  awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
+}
+
+# pct TICKS T0 T1: TICKS over the wall time T0..T1 (date +%s.%N), in % of one CPU
+pct() {
+  awk -v c="$1" -v hz="$(getconf CLK_TCK)" -v a="$2" -v b="$3" \
+    'BEGIN { printf "%.0f%%", 100 * c / hz / (b - a) }'
+}
+
+# ms WRK-TIME: wrk's 480.00us / 4.26ms / 1.02s / 2.00m in milliseconds
+ms() {
+  awk -v t="$1" 'BEGIN { u = t; sub(/^[0-9.]+/, "", u); v = t + 0
+    f = u == "us" ? 0.001 : u == "ms" ? 1 : u == "s" ? 1000 : u == "m" ? 60000 : -1
+    if (f < 0) print "?"; else printf "%.2f", v * f }'
+}
+
+# 7. SQLite: /hello latency (wrk -t1 -c4) alone, then while bench/burst sends rounds of
+#    1,000 concurrent /item/{i} back to back, then while wrk -c1000 keeps 1,000 /item/ID in
+#    flight (bench/apps/sqlite_read: one point read per request on a 10,000-row table).
+bench_sqlite() {
+  local rows=10000 n=1000 secs=5 url base_rps base_p99 base_err rounds=0 b_err=0 b_times="" b_p99s=""
+  local hello_pid b_med b_min b_max b_p99 b_rps load_rps load_p99 load_err fmt check c0 c1 t0 t1
+  local h1_rps h1_p99 h1_err h2_rps h2_p99 h2_err b_cpu l_cpu load_pid a0 a1 b_all l_all
+  section "SQLite point reads (GET /item/{id}, moonlet.db) and GET /hello beside them (bench/apps/sqlite_read)"
+  command -v wrk >/dev/null || die "wrk not installed (scripts/deps.sh bench)"
+  build_burst
+  mkdir -p "$TMP/sqlite"
+  BENCH_SQLITE_PATH=$TMP/sqlite/items.db BENCH_SQLITE_ROWS=$rows \
+    start_moonlet sqlite bench/apps/sqlite_read 4096
+  url=http://127.0.0.1:$ML_PORT
+  check=$(curl -s -m 5 "$url/item/4242")
+  case $check in *'"item 4242"'*) ;; *) die "GET /item/4242 answered '$check'" ;; esac
+
+  # one round unmeasured (warm-up), then /hello alone
+  burst_run sqlite_warm "$ML_PORT" "$n" "/item/{i}" 30
+  wrk_bg sqlite_hello0 "$secs" 4 "$url/hello"
+  wrk_wait sqlite_hello0 "$WRK_PID"
+  base_rps=$(printf '%.0f' "$W_RPS") base_p99=$W_P99 base_err=$W_ERRORS
+
+  # rounds of 1,000 concurrent /item/{i} (ids 1..1000, one connection each) for as long as
+  # the /hello client runs
+  wrk_bg sqlite_hello1 "$secs" 4 "$url/hello"
+  hello_pid=$WRK_PID
+  : >"$TMP/sqlite_bursts"
+  c0=$(cpu_ticks "$ML_PID") a0=$(busy_ticks) t0=$(date +%s.%N)
+  while kill -0 "$hello_pid" 2>/dev/null; do
+    burst_run sqlite_burst "$ML_PORT" "$n" "/item/{i}" 30
+    rounds=$((rounds + 1))
+    b_err=$((b_err + n - B_DONE))
+    echo "$B_TIME $(echo "$B_DETAIL" | sed -n 's/.* p99=\([0-9.]*\)s.*/\1/p')" >>"$TMP/sqlite_bursts"
+  done
+  c1=$(cpu_ticks "$ML_PID") a1=$(busy_ticks) t1=$(date +%s.%N)
+  b_cpu=$(pct $(( c1 - c0 )) "$t0" "$t1") b_all=$(pct $(( a1 - a0 )) "$t0" "$t1")
+  wrk_wait sqlite_hello1 "$hello_pid"
+  h1_rps=$(printf '%.0f' "$W_RPS") h1_p99=$W_P99 h1_err=$W_ERRORS
+  b_times=$(cut -d' ' -f1 "$TMP/sqlite_bursts" | sort -n)
+  b_p99s=$(cut -d' ' -f2 "$TMP/sqlite_bursts" | sort -n)
+  b_min=$(echo "$b_times" | head -1) b_max=$(echo "$b_times" | tail -1)
+  b_med=$(echo "$b_times" | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+  b_p99=$(echo "$b_p99s" | awk '{ v[NR] = $1 } END { printf "%.2f", v[int((NR + 1) / 2)] * 1000 }')
+  b_rps=$(awk -v n="$n" -v t="$b_med" 'BEGIN { printf "%.0f", (t > 0 ? n / t : 0) }')
+
+  # wrk -c1000: 1,000 keep-alive connections asking for random ids, 1 s longer on each side
+  c0=$(cpu_ticks "$ML_PID") a0=$(busy_ticks) t0=$(date +%s.%N)
+  WRK_ID_PREFIX=/item/ WRK_ID_MAX=$rows \
+    wrk_bg sqlite_load "$((secs + 2))" "$n" "$url" -s bench/wrk_random_id.lua
+  load_pid=$WRK_PID
+  sleep 1
+  wrk_bg sqlite_hello2 "$secs" 4 "$url/hello"
+  wrk_wait sqlite_hello2 "$WRK_PID"
+  h2_rps=$(printf '%.0f' "$W_RPS") h2_p99=$W_P99 h2_err=$W_ERRORS
+  wrk_wait sqlite_load "$load_pid"
+  c1=$(cpu_ticks "$ML_PID") a1=$(busy_ticks) t1=$(date +%s.%N)
+  l_cpu=$(pct $(( c1 - c0 )) "$t0" "$t1") l_all=$(pct $(( a1 - a0 )) "$t0" "$t1")
+  load_rps=$(printf '%.0f' "$W_RPS") load_p99=$(ms "$W_P99") load_err=$W_ERRORS
+  kill -0 "$ML_PID" 2>/dev/null || echo "!! moonlet exited during the runs"
+  stop_pid "$ML_PID"
+
+  p99_verdict() { awk -v p="$(ms "$1")" 'BEGIN { print (p < 10 ? "met" : "NOT met") }'; }
+  fmt='%-38s %10s %11s %8s %8s %12s %11s %7s  %s\n'
+  printf "$fmt" "load on /item/{id}" "item req/s" "item p99 ms" "srv CPU" "all CPU" \
+    "/hello req/s" "/hello p99" "errors" "/hello p99 < 10 ms"
+  printf "$fmt" "--------------------------------------" "----------" "-----------" "--------" \
+    "--------" "------------" "-----------" "-------" "------------------"
+  printf "$fmt" "none (/hello alone)" "-" "-" "-" "-" "$base_rps" "$(ms "$base_p99") ms" "$base_err" "-"
+  printf "$fmt" "$rounds rounds of 1,000 concurrent (burst)" "$b_rps" "$b_p99" "$b_cpu" "$b_all" \
+    "$h1_rps" "$(ms "$h1_p99") ms" "$((b_err + h1_err))" "$(p99_verdict "$h1_p99")"
+  printf "$fmt" "1,000 keep-alive conns (wrk -c1000)" "$load_rps" "$load_p99" "$l_cpu" "$l_all" \
+    "$h2_rps" "$(ms "$h2_p99") ms" "$((load_err + h2_err))" "$(p99_verdict "$h2_p99")"
+  echo "/hello: wrk -t1 -c4 -d${secs}s --latency, started with each load (its p99 is the target)."
+  echo "burst rows: each round opens 1,000 connections at once, one GET /item/{i} each (ids"
+  echo "  1..1000), and waits for every answer; the next round starts at once. Wall per round"
+  echo "  (first sent -> last answered): min $b_min s, median $b_med s, max $b_max s; item req/s ="
+  echo "  1,000 / median wall; item p99 = median over the rounds of each round's p99."
+  echo "wrk -c1000 row: wrk -t1 -c1000 -d$((secs + 2))s, random ids 1..$rows (bench/wrk_random_id.lua),"
+  echo "  running 1 s before and after the /hello client; item figures over its whole run."
+  echo "the table ($rows rows, INTEGER PRIMARY KEY) is made at load in a WAL file; moonlet.db's"
+  echo "  default: 4 SQLite connections, statements on libuv's threadpool. srv CPU = moonlet's"
+  echo "  user+system CPU, all CPU = the whole machine's (clients included), both in % of one"
+  echo "  CPU; clients and server share the machine's $(nproc) CPUs."
+  echo "errors = failed or non-2xx requests (burst + wrk socket errors + non-2xx)."
+  moonlet_log sqlite
+}
+
+# start_pg: a throwaway PostgreSQL cluster, the way tests/support/pg.lua makes one: initdb in a
+# temp dir of its own (owned by the postgres user when we run as root: initdb refuses root),
+# postgres on a free port of 127.0.0.1 (its socket in that dir) with fsync off and 256 MB of
+# shared buffers. Sets PG_DIR, PG_PORT, PG_BIN, PG_AS; stop_pg (also run by cleanup) stops it
+# and removes the dir.
+start_pg() {
+  local port
+  PG_BIN=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  if [ -z "$PG_BIN" ] || [ ! -x "$PG_BIN/initdb" ]; then
+    die "PostgreSQL server not found in /usr/lib/postgresql/*/bin (scripts/deps.sh test installs it)"
+  fi
+  PG_AS=()
+  [ "$(id -u)" != 0 ] || PG_AS=(runuser -u postgres --)
+  PG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/moonlet-bench-pg.XXXXXX")
+  [ ${#PG_AS[@]} = 0 ] || chown postgres: "$PG_DIR"
+  run_fg "${PG_AS[@]}" "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres -E UTF8 --no-sync \
+    --auth-local=trust --auth-host=scram-sha-256 >"$TMP/pg-initdb.log" 2>&1 ||
+    { cat "$TMP/pg-initdb.log" >&2; die "initdb failed"; }
+  for _ in 1 2 3 4 5 6 7 8; do
+    port=$(( 20000 + RANDOM % 12000 ))   # below the ephemeral range (32768-)
+    port_open "$port" && continue
+    if run_fg "${PG_AS[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w -t 30 \
+      -o "-p $port -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c shared_buffers=256MB -c max_connections=100" \
+      start >"$TMP/pg_ctl.out" 2>&1; then
+      PG_PORT=$port
+      return 0
+    fi
+    grep -q "already in use" "$PG_DIR/log" 2>/dev/null && continue
+    cat "$TMP/pg_ctl.out" "$PG_DIR/log" >&2 2>/dev/null || true
+    die "PostgreSQL did not start"
+  done
+  die "no free port found for PostgreSQL"
+}
+
+# stop_pg: stops the cluster of start_pg (pg_ctl, then SIGKILL to its postmaster if it is
+# still there) and removes its directory. Nothing when there is none.
+stop_pg() {
+  local pm=""
+  [ -n "$PG_DIR" ] || return 0
+  if [ -f "$PG_DIR/data/postmaster.pid" ]; then
+    pm=$(head -1 "$PG_DIR/data/postmaster.pid" 2>/dev/null || true)
+    "${PG_AS[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w -t 10 stop >/dev/null 2>&1 ||
+      "${PG_AS[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate -w -t 10 stop \
+        >/dev/null 2>&1 || true
+    if [ -n "$pm" ] && [ "$(cat "/proc/$pm/comm" 2>/dev/null)" = postgres ]; then
+      kill -KILL "$pm" 2>/dev/null || true
+    fi
+  fi
+  rm -rf "$PG_DIR"
+  PG_DIR=""
+}
+
+# pg_psql SQL [DB]: runs SQL as the superuser over the cluster's socket (tuples only)
+pg_psql() {
+  "${PG_AS[@]}" "$PG_BIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 -h "$PG_DIR" -p "$PG_PORT" \
+    -U postgres -d "${2:-postgres}" -c "$1"
+}
+
+# pg_ticks: CPU time of the whole cluster in clock ticks: the postmaster and its live
+# processes (backends), plus what its ended children used (cutime + cstime)
+pg_ticks() {
+  local pm f live
+  pm=$(head -1 "$PG_DIR/data/postmaster.pid" 2>/dev/null) || { echo 0; return; }
+  f=$(sed 's/^.*) //' "/proc/$pm/stat" 2>/dev/null) || { echo 0; return; }
+  # shellcheck disable=SC2046 # one argument per child pid
+  live=$(cpu_ticks "$pm" $(pgrep -P "$pm"))
+  # shellcheck disable=SC2086 # fields after "pid (comm) ": cutime=$14 cstime=$15
+  set -- $f
+  echo $(( live + ${14} + ${15} ))
+}
+
+# 8. PostgreSQL point select through moonlet (bench/apps/pg_read, pool of C connections,
+#    wrk -t1 -c64 with random ids) beside pgbench -S with C connections, on one throwaway
+#    cluster (pgbench -i -s 10: 1,000,000 accounts).
+bench_pg() {
+  local c=${BENCH_PG_POOL:-16} scale=10 secs url check m_rps m_p99 m_err m_cpu m_pg
+  local c0 c1 p0 p1 a0 a1 t0 t1 mode out tps lat fail pg all best ratio verdict fmt rows=""
+  local m_all load
+  local accounts db_url
+  secs=$(seconds "$DURATION")
+  accounts=$(( scale * 100000 ))
+  load=$(cut -d' ' -f1 /proc/loadavg)
+  section "PostgreSQL point select: moonlet (bench/apps/pg_read) vs pgbench -S, $c connections each"
+  command -v wrk >/dev/null || die "wrk not installed (scripts/deps.sh bench)"
+  command -v pgbench >/dev/null || die "pgbench not installed (the postgresql-client package)"
+  start_pg
+  pg_psql "CREATE USER bench PASSWORD 'bench'" >/dev/null
+  pg_psql "CREATE DATABASE bench OWNER bench" >/dev/null
+  PGPASSWORD=bench run_fg pgbench -i -s "$scale" -q -h 127.0.0.1 -p "$PG_PORT" -U bench bench \
+    >"$TMP/pgbench-init.out" 2>&1 || { cat "$TMP/pgbench-init.out" >&2; die "pgbench -i failed"; }
+  # every page of the table and its index in shared buffers, for both clients alike
+  pg_psql "CREATE EXTENSION IF NOT EXISTS pg_prewarm" bench >/dev/null 2>&1 &&
+    pg_psql "SELECT pg_prewarm('pgbench_accounts') + pg_prewarm('pgbench_accounts_pkey')" bench \
+      >/dev/null 2>&1 || echo "(pg_prewarm not available: the first run warms the cache)"
+
+  db_url="postgres://bench:bench@127.0.0.1:$PG_PORT/bench?sslmode=disable"
+  BENCH_PG_URL=$db_url BENCH_PG_POOL=$c start_moonlet pg bench/apps/pg_read 4096
+  url=http://127.0.0.1:$ML_PORT
+  check=$(curl -s -m 5 "$url/account/4242")
+  [ "$check" = '{"abalance":0}' ] || die "GET /account/4242 answered '$check'"
+  export WRK_ID_PREFIX=/account/ WRK_ID_MAX=$accounts
+  # warm-up: moonlet opens its $c connections
+  run_fg timeout -k 5 10 wrk -t1 -c64 -d1s -s bench/wrk_random_id.lua "$url" >/dev/null 2>&1 || true
+  c0=$(cpu_ticks "$ML_PID") p0=$(pg_ticks) a0=$(busy_ticks) t0=$(date +%s.%N)
+  wrk_bg pg_moonlet "$secs" 64 "$url" -s bench/wrk_random_id.lua
+  wrk_wait pg_moonlet "$WRK_PID"
+  c1=$(cpu_ticks "$ML_PID") p1=$(pg_ticks) a1=$(busy_ticks) t1=$(date +%s.%N)
+  unset WRK_ID_PREFIX WRK_ID_MAX
+  m_rps=$(printf '%.0f' "$W_RPS") m_p99=$W_P99 m_err=$W_ERRORS
+  m_cpu=$(pct $(( c1 - c0 )) "$t0" "$t1") m_pg=$(pct $(( p1 - p0 )) "$t0" "$t1")
+  m_all=$(pct $(( a1 - a0 )) "$t0" "$t1")
+  kill -0 "$ML_PID" 2>/dev/null || echo "!! moonlet exited during the run"
+  stop_pid "$ML_PID"   # its connections close: pgbench has the server to itself
+
+  fmt='%-44s %10s %10s %7s %8s %8s %8s  %s\n'
+  best=0
+  for mode in prepared extended simple; do
+    # -l: one line per transaction in $TMP/pgbench-MODE/ (its 3rd field: latency in us)
+    mkdir -p "$TMP/pgbench-$mode"
+    p0=$(pg_ticks) a0=$(busy_ticks) t0=$(date +%s.%N)
+    out=$(PGPASSWORD=bench run_fg timeout -k 5 $((secs + 60)) env -C "$TMP/pgbench-$mode" \
+      pgbench -n -S -c "$c" -j 1 -T "$secs" -M "$mode" -l -h 127.0.0.1 -p "$PG_PORT" \
+      -U bench bench 2>&1) || { echo "$out" >&2; die "pgbench -M $mode failed"; }
+    p1=$(pg_ticks) a1=$(busy_ticks) t1=$(date +%s.%N)
+    echo "$out" >"$TMP/pgbench-$mode.out"
+    tps=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p')
+    lat=$(cat "$TMP/pgbench-$mode"/pgbench_log.* 2>/dev/null | awk '{ print $3 }' | sort -n |
+      awk '{ v[NR] = $1 } END { i = int(NR * 0.99); if (i < 1) i = 1; if (NR) printf "%.2f", v[i] / 1000 }')
+    rm -rf "$TMP/pgbench-$mode"
+    fail=$(echo "$out" | sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p')
+    [ -n "$tps" ] || { echo "$out" >&2; die "cannot parse pgbench -M $mode output"; }
+    tps=$(printf '%.0f' "$tps")
+    pg=$(pct $(( p1 - p0 )) "$t0" "$t1") all=$(pct $(( a1 - a0 )) "$t0" "$t1")
+    best=$(( tps > best ? tps : best ))
+    ratio=$(awk -v a="$m_rps" -v b="$tps" 'BEGIN { printf "%.2f", a / b }')
+    rows="$rows$(printf "$fmt" "pgbench -S -M $mode -c $c -j 1 -T $secs" "$tps" \
+      "${lat:-?} p99" "${fail:-0}" "-" "$pg" "$all" "moonlet/this = $ratio")"$'\n'
+  done
+  grep -E 'ERROR|FATAL|PANIC' "$PG_DIR/log" >"$TMP/pg-errors.log" 2>/dev/null || true
+  stop_pg
+
+  printf "$fmt" "client" "req|tx/s" "latency ms" "errors" "srv CPU" "PG CPU" "all CPU" "ratio"
+  printf "$fmt" "--------------------------------------------" "----------" "----------" "-------" \
+    "--------" "--------" "--------" "-----"
+  printf "$fmt" "moonlet: wrk -t1 -c64 -d$DURATION, pool $c" "$m_rps" "$(ms "$m_p99") p99" "$m_err" \
+    "$m_cpu" "$m_pg" "$m_all" ""
+  printf '%s' "$rows"
+  ratio=$(awk -v a="$m_rps" -v b="$best" 'BEGIN { printf "%.2f", a / b }')
+  verdict=$(awk -v r="$ratio" 'BEGIN { print (r >= 0.5 ? "met" : "NOT met") }')
+  printf '%-44s %10s   target >= 0.50 x pgbench -S (its best mode): %s\n' \
+    "ratio moonlet / best pgbench" "$ratio" "$verdict"
+  echo "moonlet's figure is HTTP end to end: wrk sends GET /account/ID (random ID in 1..$accounts,"
+  echo "  bench/wrk_random_id.lua), moonlet parses it, routes it, runs SELECT abalance FROM"
+  echo "  pgbench_accounts WHERE aid = \$1 on one of its $c pooled connections (libpq, one"
+  echo "  PQsendQueryParams each: parse+bind+execute, like -M extended) and encodes the row as JSON."
+  echo "  pgbench speaks to PostgreSQL directly, the same SELECT on $c connections."
+  echo "one cluster (initdb in a temp dir, fsync off, shared_buffers 256 MB, table prewarmed),"
+  echo "  pgbench -i -s $scale; TCP to 127.0.0.1 with SCRAM for both. 1 s wrk warm-up first."
+  echo "  srv CPU = moonlet, PG CPU = all PostgreSQL processes, all CPU = the whole machine"
+  echo "  (clients included); user+system, % of one CPU. Clients, moonlet and PostgreSQL share"
+  echo "  the machine's $(nproc) CPUs."
+  echo "latency: per request (wrk: 64 connections on a pool of $c, so it includes the wait for"
+  echo "  a free connection) or per transaction (pgbench -l). errors: moonlet = wrk socket"
+  echo "  errors + non-2xx; pgbench = failed transactions. 1-minute load average before the"
+  echo "  section: $load."
+  if [ -s "$TMP/pg-errors.log" ]; then
+    echo "PostgreSQL logged $(wc -l <"$TMP/pg-errors.log") ERROR/FATAL lines, first lines:"
+    head -5 "$TMP/pg-errors.log" | sed 's/^/  | /'
+  fi
+  moonlet_log pg
 }
 
 # ---------------------------------------------------------------------------- main
