@@ -33,6 +33,7 @@ struct ml_conn_s {
   uint64_t start_ns;         /* request start, for the access log */
   uint64_t deadline;         /* loop time (ms) the connection times out at, 0 for none */
   uint64_t timer_due;        /* when the libuv timer fires, 0 if it is not running */
+  size_t write_queue_seen;   /* unsent bytes at the last check: progress moves the deadline */
   int handles_open;
   unsigned inflight : 1, writing : 1, closing : 1, close_after_write : 1, lingering : 1,
       in_process : 1, read_stopped : 1, head : 1;

@@ -46,6 +46,7 @@ static int on_url(llhttp_t *p, const char *at, size_t len) {
 
 static int on_header_field(llhttp_t *p, const char *at, size_t len) {
   ml_http_t *h = H(p);
+  if (h->headers_done) return 0;   /* chunked trailers: never merged into the headers */
   if (count_header_bytes(h, len + 4)) return HPE_USER;
   ml_header_t *cur = h->nhdrs ? &h->hdrs[h->nhdrs - 1] : NULL;
   if (!cur || cur->val_off != UINT32_MAX) {   /* previous header finished: start a new one */
@@ -74,6 +75,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len) {
 
 static int on_header_value(llhttp_t *p, const char *at, size_t len) {
   ml_http_t *h = H(p);
+  if (h->headers_done) return 0;
   if (count_header_bytes(h, len)) return HPE_USER;
   ml_header_t *cur = &h->hdrs[h->nhdrs - 1];
   if (cur->val_off == UINT32_MAX) cur->val_off = (uint32_t)h->store.len;
@@ -84,6 +86,7 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len) {
 
 static int on_header_value_complete(llhttp_t *p) {
   ml_http_t *h = H(p);
+  if (h->headers_done) return 0;
   ml_header_t *cur = &h->hdrs[h->nhdrs - 1];
   if (cur->name_len == 0) return fail(h, 400, "Bad Request");
   if (cur->val_off == UINT32_MAX) cur->val_off = (uint32_t)h->store.len;   /* empty value */

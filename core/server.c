@@ -16,6 +16,8 @@
 static void conn_process(ml_conn_t *c, const char *data, size_t len);
 static void conn_flush(ml_conn_t *c);
 static void conn_close(ml_conn_t *c);
+static void timer_set(ml_conn_t *c, uint64_t ms);
+static void read_start(ml_conn_t *c);
 
 static void handle_closed_cb(uv_handle_t *h) {
   ml_conn_t *c = h->data;
@@ -63,8 +65,17 @@ static void timeout_cb(uv_timer_t *t) {
     uv_timer_start(&c->timer, timeout_cb, c->deadline - now, 0);
     return;
   }
-  if (!c->lingering && c->http.in_message)
+  if (c->writing) {   /* still sending: fine as long as the client takes bytes */
+    size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+    if (queued < c->write_queue_seen) {
+      c->write_queue_seen = queued;
+      timer_set(c, c->srv->cfg.header_timeout_ms);
+      return;
+    }
+    ml_log(ML_LOG_INFO, "closing connection: the client stopped reading its response");
+  } else if (!c->lingering && c->http.in_message) {
     ml_log(ML_LOG_INFO, "closing connection: request not received in time");
+  }
   conn_close(c);
 }
 
@@ -95,6 +106,7 @@ static void conn_linger(ml_conn_t *c) {
     conn_close(c);
     return;
   }
+  read_start(c);   /* read_cb discards what arrives and closes at EOF */
   timer_set(c, LINGER_MS);
 }
 
@@ -152,7 +164,11 @@ static void reply_error(ml_conn_t *c, int status, const char *detail) {
 static void conn_process(ml_conn_t *c, const char *data, size_t len) {
   c->in_process = 1;
   while (len > 0 && !c->closing && !c->close_after_write) {
-    if (c->inflight || (c->writing && c->out.len > OUT_HIGH_WATER)) {
+    /* Pipelined responses pile up in c->out: past the high-water mark, hand them to the
+     * kernel; if it cannot take them all, wait for the write before parsing on. */
+    if (!c->inflight && c->out.len > OUT_HIGH_WATER) conn_flush(c);
+    if (c->closing) break;
+    if (c->inflight || c->writing) {
       ml_buf_add(&c->pending, data, len);
       if (!c->inflight) read_stop(c);   /* the client does not read its responses */
       break;
@@ -161,6 +177,7 @@ static void conn_process(ml_conn_t *c, const char *data, size_t len) {
     int rc = ml_http_execute(&c->http, data, len, &used);
     data += used;
     len -= used;
+    if (c->closing) break;   /* never dispatch on a connection that is going away */
     if (rc == ML_HTTP_MORE) {
       /* A body in progress must keep moving; a header block has its own deadline. */
       if (c->http.headers_done) timer_set(c, c->srv->cfg.header_timeout_ms);
@@ -170,7 +187,7 @@ static void conn_process(ml_conn_t *c, const char *data, size_t len) {
       reply_error(c, c->http.error_status, c->http.error_detail);
       break;
     }
-    timer_clear(c);
+    if (!c->writing) timer_clear(c);
     c->inflight = 1;
     c->head = c->http.method == ML_M_HEAD;
     c->start_ns = uv_hrtime();
@@ -256,6 +273,9 @@ static void conn_flush(ml_conn_t *c) {
         return;
       }
       c->writing = 1;
+      c->write_queue_seen = c->wbuf.len;
+      /* a client that stops reading is dropped (the deadline moves while bytes leave) */
+      timer_set(c, c->srv->cfg.header_timeout_ms);
       return;
     }
     c->out.len = 0;
@@ -280,12 +300,12 @@ static void on_begin(ml_http_t *h) {
   timer_set(c, c->srv->cfg.header_timeout_ms);
 }
 
+/* The interim response goes out with the next flush, at the end of this read: the client
+ * waits for it before sending the body. Never write from inside the parser: a failed
+ * write would close the connection under it. */
 static void on_headers(ml_http_t *h) {
   ml_conn_t *c = h->owner;
-  if (h->expect_continue) {
-    ml_buf_add(&c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-    conn_flush(c);
-  }
+  if (h->expect_continue) ml_buf_add(&c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
 }
 
 static void accept_cb(uv_stream_t *listener, int status) {

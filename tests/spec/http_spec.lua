@@ -184,6 +184,63 @@ describe("http/1.1", function()
     eq(assert(t.request(srv.port, "GET", "/text")).status, 200)
   end)
 
+  it("parses an {id:int} segment by itself, whatever follows it in the request", function()
+    local c = raw("DELETE /items/123 HTTP/1.1\r\n456: x\r\nHost: x\r\n\r\n")
+    eq(assert(c:read_response(5)):json(), { deleted = 123 })
+    c:close()
+  end)
+
+  it("never merges chunked trailers into the headers", function()
+    local c = raw("POST /headers HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" ..
+                  "1\r\na\r\n0\r\nX-Injected: 1\r\nHost: evil\r\n\r\n")
+    local h = assert(c:read_response(5)):json()
+    eq(h["x-injected"], nil)
+    eq(h.host, "x")
+    c:close()
+  end)
+
+  it("survives clients that reset right after Expect: 100-continue", function()
+    for _ = 1, 20 do
+      local c = raw("POST /slow-echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n" ..
+                    "Content-Length: 1\r\n\r\nx")
+      c:reset()
+    end
+    t.sleep(0.2)   -- past the handlers' sleeps: nothing may touch the closed connections
+    eq(assert(t.request(srv.port, "POST", "/slow-echo", { body = "ok" })):json(), { body = "ok" })
+  end)
+
+  it("keeps memory bounded when pipelined responses are not read", function()
+    local reqs = string.rep("GET /big?n=1000000 HTTP/1.1\r\nHost: x\r\n\r\n", 300)
+    local c = raw(reqs)   -- 300 MB of responses asked for, none read yet
+    t.sleep(1)
+    local rss = tonumber(t.read_file("/proc/" .. srv.pid .. "/status"):match("VmRSS:%s*(%d+)"))
+    ok(rss < 150 * 1024, "server RSS grew to " .. rss .. " kB")
+    c:close()
+  end)
+
+  it("closes lingering connections at the client's EOF, not seconds later", function()
+    local function fds()
+      local p = io.popen("ls /proc/" .. srv.pid .. "/fd | wc -l")
+      local n = tonumber(p:read("*a"))
+      p:close()
+      return n
+    end
+    local before = fds()
+    for _ = 1, 30 do
+      local c = raw("GET /text HTTP/1.0\r\n\r\n")
+      assert(c:read_response(5))
+      c:close()
+    end
+    t.sleep(0.3)
+    ok(fds() <= before + 2, "connections still open: " .. fds() - before)
+  end)
+
+  it("drops a client that stops reading a large response", function()
+    local c = raw("GET /big?n=30000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+    srv:wait_log("the client stopped reading its response", 6)
+    c:close()
+  end)
+
   it("writes large responses completely", function()
     local res = assert(t.request(srv.port, "GET", "/big?n=3000000", { timeout = 10 }))
     eq(#res.body, 3000000)

@@ -27,7 +27,11 @@ app:get("/bad-header-name", function() return 200, "x", { ["x evil"] = "a" } end
 app:get("/bad-status", function() return 99, "x" end)
 app:get("/nan", function() return { v = 0/0 } end)
 app:get("/query", function(req) return req.query end)
-app:get("/headers", function(req) return req.headers end)
+app:route({ "GET", "POST" }, "/headers", function(req) return req.headers end)
+app:post("/slow-echo", function(req)
+  moonlet.sleep(0.05)
+  return { body = req.body }
+end)
 app:get("/path/{rest}", function(req) return { rest = req.params.rest, path = req.path } end)
 app:route({ "GET", "POST" }, "/method", function(req) return { method = req.method } end)
 app:put("/put", function(req) return { body = req.body } end)
