@@ -2,6 +2,7 @@
  * a fixed overhead, charged against one global budget (an atomic counter). Expired entries
  * are dropped when met and swept before a write is refused. */
 #include "shared.h"
+#include "buf.h"
 #include <lauxlib.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -143,14 +144,44 @@ static const char *check_key(lua_State *L, size_t *len) {
 
 static uint64_t check_ttl(lua_State *L, int idx) {
   double ttl = luaL_optnumber(L, idx, 0);
-  luaL_argcheck(L, ttl >= 0, idx, "ttl must be a non-negative number of seconds");
+  luaL_argcheck(L, ttl >= 0 && ttl < 1e9, idx, "ttl must be 0 to 1e9 seconds");
   return ttl > 0 ? uv_hrtime() + (uint64_t)(ttl * 1e9) : 0;
 }
 
-static void push_value(lua_State *L, const entry_t *e) {
-  if (e->type == V_STR) lua_pushlstring(L, e->val, e->vlen);
-  else if (e->type == V_NUM) lua_pushnumber(L, e->num);
-  else lua_pushboolean(L, e->num != 0);
+/* Nothing that can run Lua (allocation may run a GC step, a finalizer — which may use this
+ * very dictionary — or raise) happens while a dictionary's lock is held: values are copied
+ * out under the lock into the caller's own memory and pushed after unlocking. */
+typedef struct {
+  int type, found;
+  double num;
+  size_t len;
+  char *str;                 /* small, or malloc'd for longer strings */
+  char small[256];
+} copied_t;
+
+static void copy_value(const entry_t *e, copied_t *v) {
+  v->found = 1;
+  v->type = e->type;
+  v->num = e->num;
+  v->len = 0;
+  v->str = v->small;
+  if (e->type != V_STR) return;
+  if (e->vlen > sizeof v->small && !(v->str = malloc(e->vlen))) {
+    v->found = 0;   /* out of memory: reads as absent */
+    return;
+  }
+  memcpy(v->str, e->val, e->vlen);
+  v->len = e->vlen;
+}
+
+static void push_copied(lua_State *L, copied_t *v) {
+  if (!v->found) lua_pushnil(L);
+  else if (v->type == V_NUM) lua_pushnumber(L, v->num);
+  else if (v->type == V_BOOL) lua_pushboolean(L, v->num != 0);
+  else {
+    lua_pushlstring(L, v->str, v->len);
+    if (v->str != v->small) free(v->str);
+  }
 }
 
 static int no_memory(lua_State *L, dict_t *d) {
@@ -167,11 +198,12 @@ static int l_get(lua_State *L) {
   size_t klen;
   const char *k = check_key(L, &klen);
   uint32_t h = hash(k, klen);
+  copied_t v = {0};
   pthread_mutex_lock(&d->lock);
   entry_t **pe = find(d, k, klen, h, uv_hrtime());
-  if (*pe) push_value(L, *pe);
-  else lua_pushnil(L);
+  if (*pe) copy_value(*pe, &v);
   pthread_mutex_unlock(&d->lock);
+  push_copied(L, &v);
   return 1;
 }
 
@@ -274,8 +306,9 @@ static int l_incr(lua_State *L) {
       return 2;
     }
     e->num += by;
-    lua_pushnumber(L, e->num);
+    double v = e->num;
     pthread_mutex_unlock(&d->lock);
+    lua_pushnumber(L, v);
     return 1;
   }
   pthread_mutex_unlock(&d->lock);
@@ -285,10 +318,11 @@ static int l_incr(lua_State *L) {
     return 2;
   }
   /* absent: add init + by, unless another thread added it meanwhile — then retry */
+  double ttl = expires ? lua_tonumber(L, 5) : 0;
   for (;;) {
     lua_settop(L, 2);
     lua_pushnumber(L, init + by);
-    if (expires) lua_pushnumber(L, (double)(expires - uv_hrtime()) / 1e9);
+    if (expires) lua_pushnumber(L, ttl);
     int n = store(L, 1);
     if (lua_toboolean(L, -n)) {
       lua_pushnumber(L, init + by);
@@ -297,13 +331,19 @@ static int l_incr(lua_State *L) {
     if (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "exists") != 0) return n;
     pthread_mutex_lock(&d->lock);
     pe = find(d, k, klen, h, uv_hrtime());
-    if (*pe && (*pe)->type == V_NUM) {
-      (*pe)->num += by;
-      lua_pushnumber(L, (*pe)->num);
-      pthread_mutex_unlock(&d->lock);
+    int type = *pe ? (*pe)->type : -1;
+    double v = 0;
+    if (type == V_NUM) v = ((*pe)->num += by);
+    pthread_mutex_unlock(&d->lock);
+    if (type == V_NUM) {
+      lua_pushnumber(L, v);
       return 1;
     }
-    pthread_mutex_unlock(&d->lock);
+    if (type >= 0) {   /* someone stored a string or a boolean meanwhile */
+      lua_pushnil(L);
+      lua_pushliteral(L, "not a number");
+      return 2;
+    }
   }
 }
 
@@ -312,16 +352,28 @@ static int l_keys(lua_State *L) {
   dict_t *d = check_dict(L);
   int max = (int)luaL_optinteger(L, 2, 0);
   uint64_t now = uv_hrtime();
-  lua_newtable(L);
   int n = 0;
+  ml_buf_t keys = {0};   /* (u32 length, bytes) per key, pushed after unlocking */
   pthread_mutex_lock(&d->lock);
   for (size_t i = 0; i < d->nslots && (max <= 0 || n < max); i++)
     for (entry_t *e = d->slots[i]; e && (max <= 0 || n < max); e = e->next)
       if (!expired(e, now)) {
-        lua_pushlstring(L, e->key, e->klen);
-        lua_rawseti(L, -2, ++n);
+        uint32_t len = (uint32_t)e->klen;
+        ml_buf_add(&keys, &len, 4);
+        ml_buf_add(&keys, e->key, e->klen);
+        n++;
       }
   pthread_mutex_unlock(&d->lock);
+  lua_createtable(L, n, 0);
+  size_t off = 0;
+  for (int i = 1; i <= n; i++) {
+    uint32_t len;
+    memcpy(&len, keys.data + off, 4);
+    lua_pushlstring(L, keys.data + off + 4, len);
+    lua_rawseti(L, -2, i);
+    off += 4 + len;
+  }
+  ml_buf_free(&keys);
   return 1;
 }
 

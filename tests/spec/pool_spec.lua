@@ -179,6 +179,11 @@ describe("moonlet.shared", function()
     eq(assert(t.request(srv.port, "GET", "/shared/get?k=atomic")):json(), { v = n })
   end)
 
+  it("lets finalizers use a dictionary while it is being read (no self-deadlock)", function()
+    local res = assert(t.request(srv.port, "GET", "/shared/gc", { timeout = 20 }))
+    eq(res:json(), { ok = true, finalized = true })
+  end)
+
   it("says so when full", function()
     local r = assert(t.request(srv.port, "GET", "/shared/fill")):json()
     ok(r.stored > 100 and r.stored < 2000, "stored " .. r.stored)

@@ -103,6 +103,22 @@ app:get("/shared/api", function()
   r.bad = select(2, pcall(d.set, d, "t", {}))
   return r
 end)
+-- finalizers that use a dictionary while the same dictionary is being read
+app:get("/shared/gc", function()
+  local d = moonlet.shared.dict("gc")
+  d:set("big", string.rep("v", 4096))
+  local hits = 0
+  for i = 1, 20000 do
+    local p = newproxy(true)
+    getmetatable(p).__gc = function() if d:get("big") then hits = hits + 1 end end
+    local v = d:get("big")
+    if i % 100 == 0 then d:keys() end
+    assert(#v == 4096)
+  end
+  collectgarbage()
+  return { ok = true, finalized = hits > 0 }
+end)
+
 app:get("/shared/fill", function()
   local d = moonlet.shared.dict("fill")
   for i = 1, 100000 do
