@@ -75,7 +75,6 @@ ml_app_t *ml_app_new(uv_loop_t *loop, const char *appdir, char *err, size_t errl
   }
   ml_sched_init(&a->sched, a->L, loop);
   a->sched.app = a;
-  a->sched.closed_cb = app_closed_cb;
   if (ml_lua_load_app(a->L, appdir, err, errlen) || load_routes(a, err, errlen)) {
     ml_app_free(a);
     return NULL;
@@ -83,10 +82,17 @@ ml_app_t *ml_app_new(uv_loop_t *loop, const char *appdir, char *err, size_t errl
   return a;
 }
 
+void ml_app_stop(ml_app_t *a) {
+  if (a && a->L) ml_sched_close(&a->sched);
+}
+
 void ml_app_free(ml_app_t *a) {
   if (!a) return;
-  if (a->L) ml_sched_close(&a->sched);
-  if (a->L) lua_close(a->L);
+  int on_loop = a->L != NULL;
+  if (on_loop) {
+    ml_sched_close(&a->sched);
+    lua_close(a->L);
+  }
   for (int i = 0; i < a->nroutes; i++) {
     free(a->routes[i].pattern);
     free(a->routes[i].methods);
@@ -95,12 +101,20 @@ void ml_app_free(ml_app_t *a) {
   ml_router_free(a->router);
   ml_buf_free(&a->scratch);
   ml_buf_free(&a->decoded);
-  if (!a->L) free(a);   /* no scheduler: nothing on the loop */
+  /* the scheduler's handles may still be closing: then its close callback frees a */
+  if (!on_loop || a->sched.handles_closed) free(a);
+  else a->sched.closed_cb = app_closed_cb;
+}
+
+/* Hands back a request's task (see ml_app_t.requests). */
+static void request_release(ml_task_t *t, int reusable) {
+  ((ml_app_t *)t->sched->app)->requests--;
+  ml_task_release(t, reusable);
 }
 
 static void respond_500(ml_task_t *t, int reusable) {
   ml_conn_t *c = t->owner;
-  ml_task_release(t, reusable);
+  request_release(t, reusable);
   ml_resp_error(&c->out, 500, "Internal Server Error", NULL, ml_conn_keepalive(c), c->head);
   ml_conn_done(c, 500);
 }
@@ -118,7 +132,7 @@ static void finish(ml_task_t *t) {
     respond_500(t, 1);
     return;
   }
-  ml_task_release(t, 1);
+  request_release(t, 1);
   ml_conn_done(c, status);
 }
 
@@ -126,7 +140,7 @@ static void finish(ml_task_t *t) {
 static void request_done(ml_task_t *t, int st) {
   ml_app_t *a = t->sched->app;
   if (!t->owner) {   /* the client left while the handler ran: nothing to answer */
-    ml_task_release(t, st == 0);
+    request_release(t, st == 0);
     return;
   }
   if (st == 0) {
@@ -184,7 +198,7 @@ static void pool_request_done(ml_job_t *j) {
   int status = j->status;
   ml_buf_add(&c->out, j->out.data, j->out.len);
   ml_job_free(j);
-  ml_task_release(t, 1);
+  request_release(t, 1);
   ml_conn_done(c, status);
 }
 
@@ -247,6 +261,7 @@ static void dispatch_pooled(ml_app_t *a, ml_conn_t *c, ml_match_t *m, const char
     return;
   }
   ml_task_t *t = ml_task_new(&a->sched, request_done, c);
+  a->requests++;
   t->route = m->route;
   t->cancel = pool_request_cancel;
   t->wait = j;
@@ -285,6 +300,7 @@ void ml_app_dispatch(void *ctx, ml_conn_t *c) {
     return;
   }
   ml_task_t *t = ml_task_new(&a->sched, request_done, c);
+  a->requests++;
   t->route = m.route;
   c->task = t;
   lua_State *co = t->co;
@@ -323,7 +339,7 @@ void ml_app_abort(void *ctx, void *task) {
   t->owner = NULL;
   if (t->sched->current == t) return;   /* running now: request_done drops it */
   ml_task_cancel(t);
-  ml_task_release(t, 0);
+  request_release(t, 0);
 }
 
 /* --- lazy request fields (moonlet.core) ------------------------------------------------ */

@@ -30,10 +30,14 @@ struct ml_app_s {
   ml_buf_t scratch;          /* response body being encoded */
   ml_buf_t decoded;          /* percent-decoding */
   struct ml_pool_s *pool;    /* the host's worker pool */
+  int requests;              /* requests in flight (their tasks); the rest are spawned */
 };
 
 /* Loads APPDIR into a new state. NULL with a one-line message in err on failure. */
 ml_app_t *ml_app_new(uv_loop_t *loop, const char *appdir, char *err, size_t errlen);
+/* Cancels every task (spawned ones too) and closes the scheduler's handles: the app
+ * answers nothing more. ml_app_free still has to follow. */
+void ml_app_stop(ml_app_t *a);
 /* Cancels its tasks and frees the app; its memory goes when its handles have closed on
  * the loop (run the loop afterwards). */
 void ml_app_free(ml_app_t *a);

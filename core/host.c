@@ -31,6 +31,7 @@ struct ml_host_s {
   uv_prepare_t flush;        /* flushes the log once per loop turn */
   uv_timer_t grace;
   int signals, stopping, closed;
+  int reload_pending;
 };
 
 void ml_config_defaults(ml_config_t *cfg) {
@@ -49,9 +50,14 @@ void ml_config_defaults(ml_config_t *cfg) {
   cfg->reload = 0;
 }
 
+/* The end of a stop: everything still on the loop goes, so ml_host_run returns. Tasks
+ * that outlive their requests (spawned ones) are cancelled here. */
 static void close_handles(ml_host_t *h) {
   if (h->closed) return;
   h->closed = 1;
+  ml_app_stop(h->app);
+  for (int i = 0; i < h->nretired; i++) ml_app_stop(h->retired[i]);
+  ml_pool_detach(h->pool);
   ml_reload_stop(h->reload);
   h->reload = NULL;
   uv_close((uv_handle_t *)&h->reaper, NULL);
@@ -130,7 +136,7 @@ ml_host_t *ml_host_new(const ml_config_t *cfg) {
 static void reap_cb(uv_timer_t *t) {
   ml_host_t *h = t->data;
   for (int i = 0; i < h->nretired;) {
-    if (h->retired[i]->sched.live == 0) {
+    if (h->retired[i]->requests == 0) {   /* its spawned tasks end with it */
       ml_app_free(h->retired[i]);
       h->retired[i] = h->retired[--h->nretired];
     } else {
@@ -140,11 +146,19 @@ static void reap_cb(uv_timer_t *t) {
   if (h->nretired == 0) uv_timer_stop(&h->reaper);
 }
 
-/* --reload: load the changed code into a new app; new requests go to it, requests in
- * flight finish on the old one, which is freed when its last task ends. A load error
- * keeps the old code serving. */
+/* The watcher saw a change. Loading runs app.lua, which may wait (moonlet.db at load
+ * time runs the loop): never inside a libuv callback, so stop the loop and let
+ * ml_host_run reload between two runs. */
 static void reload_cb(void *ctx) {
   ml_host_t *h = ctx;
+  h->reload_pending = 1;
+  uv_stop(&h->loop);
+}
+
+/* --reload: load the changed code into a new app; new requests go to it, requests in
+ * flight finish on the old one, which is freed when its last request ends (its spawned
+ * tasks are cancelled then). A load error keeps the old code serving. */
+static void reload_now(ml_host_t *h) {
   char err[1024];
   if (h->nretired == (int)(sizeof h->retired / sizeof h->retired[0])) {
     ml_log(ML_LOG_WARN, "reload: postponed, old code still has requests running");
@@ -222,7 +236,10 @@ int ml_host_run(ml_host_t *h) {
     h->reload = ml_reload_start(&h->loop, h->appdir, reload_cb, h);
     ml_log(ML_LOG_INFO, "watching %s for changes (--reload)", h->appdir);
   }
-  uv_run(&h->loop, UV_RUN_DEFAULT);
+  while (uv_run(&h->loop, UV_RUN_DEFAULT) && h->reload_pending) {
+    h->reload_pending = 0;
+    if (!h->closed) reload_now(h);
+  }
   ml_watchdog_stop(h->watchdog);
   h->watchdog = NULL;
   ml_log_flush();

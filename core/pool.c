@@ -28,6 +28,8 @@ typedef struct worker_s {
   int generation;            /* the code generation this state loaded (see ml_pool_reload) */
   char *load_error;          /* the state could not load the app */
   ml_buf_t scratch;
+  uv_async_t wake;           /* on its own loop: a job is waiting for this idle thread */
+  int idle;                  /* on the pool's idle stack */
   int exited;
 } worker_t;
 
@@ -35,11 +37,14 @@ struct ml_pool_s {
   uv_loop_t *loop;
   uv_async_t async;
   pthread_mutex_t lock;
-  pthread_cond_t cond, exit_cond;
+  pthread_cond_t exit_cond;
   ml_job_t *head, *tail;     /* queued */
   ml_job_t *done;            /* finished, newest first */
   int queued, max_queue, outstanding;
-  int size, nthreads, idle, stopping, exited;
+  int detached;              /* jobs in flight no longer keep the loop alive */
+  int size, nthreads, stopping, exited;
+  worker_t **idle;           /* idle threads, most recently idle last (woken first) */
+  int nidle;
   int generation;            /* bumped by ml_pool_reload: states reload before their next job */
   worker_t *workers;
   char *appdir;
@@ -206,11 +211,13 @@ static void run_call(worker_t *w, ml_job_t *j) {
   lua_settop(L, 0);
 }
 
-/* Closes the worker's state; its loop stays for the next one. */
+/* Closes the worker's state; its loop (and wake handle) stay for the next one. */
 static void worker_teardown(worker_t *w) {
   if (w->L) {
     ml_sched_close(&w->sched);
+    uv_unref((uv_handle_t *)&w->wake);
     uv_run(&w->loop, UV_RUN_DEFAULT);   /* the scheduler's handles close */
+    uv_ref((uv_handle_t *)&w->wake);
     lua_close(w->L);
     w->L = NULL;
   }
@@ -218,20 +225,43 @@ static void worker_teardown(worker_t *w) {
   w->load_error = NULL;
 }
 
+static void wake_cb(uv_async_t *a) {
+  (void)a;   /* waking uv_run is all it is for */
+}
+
+static void idle_remove(ml_pool_t *p, worker_t *w) {
+  for (int i = 0; i < p->nidle; i++)
+    if (p->idle[i] == w) {
+      p->idle[i] = p->idle[--p->nidle];
+      break;
+    }
+  w->idle = 0;
+}
+
+/* A pool thread. Between jobs it waits on its own loop, not on a condition variable, so
+ * what its state started in the background (moonlet.spawn at app load, a spawned task's
+ * timers and sockets) keeps running while the thread is idle; a submitted job wakes it
+ * through w->wake. Jobs run outside any libuv callback, so their blocking waits may run
+ * the loop themselves. */
 static void *worker_main(void *arg) {
   worker_t *w = arg;
   ml_pool_t *p = w->pool;
   uv_loop_init(&w->loop);
+  uv_async_init(&w->loop, &w->wake, wake_cb);
   if (worker_init(w)) ml_log(ML_LOG_ERROR, "pool: %s", w->load_error);
   pthread_mutex_lock(&p->lock);
   w->generation = p->generation;
   for (;;) {
-    while (!p->head && !p->stopping) {
-      p->idle++;
-      pthread_cond_wait(&p->cond, &p->lock);
-      p->idle--;
+    if (w->idle) idle_remove(p, w);
+    if (!p->head) {
+      if (p->stopping) break;
+      w->idle = 1;
+      p->idle[p->nidle++] = w;
+      pthread_mutex_unlock(&p->lock);
+      uv_run(&w->loop, UV_RUN_ONCE);   /* a job (w->wake) or background work */
+      pthread_mutex_lock(&p->lock);
+      continue;
     }
-    if (!p->head) break;   /* stopping */
     ml_job_t *j = p->head;
     p->head = j->next;
     if (p->head) p->head->prev = NULL; else p->tail = NULL;
@@ -246,13 +276,19 @@ static void *worker_main(void *arg) {
     }
     if (j->kind == ML_JOB_REQUEST) run_request(w, j);
     else run_call(w, j);
-    if (w->L) uv_run(&w->loop, UV_RUN_DEFAULT);   /* what the handler spawned ends here */
     pthread_mutex_lock(&p->lock);
     j->state = JOB_DONE;
     j->next = p->done;
     p->done = j;
     uv_async_send(&p->async);
   }
+  pthread_mutex_unlock(&p->lock);
+  worker_teardown(w);
+  uv_close((uv_handle_t *)&w->wake, NULL);
+  uv_run(&w->loop, UV_RUN_DEFAULT);
+  uv_loop_close(&w->loop);
+  ml_buf_free(&w->scratch);
+  pthread_mutex_lock(&p->lock);
   w->exited = 1;
   p->exited++;
   pthread_cond_broadcast(&p->exit_cond);
@@ -294,8 +330,9 @@ ml_pool_t *ml_pool_new(uv_loop_t *loop, const char *appdir, int size, int max_qu
   p->workers = calloc((size_t)p->size, sizeof *p->workers);
   if (!p->workers) abort();
   pthread_mutex_init(&p->lock, NULL);
-  pthread_cond_init(&p->cond, NULL);
   pthread_cond_init(&p->exit_cond, NULL);
+  p->idle = calloc((size_t)p->size, sizeof *p->idle);
+  if (!p->idle) abort();
   uv_async_init(loop, &p->async, done_cb);
   p->async.data = p;
   uv_unref((uv_handle_t *)&p->async);
@@ -305,7 +342,7 @@ ml_pool_t *ml_pool_new(uv_loop_t *loop, const char *appdir, int size, int max_qu
 int ml_pool_submit(ml_pool_t *p, ml_job_t *j) {
   pthread_mutex_lock(&p->lock);
   /* jobs that neither an idle thread nor one yet to start will take at once */
-  int waiting = p->queued - p->idle - (p->size - p->nthreads);
+  int waiting = p->queued - p->nidle - (p->size - p->nthreads);
   if (waiting >= p->max_queue) {
     pthread_mutex_unlock(&p->lock);
     return UV_EBUSY;
@@ -316,7 +353,11 @@ int ml_pool_submit(ml_pool_t *p, ml_job_t *j) {
   if (p->tail) p->tail->next = j; else p->head = j;
   p->tail = j;
   p->queued++;
-  if (p->idle < p->queued && p->nthreads < p->size) {   /* start a thread lazily */
+  if (p->nidle > 0) {   /* wake the thread that went idle last: its caches are warm */
+    worker_t *w = p->idle[--p->nidle];
+    w->idle = 0;
+    uv_async_send(&w->wake);
+  } else if (p->nthreads < p->size) {   /* start a thread lazily */
     worker_t *w = &p->workers[p->nthreads];
     w->pool = p;
     pthread_attr_t attr;
@@ -326,10 +367,15 @@ int ml_pool_submit(ml_pool_t *p, ml_job_t *j) {
     else ml_log(ML_LOG_WARN, "pool: cannot start a thread (%d running)", p->nthreads);
     pthread_attr_destroy(&attr);
   }
-  pthread_cond_signal(&p->cond);
   pthread_mutex_unlock(&p->lock);
-  if (p->outstanding++ == 0) uv_ref((uv_handle_t *)&p->async);
+  if (p->outstanding++ == 0 && !p->detached) uv_ref((uv_handle_t *)&p->async);
   return 0;
+}
+
+void ml_pool_detach(ml_pool_t *p) {
+  if (!p) return;
+  p->detached = 1;
+  uv_unref((uv_handle_t *)&p->async);
 }
 
 void ml_pool_reload(ml_pool_t *p) {
@@ -356,8 +402,8 @@ void ml_pool_cancel(ml_pool_t *p, ml_job_t *j) {
 static void pool_closed_cb(uv_handle_t *h) {
   ml_pool_t *p = h->data;
   pthread_mutex_destroy(&p->lock);
-  pthread_cond_destroy(&p->cond);
   pthread_cond_destroy(&p->exit_cond);
+  free(p->idle);
   free(p->workers);
   free(p->appdir);
   free(p);
@@ -367,7 +413,7 @@ void ml_pool_free(ml_pool_t *p, double wait_s) {
   if (!p) return;
   pthread_mutex_lock(&p->lock);
   p->stopping = 1;
-  pthread_cond_broadcast(&p->cond);
+  for (int i = 0; i < p->nidle; i++) uv_async_send(&p->idle[i]->wake);
   struct timespec until;
   clock_gettime(CLOCK_REALTIME, &until);
   until.tv_sec += (time_t)wait_s + 1;
@@ -380,13 +426,7 @@ void ml_pool_free(ml_pool_t *p, double wait_s) {
     uv_close((uv_handle_t *)&p->async, NULL);
     return;
   }
-  for (int i = 0; i < p->nthreads; i++) {
-    worker_t *w = &p->workers[i];
-    pthread_join(w->thread, NULL);
-    worker_teardown(w);
-    uv_loop_close(&w->loop);
-    ml_buf_free(&w->scratch);
-  }
+  for (int i = 0; i < p->nthreads; i++) pthread_join(p->workers[i].thread, NULL);
   while (p->head) {
     ml_job_t *j = p->head;
     p->head = j->next;

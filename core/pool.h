@@ -39,6 +39,9 @@ int ml_pool_submit(ml_pool_t *p, ml_job_t *j);
  * ends; `done` is never called. */
 void ml_pool_cancel(ml_pool_t *p, ml_job_t *j);
 
+/* Shutting down: jobs still running no longer keep the server's loop alive. */
+void ml_pool_detach(ml_pool_t *p);
+
 /* The app's code changed: each thread loads it anew before its next job. */
 void ml_pool_reload(ml_pool_t *p);
 

@@ -44,10 +44,13 @@ static void task_closed_cb(uv_handle_t *h) {
  * order), so the scheduler's owner may free it here. */
 static void root_closed_cb(uv_handle_t *h) {
   ml_sched_t *s = ((ml_task_t *)h->data)->sched;
+  s->handles_closed = 1;
   if (s->closed_cb) s->closed_cb(s);
 }
 
 void ml_sched_close(ml_sched_t *s) {
+  if (s->closed) return;
+  s->closed = 1;
   ml_task_t *t = s->all_tasks;
   while (t) {
     ml_task_t *next = t->next_all;

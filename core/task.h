@@ -61,9 +61,11 @@ struct ml_sched_s {
   ml_task_t root;            /* blocking pseudo-task for code that runs outside any task */
   int live;
   void *app;                 /* the ml_app_t that owns this scheduler, if any */
-  void (*closed_cb)(ml_sched_t *s);
+  void (*closed_cb)(ml_sched_t *s);   /* after ml_sched_close, when its handles are closed */
+  int closed;                /* ml_sched_close ran */
+  int handles_closed;        /* ... and its last handle has closed */
   void *pool;                /* the ml_pool_t run_in_pool submits to (loop states) */
-  int in_pool;               /* 1 in a pool thread's state */   /* after ml_sched_close, when its handles are closed */
+  int in_pool;               /* 1 in a pool thread's state */
   /* the watchdog reads these from its own thread */
   volatile uint64_t busy_since;   /* uv_hrtime() when the running resume began, 0 if idle */
   volatile int busy_route;
@@ -77,7 +79,8 @@ struct ml_sched_s {
 /* Binds a scheduler to L (registry) and loop. */
 void ml_sched_init(ml_sched_t *s, lua_State *L, uv_loop_t *loop);
 /* Cancels every waiting task and closes the task handles on the loop (run it afterwards);
- * s->closed_cb runs when the last is closed: only then may s's memory go. */
+ * s->closed_cb runs when the last is closed: only then may s's memory go. Calling it again
+ * does nothing. */
 void ml_sched_close(ml_sched_t *s);
 ml_sched_t *ml_sched_of(lua_State *L);
 /* Has ml_sched_close call h->fn(s, h->data) after it cancelled the waiting tasks and before
