@@ -235,13 +235,14 @@ static void dispatch_pooled(ml_app_t *a, ml_conn_t *c, ml_match_t *m, const char
   } else {
     ml_copy_put_nil(in);
   }
-  ml_copy_put_table(in, (uint32_t)h->nhdrs * 2);   /* { name1, value1, name2, ... } */
-  for (int i = 0; i < h->nhdrs; i++) {
-    ml_header_t *hd = &h->hdrs[i];
+  const ml_headers_t *hs = &h->headers;
+  ml_copy_put_table(in, (uint32_t)hs->n * 2);   /* { name1, value1, name2, ... } */
+  for (int i = 0; i < hs->n; i++) {
+    const ml_header_t *hd = &hs->list[i];
     ml_copy_put_num(in, 2 * i + 1);
-    ml_copy_put_str(in, h->store.data + hd->name_off, hd->name_len);
+    ml_copy_put_str(in, hs->store.data + hd->name_off, hd->name_len);
     ml_copy_put_num(in, 2 * i + 2);
-    ml_copy_put_str(in, h->store.data + hd->val_off, hd->val_len);
+    ml_copy_put_str(in, hs->store.data + hd->val_off, hd->val_len);
   }
   ml_copy_put_str(in, h->body.data ? h->body.data : "", h->body.len);
   ml_route_t *r = &a->routes[m->route];
@@ -364,25 +365,7 @@ static int l_req_url(lua_State *L) {
  * joined with ", " (cookies with "; "). */
 static int l_req_headers(lua_State *L) {
   ml_conn_t *c = req_conn(L);
-  ml_http_t *h = &c->http;
-  lua_createtable(L, 0, h->nhdrs);
-  for (int i = 0; i < h->nhdrs; i++) {
-    ml_header_t *hd = &h->hdrs[i];
-    const char *name = h->store.data + hd->name_off;
-    lua_pushlstring(L, name, hd->name_len);
-    lua_pushvalue(L, -1);
-    lua_rawget(L, -3);
-    if (lua_isnil(L, -1)) {
-      lua_pop(L, 1);
-      lua_pushlstring(L, h->store.data + hd->val_off, hd->val_len);
-    } else {
-      int cookie = hd->name_len == 6 && memcmp(name, "cookie", 6) == 0;
-      lua_pushstring(L, cookie ? "; " : ", ");
-      lua_pushlstring(L, h->store.data + hd->val_off, hd->val_len);
-      lua_concat(L, 3);
-    }
-    lua_rawset(L, -3);
-  }
+  ml_headers_push(L, &c->http.headers);
   return 1;
 }
 

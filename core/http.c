@@ -24,9 +24,8 @@ static int count_header_bytes(ml_http_t *h, size_t n) {
 
 static int on_message_begin(llhttp_t *p) {
   ml_http_t *h = H(p);
-  h->store.len = 0;
+  ml_headers_clear(&h->headers, 0);
   h->url_len = 0;
-  h->nhdrs = 0;
   h->body.len = 0;
   h->header_bytes = 0;
   h->expect_continue = 0;
@@ -39,7 +38,7 @@ static int on_message_begin(llhttp_t *p) {
 static int on_url(llhttp_t *p, const char *at, size_t len) {
   ml_http_t *h = H(p);
   if (count_header_bytes(h, len)) return HPE_USER;
-  ml_buf_add(&h->store, at, len);
+  ml_buf_add(&h->headers.store, at, len);
   h->url_len += (uint32_t)len;
   return 0;
 }
@@ -48,28 +47,9 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len) {
   ml_http_t *h = H(p);
   if (h->headers_done) return 0;   /* chunked trailers: never merged into the headers */
   if (count_header_bytes(h, len + 4)) return HPE_USER;
-  ml_header_t *cur = h->nhdrs ? &h->hdrs[h->nhdrs - 1] : NULL;
-  if (!cur || cur->val_off != UINT32_MAX) {   /* previous header finished: start a new one */
-    if (h->nhdrs == h->caphdrs) {
-      h->caphdrs = h->caphdrs ? h->caphdrs * 2 : 16;
-      h->hdrs = realloc(h->hdrs, sizeof *h->hdrs * (size_t)h->caphdrs);
-      if (!h->hdrs) abort();
-    }
-    cur = &h->hdrs[h->nhdrs++];
-    cur->name_off = (uint32_t)h->store.len;
-    cur->name_len = 0;
-    cur->val_off = UINT32_MAX;
-    cur->val_len = 0;
-  }
   /* RFC 9112 5.1: a field name is a token; whitespace before the colon is an attack. */
   if (len && !ml_header_name_ok(at, len)) return fail(h, 400, "Bad Request");
-  size_t start = h->store.len;
-  ml_buf_add(&h->store, at, len);
-  for (size_t i = start; i < h->store.len; i++) {
-    char c = h->store.data[i];
-    if (c >= 'A' && c <= 'Z') h->store.data[i] = (char)(c + 32);
-  }
-  cur->name_len += (uint32_t)len;
+  ml_headers_name(&h->headers, at, len);
   return 0;
 }
 
@@ -77,24 +57,14 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len) {
   ml_http_t *h = H(p);
   if (h->headers_done) return 0;
   if (count_header_bytes(h, len)) return HPE_USER;
-  ml_header_t *cur = &h->hdrs[h->nhdrs - 1];
-  if (cur->val_off == UINT32_MAX) cur->val_off = (uint32_t)h->store.len;
-  ml_buf_add(&h->store, at, len);
-  cur->val_len += (uint32_t)len;
+  ml_headers_value(&h->headers, at, len);
   return 0;
 }
 
 static int on_header_value_complete(llhttp_t *p) {
   ml_http_t *h = H(p);
   if (h->headers_done) return 0;
-  ml_header_t *cur = &h->hdrs[h->nhdrs - 1];
-  if (cur->name_len == 0) return fail(h, 400, "Bad Request");
-  if (cur->val_off == UINT32_MAX) cur->val_off = (uint32_t)h->store.len;   /* empty value */
-  while (cur->val_len > 0) {   /* trailing whitespace is not part of a field value */
-    char c = h->store.data[cur->val_off + cur->val_len - 1];
-    if (c != ' ' && c != '\t') break;
-    cur->val_len--;
-  }
+  if (ml_headers_value_done(&h->headers)) return fail(h, 400, "Bad Request");
   return 0;
 }
 
@@ -157,11 +127,8 @@ void ml_http_init(ml_http_t *h, size_t max_header, size_t max_body, void *owner)
 }
 
 void ml_http_free(ml_http_t *h) {
-  ml_buf_free(&h->store);
+  ml_headers_free(&h->headers);
   ml_buf_free(&h->body);
-  free(h->hdrs);
-  h->hdrs = NULL;
-  h->nhdrs = h->caphdrs = 0;
 }
 
 int ml_http_execute(ml_http_t *h, const char *data, size_t len, size_t *used) {
@@ -192,13 +159,5 @@ int ml_http_execute(ml_http_t *h, const char *data, size_t len, size_t *used) {
 }
 
 const char *ml_http_header(const ml_http_t *h, const char *name, size_t *len) {
-  size_t nlen = strlen(name);
-  for (int i = 0; i < h->nhdrs; i++) {
-    const ml_header_t *hd = &h->hdrs[i];
-    if (hd->name_len == nlen && memcmp(h->store.data + hd->name_off, name, nlen) == 0) {
-      *len = hd->val_len;
-      return h->store.data + hd->val_off;
-    }
-  }
-  return NULL;
+  return ml_headers_get(&h->headers, name, len);
 }

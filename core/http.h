@@ -4,25 +4,19 @@
 #ifndef ML_HTTP_H
 #define ML_HTTP_H
 #include "buf.h"
+#include "headers.h"
 #include <llhttp.h>
 #include <stdint.h>
 
 enum { ML_HTTP_MORE, ML_HTTP_REQUEST, ML_HTTP_ERROR };
-
-typedef struct {
-  uint32_t name_off, name_len;   /* in store; names are lower-cased */
-  uint32_t val_off, val_len;
-} ml_header_t;
 
 typedef struct ml_http_s ml_http_t;
 typedef void (*ml_http_event_cb)(ml_http_t *h);
 
 struct ml_http_s {
   llhttp_t parser;
-  ml_buf_t store;                /* url, then header names and values */
+  ml_headers_t headers;          /* its store holds the url first, then the headers */
   uint32_t url_len;              /* the url starts at store offset 0 */
-  ml_header_t *hdrs;
-  int nhdrs, caphdrs;
   ml_buf_t body;
   int method;                    /* ML_M_* or -1 for methods moonlet has no routes for */
   const char *method_name;       /* static string */
@@ -51,5 +45,5 @@ int ml_http_execute(ml_http_t *h, const char *data, size_t len, size_t *used);
 /* Finds a header by lower-case name; NULL if absent. */
 const char *ml_http_header(const ml_http_t *h, const char *name, size_t *len);
 
-static inline const char *ml_http_url(const ml_http_t *h) { return h->store.data; }
+static inline const char *ml_http_url(const ml_http_t *h) { return h->headers.store.data; }
 #endif

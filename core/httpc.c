@@ -21,6 +21,7 @@
  * either the connect one (DNS, TCP, TLS handshake) or the read one (no byte for
  * read_timeout while sending or receiving), pushed back by every read. */
 #include "httpc.h"
+#include "headers.h"
 #include "buf.h"
 #include "httpc_pool.h"
 #include "task.h"
@@ -36,10 +37,6 @@
 #define MAX_HEADER_BYTES (64 * 1024)
 
 typedef struct hc_req_s hc_req_t;
-
-typedef struct {
-  uint32_t name_off, name_len, val_off, val_len;   /* in hc_req_t.store */
-} hc_hdr_t;
 
 enum { PH_CONNECT, PH_IO };
 
@@ -70,9 +67,7 @@ struct hc_req_s {
   llhttp_t parser;
   int got_bytes, headers_done, complete, has_length;
   uint64_t expected;                 /* Content-Length */
-  ml_buf_t store;                    /* header names (lower case) and values */
-  hc_hdr_t *hdrs;
-  int nhdrs, caphdrs;
+  ml_headers_t headers;
   size_t header_bytes;
   ml_buf_t body;
   char err[512];
@@ -150,9 +145,8 @@ static void req_unref(hc_req_t *r) {
   free(r->key);
   free(r->label);
   ml_buf_free(&r->wire);
-  ml_buf_free(&r->store);
+  ml_headers_free(&r->headers);
   ml_buf_free(&r->body);
-  free(r->hdrs);
   free(r);
 }
 
@@ -216,25 +210,6 @@ static void req_fail(hc_req_t *r, const char *fmt, ...) {
   req_fail_err(r);
 }
 
-static void push_headers(lua_State *L, hc_req_t *r) {
-  lua_createtable(L, 0, r->nhdrs);
-  for (int i = 0; i < r->nhdrs; i++) {
-    hc_hdr_t *h = &r->hdrs[i];
-    lua_pushlstring(L, r->store.data + h->name_off, h->name_len);
-    lua_pushvalue(L, -1);
-    lua_rawget(L, -3);
-    if (lua_isnil(L, -1)) {
-      lua_pop(L, 1);
-      lua_pushlstring(L, r->store.data + h->val_off, h->val_len);
-    } else {   /* a repeated header: values joined with ", " */
-      lua_pushliteral(L, ", ");
-      lua_pushlstring(L, r->store.data + h->val_off, h->val_len);
-      lua_concat(L, 3);
-    }
-    lua_rawset(L, -3);
-  }
-}
-
 /* Does an https connection hold bytes beyond the response? Then it cannot be reused. */
 static int tls_has_more(ml_httpc_conn_t *c) {
   char b;
@@ -249,7 +224,7 @@ static void req_succeed(hc_req_t *r, int clean) {
               !(c->tls && tls_has_more(c));
   lua_State *co = r->task->co;
   lua_pushinteger(co, r->parser.status_code);
-  push_headers(co, r);
+  ml_headers_push(co, &r->headers);
   lua_pushlstring(co, r->body.data ? r->body.data : "", r->body.len);
   if (c) {
     r->conn = NULL;
@@ -268,8 +243,8 @@ static int req_retry(hc_req_t *r) {
   r->retried = 1;
   llhttp_reset(&r->parser);
   r->headers_done = r->complete = r->has_length = 0;
-  r->nhdrs = 0;
-  r->store.len = r->body.len = 0;
+  ml_headers_clear(&r->headers, 0);
+  r->body.len = 0;
   r->header_bytes = 0;
   req_resolve(r);
   return 1;
@@ -353,8 +328,7 @@ static int too_large(hc_req_t *r, const char *what, size_t limit) {
 
 static int on_message_begin(llhttp_t *p) {
   hc_req_t *r = R(p);
-  r->nhdrs = 0;
-  r->store.len = 0;
+  ml_headers_clear(&r->headers, 0);
   r->body.len = 0;
   r->headers_done = 0;
   r->has_length = 0;
@@ -365,26 +339,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len) {
   hc_req_t *r = R(p);
   r->header_bytes += len + 4;
   if (r->header_bytes > MAX_HEADER_BYTES) return too_large(r, "headers", MAX_HEADER_BYTES);
-  hc_hdr_t *cur = r->nhdrs ? &r->hdrs[r->nhdrs - 1] : NULL;
-  if (!cur || cur->val_off != UINT32_MAX) {   /* the previous header is finished */
-    if (r->nhdrs == r->caphdrs) {
-      r->caphdrs = r->caphdrs ? r->caphdrs * 2 : 16;
-      r->hdrs = realloc(r->hdrs, sizeof *r->hdrs * (size_t)r->caphdrs);
-      if (!r->hdrs) abort();
-    }
-    cur = &r->hdrs[r->nhdrs++];
-    cur->name_off = (uint32_t)r->store.len;
-    cur->name_len = 0;
-    cur->val_off = UINT32_MAX;
-    cur->val_len = 0;
-  }
-  size_t start = r->store.len;
-  ml_buf_add(&r->store, at, len);
-  for (size_t i = start; i < r->store.len; i++) {
-    char c = r->store.data[i];
-    if (c >= 'A' && c <= 'Z') r->store.data[i] = (char)(c + 32);
-  }
-  cur->name_len += (uint32_t)len;
+  ml_headers_name(&r->headers, at, len);
   return 0;
 }
 
@@ -392,22 +347,12 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len) {
   hc_req_t *r = R(p);
   r->header_bytes += len;
   if (r->header_bytes > MAX_HEADER_BYTES) return too_large(r, "headers", MAX_HEADER_BYTES);
-  hc_hdr_t *cur = &r->hdrs[r->nhdrs - 1];
-  if (cur->val_off == UINT32_MAX) cur->val_off = (uint32_t)r->store.len;
-  ml_buf_add(&r->store, at, len);
-  cur->val_len += (uint32_t)len;
+  ml_headers_value(&r->headers, at, len);
   return 0;
 }
 
 static int on_header_value_complete(llhttp_t *p) {
-  hc_req_t *r = R(p);
-  hc_hdr_t *cur = &r->hdrs[r->nhdrs - 1];
-  if (cur->val_off == UINT32_MAX) cur->val_off = (uint32_t)r->store.len;   /* empty value */
-  while (cur->val_len > 0) {
-    char c = r->store.data[cur->val_off + cur->val_len - 1];
-    if (c != ' ' && c != '\t') break;
-    cur->val_len--;
-  }
+  ml_headers_value_done(&R(p)->headers);   /* llhttp refuses an empty name in a response */
   return 0;
 }
 

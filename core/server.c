@@ -153,7 +153,7 @@ static void read_cb(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
 static void reply_error(ml_conn_t *c, int status, const char *detail) {
   ml_resp_error(&c->out, status, detail, NULL, 0, 0);
   ml_log(ML_LOG_INFO, "%s %.*s %d (%s)", c->http.method_name ? c->http.method_name : "-",
-         (int)(c->http.url_len > 200 ? 200 : c->http.url_len), c->http.store.data ? c->http.store.data : "",
+         (int)(c->http.url_len > 200 ? 200 : c->http.url_len), c->http.url_len ? ml_http_url(&c->http) : "",
          status, detail);
   c->close_after_write = 1;
   read_stop(c);
@@ -220,10 +220,11 @@ void ml_conn_done(ml_conn_t *c, int status) {
   double ms = (double)(uv_hrtime() - c->start_ns) / 1e6;
   if (ml_log_level <= ML_LOG_INFO) {
     size_t plen = c->http.url_len;
-    const char *q = memchr(c->http.store.data, '?', plen);
-    if (q) plen = (size_t)(q - c->http.store.data);
+    const char *url = ml_http_url(&c->http);
+    const char *q = memchr(url, '?', plen);
+    if (q) plen = (size_t)(q - url);
     ml_log(ML_LOG_INFO, "%s %.*s %d %.2fms", c->http.method_name, (int)plen,
-           c->http.store.data, status, ms);
+           url, status, ms);
   }
   if (!ml_conn_keepalive(c)) {
     c->close_after_write = 1;

@@ -1,0 +1,34 @@
+/* A header list as llhttp delivers it: names and values arrive in pieces and are copied
+ * into one store (names lower-cased); entries are offsets into it. Shared by the request
+ * parser (http.c) and the HTTP client's response parser (httpc.c). */
+#ifndef ML_HEADERS_H
+#define ML_HEADERS_H
+#include "buf.h"
+#include <lua.h>
+#include <stdint.h>
+
+typedef struct {
+  uint32_t name_off, name_len;   /* in the store; names are lower-cased */
+  uint32_t val_off, val_len;
+} ml_header_t;
+
+typedef struct {
+  ml_buf_t store;            /* the owner may put its own bytes first (the request URL) */
+  ml_header_t *list;
+  int n, cap;
+} ml_headers_t;
+
+/* Forgets every header; the store keeps its first `keep` bytes. */
+void ml_headers_clear(ml_headers_t *h, size_t keep);
+void ml_headers_free(ml_headers_t *h);
+/* A piece of a name; starts a new header after a value. */
+void ml_headers_name(ml_headers_t *h, const char *at, size_t len);
+/* A piece of the current header's value. */
+void ml_headers_value(ml_headers_t *h, const char *at, size_t len);
+/* The value is complete: trailing whitespace is dropped. Returns -1 if the name is empty. */
+int ml_headers_value_done(ml_headers_t *h);
+/* The first value of a lower-case name, or NULL. */
+const char *ml_headers_get(const ml_headers_t *h, const char *name, size_t *len);
+/* Pushes { name = value }; repeated headers joined with ", " (cookies with "; "). */
+void ml_headers_push(lua_State *L, const ml_headers_t *h);
+#endif
