@@ -29,7 +29,7 @@ describe("background tasks", function()
     local srv = t.server{ app = dir, args = { "--reload", "--pool-size", "1" } }
     local function rate()
       local a = assert(t.request(srv.port, "GET", "/ticks")):json().loop
-      t.sleep(0.5)
+      t.sleep(1)
       return assert(t.request(srv.port, "GET", "/ticks")):json().loop - a
     end
     local before = rate()

@@ -68,9 +68,9 @@ app:get("/flag", function(req) return { v = flags:get(req.query.k) } end)
 app:get("/gather", function()
   local t0 = moonlet.now()
   local a, b, c = moonlet.gather(
-    function() moonlet.sleep(0.2); return 1 end,
-    function() moonlet.sleep(0.2); return "two" end,
-    function() return nil end)
+    function() moonlet.sleep(0.3); return 1 end,
+    function() moonlet.sleep(0.3); return "two" end,
+    function() moonlet.sleep(0.3); return nil end)
   return { a = a, b = b, c = c == nil, elapsed = moonlet.now() - t0 }
 end)
 app:get("/gather-error", function()
