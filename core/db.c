@@ -79,10 +79,11 @@ static size_t dollar_tag(const char *p, const char *end) {
   return q < end ? (size_t)(q - p + 1) : 0;
 }
 
-char *ml_db_pg_placeholders(const char *sql, size_t len, int *count) {
+char *ml_db_pg_placeholders(const char *sql, size_t len, int *count, int *multi) {
   ml_buf_t out = {0};
   const char *p = sql, *end = sql + len;
-  int n = 0;
+  int n = 0, semi = 0;
+  if (multi) *multi = 0;
   ml_buf_reserve(&out, len + 16);
   while (p < end) {
     char c = *p;
@@ -138,7 +139,11 @@ char *ml_db_pg_placeholders(const char *sql, size_t len, int *count) {
       ml_buf_addu(&out, (unsigned long long)++n);
       p++;
       continue;
+    } else if (c == ';') {
+      semi = 1;
+      p++;
     } else {
+      if (semi && multi && c != ' ' && c != '\t' && c != '\n' && c != '\r') *multi = 1;
       p++;
     }
     ml_buf_add(&out, start, (size_t)(p - start));

@@ -1,10 +1,15 @@
 /* PostgreSQL for moonlet.db (see db.h for the handle's Lua face).
  *
  * libpq's non-blocking API driven by the loop: PQconnectStart/PQconnectPoll to connect,
- * PQsendQuery(Params) to send, PQflush while the socket takes no more, and
- * PQconsumeInput/PQisBusy/PQgetResult when it is readable. A uv_poll watches a
- * connection's socket only while it connects or runs a query, so idle connections keep
- * no handle on the loop (a pool thread's loop must be able to run dry).
+ * one flight per statement to send, PQflush while the socket takes no more, and
+ * PQconsumeInput/PQisBusy/PQgetResult when it is readable. A connection's uv_poll lives as
+ * long as it does (starting it costs epoll_ctl calls); while the connection is idle it is
+ * unref'd, so idle connections keep no loop alive (a pool thread's loop must run dry).
+ *
+ * Statements: each connection prepares a SQL text the first time it sees it (PREPARE +
+ * execute by name + Sync in one flight, in pipeline mode) and executes it by name after;
+ * an LRU of STMT_CACHE statements, the oldest deallocated to make room. A script of
+ * several commands (no parameters) goes through the simple query protocol, uncached.
  *
  * A handle keeps up to `size` connections, opened when needed; a query that finds none
  * free waits in a FIFO. An idle connection whose socket turned readable (the server went
@@ -29,6 +34,9 @@
 #define HANDLE_MT "moonlet.db.pg"
 #define LEASE_MT "moonlet.db.pg.lease"
 #define DEFAULT_CONNS 10
+#define STMT_CACHE 256       /* prepared statements per connection */
+#define STMT_BUCKETS 512     /* hash buckets of a connection's cache (a power of 2) */
+#define STMT_MAX_SQL 8192    /* longer statements run unnamed, never cached */
 
 typedef struct lease_s lease_t;
 typedef struct job_s job_t;
@@ -36,6 +44,19 @@ typedef struct conn_s conn_t;
 
 enum { C_CONNECTING, C_IDLE, C_BUSY };
 enum { J_RUN, J_ACQUIRE, J_ROLLBACK };
+enum { S_IGNORE, S_PREPARE, S_EXEC };   /* what a pipelined result answers */
+
+/* A statement prepared on one connection (under its own name). */
+typedef struct stmt_s stmt_t;
+struct stmt_s {
+  char *sql;                 /* the key: the SQL text with $n placeholders */
+  uint32_t hash;
+  char name[24];             /* moonlet_<n> */
+  int ready;                 /* the server has it (0 while its PREPARE is in flight) */
+  int stale;                 /* its plan went bad: DEALLOCATE, then prepare it again */
+  stmt_t *hnext;             /* same bucket */
+  stmt_t *newer, *older;     /* LRU list */
+};
 
 typedef struct {
   uv_loop_t *loop;
@@ -50,8 +71,9 @@ typedef struct {
 struct conn_s {
   handle_t *h;
   PGconn *pg;
-  uv_poll_t *poll;           /* while connecting or busy; freed by its close callback */
+  uv_poll_t *poll;           /* from connecting to drop; freed by its close callback */
   int fd;
+  int events;                /* what poll watches */
   int state;
   job_t *job;                /* CONNECTING: what it is for; BUSY: the query */
   PGresult *res;             /* BUSY: the first error, else the last result so far */
@@ -59,6 +81,10 @@ struct conn_s {
   int dirty;                 /* released mid-transaction: roll back before reuse */
   int waking;                /* query_done is waking its task: c must outlive that */
   int drop_later;            /* dropped while waking */
+  stmt_t **buckets;          /* prepared statements (NULL until the first one) */
+  stmt_t *newest, *oldest;
+  int nstmts;
+  unsigned next_id;
   conn_t *next, *prev;
 };
 
@@ -73,8 +99,16 @@ struct job_s {
   ml_task_t *task;           /* NULL when nobody waits (cancelled, internal) */
   int kind, mode;
   char *sql;                 /* with $n placeholders */
+  uint32_t hash;             /* of sql */
   int nparams;
+  int multi;                 /* several commands: the simple query protocol */
   char **values;             /* text parameters, NULL for NULL */
+  /* what job_send sent: in pipeline mode, steps[] says what each result answers */
+  int pipeline, syncs, nsteps, step, nulls;
+  unsigned char steps[4];
+  stmt_t *stmt;              /* the prepared statement it runs (NULL: unnamed) */
+  int hit;                   /* stmt was prepared by an earlier job */
+  int retried;               /* already re-prepared once */
   job_t *next, *prev;
 };
 
@@ -121,6 +155,76 @@ static void fifo_unlink(handle_t *h, job_t *j) {
   j->next = j->prev = NULL;
 }
 
+/* --- prepared statements --------------------------------------------------------------- */
+
+static uint32_t sql_hash(const char *s) {
+  uint32_t h = 2166136261u;   /* FNV-1a */
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
+  return h;
+}
+
+static stmt_t *stmt_find(conn_t *c, const char *sql, uint32_t hash) {
+  if (!c->buckets) return NULL;
+  for (stmt_t *s = c->buckets[hash & (STMT_BUCKETS - 1)]; s; s = s->hnext)
+    if (s->hash == hash && strcmp(s->sql, sql) == 0) return s;
+  return NULL;
+}
+
+static void lru_unlink(conn_t *c, stmt_t *s) {
+  if (s->newer) s->newer->older = s->older; else c->newest = s->older;
+  if (s->older) s->older->newer = s->newer; else c->oldest = s->newer;
+  s->newer = s->older = NULL;
+}
+
+static void lru_push(conn_t *c, stmt_t *s) {
+  s->newer = NULL;
+  s->older = c->newest;
+  if (c->newest) c->newest->newer = s; else c->oldest = s;
+  c->newest = s;
+}
+
+static void stmt_touch(conn_t *c, stmt_t *s) {
+  if (c->newest == s) return;
+  lru_unlink(c, s);
+  lru_push(c, s);
+}
+
+static stmt_t *stmt_add(conn_t *c, const char *sql, uint32_t hash) {
+  if (!c->buckets) {
+    c->buckets = calloc(STMT_BUCKETS, sizeof *c->buckets);
+    if (!c->buckets) abort();
+  }
+  stmt_t *s = calloc(1, sizeof *s);
+  if (!s) abort();
+  s->sql = strdup(sql);
+  if (!s->sql) abort();
+  s->hash = hash;
+  snprintf(s->name, sizeof s->name, "moonlet_%u", ++c->next_id);
+  stmt_t **b = &c->buckets[hash & (STMT_BUCKETS - 1)];
+  s->hnext = *b;
+  *b = s;
+  lru_push(c, s);
+  c->nstmts++;
+  return s;
+}
+
+/* Forgets s (the server's copy, if any, is the caller's business). */
+static void stmt_forget(conn_t *c, stmt_t *s) {
+  stmt_t **p = &c->buckets[s->hash & (STMT_BUCKETS - 1)];
+  while (*p != s) p = &(*p)->hnext;
+  *p = s->hnext;
+  lru_unlink(c, s);
+  c->nstmts--;
+  free(s->sql);
+  free(s);
+}
+
+static void stmt_free_all(conn_t *c) {
+  while (c->oldest) stmt_forget(c, c->oldest);
+  free(c->buckets);
+  c->buckets = NULL;
+}
+
 /* libpq's messages end with a newline and may span lines: keep the first line. */
 static void push_pgerr(lua_State *L, const char *msg) {
   if (!msg || !*msg) msg = "connection failed";
@@ -151,7 +255,9 @@ static void poll_stop(conn_t *c) {
   c->poll = NULL;
 }
 
-/* Watches c's socket (which libpq may change while connecting) for events. */
+/* Watches c's socket (which libpq may change while connecting) for events, keeping the
+ * loop alive. uv_poll_start costs epoll_ctl calls even for the same events: only a change
+ * calls it. */
 static int poll_want(conn_t *c, int events) {
   int fd = PQsocket(c->pg);
   if (fd < 0) return -1;
@@ -166,8 +272,24 @@ static int poll_want(conn_t *c, int events) {
     }
     c->poll->data = c;
     c->fd = fd;
+    c->events = 0;
   }
-  return uv_poll_start(c->poll, events, poll_cb) ? -1 : 0;
+  uv_ref((uv_handle_t *)c->poll);
+  if (events == c->events) return 0;
+  if (uv_poll_start(c->poll, events, poll_cb)) {
+    poll_stop(c);
+    return -1;
+  }
+  c->events = events;
+  return 0;
+}
+
+/* c went idle: its socket stays watched for the server speaking first (a notice, or the
+ * end of the connection), without keeping the loop alive (a pool thread's loop must be
+ * able to run dry). Without a watcher conn_alive still catches a dead connection. */
+static void poll_idle(conn_t *c) {
+  if (poll_want(c, UV_READABLE)) poll_stop(c);
+  else uv_unref((uv_handle_t *)c->poll);
 }
 
 /* --- connections ----------------------------------------------------------------------- */
@@ -226,6 +348,7 @@ static void conn_drop(conn_t *c) {
   poll_stop(c);
   if (c->res) PQclear(c->res);
   PQfinish(c->pg);
+  stmt_free_all(c);
   free(c);
   fifo_spawn(h);
   handle_unref(h);
@@ -267,13 +390,81 @@ static conn_t *conn_idle(handle_t *h) {
   return NULL;
 }
 
+static int pipe_step(job_t *j, int ok, int kind) {
+  if (ok) j->steps[j->nsteps++] = (unsigned char)kind;
+  return ok;
+}
+
+/* Queues `DEALLOCATE name` and a Sync of its own: whatever it answers, what follows runs. */
+static int pipe_deallocate(conn_t *c, job_t *j, const stmt_t *s) {
+  char sql[48];
+  snprintf(sql, sizeof sql, "DEALLOCATE %s", s->name);
+  if (!pipe_step(j, PQsendQueryParams(c->pg, sql, 0, NULL, NULL, NULL, NULL, 0), S_IGNORE) ||
+      !PQpipelineSync(c->pg))
+    return 0;
+  j->syncs++;
+  return 1;
+}
+
+/* Sends j in one flight, in pipeline mode: its statement by name when c has it prepared,
+ * else PREPARE + execute by name (after a DEALLOCATE of the statement it replaces, if
+ * any), then a Sync. Runs it unnamed when it must not be cached: too long, in a failed
+ * transaction (everything but ROLLBACK fails there anyway), or when making room would
+ * need a DEALLOCATE inside a transaction block (which could abort it). */
+static int send_pipeline(conn_t *c, job_t *j) {
+  PGconn *pg = c->pg;
+  if (!PQenterPipelineMode(pg)) return 0;
+  j->pipeline = 1;
+  PGTransactionStatusType tx = PQtransactionStatus(pg);
+  if (!j->hash) j->hash = sql_hash(j->sql);
+  stmt_t *s = stmt_find(c, j->sql, j->hash);
+  if (s && s->ready && !s->stale) {
+    stmt_touch(c, s);
+    j->hit = 1;
+  } else if (tx == PQTRANS_INERROR || (s && tx != PQTRANS_IDLE) ||
+             (!s && (strlen(j->sql) > STMT_MAX_SQL ||
+                     (c->nstmts >= STMT_CACHE && tx != PQTRANS_IDLE)))) {
+    s = NULL;   /* unnamed */
+  } else {
+    if (s) {   /* its plan went bad: replace it */
+      if (s->stale && !pipe_deallocate(c, j, s)) return 0;
+      s->stale = s->ready = 0;
+      stmt_touch(c, s);
+    } else {
+      if (c->nstmts >= STMT_CACHE) {   /* make room: the least recently used goes */
+        stmt_t *old = c->oldest;
+        int ok = pipe_deallocate(c, j, old);
+        stmt_forget(c, old);
+        if (!ok) return 0;
+      }
+      s = stmt_add(c, j->sql, j->hash);
+    }
+    j->stmt = s;
+    if (!pipe_step(j, PQsendPrepare(pg, s->name, j->sql, j->nparams, NULL), S_PREPARE)) return 0;
+  }
+  j->stmt = s;
+  int ok;
+  if (s) {
+    ok = PQsendQueryPrepared(pg, s->name, j->nparams, (const char *const *)j->values, NULL, NULL, 0);
+  } else {
+    ok = PQsendQueryParams(pg, j->sql, j->nparams, NULL, (const char *const *)j->values,
+                           NULL, NULL, 0);
+  }
+  if (!pipe_step(j, ok, S_EXEC) || !PQpipelineSync(pg)) return 0;
+  j->syncs++;
+  return 1;
+}
+
 /* Sends j's statement on idle connection c. Returns 0, or -1 (c is then broken). */
 static int job_send(conn_t *c, job_t *j) {
-  int ok = j->nparams == 0
-               ? PQsendQuery(c->pg, j->sql)
-               : PQsendQueryParams(c->pg, j->sql, j->nparams, NULL,
-                                   (const char *const *)j->values, NULL, NULL, 0);
-  if (!ok) return -1;
+  j->pipeline = j->syncs = j->nsteps = j->step = j->nulls = j->hit = 0;
+  j->stmt = NULL;
+  int ok = j->multi ? PQsendQuery(c->pg, j->sql) : send_pipeline(c, j);
+  if (!ok) {
+    if (j->stmt && !j->stmt->ready) stmt_forget(c, j->stmt);
+    j->stmt = NULL;
+    return -1;
+  }
   c->state = C_BUSY;
   c->job = j;
   j->c = c;
@@ -296,6 +487,17 @@ static void push_lease(lua_State *L, conn_t *c) {
   lua_setmetatable(L, -2);
 }
 
+/* job_send(c, j) failed: c goes, j fails with libpq's message. */
+static void send_failed(conn_t *c, job_t *j) {
+  handle_t *h = c->h;
+  h->refs++;
+  char msg[256];
+  snprintf(msg, sizeof msg, "%s", PQerrorMessage(c->pg));
+  conn_drop(c);
+  job_fail(j, msg);
+  handle_unref(h);
+}
+
 /* Gives idle connection c to j (from a callback: j's task may be woken). */
 static void conn_assign(conn_t *c, job_t *j) {
   if (j->kind == J_ACQUIRE) {
@@ -306,13 +508,7 @@ static void conn_assign(conn_t *c, job_t *j) {
     return;
   }
   if (job_send(c, j) == 0) return;
-  handle_t *h = c->h;
-  h->refs++;
-  char msg[256];
-  snprintf(msg, sizeof msg, "%s", PQerrorMessage(c->pg));
-  conn_drop(c);
-  job_fail(j, msg);
-  handle_unref(h);
+  send_failed(c, j);
 }
 
 /* c is idle and unleased: roll back what its last lease left, then serve the FIFO. */
@@ -354,7 +550,7 @@ static void query_done(conn_t *c) {
   c->job = NULL;
   c->res = NULL;
   c->state = C_IDLE;
-  poll_stop(c);
+  poll_idle(c);
   ml_task_t *t = j->task;
   int n = 0;
   if (t) {
@@ -390,6 +586,48 @@ static void query_done(conn_t *c) {
   handle_unref(h);
 }
 
+/* Keeps r as c's result: the first error wins, else the last result. */
+static void keep_result(conn_t *c, PGresult *r) {
+  if (c->res && (PQresultStatus(c->res) == PGRES_FATAL_ERROR ||
+                 PQresultStatus(c->res) == PGRES_BAD_RESPONSE)) {
+    PQclear(r);
+    return;
+  }
+  if (c->res) PQclear(c->res);
+  c->res = r;
+}
+
+/* The last Sync of a pipelined job arrived. A prepared statement that failed because it
+ * went out of date (its plan's result type changed: 0A000; or it vanished: 26000, after
+ * a DEALLOCATE ALL or DISCARD ALL) is prepared again, and the job sent again once when no
+ * transaction block was open (the failed statement changed nothing). */
+static void pipeline_done(conn_t *c) {
+  job_t *j = c->job;
+  if (!PQexitPipelineMode(c->pg)) {
+    conn_broken(c, "cannot leave pipeline mode");
+    return;
+  }
+  PGresult *r = c->res;
+  const char *code = r && PQresultStatus(r) == PGRES_FATAL_ERROR
+                         ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+  int stale = code && strcmp(code, "0A000") == 0, gone = code && strcmp(code, "26000") == 0;
+  if (j->stmt && j->stmt->ready && (stale || gone)) {
+    if (stale) j->stmt->stale = 1;
+    else stmt_forget(c, j->stmt);
+    j->stmt = NULL;
+    if (j->hit && !j->retried && j->task && PQtransactionStatus(c->pg) == PQTRANS_IDLE) {
+      j->retried = 1;
+      PQclear(r);
+      c->res = NULL;
+      c->state = C_IDLE;
+      c->job = NULL;
+      if (job_send(c, j)) send_failed(c, j);
+      return;
+    }
+  }
+  query_done(c);
+}
+
 static void connect_step(conn_t *c) {
   PostgresPollingStatusType r = PQconnectPoll(c->pg);
   if (r == PGRES_POLLING_FAILED) {
@@ -403,7 +641,7 @@ static void connect_step(conn_t *c) {
   }
   PQsetnonblocking(c->pg, 1);
   c->state = C_IDLE;
-  poll_stop(c);
+  poll_idle(c);
   job_t *j = c->job;
   c->job = NULL;
   if (j) conn_assign(c, j);
@@ -415,6 +653,15 @@ static void poll_cb(uv_poll_t *p, int status, int events) {
   if (!c) return;
   if (c->state == C_CONNECTING) {
     connect_step(c);
+    return;
+  }
+  if (c->state == C_IDLE) {   /* the server spoke first: keep a notice, drop at the end */
+    if (status < 0 || !PQconsumeInput(c->pg) || PQstatus(c->pg) != CONNECTION_OK) {
+      conn_drop(c);
+      return;
+    }
+    PGnotify *n;
+    while ((n = PQnotifies(c->pg))) PQfreemem(n);
     return;
   }
   if (status < 0) {
@@ -435,23 +682,52 @@ static void poll_cb(uv_poll_t *p, int status, int events) {
   }
   while (!PQisBusy(c->pg)) {
     PGresult *r = PQgetResult(c->pg);
+    job_t *j = c->job;
     if (!r) {
-      query_done(c);
-      return;
+      if (!j->pipeline) {
+        query_done(c);
+        return;
+      }
+      /* the end of one step's results; two in a row would mean a lost Sync */
+      if (++j->nulls > 1) {
+        conn_broken(c, "lost track of the pipeline");
+        return;
+      }
+      continue;
     }
+    j->nulls = 0;
     ExecStatusType st = PQresultStatus(r);
     if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
       PQclear(r);
       conn_broken(c, "COPY is not supported");
       return;
     }
-    int keep_old = c->res && (PQresultStatus(c->res) == PGRES_FATAL_ERROR ||
-                              PQresultStatus(c->res) == PGRES_BAD_RESPONSE);
-    if (keep_old) {
+    if (!j->pipeline) {
+      keep_result(c, r);
+      continue;
+    }
+    if (st == PGRES_PIPELINE_SYNC) {
       PQclear(r);
+      if (--j->syncs == 0) {
+        pipeline_done(c);
+        return;
+      }
+      continue;
+    }
+    int kind = j->step < j->nsteps ? j->steps[j->step++] : S_IGNORE;
+    if (kind == S_PREPARE) {
+      if (st == PGRES_COMMAND_OK) {
+        j->stmt->ready = 1;
+        PQclear(r);
+      } else {   /* the server has no such statement: forget it */
+        stmt_forget(c, j->stmt);
+        j->stmt = NULL;
+        keep_result(c, r);
+      }
+    } else if (kind == S_EXEC && st != PGRES_PIPELINE_ABORTED) {
+      keep_result(c, r);
     } else {
-      if (c->res) PQclear(c->res);
-      c->res = r;
+      PQclear(r);
     }
   }
 }
@@ -573,7 +849,8 @@ static int l_run(lua_State *L) {
     return luaL_error(L, "a transaction runs one statement at a time");
   int n, want;
   ml_db_val_t *params = ml_db_params(L, 5, &n);
-  char *pgsql = ml_db_pg_placeholders(sql, len, &want);
+  int multi;
+  char *pgsql = ml_db_pg_placeholders(sql, len, &want, &multi);
   if (want != n) {
     free(pgsql);
     ml_db_params_free(params, n);
@@ -584,6 +861,7 @@ static int l_run(lua_State *L) {
   job_t *j = job_new(h, J_RUN);
   j->mode = mode;
   j->sql = pgsql;
+  j->multi = n == 0 && multi;
   j->nparams = n;
   j->values = ml_pg_text_params(params, n);
   ml_db_params_free(params, n);
@@ -591,9 +869,9 @@ static int l_run(lua_State *L) {
   conn_t *c = l ? l->c : conn_idle(h);
   const char *err = NULL;
   if (c) {
-    if (job_send(c, j)) {
+    if (job_send(c, j)) {   /* c is in no state to serve anyone (a lease's ends) */
       push_pgerr(L, PQerrorMessage(c->pg));
-      if (!l) conn_drop(c);
+      conn_drop(c);
       job_free(j);
       return 2;
     }

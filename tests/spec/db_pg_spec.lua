@@ -11,6 +11,14 @@ local function q(srv, sql, params, opts)
   return res:json()
 end
 
+-- POST /batch: statements in order on one handle (in one transaction when tx).
+local function batch(srv, stmts, tx)
+  local res = assert(t.request(srv.port, "POST", "/batch",
+                               { body = cjson.encode({ stmts = stmts, tx = tx }) }))
+  eq(res.status, 200, res.body)
+  return res:json()
+end
+
 describe("postgres", function()
   local pg, srv
   before_all(function()
@@ -121,6 +129,114 @@ describe("postgres", function()
     local r = t.concurrent(srv.port, 8, "GET /slow?s=0 HTTP/1.1\r\nHost: x\r\n\r\n", 10)
     eq(r.ok, 8)
     ok(t.now() - t0 < 1, "a connection stayed busy after the cancel")
+  end)
+
+  describe("statement cache (one connection)", function()
+    local one
+    before_all(function()
+      one = t.server{ app = "tests/apps/db", env = { DB_URL = pg.url, DB_POOL = "1" } }
+    end)
+    after_all(function()
+      if one then one:stop() end
+    end)
+
+    it("prepares a statement once, then runs it by name", function()
+      local stmts = {}
+      for i = 1, 50 do stmts[i] = { sql = "SELECT ?::int + 1 AS n, 'hit' AS tag", params = { i } } end
+      stmts[51] = { sql = "SELECT statement, generic_plans + custom_plans AS runs "
+                          .. "FROM pg_prepared_statements WHERE statement LIKE 'SELECT $1::int + 1 %'" }
+      local out = batch(one, stmts).out
+      for i = 1, 50 do eq(out[i].res, { { n = i + 1, tag = "hit" } }) end
+      eq(out[51].res, { { statement = "SELECT $1::int + 1 AS n, 'hit' AS tag", runs = 50 } })
+      -- and again over several requests: still one statement, run 100 times
+      out = batch(one, stmts).out
+      eq(out[51].res, { { statement = "SELECT $1::int + 1 AS n, 'hit' AS tag", runs = 100 } })
+    end)
+
+    it("keeps at most 256 statements per connection, least recently used out", function()
+      local count = { sql = "SELECT count(*) AS n FROM pg_prepared_statements WHERE name LIKE 'moonlet\\_%'" }
+      local stmts = {}
+      for k = 1, 300 do stmts[k] = { sql = "SELECT ?::int + " .. k .. " AS n", params = { 1 } } end
+      stmts[301] = count
+      local out = batch(one, stmts).out
+      for k = 1, 300 do eq(out[k].res, { { n = k + 1 } }) end
+      ok(out[301].res[1].n <= 256, "prepared " .. out[301].res[1].n)
+      ok(out[301].res[1].n >= 200, "prepared " .. out[301].res[1].n)
+      -- the evicted ones are prepared again, the recent ones are still there
+      out = batch(one, { stmts[1], stmts[2], stmts[300], count }).out
+      eq(out[1].res, { { n = 2 } })
+      eq(out[2].res, { { n = 3 } })
+      eq(out[3].res, { { n = 301 } })
+      ok(out[4].res[1].n <= 256, "prepared " .. out[4].res[1].n)
+      -- inside a transaction (no DEALLOCATE there): past the bound they run unnamed
+      stmts = {}
+      for k = 1, 300 do stmts[k] = { sql = "SELECT ?::int * " .. k .. " AS n", params = { 2 } } end
+      stmts[301] = count
+      local r = batch(one, stmts, true)
+      for k = 1, 300 do eq(r.out[k].res, { { n = 2 * k } }) end
+      ok(r.out[301].res[1].n <= 256, "prepared " .. r.out[301].res[1].n)
+    end)
+
+    it("prepares a statement again when its table changed shape", function()
+      local sel = { sql = "SELECT * FROM reprep WHERE ?::int > 0", params = { 1 } }
+      local out = batch(one, {
+        { sql = "DROP TABLE IF EXISTS reprep; CREATE TABLE reprep (v integer); "
+                .. "INSERT INTO reprep VALUES (7)", exec = true },
+        sel, sel,
+        { sql = "DROP TABLE reprep; CREATE TABLE reprep (v text); INSERT INTO reprep VALUES ('seven')",
+          exec = true },
+        sel, sel,
+        { sql = "ALTER TABLE reprep ALTER COLUMN v TYPE numeric USING 7.5", exec = true },
+        sel,
+        { sql = "SELECT * FROM reprep" },
+        { sql = "ALTER TABLE reprep ADD COLUMN w int DEFAULT 3", exec = true },
+        { sql = "SELECT * FROM reprep" },
+      }).out
+      eq(out[1].err, nil)
+      eq(out[2].res, { { v = 7 } })
+      eq(out[3].res, { { v = 7 } })
+      eq(out[5].res, { { v = "seven" } })
+      eq(out[6].res, { { v = "seven" } })
+      eq(out[8].res, { { v = 7.5 } })
+      eq(out[9].res, { { v = 7.5 } })
+      eq(out[11].res, { { v = 7.5, w = 3 } })
+      -- inside a transaction the error is PostgreSQL's (the transaction is lost anyway) ...
+      eq(batch(one, { { sql = "ALTER TABLE reprep ALTER COLUMN v TYPE text", exec = true } }).out[1].err, nil)
+      local r = batch(one, { sel }, true)
+      match(r.out[1].err, "cached plan must not change result type")
+      -- ... and the next run outside one prepares it again
+      eq(batch(one, { sel }).out[1].res, { { v = "7.5", w = 3 } })
+      -- statements that vanished from the server (DEALLOCATE ALL) are prepared again
+      out = batch(one, { sel, { sql = "DEALLOCATE ALL", exec = true }, sel, sel,
+                         { sql = "DEALLOCATE ALL", exec = true } }).out
+      eq(out[1].res, { { v = "7.5", w = 3 } })
+      eq(out[2].err, nil)
+      eq(out[3].res, { { v = "7.5", w = 3 } })
+      eq(out[4].res, { { v = "7.5", w = 3 } })
+      eq(out[5].err, nil)
+    end)
+
+    it("runs scripts of several commands with the simple protocol", function()
+      local out = batch(one, {
+        { sql = "DROP TABLE IF EXISTS script; CREATE TABLE script (a int);\n"
+                .. "INSERT INTO script VALUES (1); INSERT INTO script VALUES (2); -- done", exec = true },
+        { sql = "SELECT count(*) AS n FROM script" },
+        { sql = "SELECT 'a;b' AS s, ?::text AS p;", params = { ";" } },
+        { sql = "SELECT 1 AS one; ; -- trailing" },
+        { sql = "SELECT 1 AS one; SELECT ?::int AS two", params = { 2 } },
+        { sql = "SELECT 1 AS a; SELECT 2 AS b" },
+        { sql = "INSERT INTO script VALUES (3); SELEC 4", exec = true },
+        { sql = "SELECT count(*) AS n FROM script" },
+      }).out
+      eq(out[1].res, { changes = 1 })   -- the last command's, as before
+      eq(out[2].res, { { n = 2 } })
+      eq(out[3].res, { { s = "a;b", p = ";" } })
+      eq(out[4].res, { { one = 1 } })
+      match(out[5].err, "multiple commands")
+      eq(out[6].res, { { b = 2 } })   -- the last command's rows, as before
+      match(out[7].err, "syntax error")
+      eq(out[8].res, { { n = 2 } })   -- nothing of a script that does not parse runs
+    end)
   end)
 
   it("runs apps/todo end to end", function()

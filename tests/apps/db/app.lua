@@ -34,6 +34,25 @@ end
 app:post("/q", run)
 app:post("/pool/q", { pool = true }, run)
 
+-- POST /batch {"stmts": [{"sql": "...", "params": [...], "exec": true}, ...], "tx": true}
+--   -> {"out": [{"res": ...} | {"err": ...}, ...]}: the statements in order, on one
+--   connection when "tx" (inside db:transaction; errors are returned, not raised).
+app:post("/batch", function(req)
+  local b = req:json()
+  local function each(h)
+    local out = {}
+    for i, st in ipairs(b.stmts) do
+      local fn = st.exec and h.exec or h.query
+      local res, err = fn(h, st.sql, unpack_params(st.params))
+      out[i] = res and { res = res } or { err = err }
+    end
+    return out
+  end
+  if not b.tx then return { out = each(db) } end
+  local out, err = db:transaction(each)
+  return { out = out, err = err }
+end)
+
 -- wrong argument types raise (the handler reports what it caught)
 app:get("/misuse", function()
   local ok1, e1 = pcall(db.query, db, 42)
