@@ -45,6 +45,17 @@ void ml_db_push_rows(lua_State *L, int nrows);
 /* Checks that the Lua argument at idx is the SQL text; raises otherwise. */
 const char *ml_db_checksql(lua_State *L, int idx, size_t *len);
 
+/* What a driver gives Lua: a handle type (run, acquire, close; __gc closes) and a lease
+ * type for a pinned connection (release; __gc releases), and its open function. */
+typedef struct {
+  const char *handle_mt, *lease_mt, *open_name;
+  lua_CFunction open, run, acquire, close, release, lease_gc;
+} ml_db_driver_t;
+
+/* Registers a driver's metatables and installs its open function into the table on top
+ * of the stack. */
+void ml_db_register(lua_State *L, const ml_db_driver_t *d);
+
 /* Installs db_sqlite_open and db_pg_open into the table on top of the stack. */
 void ml_db_open(lua_State *L);
 void ml_db_sqlite_open(lua_State *L);

@@ -600,23 +600,7 @@ static int l_lease_gc(lua_State *L) {
 }
 
 void ml_db_sqlite_open(lua_State *L) {
-  static const luaL_Reg methods[] = {{"run", l_run}, {"acquire", l_acquire},
-                                     {"close", l_close}, {NULL, NULL}};
-  luaL_newmetatable(L, HANDLE_MT);
-  lua_newtable(L);
-  luaL_register(L, NULL, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, l_close);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
-  luaL_newmetatable(L, LEASE_MT);
-  lua_newtable(L);
-  lua_pushcfunction(L, l_release);
-  lua_setfield(L, -2, "release");
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, l_lease_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
-  lua_pushcfunction(L, l_open);
-  lua_setfield(L, -2, "db_sqlite_open");
+  static const ml_db_driver_t driver = {HANDLE_MT, LEASE_MT, "db_sqlite_open", l_open, l_run,
+                                         l_acquire, l_close, l_release, l_lease_gc};
+  ml_db_register(L, &driver);
 }
