@@ -23,6 +23,7 @@
 #include "db.h"
 #include "db_pg_value.h"
 #include "task.h"
+#include "log.h"
 #include <assert.h>
 #include <lauxlib.h>
 #include <libpq-fe.h>
@@ -30,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define HANDLE_MT "moonlet.db.pg"
 #define LEASE_MT "moonlet.db.pg.lease"
@@ -79,6 +81,7 @@ struct conn_s {
   PGresult *res;             /* BUSY: the first error, else the last result so far */
   lease_t *lease;
   int dirty;                 /* released mid-transaction: roll back before reuse */
+  struct cancel_s *cancelling;   /* a PQcancel on its way: no new query until it is done */
   int waking;                /* query_done is waking its task: c must outlive that */
   int drop_later;            /* dropped while waking */
   stmt_t **buckets;          /* prepared statements (NULL until the first one) */
@@ -87,6 +90,13 @@ struct conn_s {
   unsigned next_id;
   conn_t *next, *prev;
 };
+
+/* A PQcancel running on libuv's threadpool (it blocks). */
+typedef struct cancel_s {
+  uv_work_t req;
+  PGcancel *cancel;
+  conn_t *c;                 /* NULL once the connection was dropped */
+} cancel_t;
 
 struct lease_s {             /* Lua userdata */
   handle_t *h;
@@ -116,6 +126,15 @@ static void conn_available(conn_t *c);
 static void conn_drop(conn_t *c);
 static void conn_assign(conn_t *c, job_t *j);
 static void poll_cb(uv_poll_t *p, int status, int events);
+
+/* Server notices (VACUUM's warnings, "there is no transaction in progress") go to the
+ * log at debug level, not to stderr. */
+static void notice_cb(void *arg, const char *message) {
+  (void)arg;
+  size_t n = strlen(message);
+  while (n && message[n - 1] == '\n') n--;
+  ml_log(ML_LOG_DEBUG, "postgres: %.*s", (int)n, message);
+}
 
 static void handle_unref(handle_t *h) {
   if (--h->refs > 0) return;
@@ -299,13 +318,14 @@ static void poll_idle(conn_t *c) {
 static conn_t *conn_new(handle_t *h, job_t *j, const char **err) {
   PGconn *pg = PQconnectStart(h->conninfo);
   if (!pg) abort();
+  PQsetNoticeProcessor(pg, notice_cb, NULL);
   conn_t *c = calloc(1, sizeof *c);
   if (!c) abort();
   c->h = h;
   c->pg = pg;
   c->state = C_CONNECTING;
   if (PQstatus(pg) == CONNECTION_BAD || poll_want(c, UV_WRITABLE)) {
-    static char buf[256];
+    static __thread char buf[256];   /* each pool thread connects on its own */
     snprintf(buf, sizeof buf, "%s", PQerrorMessage(pg));
     *err = buf;
     poll_stop(c);
@@ -345,6 +365,7 @@ static void conn_drop(conn_t *c) {
   if (c->next) c->next->prev = c->prev;
   h->nconns--;
   if (c->lease) c->lease->c = NULL;
+  if (c->cancelling) c->cancelling->c = NULL;
   poll_stop(c);
   if (c->res) PQclear(c->res);
   PQfinish(c->pg);
@@ -553,9 +574,18 @@ static void query_done(conn_t *c) {
   poll_idle(c);
   ml_task_t *t = j->task;
   int n = 0;
+  /* A statement outside a transaction of moonlet's that leaves one open (a script whose
+   * COMMIT was skipped by an error, or a disconnect in the middle of it) must not hand an
+   * open transaction to the next user of the connection: roll it back first. */
+  if (!c->lease && PQtransactionStatus(c->pg) != PQTRANS_IDLE) c->dirty = 1;
   if (t) {
     ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
-    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK || st == PGRES_EMPTY_QUERY) {
+    if (st == PGRES_COMMAND_OK && strcmp(PQcmdStatus(r), "ROLLBACK") == 0 && j->sql &&
+        strncasecmp(j->sql, "ROLLBACK", 8) != 0) {
+      /* COMMIT of a transaction an earlier statement aborted: nothing was committed */
+      push_pgerr(t->co, "transaction rolled back: a statement in it failed");
+      n = 2;
+    } else if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK || st == PGRES_EMPTY_QUERY) {
       ml_pg_push_result(t->co, r, j->mode);
       n = 1;
     } else {
@@ -580,7 +610,7 @@ static void query_done(conn_t *c) {
     if (c->lease) c->lease->c = NULL;
     c->lease = NULL;
     conn_drop(c);
-  } else if (c->state == C_IDLE && !c->lease) {
+  } else if (c->state == C_IDLE && !c->lease && !c->cancelling) {
     conn_available(c);
   }
   handle_unref(h);
@@ -734,10 +764,6 @@ static void poll_cb(uv_poll_t *p, int status, int events) {
 
 /* --- cancelling ------------------------------------------------------------------------ */
 
-typedef struct {
-  uv_work_t req;
-  PGcancel *cancel;
-} cancel_t;
 
 static void cancel_work_cb(uv_work_t *req) {
   cancel_t *k = req->data;
@@ -745,11 +771,17 @@ static void cancel_work_cb(uv_work_t *req) {
   PQcancel(k->cancel, err, sizeof err);
 }
 
+/* The cancel request reached the server (or failed): only now may the connection serve
+ * another query, or that query could be the one cancelled. */
 static void cancel_after_cb(uv_work_t *req, int status) {
   (void)status;
   cancel_t *k = req->data;
+  conn_t *c = k->c;
   PQfreeCancel(k->cancel);
   free(k);
+  if (!c) return;
+  c->cancelling = NULL;
+  if (c->state == C_IDLE && !c->job && !c->lease && !c->waking) conn_available(c);
 }
 
 /* The task no longer waits: a queued job goes; a running query is cancelled on the
@@ -773,6 +805,8 @@ static void job_cancel(ml_task_t *t) {
   cancel_t *k = malloc(sizeof *k);
   if (!k) abort();
   k->cancel = pc;
+  k->c = c;
+  c->cancelling = k;
   k->req.data = k;
   uv_queue_work(c->h->loop, &k->req, cancel_work_cb, cancel_after_cb);
 }

@@ -61,6 +61,7 @@ struct job_s {
   conn_t *c;                 /* NULL while in the FIFO */
   ml_task_t *task;           /* NULL when nobody waits (cancelled, internal) */
   int kind, mode;
+  int in_tx;                 /* runs under a transaction's lease */
   char *sql;
   ml_db_val_t *params;
   int nparams;
@@ -282,8 +283,13 @@ static void work_cb(uv_work_t *req) {
   conn_t *c = j->c;
   if (!c->db) open_conn(j, c);
   if (!c->db) return;
-  if (j->kind == J_RUN) run_sql(j, c->db);
-  else if (j->kind == J_ROLLBACK && !sqlite3_get_autocommit(c->db))
+  if (j->kind == J_RUN) {
+    run_sql(j, c->db);
+    /* outside db:transaction, nothing may leave a transaction open on a pooled
+     * connection (a script stopped by an error before its COMMIT, an interrupt) */
+    if (!j->in_tx && !sqlite3_get_autocommit(c->db))
+      sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+  } else if (j->kind == J_ROLLBACK && !sqlite3_get_autocommit(c->db))
     sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
@@ -531,6 +537,7 @@ static int l_run(lua_State *L) {
   j->params = params;
   j->nparams = n;
   j->task = t;
+  j->in_tx = l != NULL;
   conn_t *c = l ? l->c : conn_idle(h);
   if (c) job_start(j, c);
   else fifo_push(h, j);

@@ -356,7 +356,8 @@ static int on_header_value_complete(llhttp_t *p) {
   return 0;
 }
 
-/* Returns 1 for "no body" (HEAD), as llhttp asks. */
+/* Returns 1 for "no body" (HEAD, 204, 304: RFC 9110 6.4.1, whatever Content-Length says),
+ * as llhttp asks. */
 static int on_headers_complete(llhttp_t *p) {
   hc_req_t *r = R(p);
   if (p->status_code == 101) {
@@ -365,12 +366,15 @@ static int on_headers_complete(llhttp_t *p) {
     return HPE_USER;
   }
   r->headers_done = 1;
+  int final = p->status_code >= 200;
+  int bodyless = r->head || p->status_code == 204 || p->status_code == 304;
+  if (final && bodyless) return 1;
   if (p->flags & F_CONTENT_LENGTH) {
     r->has_length = 1;
     r->expected = p->content_length;
-    if (!r->head && p->content_length > r->max_size) return too_large(r, "body", r->max_size);
+    if (final && p->content_length > r->max_size) return too_large(r, "body", r->max_size);
   }
-  return r->head && p->status_code >= 200 ? 1 : 0;
+  return 0;
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t len) {

@@ -203,9 +203,11 @@ describe("moonlet.http", function()
   end)
 
   describe("response framing", function()
-    local function serve_raw(raw, close_after)
+    local function serve_raw(raw, close_after, opts)
       local l = assert(t.listen(0))
-      local c = call_async{ url = fmt("http://127.0.0.1:%d/raw", l.port) }
+      local spec = { url = fmt("http://127.0.0.1:%d/raw", l.port) }
+      for k, v in pairs(opts or {}) do spec[k] = v end
+      local c = call_async(spec)
       local up = assert(l:accept(5))
       assert(up:read_request(5))
       for _, piece in ipairs(raw) do
@@ -241,6 +243,13 @@ describe("moonlet.http", function()
       eq(r.status, 204)
       eq(r.body, "")
       eq(r.headers["x-b"], "2")
+    end)
+
+    it("a 304's Content-Length announces no body, so max_size does not apply", function()
+      local r = serve_raw({ "HTTP/1.1 304 Not Modified\r\nContent-Length: 5000\r\nETag: \"x\"\r\n\r\n" },
+                          false, { max_size = 1000 })
+      eq(r.status, 304)
+      eq(r.body, "")
     end)
   end)
 

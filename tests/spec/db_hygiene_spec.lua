@@ -1,0 +1,91 @@
+-- Connection hygiene of moonlet.db, driven from the spec runner itself (its loop makes
+-- the calls block): nothing one caller does may leak into the next user of a pooled
+-- connection.
+local moonlet = require "moonlet"
+local t = require "moonlet.testing"
+local ffi = require "ffi"
+
+-- One threadpool thread (libuv reads this when the runner first uses its threadpool,
+-- which nothing before this file does): a busy threadpool delays PQcancel, the case the
+-- late-cancel test needs.
+pcall(ffi.cdef, [[
+int setenv(const char *name, const char *value, int overwrite);
+int unsetenv(const char *name);
+]])
+ffi.C.setenv("UV_THREADPOOL_SIZE", "1", 1)
+
+describe("db connection hygiene", function()
+  local pg
+  before_all(function() pg = require("tests.support.pg").start() end)
+  after_all(function()
+    if pg then pg:stop() end
+    ffi.C.unsetenv("UV_THREADPOOL_SIZE")   -- servers started by later specs must not inherit it
+  end)
+
+  it("postgres: a script stopped before its COMMIT leaves no open transaction behind", function()
+    local db = assert(moonlet.db.open(pg.url, { pool_size = 1 }))
+    assert(db:exec("CREATE TABLE hyg1 (x int)"))
+    local r, err = db:exec("BEGIN; INSERT INTO hyg1 VALUES (1); SELECT 1/0; COMMIT")
+    eq(r, nil)
+    match(err, "division by zero")
+    for _ = 1, 3 do eq(assert(db:query("SELECT 1 AS one")), { { one = 1 } }) end
+    eq(assert(db:query("SELECT count(*)::int AS n FROM hyg1")), { { n = 0 } })
+    db:close()
+  end)
+
+  it("postgres: a transaction whose statement failed reports that nothing was committed", function()
+    local db = assert(moonlet.db.open(pg.url, { pool_size = 2 }))
+    assert(db:exec("CREATE TABLE hyg2 (x int)"))
+    local res, err = db:transaction(function(tx)
+      assert(tx:exec("INSERT INTO hyg2 VALUES (2)"))
+      local ok2, e = tx:exec("INSERT INTO no_such_table VALUES (1)")   -- nil, err: not raised
+      eq(ok2, nil)
+      match(e, "does not exist")
+      return "committed?"
+    end)
+    eq(res, nil)
+    match(err, "transaction rolled back")
+    eq(assert(db:query("SELECT count(*)::int AS n FROM hyg2")), { { n = 0 } })
+    db:close()
+  end)
+
+  it("postgres: a cancel that reaches the server late hits no other query", function()
+    local db = assert(moonlet.db.open(pg.url, { pool_size = 1 }))
+    assert(db:query("SELECT 1"))
+    -- keep libuv's threadpool (where PQcancel runs) busy with a slow SQLite statement so
+    -- the cancel arrives after the cancelled query already ended
+    local sq = assert(moonlet.db.open("sqlite::memory:"))
+    local slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c " ..
+                 "WHERE x < 1500000) SELECT count(*) AS n FROM c"
+    local b_err, b_who
+    moonlet.gather(
+      function()
+        eq(select(2, moonlet.timeout(0.1, function() return db:query("SELECT pg_sleep(0.3)") end)),
+           "timeout")
+      end,
+      function() moonlet.sleep(0.05); sq:query(slow) end,
+      function()
+        moonlet.sleep(0.02)
+        local rows, err = db:query("SELECT pg_sleep(2), 'B' AS who")
+        b_err, b_who = err, rows and rows[1].who
+      end)
+    eq(b_err, nil)
+    eq(b_who, "B")
+    db:close()
+    sq:close()
+  end)
+
+  it("sqlite: a script stopped before its COMMIT leaves no open transaction behind", function()
+    local dir = t.tmpdir()
+    local db = assert(moonlet.db.open("sqlite:" .. dir .. "/x.db", { pool_size = 2 }))
+    assert(db:exec("CREATE TABLE t (x int)"))
+    local r = db:exec("BEGIN; INSERT INTO t VALUES (1); INSERT INTO nope VALUES (1); COMMIT")
+    eq(r, nil)
+    assert(db:exec("INSERT INTO t VALUES (2)"))
+    local other = assert(moonlet.db.open("sqlite:" .. dir .. "/x.db", { pool_size = 1 }))
+    eq(assert(other:query("SELECT count(*) AS n FROM t")), { { n = 1 } })
+    assert(other:exec("INSERT INTO t VALUES (3)"))   -- not locked out
+    db:close()
+    other:close()
+  end)
+end)
