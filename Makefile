@@ -24,7 +24,8 @@ LUA_SRC  := $(sort $(wildcard lua/moonlet/*.lua))
 UNIT_SRC := $(wildcard tests/unit/*_test.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps run test test-asan bench clean
+.PHONY: all deps run test test-asan bench install clean
+PREFIX  ?= /usr/local
 all: $(BUILD)/moonlet $(BUILD)/libmoonlet.a $(UNIT_BIN) $(BUILD)/tests/embed_example
 
 deps:
@@ -87,6 +88,12 @@ bench:
 	@scripts/deps.sh bench
 	$(MAKE) all
 	bench/run.sh
+
+# The binary, the embedding library and its header (the Lua side is inside both).
+install: all
+	install -D -m 755 $(BUILD)/moonlet $(DESTDIR)$(PREFIX)/bin/moonlet
+	install -D -m 644 $(BUILD)/libmoonlet.a $(DESTDIR)$(PREFIX)/lib/libmoonlet.a
+	install -D -m 644 core/moonlet.h $(DESTDIR)$(PREFIX)/include/moonlet.h
 
 clean:
 	rm -rf build build-asan
