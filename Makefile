@@ -69,7 +69,8 @@ $(BUILD)/tests/embed_example: tests/embed_example.c $(BUILD)/libmoonlet.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libmoonlet.a $(LDLIBS)
 
-run: deps
+run:
+	@scripts/deps.sh build
 	$(MAKE) all
 	$(BUILD)/moonlet serve apps/hello --host 127.0.0.1 --port 8000
 
