@@ -866,6 +866,23 @@ static int l_open(lua_State *L) {
   return 1;
 }
 
+
+/* No idle connection for j: open one for it (up to the pool size) or queue it, then wait.
+ * Returns nil, err at once when a connection cannot even be started. */
+static int wait_for_conn(lua_State *L, handle_t *h, job_t *j, ml_task_t *t) {
+  const char *err;
+  if (h->nconns < h->size) {
+    if (!conn_new(h, j, &err)) {
+      push_pgerr(L, err);
+      job_free(j);
+      return 2;
+    }
+  } else {
+    fifo_push(h, j);
+  }
+  return ml_task_wait(L, t, job_cancel, j);
+}
+
 /* h:run(lease|nil, mode, sql, ...) -> rows | { changes, last_id } | nil, err */
 static int l_run(lua_State *L) {
   handle_t *h = check_handle(L);
@@ -901,7 +918,6 @@ static int l_run(lua_State *L) {
   ml_db_params_free(params, n);
   j->task = t;
   conn_t *c = l ? l->c : conn_idle(h);
-  const char *err = NULL;
   if (c) {
     if (job_send(c, j)) {   /* c is in no state to serve anyone (a lease's ends) */
       push_pgerr(L, PQerrorMessage(c->pg));
@@ -909,16 +925,9 @@ static int l_run(lua_State *L) {
       job_free(j);
       return 2;
     }
-  } else if (h->nconns < h->size) {
-    if (!conn_new(h, j, &err)) {
-      push_pgerr(L, err);
-      job_free(j);
-      return 2;
-    }
-  } else {
-    fifo_push(h, j);
+    return ml_task_wait(L, t, job_cancel, j);
   }
-  return ml_task_wait(L, t, job_cancel, j);
+  return wait_for_conn(L, h, j, t);
 }
 
 /* h:acquire() -> lease | nil, err: a connection of its own, for a transaction */
@@ -932,17 +941,7 @@ static int l_acquire(lua_State *L) {
   }
   job_t *j = job_new(h, J_ACQUIRE);
   j->task = t;
-  const char *err;
-  if (h->nconns < h->size) {
-    if (!conn_new(h, j, &err)) {
-      push_pgerr(L, err);
-      job_free(j);
-      return 2;
-    }
-  } else {
-    fifo_push(h, j);
-  }
-  return ml_task_wait(L, t, job_cancel, j);
+  return wait_for_conn(L, h, j, t);
 }
 
 static int l_close(lua_State *L) {
