@@ -124,6 +124,16 @@ start_moonlet() {
 # port_open PORT: true when something accepts connections on 127.0.0.1:PORT
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# free_port: a port of 127.0.0.1 nothing listens on (for an app that must know its port)
+free_port() {
+  local p
+  for _ in $(seq 50); do
+    p=$((20000 + RANDOM % 20000))
+    port_open "$p" || { echo "$p"; return 0; }
+  done
+  die "no free port found"
+}
+
 # listen_overflows: the kernel's TcpExt ListenOverflows counter (SYNs/ACKs dropped because an
 # accept queue was full; counts every listener of this network namespace)
 listen_overflows() {
@@ -673,7 +683,9 @@ bench_fanout() {
   local k i out code t f errors min p50 max target verdict runs=20
   local fmt='%-24s %8s %8s %8s %7s   %s\n'
   section "fanout: GET /fanout?n=K&ms=100 (K concurrent moonlet.http calls, moonlet.gather)"
-  start_moonlet fanout apps/aggregator 65536
+  local port
+  port=$(free_port)
+  UPSTREAM_URL="http://127.0.0.1:$port" start_moonlet fanout apps/aggregator 65536 --port "$port"
   printf "$fmt" "request" "min ms" "p50 ms" "max ms" "errors" "target (p50)"
   for k in 10 100; do
     f="$TMP/fanout-$k.times"

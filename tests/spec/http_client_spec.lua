@@ -447,7 +447,13 @@ end)
 
 describe("apps/aggregator", function()
   local srv
-  before_all(function() srv = t.server{ app = "apps/aggregator" } end)
+  before_all(function()
+    local l = assert(t.listen(0))   -- a free port, so UPSTREAM_URL can name it before start
+    local port = l.port
+    l:close()
+    srv = t.server{ app = "apps/aggregator", port = port,
+                    env = { UPSTREAM_URL = fmt("http://127.0.0.1:%d", port) } }
+  end)
   after_all(function() srv:stop() end)
 
   it("delays", function()
@@ -465,6 +471,15 @@ describe("apps/aggregator", function()
     r = assert(t.request(srv.port, "GET", "/fanout?n=100&ms=100")):json()
     eq(#r.results, 100)
     match(assert(t.request(srv.port, "GET", "/fanout?n=0&ms=1")).body, '"results":%[%]')
+  end)
+
+  it("calls the configured upstream, whatever the client's Host header says", function()
+    local c = t.connect(srv.port)
+    c:send("GET /fanout?n=2&ms=1 HTTP/1.1\r\nHost: 127.0.0.1:9\r\n\r\n")
+    local res = assert(c:read_response(5))
+    c:close()
+    eq(res.status, 200)
+    eq(res:json().results, { { ms = 1 }, { ms = 1 } })
   end)
 end)
 
