@@ -19,7 +19,8 @@ _M.spawn = core.spawn
 local select, unpack = select, unpack
 local core_gather, core_timeout, core_run_in_pool = core.gather, core.timeout, core.run_in_pool
 
--- moonlet.gather([opts,] f1, f2, ...) -> r1, r2, ... (the first result of each, in order).
+-- moonlet.gather([opts,] f1, f2, ...) -> r1, r2, ... (the first result of each, in order;
+-- nil for a function that returned nothing or nil, err).
 -- If one raises, the others are cancelled and gather raises that error; with
 -- { return_errors = true } each failure is returned in its place as an error object
 -- (moonlet.is_error(v); v.error is the message with its traceback).

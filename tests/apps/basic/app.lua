@@ -73,6 +73,15 @@ app:get("/gather", function()
     function() moonlet.sleep(0.3); return nil end)
   return { a = a, b = b, c = c == nil, elapsed = moonlet.now() - t0 }
 end)
+-- the first result of each function, whether it finished at once or after waiting
+app:get("/gather-first", function()
+  local a, b, c, d = moonlet.gather(
+    function() return "a", "extra" end,
+    function() return nil, "failed at once" end,
+    function() moonlet.sleep(0.01); return "c", "extra" end,
+    function() moonlet.sleep(0.01); return nil, "failed later" end)
+  return { a = a, b = b == nil, c = c, d = d == nil }
+end)
 app:get("/gather-error", function()
   moonlet.gather(
     function() moonlet.sleep(0.05); error("gather failure") end,
