@@ -80,7 +80,9 @@ local http_error_mt = { __tostring = function(e)
 end }
 _M.http_error_mt = http_error_mt
 
--- error(moonlet.http_error(404, "Item not found")) answers 404 {"detail": "Item not found"}.
+-- error(moonlet.http_error(404, "Item not found")) answers 404 {"detail": "Item not found"};
+-- without a detail, the status's reason phrase: {"detail": "Not Found"}.
+local status_reason = core.status_reason
 function _M.http_error(status, detail, headers)
   if type(status) ~= "number" or status < 400 or status > 599 or floor(status) ~= status then
     error("bad argument #1 to 'http_error' (expected a status 400-599)", 2)
@@ -88,6 +90,7 @@ function _M.http_error(status, detail, headers)
   if headers ~= nil and type(headers) ~= "table" then
     error("bad argument #3 to 'http_error' (expected a headers table)", 2)
   end
+  if detail == nil then detail = status_reason(status) end
   return setmetatable({ status = status, detail = detail, headers = headers }, http_error_mt)
 end
 
