@@ -6,6 +6,7 @@
 #include "json.h"
 #include "log.h"
 #include "pool.h"
+#include "response.h"
 #include "shared.h"
 #include <lauxlib.h>
 
@@ -25,8 +26,15 @@ static int l_now(lua_State *L) {
   return 1;
 }
 
+/* status_reason(status) -> the reason phrase of the status line ("Not Found") */
+static int l_status_reason(lua_State *L) {
+  lua_pushstring(L, ml_status_reason((int)luaL_checkinteger(L, 1)));
+  return 1;
+}
+
 int ml_core_open(lua_State *L) {
-  static const luaL_Reg fns[] = {{"log", l_log}, {"now", l_now}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {{"log", l_log}, {"now", l_now},
+                                 {"status_reason", l_status_reason}, {NULL, NULL}};
   lua_newtable(L);
   luaL_register(L, NULL, fns);
   ml_json_open(L);

@@ -185,18 +185,16 @@ static int bind_params(job_t *j, sqlite3_stmt *st) {
 }
 
 /* Runs every statement of j->sql on db; parameters bind to the first one. Rows go to
- * j->out (query), counts to j->changes / j->last_id (exec), failures to j->err. */
-static void run_sql(job_t *j, sqlite3 *db) {
+ * j->out (query), a RETURNING id to j->last_id (exec). Returns 0, or -1 with j->err set. */
+static int run_statements(job_t *j, sqlite3 *db) {
   const char *sql = j->sql;
-  int64_t rowid0 = sqlite3_last_insert_rowid(db);
-  int64_t total0 = sqlite3_total_changes(db);
   int first = 1;
   while (*sql) {
     sqlite3_stmt *st;
     const char *tail;
     if (sqlite3_prepare_v2(db, sql, -1, &st, &tail) != SQLITE_OK) {
       set_err(j, "", db);
-      return;
+      return -1;
     }
     sql = tail;
     if (!st) continue;   /* only whitespace or a comment */
@@ -208,12 +206,12 @@ static void run_sql(job_t *j, sqlite3 *db) {
                want, have);
       j->err = strdup(msg);
       sqlite3_finalize(st);
-      return;
+      return -1;
     }
     if (first && bind_params(j, st) != SQLITE_OK) {
       set_err(j, "", db);
       sqlite3_finalize(st);
-      return;
+      return -1;
     }
     first = 0;
     int ncols = sqlite3_column_count(st), rc, header = 0, id_col = -1;
@@ -243,13 +241,43 @@ static void run_sql(job_t *j, sqlite3 *db) {
     if (rc != SQLITE_DONE) {
       set_err(j, "", db);
       sqlite3_finalize(st);
-      return;
+      return -1;
     }
     sqlite3_finalize(st);
   }
+  return 0;
+}
+
+/* Watches one run_sql for a row inserted under the rowid the connection reported before
+ * (the newest row was deleted, or an insert rolled back): the last insert rowid then does
+ * not change, yet a row went in. */
+typedef struct {
+  sqlite3_int64 rowid0;
+  int reinserted;
+} insert_watch_t;
+
+static void insert_watch_cb(void *ud, int op, const char *dbname, const char *table,
+                            sqlite3_int64 rowid) {
+  insert_watch_t *w = ud;
+  (void)dbname;
+  (void)table;
+  if (op == SQLITE_INSERT && rowid == w->rowid0) w->reinserted = 1;
+}
+
+/* run_statements, then the counts of an exec: j->changes, and j->last_id (SQLite's last
+ * insert rowid) when a statement inserted a row and no RETURNING id gave one. A row that a
+ * trigger inserted under the old rowid also counts (the update hook cannot tell them
+ * apart). */
+static void run_sql(job_t *j, sqlite3 *db) {
+  insert_watch_t w = { sqlite3_last_insert_rowid(db), 0 };
+  int64_t total0 = sqlite3_total_changes(db);
+  sqlite3_update_hook(db, insert_watch_cb, &w);
+  int rc = run_statements(j, db);
+  sqlite3_update_hook(db, NULL, NULL);
+  if (rc < 0) return;
   j->changes = sqlite3_total_changes(db) - total0;
   int64_t rowid = sqlite3_last_insert_rowid(db);
-  if (!j->has_id && rowid != rowid0) {
+  if (!j->has_id && (rowid != w.rowid0 || w.reinserted)) {
     j->has_id = 1;
     j->last_id = rowid;
   }

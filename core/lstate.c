@@ -80,6 +80,26 @@ lua_State *ml_lua_new(const char *appdir) {
   return L;
 }
 
+/* Copies a load error into err as one line: the message without its traceback, each line
+ * break (with the tabs after it) made a space. A module that app.lua requires and that does
+ * not compile comes as "error loading module 'm' from file 'f':" with its own
+ * "f:line: reason" on the next line. */
+static void error_line(char *err, size_t errlen, const char *msg) {
+  if (errlen == 0) return;
+  if (!msg) msg = "error";
+  const char *tb = strstr(msg, "\nstack traceback:");
+  size_t len = tb ? (size_t)(tb - msg) : strlen(msg), n = 0;
+  for (size_t i = 0; i < len && n + 1 < errlen; i++) {
+    if (msg[i] != '\n') {
+      err[n++] = msg[i];
+      continue;
+    }
+    err[n++] = ' ';
+    while (i + 1 < len && msg[i + 1] == '\t') i++;
+  }
+  err[n] = '\0';
+}
+
 int ml_lua_load_app(lua_State *L, const char *appdir, char *err, size_t errlen) {
   struct stat st;
   if (stat(appdir, &st) != 0 || !S_ISDIR(st.st_mode)) {
@@ -94,16 +114,8 @@ int ml_lua_load_app(lua_State *L, const char *appdir, char *err, size_t errlen) 
   }
   lua_pushcfunction(L, ml_lua_traceback);
   int base = lua_gettop(L);
-  if (luaL_loadfile(L, path)) {
-    snprintf(err, errlen, "%s", lua_tostring(L, -1));
-    lua_settop(L, base - 1);
-    return -1;
-  }
-  if (lua_pcall(L, 0, 1, base)) {
-    const char *msg = lua_tostring(L, -1);
-    const char *nl = msg ? strchr(msg, '\n') : NULL;   /* first line: file:line: message */
-    snprintf(err, errlen, "%.*s", nl ? (int)(nl - msg) : (int)strlen(msg ? msg : ""),
-             msg ? msg : "error");
+  if (luaL_loadfile(L, path) || lua_pcall(L, 0, 1, base)) {
+    error_line(err, errlen, lua_tostring(L, -1));
     lua_settop(L, base - 1);
     return -1;
   }

@@ -314,9 +314,10 @@ static void gather_child_done(ml_task_t *k, int st) {
   if (ok || g->return_errors) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, g->results_ref);
     if (ok) {
-      if (lua_gettop(k->co) >= 2) lua_xmove(k->co, L, 1);   /* the first result */
-      else lua_pushnil(L);
-      lua_settop(k->co, 0);
+      /* (true, r1, r2, ...): keep r1 alone, like a call adjusted to one value; nil when
+       * the function returned nothing. A function's "nil, err" thus gives nil. */
+      lua_settop(k->co, 2);
+      lua_xmove(k->co, L, 1);
     } else {
       push_task_error(L, k->co);
     }

@@ -19,7 +19,8 @@ _M.spawn = core.spawn
 local select, unpack = select, unpack
 local core_gather, core_timeout, core_run_in_pool = core.gather, core.timeout, core.run_in_pool
 
--- moonlet.gather([opts,] f1, f2, ...) -> r1, r2, ... (the first result of each, in order).
+-- moonlet.gather([opts,] f1, f2, ...) -> r1, r2, ... (the first result of each, in order;
+-- nil for a function that returned nothing or nil, err).
 -- If one raises, the others are cancelled and gather raises that error; with
 -- { return_errors = true } each failure is returned in its place as an error object
 -- (moonlet.is_error(v); v.error is the message with its traceback).
@@ -79,7 +80,9 @@ local http_error_mt = { __tostring = function(e)
 end }
 _M.http_error_mt = http_error_mt
 
--- error(moonlet.http_error(404, "Item not found")) answers 404 {"detail": "Item not found"}.
+-- error(moonlet.http_error(404, "Item not found")) answers 404 {"detail": "Item not found"};
+-- without a detail, the status's reason phrase: {"detail": "Not Found"}.
+local status_reason = core.status_reason
 function _M.http_error(status, detail, headers)
   if type(status) ~= "number" or status < 400 or status > 599 or floor(status) ~= status then
     error("bad argument #1 to 'http_error' (expected a status 400-599)", 2)
@@ -87,6 +90,7 @@ function _M.http_error(status, detail, headers)
   if headers ~= nil and type(headers) ~= "table" then
     error("bad argument #3 to 'http_error' (expected a headers table)", 2)
   end
+  if detail == nil then detail = status_reason(status) end
   return setmetatable({ status = status, detail = detail, headers = headers }, http_error_mt)
 end
 

@@ -26,7 +26,10 @@ end
 
 local function on_error(e)
   if getmetatable(e) == http_error_mt then return e end
-  return traceback(tostring(e), 2)
+  -- not a tail call: level 1 stays this function, so level 2 is where the error was
+  -- raised (the handler itself for a runtime error)
+  local tb = traceback(tostring(e), 2)
+  return tb
 end
 
 local internal_error = { detail = "Internal Server Error" }

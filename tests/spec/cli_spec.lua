@@ -1,8 +1,8 @@
 -- The CLI: version, help, and every startup failure -> one line on stderr, exit 2.
 local t = require "moonlet.testing"
 
-local function startup_error(args)
-  local r = t.run(args, 10)
+local function startup_error(args, env)
+  local r = t.run(args, { timeout = 10, env = env })
   eq(r.status, 2)
   local lines = select(2, r.stderr:gsub("\n", "\n"))
   eq(lines, 1, "expected one line on stderr, got: " .. r.stderr)
@@ -44,6 +44,18 @@ describe("cli", function()
   it("shows a runtime error with file:line", function()
     match(startup_error({ "serve", "tests/apps/runtime_error", "--port", "0" }),
           "tests/apps/runtime_error/app%.lua:4: attempt to index")
+  end)
+
+  it("shows a syntax error in a module app.lua requires with its file:line and reason", function()
+    match(startup_error({ "serve", "tests/apps/module_error", "--port", "0" }),
+          "^moonlet: error loading module 'lib%.syntax' from file '[^']*': "
+          .. "tests/apps/module_error/lib/syntax%.lua:4: unexpected symbol near 'end'\n$")
+  end)
+
+  it("shows a runtime error in a module app.lua requires with its file:line", function()
+    match(startup_error({ "serve", "tests/apps/module_error", "--port", "0" },
+                        { MODULE_ERROR = "runtime" }),
+          "^moonlet: tests/apps/module_error/lib/runtime%.lua:3: attempt to index local 'cfg'")
   end)
 
   it("says so when app.lua does not return the app", function()

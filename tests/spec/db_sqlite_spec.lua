@@ -124,6 +124,22 @@ describe("sqlite :memory:", function()
     eq(q(srv, "SELECT 1 AS one").res, { { one = 1 } })
     ok(t.now() - t0 < 1, "the cancelled statement still held the connection")
   end)
+
+  it("reports last_id for every insert, also when the id repeats the previous one", function()
+    local function exec(sql, ...)
+      return q(srv, sql, { ... }, { exec = true }).res
+    end
+    -- deleting the newest row (no AUTOINCREMENT) hands its id out again
+    local id = exec("INSERT INTO items (name) VALUES (?)", "newest").last_id
+    eq(exec("DELETE FROM items WHERE id = ?", id), { changes = 1 })
+    eq(exec("INSERT INTO items (name) VALUES (?)", "again"), { changes = 1, last_id = id })
+    -- so does a rolled-back insert
+    eq(assert(t.request(srv.port, "GET", "/tx?name=rolled&mode=raise")):json().after, 0)
+    eq(exec("INSERT INTO items (name) VALUES (?)", "after"), { changes = 1, last_id = id + 1 })
+    -- an upsert that updates inserts nothing
+    eq(exec("INSERT INTO items (id, name) VALUES (?, 'u') ON CONFLICT (id) DO UPDATE SET name = 'u'",
+            id + 1), { changes = 1 })
+  end)
 end)
 
 describe("apps/todo on SQLite", function()

@@ -116,6 +116,16 @@ describe("moonlet.http", function()
          fmt("connect: connection refused (127.0.0.1:%d)", port))
     end)
 
+    it("inside moonlet.gather: nil in the call's slot, never the message", function()
+      local l = assert(t.listen(0))
+      local port = l.port
+      l:close()
+      local path = fmt("/gather-get?url=http://127.0.0.1:%d/x", port)
+      eq(assert(t.request(srv.port, "GET", path)):json(), { type = "nil" })
+      path = fmt("/gather-get?url=http://127.0.0.1:%d/up/text", srv.port)
+      eq(assert(t.request(srv.port, "GET", path)):json(), { type = "table", status = 200 })
+    end)
+
     it("unknown host", function()
       match(call{ url = "http://nosuch.invalid/" }.err, "^dns: .+ %(nosuch%.invalid%)$")
     end)

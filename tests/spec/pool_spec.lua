@@ -58,6 +58,7 @@ describe("pooled routes", function()
 
   it("can gather and call run_in_pool on the pool thread itself", function()
     eq(get("/p/gather"):json(), { a = 1, b = 2 })
+    eq(get("/p/gather-first"):json(), { a = "a", b = true })
     eq(get("/p/nested"):json(), { v = 15 })
   end)
 end)

@@ -16,6 +16,10 @@ describe("gather / spawn / timeout", function()
     ok(r.elapsed < 0.75, "gathered sleeps ran one after another: " .. r.elapsed)
   end)
 
+  it("gather returns the first result of each function, nil for one that returned nil, err", function()
+    eq(get("/gather-first"):json(), { a = "a", b = true, c = "c", d = true })
+  end)
+
   it("gather raises the first error and cancels the others", function()
     eq(get("/gather-error").status, 500)
     srv:wait_log("gather failure", 5)

@@ -63,4 +63,20 @@ describe("--reload", function()
     t.write_file(dir .. "/app.lua", app_source("v3"))
     wait_version("v3")
   end)
+
+  it("logs a required module's error with that module's file:line and reason", function()
+    local at = srv:mark()
+    t.write_file(dir .. "/lib/util.lua", "return {\n  name = \n}\n")
+    srv:wait_log("reload failed, still serving the previous code: error loading module 'lib%.util' "
+                 .. "from file '[^']*': [^ ]*lib/util%.lua:3: unexpected symbol near '}'$", 5, at)
+    eq(get("/version").version, "v3")
+    at = srv:mark()
+    t.write_file(dir .. "/lib/util.lua", "local cfg\nreturn { name = cfg.name }\n")
+    srv:wait_log("reload failed, still serving the previous code: [^ ]*lib/util%.lua:2: "
+                 .. "attempt to index local 'cfg'", 5, at)
+    t.write_file(dir .. "/lib/util.lua", 'return { name = "util3" }\n')
+    local deadline = t.now() + 5
+    while get("/version").util ~= "util3" and t.now() < deadline do t.sleep(0.05) end
+    eq(get("/version"), { version = "v3", util = "util3" })
+  end)
 end)

@@ -127,12 +127,27 @@ describe("routing and the request/response API", function()
     eq(res.headers["x-why"], "missing")
   end)
 
+  it("gives moonlet.http_error without a detail the status's reason phrase", function()
+    for status, detail in pairs{ [404] = "Not Found", [409] = "Conflict",
+                                 [503] = "Service Unavailable", [499] = "Client Error" } do
+      local res = get("/http-error/" .. status)
+      eq(res.status, status)
+      eq(res.body, '{"detail":"' .. detail .. '"}')
+    end
+    local res = get("/http-error-table")
+    eq(res.status, 422)
+    eq(res:json(), { detail = { { loc = { "query", "n" }, msg = "not a number" } } })
+  end)
+
   it("answers 500 on a Lua error, logs a traceback with file:line, keeps serving", function()
     local res = get("/boom")
     eq(res.status, 500)
     eq(res.body, '{"detail":"Internal Server Error"}')
-    srv:wait_log("tests/apps/basic/app%.lua:%d+: attempt to index", 5)
-    srv:wait_log("stack traceback", 5)
+    local _, at = srv:wait_log("GET /boom: tests/apps/basic/app%.lua:%d+: attempt to index", 5)
+    srv:wait_log("^stack traceback:$", 5, at)
+    -- the handler's own frame, first
+    srv:wait_log("^%s+tests/apps/basic/app%.lua:%d+: in function <tests/apps/basic/app%.lua:%d+>$",
+                 5, at)
     eq(get("/").status, 200)
   end)
 

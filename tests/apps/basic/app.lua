@@ -21,6 +21,10 @@ app:get("/teapot", function() error(moonlet.http_error(418, "I'm a teapot")) end
 app:get("/notfound", function()
   error(moonlet.http_error(404, "Item not found", { ["x-why"] = "missing" }))
 end)
+app:get("/http-error/{status:int}", function(req) error(moonlet.http_error(req.params.status)) end)
+app:get("/http-error-table", function()
+  error(moonlet.http_error(422, { { loc = { "query", "n" }, msg = "not a number" } }))
+end)
 app:get("/boom", function() local t = nil; return t.field end)
 app:get("/bad-header", function() return 200, "x", { ["x-evil"] = "a\r\nSet-Cookie: pwned=1" } end)
 app:get("/bad-header-name", function() return 200, "x", { ["x evil"] = "a" } end)
@@ -72,6 +76,15 @@ app:get("/gather", function()
     function() moonlet.sleep(0.3); return "two" end,
     function() moonlet.sleep(0.3); return nil end)
   return { a = a, b = b, c = c == nil, elapsed = moonlet.now() - t0 }
+end)
+-- the first result of each function, whether it finished at once or after waiting
+app:get("/gather-first", function()
+  local a, b, c, d = moonlet.gather(
+    function() return "a", "extra" end,
+    function() return nil, "failed at once" end,
+    function() moonlet.sleep(0.01); return "c", "extra" end,
+    function() moonlet.sleep(0.01); return nil, "failed later" end)
+  return { a = a, b = b == nil, c = c, d = d == nil }
 end)
 app:get("/gather-error", function()
   moonlet.gather(

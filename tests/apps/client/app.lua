@@ -44,6 +44,12 @@ app:get("/pool/get", { pool = true }, function(req)
   return { r = report(res, err), in_pool = moonlet.in_pool(), json = res and res:json() }
 end)
 
+-- A call inside moonlet.gather: its slot holds the response, or nil when the call failed.
+app:get("/gather-get", function(req)
+  local res = moonlet.gather(function() return http.get(req.query.url) end)
+  return { type = type(res), status = res and res.status }
+end)
+
 -- Misuse raises: each case's error message.
 app:get("/misuse", function()
   local cases = {

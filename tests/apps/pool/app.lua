@@ -26,6 +26,11 @@ app:get("/p/gather", { pool = true }, function()
                               function() moonlet.sleep(0.2); return 2 end)
   return { a = a, b = b }
 end)
+app:get("/p/gather-first", { pool = true }, function()
+  local a, b = moonlet.gather(function() moonlet.sleep(0.01); return "a", "extra" end,
+                              function() return nil, "failed" end)
+  return { a = a, b = b == nil }
+end)
 app:get("/p/nested", { pool = true }, function()
   return { v = moonlet.run_in_pool(function(x) return x * 3 end, 5) }
 end)

@@ -1,0 +1,4 @@
+local M = {}
+local cfg = nil
+M.port = cfg.port
+return M
