@@ -6,6 +6,8 @@
 #include "http.h"
 #include "response.h"
 #include "router.h"
+#include <arpa/inet.h>
+#include <ctype.h>
 #include <strings.h>
 
 #define H(p) ((ml_http_t *)(p)->data)
@@ -68,12 +70,25 @@ static int on_header_value_complete(llhttp_t *p) {
   return 0;
 }
 
+/* RFC 9112 3.2: a request with two Host headers or an invalid one is refused, and so is an
+ * HTTP/1.1 request without one (HTTP/1.0 may leave it out). */
+static int check_host(ml_http_t *h, const llhttp_t *p) {
+  int at = 0;
+  size_t len, len2;
+  const char *host = ml_headers_next(&h->headers, "host", &at, &len);
+  if (!host) return p->http_major == 1 && p->http_minor >= 1 ? fail(h, 400, "Missing Host header") : 0;
+  if (ml_headers_next(&h->headers, "host", &at, &len2)) return fail(h, 400, "Duplicate Host header");
+  if (!ml_http_host_ok(host, len)) return fail(h, 400, "Invalid Host header");
+  return 0;
+}
+
 static int on_headers_complete(llhttp_t *p) {
   ml_http_t *h = H(p);
   const char *name = llhttp_method_name((llhttp_method_t)p->method);
   h->method_name = name;
   h->method = ml_method_index(name, strlen(name));
   if (p->method == HTTP_CONNECT) return fail(h, 400, "CONNECT is not supported");
+  if (check_host(h, p)) return HPE_USER;
   if ((p->flags & F_CONTENT_LENGTH) && p->content_length > h->max_body)
     return fail(h, 413, "Request Entity Too Large");
   size_t vlen;
@@ -160,4 +175,58 @@ int ml_http_execute(ml_http_t *h, const char *data, size_t len, size_t *used) {
 
 const char *ml_http_header(const ml_http_t *h, const char *name, size_t *len) {
   return ml_headers_get(&h->headers, name, len);
+}
+
+/* RFC 3986 2.2, 2.3: the characters a reg-name holds besides %XX. */
+static int unreserved_or_sub_delim(char c) {
+  return isalnum((unsigned char)c) || (c && strchr("-._~!$&'()*+,;=", c));
+}
+
+static int reg_name_ok(const char *s, size_t len) {
+  for (size_t i = 0; i < len; i++) {
+    if (s[i] == '%') {
+      if (i + 2 >= len || !isxdigit((unsigned char)s[i + 1]) || !isxdigit((unsigned char)s[i + 2]))
+        return 0;
+      i += 2;
+    } else if (!unreserved_or_sub_delim(s[i])) {
+      return 0;
+    }
+  }
+  return 1;
+}
+
+/* The inside of "[...]": an IPv6 address or "v" 1*HEXDIG "." 1*(unreserved / sub-delims / ":"). */
+static int ip_literal_ok(const char *s, size_t len) {
+  if (len > 0 && (s[0] == 'v' || s[0] == 'V')) {
+    size_t i = 1;
+    while (i < len && isxdigit((unsigned char)s[i])) i++;
+    if (i == 1 || i + 1 >= len || s[i] != '.') return 0;
+    for (i++; i < len; i++)
+      if (s[i] != ':' && !unreserved_or_sub_delim(s[i])) return 0;
+    return 1;
+  }
+  char text[INET6_ADDRSTRLEN];
+  struct in6_addr addr;
+  if (len >= sizeof text) return 0;
+  memcpy(text, s, len);
+  text[len] = '\0';
+  return inet_pton(AF_INET6, text, &addr) == 1;
+}
+
+int ml_http_host_ok(const char *s, size_t len) {
+  size_t host_len;
+  if (len > 0 && s[0] == '[') {
+    const char *end = memchr(s, ']', len);
+    if (!end || !ip_literal_ok(s + 1, (size_t)(end - s) - 1)) return 0;
+    host_len = (size_t)(end - s) + 1;
+  } else {   /* a reg-name, which covers IPv4address, never holds ':' */
+    const char *colon = memchr(s, ':', len);
+    host_len = colon ? (size_t)(colon - s) : len;
+    if (!reg_name_ok(s, host_len)) return 0;
+  }
+  if (host_len == len) return 1;
+  if (s[host_len] != ':') return 0;
+  for (size_t i = host_len + 1; i < len; i++)   /* port = *DIGIT */
+    if (s[i] < '0' || s[i] > '9') return 0;
+  return 1;
 }

@@ -45,5 +45,9 @@ int ml_http_execute(ml_http_t *h, const char *data, size_t len, size_t *used);
 /* Finds a header by lower-case name; NULL if absent. */
 const char *ml_http_header(const ml_http_t *h, const char *name, size_t *len);
 
+/* 1 if `s` is a valid Host value (RFC 9110 7.2, RFC 3986 3.2.2): a reg-name, an IPv4
+ * address or an [IP-literal], then an optional ":" port; empty is valid. */
+int ml_http_host_ok(const char *s, size_t len);
+
 static inline const char *ml_http_url(const ml_http_t *h) { return h->headers.store.data; }
 #endif

@@ -150,6 +150,44 @@ describe("http/1.1", function()
     end)
   end
 
+  -- Requests RFC 9112 / 9110 say to refuse: status, then the connection is closed.
+  local refused = {
+    { 400, "an HTTP/1.1 request without Host", "GET /text HTTP/1.1\r\n\r\n" },
+    { 400, "two Host headers", "GET /headers HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n" },
+    { 400, "two Host headers on HTTP/1.0", "GET /text HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n" },
+    { 400, "a space in Host", "GET /text HTTP/1.1\r\nHost: local host\r\n\r\n" },
+    { 400, "userinfo in Host", "GET /text HTTP/1.1\r\nHost: user@example.com\r\n\r\n" },
+    { 400, "a path in Host", "GET /text HTTP/1.1\r\nHost: example.com/x\r\n\r\n" },
+    { 400, "a bad port in Host", "GET /text HTTP/1.1\r\nHost: example.com:8o\r\n\r\n" },
+    { 400, "an unclosed IPv6 literal in Host", "GET /text HTTP/1.1\r\nHost: [::1\r\n\r\n" },
+    { 400, "a control character in Host", "GET /text HTTP/1.1\r\nHost: a\1b\r\n\r\n" },
+  }
+  for _, case in ipairs(refused) do
+    it("answers " .. case[1] .. " and closes on " .. case[2], function()
+      local c = raw(case[3])
+      local res = assert(c:read_response(5))
+      eq(res.status, case[1])
+      eq(res.headers["connection"], "close")
+      ok(res:json().detail, "no detail")
+      ok(c:is_closed(5), "connection left open")
+    end)
+  end
+
+  it("accepts every Host form of RFC 3986, and HTTP/1.0 without Host", function()
+    local hosts = { "example.com", "example.com:8080", "127.0.0.1:1", "[::1]", "[::1]:80",
+                    "[2001:db8::7]", "[v1.fe80::a+en1]", "xn--bcher-kva.example", "a%20b",
+                    "a-b_c~d!$&'()*+,;=", "", "example.com:" }
+    for _, host in ipairs(hosts) do
+      local c = raw("GET /text HTTP/1.1\r\nHost: " .. host .. "\r\n\r\n")
+      local res = assert(c:read_response(5))
+      eq(res.status, 200, "Host: " .. host)
+      c:close()
+    end
+    local c = raw("GET /text HTTP/1.0\r\n\r\n")
+    eq(assert(c:read_response(5)).status, 200)
+    c:close()
+  end)
+
   it("answers requests sent before a malformed one, then closes", function()
     local c = raw("GET /text HTTP/1.1\r\nHost: x\r\n\r\nBROKEN\r\n\r\n")
     eq(assert(c:read_response(5)).status, 200)
