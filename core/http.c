@@ -2,7 +2,8 @@
  * the header block (request line + headers) against max_header -> 431, the body against
  * max_body -> 413 as soon as Content-Length announces it or chunks exceed it. llhttp
  * itself rejects smuggling shapes (Content-Length with Transfer-Encoding, duplicate
- * Content-Length, bad chunk sizes) since moonlet never enables its lenient modes. */
+ * Content-Length, bad chunk sizes) since moonlet enables none of its lenient modes but the
+ * one for versions, which on_version_complete narrows down. */
 #include "http.h"
 #include "response.h"
 #include "router.h"
@@ -34,6 +35,13 @@ static int on_message_begin(llhttp_t *p) {
   h->headers_done = 0;
   h->in_message = 1;
   if (h->on_begin) h->on_begin(h);
+  return 0;
+}
+
+/* RFC 9110 6.2, 15.6.6: every 1.x is answered as HTTP/1.1 (llhttp's lenient version mode,
+ * set in ml_http_init, lets 1.2 to 1.9 through); any other major version gets 505. */
+static int on_version_complete(llhttp_t *p) {
+  if (p->http_major != 1) return fail(H(p), 505, "HTTP Version Not Supported");
   return 0;
 }
 
@@ -124,6 +132,7 @@ void ml_http_init(ml_http_t *h, size_t max_header, size_t max_body, void *owner)
     llhttp_settings_init(&s);
     s.on_message_begin = on_message_begin;
     s.on_url = on_url;
+    s.on_version_complete = on_version_complete;
     s.on_header_field = on_header_field;
     s.on_header_value = on_header_value;
     s.on_header_value_complete = on_header_value_complete;
@@ -135,6 +144,7 @@ void ml_http_init(ml_http_t *h, size_t max_header, size_t max_body, void *owner)
   memset(h, 0, sizeof *h);
   llhttp_init(&h->parser, HTTP_REQUEST, &settings);
   h->parser.data = h;
+  h->parser.lenient_flags |= LENIENT_VERSION;   /* llhttp 8.1 has no setter for this one */
   h->max_header = max_header;
   h->max_body = max_body;
   h->owner = owner;

@@ -129,7 +129,8 @@ describe("http/1.1", function()
 
   local malformed = {
     { "garbage request line", "HELLO\r\n\r\n" },
-    { "bad version", "GET / HTTP/9.9\r\n\r\n" },
+    { "a version of two digits", "GET / HTTP/10.0\r\nHost: x\r\n\r\n" },
+    { "a version without minor", "GET / HTTP/1\r\nHost: x\r\n\r\n" },
     { "space in header name", "GET / HTTP/1.1\r\nBad Header: x\r\n\r\n" },
     { "Content-Length and Transfer-Encoding",
       "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" },
@@ -161,6 +162,11 @@ describe("http/1.1", function()
     { 400, "a bad port in Host", "GET /text HTTP/1.1\r\nHost: example.com:8o\r\n\r\n" },
     { 400, "an unclosed IPv6 literal in Host", "GET /text HTTP/1.1\r\nHost: [::1\r\n\r\n" },
     { 400, "a control character in Host", "GET /text HTTP/1.1\r\nHost: a\1b\r\n\r\n" },
+    { 505, "HTTP/2.0", "GET /text HTTP/2.0\r\nHost: x\r\n\r\n" },
+    { 505, "HTTP/3.0", "GET /text HTTP/3.0\r\nHost: x\r\n\r\n" },
+    { 505, "HTTP/9.9", "GET /text HTTP/9.9\r\nHost: x\r\n\r\n" },
+    { 505, "HTTP/0.9", "GET /text HTTP/0.9\r\nHost: x\r\n\r\n" },
+    { 505, "the HTTP/2 connection preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" },
   }
   for _, case in ipairs(refused) do
     it("answers " .. case[1] .. " and closes on " .. case[2], function()
@@ -172,6 +178,18 @@ describe("http/1.1", function()
       ok(c:is_closed(5), "connection left open")
     end)
   end
+
+  it("serves HTTP/1.2 to 1.9 as HTTP/1.1: kept alive, Host required", function()
+    local c = raw("GET /text HTTP/1.2\r\nHost: x\r\n\r\n")
+    local res = assert(c:read_response(5))
+    eq(res.status, 200)
+    eq(res.headers["connection"], nil)
+    c:send("POST /echo HTTP/1.9\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+    eq(assert(c:read_response(5)):json(), { body = "hi", len = 2 })
+    c:send("GET /text HTTP/1.2\r\n\r\n")
+    eq(assert(c:read_response(5)).status, 400)
+    ok(c:is_closed(5))
+  end)
 
   it("accepts every Host form of RFC 3986, and HTTP/1.0 without Host", function()
     local hosts = { "example.com", "example.com:8080", "127.0.0.1:1", "[::1]", "[::1]:80",
