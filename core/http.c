@@ -90,6 +90,29 @@ static int check_host(ml_http_t *h, const llhttp_t *p) {
   return 0;
 }
 
+/* RFC 9112 6.1: chunked is the only transfer coding moonlet decodes. llhttp refuses (400) a
+ * request whose last coding is not chunked; one that names another coding before chunked
+ * gets 501, rather than a body handed to the app still encoded. */
+static int check_transfer_codings(ml_http_t *h) {
+  int at = 0;
+  size_t len;
+  const char *v;
+  while ((v = ml_headers_next(&h->headers, "transfer-encoding", &at, &len))) {
+    const char *end = v + len;
+    while (v < end) {   /* each list element, OWS trimmed; empty ones are allowed */
+      const char *comma = memchr(v, ',', (size_t)(end - v));
+      const char *stop = comma ? comma : end;
+      while (v < stop && (*v == ' ' || *v == '\t')) v++;
+      while (stop > v && (stop[-1] == ' ' || stop[-1] == '\t')) stop--;
+      size_t n = (size_t)(stop - v);
+      if (n && !(n == 7 && strncasecmp(v, "chunked", 7) == 0))
+        return fail(h, 501, "Unsupported Transfer-Encoding");
+      v = comma ? comma + 1 : end;
+    }
+  }
+  return 0;
+}
+
 static int on_headers_complete(llhttp_t *p) {
   ml_http_t *h = H(p);
   const char *name = llhttp_method_name((llhttp_method_t)p->method);
@@ -97,6 +120,7 @@ static int on_headers_complete(llhttp_t *p) {
   h->method = ml_method_index(name, strlen(name));
   if (p->method == HTTP_CONNECT) return fail(h, 400, "CONNECT is not supported");
   if (check_host(h, p)) return HPE_USER;
+  if ((p->flags & F_CHUNKED) && check_transfer_codings(h)) return HPE_USER;
   if ((p->flags & F_CONTENT_LENGTH) && p->content_length > h->max_body)
     return fail(h, 413, "Request Entity Too Large");
   size_t vlen;

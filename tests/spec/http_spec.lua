@@ -60,10 +60,13 @@ describe("http/1.1", function()
     c:close()
   end)
 
-  it("reads chunked bodies", function()
+  it("reads chunked bodies, whatever the case and spacing of Transfer-Encoding", function()
     local c = raw("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" ..
-                  "5\r\nhello\r\n1;ext=1\r\n \r\n5\r\nworld\r\n0\r\n\r\n")
+                  "5\r\nhello\r\n1;ext=1\r\n \r\n5\r\nworld\r\n0\r\n\r\n" ..
+                  "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:  , Chunked \r\n\r\n" ..
+                  "2\r\nhi\r\n0\r\n\r\n")
     eq(assert(c:read_response(5)):json(), { body = "hello world", len = 11 })
+    eq(assert(c:read_response(5)):json(), { body = "hi", len = 2 })
     c:close()
   end)
 
@@ -162,6 +165,18 @@ describe("http/1.1", function()
     { 400, "a bad port in Host", "GET /text HTTP/1.1\r\nHost: example.com:8o\r\n\r\n" },
     { 400, "an unclosed IPv6 literal in Host", "GET /text HTTP/1.1\r\nHost: [::1\r\n\r\n" },
     { 400, "a control character in Host", "GET /text HTTP/1.1\r\nHost: a\1b\r\n\r\n" },
+    { 501, "Transfer-Encoding: gzip, chunked",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n1\r\na\r\n0\r\n\r\n" },
+    { 501, "Transfer-Encoding: gzip then Transfer-Encoding: chunked",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n" ..
+      "1\r\na\r\n0\r\n\r\n" },
+    { 400, "Transfer-Encoding: chunked twice",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n" ..
+      "1\r\na\r\n0\r\n\r\n" },
+    { 400, "Transfer-Encoding: chunked, gzip (chunked not last)",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n1\r\na\r\n0\r\n\r\n" },
+    { 400, "Transfer-Encoding: gzip (no chunked)",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabc" },
     { 505, "HTTP/2.0", "GET /text HTTP/2.0\r\nHost: x\r\n\r\n" },
     { 505, "HTTP/3.0", "GET /text HTTP/3.0\r\nHost: x\r\n\r\n" },
     { 505, "HTTP/9.9", "GET /text HTTP/9.9\r\nHost: x\r\n\r\n" },
