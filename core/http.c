@@ -119,6 +119,9 @@ static int on_headers_complete(llhttp_t *p) {
   h->method_name = name;
   h->method = ml_method_index(name, strlen(name));
   if (p->method == HTTP_CONNECT) return fail(h, 400, "CONNECT is not supported");
+  /* RFC 9112 3.2.4: the asterisk-form is only for OPTIONS */
+  if (h->url_len == 1 && ml_http_url(h)[0] == '*' && p->method != HTTP_OPTIONS)
+    return fail(h, 400, "Request target * is only for OPTIONS");
   if (check_host(h, p)) return HPE_USER;
   if ((p->flags & F_CHUNKED) && check_transfer_codings(h)) return HPE_USER;
   if ((p->flags & F_CONTENT_LENGTH) && p->content_length > h->max_body)

@@ -177,6 +177,8 @@ describe("http/1.1", function()
       "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n1\r\na\r\n0\r\n\r\n" },
     { 400, "Transfer-Encoding: gzip (no chunked)",
       "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabc" },
+    { 400, "GET *", "GET * HTTP/1.1\r\nHost: x\r\n\r\n" },
+    { 400, "POST *", "POST * HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n" },
     { 505, "HTTP/2.0", "GET /text HTTP/2.0\r\nHost: x\r\n\r\n" },
     { 505, "HTTP/3.0", "GET /text HTTP/3.0\r\nHost: x\r\n\r\n" },
     { 505, "HTTP/9.9", "GET /text HTTP/9.9\r\nHost: x\r\n\r\n" },
@@ -193,6 +195,15 @@ describe("http/1.1", function()
       ok(c:is_closed(5), "connection left open")
     end)
   end
+
+  it("takes OPTIONS * as a request like any other, the connection kept", function()
+    local c = raw("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\nGET /text HTTP/1.1\r\nHost: x\r\n\r\n")
+    local res = assert(c:read_response(5))
+    ok(res.status ~= 400, "OPTIONS * refused")
+    eq(res.headers["connection"], nil)
+    eq(assert(c:read_response(5)).body, "plain text")
+    c:close()
+  end)
 
   it("serves HTTP/1.2 to 1.9 as HTTP/1.1: kept alive, Host required", function()
     local c = raw("GET /text HTTP/1.2\r\nHost: x\r\n\r\n")
