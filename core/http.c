@@ -1,6 +1,8 @@
 /* llhttp callbacks for requests (see http.h). Limits are enforced while parsing:
- * the header block (request line + headers) against max_header -> 431, the body against
- * max_body -> 413 as soon as Content-Length announces it or chunks exceed it. llhttp
+ * the header block (request line + headers, then any chunked trailers) against max_header
+ * -> 431, the body (its data and chunk extensions) against max_body -> 413 as soon as
+ * Content-Length announces it or chunks exceed it, and the chunk extensions of one chunk
+ * line against MAX_CHUNK_EXT -> 413. llhttp
  * itself rejects smuggling shapes (Content-Length with Transfer-Encoding, duplicate
  * Content-Length, bad chunk sizes) since moonlet enables none of its lenient modes but the
  * one for versions, which on_version_complete narrows down. */
@@ -12,6 +14,7 @@
 #include <strings.h>
 
 #define H(p) ((ml_http_t *)(p)->data)
+#define MAX_CHUNK_EXT 4096   /* bytes of extension names and values on one chunk line */
 
 static int fail(ml_http_t *h, int status, const char *detail) {
   h->error_status = status;
@@ -31,6 +34,7 @@ static int on_message_begin(llhttp_t *p) {
   h->url_len = 0;
   h->body.len = 0;
   h->header_bytes = 0;
+  h->chunk_ext_bytes = h->chunk_line_ext_bytes = 0;
   h->expect_continue = 0;
   h->headers_done = 0;
   h->in_message = 1;
@@ -55,8 +59,8 @@ static int on_url(llhttp_t *p, const char *at, size_t len) {
 
 static int on_header_field(llhttp_t *p, const char *at, size_t len) {
   ml_http_t *h = H(p);
-  if (h->headers_done) return 0;   /* chunked trailers: never merged into the headers */
   if (count_header_bytes(h, len + 4)) return HPE_USER;
+  if (h->headers_done) return 0;   /* chunked trailers: counted, never merged into the headers */
   /* RFC 9112 5.1: a field name is a token; whitespace before the colon is an attack. */
   if (len && !ml_header_name_ok(at, len)) return fail(h, 400, "Bad Request");
   ml_headers_name(&h->headers, at, len);
@@ -65,8 +69,8 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len) {
 
 static int on_header_value(llhttp_t *p, const char *at, size_t len) {
   ml_http_t *h = H(p);
-  if (h->headers_done) return 0;
   if (count_header_bytes(h, len)) return HPE_USER;
+  if (h->headers_done) return 0;
   ml_headers_value(&h->headers, at, len);
   return 0;
 }
@@ -139,8 +143,26 @@ static int on_headers_complete(llhttp_t *p) {
 
 static int on_body(llhttp_t *p, const char *at, size_t len) {
   ml_http_t *h = H(p);
-  if (h->body.len + len > h->max_body) return fail(h, 413, "Request Entity Too Large");
+  if (h->body.len + h->chunk_ext_bytes + len > h->max_body)
+    return fail(h, 413, "Request Entity Too Large");
   ml_buf_add(&h->body, at, len);
+  return 0;
+}
+
+/* Chunk extensions (names and values alike) are dropped, but not read without end. */
+static int on_chunk_extension(llhttp_t *p, const char *at, size_t len) {
+  ml_http_t *h = H(p);
+  (void)at;
+  h->chunk_line_ext_bytes += len;
+  h->chunk_ext_bytes += len;
+  if (h->chunk_line_ext_bytes > MAX_CHUNK_EXT) return fail(h, 413, "Chunk extensions too large");
+  if (h->body.len + h->chunk_ext_bytes > h->max_body) return fail(h, 413, "Request Entity Too Large");
+  return 0;
+}
+
+/* A chunk line is complete (extensions included): the next one starts from zero. */
+static int on_chunk_header(llhttp_t *p) {
+  H(p)->chunk_line_ext_bytes = 0;
   return 0;
 }
 
@@ -165,6 +187,9 @@ void ml_http_init(ml_http_t *h, size_t max_header, size_t max_body, void *owner)
     s.on_header_value_complete = on_header_value_complete;
     s.on_headers_complete = on_headers_complete;
     s.on_body = on_body;
+    s.on_chunk_extension_name = on_chunk_extension;
+    s.on_chunk_extension_value = on_chunk_extension;
+    s.on_chunk_header = on_chunk_header;
     s.on_message_complete = on_message_complete;
     settings = s;
   }

@@ -24,7 +24,9 @@ struct ml_http_s {
   int expect_continue;           /* "Expect: 100-continue" on an HTTP/1.1 request */
   int in_message;                /* between message begin and complete */
   int headers_done;
-  size_t header_bytes;
+  size_t header_bytes;           /* the header block's, then its trailers' */
+  size_t chunk_ext_bytes;        /* chunk extensions of the body: they count toward max_body */
+  size_t chunk_line_ext_bytes;   /* those of the current chunk line */
   size_t max_body, max_header;
   int error_status;              /* 400, 413, 431 after ML_HTTP_ERROR */
   const char *error_detail;

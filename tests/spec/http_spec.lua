@@ -177,6 +177,15 @@ describe("http/1.1", function()
       "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n1\r\na\r\n0\r\n\r\n" },
     { 400, "Transfer-Encoding: gzip (no chunked)",
       "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabc" },
+    { 413, "chunk extensions adding up past --max-body",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" ..
+      string.rep("1;" .. string.rep("e", 300) .. "\r\nZ\r\n", 4) .. "0\r\n\r\n" },
+    { 431, "trailers past 16 KiB",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" ..
+      "1\r\nZ\r\n0\r\nX-T: " .. string.rep("t", 17000) .. "\r\n\r\n" },
+    { 431, "trailers that take the header block past 16 KiB",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nX-H: " .. string.rep("h", 9000) ..
+      "\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nZ\r\n0\r\nX-T: " .. string.rep("t", 9000) .. "\r\n\r\n" },
     { 400, "GET *", "GET * HTTP/1.1\r\nHost: x\r\n\r\n" },
     { 400, "POST *", "POST * HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n" },
     { 505, "HTTP/2.0", "GET /text HTTP/2.0\r\nHost: x\r\n\r\n" },
@@ -326,5 +335,35 @@ describe("http/1.1", function()
   it("writes large responses completely", function()
     local res = assert(t.request(srv.port, "GET", "/big?n=3000000", { timeout = 10 }))
     eq(#res.body, 3000000)
+  end)
+end)
+
+-- With the default --max-body (1 MiB), only the cap per chunk line holds extensions back.
+describe("http/1.1 chunk extensions and trailers", function()
+  local srv
+  before_all(function() srv = t.server{ app = "tests/apps/basic" } end)
+  after_all(function() srv:stop() end)
+
+  local function chunked_echo(chunks, trailers)
+    local c = t.connect(srv.port)
+    assert(c:send("POST /echo HTTP/1.1\r\nHost: x\r\nX-H: " .. string.rep("h", 8000) ..
+                  "\r\nTransfer-Encoding: chunked\r\n\r\n" .. chunks .. "0\r\n" .. trailers .. "\r\n"))
+    return c, assert(c:read_response(5))
+  end
+
+  it("takes extensions up to 4 KiB per chunk line and trailers within the header limit", function()
+    local c, res = chunked_echo("1;a=" .. string.rep("x", 4000) .. "\r\nZ\r\n" ..
+                                "2;b=" .. string.rep("y", 4000) .. "\r\nYZ\r\n",
+                                "X-T: " .. string.rep("t", 7000) .. "\r\n")
+    eq(res:json(), { body = "ZYZ", len = 3 })
+    c:close()
+  end)
+
+  it("answers 413 and closes on a chunk line with more than 4 KiB of extensions", function()
+    local c, res = chunked_echo("1;" .. string.rep("x", 2000) .. ";b=" .. string.rep("y", 2100) ..
+                                "\r\nZ\r\n", "")
+    eq(res.status, 413)
+    eq(res.headers["connection"], "close")
+    ok(c:is_closed(5), "connection left open")
   end)
 end)
