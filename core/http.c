@@ -2,10 +2,11 @@
  * the header block (request line + headers, then any chunked trailers) against max_header
  * -> 431, the body (its data and chunk extensions) against max_body -> 413 as soon as
  * Content-Length announces it or chunks exceed it, and the chunk extensions of one chunk
- * line against MAX_CHUNK_EXT -> 413. llhttp
- * itself rejects smuggling shapes (Content-Length with Transfer-Encoding, duplicate
- * Content-Length, bad chunk sizes) since moonlet enables none of its lenient modes but the
- * one for versions, which on_version_complete narrows down. */
+ * line against MAX_CHUNK_EXT -> 413. What RFC 9112 says to refuse is refused once the
+ * header block is in (Host, request target, transfer codings). llhttp itself rejects
+ * smuggling shapes (Content-Length with Transfer-Encoding, duplicate Content-Length, bad
+ * chunk sizes) since moonlet enables none of its lenient modes but the one for versions,
+ * which on_version_complete narrows down. */
 #include "http.h"
 #include "response.h"
 #include "router.h"
@@ -88,8 +89,9 @@ static int check_host(ml_http_t *h, const llhttp_t *p) {
   int at = 0;
   size_t len, len2;
   const char *host = ml_headers_next(&h->headers, "host", &at, &len);
-  if (!host) return p->http_major == 1 && p->http_minor >= 1 ? fail(h, 400, "Missing Host header") : 0;
-  if (ml_headers_next(&h->headers, "host", &at, &len2)) return fail(h, 400, "Duplicate Host header");
+  if (!host) return p->http_minor >= 1 ? fail(h, 400, "Missing Host header") : 0;
+  if (ml_headers_next(&h->headers, "host", &at, &len2))
+    return fail(h, 400, "Duplicate Host header");
   if (!ml_http_host_ok(host, len)) return fail(h, 400, "Invalid Host header");
   return 0;
 }
@@ -141,10 +143,14 @@ static int on_headers_complete(llhttp_t *p) {
   return 0;
 }
 
+/* 1 if `more` body bytes (data or chunk extensions) would take the body past max_body. */
+static int body_over(const ml_http_t *h, size_t more) {
+  return h->body.len + h->chunk_ext_bytes + more > h->max_body;
+}
+
 static int on_body(llhttp_t *p, const char *at, size_t len) {
   ml_http_t *h = H(p);
-  if (h->body.len + h->chunk_ext_bytes + len > h->max_body)
-    return fail(h, 413, "Request Entity Too Large");
+  if (body_over(h, len)) return fail(h, 413, "Request Entity Too Large");
   ml_buf_add(&h->body, at, len);
   return 0;
 }
@@ -153,10 +159,10 @@ static int on_body(llhttp_t *p, const char *at, size_t len) {
 static int on_chunk_extension(llhttp_t *p, const char *at, size_t len) {
   ml_http_t *h = H(p);
   (void)at;
-  h->chunk_line_ext_bytes += len;
+  if (body_over(h, len)) return fail(h, 413, "Request Entity Too Large");
   h->chunk_ext_bytes += len;
+  h->chunk_line_ext_bytes += len;
   if (h->chunk_line_ext_bytes > MAX_CHUNK_EXT) return fail(h, 413, "Chunk extensions too large");
-  if (h->body.len + h->chunk_ext_bytes > h->max_body) return fail(h, 413, "Request Entity Too Large");
   return 0;
 }
 

@@ -28,7 +28,7 @@ struct ml_http_s {
   size_t chunk_ext_bytes;        /* chunk extensions of the body: they count toward max_body */
   size_t chunk_line_ext_bytes;   /* those of the current chunk line */
   size_t max_body, max_header;
-  int error_status;              /* 400, 413, 431 after ML_HTTP_ERROR */
+  int error_status;              /* 400, 413, 417, 431, 501, 505 after ML_HTTP_ERROR */
   const char *error_detail;
   void *owner;                   /* the connection */
   ml_http_event_cb on_begin;     /* first byte of a request */
