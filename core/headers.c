@@ -55,16 +55,21 @@ int ml_headers_value_done(ml_headers_t *h) {
   return 0;
 }
 
-const char *ml_headers_get(const ml_headers_t *h, const char *name, size_t *len) {
+const char *ml_headers_next(const ml_headers_t *h, const char *name, int *at, size_t *len) {
   size_t nlen = strlen(name);
-  for (int i = 0; i < h->n; i++) {
-    const ml_header_t *hd = &h->list[i];
+  while (*at < h->n) {
+    const ml_header_t *hd = &h->list[(*at)++];
     if (hd->name_len == nlen && memcmp(h->store.data + hd->name_off, name, nlen) == 0) {
       *len = hd->val_len;
       return h->store.data + hd->val_off;
     }
   }
   return NULL;
+}
+
+const char *ml_headers_get(const ml_headers_t *h, const char *name, size_t *len) {
+  int at = 0;
+  return ml_headers_next(h, name, &at, len);
 }
 
 void ml_headers_push(lua_State *L, const ml_headers_t *h) {

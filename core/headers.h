@@ -29,6 +29,9 @@ void ml_headers_value(ml_headers_t *h, const char *at, size_t len);
 int ml_headers_value_done(ml_headers_t *h);
 /* The first value of a lower-case name, or NULL. */
 const char *ml_headers_get(const ml_headers_t *h, const char *name, size_t *len);
+/* The next value of a lower-case name from entry *at on (start with *at = 0), or NULL when
+ * there is none left; *at moves past the entry found. */
+const char *ml_headers_next(const ml_headers_t *h, const char *name, int *at, size_t *len);
 /* Pushes { name = value }; repeated headers joined with ", " (cookies with "; "). */
 void ml_headers_push(lua_State *L, const ml_headers_t *h);
 #endif

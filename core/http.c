@@ -1,14 +1,21 @@
 /* llhttp callbacks for requests (see http.h). Limits are enforced while parsing:
- * the header block (request line + headers) against max_header -> 431, the body against
- * max_body -> 413 as soon as Content-Length announces it or chunks exceed it. llhttp
- * itself rejects smuggling shapes (Content-Length with Transfer-Encoding, duplicate
- * Content-Length, bad chunk sizes) since moonlet never enables its lenient modes. */
+ * the header block (request line + headers, then any chunked trailers) against max_header
+ * -> 431, the body (its data and chunk extensions) against max_body -> 413 as soon as
+ * Content-Length announces it or chunks exceed it, and the chunk extensions of one chunk
+ * line against MAX_CHUNK_EXT -> 413. What RFC 9112 says to refuse is refused once the
+ * header block is in (Host, request target, transfer codings). llhttp itself rejects
+ * smuggling shapes (Content-Length with Transfer-Encoding, duplicate Content-Length, bad
+ * chunk sizes) since moonlet enables none of its lenient modes but the one for versions,
+ * which on_version_complete narrows down. */
 #include "http.h"
 #include "response.h"
 #include "router.h"
+#include <arpa/inet.h>
+#include <ctype.h>
 #include <strings.h>
 
 #define H(p) ((ml_http_t *)(p)->data)
+#define MAX_CHUNK_EXT 4096   /* bytes of extension names and values on one chunk line */
 
 static int fail(ml_http_t *h, int status, const char *detail) {
   h->error_status = status;
@@ -28,10 +35,18 @@ static int on_message_begin(llhttp_t *p) {
   h->url_len = 0;
   h->body.len = 0;
   h->header_bytes = 0;
+  h->chunk_ext_bytes = h->chunk_line_ext_bytes = 0;
   h->expect_continue = 0;
   h->headers_done = 0;
   h->in_message = 1;
   if (h->on_begin) h->on_begin(h);
+  return 0;
+}
+
+/* RFC 9110 6.2, 15.6.6: every 1.x is answered as HTTP/1.1 (llhttp's lenient version mode,
+ * set in ml_http_init, lets 1.2 to 1.9 through); any other major version gets 505. */
+static int on_version_complete(llhttp_t *p) {
+  if (p->http_major != 1) return fail(H(p), 505, "HTTP Version Not Supported");
   return 0;
 }
 
@@ -45,8 +60,8 @@ static int on_url(llhttp_t *p, const char *at, size_t len) {
 
 static int on_header_field(llhttp_t *p, const char *at, size_t len) {
   ml_http_t *h = H(p);
-  if (h->headers_done) return 0;   /* chunked trailers: never merged into the headers */
   if (count_header_bytes(h, len + 4)) return HPE_USER;
+  if (h->headers_done) return 0;   /* chunked trailers: counted, never merged into the headers */
   /* RFC 9112 5.1: a field name is a token; whitespace before the colon is an attack. */
   if (len && !ml_header_name_ok(at, len)) return fail(h, 400, "Bad Request");
   ml_headers_name(&h->headers, at, len);
@@ -55,8 +70,8 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len) {
 
 static int on_header_value(llhttp_t *p, const char *at, size_t len) {
   ml_http_t *h = H(p);
-  if (h->headers_done) return 0;
   if (count_header_bytes(h, len)) return HPE_USER;
+  if (h->headers_done) return 0;
   ml_headers_value(&h->headers, at, len);
   return 0;
 }
@@ -68,12 +83,53 @@ static int on_header_value_complete(llhttp_t *p) {
   return 0;
 }
 
+/* RFC 9112 3.2: a request with two Host headers or an invalid one is refused, and so is an
+ * HTTP/1.1 request without one (HTTP/1.0 may leave it out). */
+static int check_host(ml_http_t *h, const llhttp_t *p) {
+  int at = 0;
+  size_t len, len2;
+  const char *host = ml_headers_next(&h->headers, "host", &at, &len);
+  if (!host) return p->http_minor >= 1 ? fail(h, 400, "Missing Host header") : 0;
+  if (ml_headers_next(&h->headers, "host", &at, &len2))
+    return fail(h, 400, "Duplicate Host header");
+  if (!ml_http_host_ok(host, len)) return fail(h, 400, "Invalid Host header");
+  return 0;
+}
+
+/* RFC 9112 6.1: chunked is the only transfer coding moonlet decodes. llhttp refuses (400) a
+ * request whose last coding is not chunked; one that names another coding before chunked
+ * gets 501, rather than a body handed to the app still encoded. */
+static int check_transfer_codings(ml_http_t *h) {
+  int at = 0;
+  size_t len;
+  const char *v;
+  while ((v = ml_headers_next(&h->headers, "transfer-encoding", &at, &len))) {
+    const char *end = v + len;
+    while (v < end) {   /* each list element, OWS trimmed; empty ones are allowed */
+      const char *comma = memchr(v, ',', (size_t)(end - v));
+      const char *stop = comma ? comma : end;
+      while (v < stop && (*v == ' ' || *v == '\t')) v++;
+      while (stop > v && (stop[-1] == ' ' || stop[-1] == '\t')) stop--;
+      size_t n = (size_t)(stop - v);
+      if (n && !(n == 7 && strncasecmp(v, "chunked", 7) == 0))
+        return fail(h, 501, "Unsupported Transfer-Encoding");
+      v = comma ? comma + 1 : end;
+    }
+  }
+  return 0;
+}
+
 static int on_headers_complete(llhttp_t *p) {
   ml_http_t *h = H(p);
   const char *name = llhttp_method_name((llhttp_method_t)p->method);
   h->method_name = name;
   h->method = ml_method_index(name, strlen(name));
   if (p->method == HTTP_CONNECT) return fail(h, 400, "CONNECT is not supported");
+  /* RFC 9112 3.2.4: the asterisk-form is only for OPTIONS */
+  if (h->url_len == 1 && ml_http_url(h)[0] == '*' && p->method != HTTP_OPTIONS)
+    return fail(h, 400, "Request target * is only for OPTIONS");
+  if (check_host(h, p)) return HPE_USER;
+  if ((p->flags & F_CHUNKED) && check_transfer_codings(h)) return HPE_USER;
   if ((p->flags & F_CONTENT_LENGTH) && p->content_length > h->max_body)
     return fail(h, 413, "Request Entity Too Large");
   size_t vlen;
@@ -87,10 +143,32 @@ static int on_headers_complete(llhttp_t *p) {
   return 0;
 }
 
+/* 1 if `more` body bytes (data or chunk extensions) would take the body past max_body. */
+static int body_over(const ml_http_t *h, size_t more) {
+  return h->body.len + h->chunk_ext_bytes + more > h->max_body;
+}
+
 static int on_body(llhttp_t *p, const char *at, size_t len) {
   ml_http_t *h = H(p);
-  if (h->body.len + len > h->max_body) return fail(h, 413, "Request Entity Too Large");
+  if (body_over(h, len)) return fail(h, 413, "Request Entity Too Large");
   ml_buf_add(&h->body, at, len);
+  return 0;
+}
+
+/* Chunk extensions (names and values alike) are dropped, but not read without end. */
+static int on_chunk_extension(llhttp_t *p, const char *at, size_t len) {
+  ml_http_t *h = H(p);
+  (void)at;
+  if (body_over(h, len)) return fail(h, 413, "Request Entity Too Large");
+  h->chunk_ext_bytes += len;
+  h->chunk_line_ext_bytes += len;
+  if (h->chunk_line_ext_bytes > MAX_CHUNK_EXT) return fail(h, 413, "Chunk extensions too large");
+  return 0;
+}
+
+/* A chunk line is complete (extensions included): the next one starts from zero. */
+static int on_chunk_header(llhttp_t *p) {
+  H(p)->chunk_line_ext_bytes = 0;
   return 0;
 }
 
@@ -109,17 +187,22 @@ void ml_http_init(ml_http_t *h, size_t max_header, size_t max_body, void *owner)
     llhttp_settings_init(&s);
     s.on_message_begin = on_message_begin;
     s.on_url = on_url;
+    s.on_version_complete = on_version_complete;
     s.on_header_field = on_header_field;
     s.on_header_value = on_header_value;
     s.on_header_value_complete = on_header_value_complete;
     s.on_headers_complete = on_headers_complete;
     s.on_body = on_body;
+    s.on_chunk_extension_name = on_chunk_extension;
+    s.on_chunk_extension_value = on_chunk_extension;
+    s.on_chunk_header = on_chunk_header;
     s.on_message_complete = on_message_complete;
     settings = s;
   }
   memset(h, 0, sizeof *h);
   llhttp_init(&h->parser, HTTP_REQUEST, &settings);
   h->parser.data = h;
+  h->parser.lenient_flags |= LENIENT_VERSION;   /* llhttp 8.1 has no setter for this one */
   h->max_header = max_header;
   h->max_body = max_body;
   h->owner = owner;
@@ -160,4 +243,58 @@ int ml_http_execute(ml_http_t *h, const char *data, size_t len, size_t *used) {
 
 const char *ml_http_header(const ml_http_t *h, const char *name, size_t *len) {
   return ml_headers_get(&h->headers, name, len);
+}
+
+/* RFC 3986 2.2, 2.3: the characters a reg-name holds besides %XX. */
+static int unreserved_or_sub_delim(char c) {
+  return isalnum((unsigned char)c) || (c && strchr("-._~!$&'()*+,;=", c));
+}
+
+static int reg_name_ok(const char *s, size_t len) {
+  for (size_t i = 0; i < len; i++) {
+    if (s[i] == '%') {
+      if (i + 2 >= len || !isxdigit((unsigned char)s[i + 1]) || !isxdigit((unsigned char)s[i + 2]))
+        return 0;
+      i += 2;
+    } else if (!unreserved_or_sub_delim(s[i])) {
+      return 0;
+    }
+  }
+  return 1;
+}
+
+/* The inside of "[...]": an IPv6 address or "v" 1*HEXDIG "." 1*(unreserved / sub-delims / ":"). */
+static int ip_literal_ok(const char *s, size_t len) {
+  if (len > 0 && (s[0] == 'v' || s[0] == 'V')) {
+    size_t i = 1;
+    while (i < len && isxdigit((unsigned char)s[i])) i++;
+    if (i == 1 || i + 1 >= len || s[i] != '.') return 0;
+    for (i++; i < len; i++)
+      if (s[i] != ':' && !unreserved_or_sub_delim(s[i])) return 0;
+    return 1;
+  }
+  char text[INET6_ADDRSTRLEN];
+  struct in6_addr addr;
+  if (len >= sizeof text) return 0;
+  memcpy(text, s, len);
+  text[len] = '\0';
+  return inet_pton(AF_INET6, text, &addr) == 1;
+}
+
+int ml_http_host_ok(const char *s, size_t len) {
+  size_t host_len;
+  if (len > 0 && s[0] == '[') {
+    const char *end = memchr(s, ']', len);
+    if (!end || !ip_literal_ok(s + 1, (size_t)(end - s) - 1)) return 0;
+    host_len = (size_t)(end - s) + 1;
+  } else {   /* a reg-name, which covers IPv4address, never holds ':' */
+    const char *colon = memchr(s, ':', len);
+    host_len = colon ? (size_t)(colon - s) : len;
+    if (!reg_name_ok(s, host_len)) return 0;
+  }
+  if (host_len == len) return 1;
+  if (s[host_len] != ':') return 0;
+  for (size_t i = host_len + 1; i < len; i++)   /* port = *DIGIT */
+    if (s[i] < '0' || s[i] > '9') return 0;
+  return 1;
 }

@@ -24,9 +24,11 @@ struct ml_http_s {
   int expect_continue;           /* "Expect: 100-continue" on an HTTP/1.1 request */
   int in_message;                /* between message begin and complete */
   int headers_done;
-  size_t header_bytes;
+  size_t header_bytes;           /* the header block's, then its trailers' */
+  size_t chunk_ext_bytes;        /* chunk extensions of the body: they count toward max_body */
+  size_t chunk_line_ext_bytes;   /* those of the current chunk line */
   size_t max_body, max_header;
-  int error_status;              /* 400, 413, 431 after ML_HTTP_ERROR */
+  int error_status;              /* 400, 413, 417, 431, 501, 505 after ML_HTTP_ERROR */
   const char *error_detail;
   void *owner;                   /* the connection */
   ml_http_event_cb on_begin;     /* first byte of a request */
@@ -44,6 +46,10 @@ int ml_http_execute(ml_http_t *h, const char *data, size_t len, size_t *used);
 
 /* Finds a header by lower-case name; NULL if absent. */
 const char *ml_http_header(const ml_http_t *h, const char *name, size_t *len);
+
+/* 1 if `s` is a valid Host value (RFC 9110 7.2, RFC 3986 3.2.2): a reg-name, an IPv4
+ * address or an [IP-literal], then an optional ":" port; empty is valid. */
+int ml_http_host_ok(const char *s, size_t len);
 
 static inline const char *ml_http_url(const ml_http_t *h) { return h->headers.store.data; }
 #endif

@@ -40,6 +40,7 @@ const char *ml_status_reason(int s) {
   case 502: return "Bad Gateway";
   case 503: return "Service Unavailable";
   case 504: return "Gateway Timeout";
+  case 505: return "HTTP Version Not Supported";
   default: return s < 200 ? "Informational" : s < 300 ? "Success" : s < 400 ? "Redirection"
                 : s < 500 ? "Client Error" : "Server Error";
   }

@@ -210,11 +210,11 @@ static unsigned node_mask(const node_t *n) {
 
 /* Depth-first: static child first, then {x:int}, then {x}. Returns 1 when a handler for
  * `method` was found; otherwise ORs the methods of any node matching the full path into
- * m->allow so the caller can answer 405. */
+ * m->allow so the caller can answer 405. A method of -1 is never found: it only collects. */
 static int match_node(const node_t *n, int method, const char *p, const char *end,
                       ml_match_t *m) {
   if (p > end) {   /* consumed the whole path */
-    int h = n->handlers[method];
+    int h = method >= 0 ? n->handlers[method] : -1;
     if (h < 0 && method == ML_M_HEAD) h = n->handlers[ML_M_GET];
     if (h >= 0) { m->route = h; return 1; }
     m->allow |= node_mask(n);
@@ -246,7 +246,7 @@ int ml_router_match(const ml_router_t *r, int method, const char *path, size_t l
   m->route = -1;
   m->nparams = 0;
   m->allow = 0;
-  if (len == 0 || path[0] != '/' || method < 0) return ML_ROUTE_NOT_FOUND;
+  if (len == 0 || path[0] != '/') return ML_ROUTE_NOT_FOUND;
   const char *end = path + len;
   int found = (len == 1) ? match_node(r->root, method, end + 1, end, m)
                          : match_node(r->root, method, path + 1, end, m);

@@ -37,7 +37,8 @@ int ml_router_add(ml_router_t *r, unsigned methods, const char *pattern, int id,
 
 /* Looks up `path` (no query string) for `method`. HEAD falls back to GET. Returns
  * ML_ROUTE_OK with m->route and m->params set, ML_ROUTE_BAD_METHOD with m->allow set, or
- * ML_ROUTE_NOT_FOUND. Slices in m point into path. */
+ * ML_ROUTE_NOT_FOUND. Slices in m point into path. A method of -1 (one no route can have,
+ * such as TRACE) gives ML_ROUTE_BAD_METHOD wherever the path exists. */
 int ml_router_match(const ml_router_t *r, int method, const char *path, size_t len,
                     ml_match_t *m);
 

@@ -60,10 +60,13 @@ describe("http/1.1", function()
     c:close()
   end)
 
-  it("reads chunked bodies", function()
+  it("reads chunked bodies, whatever the case and spacing of Transfer-Encoding", function()
     local c = raw("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" ..
-                  "5\r\nhello\r\n1;ext=1\r\n \r\n5\r\nworld\r\n0\r\n\r\n")
+                  "5\r\nhello\r\n1;ext=1\r\n \r\n5\r\nworld\r\n0\r\n\r\n" ..
+                  "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:  , Chunked \r\n\r\n" ..
+                  "2\r\nhi\r\n0\r\n\r\n")
     eq(assert(c:read_response(5)):json(), { body = "hello world", len = 11 })
+    eq(assert(c:read_response(5)):json(), { body = "hi", len = 2 })
     c:close()
   end)
 
@@ -129,7 +132,8 @@ describe("http/1.1", function()
 
   local malformed = {
     { "garbage request line", "HELLO\r\n\r\n" },
-    { "bad version", "GET / HTTP/9.9\r\n\r\n" },
+    { "a version of two digits", "GET / HTTP/10.0\r\nHost: x\r\n\r\n" },
+    { "a version without minor", "GET / HTTP/1\r\nHost: x\r\n\r\n" },
     { "space in header name", "GET / HTTP/1.1\r\nBad Header: x\r\n\r\n" },
     { "Content-Length and Transfer-Encoding",
       "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" },
@@ -149,6 +153,93 @@ describe("http/1.1", function()
       ok(c:is_closed(5), "connection left open")
     end)
   end
+
+  -- Requests RFC 9112 / 9110 say to refuse: status, then the connection is closed.
+  local refused = {
+    { 400, "an HTTP/1.1 request without Host", "GET /text HTTP/1.1\r\n\r\n" },
+    { 400, "two Host headers", "GET /headers HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n" },
+    { 400, "two Host headers on HTTP/1.0", "GET /text HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n" },
+    { 400, "a space in Host", "GET /text HTTP/1.1\r\nHost: local host\r\n\r\n" },
+    { 400, "userinfo in Host", "GET /text HTTP/1.1\r\nHost: user@example.com\r\n\r\n" },
+    { 400, "a path in Host", "GET /text HTTP/1.1\r\nHost: example.com/x\r\n\r\n" },
+    { 400, "a bad port in Host", "GET /text HTTP/1.1\r\nHost: example.com:8o\r\n\r\n" },
+    { 400, "an unclosed IPv6 literal in Host", "GET /text HTTP/1.1\r\nHost: [::1\r\n\r\n" },
+    { 400, "a control character in Host", "GET /text HTTP/1.1\r\nHost: a\1b\r\n\r\n" },
+    { 501, "Transfer-Encoding: gzip, chunked",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n1\r\na\r\n0\r\n\r\n" },
+    { 501, "Transfer-Encoding: gzip then Transfer-Encoding: chunked",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n" ..
+      "1\r\na\r\n0\r\n\r\n" },
+    { 400, "Transfer-Encoding: chunked twice",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n" ..
+      "1\r\na\r\n0\r\n\r\n" },
+    { 400, "Transfer-Encoding: chunked, gzip (chunked not last)",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n1\r\na\r\n0\r\n\r\n" },
+    { 400, "Transfer-Encoding: gzip (no chunked)",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabc" },
+    { 413, "chunk extensions adding up past --max-body",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" ..
+      string.rep("1;" .. string.rep("e", 300) .. "\r\nZ\r\n", 4) .. "0\r\n\r\n" },
+    { 431, "trailers past 16 KiB",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" ..
+      "1\r\nZ\r\n0\r\nX-T: " .. string.rep("t", 17000) .. "\r\n\r\n" },
+    { 431, "trailers that take the header block past 16 KiB",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nX-H: " .. string.rep("h", 9000) ..
+      "\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nZ\r\n0\r\nX-T: " .. string.rep("t", 9000) .. "\r\n\r\n" },
+    { 400, "GET *", "GET * HTTP/1.1\r\nHost: x\r\n\r\n" },
+    { 400, "POST *", "POST * HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n" },
+    { 505, "HTTP/2.0", "GET /text HTTP/2.0\r\nHost: x\r\n\r\n" },
+    { 505, "HTTP/3.0", "GET /text HTTP/3.0\r\nHost: x\r\n\r\n" },
+    { 505, "HTTP/9.9", "GET /text HTTP/9.9\r\nHost: x\r\n\r\n" },
+    { 505, "HTTP/0.9", "GET /text HTTP/0.9\r\nHost: x\r\n\r\n" },
+    { 505, "the HTTP/2 connection preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" },
+  }
+  for _, case in ipairs(refused) do
+    it("answers " .. case[1] .. " and closes on " .. case[2], function()
+      local c = raw(case[3])
+      local res = assert(c:read_response(5))
+      eq(res.status, case[1])
+      eq(res.headers["connection"], "close")
+      ok(res:json().detail, "no detail")
+      ok(c:is_closed(5), "connection left open")
+    end)
+  end
+
+  it("takes OPTIONS * as a request like any other, the connection kept", function()
+    local c = raw("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\nGET /text HTTP/1.1\r\nHost: x\r\n\r\n")
+    local res = assert(c:read_response(5))
+    ok(res.status ~= 400, "OPTIONS * refused")
+    eq(res.headers["connection"], nil)
+    eq(assert(c:read_response(5)).body, "plain text")
+    c:close()
+  end)
+
+  it("serves HTTP/1.2 to 1.9 as HTTP/1.1: kept alive, Host required", function()
+    local c = raw("GET /text HTTP/1.2\r\nHost: x\r\n\r\n")
+    local res = assert(c:read_response(5))
+    eq(res.status, 200)
+    eq(res.headers["connection"], nil)
+    c:send("POST /echo HTTP/1.9\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+    eq(assert(c:read_response(5)):json(), { body = "hi", len = 2 })
+    c:send("GET /text HTTP/1.2\r\n\r\n")
+    eq(assert(c:read_response(5)).status, 400)
+    ok(c:is_closed(5))
+  end)
+
+  it("accepts every Host form of RFC 3986, and HTTP/1.0 without Host", function()
+    local hosts = { "example.com", "example.com:8080", "127.0.0.1:1", "[::1]", "[::1]:80",
+                    "[2001:db8::7]", "[v1.fe80::a+en1]", "xn--bcher-kva.example", "a%20b",
+                    "a-b_c~d!$&'()*+,;=", "", "example.com:" }
+    for _, host in ipairs(hosts) do
+      local c = raw("GET /text HTTP/1.1\r\nHost: " .. host .. "\r\n\r\n")
+      local res = assert(c:read_response(5))
+      eq(res.status, 200, "Host: " .. host)
+      c:close()
+    end
+    local c = raw("GET /text HTTP/1.0\r\n\r\n")
+    eq(assert(c:read_response(5)).status, 200)
+    c:close()
+  end)
 
   it("answers requests sent before a malformed one, then closes", function()
     local c = raw("GET /text HTTP/1.1\r\nHost: x\r\n\r\nBROKEN\r\n\r\n")
@@ -244,5 +335,35 @@ describe("http/1.1", function()
   it("writes large responses completely", function()
     local res = assert(t.request(srv.port, "GET", "/big?n=3000000", { timeout = 10 }))
     eq(#res.body, 3000000)
+  end)
+end)
+
+-- With the default --max-body (1 MiB), only the cap per chunk line holds extensions back.
+describe("http/1.1 chunk extensions and trailers", function()
+  local srv
+  before_all(function() srv = t.server{ app = "tests/apps/basic" } end)
+  after_all(function() srv:stop() end)
+
+  local function chunked_echo(chunks, trailers)
+    local c = t.connect(srv.port)
+    assert(c:send("POST /echo HTTP/1.1\r\nHost: x\r\nX-H: " .. string.rep("h", 8000) ..
+                  "\r\nTransfer-Encoding: chunked\r\n\r\n" .. chunks .. "0\r\n" .. trailers .. "\r\n"))
+    return c, assert(c:read_response(5))
+  end
+
+  it("takes extensions up to 4 KiB per chunk line and trailers within the header limit", function()
+    local c, res = chunked_echo("1;a=" .. string.rep("x", 4000) .. "\r\nZ\r\n" ..
+                                "2;b=" .. string.rep("y", 4000) .. "\r\nYZ\r\n",
+                                "X-T: " .. string.rep("t", 7000) .. "\r\n")
+    eq(res:json(), { body = "ZYZ", len = 3 })
+    c:close()
+  end)
+
+  it("answers 413 and closes on a chunk line with more than 4 KiB of extensions", function()
+    local c, res = chunked_echo("1;" .. string.rep("x", 2000) .. ";b=" .. string.rep("y", 2100) ..
+                                "\r\nZ\r\n", "")
+    eq(res.status, 413)
+    eq(res.headers["connection"], "close")
+    ok(c:is_closed(5), "connection left open")
   end)
 end)

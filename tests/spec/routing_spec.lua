@@ -34,6 +34,17 @@ describe("routing and the request/response API", function()
     eq(res.headers["allow"], "GET, HEAD")
   end)
 
+  it("405s a method no route has (TRACE, PROPFIND) on a known path, with Allow; 404 elsewhere", function()
+    for _, method in ipairs({ "TRACE", "PROPFIND" }) do
+      local res = assert(t.request(srv.port, method, "/method"))
+      eq(res.status, 405)
+      eq(res.body, '{"detail":"Method Not Allowed"}')
+      eq(res.headers["allow"], "GET, HEAD, POST")
+      eq(assert(t.request(srv.port, method, "/users/ann")).headers["allow"], "GET, HEAD")
+      eq(assert(t.request(srv.port, method, "/nope")).status, 404)
+    end
+  end)
+
   it("answers HEAD from the GET route without a body", function()
     local c = t.connect(srv.port)
     c:send("HEAD /text HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -89,6 +89,14 @@ TEST(method_not_allowed) {
   CHECK_EQ_INT(match(ML_M_GET, "/items/5/tags/red", &m), ML_ROUTE_BAD_METHOD);
   ml_router_allow_header(m.allow, allow, sizeof allow);
   CHECK_EQ_STR(allow, "DELETE");
+  /* -1: a method no route can have (TRACE): 405 where the path exists, 404 elsewhere */
+  CHECK_EQ_INT(match(-1, "/items/5", &m), ML_ROUTE_BAD_METHOD);
+  ml_router_allow_header(m.allow, allow, sizeof allow);
+  CHECK_EQ_STR(allow, "GET, HEAD");
+  CHECK_EQ_INT(match(-1, "/users/ann/", &m), ML_ROUTE_BAD_METHOD);
+  CHECK_EQ_INT(match(-1, "/", &m), ML_ROUTE_BAD_METHOD);
+  CHECK_EQ_INT(match(-1, "/nope", &m), ML_ROUTE_NOT_FOUND);
+  CHECK_EQ_INT(match(-1, "/items/x/tags/red", &m), ML_ROUTE_NOT_FOUND);
 }
 
 TEST(head_uses_get) {
