@@ -4,6 +4,7 @@
 #include "json.h"
 #include "response.h"
 #include <lauxlib.h>
+#include <math.h>
 #include <stdio.h>
 #include <strings.h>
 
@@ -72,17 +73,27 @@ static int add_headers(lua_State *co, int idx, ml_buf_t *out, int *has_ctype, ch
   return 0;
 }
 
+/* The status at idx: an integer from 200 to 599 (a 1xx cannot end an exchange). Returns
+ * it, or -1 with a message. */
+static int check_status(lua_State *co, int idx, char *err, size_t errlen) {
+  if (lua_type(co, idx) != LUA_TNUMBER) {
+    snprintf(err, errlen, "invalid response status %s (expected an integer from 200 to 599)",
+             luaL_typename(co, idx));
+    return -1;
+  }
+  double d = lua_tonumber(co, idx);
+  if (d >= 200 && d <= 599 && d == floor(d)) return (int)d;
+  snprintf(err, errlen, "invalid response status %.17g (expected an integer from 200 to 599)", d);
+  return -1;
+}
+
 int ml_lresp_build(lua_State *co, int base, ml_buf_t *out, ml_buf_t *scratch, int keepalive,
                    int head, char *err, size_t errlen) {
   size_t mark = out->len;
   const char *body = NULL, *ctype = NULL;
   size_t blen = 0;
-  int status = (int)lua_tointeger(co, base);
-  if (lua_type(co, base) != LUA_TNUMBER || status < 200 || status > 599) {
-    snprintf(err, errlen, "invalid response status %s",
-             lua_type(co, base) == LUA_TNUMBER ? lua_tostring(co, base) : luaL_typename(co, base));
-    return -1;
-  }
+  int status = check_status(co, base, err, errlen);
+  if (status < 0) return -1;
   switch (lua_type(co, base + 1)) {
   case LUA_TNIL:
   case LUA_TNONE:

@@ -1,0 +1,25 @@
+-- What handlers return, and how it goes on the wire, for tests/spec/response_spec.lua.
+-- Every route exists twice: /co/... runs as a coroutine, /pool/... on a pool thread; both
+-- kinds must answer byte for byte alike.
+local moonlet = require "moonlet"
+
+local app = moonlet.app{ title = "responses" }
+
+local function routes(prefix, opts)
+  app:get(prefix .. "/lone-number", opts, function() return 42 end)
+  app:get(prefix .. "/lone-nil", opts, function() return nil end)
+  app:post(prefix .. "/echo", opts, function(req) return req:json() end)
+  app:get(prefix .. "/no-content", opts, function() return 204, nil end)
+  -- ?s=<number> returns that status; any other s is returned as it is (a string)
+  app:get(prefix .. "/status", opts, function(req)
+    return tonumber(req.query.s) or req.query.s, "x"
+  end)
+  app:get(prefix .. "/nil-err", opts, function() return nil, "not found" end)
+end
+
+routes("/co", nil)
+routes("/pool", { pool = true })
+
+app:get("/text", function() return "plain" end)
+
+return app
