@@ -124,14 +124,16 @@ static void finish(ml_task_t *t) {
   ml_app_t *a = t->sched->app;
   ml_conn_t *c = t->owner;
   char err[200];
-  int status = ml_lresp_build(t->co, 1, &c->out, &a->scratch, ml_conn_keepalive(c), c->head,
-                              err, sizeof err);
+  int keepalive = ml_conn_keepalive(c);
+  int status = ml_lresp_build(t->co, 1, &c->out, &a->scratch, &keepalive, c->head, err,
+                              sizeof err);
   if (status < 0) {
     ml_log(ML_LOG_ERROR, "%s %s: %s", a->routes[t->route].methods, a->routes[t->route].pattern,
            err);
     respond_500(t, 1);
     return;
   }
+  if (!keepalive) ml_conn_close_after(c);
   request_release(t, 1);
   ml_conn_done(c, status);
 }
@@ -197,6 +199,7 @@ static void pool_request_done(ml_job_t *j) {
   ml_conn_t *c = t->owner;
   int status = j->status;
   ml_buf_add(&c->out, j->out.data, j->out.len);
+  if (!j->keepalive) ml_conn_close_after(c);
   ml_job_free(j);
   request_release(t, 1);
   ml_conn_done(c, status);

@@ -135,7 +135,7 @@ static void run_request(worker_t *w, ml_job_t *j) {
     request_failed(j, lua_tostring(L, -1));
     return;
   }
-  int status = ml_lresp_build(L, 2, &j->out, &w->scratch, j->keepalive, j->head, err, sizeof err);
+  int status = ml_lresp_build(L, 2, &j->out, &w->scratch, &j->keepalive, j->head, err, sizeof err);
   if (status < 0) {
     char why[sizeof route + sizeof err + 2];
     snprintf(why, sizeof why, "%s: %s", route, err);

@@ -15,6 +15,12 @@ local function routes(prefix, opts)
     return tonumber(req.query.s) or req.query.s, "x"
   end)
   app:get(prefix .. "/nil-err", opts, function() return nil, "not found" end)
+  -- ?name=value&... become response headers
+  app:get(prefix .. "/headers", opts, function(req) return 200, "x", req.query end)
+  app:get(prefix .. "/close", opts, function(req)
+    return 200, string.rep("b", tonumber(req.query.n) or 3),
+           { connection = req.query.c or "close" }
+  end)
 end
 
 routes("/co", nil)
