@@ -161,15 +161,6 @@ static int hexval(char c) {
   return -1;
 }
 
-/* The value of an {x:int} segment: the router checked it is an optional '-' and at most
- * 18 digits. Parsed from the slice itself: it is not NUL-terminated. */
-static double int_param(const char *s, size_t len) {
-  size_t i = len > 0 && s[0] == '-';
-  long long v = 0;
-  for (size_t k = i; k < len; k++) v = v * 10 + (s[k] - '0');
-  return (double)(i ? -v : v);
-}
-
 /* Appends s percent-decoded to out (malformed escapes are kept as they are). */
 static void pct_decode(const char *s, size_t len, ml_buf_t *out) {
   for (size_t i = 0; i < len; i++) {
@@ -228,7 +219,7 @@ static void dispatch_pooled(ml_app_t *a, ml_conn_t *c, ml_match_t *m, const char
     for (int i = 0; i < m->nparams; i++) {
       ml_copy_put_str(in, m->params[i].name, strlen(m->params[i].name));
       if (m->params[i].is_int) {
-        ml_copy_put_num(in, int_param(m->params[i].val, m->params[i].len));
+        ml_copy_put_num(in, m->params[i].num);
       } else {
         a->decoded.len = 0;
         pct_decode(m->params[i].val, m->params[i].len, &a->decoded);
@@ -319,7 +310,7 @@ void ml_app_dispatch(void *ctx, ml_conn_t *c) {
     lua_createtable(co, 0, m.nparams);
     for (int i = 0; i < m.nparams; i++) {
       if (m.params[i].is_int)
-        lua_pushnumber(co, int_param(m.params[i].val, m.params[i].len));
+        lua_pushnumber(co, m.params[i].num);
       else
         push_decoded(co, m.params[i].val, m.params[i].len, &a->scratch);
       lua_setfield(co, -2, m.params[i].name);

@@ -21,4 +21,22 @@ describe("apps/hello", function()
     end
     eq(curl("-d", "404", "http://127.0.0.1:" .. srv.port .. "/echo"), "404 200")
   end)
+
+  it("/items/{id:int} takes the integers a Lua number holds exactly, 404s longer ones", function()
+    local cases = {
+      { "/items/42", 200, '{"id":42}' },
+      { "/items/9007199254740992", 200, '{"id":9007199254740992}' },
+      { "/items/-9007199254740992", 200, '{"id":-9007199254740992}' },
+      { "/items/9007199254740993", 404, '{"detail":"Not Found"}' },
+      { "/items/1000000000000000000", 404, '{"detail":"Not Found"}' },
+      { "/items/-123456789012345678", 404, '{"detail":"Not Found"}' },
+    }
+    for _, c in ipairs(cases) do
+      local res = assert(t.request(srv.port, "GET", c[1]))
+      eq(res.status, c[2], c[1])
+      eq(res.body, c[3], c[1])
+    end
+    eq(curl("http://127.0.0.1:" .. srv.port .. "/items/1000000000000000000"),
+       '{"detail":"Not Found"} 404')
+  end)
 end)

@@ -105,6 +105,13 @@ describe("handler results", function()
       eq(assert(c:read_response(5)).body, "plain")
       c:close()
     end)
+
+    it(kind .. ": {id:int} is a number held exactly, or 404", function()
+      eq(get(p .. "/items/-9007199254740992").body, '{"id":-9007199254740992}')
+      eq(get(p .. "/items/0012").body, '{"id":12}')
+      eq(get(p .. "/items/9007199254740993").status, 404)
+      eq(get(p .. "/items/100000000000000000000").status, 404)
+    end)
   end
 
   it("a Connection: close answer also closes with curl", function()

@@ -21,6 +21,7 @@ local function routes(prefix, opts)
     return 200, string.rep("b", tonumber(req.query.n) or 3),
            { connection = req.query.c or "close" }
   end)
+  app:get(prefix .. "/items/{id:int}", opts, function(req) return { id = req.params.id } end)
 end
 
 routes("/co", nil)
