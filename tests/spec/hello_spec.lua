@@ -39,4 +39,14 @@ describe("apps/hello", function()
     eq(curl("http://127.0.0.1:" .. srv.port .. "/items/1000000000000000000"),
        '{"detail":"Not Found"} 404')
   end)
+
+  it("/sleep refuses an s that is not a number from 0 to 60 with 422, never 500", function()
+    for _, s in ipairs{ "nan", "-nan", "inf", "-1", "61", "abc", "", "1e999" } do
+      local res = assert(t.request(srv.port, "GET", "/sleep?s=" .. s))
+      eq(res.status, 422, s)
+      eq(res.body, '{"detail":"s must be a number from 0 to 60"}', s)
+    end
+    eq(assert(t.request(srv.port, "GET", "/sleep?s=0.01")).body, '{"slept":0.01}')
+    eq(curl("http://127.0.0.1:" .. srv.port .. "/sleep?s=nan"):match("%d+$"), "422")
+  end)
 end)
