@@ -7,6 +7,28 @@
 
 #define MAX_DEPTH 128
 
+/* The length of the well-formed UTF-8 sequence at s (1 to 4 bytes; RFC 3629: no overlong
+ * forms, no surrogates, nothing above U+10FFFF), or 0 if the bytes there are not one. */
+static size_t utf8_len(const unsigned char *s, size_t avail) {
+  unsigned char c = s[0], lo = 0x80, hi = 0xBF;
+  size_t n;
+  if (c < 0x80) return 1;
+  if (c >= 0xC2 && c <= 0xDF) n = 2;
+  else if (c >= 0xE0 && c <= 0xEF) n = 3;
+  else if (c >= 0xF0 && c <= 0xF4) n = 4;
+  else return 0;
+  if (c == 0xE0) lo = 0xA0;        /* overlong below U+0800 */
+  else if (c == 0xED) hi = 0x9F;   /* U+D800-DFFF, the surrogates */
+  else if (c == 0xF0) lo = 0x90;   /* overlong below U+10000 */
+  else if (c == 0xF4) hi = 0x8F;   /* above U+10FFFF */
+  if (avail < n || s[1] < lo || s[1] > hi) return 0;
+  for (size_t i = 2; i < n; i++)
+    if (s[i] < 0x80 || s[i] > 0xBF) return 0;
+  return n;
+}
+
+/* A JSON string. Bytes that are not UTF-8 become \ufffd, one per byte (as Go's
+ * encoding/json does), so the text is always valid JSON. */
 static void add_string(ml_buf_t *out, const char *s, size_t len) {
   static const char hex[] = "0123456789abcdef";
   ml_buf_reserve(out, len + 2);
@@ -14,9 +36,18 @@ static void add_string(ml_buf_t *out, const char *s, size_t len) {
   size_t run = 0;   /* start of bytes that need no escaping */
   for (size_t i = 0; i < len; i++) {
     unsigned char c = (unsigned char)s[i];
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    size_t n = c < 0x80 ? 1 : utf8_len((const unsigned char *)s + i, len - i);
+    if (n > 1) {   /* a whole multi-byte character goes as it is */
+      i += n - 1;
+      continue;
+    }
+    if (n == 1 && c >= 0x20 && c != '"' && c != '\\') continue;
     ml_buf_add(out, s + run, i - run);
     run = i + 1;
+    if (n == 0) {
+      ml_buf_add(out, "\\ufffd", 6);
+      continue;
+    }
     char esc[6] = {'\\', 0};
     switch (c) {
     case '"': esc[1] = '"'; break;

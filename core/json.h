@@ -1,7 +1,8 @@
 /* JSON encoding of Lua values, written by moonlet so that arrays are under its control:
  * a table whose keys are exactly 1..n is an array; an empty table is `{}` unless it carries
  * the array metatable (moonlet.array{}), then `[]`; moonlet.null (a NULL lightuserdata,
- * the same value as cjson.null) is null. '/' is not escaped. */
+ * the same value as cjson.null) is null. '/' is not escaped; bytes that are not UTF-8
+ * become \ufffd, so the text is always valid JSON. */
 #ifndef ML_JSON_H
 #define ML_JSON_H
 #include "buf.h"

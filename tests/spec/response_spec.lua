@@ -1,6 +1,10 @@
 -- What a handler returns becomes the response, the same way for coroutine routes (/co)
--- and pooled routes (/pool): tests/apps/responses.
+-- and pooled routes (/pool): tests/apps/responses. JSON bodies are always valid JSON.
 local t = require "moonlet.testing"
+
+local function pct(s)
+  return (s:gsub(".", function(c) return string.format("%%%02X", c:byte()) end))
+end
 
 describe("handler results", function()
   local srv
@@ -120,5 +124,28 @@ describe("handler results", function()
     match(out.stderr, "< Connection: close")
     match(out.stderr, "Closing connection")
     eq(out.stdout, "bbbplain")
+  end)
+
+  describe("JSON", function()
+    for _, kind in ipairs{ "co", "pool" } do
+      local p = "/" .. kind
+
+      it(kind .. ": invalid UTF-8 is encoded as U+FFFD, one per bad byte", function()
+        local valid = "\240\159\152\128 \239\191\189 h\195\169"   -- U+1F600 U+FFFD U+00E9
+        local cases = {
+          { "a\255b", "a\\ufffdb" },
+          { "\128", "\\ufffd" },
+          { "\226\130", "\\ufffd\\ufffd" },                      -- cut short
+          { "\192\175", "\\ufffd\\ufffd" },                      -- overlong '/'
+          { "\237\160\128", "\\ufffd\\ufffd\\ufffd" },           -- a surrogate
+          { "\244\144\128\128", "\\ufffd\\ufffd\\ufffd\\ufffd" }, -- above U+10FFFF
+          { valid, valid },
+        }
+        for _, case in ipairs(cases) do
+          eq(get(p .. "/utf8?s=" .. pct(case[1])).body, '["' .. case[2] .. '"]')
+          eq(get(p .. "/utf8-key?s=" .. pct(case[1])).body, '{"' .. case[2] .. '":1}')
+        end
+      end)
+    end
   end)
 end)

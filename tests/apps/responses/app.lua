@@ -22,6 +22,9 @@ local function routes(prefix, opts)
            { connection = req.query.c or "close" }
   end)
   app:get(prefix .. "/items/{id:int}", opts, function(req) return { id = req.params.id } end)
+  -- ?s=<bytes> as a value, then as a key
+  app:get(prefix .. "/utf8", opts, function(req) return { req.query.s } end)
+  app:get(prefix .. "/utf8-key", opts, function(req) return { [req.query.s] = 1 } end)
 end
 
 routes("/co", nil)
