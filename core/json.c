@@ -1,9 +1,10 @@
-/* The JSON encoder (see json.h). Decoding is lua-cjson's. */
+/* JSON (see json.h): moonlet's encoder, and a strict check in front of lua-cjson's decoder. */
 #include "json.h"
 #include <lauxlib.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define MAX_DEPTH 128
 
@@ -204,6 +205,168 @@ int ml_json_encode(lua_State *L, int idx, ml_buf_t *out, char *err, size_t errle
   return rc;
 }
 
+/* --- strict decoding ------------------------------------------------------------------ */
+
+/* A reader that only checks a text against RFC 8259 before lua-cjson builds the value:
+ * cjson alone also takes hex, nan, inf, leading zeros or '+', raw control characters and
+ * bytes that are not UTF-8 in strings, and numbers that overflow to infinity. Nesting
+ * stops at the encoder's depth, so whatever is decoded can be encoded again. */
+typedef struct {
+  const char *p, *end;
+  const char *why;   /* what is wrong at p, once a check failed */
+} reader_t;
+
+static int fail(reader_t *r, const char *why) {
+  r->why = why;
+  return -1;
+}
+
+static void skip_space(reader_t *r) {
+  while (r->p < r->end && (*r->p == ' ' || *r->p == '\t' || *r->p == '\n' || *r->p == '\r'))
+    r->p++;
+}
+
+static int skip_digits(reader_t *r) {
+  const char *start = r->p;
+  while (r->p < r->end && *r->p >= '0' && *r->p <= '9') r->p++;
+  return r->p > start;
+}
+
+static int check_literal(reader_t *r, const char *word) {
+  size_t n = strlen(word);
+  if ((size_t)(r->end - r->p) < n || memcmp(r->p, word, n) != 0)
+    return fail(r, "unexpected character");
+  r->p += n;
+  return 0;
+}
+
+/* -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?, finite. The text ends in a NUL (a Lua
+ * string), so strtod stops there at the latest. */
+static int check_number(reader_t *r) {
+  const char *start = r->p;
+  if (*r->p == '-') r->p++;
+  if (r->p < r->end && *r->p == '0') r->p++;
+  else if (!skip_digits(r)) return fail(r, "invalid number");
+  if (r->p < r->end && *r->p == '.') {
+    r->p++;
+    if (!skip_digits(r)) return fail(r, "invalid number");
+  }
+  if (r->p < r->end && (*r->p == 'e' || *r->p == 'E')) {
+    r->p++;
+    if (r->p < r->end && (*r->p == '+' || *r->p == '-')) r->p++;
+    if (!skip_digits(r)) return fail(r, "invalid number");
+  }
+  if (isinf(strtod(start, NULL))) {
+    r->p = start;
+    return fail(r, "number out of range");
+  }
+  return 0;
+}
+
+static int is_hex(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+static int check_string(reader_t *r) {
+  r->p++;   /* the opening quote */
+  while (r->p < r->end) {
+    unsigned char c = (unsigned char)*r->p;
+    if (c == '"') {
+      r->p++;
+      return 0;
+    }
+    if (c < 0x20) return fail(r, "control character in a string");
+    if (c == '\\') {
+      char e = r->end - r->p > 1 ? r->p[1] : 0;
+      if (e == 'u') {
+        if (r->end - r->p < 6 || !is_hex(r->p[2]) || !is_hex(r->p[3]) || !is_hex(r->p[4]) ||
+            !is_hex(r->p[5]))
+          return fail(r, "invalid \\u escape");
+        r->p += 6;
+      } else if (e && strchr("\"\\/bfnrt", e)) {
+        r->p += 2;
+      } else {
+        return fail(r, "invalid escape");
+      }
+      continue;
+    }
+    size_t n = utf8_len((const unsigned char *)r->p, (size_t)(r->end - r->p));
+    if (!n) return fail(r, "invalid UTF-8 in a string");
+    r->p += n;
+  }
+  return fail(r, "unterminated string");
+}
+
+static int check_value(reader_t *r, int depth);
+
+/* [ value, ... ] or { "key": value, ... } at depth (the containers around it). */
+static int check_container(reader_t *r, int depth) {
+  char close = *r->p == '[' ? ']' : '}';
+  if (depth >= MAX_DEPTH) return fail(r, "nested too deep");
+  r->p++;
+  skip_space(r);
+  if (r->p < r->end && *r->p == close) {
+    r->p++;
+    return 0;
+  }
+  for (;;) {
+    if (close == '}') {
+      if (r->p >= r->end || *r->p != '"') return fail(r, "expected a string key");
+      if (check_string(r)) return -1;
+      skip_space(r);
+      if (r->p >= r->end || *r->p != ':') return fail(r, "expected ':'");
+      r->p++;
+    }
+    if (check_value(r, depth + 1)) return -1;
+    if (r->p < r->end && *r->p == close) {
+      r->p++;
+      return 0;
+    }
+    if (r->p >= r->end || *r->p != ',') return fail(r, "expected ',' or a closing bracket");
+    r->p++;
+    skip_space(r);
+  }
+}
+
+/* One value and the white space around it. */
+static int check_value(reader_t *r, int depth) {
+  skip_space(r);
+  if (r->p >= r->end) return fail(r, "unexpected end");
+  int rc;
+  char c = *r->p;
+  if (c == '[' || c == '{') rc = check_container(r, depth);
+  else if (c == '"') rc = check_string(r);
+  else if (c == 't') rc = check_literal(r, "true");
+  else if (c == 'f') rc = check_literal(r, "false");
+  else if (c == 'n') rc = check_literal(r, "null");
+  else if (c == '-' || (c >= '0' && c <= '9')) rc = check_number(r);
+  else rc = fail(r, "unexpected character");
+  if (rc == 0) skip_space(r);
+  return rc;
+}
+
+/* json_decode(s) -> the value, or nil and "invalid json at byte N: why". The text is
+ * checked here (see reader_t), then decoded by cjson.decode, the closure's upvalue. */
+static int l_decode(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  reader_t r = {s, s + len, NULL};
+  if (check_value(&r, 0) == 0 && r.p < r.end) fail(&r, "unexpected character after the value");
+  if (r.why) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "invalid json at byte %d: %s", (int)(r.p - s) + 1, r.why);
+    return 2;
+  }
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushvalue(L, 1);
+  if (lua_pcall(L, 1, 1, 0)) {   /* cjson refuses more: a lone surrogate escape (\ud800) */
+    lua_pushnil(L);
+    lua_pushfstring(L, "invalid json: %s", lua_tostring(L, -2));
+    return 2;
+  }
+  return 1;
+}
+
 /* json.encode(value) -> string; raises on values JSON cannot hold. */
 static int l_encode(lua_State *L) {
   luaL_checkany(L, 1);
@@ -222,4 +385,11 @@ static int l_encode(lua_State *L) {
 void ml_json_open(lua_State *L) {
   lua_pushcfunction(L, l_encode);
   lua_setfield(L, -2, "json_encode");
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "cjson");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "decode");
+  lua_pushcclosure(L, l_decode, 1);
+  lua_setfield(L, -3, "json_decode");
+  lua_pop(L, 1);   /* cjson */
 }

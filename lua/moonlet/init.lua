@@ -104,9 +104,19 @@ function _M.response(t)
   return setmetatable(t, response_mt)
 end
 
+local json_decode = core.json_decode
+
+-- moonlet.json.decode(text) -> the value; raises "invalid json at byte N: ..." on a text
+-- that is not strict JSON (RFC 8259).
+local function decode(text)
+  local v, err = json_decode(text)
+  if v == nil then error(err, 2) end
+  return v
+end
+
 _M.json = {
   encode = core.json_encode,
-  decode = cjson.decode,
+  decode = decode,
   null = cjson.null,
   array = _M.array,
 }

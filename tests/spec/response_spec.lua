@@ -6,6 +6,10 @@ local function pct(s)
   return (s:gsub(".", function(c) return string.format("%%%02X", c:byte()) end))
 end
 
+local function nested(n, inner)
+  return string.rep("[", n) .. inner .. string.rep("]", n)
+end
+
 describe("handler results", function()
   local srv
   before_all(function()
@@ -127,11 +131,55 @@ describe("handler results", function()
   end)
 
   describe("JSON", function()
+    -- bodies cjson alone would take, and a few it refuses too
+    local invalid = {
+      "0x10", "nan", "NaN", "-nan", "inf", "Infinity", "-Infinity", "1e400", "-1e400",
+      "[1e999]", '{"a":1e309}', "01", "-01", "+1", "1.", ".5", "1e", "-", '"a\1b"',
+      '"tab\there"', '"\255"', '"\192\175"', '"\237\160\128"', '"\244\144\128\128"', '"\226\130"',
+      '["\\x"]', '"\\u12"', '"\\ud800"', "[1,]", '{"a":1,}', "", " ", "1 2", "\239\187\191{}",
+      "[1]x", "tru", "nul", "{'a':1}", '{"a" 1}', '{"a":1 "b":2}', "[\f1]", '"unterminated',
+      nested(129, "1"), string.rep('{"a":', 129) .. "1" .. string.rep("}", 129),
+    }
+    -- body sent -> body echoed
+    local valid = {
+      { "0", "0" }, { "-0.5", "-0.5" }, { "1E2", "100" }, { "1e-400", "0" },
+      { " [1.5, -2, true, false, null] ", "[1.5,-2,true,false,null]" },
+      { '["\\u00e9\\ud83d\\ude00 \\"\\/"]', '["\195\169\240\159\152\128 \\"/"]' },
+      { '["\195\169\240\159\152\128"]', '["\195\169\240\159\152\128"]' },
+      { nested(128, "1"), nested(128, "1") },
+      { '{"a":{"b":[1,{"c":null}]}}', '{"a":{"b":[1,{"c":null}]}}' },
+    }
+
     for _, kind in ipairs{ "co", "pool" } do
       local p = "/" .. kind
 
+      it(kind .. ": req:json() answers 400 to anything RFC 8259 does not allow", function()
+        for _, body in ipairs(invalid) do
+          local res = post(p .. "/echo", body)
+          eq(res.status, 400, body:sub(1, 40))
+          eq(res.body, '{"detail":"Invalid JSON body"}')
+        end
+      end)
+
+      it(kind .. ": req:json() takes strict JSON and it encodes back", function()
+        for _, case in ipairs(valid) do
+          local res = post(p .. "/echo", case[1])
+          eq(res.status, 200, case[1]:sub(1, 40))
+          eq(res.body, case[2])
+        end
+      end)
+
+      it(kind .. ": moonlet.json.decode and the client's res:json() are as strict", function()
+        eq(post(p .. "/decode", "[1,nan]"):json(),
+           { ok = false, err = "invalid json at byte 4: unexpected character" })
+        eq(post(p .. "/decode", '{"a":[1]}'):json(), { ok = true })
+        eq(post(p .. "/client-json", "0x10"):json(),
+           { ok = false, err = "invalid json at byte 2: unexpected character after the value" })
+        eq(post(p .. "/client-json", "[1]"):json(), { ok = true })
+      end)
+
       it(kind .. ": invalid UTF-8 is encoded as U+FFFD, one per bad byte", function()
-        local valid = "\240\159\152\128 \239\191\189 h\195\169"   -- U+1F600 U+FFFD U+00E9
+        local good = "\240\159\152\128 \239\191\189 h\195\169"   -- U+1F600 U+FFFD U+00E9
         local cases = {
           { "a\255b", "a\\ufffdb" },
           { "\128", "\\ufffd" },
@@ -139,7 +187,7 @@ describe("handler results", function()
           { "\192\175", "\\ufffd\\ufffd" },                      -- overlong '/'
           { "\237\160\128", "\\ufffd\\ufffd\\ufffd" },           -- a surrogate
           { "\244\144\128\128", "\\ufffd\\ufffd\\ufffd\\ufffd" }, -- above U+10FFFF
-          { valid, valid },
+          { good, good },
         }
         for _, case in ipairs(cases) do
           eq(get(p .. "/utf8?s=" .. pct(case[1])).body, '["' .. case[2] .. '"]')

@@ -25,11 +25,22 @@ local function routes(prefix, opts)
   -- ?s=<bytes> as a value, then as a key
   app:get(prefix .. "/utf8", opts, function(req) return { req.query.s } end)
   app:get(prefix .. "/utf8-key", opts, function(req) return { [req.query.s] = 1 } end)
+  -- moonlet.json.decode and the HTTP client's res:json() on the request body
+  app:post(prefix .. "/decode", opts, function(req)
+    local ok, v = pcall(moonlet.json.decode, req.body)
+    return { ok = ok, err = not ok and v or nil }
+  end)
+  app:post(prefix .. "/client-json", opts, function(req)
+    local res = assert(moonlet.http.post("http://" .. req.headers.host .. "/raw", req.body))
+    local v, err = res:json()
+    return { ok = v ~= nil, err = err }
+  end)
 end
 
 routes("/co", nil)
 routes("/pool", { pool = true })
 
 app:get("/text", function() return "plain" end)
+app:post("/raw", function(req) return req.body end)
 
 return app
