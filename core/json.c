@@ -1,6 +1,7 @@
 /* JSON (see json.h): moonlet's encoder, and a strict check in front of lua-cjson's decoder. */
 #include "json.h"
 #include <lauxlib.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,22 +91,73 @@ static int add_number(ml_buf_t *out, double d, char *err, size_t errlen) {
   return 0;
 }
 
-/* 1 if the table at idx is an array: keys exactly 1..n (n may be 0 with the array mark). */
-static int is_array(lua_State *L, int idx, size_t *n) {
-  size_t len = lua_objlen(L, idx);
-  if (len == 0) {
-    int marked = 0;
-    if (lua_getmetatable(L, idx)) {
-      lua_getfield(L, LUA_REGISTRYINDEX, ML_ARRAY_MT);
-      marked = lua_rawequal(L, -1, -2);
-      lua_pop(L, 2);
-    }
-    if (marked) { *n = 0; return 1; }
-    lua_pushnil(L);
-    if (lua_next(L, idx)) { lua_pop(L, 2); return 0; }   /* non-empty: an object */
-    *n = 0;
-    return 0;   /* plain empty table: {} */
+int ml_json_is_marked(lua_State *L, int idx) {
+  int marked = 0;
+  if (lua_getmetatable(L, idx)) {
+    lua_getfield(L, LUA_REGISTRYINDEX, ML_ARRAY_MT);
+    marked = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
   }
+  return marked;
+}
+
+/* The key on top of the stack, for an error message. */
+static void describe_key(lua_State *L, char *buf, size_t len) {
+  if (lua_type(L, -1) == LUA_TSTRING) snprintf(buf, len, "\"%.40s\"", lua_tostring(L, -1));
+  else if (lua_type(L, -1) == LUA_TNUMBER) snprintf(buf, len, "%.14g", lua_tonumber(L, -1));
+  else snprintf(buf, len, "of type %s", luaL_typename(L, -1));
+}
+
+/* The length of the moonlet.array at idx: its `n` field when that is a number
+ * (moonlet.array(t, n)), else its largest index (table.maxn). Indexes in between that
+ * hold nil are nulls. Returns 0, or -1 with a message: a key that is not an index up to
+ * that length, or a length guessed from a largest index with more holes than values. */
+static int marked_length(lua_State *L, int idx, size_t *n, char *err, size_t errlen) {
+  lua_pushliteral(L, "n");
+  lua_rawget(L, idx);
+  int given = lua_type(L, -1) == LUA_TNUMBER;
+  double len = given ? lua_tonumber(L, -1) : 0;
+  lua_pop(L, 1);
+  if (given && !(len >= 0 && len <= INT_MAX && len == floor(len))) {
+    snprintf(err, errlen, "cannot encode JSON: moonlet.array length n = %.14g", len);
+    return -1;
+  }
+  double max = 0;
+  size_t count = 0;
+  char key[64];
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    if (given && lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "n") == 0)
+      continue;
+    double k = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0;
+    int index = k >= 1 && k <= INT_MAX && k == floor(k);
+    if (!index || (given && k > len)) {
+      describe_key(L, key, sizeof key);
+      snprintf(err, errlen, "cannot encode JSON: moonlet.array has key %s%s", key,
+               index ? " beyond its length n" : "");
+      lua_pop(L, 1);
+      return -1;
+    }
+    if (k > max) max = k;
+    count++;
+  }
+  if (!given && max > 10 && max > 2.0 * (double)count) {   /* cjson's rule for sparse arrays */
+    snprintf(err, errlen, "cannot encode JSON: moonlet.array too sparse (index %.0f, %zu "
+             "values); give its length: moonlet.array(t, n)", max, count);
+    return -1;
+  }
+  *n = (size_t)(given ? len : max);
+  return 0;
+}
+
+/* 1 if the table at idx encodes as an array, with its length in *n; 0 for an object; -1
+ * with a message. A moonlet.array is an array (see marked_length); another table is one
+ * when its keys are exactly 1..n, n > 0. */
+static int is_array(lua_State *L, int idx, size_t *n, char *err, size_t errlen) {
+  if (ml_json_is_marked(L, idx)) return marked_length(L, idx, n, err, errlen) ? -1 : 1;
+  size_t len = lua_objlen(L, idx);
+  if (len == 0) return 0;
   size_t count = 0;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
@@ -150,7 +202,9 @@ static int encode(lua_State *L, int idx, ml_buf_t *out, int depth, char *err, si
       return -1;
     }
     size_t n;
-    if (is_array(L, idx, &n)) {
+    int array = is_array(L, idx, &n, err, errlen);
+    if (array < 0) return -1;
+    if (array) {
       ml_buf_addc(out, '[');
       for (size_t i = 1; i <= n; i++) {
         if (i > 1) ml_buf_addc(out, ',');

@@ -68,10 +68,22 @@ _M.in_pool = core.in_pool
 -- moonlet.shared.dict(name): a dictionary shared by the loop and every pool thread.
 _M.shared = { dict = core.shared_dict }
 
--- moonlet.array(t): marks t as a JSON array, so an empty one encodes as [] (not {}).
+-- moonlet.array(t[, n]): marks t as a JSON array, so an empty one encodes as [] (not {}).
+-- Its length is n, kept in t.n, or else its largest index (table.maxn): the nils in
+-- between encode as null, so moonlet.array{ nil, 5 } is [null,5].
 local array_mt = core.array_mt
-function _M.array(t)
-  return setmetatable(t or {}, array_mt)
+function _M.array(t, n)
+  if t ~= nil and type(t) ~= "table" then
+    error("bad argument #1 to 'array' (expected a table)", 2)
+  end
+  t = t or {}
+  if n ~= nil then
+    if type(n) ~= "number" or n < 0 or floor(n) ~= n then
+      error("bad argument #2 to 'array' (expected a length: an integer >= 0)", 2)
+    end
+    t.n = n
+  end
+  return setmetatable(t, array_mt)
 end
 
 local http_error_mt = { __tostring = function(e)

@@ -194,6 +194,28 @@ describe("handler results", function()
           eq(get(p .. "/utf8-key?s=" .. pct(case[1])).body, '{"' .. case[2] .. '":1}')
         end
       end)
+
+      it(kind .. ": moonlet.array keeps holes as null up to its largest index or its n", function()
+        local cases = {
+          { "hole", "[null,5]" }, { "holes", "[1,null,null,4]" }, { "length", "[5,null,null]" },
+          { "n", "[7,null]" }, { "empty", "[]" }, { "encode", '{"s":"[null,\\"x\\"]"}' },
+          { "plain", '{"plain_hole":{"2":5}}' },
+        }
+        for _, case in ipairs(cases) do
+          local res = get(p .. "/array?kind=" .. case[1])
+          eq(res.status, 200, case[1])
+          eq(res.body, case[2], case[1])
+        end
+      end)
+
+      it(kind .. ": moonlet.array refuses what cannot be a list (500 and a log line)", function()
+        for _, case in ipairs{ { "sparse", "too sparse" }, { "keys", "key \"name\"" },
+                               { "beyond", "key 3 beyond its length n" } } do
+          local mark = srv:mark()
+          eq(get(p .. "/array?kind=" .. case[1]).status, 500, case[1])
+          srv:wait_log("moonlet%.array.*" .. case[2]:gsub("%p", "%%%0"), 5, mark)
+        end
+      end)
     end
   end)
 end)

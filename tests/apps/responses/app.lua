@@ -35,6 +35,21 @@ local function routes(prefix, opts)
     local v, err = res:json()
     return { ok = v ~= nil, err = err }
   end)
+  app:get(prefix .. "/array", opts, function(req)
+    local kind = req.query.kind
+    if kind == "hole" then return moonlet.array{ nil, 5 } end
+    if kind == "holes" then return moonlet.array{ 1, nil, nil, 4 } end
+    if kind == "length" then return moonlet.array({ 5 }, 3) end
+    if kind == "n" then return moonlet.array{ 7, n = 2 } end
+    if kind == "empty" then return moonlet.array({}, 0) end
+    if kind == "sparse" then return moonlet.array{ [100000] = 1 } end
+    if kind == "keys" then return moonlet.array{ 1, name = "x" } end
+    if kind == "beyond" then return moonlet.array({ 1, 2, 3 }, 2) end
+    if kind == "encode" then
+      return { s = moonlet.json.encode(moonlet.array{ nil, "x" }) }
+    end
+    return { plain_hole = { [2] = 5 } }
+  end)
 end
 
 routes("/co", nil)
