@@ -124,14 +124,16 @@ static void finish(ml_task_t *t) {
   ml_app_t *a = t->sched->app;
   ml_conn_t *c = t->owner;
   char err[200];
-  int status = ml_lresp_build(t->co, 1, &c->out, &a->scratch, ml_conn_keepalive(c), c->head,
-                              err, sizeof err);
+  int keepalive = ml_conn_keepalive(c);
+  int status = ml_lresp_build(t->co, 1, &c->out, &a->scratch, &keepalive, c->head, err,
+                              sizeof err);
   if (status < 0) {
     ml_log(ML_LOG_ERROR, "%s %s: %s", a->routes[t->route].methods, a->routes[t->route].pattern,
            err);
     respond_500(t, 1);
     return;
   }
+  if (!keepalive) ml_conn_close_after(c);
   request_release(t, 1);
   ml_conn_done(c, status);
 }
@@ -157,15 +159,6 @@ static int hexval(char c) {
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
   if (c >= 'A' && c <= 'F') return c - 'A' + 10;
   return -1;
-}
-
-/* The value of an {x:int} segment: the router checked it is an optional '-' and at most
- * 18 digits. Parsed from the slice itself: it is not NUL-terminated. */
-static double int_param(const char *s, size_t len) {
-  size_t i = len > 0 && s[0] == '-';
-  long long v = 0;
-  for (size_t k = i; k < len; k++) v = v * 10 + (s[k] - '0');
-  return (double)(i ? -v : v);
 }
 
 /* Appends s percent-decoded to out (malformed escapes are kept as they are). */
@@ -197,6 +190,7 @@ static void pool_request_done(ml_job_t *j) {
   ml_conn_t *c = t->owner;
   int status = j->status;
   ml_buf_add(&c->out, j->out.data, j->out.len);
+  if (!j->keepalive) ml_conn_close_after(c);
   ml_job_free(j);
   request_release(t, 1);
   ml_conn_done(c, status);
@@ -225,7 +219,7 @@ static void dispatch_pooled(ml_app_t *a, ml_conn_t *c, ml_match_t *m, const char
     for (int i = 0; i < m->nparams; i++) {
       ml_copy_put_str(in, m->params[i].name, strlen(m->params[i].name));
       if (m->params[i].is_int) {
-        ml_copy_put_num(in, int_param(m->params[i].val, m->params[i].len));
+        ml_copy_put_num(in, m->params[i].num);
       } else {
         a->decoded.len = 0;
         pct_decode(m->params[i].val, m->params[i].len, &a->decoded);
@@ -316,7 +310,7 @@ void ml_app_dispatch(void *ctx, ml_conn_t *c) {
     lua_createtable(co, 0, m.nparams);
     for (int i = 0; i < m.nparams; i++) {
       if (m.params[i].is_int)
-        lua_pushnumber(co, int_param(m.params[i].val, m.params[i].len));
+        lua_pushnumber(co, m.params[i].num);
       else
         push_decoded(co, m.params[i].val, m.params[i].len, &a->scratch);
       lua_setfield(co, -2, m.params[i].name);

@@ -76,4 +76,7 @@ void ml_server_close_all(ml_server_t *s);
 void ml_conn_done(ml_conn_t *c, int status);
 /* 1 if the connection stays open after the current response. */
 int ml_conn_keepalive(const ml_conn_t *c);
+/* The connection closes once the current response is written, as if the request had
+ * said Connection: close (a handler's own Connection: close). Before ml_conn_done. */
+void ml_conn_close_after(ml_conn_t *c);
 #endif

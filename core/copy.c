@@ -42,13 +42,7 @@ static int pack(lua_State *L, int idx, ml_buf_t *out, int depth, char *err, size
       snprintf(err, errlen, "cannot copy a table nested deeper than %d levels (a cycle?)", MAX_DEPTH);
       return -1;
     }
-    int marked = 0;
-    if (lua_getmetatable(L, idx)) {
-      lua_getfield(L, LUA_REGISTRYINDEX, ML_ARRAY_MT);
-      marked = lua_rawequal(L, -1, -2);
-      lua_pop(L, 2);
-    }
-    ml_buf_addc(out, marked ? 'a' : 'h');
+    ml_buf_addc(out, ml_json_is_marked(L, idx) ? 'a' : 'h');
     size_t at = out->len;
     put_u32(out, 0);
     uint32_t count = 0;

@@ -4,6 +4,7 @@
 #include "json.h"
 #include "response.h"
 #include <lauxlib.h>
+#include <math.h>
 #include <stdio.h>
 #include <strings.h>
 
@@ -11,10 +12,25 @@ static int is_header(const char *name, size_t len, const char *lower) {
   return strlen(lower) == len && strncasecmp(name, lower, len) == 0;
 }
 
-/* Adds one handler-given header. Returns 0, or -1 with a message when the name or value
- * would break the response (CR/LF injection). */
+/* What the handler's headers said that changes moonlet's own (bits of *seen). */
+enum { SAW_CTYPE = 1, SAW_DATE = 2, SAW_SERVER = 4, SAW_CLOSE = 8 };
+
+/* 1 if a Connection value lists the token "close" (any case, comma-separated). */
+static int lists_close(const char *val, size_t len) {
+  size_t i = 0;
+  while (i < len) {
+    while (i < len && (val[i] == ' ' || val[i] == '\t' || val[i] == ',')) i++;
+    size_t start = i;
+    while (i < len && val[i] != ',' && val[i] != ' ' && val[i] != '\t') i++;
+    if (is_header(val + start, i - start, "close")) return 1;
+  }
+  return 0;
+}
+
+/* Adds one handler-given header and notes in *seen what it overrides. Returns 0, or -1
+ * with a message when the name or value would break the response (CR/LF injection). */
 static int add_header(ml_buf_t *out, const char *name, size_t nlen, const char *val,
-                      size_t vlen, char *err, size_t errlen) {
+                      size_t vlen, unsigned *seen, char *err, size_t errlen) {
   if (!ml_header_name_ok(name, nlen)) {
     snprintf(err, errlen, "invalid response header name '%.*s'", (int)(nlen > 60 ? 60 : nlen), name);
     return -1;
@@ -23,16 +39,22 @@ static int add_header(ml_buf_t *out, const char *name, size_t nlen, const char *
     snprintf(err, errlen, "response header '%.*s' has a value with CR, LF or NUL", (int)nlen, name);
     return -1;
   }
-  /* moonlet frames the message itself */
-  if (is_header(name, nlen, "content-length") || is_header(name, nlen, "transfer-encoding") ||
-      is_header(name, nlen, "connection"))
+  /* moonlet frames the message itself; Connection: close is honoured, not copied */
+  if (is_header(name, nlen, "connection")) {
+    if (lists_close(val, vlen)) *seen |= SAW_CLOSE;
     return 0;
+  }
+  if (is_header(name, nlen, "content-length") || is_header(name, nlen, "transfer-encoding"))
+    return 0;
+  if (is_header(name, nlen, "content-type")) *seen |= SAW_CTYPE;
+  else if (is_header(name, nlen, "date")) *seen |= SAW_DATE;
+  else if (is_header(name, nlen, "server")) *seen |= SAW_SERVER;
   ml_resp_header(out, name, nlen, val, vlen);
   return 0;
 }
 
-/* Writes the headers table at idx; sets *has_ctype. */
-static int add_headers(lua_State *co, int idx, ml_buf_t *out, int *has_ctype, char *err,
+/* Writes the headers table at idx; sets bits of *seen (see add_header). */
+static int add_headers(lua_State *co, int idx, ml_buf_t *out, unsigned *seen, char *err,
                        size_t errlen) {
   lua_pushnil(co);
   while (lua_next(co, idx)) {
@@ -43,7 +65,6 @@ static int add_headers(lua_State *co, int idx, ml_buf_t *out, int *has_ctype, ch
     }
     size_t nlen, vlen;
     const char *name = lua_tolstring(co, -2, &nlen);
-    if (is_header(name, nlen, "content-type")) *has_ctype = 1;
     int vt = lua_type(co, -1);
     if (vt == LUA_TTABLE) {   /* several values: { ["set-cookie"] = { "a=1", "b=2" } } */
       int n = (int)lua_objlen(co, -1);
@@ -51,7 +72,7 @@ static int add_headers(lua_State *co, int idx, ml_buf_t *out, int *has_ctype, ch
         lua_rawgeti(co, -1, i);
         const char *val = lua_type(co, -1) == LUA_TSTRING || lua_type(co, -1) == LUA_TNUMBER
                               ? lua_tolstring(co, -1, &vlen) : NULL;
-        int rc = val ? add_header(out, name, nlen, val, vlen, err, errlen) : -1;
+        int rc = val ? add_header(out, name, nlen, val, vlen, seen, err, errlen) : -1;
         if (!val) snprintf(err, errlen, "response header '%s' has a non-string value", name);
         lua_pop(co, 1);
         if (rc) { lua_pop(co, 2); return -1; }
@@ -59,7 +80,7 @@ static int add_headers(lua_State *co, int idx, ml_buf_t *out, int *has_ctype, ch
     } else if (vt == LUA_TSTRING || vt == LUA_TNUMBER) {
       lua_pushvalue(co, -1);   /* tolstring on a copy: the value slot stays a number */
       const char *val = lua_tolstring(co, -1, &vlen);
-      int rc = add_header(out, name, nlen, val, vlen, err, errlen);
+      int rc = add_header(out, name, nlen, val, vlen, seen, err, errlen);
       lua_pop(co, 1);
       if (rc) { lua_pop(co, 2); return -1; }
     } else if (vt != LUA_TBOOLEAN || lua_toboolean(co, -1)) {
@@ -72,17 +93,27 @@ static int add_headers(lua_State *co, int idx, ml_buf_t *out, int *has_ctype, ch
   return 0;
 }
 
-int ml_lresp_build(lua_State *co, int base, ml_buf_t *out, ml_buf_t *scratch, int keepalive,
+/* The status at idx: an integer from 200 to 599 (a 1xx cannot end an exchange). Returns
+ * it, or -1 with a message. */
+static int check_status(lua_State *co, int idx, char *err, size_t errlen) {
+  if (lua_type(co, idx) != LUA_TNUMBER) {
+    snprintf(err, errlen, "invalid response status %s (expected an integer from 200 to 599)",
+             luaL_typename(co, idx));
+    return -1;
+  }
+  double d = lua_tonumber(co, idx);
+  if (d >= 200 && d <= 599 && d == floor(d)) return (int)d;
+  snprintf(err, errlen, "invalid response status %.17g (expected an integer from 200 to 599)", d);
+  return -1;
+}
+
+int ml_lresp_build(lua_State *co, int base, ml_buf_t *out, ml_buf_t *scratch, int *keepalive,
                    int head, char *err, size_t errlen) {
   size_t mark = out->len;
   const char *body = NULL, *ctype = NULL;
   size_t blen = 0;
-  int status = (int)lua_tointeger(co, base);
-  if (lua_type(co, base) != LUA_TNUMBER || status < 200 || status > 599) {
-    snprintf(err, errlen, "invalid response status %s",
-             lua_type(co, base) == LUA_TNUMBER ? lua_tostring(co, base) : luaL_typename(co, base));
-    return -1;
-  }
+  int status = check_status(co, base, err, errlen);
+  if (status < 0) return -1;
   switch (lua_type(co, base + 1)) {
   case LUA_TNIL:
   case LUA_TNONE:
@@ -98,16 +129,19 @@ int ml_lresp_build(lua_State *co, int base, ml_buf_t *out, ml_buf_t *scratch, in
     blen = scratch->len;
     ctype = "application/json";
   }
-  ml_resp_begin(out, status);
-  int has_ctype = 0;
+  ml_resp_status(out, status);
+  unsigned seen = 0;
   if (lua_type(co, base + 2) == LUA_TTABLE &&
-      add_headers(co, base + 2, out, &has_ctype, err, errlen)) {
+      add_headers(co, base + 2, out, &seen, err, errlen)) {
     out->len = mark;
     return -1;
   }
-  if (!has_ctype && ctype) ml_resp_header(out, "Content-Type", 12, ctype, strlen(ctype));
+  ml_resp_defaults(out, (seen & SAW_SERVER ? ML_RESP_SERVER : 0) |
+                        (seen & SAW_DATE ? ML_RESP_DATE : 0));
+  if (!(seen & SAW_CTYPE) && ctype) ml_resp_header(out, "Content-Type", 12, ctype, strlen(ctype));
+  if (seen & SAW_CLOSE) *keepalive = 0;
   int bodyless = status == 204 || status == 304;
-  ml_resp_end(out, status, bodyless ? 0 : blen, keepalive);
+  ml_resp_end(out, status, bodyless ? 0 : blen, *keepalive);
   if (!head && !bodyless) ml_buf_add(out, body, blen);
   if (scratch->cap > 1u << 20) ml_buf_reset(scratch, 0);
   return status;

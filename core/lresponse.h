@@ -6,8 +6,11 @@
 #include <lua.h>
 
 /* Reads status at base, body at base+1, headers at base+2 and appends the response to
- * out (scratch holds a JSON body meanwhile). Returns the status, or -1 with a message in
- * err and out unchanged (bad status, header with CR/LF, body JSON cannot hold). */
-int ml_lresp_build(lua_State *L, int base, ml_buf_t *out, ml_buf_t *scratch, int keepalive,
+ * out (scratch holds a JSON body meanwhile). *keepalive says whether the connection stays
+ * open; a handler's `Connection: close` sets it to 0 (the caller then closes after this
+ * response). The handler's Date and Server replace moonlet's. Returns the status, or -1
+ * with a message in err and out unchanged (status not an integer 200-599, header with
+ * CR/LF, body JSON cannot hold). */
+int ml_lresp_build(lua_State *L, int base, ml_buf_t *out, ml_buf_t *scratch, int *keepalive,
                    int head, char *err, size_t errlen);
 #endif

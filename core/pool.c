@@ -129,13 +129,17 @@ static void run_request(worker_t *w, ml_job_t *j) {
     request_failed(j, "corrupt request copy");
     return;
   }
+  char route[256];   /* the label, last of the arguments: "GET /items/{id}" */
+  snprintf(route, sizeof route, "%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
   if (lua_pcall(L, 1 + n, 3, 1)) {
     request_failed(j, lua_tostring(L, -1));
     return;
   }
-  int status = ml_lresp_build(L, 2, &j->out, &w->scratch, j->keepalive, j->head, err, sizeof err);
+  int status = ml_lresp_build(L, 2, &j->out, &w->scratch, &j->keepalive, j->head, err, sizeof err);
   if (status < 0) {
-    request_failed(j, err);
+    char why[sizeof route + sizeof err + 2];
+    snprintf(why, sizeof why, "%s: %s", route, err);
+    request_failed(j, why);
     return;
   }
   j->status = status;

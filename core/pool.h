@@ -16,7 +16,8 @@ enum { ML_JOB_REQUEST, ML_JOB_CALL };
 
 struct ml_job_s {
   int kind;
-  int keepalive, head;       /* ML_JOB_REQUEST: how to frame the response */
+  int keepalive, head;       /* ML_JOB_REQUEST: how to frame the response (keepalive is
+                                0 on return if the handler closed the connection) */
   ml_buf_t in;               /* packed arguments */
   ml_buf_t out;              /* REQUEST: response bytes; CALL: packed (ok, results...) */
   int status;                /* REQUEST: the response status */

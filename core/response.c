@@ -59,16 +59,27 @@ static void date_refresh(void) {
   date_len = strftime(date_line, sizeof date_line, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
 }
 
-void ml_resp_begin(ml_buf_t *out, int status) {
-  date_refresh();
+void ml_resp_status(ml_buf_t *out, int status) {
   const char *reason = ml_status_reason(status);
-  ml_buf_reserve(out, 128 + date_len);
+  ml_buf_reserve(out, 128 + sizeof date_line);
   ml_buf_add(out, "HTTP/1.1 ", 9);
   ml_buf_addu(out, (unsigned)status);
   ml_buf_addc(out, ' ');
   ml_buf_addstr(out, reason);
-  ml_buf_add(out, "\r\nServer: moonlet\r\n", 19);
-  ml_buf_add(out, date_line, date_len);
+  ml_buf_add(out, "\r\n", 2);
+}
+
+void ml_resp_defaults(ml_buf_t *out, unsigned given) {
+  if (!(given & ML_RESP_SERVER)) ml_buf_add(out, "Server: moonlet\r\n", 17);
+  if (!(given & ML_RESP_DATE)) {
+    date_refresh();
+    ml_buf_add(out, date_line, date_len);
+  }
+}
+
+void ml_resp_begin(ml_buf_t *out, int status) {
+  ml_resp_status(out, status);
+  ml_resp_defaults(out, 0);
 }
 
 void ml_resp_header(ml_buf_t *out, const char *name, size_t nlen, const char *val, size_t vlen) {

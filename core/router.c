@@ -1,5 +1,6 @@
 /* The route trie (see router.h). Nodes own their children; ml_router_free releases all. */
 #include "router.h"
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,11 +194,20 @@ int ml_router_add(ml_router_t *r, unsigned methods, const char *pattern, int id,
   return 0;
 }
 
-static int is_int_segment(const char *s, size_t len) {
+#define MAX_EXACT_INT (1ull << 53)   /* every integer up to 2^53 is exactly a double */
+
+/* An {x:int} segment: an optional '-' and digits whose value a Lua number holds exactly
+ * (|n| <= 2^53; leading zeros allowed). Returns 1 with the value in *num, or 0. */
+static int int_segment(const char *s, size_t len, double *num) {
   size_t i = (len > 0 && s[0] == '-') ? 1 : 0;
-  if (i == len || len - i > 18) return 0;
-  for (; i < len; i++)
-    if (s[i] < '0' || s[i] > '9') return 0;
+  if (i == len) return 0;
+  uint64_t v = 0;
+  for (size_t k = i; k < len; k++) {
+    if (s[k] < '0' || s[k] > '9') return 0;
+    v = v * 10 + (uint64_t)(s[k] - '0');
+    if (v > MAX_EXACT_INT) return 0;
+  }
+  *num = (double)(i ? -(int64_t)v : (int64_t)v);   /* "-0" is 0 */
   return 1;
 }
 
@@ -227,7 +237,9 @@ static int match_node(const node_t *n, int method, const char *p, const char *en
   int at = find_kid(n, p, len);
   if (at >= 0 && match_node(n->kids[at], method, next, end, m)) return 1;
   if (len == 0 || m->nparams == ML_MAX_PARAMS) return 0;
-  const node_t *kids[2] = {is_int_segment(p, len) ? n->param_int : NULL, n->param_any};
+  double num = 0;
+  const node_t *kids[2] = {n->param_int && int_segment(p, len, &num) ? n->param_int : NULL,
+                           n->param_any};
   for (int i = 0; i < 2; i++) {
     if (!kids[i]) continue;
     int k = m->nparams++;
@@ -235,6 +247,7 @@ static int match_node(const node_t *n, int method, const char *p, const char *en
     m->params[k].val = p;
     m->params[k].len = len;
     m->params[k].is_int = i == 0;
+    m->params[k].num = num;
     if (match_node(kids[i], method, next, end, m)) return 1;
     m->nparams--;
   }

@@ -20,6 +20,7 @@ typedef struct {
     const char *val;         /* slice of the matched path, still percent-encoded */
     size_t len;
     int is_int;
+    double num;              /* is_int: the value, exact (|num| <= 2^53) */
   } params[ML_MAX_PARAMS];
   unsigned allow;            /* with ML_ROUTE_BAD_METHOD: mask of the methods the path has */
 } ml_match_t;

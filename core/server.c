@@ -214,6 +214,10 @@ int ml_conn_keepalive(const ml_conn_t *c) {
   return c->http.keepalive && !c->srv->draining;
 }
 
+void ml_conn_close_after(ml_conn_t *c) {
+  c->http.keepalive = 0;
+}
+
 void ml_conn_done(ml_conn_t *c, int status) {
   c->inflight = 0;
   c->task = NULL;

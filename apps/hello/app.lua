@@ -11,11 +11,11 @@ app:get("/items/{id:int}", function(req)
   return { id = req.params.id }
 end)
 
--- GET /sleep?s=0.5 waits without blocking anyone else
+-- GET /sleep?s=0.5 waits without blocking anyone else (s defaults to 1)
 app:get("/sleep", function(req)
-  local s = tonumber(req.query.s) or 1
-  if s < 0 or s > 60 then
-    error(moonlet.http_error(422, "s must be between 0 and 60"))
+  local s = tonumber(req.query.s or 1)
+  if not (s and s >= 0 and s <= 60) then   -- written so that NaN fails it too
+    error(moonlet.http_error(422, "s must be a number from 0 to 60"))
   end
   moonlet.sleep(s)
   return { slept = s }

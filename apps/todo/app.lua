@@ -83,7 +83,7 @@ end)
 app:delete("/todos/{id:int}", function(req)
   local res = must(db:exec("DELETE FROM todos WHERE id = ?", req.params.id))
   if res.changes == 0 then error(moonlet.http_error(404, "Todo not found")) end
-  return 204
+  return 204, nil
 end)
 
 return app

@@ -9,13 +9,12 @@
 -- side (core/httpc.c) resolves, connects, speaks TLS, pools connections and parses the
 -- response. Expected failures return nil, "what: detail (where)"; misuse raises.
 local core = require "moonlet.core"
-local cjson = require "cjson"
 
-local type, tostring, tonumber, pairs, ipairs, error, pcall = type, tostring, tonumber, pairs, ipairs, error, pcall
+local type, tostring, tonumber, pairs, ipairs, error = type, tostring, tonumber, pairs, ipairs, error
 local setmetatable = setmetatable
 local concat, sort = table.concat, table.sort
 local find, match, lower, upper, fmt = string.find, string.match, string.lower, string.upper, string.format
-local http_request, json_encode, json_decode = core.http_request, core.json_encode, cjson.decode
+local http_request, json_encode, json_decode = core.http_request, core.json_encode, core.json_decode
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -28,11 +27,10 @@ local Response = {}
 Response.__index = Response
 _M.Response = Response
 
--- res:json() -> the decoded body, or nil, "invalid json: ..." when it is not JSON.
+-- res:json() -> the decoded body, or nil, "invalid json at byte N: ..." when it is not
+-- strict JSON.
 function Response:json()
-  local ok, v = pcall(json_decode, self.body)
-  if not ok then return nil, "invalid json: " .. tostring(v) end
-  return v
+  return json_decode(self.body)
 end
 
 -- Raises "bad argument #n to 'fname' (msg)" at the user's line, `depth` frames above the

@@ -69,10 +69,22 @@ _M.in_pool = core.in_pool
 -- moonlet.shared.dict(name): a dictionary shared by the loop and every pool thread.
 _M.shared = { dict = core.shared_dict }
 
--- moonlet.array(t): marks t as a JSON array, so an empty one encodes as [] (not {}).
+-- moonlet.array(t[, n]): marks t as a JSON array, so an empty one encodes as [] (not {}).
+-- Its length is n, kept in t.n, or else its largest index (table.maxn): the nils in
+-- between encode as null, so moonlet.array{ nil, 5 } is [null,5].
 local array_mt = core.array_mt
-function _M.array(t)
-  return setmetatable(t or {}, array_mt)
+function _M.array(t, n)
+  if t ~= nil and type(t) ~= "table" then
+    error("bad argument #1 to 'array' (expected a table)", 2)
+  end
+  t = t or {}
+  if n ~= nil then
+    if type(n) ~= "number" or n < 0 or floor(n) ~= n then
+      error("bad argument #2 to 'array' (expected a length: an integer >= 0)", 2)
+    end
+    t.n = n
+  end
+  return setmetatable(t, array_mt)
 end
 
 local http_error_mt = { __tostring = function(e)
@@ -108,9 +120,19 @@ function _M.response(t)
   return setmetatable(t, response_mt)
 end
 
+local json_decode = core.json_decode
+
+-- moonlet.json.decode(text) -> the value; raises "invalid json at byte N: ..." on a text
+-- that is not strict JSON (RFC 8259).
+local function decode(text)
+  local v, err = json_decode(text)
+  if v == nil then error(err, 2) end
+  return v
+end
+
 _M.json = {
   encode = core.json_encode,
-  decode = cjson.decode,
+  decode = decode,
   null = cjson.null,
   array = _M.array,
 }

@@ -1,11 +1,10 @@
 -- The req object handlers receive. C fills method, path, params (when the route has any)
 -- and body; query, headers and the parsed bodies are built on first use and cached.
 local core = require "moonlet.core"
-local cjson = require "cjson"
 
-local type, rawset, rawget, pcall, setmetatable = type, rawset, rawget, pcall, setmetatable
+local type, rawset, rawget, setmetatable = type, rawset, rawget, setmetatable
 local tonumber, char, gsub, find, sub = tonumber, string.char, string.gsub, string.find, string.sub
-local req_url, req_headers = core.req_url, core.req_headers
+local req_url, req_headers, json_decode = core.req_url, core.req_headers, core.json_decode
 
 local _M = {}
 
@@ -86,12 +85,13 @@ local function http_error(status, detail)
   return require("moonlet").http_error(status, detail)
 end
 
--- req:json() -> the decoded body; an invalid body answers 400 {"detail":"Invalid JSON body"}.
+-- req:json() -> the decoded body; a body that is not strict JSON (RFC 8259), or is nested
+-- deeper than a response can be, answers 400 {"detail":"Invalid JSON body"}.
 function methods.json(req)
   local cached = rawget(req, "_json")
   if cached ~= nil then return cached end
-  local ok, v = pcall(cjson.decode, req.body)
-  if not ok then error(http_error(400, "Invalid JSON body"), 2) end
+  local v = json_decode(req.body)
+  if v == nil then error(http_error(400, "Invalid JSON body"), 2) end
   rawset(req, "_json", v)
   return v
 end

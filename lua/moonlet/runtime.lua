@@ -4,8 +4,8 @@ local App = require "moonlet.app"
 local request = require "moonlet.request"
 local core = require "moonlet.core"
 
-local type, getmetatable, setmetatable, xpcall, tostring, require, rawget, error =
-  type, getmetatable, setmetatable, xpcall, tostring, require, rawget, error
+local type, getmetatable, setmetatable, xpcall, tostring, require, rawget, error, select =
+  type, getmetatable, setmetatable, xpcall, tostring, require, rawget, error, select
 local find, sub = string.find, string.sub
 local ipairs = ipairs
 local traceback = debug.traceback
@@ -34,19 +34,27 @@ end
 
 local internal_error = { detail = "Internal Server Error" }
 
+-- What a handler returned -> status, body, headers. A lone value is the body (`return 42`
+-- is the JSON 42); two or more are status, body[, headers], the status checked in C.
+local function result(n, a, b, c)
+  if n >= 2 then return a, b, c end
+  if getmetatable(a) == response_mt then return a.status or 200, a.body, a.headers end
+  return 200, a, nil
+end
+
+local function finish(req, ok, ...)
+  if ok then return result(select("#", ...), ...) end
+  local e = ...
+  if getmetatable(e) == http_error_mt then
+    return e.status, { detail = e.detail }, e.headers
+  end
+  log("error", (rawget(req, "_route") or route_of(req._t) or "handler") .. ": " .. e)
+  return 500, internal_error, nil
+end
+
 -- Runs a handler in the request's coroutine; returns status, body, headers.
 function _M.dispatch(handler, req)
-  local ok, a, b, c = xpcall(handler, on_error, req)
-  if ok then
-    if type(a) == "number" then return a, b, c end
-    if getmetatable(a) == response_mt then return a.status or 200, a.body, a.headers end
-    return 200, a, nil
-  end
-  if getmetatable(a) == http_error_mt then
-    return a.status, { detail = a.detail }, a.headers
-  end
-  log("error", (rawget(req, "_route") or route_of(req._t) or "handler") .. ": " .. a)
-  return 500, internal_error, nil
+  return finish(req, xpcall(handler, on_error, req))
 end
 
 local req_mt = request.mt

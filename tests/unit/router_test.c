@@ -59,6 +59,25 @@ TEST(int_params) {
   CHECK_EQ_INT(match(ML_M_GET, "/items/1234567890123456789", &m), ML_ROUTE_NOT_FOUND);
 }
 
+/* {x:int} takes the integers a Lua number holds exactly, |n| <= 2^53, and gives the value */
+TEST(int_params_fit_a_double) {
+  ml_match_t m;
+  CHECK_EQ_INT(match(ML_M_GET, "/items/42", &m), ML_ROUTE_OK);
+  CHECK(m.params[0].num == 42);
+  CHECK_EQ_INT(match(ML_M_GET, "/items/9007199254740992", &m), ML_ROUTE_OK);
+  CHECK(m.params[0].num == 9007199254740992.0);
+  CHECK_EQ_INT(match(ML_M_GET, "/items/-9007199254740992", &m), ML_ROUTE_OK);
+  CHECK(m.params[0].num == -9007199254740992.0);
+  CHECK_EQ_INT(match(ML_M_GET, "/items/0009007199254740992", &m), ML_ROUTE_OK);
+  CHECK(m.params[0].num == 9007199254740992.0);
+  CHECK_EQ_INT(match(ML_M_GET, "/items/9007199254740993", &m), ML_ROUTE_NOT_FOUND);
+  CHECK_EQ_INT(match(ML_M_GET, "/items/-9007199254740993", &m), ML_ROUTE_NOT_FOUND);
+  CHECK_EQ_INT(match(ML_M_GET, "/items/1000000000000000000", &m), ML_ROUTE_NOT_FOUND);
+  CHECK_EQ_INT(match(ML_M_GET, "/items/99999999999999999", &m), ML_ROUTE_NOT_FOUND);
+  CHECK_EQ_INT(match(ML_M_GET, "/items/-", &m), ML_ROUTE_NOT_FOUND);
+  CHECK_EQ_INT(match(ML_M_GET, "/items/+5", &m), ML_ROUTE_NOT_FOUND);
+}
+
 TEST(static_beats_param) {
   ml_match_t m;
   CHECK_EQ_INT(match(ML_M_GET, "/items/special", &m), ML_ROUTE_OK);
@@ -139,6 +158,7 @@ int main(void) {
   setup();
   RUN(static_routes);
   RUN(int_params);
+  RUN(int_params_fit_a_double);
   RUN(static_beats_param);
   RUN(nested_params);
   RUN(method_not_allowed);

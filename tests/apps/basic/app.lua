@@ -9,7 +9,7 @@ users.install(app)
 app:get("/", function() return { root = true } end)
 app:get("/text", function() return "plain text" end)
 app:get("/status", function() return 201, { created = true }, { ["x-extra"] = "1" } end)
-app:get("/nobody", function() return 204 end)
+app:get("/nobody", function() return 204, nil end)
 app:get("/response", function()
   return moonlet.response{ status = 202, headers = { ["content-type"] = "text/csv" }, body = "a,b\n" }
 end)
