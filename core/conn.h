@@ -55,6 +55,7 @@ struct ml_server_s {
   int port;                  /* the bound port */
   ml_conn_t *conns;
   int nconns;
+  int requests;              /* in flight; atomic: ml_server_requests may be on any thread */
   int listening, draining;
   uint64_t last_accept_warn;
   /* the server's own stalls (see live_now in server.c) */
@@ -79,6 +80,9 @@ void ml_server_drain(ml_server_t *s);
 /* Closes every connection now (in-flight work is aborted), the listener and the handles
  * that measure stalls. Calling it again does nothing more. */
 void ml_server_close_all(ml_server_t *s);
+
+/* Requests dispatched and not answered yet (their connections open). Any thread. */
+int ml_server_requests(const ml_server_t *s);
 
 /* The response for the current request is in c->out (status for the access log). */
 void ml_conn_done(ml_conn_t *c, int status);

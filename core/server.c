@@ -39,6 +39,23 @@ static void server_unlink(ml_server_t *s, ml_conn_t *c) {
   if (s->draining && s->nconns == 0 && s->on_drained) s->on_drained(s);
 }
 
+/* A request is in flight from its dispatch to ml_conn_done or to its connection's close;
+ * s->requests counts them for a stop that must say what it dropped. */
+static void request_start(ml_conn_t *c) {
+  c->inflight = 1;
+  __atomic_add_fetch(&c->srv->requests, 1, __ATOMIC_RELAXED);
+}
+
+static void request_end(ml_conn_t *c) {
+  if (!c->inflight) return;
+  c->inflight = 0;
+  __atomic_sub_fetch(&c->srv->requests, 1, __ATOMIC_RELAXED);
+}
+
+int ml_server_requests(const ml_server_t *s) {
+  return __atomic_load_n(&s->requests, __ATOMIC_RELAXED);
+}
+
 /* Closes now. In-flight work is aborted first so nothing will touch c again. */
 static void conn_close(ml_conn_t *c) {
   if (c->closing) return;
@@ -48,6 +65,7 @@ static void conn_close(ml_conn_t *c) {
     c->task = NULL;
     c->srv->abort(c->srv->ctx, task);
   }
+  request_end(c);
   uv_timer_stop(&c->timer);
   uv_close((uv_handle_t *)&c->tcp, handle_closed_cb);
   uv_close((uv_handle_t *)&c->timer, handle_closed_cb);
@@ -247,7 +265,7 @@ static void conn_process(ml_conn_t *c, const char *data, size_t len) {
       break;
     }
     if (!c->writing) timer_clear(c);
-    c->inflight = 1;
+    request_start(c);
     c->head = c->http.method == ML_M_HEAD;
     c->start_ns = uv_hrtime();
     c->srv->dispatch(c->srv->ctx, c);
@@ -274,7 +292,7 @@ int ml_conn_keepalive(const ml_conn_t *c) {
 }
 
 void ml_conn_done(ml_conn_t *c, int status) {
-  c->inflight = 0;
+  request_end(c);
   c->task = NULL;
   double ms = (double)(uv_hrtime() - c->start_ns) / 1e6;
   if (ml_log_level <= ML_LOG_INFO) {

@@ -86,3 +86,79 @@ describe("a loop held longer than the timeouts", function()
     ok(t.now() - t0 < 3, "took " .. (t.now() - t0) .. " s to disconnect a slow client")
   end)
 end)
+
+describe("stopping while a handler never yields", function()
+  -- Exit status within `seconds`, or nil: then the server is killed, so a failure leaves
+  -- nothing running.
+  local function exit_status(srv, seconds)
+    local status = srv:wait(seconds)
+    if not status then srv:kill() end
+    return status
+  end
+
+  local function spinning(args)
+    local srv = t.server{ app = "tests/apps/stall", args = args }
+    local c = t.connect(srv.port)
+    c:send(get("/spin"))
+    srv:wait_log("GET /spin blocked the event loop", 5)   -- it holds the loop now
+    return srv, c
+  end
+
+  it("stops at once on a second SIGTERM", function()
+    local srv = spinning{ "--graceful-timeout", "30" }
+    srv:signal("TERM")
+    t.sleep(0.2)
+    local t0 = t.now()
+    srv:signal("TERM")
+    eq(exit_status(srv, 3), 1)
+    ok(t.now() - t0 < 2, "took " .. (t.now() - t0) .. " s")
+    srv:wait_log("asked to stop again: GET /spin holds the event loop .*dropping 1 request", 1)
+    srv:stop()
+  end)
+
+  it("stops at once on SIGINT then SIGINT, with the watchdog's warnings off", function()
+    local srv = t.server{ app = "tests/apps/stall",
+                          args = { "--graceful-timeout", "30", "--block-warn", "0" } }
+    local c = t.connect(srv.port)
+    c:send(get("/spin"))
+    t.sleep(0.3)
+    srv:signal("INT")
+    t.sleep(0.2)
+    srv:signal("INT")
+    eq(exit_status(srv, 3), 1)
+    srv:wait_log("asked to stop again: .*dropping 1 request", 1)
+    srv:stop()
+  end)
+
+  it("exits when --graceful-timeout ends, with status 1 and the requests it dropped", function()
+    local srv = spinning{ "--graceful-timeout", "1" }
+    local busy = t.connect(srv.port)   -- a second request, waiting behind the spinning one
+    busy:send(get("/hello"))
+    local t0 = t.now()
+    srv:signal("TERM")
+    eq(exit_status(srv, 4), 1)
+    local took = t.now() - t0
+    ok(took > 0.9 and took < 3, "exited after " .. took .. " s")
+    srv:wait_log("graceful timeout %(1%.0s%): GET /spin holds the event loop .*dropping 1 request", 1)
+    srv:stop()
+  end)
+end)
+
+describe("stopping with requests still running", function()
+  it("stops at once on a second signal, with status 1 and the requests it dropped", function()
+    local srv = t.server{ app = "tests/apps/stall", args = { "--graceful-timeout", "30" } }
+    local a, b = t.connect(srv.port), t.connect(srv.port)
+    a:send(get("/sleep?s=30"))
+    b:send(get("/sleep?s=30"))
+    t.sleep(0.2)
+    srv:signal("TERM")
+    t.sleep(0.2)
+    local t0 = t.now()
+    srv:signal("INT")
+    eq(srv:wait(3), 1)
+    ok(t.now() - t0 < 2, "took " .. (t.now() - t0) .. " s")
+    srv:wait_log("asked to stop again: closing 2 connection%(s%), dropping 2 request", 1)
+    ok(a:is_closed(1) and b:is_closed(1))
+    srv:stop()
+  end)
+end)

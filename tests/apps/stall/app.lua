@@ -13,6 +13,18 @@ app:get("/block", function(req)
   return { blocked = s }
 end)
 
+-- never yields, never returns: nothing on the loop can run any more
+app:get("/spin", function()
+  local n = 0
+  while true do n = n + 1 end
+end)
+
+app:get("/sleep", function(req)
+  local s = tonumber(req.query.s) or 1
+  moonlet.sleep(s)
+  return { slept = s }
+end)
+
 app:get("/hello", function() return { message = "hello" } end)
 
 return app
