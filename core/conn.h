@@ -31,8 +31,8 @@ struct ml_conn_s {
   ml_conn_t *prev, *next;    /* the server's list */
   void *task;                /* the app's in-flight work, NULL when idle */
   uint64_t start_ns;         /* request start, for the access log */
-  uint64_t deadline;         /* loop time (ms) the connection times out at, 0 for none */
-  uint64_t timer_due;        /* when the libuv timer fires, 0 if it is not running */
+  uint64_t deadline;         /* live time (ms) the connection times out at, 0 for none */
+  uint64_t timer_due;        /* live time the libuv timer fires by, 0 if it is not running */
   size_t write_queue_seen;   /* unsent bytes at the last check: progress moves the deadline */
   int handles_open;
   unsigned inflight : 1, writing : 1, closing : 1, close_after_write : 1, lingering : 1,
@@ -55,8 +55,16 @@ struct ml_server_s {
   int port;                  /* the bound port */
   ml_conn_t *conns;
   int nconns;
+  int requests;              /* in flight; atomic: ml_server_requests may be on any thread */
   int listening, draining;
   uint64_t last_accept_warn;
+  /* the server's own stalls (see live_now in server.c) */
+  uv_prepare_t stall_prepare;   /* samples before each poll ... */
+  uv_check_t stall_check;       /* ... and after the callbacks it woke */
+  uint64_t stall_sample_ns;     /* uv_hrtime() at the last sample */
+  uint64_t stall_idle_ns;       /* uv_metrics_idle_time() at the last sample */
+  uint64_t stalled_ms;          /* loop time lost to stalls: connection deadlines skip it */
+  int stall_watch;              /* the two handles above are open */
   ml_dispatch_fn dispatch;
   ml_abort_fn abort;
   void *ctx;
@@ -69,8 +77,12 @@ int ml_server_listen(ml_server_t *s, uv_loop_t *loop, const ml_server_config_t *
                      char *err, size_t errlen);
 /* Stops accepting, closes idle connections, lets in-flight requests finish. */
 void ml_server_drain(ml_server_t *s);
-/* Closes every connection now (in-flight work is aborted) and the listener. */
+/* Closes every connection now (in-flight work is aborted), the listener and the handles
+ * that measure stalls. Calling it again does nothing more. */
 void ml_server_close_all(ml_server_t *s);
+
+/* Requests dispatched and not answered yet (their connections open). Any thread. */
+int ml_server_requests(const ml_server_t *s);
 
 /* The response for the current request is in c->out (status for the access log). */
 void ml_conn_done(ml_conn_t *c, int status);

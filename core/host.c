@@ -1,6 +1,8 @@
 /* The host: a loop, a server and an app wired together (see moonlet.h). Shutdown is
  * graceful: drain the server, wait for in-flight requests up to graceful_timeout, then
- * close every handle so ml_host_run returns with an empty loop. */
+ * close every handle so ml_host_run returns with an empty loop. A stop that cannot wait
+ * (the timeout ended, or it was asked for twice) drops what still runs and says how many;
+ * one that the loop cannot do at all (a handler that never yields) ends the process. */
 #include "moonlet.h"
 #include "app.h"
 #include "conn.h"
@@ -9,10 +11,13 @@
 #include "reload.h"
 #include "shared.h"
 #include "watchdog.h"
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 struct ml_host_s {
   ml_config_t cfg;
@@ -27,11 +32,17 @@ struct ml_host_s {
   int nretired;
   uv_timer_t reaper;
   uv_async_t stop_async;
-  uv_signal_t sigint, sigterm;
+  struct sigaction old_sigint, old_sigterm;   /* given back when the stop is over */
   uv_prepare_t flush;        /* flushes the log once per loop turn */
   uv_timer_t grace;
   int signals, stopping, closed;
   int reload_pending;
+  /* a stop (see request_stop): the first two are atomic, written on any thread */
+  int stop_requests;         /* how many times a stop was asked for */
+  uint64_t stop_deadline;    /* uv_hrtime() the stop must be done by; 0 before one */
+  uint64_t grace_ns;         /* cfg.graceful_timeout */
+  int dropped;               /* requests the stop cut short: ml_host_run returns it */
+  int forced;                /* the stop did not wait for everything to end */
 };
 
 void ml_config_defaults(ml_config_t *cfg) {
@@ -50,11 +61,14 @@ void ml_config_defaults(ml_config_t *cfg) {
   cfg->reload = 0;
 }
 
+static void release_signals(ml_host_t *h);
+
 /* The end of a stop: everything still on the loop goes, so ml_host_run returns. Tasks
  * that outlive their requests (spawned ones) are cancelled here. */
 static void close_handles(ml_host_t *h) {
   if (h->closed) return;
   h->closed = 1;
+  release_signals(h);   /* before stop_async goes: the handler wakes the loop with it */
   ml_app_stop(h->app);
   for (int i = 0; i < h->nretired; i++) ml_app_stop(h->retired[i]);
   ml_pool_detach(h->pool);
@@ -64,44 +78,108 @@ static void close_handles(ml_host_t *h) {
   uv_close((uv_handle_t *)&h->stop_async, NULL);
   uv_close((uv_handle_t *)&h->flush, NULL);
   uv_close((uv_handle_t *)&h->grace, NULL);
-  if (h->signals) {
-    uv_close((uv_handle_t *)&h->sigint, NULL);
-    uv_close((uv_handle_t *)&h->sigterm, NULL);
-  }
 }
 
 static void drained_cb(ml_server_t *s) {
   close_handles(s->loop->data);
 }
 
-static void grace_cb(uv_timer_t *t) {
-  ml_host_t *h = t->data;
-  ml_log(ML_LOG_WARN, "graceful timeout (%.1fs): closing %d connection(s) with requests in flight",
-         h->cfg.graceful_timeout, h->server->nconns);
+/* --- stopping ---------------------------------------------------------------------------
+ * A stop is asked for by SIGINT/SIGTERM or ml_host_stop, on any thread, in a signal handler
+ * too: request_stop counts it, sets the time it must be done by (graceful_timeout after the
+ * first request, at once after another) and wakes the loop, which does it (stop_cb). A
+ * handler that never yields keeps the loop from doing anything: then the watchdog's thread
+ * sees the loop still held past that time and ends the process (held_cb). */
+
+static ml_host_t *signal_host;   /* the host SIGINT/SIGTERM stop (atomic) */
+
+static uint64_t monotonic_ns(void) {   /* uv_hrtime()'s clock, async-signal-safe */
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Async-signal-safe: atomics, clock_gettime and uv_async_send only. */
+static void request_stop(ml_host_t *h) {
+  int n = __atomic_add_fetch(&h->stop_requests, 1, __ATOMIC_SEQ_CST);
+  uint64_t due = monotonic_ns() + (n == 1 ? h->grace_ns : 0);
+  uint64_t cur = __atomic_load_n(&h->stop_deadline, __ATOMIC_SEQ_CST);
+  while ((cur == 0 || due < cur) &&
+         !__atomic_compare_exchange_n(&h->stop_deadline, &cur, due, 0, __ATOMIC_SEQ_CST,
+                                      __ATOMIC_SEQ_CST)) {
+  }
+  uv_async_send(&h->stop_async);
+}
+
+/* What a stop that cannot wait says first: "graceful timeout (10.0s)" or another request. */
+static const char *stop_reason(ml_host_t *h, char *buf, size_t len) {
+  if (__atomic_load_n(&h->stop_requests, __ATOMIC_SEQ_CST) > 1) return "asked to stop again";
+  snprintf(buf, len, "graceful timeout (%.1fs)", h->cfg.graceful_timeout);
+  return buf;
+}
+
+/* Ends a stop without waiting any longer: every connection closes, the requests still
+ * running are dropped, and the log says how many. */
+static void stop_now(ml_host_t *h) {
+  char buf[64];
+  int requests = ml_server_requests(h->server);
+  ml_log(ML_LOG_WARN, "%s: closing %d connection(s), dropping %d request(s) still running",
+         stop_reason(h, buf, sizeof buf), h->server->nconns, requests);
+  h->dropped += requests;
+  h->forced = 1;
   ml_server_close_all(h->server);
   close_handles(h);
 }
 
+static void grace_cb(uv_timer_t *t) {
+  stop_now(t->data);
+}
+
 static void begin_stop(ml_host_t *h) {
-  if (h->stopping) {   /* asked twice: stop now */
-    ml_server_close_all(h->server);
-    close_handles(h);
-    return;
-  }
   h->stopping = 1;
   ml_log(ML_LOG_INFO, "shutting down: %d connection(s) open", h->server->nconns);
-  uv_timer_start(&h->grace, grace_cb, (uint64_t)(h->cfg.graceful_timeout * 1000), 0);
+  /* the grace period counts from the request, which a busy loop may have seen late */
+  uint64_t due = __atomic_load_n(&h->stop_deadline, __ATOMIC_SEQ_CST), now = uv_hrtime();
+  uv_timer_start(&h->grace, grace_cb, due > now ? (due - now + 999999) / 1000000 : 0, 0);
   h->server->on_drained = drained_cb;
   ml_server_drain(h->server);
 }
 
+/* Requests may have come in twice before the loop saw the first: it does what the last
+ * one asks. */
 static void stop_cb(uv_async_t *a) {
-  begin_stop(a->data);
+  ml_host_t *h = a->data;
+  if (__atomic_load_n(&h->stop_requests, __ATOMIC_SEQ_CST) > 1) stop_now(h);
+  else if (!h->stopping) begin_stop(h);
 }
 
-static void signal_cb(uv_signal_t *s, int signum) {
+/* On the watchdog's thread: past the stop's deadline a handler still holds the loop, and
+ * nothing on the loop will run again. The process ends here. */
+static void held_cb(void *ctx, const char *route, uint64_t held_ns) {
+  ml_host_t *h = ctx;
+  char buf[64];
+  ml_log(ML_LOG_ERROR, "%s: %s holds the event loop (for %.0f ms) and cannot be stopped: "
+         "exiting, dropping %d request(s) still running", stop_reason(h, buf, sizeof buf),
+         route, (double)held_ns / 1e6, ml_server_requests(h->server));
+  _exit(1);
+}
+
+static void stop_signal_cb(int signum) {
   (void)signum;
-  begin_stop(s->data);
+  int saved = errno;
+  ml_host_t *h = __atomic_load_n(&signal_host, __ATOMIC_SEQ_CST);
+  if (h) request_stop(h);
+  errno = saved;
+}
+
+/* Gives SIGINT and SIGTERM back to whoever had them before ml_host_handle_signals. */
+static void release_signals(ml_host_t *h) {
+  if (!h->signals) return;
+  h->signals = 0;
+  sigaction(SIGINT, &h->old_sigint, NULL);
+  sigaction(SIGTERM, &h->old_sigterm, NULL);
+  ml_host_t *mine = h;
+  __atomic_compare_exchange_n(&signal_host, &mine, NULL, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
 }
 
 static void flush_cb(uv_prepare_t *p) {
@@ -114,6 +192,7 @@ ml_host_t *ml_host_new(const ml_config_t *cfg) {
   if (!h) return NULL;
   signal(SIGPIPE, SIG_IGN);
   h->cfg = *cfg;
+  h->grace_ns = (uint64_t)(cfg->graceful_timeout * 1e9);
   ml_log_level = cfg->log_level;
   ml_shared_configure(cfg->shared_mem);
   uv_loop_init(&h->loop);
@@ -219,19 +298,29 @@ int ml_host_port(const ml_host_t *h) {
   return h->server ? h->server->port : -1;
 }
 
+/* A handler of our own rather than libuv's signal watchers: those run on the loop, which
+ * a handler that never yields holds. */
 int ml_host_handle_signals(ml_host_t *h) {
-  uv_signal_init(&h->loop, &h->sigint);
-  uv_signal_init(&h->loop, &h->sigterm);
-  h->sigint.data = h->sigterm.data = h;
-  uv_signal_start(&h->sigint, signal_cb, SIGINT);
-  uv_signal_start(&h->sigterm, signal_cb, SIGTERM);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = stop_signal_cb;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  __atomic_store_n(&signal_host, h, __ATOMIC_SEQ_CST);
+  if (sigaction(SIGINT, &sa, &h->old_sigint) < 0) return -1;
+  if (sigaction(SIGTERM, &sa, &h->old_sigterm) < 0) {
+    sigaction(SIGINT, &h->old_sigint, NULL);
+    return -1;
+  }
   h->signals = 1;
   return 0;
 }
 
 int ml_host_run(ml_host_t *h) {
-  if (h->app && !h->watchdog)
+  if (h->app && !h->watchdog) {
     h->watchdog = ml_watchdog_start(&h->app->sched, h->cfg.block_warn_ms);
+    ml_watchdog_enforce(h->watchdog, &h->stop_deadline, held_cb, h);
+  }
   if (h->cfg.reload && h->appdir && !h->reload && !h->closed) {
     h->reload = ml_reload_start(&h->loop, h->appdir, reload_cb, h);
     ml_log(ML_LOG_INFO, "watching %s for changes (--reload)", h->appdir);
@@ -243,11 +332,11 @@ int ml_host_run(ml_host_t *h) {
   ml_watchdog_stop(h->watchdog);
   h->watchdog = NULL;
   ml_log_flush();
-  return 0;
+  return h->dropped;
 }
 
 void ml_host_stop(ml_host_t *h) {
-  uv_async_send(&h->stop_async);
+  request_stop(h);
 }
 
 void ml_host_free(ml_host_t *h) {
@@ -256,7 +345,7 @@ void ml_host_free(ml_host_t *h) {
   close_handles(h);
   ml_app_free(h->app);   /* first: cancelling its tasks may cancel pool jobs */
   for (int i = 0; i < h->nretired; i++) ml_app_free(h->retired[i]);
-  ml_pool_free(h->pool, h->cfg.graceful_timeout);
+  ml_pool_free(h->pool, h->forced ? 0 : h->cfg.graceful_timeout);   /* forced: no more waits */
   uv_run(&h->loop, UV_RUN_DEFAULT);   /* let close callbacks run */
   uv_loop_close(&h->loop);
   ml_log_flush();

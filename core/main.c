@@ -120,9 +120,9 @@ static int cmd_serve(int argc, char **argv) {
   int v6 = strchr(cfg.host, ':') != NULL;
   printf("listening on http://%s%s%s:%d\n", v6 ? "[" : "", cfg.host, v6 ? "]" : "", ml_host_port(h));
   fflush(stdout);
-  ml_host_run(h);
+  int dropped = ml_host_run(h);
   ml_host_free(h);
-  return 0;
+  return dropped ? 1 : 0;   /* a stop that dropped requests says so to the supervisor too */
 }
 
 /* moonlet test [PATH ...]: the spec runner lives in lua/moonlet/testing.lua. */

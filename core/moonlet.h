@@ -12,7 +12,10 @@
  *   ml_host_free(h);
  *
  * A host owns one libuv loop and runs it on the thread that calls ml_host_run. Creating a
- * host ignores SIGPIPE for the process (a write to a closed socket must not kill it). */
+ * host ignores SIGPIPE for the process (a write to a closed socket must not kill it).
+ * A stop is never held up by a handler that never yields: when the stop is due (after
+ * graceful_timeout, or at once when asked twice) and a handler still holds the loop, the
+ * watchdog's thread logs it and ends the process with _exit(1), since nothing else can. */
 #ifndef MOONLET_H
 #define MOONLET_H
 #include <stddef.h>
@@ -46,12 +49,16 @@ int ml_host_load(ml_host_t *h, const char *appdir, char *err, size_t errlen);
 int ml_host_listen(ml_host_t *h, char *err, size_t errlen);
 /* The bound port (useful after port 0). */
 int ml_host_port(const ml_host_t *h);
-/* SIGINT and SIGTERM start a graceful stop; a second one stops at once. */
+/* SIGINT and SIGTERM call ml_host_stop (from a signal handler of its own, not the loop).
+ * One host per process; the previous handlers come back when its stop is over. Returns
+ * 0, or -1 if sigaction failed. */
 int ml_host_handle_signals(ml_host_t *h);
-/* Serves until stopped. Returns 0. */
+/* Serves until stopped. Returns 0, or the number of requests the stop dropped: still
+ * running when graceful_timeout ended or when the stop was asked for again. */
 int ml_host_run(ml_host_t *h);
 /* Starts a graceful stop: no new connections, in-flight requests finish (up to
- * graceful_timeout), then ml_host_run returns. Safe from any thread. */
+ * graceful_timeout from now), then ml_host_run returns. Called again, stops at once. Safe
+ * from any thread and from a signal handler. */
 void ml_host_stop(ml_host_t *h);
 void ml_host_free(ml_host_t *h);
 #endif

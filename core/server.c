@@ -1,8 +1,9 @@
 /* The listener and its connections (see conn.h): accept -> read -> ml_http_execute ->
  * dispatch -> ml_conn_done -> write. Timeouts: a request's header block must arrive within
  * header_timeout of its first byte (slowloris), a body must keep moving, and an idle
- * keep-alive connection is closed after keepalive_timeout. A connection is freed only in
- * the close callback of the last of its two handles. */
+ * keep-alive connection is closed after keepalive_timeout. These timeouts count the time the
+ * server could read, not the time it was stalled (see live_now). A connection is freed only
+ * in the close callback of the last of its two handles. */
 #include "conn.h"
 #include "log.h"
 #include "response.h"
@@ -12,6 +13,7 @@
 #define OUT_HIGH_WATER (1u << 20)   /* stop reading while this much output is unsent */
 #define LINGER_MS 2000
 #define ML_LISTEN_BACKLOG 4096   /* the kernel caps it at net.core.somaxconn */
+#define STALL_MS 100             /* callbacks may run this long at a stretch: not a stall */
 
 static void conn_process(ml_conn_t *c, const char *data, size_t len);
 static void conn_flush(ml_conn_t *c);
@@ -37,6 +39,23 @@ static void server_unlink(ml_server_t *s, ml_conn_t *c) {
   if (s->draining && s->nconns == 0 && s->on_drained) s->on_drained(s);
 }
 
+/* A request is in flight from its dispatch to ml_conn_done or to its connection's close;
+ * s->requests counts them for a stop that must say what it dropped. */
+static void request_start(ml_conn_t *c) {
+  c->inflight = 1;
+  __atomic_add_fetch(&c->srv->requests, 1, __ATOMIC_RELAXED);
+}
+
+static void request_end(ml_conn_t *c) {
+  if (!c->inflight) return;
+  c->inflight = 0;
+  __atomic_sub_fetch(&c->srv->requests, 1, __ATOMIC_RELAXED);
+}
+
+int ml_server_requests(const ml_server_t *s) {
+  return __atomic_load_n(&s->requests, __ATOMIC_RELAXED);
+}
+
 /* Closes now. In-flight work is aborted first so nothing will touch c again. */
 static void conn_close(ml_conn_t *c) {
   if (c->closing) return;
@@ -46,18 +65,76 @@ static void conn_close(ml_conn_t *c) {
     c->task = NULL;
     c->srv->abort(c->srv->ctx, task);
   }
+  request_end(c);
   uv_timer_stop(&c->timer);
   uv_close((uv_handle_t *)&c->tcp, handle_closed_cb);
   uv_close((uv_handle_t *)&c->timer, handle_closed_cb);
   server_unlink(c->srv, c);
 }
 
-/* Timeouts are deadlines: setting one only moves c->deadline, and the libuv timer is
- * re-armed only when it would fire too late. A keep-alive request therefore costs no
- * timer operation; an early wake-up re-arms for the rest (see timeout_cb). */
+/* --- the server's own stalls -----------------------------------------------------------
+ * A handler that holds the loop (the seeds' /a mistake) keeps the server from reading:
+ * bytes that arrived in time wait in the kernel, and when the loop comes back it runs its
+ * timers before it reads. The client was not late, the server was; so connection deadlines
+ * run on live time: the loop's clock minus the time the loop spent in callbacks beyond
+ * STALL_MS at a stretch. The loop is sampled before each poll and after the callbacks the
+ * poll woke; between two samples it was busy for the wall time minus the time libuv
+ * reports it waited in the poll. */
+
+static uint64_t live_now(const ml_server_t *s) {
+  return uv_now(s->loop) - s->stalled_ms;
+}
+
+static void stall_sample(ml_server_t *s) {
+  uint64_t now = uv_hrtime(), idle = uv_metrics_idle_time(s->loop);
+  uint64_t wall = now - s->stall_sample_ns, waited = idle - s->stall_idle_ns;
+  uint64_t busy_ms = wall > waited ? (wall - waited) / 1000000 : 0;
+  s->stall_sample_ns = now;
+  s->stall_idle_ns = idle;
+  if (busy_ms > STALL_MS) s->stalled_ms += busy_ms - STALL_MS;
+  uv_update_time(s->loop);   /* the clock and the stalls now count up to the same moment */
+}
+
+static void stall_prepare_cb(uv_prepare_t *p) {
+  stall_sample(p->data);
+}
+
+static void stall_check_cb(uv_check_t *c) {
+  stall_sample(c->data);
+}
+
+/* Without libuv's idle-time metric every wait would look like a stall: then deadlines
+ * stay on the loop's clock. */
+static void stall_watch_start(ml_server_t *s) {
+  if (uv_loop_configure(s->loop, UV_METRICS_IDLE_TIME) < 0) return;
+  uv_prepare_init(s->loop, &s->stall_prepare);
+  uv_check_init(s->loop, &s->stall_check);
+  s->stall_prepare.data = s->stall_check.data = s;
+  uv_prepare_start(&s->stall_prepare, stall_prepare_cb);
+  uv_check_start(&s->stall_check, stall_check_cb);
+  uv_unref((uv_handle_t *)&s->stall_prepare);   /* they must not keep the loop alive */
+  uv_unref((uv_handle_t *)&s->stall_check);
+  s->stall_sample_ns = uv_hrtime();
+  s->stall_idle_ns = uv_metrics_idle_time(s->loop);
+  s->stall_watch = 1;
+}
+
+static void stall_watch_stop(ml_server_t *s) {
+  if (!s->stall_watch) return;
+  s->stall_watch = 0;
+  uv_close((uv_handle_t *)&s->stall_prepare, NULL);
+  uv_close((uv_handle_t *)&s->stall_check, NULL);
+}
+
+/* --- timeouts --------------------------------------------------------------------------
+ * Timeouts are deadlines in live time: setting one only moves c->deadline, and the libuv
+ * timer is re-armed only when it would fire too late. A keep-alive request therefore costs
+ * no timer operation; an early wake-up, or one after a stall, re-arms for the rest (see
+ * timeout_cb). The libuv timer counts loop time, which never runs slower than live time:
+ * it fires by c->timer_due. */
 static void timeout_cb(uv_timer_t *t) {
   ml_conn_t *c = t->data;
-  uint64_t now = uv_now(c->srv->loop);
+  uint64_t now = live_now(c->srv);
   c->timer_due = 0;
   if (!c->deadline) return;   /* disarmed */
   if (now < c->deadline) {
@@ -80,7 +157,7 @@ static void timeout_cb(uv_timer_t *t) {
 }
 
 static void timer_set(ml_conn_t *c, uint64_t ms) {
-  c->deadline = uv_now(c->srv->loop) + ms;
+  c->deadline = live_now(c->srv) + ms;
   if (c->timer_due && c->timer_due <= c->deadline) return;   /* fires in time, re-arms */
   c->timer_due = c->deadline;
   uv_timer_start(&c->timer, timeout_cb, ms, 0);
@@ -188,7 +265,7 @@ static void conn_process(ml_conn_t *c, const char *data, size_t len) {
       break;
     }
     if (!c->writing) timer_clear(c);
-    c->inflight = 1;
+    request_start(c);
     c->head = c->http.method == ML_M_HEAD;
     c->start_ns = uv_hrtime();
     c->srv->dispatch(c->srv->ctx, c);
@@ -219,7 +296,7 @@ void ml_conn_close_after(ml_conn_t *c) {
 }
 
 void ml_conn_done(ml_conn_t *c, int status) {
-  c->inflight = 0;
+  request_end(c);
   c->task = NULL;
   double ms = (double)(uv_hrtime() - c->start_ns) / 1e6;
   if (ml_log_level <= ML_LOG_INFO) {
@@ -362,6 +439,7 @@ int ml_server_listen(ml_server_t *s, uv_loop_t *loop, const ml_server_config_t *
   uv_tcp_init(loop, &s->listener);
   s->listener.data = s;
   s->listening = 1;
+  stall_watch_start(s);
   rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);
   if (rc == 0) rc = uv_listen((uv_stream_t *)&s->listener, ML_LISTEN_BACKLOG, accept_cb);
   if (rc < 0) {
@@ -398,6 +476,7 @@ void ml_server_drain(ml_server_t *s) {
 
 void ml_server_close_all(ml_server_t *s) {
   stop_listening(s);
+  stall_watch_stop(s);
   s->on_drained = NULL;
   while (s->conns) conn_close(s->conns);
 }

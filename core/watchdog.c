@@ -2,15 +2,18 @@
  * around every outermost resume and reports a stall over the threshold when the resume
  * ends, with its exact length; this thread samples them every few milliseconds and
  * reports a stall still going on after about a second. Both may see the same stall: an
- * atomic exchange on reported_since lets only one report it. */
+ * atomic exchange on reported_since lets only one report it. The same samples show a loop
+ * still held after a stop's deadline (ml_watchdog_enforce). */
 #include "watchdog.h"
 #include "app.h"
 #include "log.h"
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
 #define STILL_RUNNING_NS 950000000ull   /* report a stall still going on by this age */
+#define MAX_PERIOD_NS 25000000ull       /* sample at least this often */
 
 struct ml_watchdog_s {
   pthread_t thread;
@@ -18,27 +21,50 @@ struct ml_watchdog_s {
   pthread_mutex_t lock;
   pthread_cond_t cond;
   int stop;
+  const uint64_t *deadline;  /* see ml_watchdog_enforce; NULL until it is called */
+  ml_watchdog_held_fn held;
+  void *held_ctx;
 };
+
+static ml_route_t *route_of(ml_sched_t *s, int route) {
+  ml_app_t *a = s->app;
+  return a && route >= 0 && route < a->nroutes ? &a->routes[route] : NULL;
+}
+
+/* "GET /items/{id}" for logs; a task outside any request is "- (a spawned task)". */
+static const char *route_label(ml_sched_t *s, int route, char *buf, size_t len) {
+  ml_route_t *r = route_of(s, route);
+  snprintf(buf, len, "%s %s", r ? r->methods : "-", r ? r->pattern : "(a spawned task)");
+  return buf;
+}
 
 static void report(ml_sched_t *s, uint64_t since, uint64_t ns, int route, int running) {
   if (__atomic_exchange_n(&s->reported_since, since, __ATOMIC_SEQ_CST) == since) return;
-  ml_app_t *a = s->app;
-  const char *methods = "-", *pattern = "(a spawned task)";
-  if (a && route >= 0 && route < a->nroutes) {
-    methods = a->routes[route].methods;
-    pattern = a->routes[route].pattern;
-    __atomic_add_fetch(&a->routes[route].stalls, 1, __ATOMIC_RELAXED);
-  }
-  ml_log(ML_LOG_WARN, "%s %s blocked the event loop for %.0f ms%s: use moonlet.sleep or "
+  ml_route_t *r = route_of(s, route);
+  if (r) __atomic_add_fetch(&r->stalls, 1, __ATOMIC_RELAXED);
+  char label[512];
+  ml_log(ML_LOG_WARN, "%s blocked the event loop for %.0f ms%s: use moonlet.sleep or "
          "other moonlet primitives, { pool = true } or moonlet.run_in_pool for blocking work",
-         methods, pattern, (double)ns / 1e6, running ? " (still running)" : "");
+         route_label(s, route, label, sizeof label), (double)ns / 1e6,
+         running ? " (still running)" : "");
+}
+
+/* Past the deadline of a stop, one resume (begun at `since`) has held the loop for
+ * ML_WATCHDOG_HOLD_MS: the loop will not stop by itself, w->held is called. */
+static void enforce(ml_watchdog_t *w, ml_sched_t *s, uint64_t since, int route, uint64_t now) {
+  uint64_t due = w->deadline ? __atomic_load_n(w->deadline, __ATOMIC_SEQ_CST) : 0;
+  if (!due || now < due) return;
+  uint64_t from = since > due ? since : due;
+  if (now - from < ML_WATCHDOG_HOLD_MS * 1000000ull) return;
+  char label[512];
+  w->held(w->held_ctx, route_label(s, route, label, sizeof label), now - since);
 }
 
 static void *watch(void *arg) {
   ml_watchdog_t *w = arg;
   /* sample four times per threshold, at most every 25 ms */
-  uint64_t period_ns = w->sched->warn_ns / 4;
-  if (period_ns > 25000000) period_ns = 25000000;
+  uint64_t period_ns = w->sched->warn_ns ? w->sched->warn_ns / 4 : MAX_PERIOD_NS;
+  if (period_ns > MAX_PERIOD_NS) period_ns = MAX_PERIOD_NS;
   if (period_ns < 1000000) period_ns = 1000000;
   pthread_mutex_lock(&w->lock);
   while (!w->stop) {
@@ -50,12 +76,13 @@ static void *watch(void *arg) {
     ml_sched_t *s = w->sched;   /* ml_watchdog_watch may have moved it (reload) */
     uint64_t since = __atomic_load_n(&s->busy_since, __ATOMIC_SEQ_CST);
     int route = s->busy_route;
-    if (!since) continue;
+    uint64_t now = uv_hrtime();
+    if (!since || now <= since) continue;
     /* A stall that ends within the first second is reported by the loop with its exact
      * length; one still going on then is reported from here, while it lasts. */
-    uint64_t now = uv_hrtime();
     uint64_t due = s->warn_ns > STILL_RUNNING_NS ? s->warn_ns : STILL_RUNNING_NS;
-    if (now > since && now - since > due) report(s, since, now - since, route, 1);
+    if (s->warn_ns && now - since > due) report(s, since, now - since, route, 1);
+    enforce(w, s, since, route, now);
   }
   pthread_mutex_unlock(&w->lock);
   return NULL;
@@ -63,19 +90,29 @@ static void *watch(void *arg) {
 
 ml_watchdog_t *ml_watchdog_start(ml_sched_t *s, double threshold_ms) {
   s->report_stall = report;
-  if (threshold_ms <= 0) return NULL;
-  s->warn_ns = (uint64_t)(threshold_ms * 1e6);
+  s->warn_ns = threshold_ms > 0 ? (uint64_t)(threshold_ms * 1e6) : 0;
   ml_watchdog_t *w = calloc(1, sizeof *w);
   if (!w) abort();
   w->sched = s;
   pthread_mutex_init(&w->lock, NULL);
   pthread_cond_init(&w->cond, NULL);
   if (pthread_create(&w->thread, NULL, watch, w)) {
-    ml_log(ML_LOG_WARN, "watchdog: cannot start its thread; stalls are reported when they end");
+    ml_log(ML_LOG_WARN, "watchdog: cannot start its thread; stalls are reported when they "
+           "end, and a stop waits for a handler that never yields");
     free(w);
     return NULL;
   }
   return w;
+}
+
+void ml_watchdog_enforce(ml_watchdog_t *w, const uint64_t *deadline_ns,
+                         ml_watchdog_held_fn held, void *ctx) {
+  if (!w) return;
+  pthread_mutex_lock(&w->lock);
+  w->deadline = deadline_ns;
+  w->held = held;
+  w->held_ctx = ctx;
+  pthread_mutex_unlock(&w->lock);
 }
 
 void ml_watchdog_watch(ml_watchdog_t *w, ml_sched_t *s) {
