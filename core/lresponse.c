@@ -129,10 +129,15 @@ int ml_lresp_build(lua_State *co, int base, ml_buf_t *out, ml_buf_t *scratch, in
     blen = scratch->len;
     ctype = "application/json";
   }
+  int htype = lua_type(co, base + 2);
+  if (htype != LUA_TNONE && htype != LUA_TNIL && htype != LUA_TTABLE) {
+    snprintf(err, errlen, "response headers must be a table, not a %s",
+             lua_typename(co, htype));
+    return -1;
+  }
   ml_resp_status(out, status);
   unsigned seen = 0;
-  if (lua_type(co, base + 2) == LUA_TTABLE &&
-      add_headers(co, base + 2, out, &seen, err, errlen)) {
+  if (htype == LUA_TTABLE && add_headers(co, base + 2, out, &seen, err, errlen)) {
     out->len = mark;
     return -1;
   }

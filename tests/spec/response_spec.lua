@@ -74,6 +74,12 @@ describe("handler results", function()
       srv:wait_log("GET " .. p .. "/nil%-err: invalid response status nil", 5, mark)
     end)
 
+    it(kind .. ": refuses headers that are not a table with a 500 and a log line", function()
+      local mark = srv:mark()
+      eq(get(p .. "/headers-not-table").status, 500)
+      srv:wait_log("response headers must be a table, not a string", 5, mark)
+    end)
+
     it(kind .. ": a handler's Date and Server replace moonlet's", function()
       local res = get(p .. "/headers?date=Tue,%2001%20Jan%202030%2000:00:00%20GMT&server=mine")
       eq(res:header_values("date"), { "Tue, 01 Jan 2030 00:00:00 GMT" })

@@ -17,6 +17,7 @@ local function routes(prefix, opts)
   app:get(prefix .. "/nil-err", opts, function() return nil, "not found" end)
   -- ?name=value&... become response headers
   app:get(prefix .. "/headers", opts, function(req) return 200, "x", req.query end)
+  app:get(prefix .. "/headers-not-table", opts, function() return 200, "x", "oops" end)
   app:get(prefix .. "/close", opts, function(req)
     return 200, string.rep("b", tonumber(req.query.n) or 3),
            { connection = req.query.c or "close" }
