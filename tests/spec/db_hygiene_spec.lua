@@ -75,6 +75,21 @@ describe("db connection hygiene", function()
     sq:close()
   end)
 
+  it("postgres: the statement right after a script stopped before its COMMIT runs outside it", function()
+    -- from a coroutine, which the end of the script resumes at once: the connection is
+    -- rolled back before this coroutine (or anyone) may use it again
+    local db = assert(moonlet.db.open(pg.url, { pool_size = 1 }))
+    assert(db:exec("CREATE TABLE hyg3 (x int)"))
+    local rows, err
+    moonlet.gather(function()
+      eq(db:exec("BEGIN; INSERT INTO hyg3 VALUES (1); SELECT 1/0; COMMIT"), nil)
+      rows, err = db:query("SELECT count(*)::int AS n FROM hyg3")
+    end)
+    eq(err, nil)
+    eq(rows, { { n = 0 } })
+    db:close()
+  end)
+
   it("sqlite: a script stopped before its COMMIT leaves no open transaction behind", function()
     local dir = t.tmpdir()
     local db = assert(moonlet.db.open("sqlite:" .. dir .. "/x.db", { pool_size = 2 }))
