@@ -397,13 +397,14 @@ static int conn_alive(conn_t *c) {
 }
 
 /* A free, live connection for a new job, or NULL (jobs already wait, or none free). One
- * that must be rolled back first is not free (query_done hands it on when it is). */
+ * that must be rolled back first, or that waits for its cancel request to land, is not
+ * free (query_done and cancel_after_cb hand it on when it is). */
 static conn_t *conn_idle(handle_t *h) {
   if (h->head) return NULL;
   conn_t *c = h->conns;
   while (c) {
     conn_t *next = c->next;
-    if (c->state == C_IDLE && !c->lease && !c->drop_later && !c->dirty) {
+    if (c->state == C_IDLE && !c->lease && !c->drop_later && !c->dirty && !c->cancelling) {
       if (conn_alive(c)) return c;
       conn_drop(c);
     }

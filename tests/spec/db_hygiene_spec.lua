@@ -90,6 +90,32 @@ describe("db connection hygiene", function()
     db:close()
   end)
 
+  it("postgres: a cancel that reaches the server late hits no query that came after", function()
+    local db = assert(moonlet.db.open(pg.url, { pool_size = 1 }))
+    assert(db:query("SELECT 1"))
+    -- as above, but the next query arrives once the cancelled one has ended, when no one
+    -- waits: the connection must still not serve it before the cancel has landed
+    local sq = assert(moonlet.db.open("sqlite::memory:"))
+    local slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c " ..
+                 "WHERE x < 1500000) SELECT count(*) AS n FROM c"
+    local c_err, c_who
+    moonlet.gather(
+      function()
+        eq(select(2, moonlet.timeout(0.1, function() return db:query("SELECT pg_sleep(0.3)") end)),
+           "timeout")
+      end,
+      function() moonlet.sleep(0.05); sq:query(slow) end,
+      function()
+        moonlet.sleep(0.4)   -- the cancelled query ended at 0.3 s; the cancel is still queued
+        local rows, err = db:query("SELECT pg_sleep(1), 'C' AS who")
+        c_err, c_who = err, rows and rows[1].who
+      end)
+    eq(c_err, nil)
+    eq(c_who, "C")
+    db:close()
+    sq:close()
+  end)
+
   it("sqlite: a script stopped before its COMMIT leaves no open transaction behind", function()
     local dir = t.tmpdir()
     local db = assert(moonlet.db.open("sqlite:" .. dir .. "/x.db", { pool_size = 2 }))
