@@ -31,13 +31,6 @@ typedef struct {
 ml_db_val_t *ml_db_params(lua_State *L, int first, int *n);
 void ml_db_params_free(ml_db_val_t *v, int n);
 
-/* Rewrites moonlet's `?` placeholders as PostgreSQL's $1..$n. A `?` inside a string
- * literal, a quoted identifier, a comment or a dollar-quoted body is left alone, and `??`
- * stands for a literal `?` (jsonb operators). Returns a malloc'd string and the number of
- * placeholders in *count. *multi (when not NULL) is set when a `;` outside literals and
- * comments is followed by more than blanks, comments or `;` (several commands). */
-char *ml_db_pg_placeholders(const char *sql, size_t len, int *count, int *multi);
-
 /* Pushes the {changes = n, last_id = id|nil} table of an exec. */
 void ml_db_push_exec(lua_State *L, int64_t changes, int has_id, int64_t last_id);
 /* Pushes an empty row list carrying the JSON array metatable (so [] encodes as []). */

@@ -22,6 +22,7 @@
  * belongs to the FIFO, then to its connection until its results are handed over. */
 #include "db.h"
 #include "db_pg_value.h"
+#include "db_pg_sql.h"
 #include "task.h"
 #include "log.h"
 #include <assert.h>
@@ -903,7 +904,7 @@ static int l_run(lua_State *L) {
   int n, want;
   ml_db_val_t *params = ml_db_params(L, 5, &n);
   int multi;
-  char *pgsql = ml_db_pg_placeholders(sql, len, &want, &multi);
+  char *pgsql = ml_db_pg_sql_rewrite(sql, len, &want, &multi);
   if (want != n) {
     free(pgsql);
     ml_db_params_free(params, n);
