@@ -8,8 +8,9 @@
  *
  * Statements: each connection prepares a SQL text the first time it sees it (PREPARE +
  * execute by name + Sync in one flight, in pipeline mode) and executes it by name after;
- * an LRU of STMT_CACHE statements, the oldest deallocated to make room. A script of
- * several commands (no parameters) goes through the simple query protocol, uncached.
+ * an LRU of ML_DB_PG_STMT_MAX statements (db_pg_stmt.c), the oldest deallocated to make
+ * room. A script of several commands (no parameters) goes through the simple query
+ * protocol, uncached.
  *
  * A handle keeps up to `size` connections, opened when needed; a query that finds none
  * free waits in a FIFO. An idle connection whose socket turned readable (the server went
@@ -23,6 +24,7 @@
 #include "db.h"
 #include "db_pg_value.h"
 #include "db_pg_sql.h"
+#include "db_pg_stmt.h"
 #include "task.h"
 #include "log.h"
 #include <assert.h>
@@ -37,8 +39,6 @@
 #define HANDLE_MT "moonlet.db.pg"
 #define LEASE_MT "moonlet.db.pg.lease"
 #define DEFAULT_CONNS 10
-#define STMT_CACHE 256       /* prepared statements per connection */
-#define STMT_BUCKETS 512     /* hash buckets of a connection's cache (a power of 2) */
 #define STMT_MAX_SQL 8192    /* longer statements run unnamed, never cached */
 
 typedef struct lease_s lease_t;
@@ -48,18 +48,6 @@ typedef struct conn_s conn_t;
 enum { C_CONNECTING, C_IDLE, C_BUSY };
 enum { J_RUN, J_ACQUIRE, J_ROLLBACK };
 enum { S_IGNORE, S_PREPARE, S_EXEC };   /* what a pipelined result answers */
-
-/* A statement prepared on one connection (under its own name). */
-typedef struct stmt_s stmt_t;
-struct stmt_s {
-  char *sql;                 /* the key: the SQL text with $n placeholders */
-  uint32_t hash;
-  char name[24];             /* moonlet_<n> */
-  int ready;                 /* the server has it (0 while its PREPARE is in flight) */
-  int stale;                 /* its plan went bad: DEALLOCATE, then prepare it again */
-  stmt_t *hnext;             /* same bucket */
-  stmt_t *newer, *older;     /* LRU list */
-};
 
 typedef struct {
   uv_loop_t *loop;
@@ -85,10 +73,7 @@ struct conn_s {
   struct cancel_s *cancelling;   /* a PQcancel on its way: no new query until it is done */
   int waking;                /* query_done is waking its task: c must outlive that */
   int drop_later;            /* dropped while waking */
-  stmt_t **buckets;          /* prepared statements (NULL until the first one) */
-  stmt_t *newest, *oldest;
-  int nstmts;
-  unsigned next_id;
+  ml_db_pg_stmt_cache_t stmts;   /* what it has prepared */
   conn_t *next, *prev;
 };
 
@@ -117,7 +102,7 @@ struct job_s {
   /* what job_send sent: in pipeline mode, steps[] says what each result answers */
   int pipeline, syncs, nsteps, step, nulls;
   unsigned char steps[4];
-  stmt_t *stmt;              /* the prepared statement it runs (NULL: unnamed) */
+  ml_db_pg_stmt_t *stmt;     /* the prepared statement it runs (NULL: unnamed) */
   int hit;                   /* stmt was prepared by an earlier job */
   int retried;               /* already re-prepared once */
   job_t *next, *prev;
@@ -173,76 +158,6 @@ static void fifo_unlink(handle_t *h, job_t *j) {
   if (j->prev) j->prev->next = j->next; else h->head = j->next;
   if (j->next) j->next->prev = j->prev; else h->tail = j->prev;
   j->next = j->prev = NULL;
-}
-
-/* --- prepared statements --------------------------------------------------------------- */
-
-static uint32_t sql_hash(const char *s) {
-  uint32_t h = 2166136261u;   /* FNV-1a */
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
-  return h;
-}
-
-static stmt_t *stmt_find(conn_t *c, const char *sql, uint32_t hash) {
-  if (!c->buckets) return NULL;
-  for (stmt_t *s = c->buckets[hash & (STMT_BUCKETS - 1)]; s; s = s->hnext)
-    if (s->hash == hash && strcmp(s->sql, sql) == 0) return s;
-  return NULL;
-}
-
-static void lru_unlink(conn_t *c, stmt_t *s) {
-  if (s->newer) s->newer->older = s->older; else c->newest = s->older;
-  if (s->older) s->older->newer = s->newer; else c->oldest = s->newer;
-  s->newer = s->older = NULL;
-}
-
-static void lru_push(conn_t *c, stmt_t *s) {
-  s->newer = NULL;
-  s->older = c->newest;
-  if (c->newest) c->newest->newer = s; else c->oldest = s;
-  c->newest = s;
-}
-
-static void stmt_touch(conn_t *c, stmt_t *s) {
-  if (c->newest == s) return;
-  lru_unlink(c, s);
-  lru_push(c, s);
-}
-
-static stmt_t *stmt_add(conn_t *c, const char *sql, uint32_t hash) {
-  if (!c->buckets) {
-    c->buckets = calloc(STMT_BUCKETS, sizeof *c->buckets);
-    if (!c->buckets) abort();
-  }
-  stmt_t *s = calloc(1, sizeof *s);
-  if (!s) abort();
-  s->sql = strdup(sql);
-  if (!s->sql) abort();
-  s->hash = hash;
-  snprintf(s->name, sizeof s->name, "moonlet_%u", ++c->next_id);
-  stmt_t **b = &c->buckets[hash & (STMT_BUCKETS - 1)];
-  s->hnext = *b;
-  *b = s;
-  lru_push(c, s);
-  c->nstmts++;
-  return s;
-}
-
-/* Forgets s (the server's copy, if any, is the caller's business). */
-static void stmt_forget(conn_t *c, stmt_t *s) {
-  stmt_t **p = &c->buckets[s->hash & (STMT_BUCKETS - 1)];
-  while (*p != s) p = &(*p)->hnext;
-  *p = s->hnext;
-  lru_unlink(c, s);
-  c->nstmts--;
-  free(s->sql);
-  free(s);
-}
-
-static void stmt_free_all(conn_t *c) {
-  while (c->oldest) stmt_forget(c, c->oldest);
-  free(c->buckets);
-  c->buckets = NULL;
 }
 
 /* libpq's messages end with a newline and may span lines: keep the first line. */
@@ -370,7 +285,7 @@ static void conn_drop(conn_t *c) {
   poll_stop(c);
   if (c->res) PQclear(c->res);
   PQfinish(c->pg);
-  stmt_free_all(c);
+  ml_db_pg_stmt_clear(&c->stmts);
   free(c);
   fifo_spawn(h);
   handle_unref(h);
@@ -420,7 +335,7 @@ static int pipe_step(job_t *j, int ok, int kind) {
 }
 
 /* Queues `DEALLOCATE name` and a Sync of its own: whatever it answers, what follows runs. */
-static int pipe_deallocate(conn_t *c, job_t *j, const stmt_t *s) {
+static int pipe_deallocate(conn_t *c, job_t *j, const ml_db_pg_stmt_t *s) {
   char sql[48];
   snprintf(sql, sizeof sql, "DEALLOCATE %s", s->name);
   if (!pipe_step(j, PQsendQueryParams(c->pg, sql, 0, NULL, NULL, NULL, NULL, 0), S_IGNORE) ||
@@ -440,28 +355,28 @@ static int send_pipeline(conn_t *c, job_t *j) {
   if (!PQenterPipelineMode(pg)) return 0;
   j->pipeline = 1;
   PGTransactionStatusType tx = PQtransactionStatus(pg);
-  if (!j->hash) j->hash = sql_hash(j->sql);
-  stmt_t *s = stmt_find(c, j->sql, j->hash);
+  if (!j->hash) j->hash = ml_db_pg_stmt_hash(j->sql);
+  ml_db_pg_stmt_t *s = ml_db_pg_stmt_find(&c->stmts, j->sql, j->hash);
   if (s && s->ready && !s->stale) {
-    stmt_touch(c, s);
+    ml_db_pg_stmt_touch(&c->stmts, s);
     j->hit = 1;
   } else if (tx == PQTRANS_INERROR || (s && tx != PQTRANS_IDLE) ||
              (!s && (strlen(j->sql) > STMT_MAX_SQL ||
-                     (c->nstmts >= STMT_CACHE && tx != PQTRANS_IDLE)))) {
+                     (ml_db_pg_stmt_full(&c->stmts) && tx != PQTRANS_IDLE)))) {
     s = NULL;   /* unnamed */
   } else {
     if (s) {   /* its plan went bad: replace it */
       if (s->stale && !pipe_deallocate(c, j, s)) return 0;
       s->stale = s->ready = 0;
-      stmt_touch(c, s);
+      ml_db_pg_stmt_touch(&c->stmts, s);
     } else {
-      if (c->nstmts >= STMT_CACHE) {   /* make room: the least recently used goes */
-        stmt_t *old = c->oldest;
+      if (ml_db_pg_stmt_full(&c->stmts)) {   /* make room: the least recently used goes */
+        ml_db_pg_stmt_t *old = c->stmts.oldest;
         int ok = pipe_deallocate(c, j, old);
-        stmt_forget(c, old);
+        ml_db_pg_stmt_forget(&c->stmts, old);
         if (!ok) return 0;
       }
-      s = stmt_add(c, j->sql, j->hash);
+      s = ml_db_pg_stmt_add(&c->stmts, j->sql, j->hash);
     }
     j->stmt = s;
     if (!pipe_step(j, PQsendPrepare(pg, s->name, j->sql, j->nparams, NULL), S_PREPARE)) return 0;
@@ -485,7 +400,7 @@ static int job_send(conn_t *c, job_t *j) {
   j->stmt = NULL;
   int ok = j->multi ? PQsendQuery(c->pg, j->sql) : send_pipeline(c, j);
   if (!ok) {
-    if (j->stmt && !j->stmt->ready) stmt_forget(c, j->stmt);
+    if (j->stmt && !j->stmt->ready) ml_db_pg_stmt_forget(&c->stmts, j->stmt);
     j->stmt = NULL;
     return -1;
   }
@@ -646,7 +561,7 @@ static void pipeline_done(conn_t *c) {
   int stale = code && strcmp(code, "0A000") == 0, gone = code && strcmp(code, "26000") == 0;
   if (j->stmt && j->stmt->ready && (stale || gone)) {
     if (stale) j->stmt->stale = 1;
-    else stmt_forget(c, j->stmt);
+    else ml_db_pg_stmt_forget(&c->stmts, j->stmt);
     j->stmt = NULL;
     if (j->hit && !j->retried && j->task && PQtransactionStatus(c->pg) == PQTRANS_IDLE) {
       j->retried = 1;
@@ -753,7 +668,7 @@ static void poll_cb(uv_poll_t *p, int status, int events) {
         j->stmt->ready = 1;
         PQclear(r);
       } else {   /* the server has no such statement: forget it */
-        stmt_forget(c, j->stmt);
+        ml_db_pg_stmt_forget(&c->stmts, j->stmt);
         j->stmt = NULL;
         keep_result(c, r);
       }
