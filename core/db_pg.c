@@ -504,7 +504,8 @@ static void query_done(conn_t *c) {
       push_pgerr(t->co, "transaction rolled back: a statement in it failed");
       n = 2;
     } else if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK || st == PGRES_EMPTY_QUERY) {
-      ml_pg_push_result(t->co, r, j->mode);
+      if (j->mode == ML_DB_EXEC) ml_db_pg_value_push_changes(t->co, r);
+      else ml_db_pg_value_push_rows(t->co, r);
       n = 1;
     } else {
       const char *primary = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
@@ -817,12 +818,12 @@ static int l_run(lua_State *L) {
   if (l && l->c->state != C_IDLE)
     return luaL_error(L, "a transaction runs one statement at a time");
   int n, want;
-  ml_db_val_t *params = ml_db_params(L, 5, &n);
+  ml_db_value_t *params = ml_db_value_params(L, 5, &n);
   int multi;
   char *pgsql = ml_db_pg_sql_rewrite(sql, len, &want, &multi);
   if (want != n) {
     free(pgsql);
-    ml_db_params_free(params, n);
+    ml_db_value_free(params, n);
     lua_pushnil(L);
     lua_pushfstring(L, "expected %d parameter(s), got %d", want, n);
     return 2;
@@ -832,8 +833,8 @@ static int l_run(lua_State *L) {
   j->sql = pgsql;
   j->multi = n == 0 && multi;
   j->nparams = n;
-  j->values = ml_pg_text_params(params, n);
-  ml_db_params_free(params, n);
+  j->values = ml_db_pg_value_params(params, n);
+  ml_db_value_free(params, n);
   j->task = t;
   conn_t *c = l ? l->c : conn_idle(h);
   if (c) {

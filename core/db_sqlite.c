@@ -63,7 +63,7 @@ struct job_s {
   int kind, mode;
   int in_tx;                 /* runs under a transaction's lease */
   char *sql;
-  ml_db_val_t *params;
+  ml_db_value_t *params;
   int nparams;
   int ud_ref;                /* J_OPEN: the handle's userdata, pushed on success */
   /* results, written on the threadpool */
@@ -106,7 +106,7 @@ static job_t *job_new(handle_t *h, int kind) {
 }
 
 static void job_free(job_t *j) {
-  ml_db_params_free(j->params, j->nparams);
+  ml_db_value_free(j->params, j->nparams);
   free(j->sql);
   free(j->err);
   ml_buf_free(&j->out);
@@ -171,12 +171,12 @@ static void put_row(ml_buf_t *b, sqlite3_stmt *st, int ncols) {
 
 static int bind_params(job_t *j, sqlite3_stmt *st) {
   for (int k = 0; k < j->nparams; k++) {
-    ml_db_val_t *v = &j->params[k];
+    ml_db_value_t *v = &j->params[k];
     int rc;
     switch (v->type) {
-    case ML_DB_INT: case ML_DB_BOOL: rc = sqlite3_bind_int64(st, k + 1, v->i); break;
-    case ML_DB_FLOAT: rc = sqlite3_bind_double(st, k + 1, v->d); break;
-    case ML_DB_TEXT: rc = sqlite3_bind_text(st, k + 1, v->s, (int)v->len, SQLITE_STATIC); break;
+    case ML_DB_VALUE_INT: case ML_DB_VALUE_BOOL: rc = sqlite3_bind_int64(st, k + 1, v->i); break;
+    case ML_DB_VALUE_FLOAT: rc = sqlite3_bind_double(st, k + 1, v->d); break;
+    case ML_DB_VALUE_TEXT: rc = sqlite3_bind_text(st, k + 1, v->s, (int)v->len, SQLITE_STATIC); break;
     default: rc = sqlite3_bind_null(st, k + 1);
     }
     if (rc != SQLITE_OK) return rc;
@@ -299,7 +299,7 @@ static void work_cb(uv_work_t *req) {
 static void push_rows(lua_State *L, const ml_buf_t *b) {
   const char *p = b->data, *end = p + b->len;
   int nrows = 0, ncols = 0;
-  ml_db_push_rows(L, 0);
+  ml_db_value_push_rows(L, 0);
   lua_newtable(L);   /* column names */
   while (p < end) {
     uint32_t u;
@@ -378,7 +378,7 @@ static void after_cb(uv_work_t *req, int status) {
       push_rows(L, &j->out);
       n = 1;
     } else {
-      ml_db_push_exec(L, j->changes, j->has_id, j->last_id);
+      ml_db_value_push_changes(L, j->changes, j->has_id, j->last_id);
       n = 1;
     }
     if (j->ud_ref != LUA_NOREF) luaL_unref(t->sched->L, LUA_REGISTRYINDEX, j->ud_ref);
@@ -528,7 +528,7 @@ static int l_run(lua_State *L) {
   }
   if (l && l->c->busy) return luaL_error(L, "a transaction runs one statement at a time");
   int n;
-  ml_db_val_t *params = ml_db_params(L, 5, &n);
+  ml_db_value_t *params = ml_db_value_params(L, 5, &n);
   job_t *j = job_new(h, J_RUN);
   j->mode = mode;
   j->sql = malloc(len + 1);
