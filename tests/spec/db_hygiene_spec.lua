@@ -129,4 +129,18 @@ describe("db connection hygiene", function()
     db:close()
     other:close()
   end)
+
+  it("sqlite: the statement right after a script stopped before its COMMIT runs outside it", function()
+    local dir = t.tmpdir()
+    local db = assert(moonlet.db.open("sqlite:" .. dir .. "/y.db", { pool_size = 1 }))
+    assert(db:exec("CREATE TABLE t (x int)"))
+    local rows, err
+    moonlet.gather(function()   -- resumed from the end of the script, as a route would be
+      eq(db:exec("BEGIN; INSERT INTO t VALUES (1); INSERT INTO nope VALUES (1); COMMIT"), nil)
+      rows, err = db:query("SELECT count(*) AS n FROM t")
+    end)
+    eq(err, nil)
+    eq(rows, { { n = 0 } })
+    db:close()
+  end)
 end)
