@@ -49,15 +49,17 @@ describe("db connection hygiene", function()
     db:close()
   end)
 
-  it("postgres: a cancel that reaches the server late hits no other query", function()
+  -- On a pool of one connection, a query is cancelled at 0.1 s (its pg_sleep(0.3) goes on)
+  -- while a slow SQLite statement keeps libuv's threadpool, where PQcancel runs, busy from
+  -- 0.05 s: the cancel lands after the cancelled query has ended. `sql` starts at `at`
+  -- seconds on the same connection. Returns its rows[1].who, err.
+  local function beside_a_late_cancel(at, sql)
     local db = assert(moonlet.db.open(pg.url, { pool_size = 1 }))
     assert(db:query("SELECT 1"))
-    -- keep libuv's threadpool (where PQcancel runs) busy with a slow SQLite statement so
-    -- the cancel arrives after the cancelled query already ended
     local sq = assert(moonlet.db.open("sqlite::memory:"))
     local slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c " ..
                  "WHERE x < 1500000) SELECT count(*) AS n FROM c"
-    local b_err, b_who
+    local who, err
     moonlet.gather(
       function()
         eq(select(2, moonlet.timeout(0.1, function() return db:query("SELECT pg_sleep(0.3)") end)),
@@ -65,14 +67,29 @@ describe("db connection hygiene", function()
       end,
       function() moonlet.sleep(0.05); sq:query(slow) end,
       function()
-        moonlet.sleep(0.02)
-        local rows, err = db:query("SELECT pg_sleep(2), 'B' AS who")
-        b_err, b_who = err, rows and rows[1].who
+        moonlet.sleep(at)
+        local rows
+        rows, err = db:query(sql)
+        who = rows and rows[1].who
       end)
-    eq(b_err, nil)
-    eq(b_who, "B")
     db:close()
     sq:close()
+    return who, err
+  end
+
+  it("postgres: a cancel that reaches the server late hits no other query", function()
+    -- B waits for the connection while the cancelled query still holds it
+    local who, err = beside_a_late_cancel(0.02, "SELECT pg_sleep(2), 'B' AS who")
+    eq(err, nil)
+    eq(who, "B")
+  end)
+
+  it("postgres: a cancel that reaches the server late hits no query that came after", function()
+    -- C comes once the cancelled query has ended (0.3 s) and nobody waits, before the
+    -- cancel has landed: the connection must not serve it until then
+    local who, err = beside_a_late_cancel(0.4, "SELECT pg_sleep(1), 'C' AS who")
+    eq(err, nil)
+    eq(who, "C")
   end)
 
   it("postgres: the statement right after a script stopped before its COMMIT runs outside it", function()
@@ -88,32 +105,6 @@ describe("db connection hygiene", function()
     eq(err, nil)
     eq(rows, { { n = 0 } })
     db:close()
-  end)
-
-  it("postgres: a cancel that reaches the server late hits no query that came after", function()
-    local db = assert(moonlet.db.open(pg.url, { pool_size = 1 }))
-    assert(db:query("SELECT 1"))
-    -- as above, but the next query arrives once the cancelled one has ended, when no one
-    -- waits: the connection must still not serve it before the cancel has landed
-    local sq = assert(moonlet.db.open("sqlite::memory:"))
-    local slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c " ..
-                 "WHERE x < 1500000) SELECT count(*) AS n FROM c"
-    local c_err, c_who
-    moonlet.gather(
-      function()
-        eq(select(2, moonlet.timeout(0.1, function() return db:query("SELECT pg_sleep(0.3)") end)),
-           "timeout")
-      end,
-      function() moonlet.sleep(0.05); sq:query(slow) end,
-      function()
-        moonlet.sleep(0.4)   -- the cancelled query ended at 0.3 s; the cancel is still queued
-        local rows, err = db:query("SELECT pg_sleep(1), 'C' AS who")
-        c_err, c_who = err, rows and rows[1].who
-      end)
-    eq(c_err, nil)
-    eq(c_who, "C")
-    db:close()
-    sq:close()
   end)
 
   it("sqlite: a script stopped before its COMMIT leaves no open transaction behind", function()
