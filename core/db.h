@@ -90,7 +90,8 @@ struct ml_db_job_s {         /* what a task waits for: a statement, a lease, ...
   ml_db_conn_t *conn;        /* NULL while in the FIFO */
   ml_task_t *task;           /* NULL when nobody waits (cancelled, db.c's own) */
   int kind, mode;            /* ML_DB_RUN, ...; ML_DB_QUERY or ML_DB_EXEC */
-  /* public: prepare sets sql (db.c frees it) and may take params (then NULL them) */
+  /* public: prepare sets sql; it may take TEXT strings out of params (leaving .s NULL).
+   * db.c frees both. */
   char *sql;                 /* malloc'd, NUL-terminated */
   ml_db_value_t *params;
   int nparams;

@@ -415,7 +415,7 @@ static void cancel_after_cb(uv_work_t *req, int status) {
   ml_db_conn_unhold(&c->base);
 }
 
-/* --- the driver ------------------------------------------------------------------------ */
+/* --- the driver (db.h) ----------------------------------------------------------------- */
 
 static int drv_init(ml_db_t *db, char *err) {
   char *msg = NULL;

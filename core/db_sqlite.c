@@ -12,7 +12,6 @@
  * without the lock only while no job runs. */
 #include "db_sqlite.h"
 #include "buf.h"
-#include <lauxlib.h>
 #include <sqlite3.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -257,6 +256,8 @@ static void push_rows(lua_State *L, const ml_buf_t *b) {
   }
   lua_pop(L, 1);
 }
+
+/* --- the driver (db.h) ----------------------------------------------------------------- */
 
 static int drv_init(ml_db_t *db, char *err) {
   (void)err;
