@@ -3,6 +3,8 @@
 #include "app.h"
 #include "httpc.h"
 #include "db.h"
+#include "db_pg.h"
+#include "db_sqlite.h"
 #include "json.h"
 #include "log.h"
 #include "pool.h"
@@ -43,7 +45,8 @@ int ml_core_open(lua_State *L) {
   ml_shared_open(L);
   ml_app_open(L);
   ml_httpc_open(L);
-  ml_db_open(L);
+  ml_db_install(L, &ml_db_sqlite_driver);
+  ml_db_install(L, &ml_db_pg_driver);
   lua_getfield(L, LUA_REGISTRYINDEX, ML_ARRAY_MT);
   lua_setfield(L, -2, "array_mt");
   return 1;

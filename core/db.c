@@ -1,202 +1,538 @@
-/* What the database drivers share (see db.h): parameters copied out of Lua, the `?` to
- * `$n` rewrite for PostgreSQL, and the shapes of results. */
+/* moonlet.db's pool core (see db.h for what it does and what a driver does).
+ *
+ * Ownership: the handle lives while anything references it: its Lua userdata (until
+ * h:close or __gc), each connection, each job, each lease. A job belongs to the FIFO, then
+ * to its connection, until ml_db_job_done frees it (job_cancel frees one still waiting).
+ * A connection belongs to its handle's list until conn_drop, which frees it, except while
+ * ml_db_job_done wakes its task (the drop waits until the wake returns). A lease (Lua
+ * userdata) holds its connection until released, collected or ended by db.c (the handle
+ * closed, the connection dropped, a statement of its transaction cancelled). */
 #include "db.h"
-#include "buf.h"
-#include "json.h"
+#include <assert.h>
 #include <lauxlib.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-ml_db_val_t *ml_db_params(lua_State *L, int first, int *n) {
-  int top = lua_gettop(L);
-  *n = top >= first ? top - first + 1 : 0;
-  for (int i = first; i <= top; i++) {   /* check everything before allocating */
-    int tp = lua_type(L, i);
-    if (tp == LUA_TNIL || tp == LUA_TBOOLEAN || tp == LUA_TNUMBER || tp == LUA_TSTRING) continue;
-    if (tp == LUA_TLIGHTUSERDATA && lua_touserdata(L, i) == NULL) continue;   /* moonlet.null */
-    luaL_error(L, "bad parameter #%d (expected nil, moonlet.null, boolean, number or string, "
-                  "got %s)", i - first + 1, luaL_typename(L, i));
+typedef struct ml_db_lease_s {   /* Lua userdata */
+  ml_db_t *db;               /* NULL once collected */
+  ml_db_conn_t *c;           /* NULL once it no longer holds one */
+} lease_t;
+
+static void conn_available(ml_db_conn_t *c);
+static void conn_assign(ml_db_conn_t *c, ml_db_job_t *j);
+
+static int push_error(lua_State *L, const char *msg) {
+  lua_pushnil(L);
+  lua_pushstring(L, msg);
+  return 2;
+}
+
+/* --- handles, jobs, the FIFO ----------------------------------------------------------- */
+
+static void db_unref(ml_db_t *db) {
+  if (--db->refs > 0) return;
+  assert(db->closed && !db->conns && !db->head);
+  free(db->target);
+  free(db);
+}
+
+static ml_db_job_t *job_new(ml_db_t *db, int kind) {
+  ml_db_job_t *j = calloc(1, db->driver->job_size);
+  if (!j) abort();
+  j->db = db;
+  j->kind = kind;
+  j->ud_ref = LUA_NOREF;
+  db->refs++;
+  return j;
+}
+
+static void job_free(ml_db_job_t *j) {
+  ml_db_t *db = j->db;
+  if (db->driver->job_free) db->driver->job_free(j);
+  if (j->ud_ref != LUA_NOREF) luaL_unref(db->L, LUA_REGISTRYINDEX, j->ud_ref);
+  ml_db_value_free(j->params, j->nparams);
+  free(j->sql);
+  free(j);
+  db_unref(db);
+}
+
+/* Wakes j's task (if any) with nil, msg and frees j. */
+static void job_fail(ml_db_job_t *j, const char *msg) {
+  ml_task_t *t = j->task;
+  ml_db_t *db = j->db;
+  db->refs++;
+  if (t) push_error(t->co, msg);
+  job_free(j);
+  if (t) ml_task_wake(t, 2);
+  db_unref(db);
+}
+
+static void fifo_push(ml_db_t *db, ml_db_job_t *j) {
+  j->prev = db->tail;
+  j->next = NULL;
+  if (db->tail) db->tail->next = j; else db->head = j;
+  db->tail = j;
+}
+
+static void fifo_unlink(ml_db_t *db, ml_db_job_t *j) {
+  if (j->prev) j->prev->next = j->next; else db->head = j->next;
+  if (j->next) j->next->prev = j->prev; else db->tail = j->prev;
+  j->next = j->prev = NULL;
+}
+
+/* The task no longer waits: a job still waiting for a connection goes; a running one is
+ * the driver's to stop, and ml_db_job_done throws its outcome away. */
+static void job_cancel(ml_task_t *t) {
+  ml_db_job_t *j = t->wait;
+  ml_db_conn_t *c = j->conn;
+  j->task = NULL;
+  if (j->ud_ref != LUA_NOREF) {   /* now, while the state surely lives */
+    luaL_unref(j->db->L, LUA_REGISTRYINDEX, j->ud_ref);
+    j->ud_ref = LUA_NOREF;
   }
-  if (*n == 0) return NULL;
-  ml_db_val_t *v = calloc((size_t)*n, sizeof *v);
-  if (!v) abort();
-  for (int k = 0; k < *n; k++) {
-    int i = first + k;
-    switch (lua_type(L, i)) {
-    case LUA_TBOOLEAN:
-      v[k].type = ML_DB_BOOL;
-      v[k].i = lua_toboolean(L, i);
-      break;
-    case LUA_TNUMBER: {
-      double d = lua_tonumber(L, i);
-      if (d == floor(d) && d >= -9223372036854775808.0 && d < 9223372036854775808.0) {
-        v[k].type = ML_DB_INT;
-        v[k].i = (int64_t)d;
-      } else {
-        v[k].type = ML_DB_FLOAT;
-        v[k].d = d;
-      }
-      break;
-    }
-    case LUA_TSTRING: {
-      size_t len;
-      const char *s = lua_tolstring(L, i, &len);
-      v[k].type = ML_DB_TEXT;
-      v[k].s = malloc(len + 1);
-      if (!v[k].s) abort();
-      memcpy(v[k].s, s, len);
-      v[k].s[len] = '\0';
-      v[k].len = len;
-      break;
-    }
-    default:
-      v[k].type = ML_DB_NULL;
-    }
-  }
-  return v;
-}
-
-void ml_db_params_free(ml_db_val_t *v, int n) {
-  for (int k = 0; k < n; k++) free(v[k].s);
-  free(v);
-}
-
-static int ident_char(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-         c == '_' || c == '$' || (unsigned char)c >= 0x80;
-}
-
-/* Length of a dollar-quote tag ($$ or $name$) starting at p, or 0 when p is not one. */
-static size_t dollar_tag(const char *p, const char *end) {
-  const char *q = p + 1;
-  if (q < end && *q >= '0' && *q <= '9') return 0;   /* $1: a parameter */
-  while (q < end && *q != '$') {
-    if (!ident_char(*q) || *q == '$') return 0;
-    q++;
-  }
-  return q < end ? (size_t)(q - p + 1) : 0;
-}
-
-char *ml_db_pg_placeholders(const char *sql, size_t len, int *count, int *multi) {
-  ml_buf_t out = {0};
-  const char *p = sql, *end = sql + len;
-  int n = 0, semi = 0;
-  if (multi) *multi = 0;
-  ml_buf_reserve(&out, len + 16);
-  while (p < end) {
-    char c = *p;
-    const char *start = p;
-    if (c == '\'' ) {   /* string literal; E'...' takes backslash escapes */
-      int esc = p > sql && (p[-1] == 'e' || p[-1] == 'E') && (p - 1 == sql || !ident_char(p[-2]));
-      p++;
-      while (p < end) {
-        if (esc && *p == '\\' && p + 1 < end) { p += 2; continue; }
-        if (*p == '\'') {
-          if (p + 1 < end && p[1] == '\'') { p += 2; continue; }
-          p++;
-          break;
-        }
-        p++;
-      }
-    } else if (c == '"') {   /* quoted identifier */
-      p++;
-      while (p < end) {
-        if (*p == '"') {
-          if (p + 1 < end && p[1] == '"') { p += 2; continue; }
-          p++;
-          break;
-        }
-        p++;
-      }
-    } else if (c == '-' && p + 1 < end && p[1] == '-') {   /* line comment */
-      while (p < end && *p != '\n') p++;
-    } else if (c == '/' && p + 1 < end && p[1] == '*') {   /* block comment (nests) */
-      int depth = 0;
-      while (p < end) {
-        if (*p == '/' && p + 1 < end && p[1] == '*') { depth++; p += 2; continue; }
-        if (*p == '*' && p + 1 < end && p[1] == '/') {
-          p += 2;
-          if (--depth == 0) break;
-          continue;
-        }
-        p++;
-      }
-    } else if (c == '$' && (p == sql || !ident_char(p[-1])) && dollar_tag(p, end)) {
-      size_t tl = dollar_tag(p, end);
-      const char *body = p + tl;
-      const char *q = body;
-      while (q < end && !(*q == '$' && (size_t)(end - q) >= tl && memcmp(q, p, tl) == 0)) q++;
-      p = q < end ? q + tl : end;
-    } else if (c == '?') {
-      if (p + 1 < end && p[1] == '?') {
-        ml_buf_addc(&out, '?');
-        p += 2;
-        continue;
-      }
-      ml_buf_addc(&out, '$');
-      ml_buf_addu(&out, (unsigned long long)++n);
-      p++;
-      continue;
-    } else if (c == ';') {
-      semi = 1;
-      p++;
-    } else {
-      if (semi && multi && c != ' ' && c != '\t' && c != '\n' && c != '\r') *multi = 1;
-      p++;
-    }
-    ml_buf_add(&out, start, (size_t)(p - start));
-  }
-  ml_buf_addc(&out, '\0');
-  *count = n;
-  return out.data;
-}
-
-void ml_db_push_exec(lua_State *L, int64_t changes, int has_id, int64_t last_id) {
-  lua_createtable(L, 0, 2);
-  lua_pushnumber(L, (lua_Number)changes);
-  lua_setfield(L, -2, "changes");
-  if (has_id) {
-    lua_pushnumber(L, (lua_Number)last_id);
-    lua_setfield(L, -2, "last_id");
+  if (!c) {
+    fifo_unlink(j->db, j);
+    job_free(j);
+  } else if (c->state == ML_DB_CONNECTING) {   /* the connection comes up for the next one */
+    c->job = NULL;
+    job_free(j);
+  } else {
+    j->db->driver->cancel(c, j);
   }
 }
 
-void ml_db_push_rows(lua_State *L, int nrows) {
-  lua_createtable(L, nrows, 0);
-  lua_getfield(L, LUA_REGISTRYINDEX, ML_ARRAY_MT);
+/* --- leases ---------------------------------------------------------------------------- */
+
+static void push_lease(lua_State *L, ml_db_conn_t *c) {
+  lease_t *l = lua_newuserdata(L, sizeof *l);
+  l->db = c->db;
+  l->c = c;
+  c->lease = l;
+  c->db->refs++;
+  luaL_getmetatable(L, c->db->driver->lease_mt);
   lua_setmetatable(L, -2);
 }
 
-const char *ml_db_checksql(lua_State *L, int idx, size_t *len) {
+static void lease_end(ml_db_conn_t *c) {
+  if (!c->lease) return;
+  c->lease->c = NULL;
+  c->lease = NULL;
+}
+
+/* --- connections ----------------------------------------------------------------------- */
+
+/* Idle and nobody's: it may serve the next job (after its rollback, if dirty). */
+static int conn_free(const ml_db_conn_t *c) {
+  return c->state == ML_DB_IDLE && !c->lease && !c->held && !c->drop_later;
+}
+
+/* A new connection in db's list: idle, or connecting for j (which may be NULL). NULL with
+ * err when the driver cannot start one. */
+static ml_db_conn_t *conn_new(ml_db_t *db, ml_db_job_t *j, char *err) {
+  ml_db_conn_t *c = calloc(1, db->driver->conn_size);
+  if (!c) abort();
+  c->db = db;
+  c->state = ML_DB_CONNECTING;
+  int r = db->driver->connect(c, err);
+  if (r < 0) {
+    free(c);
+    return NULL;
+  }
+  if (r > 0) {
+    c->state = ML_DB_IDLE;
+  } else if (j) {
+    c->job = j;
+    j->conn = c;
+  }
+  c->next = db->conns;
+  if (db->conns) db->conns->prev = c;
+  db->conns = c;
+  db->nconns++;
+  db->refs++;
+  return c;
+}
+
+/* Opens connections for waiters while there is room (after one was dropped). Drivers
+ * whose connections are ready at once drop them only when the handle closes. */
+static void fifo_spawn(ml_db_t *db) {
+  while (!db->closed && db->head && db->nconns < db->size) {
+    ml_db_job_t *j = db->head;
+    char err[ML_DB_ERRLEN];
+    fifo_unlink(db, j);
+    ml_db_conn_t *c = conn_new(db, j, err);
+    if (!c) job_fail(j, err);
+    else if (c->state == ML_DB_IDLE) conn_assign(c, j);
+  }
+}
+
+/* Closes c and frees it; its lease ends. While its task is being woken, only marks it. */
+static void conn_drop(ml_db_conn_t *c) {
+  ml_db_t *db = c->db;
+  assert(!c->job);
+  lease_end(c);
+  if (c->waking) {
+    c->drop_later = 1;
+    return;
+  }
+  if (c->prev) c->prev->next = c->next; else db->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  db->nconns--;
+  db->driver->disconnect(c);
+  free(c);
+  fifo_spawn(db);
+  db_unref(db);
+}
+
+/* Starts j on idle c. Returns 0, or -1 with err (c cannot serve: the caller drops it). */
+static int conn_send(ml_db_conn_t *c, ml_db_job_t *j, char *err) {
+  assert(c->state == ML_DB_IDLE);
+  c->state = ML_DB_BUSY;
+  c->job = j;
+  j->conn = c;
+  if (c->db->driver->send(c, j, err) == 0) return 0;
+  c->state = ML_DB_IDLE;
+  c->job = NULL;
+  j->conn = NULL;
+  return -1;
+}
+
+/* Starts a ROLLBACK on idle c (nobody waits for it); -1 when c cannot serve. */
+static int conn_rollback(ml_db_conn_t *c) {
+  char err[ML_DB_ERRLEN];
+  ml_db_job_t *j = job_new(c->db, ML_DB_ROLLBACK);
+  j->sql = strdup("ROLLBACK");
+  if (!j->sql) abort();
+  if (conn_send(c, j, err) == 0) return 0;
+  job_free(j);
+  return -1;
+}
+
+/* A free connection for a new job, or NULL (jobs already wait, or none is free). A dead
+ * one found on the way is dropped; a dirty one waits for ml_db_job_done to roll it back. */
+static ml_db_conn_t *conn_idle(ml_db_t *db) {
+  if (db->head) return NULL;
+  ml_db_conn_t *c = db->conns;
+  while (c) {
+    ml_db_conn_t *next = c->next;
+    if (conn_free(c) && !c->dirty) {
+      if (!db->driver->alive || db->driver->alive(c)) return c;
+      conn_drop(c);
+    }
+    c = next;
+  }
+  return NULL;
+}
+
+/* Gives idle c to j (from a callback: j's task may be woken). */
+static void conn_assign(ml_db_conn_t *c, ml_db_job_t *j) {
+  char err[ML_DB_ERRLEN];
+  if (j->kind == ML_DB_ACQUIRE) {
+    ml_task_t *t = j->task;
+    push_lease(t->co, c);
+    job_free(j);
+    ml_task_wake(t, 1);
+    return;
+  }
+  if (conn_send(c, j, err) == 0) return;
+  ml_db_t *db = c->db;
+  db->refs++;
+  conn_drop(c);
+  job_fail(j, err);
+  db_unref(db);
+}
+
+/* c is free: roll back what its last user left open, else serve the first waiter. */
+static void conn_available(ml_db_conn_t *c) {
+  ml_db_t *db = c->db;
+  int tx = db->closed ? ML_DB_TX_BROKEN : db->driver->txn(c);
+  if (tx == ML_DB_TX_BROKEN) {
+    conn_drop(c);
+    return;
+  }
+  if (c->dirty) {
+    c->dirty = 0;
+    if (tx == ML_DB_TX_OPEN) {
+      if (conn_rollback(c)) conn_drop(c);
+      return;
+    }
+  }
+  ml_db_job_t *j = db->head;
+  if (!j) return;
+  fifo_unlink(db, j);
+  conn_assign(c, j);
+}
+
+/* Waiters are woken with nil, "closed"; idle connections close now, busy ones when their
+ * job ends; leases end. */
+static void db_close(ml_db_t *db) {
+  if (db->closed) return;
+  db->closed = 1;
+  while (db->head) {
+    ml_db_job_t *j = db->head;
+    fifo_unlink(db, j);
+    job_fail(j, "closed");
+  }
+  ml_db_conn_t *c = db->conns;
+  while (c) {
+    ml_db_conn_t *next = c->next;
+    lease_end(c);
+    if (c->state == ML_DB_IDLE) conn_drop(c);
+    c = next;
+  }
+}
+
+/* --- what drivers call ----------------------------------------------------------------- */
+
+void ml_db_conn_ready(ml_db_conn_t *c) {
+  ml_db_job_t *j = c->job;
+  assert(c->state == ML_DB_CONNECTING);
+  c->state = ML_DB_IDLE;
+  c->job = NULL;
+  if (j) conn_assign(c, j);
+  else conn_available(c);
+}
+
+void ml_db_conn_failed(ml_db_conn_t *c, const char *msg) {
+  ml_db_t *db = c->db;
+  ml_db_job_t *j = c->job;
+  char copy[ML_DB_ERRLEN];   /* msg may live in what the drop frees */
+  snprintf(copy, sizeof copy, "%s", msg ? msg : "");
+  c->job = NULL;
+  db->refs++;
+  conn_drop(c);
+  if (j) job_fail(j, copy);
+  db_unref(db);
+}
+
+void ml_db_job_done(ml_db_conn_t *c) {
+  ml_db_t *db = c->db;
+  ml_db_job_t *j = c->job;
+  ml_task_t *t = j->task;
+  int n = 0;
+  assert(c->state == ML_DB_BUSY);
+  c->state = ML_DB_IDLE;
+  c->job = NULL;
+  /* Outside a transaction of moonlet's, no statement may hand an open transaction (a
+   * script whose COMMIT an error skipped, an interrupted one) to the connection's next
+   * user: it is rolled back first. */
+  if (!c->lease && db->driver->txn(c) != ML_DB_TX_NONE) c->dirty = 1;
+  if (t) {
+    n = db->driver->push(t->co, j);
+    if (n == 0) {   /* an ML_DB_OPEN that worked: the result is the handle */
+      lua_rawgeti(t->co, LUA_REGISTRYINDEX, j->ud_ref);
+      n = 1;
+    }
+  } else if (c->lease && j->kind == ML_DB_RUN) {   /* cancelled inside a transaction */
+    lease_end(c);
+    c->dirty = 1;
+  }
+  db->refs++;   /* past job_free and the wake */
+  job_free(j);
+  c->waking = 1;
+  if (t) ml_task_wake(t, n);
+  c->waking = 0;
+  /* the woken task may have used c again, released its lease or closed the handle */
+  if (c->drop_later) {
+    c->drop_later = 0;
+    conn_drop(c);
+  } else if (conn_free(c)) {
+    conn_available(c);
+  }
+  db_unref(db);
+}
+
+void ml_db_conn_hold(ml_db_conn_t *c) { c->held = 1; }
+
+void ml_db_conn_unhold(ml_db_conn_t *c) {
+  c->held = 0;
+  if (conn_free(c) && !c->waking) conn_available(c);
+}
+
+/* --- Lua ------------------------------------------------------------------------------- */
+
+static const ml_db_driver_t *driver_of(lua_State *L) {
+  return lua_touserdata(L, lua_upvalueindex(1));
+}
+
+static ml_db_t *check_db(lua_State *L) {
+  ml_db_t **ud = luaL_checkudata(L, 1, driver_of(L)->handle_mt);
+  if (!*ud) luaL_error(L, "the database handle is closed");
+  return *ud;
+}
+
+/* j (from a task of L) gets c when given (idle), else a new connection (up to db->size) or
+ * a place in the FIFO, and its task waits. Returns what run, acquire and open return:
+ * nil, err at once (j freed) when no connection can even be started. */
+static int job_submit(lua_State *L, ml_db_t *db, ml_db_job_t *j, ml_db_conn_t *c) {
+  char err[ML_DB_ERRLEN];
+  if (!c && db->nconns < db->size) {
+    c = conn_new(db, j, err);
+    if (!c) {
+      job_free(j);
+      return push_error(L, err);
+    }
+    if (c->state == ML_DB_CONNECTING) return ml_task_wait(L, j->task, job_cancel, j);
+  } else if (!c) {
+    fifo_push(db, j);
+    return ml_task_wait(L, j->task, job_cancel, j);
+  }
+  if (j->kind == ML_DB_ACQUIRE) {
+    push_lease(L, c);
+    job_free(j);
+    return 1;
+  }
+  if (conn_send(c, j, err)) {   /* c is in no state to serve anyone (a lease's ends) */
+    conn_drop(c);
+    job_free(j);
+    return push_error(L, err);
+  }
+  return ml_task_wait(L, j->task, job_cancel, j);
+}
+
+/* open(target, connections) -> handle | nil, err */
+static int l_open(lua_State *L) {
+  const ml_db_driver_t *d = driver_of(L);
+  const char *target = luaL_checkstring(L, 1);
+  int size = (int)luaL_optinteger(L, 2, d->default_size);
+  luaL_argcheck(L, size >= 1 && size <= d->max_size, 2,
+                lua_pushfstring(L, "expected 1 to %d connections", d->max_size));
+  ml_task_t *t = ml_task_current(L);
+  char err[ML_DB_ERRLEN];
+  ml_db_t *db = calloc(1, sizeof *db);
+  if (!db) abort();
+  db->driver = d;
+  db->loop = t->sched->loop;
+  db->L = t->sched->L;
+  db->target = strdup(target);
+  if (!db->target) abort();
+  db->size = size;
+  db->refs = 1;
+  if (d->init && d->init(db, err)) {
+    free(db->target);
+    free(db);
+    return push_error(L, err);
+  }
+  ml_db_t **ud = lua_newuserdata(L, sizeof *ud);
+  *ud = db;
+  luaL_getmetatable(L, d->handle_mt);
+  lua_setmetatable(L, -2);
+  if (!d->open_connects) return 1;
+  ml_db_job_t *j = job_new(db, ML_DB_OPEN);
+  j->ud_ref = luaL_ref(L, LUA_REGISTRYINDEX);   /* the userdata, until the job ends */
+  j->task = t;
+  return job_submit(L, db, j, NULL);
+}
+
+static const char *check_sql(lua_State *L, int idx, size_t *len) {
   luaL_argcheck(L, lua_type(L, idx) == LUA_TSTRING, idx, "expected the SQL text (a string)");
   return lua_tolstring(L, idx, len);
 }
 
-void ml_db_register(lua_State *L, const ml_db_driver_t *d) {
-  const luaL_Reg methods[] = {{"run", d->run}, {"acquire", d->acquire}, {"close", d->close},
-                              {NULL, NULL}};
+/* h:run(lease|nil, mode, sql, ...) -> rows | { changes, last_id } | nil, err */
+static int l_run(lua_State *L) {
+  ml_db_t *db = check_db(L);
+  const ml_db_driver_t *d = db->driver;
+  lease_t *l = lua_isnil(L, 2) ? NULL : luaL_checkudata(L, 2, d->lease_mt);
+  int mode = (int)luaL_checkinteger(L, 3);
+  size_t len;
+  const char *sql = check_sql(L, 4, &len);
+  ml_task_t *t = ml_task_current(L);
+  if (l && !l->c) return push_error(L, "the transaction is over");
+  if (l && l->c->state != ML_DB_IDLE)
+    return luaL_error(L, "a transaction runs one statement at a time");
+  int n;
+  ml_db_value_t *params = ml_db_value_params(L, 5, &n);   /* may raise: before job_new */
+  ml_db_job_t *j = job_new(db, ML_DB_RUN);
+  j->mode = mode;
+  j->params = params;
+  j->nparams = n;
+  j->task = t;
+  char err[ML_DB_ERRLEN];
+  if (d->prepare) {
+    if (d->prepare(j, sql, len, err)) {
+      job_free(j);
+      return push_error(L, err);
+    }
+  } else {
+    j->sql = malloc(len + 1);
+    if (!j->sql) abort();
+    memcpy(j->sql, sql, len + 1);
+  }
+  return job_submit(L, db, j, l ? l->c : conn_idle(db));
+}
+
+/* h:acquire() -> lease | nil, err: a connection of its own, for a transaction */
+static int l_acquire(lua_State *L) {
+  ml_db_t *db = check_db(L);
+  ml_db_job_t *j = job_new(db, ML_DB_ACQUIRE);
+  j->task = ml_task_current(L);
+  return job_submit(L, db, j, conn_idle(db));
+}
+
+/* h:close(), and the handle's __gc */
+static int l_close(lua_State *L) {
+  ml_db_t **ud = luaL_checkudata(L, 1, driver_of(L)->handle_mt);
+  ml_db_t *db = *ud;
+  if (!db) return 0;
+  *ud = NULL;
+  db_close(db);
+  db_unref(db);
+  return 0;
+}
+
+/* lease:release(clean): clean when COMMIT or ROLLBACK ran; otherwise the connection is
+ * rolled back before anyone else gets it. */
+static int l_release(lua_State *L) {
+  lease_t *l = luaL_checkudata(L, 1, driver_of(L)->lease_mt);
+  ml_db_conn_t *c = l->c;
+  if (!c) return 0;
+  lease_end(c);
+  c->dirty = !lua_toboolean(L, 2);
+  if (conn_free(c)) conn_available(c);
+  return 0;
+}
+
+/* A lease the program dropped. From a finalizer nobody may be woken, so the connection
+ * gets a ROLLBACK (harmless outside a transaction) whose end serves the waiters. */
+static int l_lease_gc(lua_State *L) {
+  lease_t *l = luaL_checkudata(L, 1, driver_of(L)->lease_mt);
+  ml_db_conn_t *c = l->c;
+  ml_db_t *db = l->db;
+  l->db = NULL;
+  if (c) {
+    lease_end(c);
+    c->dirty = 1;
+    if (conn_free(c)) {
+      c->dirty = 0;
+      if (db->closed || db->driver->txn(c) == ML_DB_TX_BROKEN || conn_rollback(c)) conn_drop(c);
+    }
+  }
+  if (db) db_unref(db);
+  return 0;
+}
+
+/* t[name] = fn, with d as its upvalue (the functions serve every driver). */
+static void set_fn(lua_State *L, const ml_db_driver_t *d, lua_CFunction fn, const char *name) {
+  lua_pushlightuserdata(L, (void *)d);
+  lua_pushcclosure(L, fn, 1);
+  lua_setfield(L, -2, name);
+}
+
+void ml_db_install(lua_State *L, const ml_db_driver_t *d) {
   luaL_newmetatable(L, d->handle_mt);
   lua_newtable(L);
-  luaL_register(L, NULL, methods);
+  set_fn(L, d, l_run, "run");
+  set_fn(L, d, l_acquire, "acquire");
+  set_fn(L, d, l_close, "close");
   lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, d->close);
-  lua_setfield(L, -2, "__gc");
+  set_fn(L, d, l_close, "__gc");
   lua_pop(L, 1);
   luaL_newmetatable(L, d->lease_mt);
   lua_newtable(L);
-  lua_pushcfunction(L, d->release);
-  lua_setfield(L, -2, "release");
+  set_fn(L, d, l_release, "release");
   lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, d->lease_gc);
-  lua_setfield(L, -2, "__gc");
+  set_fn(L, d, l_lease_gc, "__gc");
   lua_pop(L, 1);
-  lua_pushcfunction(L, d->open);
-  lua_setfield(L, -2, d->open_name);
-}
-
-void ml_db_open(lua_State *L) {
-  ml_db_sqlite_open(L);
-  ml_db_pg_open(L);
+  set_fn(L, d, l_open, d->open_name);
 }

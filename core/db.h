@@ -1,63 +1,138 @@
-/* Databases: what the SQLite (db_sqlite.c) and PostgreSQL (db_pg.c) drivers share.
+/* moonlet.db's pool core: one handle over any database, and the contract between it and a
+ * driver (db_sqlite.c, db_pg.c) — as Redis's ae.c sits over ae_epoll.c.
  *
- * Both drivers give Lua the same handle (see lua/moonlet/db.lua, which wraps it):
+ * Lua sees one handle type per driver (lua/moonlet/db.lua wraps it):
  *   h:run(lease|nil, mode, sql, ...) -> rows | { changes, last_id } | nil, err
  *   h:acquire() -> lease | nil, err          (a connection pinned for a transaction)
  *   lease:release(clean)                     (clean: the transaction was ended by SQL)
  *   h:close()
  * run and acquire wait through the task API (task.h): they yield in a coroutine and block
- * elsewhere. Parameters are copied into C values (ml_db_val_t) before anything waits, so
- * a statement owns what it binds whatever happens to the Lua stack meanwhile. */
+ * elsewhere.
+ *
+ * db.c does, once for every driver: the handle and its reference count; up to `size`
+ * connections, opened when needed; the FIFO of jobs waiting for one; leases; a connection
+ * that a statement or a dropped lease left inside a transaction is rolled back before
+ * anyone else gets it; a job whose task stops waiting leaves the FIFO or is cancelled;
+ * the Lua bindings.
+ *
+ * A driver does what talks to its database, through a const ml_db_driver_t:
+ *   connect     starts a new connection c: 1 when it can serve at once, 0 when it is
+ *               connecting (the driver calls ml_db_conn_ready or ml_db_conn_failed later),
+ *               -1 when it cannot even start.
+ *   send        starts job j (a statement; ML_DB_OPEN: open the connection; ML_DB_ROLLBACK:
+ *               roll back if inside a transaction) on idle connection c. When j has ended
+ *               the driver calls ml_db_job_done(c), from a loop callback, never from
+ *               inside send. -1: c cannot serve anyone (db.c drops it).
+ *   cancel      nobody waits for c's running job any more: stop it early if possible. It
+ *               still ends with ml_db_job_done (its outcome is thrown away).
+ *   push        pushes an ended job's outcome on L and returns how many values: its
+ *               result (1), nil, err (2), or nothing for an ML_DB_OPEN that worked (0).
+ *   txn         whether idle connection c is inside a transaction (ML_DB_TX_*).
+ *   disconnect  closes c's connection; db.c frees c.
+ *   optional: init (checks the handle's target), alive (may idle c serve?), prepare (turns
+ *   the SQL text into what the driver sends), job_free (frees what a driver added to j).
+ * A driver extends ml_db_conn_t and ml_db_job_t by embedding them as its struct's first
+ * member (conn_size, job_size say how big); db.c allocates and frees both.
+ *
+ * Failures: functions that can fail return -1 with a one-line message written into err
+ * (ML_DB_ERRLEN bytes), which Lua receives as nil, err. */
 #ifndef ML_DB_H
 #define ML_DB_H
+#include "db_value.h"
+#include "task.h"
 #include <lua.h>
 #include <stddef.h>
-#include <stdint.h>
+#include <uv.h>
 
-enum { ML_DB_NULL, ML_DB_INT, ML_DB_FLOAT, ML_DB_TEXT, ML_DB_BOOL };
-enum { ML_DB_QUERY, ML_DB_EXEC };
+#define ML_DB_ERRLEN 256
 
-typedef struct {
-  int type;
-  int64_t i;                 /* INT, BOOL */
-  double d;                  /* FLOAT */
-  char *s;                   /* TEXT: malloc'd, NUL-terminated, len bytes */
-  size_t len;
-} ml_db_val_t;
+enum { ML_DB_QUERY, ML_DB_EXEC };                               /* what h:run returns */
+enum { ML_DB_OPEN, ML_DB_RUN, ML_DB_ACQUIRE, ML_DB_ROLLBACK };  /* job kinds */
+enum { ML_DB_CONNECTING, ML_DB_IDLE, ML_DB_BUSY };              /* connection states */
+enum { ML_DB_TX_NONE, ML_DB_TX_OPEN, ML_DB_TX_BROKEN };         /* what txn says */
 
-/* Copies the values at L[first..top] into a new array (*n of them; NULL when none).
- * nil and moonlet.null bind NULL; integral numbers bind as integers. Raises on any other
- * type, before allocating anything. The caller frees with ml_db_params_free. */
-ml_db_val_t *ml_db_params(lua_State *L, int first, int *n);
-void ml_db_params_free(ml_db_val_t *v, int n);
+typedef struct ml_db_s ml_db_t;
+typedef struct ml_db_conn_s ml_db_conn_t;
+typedef struct ml_db_job_s ml_db_job_t;
+typedef struct ml_db_driver_s ml_db_driver_t;
 
-/* Rewrites moonlet's `?` placeholders as PostgreSQL's $1..$n. A `?` inside a string
- * literal, a quoted identifier, a comment or a dollar-quoted body is left alone, and `??`
- * stands for a literal `?` (jsonb operators). Returns a malloc'd string and the number of
- * placeholders in *count. *multi (when not NULL) is set when a `;` outside literals and
- * comments is followed by more than blanks, comments or `;` (several commands). */
-char *ml_db_pg_placeholders(const char *sql, size_t len, int *count, int *multi);
+struct ml_db_s {             /* a handle */
+  /* read-only */
+  const ml_db_driver_t *driver;
+  uv_loop_t *loop;
+  char *target;              /* what open was given: a path, a connection URL */
+  /* public: init may lower it */
+  int size;                  /* the most connections */
+  /* private */
+  int nconns, refs, closed;  /* refs: the Lua userdata, connections, jobs, leases */
+  ml_db_conn_t *conns;
+  ml_db_job_t *head, *tail;  /* waiting for a connection */
+  lua_State *L;              /* the state it belongs to (its registry) */
+};
 
-/* Pushes the {changes = n, last_id = id|nil} table of an exec. */
-void ml_db_push_exec(lua_State *L, int64_t changes, int has_id, int64_t last_id);
-/* Pushes an empty row list carrying the JSON array metatable (so [] encodes as []). */
-void ml_db_push_rows(lua_State *L, int nrows);
-/* Checks that the Lua argument at idx is the SQL text; raises otherwise. */
-const char *ml_db_checksql(lua_State *L, int idx, size_t *len);
+struct ml_db_conn_s {        /* a connection */
+  /* read-only */
+  ml_db_t *db;
+  int state;                 /* ML_DB_CONNECTING, ML_DB_IDLE, ML_DB_BUSY */
+  ml_db_job_t *job;          /* CONNECTING: the job it is for (or NULL); BUSY: the job */
+  /* private */
+  struct ml_db_lease_s *lease;
+  int dirty;                 /* roll back before it serves anyone else */
+  int held;                  /* ml_db_conn_hold: serves nobody until ml_db_conn_unhold */
+  int waking;                /* ml_db_job_done is waking its task: c must outlive that */
+  int drop_later;            /* dropped while waking */
+  ml_db_conn_t *next, *prev;
+};
 
-/* What a driver gives Lua: a handle type (run, acquire, close; __gc closes) and a lease
- * type for a pinned connection (release; __gc releases), and its open function. */
-typedef struct {
-  const char *handle_mt, *lease_mt, *open_name;
-  lua_CFunction open, run, acquire, close, release, lease_gc;
-} ml_db_driver_t;
+struct ml_db_job_s {         /* what a task waits for: a statement, a lease, ... */
+  /* read-only */
+  ml_db_t *db;
+  ml_db_conn_t *conn;        /* NULL while in the FIFO */
+  ml_task_t *task;           /* NULL when nobody waits (cancelled, db.c's own) */
+  int kind, mode;            /* ML_DB_RUN, ...; ML_DB_QUERY or ML_DB_EXEC */
+  /* public: prepare sets sql; it may take TEXT strings out of params (leaving .s NULL).
+   * db.c frees both. */
+  char *sql;                 /* malloc'd, NUL-terminated */
+  ml_db_value_t *params;
+  int nparams;
+  /* private */
+  int ud_ref;                /* ML_DB_OPEN: the handle's userdata, the result */
+  ml_db_job_t *next, *prev;
+};
 
-/* Registers a driver's metatables and installs its open function into the table on top
- * of the stack. */
-void ml_db_register(lua_State *L, const ml_db_driver_t *d);
+struct ml_db_driver_s {
+  const char *open_name;     /* the function installed into moonlet.core */
+  const char *handle_mt, *lease_mt;   /* the metatables of its handles and leases */
+  int default_size, max_size;         /* connections per handle */
+  int open_connects;         /* open runs an ML_DB_OPEN job, so a bad target fails there */
+  size_t conn_size, job_size;
+  int (*init)(ml_db_t *db, char *err);
+  int (*connect)(ml_db_conn_t *c, char *err);
+  void (*disconnect)(ml_db_conn_t *c);
+  int (*alive)(ml_db_conn_t *c);
+  int (*txn)(ml_db_conn_t *c);
+  int (*prepare)(ml_db_job_t *j, const char *sql, size_t len, char *err);
+  int (*send)(ml_db_conn_t *c, ml_db_job_t *j, char *err);
+  void (*cancel)(ml_db_conn_t *c, ml_db_job_t *j);
+  int (*push)(lua_State *L, ml_db_job_t *j);
+  void (*job_free)(ml_db_job_t *j);
+};
 
-/* Installs db_sqlite_open and db_pg_open into the table on top of the stack. */
-void ml_db_open(lua_State *L);
-void ml_db_sqlite_open(lua_State *L);
-void ml_db_pg_open(lua_State *L);
+/* --- what drivers call, from loop callbacks -------------------------------------------- */
+
+/* Connecting c came up: it serves its job, or whoever waits. */
+void ml_db_conn_ready(ml_db_conn_t *c);
+/* c broke (or never came up), or an idle c was found dead: its job, if any, fails with
+ * msg; c is disconnected and freed. */
+void ml_db_conn_failed(ml_db_conn_t *c, const char *msg);
+/* c's job ended: db.c pushes its outcome (driver's push), frees it, wakes its task, then
+ * gives c to the next user. c may be freed on return. */
+void ml_db_job_done(ml_db_conn_t *c);
+/* Keeps idle c from serving anyone (a cancel request still on its way) until unhold. */
+void ml_db_conn_hold(ml_db_conn_t *c);
+void ml_db_conn_unhold(ml_db_conn_t *c);
+
+/* Registers d's metatables and installs its open function into the table on top of the
+ * stack: moonlet.core[d->open_name](target[, connections]) -> handle | nil, err. */
+void ml_db_install(lua_State *L, const ml_db_driver_t *d);
 #endif

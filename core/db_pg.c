@@ -1,4 +1,4 @@
-/* PostgreSQL for moonlet.db (see db.h for the handle's Lua face).
+/* PostgreSQL for moonlet.db: a driver under the pool core (see db.h).
  *
  * libpq's non-blocking API driven by the loop: PQconnectStart/PQconnectPoll to connect,
  * one flight per statement to send, PQflush while the socket takes no more, and
@@ -8,24 +8,24 @@
  *
  * Statements: each connection prepares a SQL text the first time it sees it (PREPARE +
  * execute by name + Sync in one flight, in pipeline mode) and executes it by name after;
- * an LRU of STMT_CACHE statements, the oldest deallocated to make room. A script of
- * several commands (no parameters) goes through the simple query protocol, uncached.
+ * an LRU of ML_DB_PG_STMT_MAX statements (db_pg_stmt.c), the oldest deallocated to make
+ * room. A script of several commands (no parameters) goes through the simple query
+ * protocol, uncached. moonlet's `?` placeholders become $n first (db_pg_sql.c).
  *
- * A handle keeps up to `size` connections, opened when needed; a query that finds none
- * free waits in a FIFO. An idle connection whose socket turned readable (the server went
- * away or restarted) is dropped and replaced before use; one that breaks mid-query fails
- * that query with nil, err and is dropped. Cancelling a running query sends a cancel
- * request (PQcancel, on libuv's threadpool since it connects and blocks) and drains the
- * connection before it serves anyone else.
+ * Connections open when needed. An idle connection whose socket turned readable (the
+ * server went away or restarted) is dropped and replaced before use; one that breaks
+ * mid-query fails that query with nil, err and is dropped. Cancelling a running query
+ * sends a cancel request (PQcancel, on libuv's threadpool since it connects and blocks)
+ * and holds the connection (ml_db_conn_hold) until the request has landed, so that it
+ * cannot cancel the next query.
  *
- * Ownership: connections, jobs and leases each hold a reference on the handle. A job
- * belongs to the FIFO, then to its connection until its results are handed over. */
-#include "db.h"
+ * Ownership: a connection's PGresult so far (res) moves to its job when the query ends;
+ * the job frees it. A cancel request outlives its connection if it must (c is then NULL). */
+#include "db_pg.h"
+#include "db_pg_sql.h"
+#include "db_pg_stmt.h"
 #include "db_pg_value.h"
-#include "task.h"
 #include "log.h"
-#include <assert.h>
-#include <lauxlib.h>
 #include <libpq-fe.h>
 #include <poll.h>
 #include <stdio.h>
@@ -33,98 +33,44 @@
 #include <string.h>
 #include <strings.h>
 
-#define HANDLE_MT "moonlet.db.pg"
-#define LEASE_MT "moonlet.db.pg.lease"
-#define DEFAULT_CONNS 10
-#define STMT_CACHE 256       /* prepared statements per connection */
-#define STMT_BUCKETS 512     /* hash buckets of a connection's cache (a power of 2) */
 #define STMT_MAX_SQL 8192    /* longer statements run unnamed, never cached */
 
-typedef struct lease_s lease_t;
-typedef struct job_s job_t;
-typedef struct conn_s conn_t;
-
-enum { C_CONNECTING, C_IDLE, C_BUSY };
-enum { J_RUN, J_ACQUIRE, J_ROLLBACK };
 enum { S_IGNORE, S_PREPARE, S_EXEC };   /* what a pipelined result answers */
 
-/* A statement prepared on one connection (under its own name). */
-typedef struct stmt_s stmt_t;
-struct stmt_s {
-  char *sql;                 /* the key: the SQL text with $n placeholders */
-  uint32_t hash;
-  char name[24];             /* moonlet_<n> */
-  int ready;                 /* the server has it (0 while its PREPARE is in flight) */
-  int stale;                 /* its plan went bad: DEALLOCATE, then prepare it again */
-  stmt_t *hnext;             /* same bucket */
-  stmt_t *newer, *older;     /* LRU list */
-};
+typedef struct cancel_s cancel_t;
 
 typedef struct {
-  uv_loop_t *loop;
-  char *conninfo;
-  int size, nconns;
-  conn_t *conns;             /* all of them */
-  job_t *head, *tail;        /* waiting for a connection */
-  int refs;                  /* the Lua userdata, connections, jobs, leases */
-  int closed;
-} handle_t;
-
-struct conn_s {
-  handle_t *h;
+  ml_db_conn_t base;
   PGconn *pg;
-  uv_poll_t *poll;           /* from connecting to drop; freed by its close callback */
+  uv_poll_t *poll;           /* from connecting to disconnect; freed by its close callback */
   int fd;
   int events;                /* what poll watches */
-  int state;
-  job_t *job;                /* CONNECTING: what it is for; BUSY: the query */
-  PGresult *res;             /* BUSY: the first error, else the last result so far */
-  lease_t *lease;
-  int dirty;                 /* released mid-transaction: roll back before reuse */
-  struct cancel_s *cancelling;   /* a PQcancel on its way: no new query until it is done */
-  int waking;                /* query_done is waking its task: c must outlive that */
-  int drop_later;            /* dropped while waking */
-  stmt_t **buckets;          /* prepared statements (NULL until the first one) */
-  stmt_t *newest, *oldest;
-  int nstmts;
-  unsigned next_id;
-  conn_t *next, *prev;
-};
+  PGresult *res;             /* busy: the first error, else the last result so far */
+  cancel_t *cancelling;      /* a PQcancel on its way */
+  ml_db_pg_stmt_cache_t stmts;   /* what it has prepared */
+} conn_t;
 
 /* A PQcancel running on libuv's threadpool (it blocks). */
-typedef struct cancel_s {
+struct cancel_s {
   uv_work_t req;
   PGcancel *cancel;
   conn_t *c;                 /* NULL once the connection was dropped */
-} cancel_t;
-
-struct lease_s {             /* Lua userdata */
-  handle_t *h;
-  conn_t *c;                 /* NULL once released or broken */
 };
 
-struct job_s {
-  handle_t *h;
-  conn_t *c;
-  ml_task_t *task;           /* NULL when nobody waits (cancelled, internal) */
-  int kind, mode;
-  char *sql;                 /* with $n placeholders */
+typedef struct {
+  ml_db_job_t base;          /* base.sql has $n placeholders */
   uint32_t hash;             /* of sql */
-  int nparams;
   int multi;                 /* several commands: the simple query protocol */
   char **values;             /* text parameters, NULL for NULL */
+  PGresult *res;             /* the outcome, once the query ended */
   /* what job_send sent: in pipeline mode, steps[] says what each result answers */
   int pipeline, syncs, nsteps, step, nulls;
   unsigned char steps[4];
-  stmt_t *stmt;              /* the prepared statement it runs (NULL: unnamed) */
+  ml_db_pg_stmt_t *stmt;     /* the prepared statement it runs (NULL: unnamed) */
   int hit;                   /* stmt was prepared by an earlier job */
   int retried;               /* already re-prepared once */
-  job_t *next, *prev;
-};
+} job_t;
 
-static void conn_available(conn_t *c);
-static void conn_drop(conn_t *c);
-static void conn_assign(conn_t *c, job_t *j);
 static void poll_cb(uv_poll_t *p, int status, int events);
 
 /* Server notices (VACUUM's warnings, "there is no transaction in progress") go to the
@@ -136,131 +82,22 @@ static void notice_cb(void *arg, const char *message) {
   ml_log(ML_LOG_DEBUG, "postgres: %.*s", (int)n, message);
 }
 
-static void handle_unref(handle_t *h) {
-  if (--h->refs > 0) return;
-  assert(h->closed && !h->conns && !h->head);
-  free(h->conninfo);
-  free(h);
+/* libpq's messages end with a newline and may span lines: Lua gets the first line. */
+static size_t first_line(const char **msg) {
+  if (!*msg || !**msg) *msg = "connection failed";
+  return strcspn(*msg, "\n");
 }
 
-static job_t *job_new(handle_t *h, int kind) {
-  job_t *j = calloc(1, sizeof *j);
-  if (!j) abort();
-  j->h = h;
-  j->kind = kind;
-  h->refs++;
-  return j;
+static void copy_first_line(char *err, const char *msg) {
+  size_t n = first_line(&msg);
+  snprintf(err, ML_DB_ERRLEN, "%.*s", (int)n, msg);
 }
 
-static void job_free(job_t *j) {
-  for (int i = 0; i < j->nparams; i++) free(j->values[i]);
-  free(j->values);
-  free(j->sql);
-  handle_t *h = j->h;
-  free(j);
-  handle_unref(h);
-}
-
-static void fifo_push(handle_t *h, job_t *j) {
-  j->prev = h->tail;
-  j->next = NULL;
-  if (h->tail) h->tail->next = j; else h->head = j;
-  h->tail = j;
-}
-
-static void fifo_unlink(handle_t *h, job_t *j) {
-  if (j->prev) j->prev->next = j->next; else h->head = j->next;
-  if (j->next) j->next->prev = j->prev; else h->tail = j->prev;
-  j->next = j->prev = NULL;
-}
-
-/* --- prepared statements --------------------------------------------------------------- */
-
-static uint32_t sql_hash(const char *s) {
-  uint32_t h = 2166136261u;   /* FNV-1a */
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
-  return h;
-}
-
-static stmt_t *stmt_find(conn_t *c, const char *sql, uint32_t hash) {
-  if (!c->buckets) return NULL;
-  for (stmt_t *s = c->buckets[hash & (STMT_BUCKETS - 1)]; s; s = s->hnext)
-    if (s->hash == hash && strcmp(s->sql, sql) == 0) return s;
-  return NULL;
-}
-
-static void lru_unlink(conn_t *c, stmt_t *s) {
-  if (s->newer) s->newer->older = s->older; else c->newest = s->older;
-  if (s->older) s->older->newer = s->newer; else c->oldest = s->newer;
-  s->newer = s->older = NULL;
-}
-
-static void lru_push(conn_t *c, stmt_t *s) {
-  s->newer = NULL;
-  s->older = c->newest;
-  if (c->newest) c->newest->newer = s; else c->oldest = s;
-  c->newest = s;
-}
-
-static void stmt_touch(conn_t *c, stmt_t *s) {
-  if (c->newest == s) return;
-  lru_unlink(c, s);
-  lru_push(c, s);
-}
-
-static stmt_t *stmt_add(conn_t *c, const char *sql, uint32_t hash) {
-  if (!c->buckets) {
-    c->buckets = calloc(STMT_BUCKETS, sizeof *c->buckets);
-    if (!c->buckets) abort();
-  }
-  stmt_t *s = calloc(1, sizeof *s);
-  if (!s) abort();
-  s->sql = strdup(sql);
-  if (!s->sql) abort();
-  s->hash = hash;
-  snprintf(s->name, sizeof s->name, "moonlet_%u", ++c->next_id);
-  stmt_t **b = &c->buckets[hash & (STMT_BUCKETS - 1)];
-  s->hnext = *b;
-  *b = s;
-  lru_push(c, s);
-  c->nstmts++;
-  return s;
-}
-
-/* Forgets s (the server's copy, if any, is the caller's business). */
-static void stmt_forget(conn_t *c, stmt_t *s) {
-  stmt_t **p = &c->buckets[s->hash & (STMT_BUCKETS - 1)];
-  while (*p != s) p = &(*p)->hnext;
-  *p = s->hnext;
-  lru_unlink(c, s);
-  c->nstmts--;
-  free(s->sql);
-  free(s);
-}
-
-static void stmt_free_all(conn_t *c) {
-  while (c->oldest) stmt_forget(c, c->oldest);
-  free(c->buckets);
-  c->buckets = NULL;
-}
-
-/* libpq's messages end with a newline and may span lines: keep the first line. */
-static void push_pgerr(lua_State *L, const char *msg) {
-  if (!msg || !*msg) msg = "connection failed";
-  size_t n = strcspn(msg, "\n");
+static int push_first_line(lua_State *L, const char *msg) {
+  size_t n = first_line(&msg);
   lua_pushnil(L);
   lua_pushlstring(L, msg, n);
-}
-
-/* Wakes j's task (if any) with nil, msg and frees j. */
-static void job_fail(job_t *j, const char *msg) {
-  ml_task_t *t = j->task;
-  handle_t *h = j->h;
-  h->refs++;
-  if (t) push_pgerr(t->co, msg);
-  job_free(j);
-  if (t) ml_task_wake(t, 2);
-  handle_unref(h);
+  return 2;
 }
 
 /* --- polling --------------------------------------------------------------------------- */
@@ -284,7 +121,7 @@ static int poll_want(conn_t *c, int events) {
   if (!c->poll) {
     c->poll = malloc(sizeof *c->poll);
     if (!c->poll) abort();
-    if (uv_poll_init(c->h->loop, c->poll, fd)) {
+    if (uv_poll_init(c->base.db->loop, c->poll, fd)) {
       free(c->poll);
       c->poll = NULL;
       return -1;
@@ -305,111 +142,20 @@ static int poll_want(conn_t *c, int events) {
 
 /* c went idle: its socket stays watched for the server speaking first (a notice, or the
  * end of the connection), without keeping the loop alive (a pool thread's loop must be
- * able to run dry). Without a watcher conn_alive still catches a dead connection. */
+ * able to run dry). Without a watcher drv_alive still catches a dead connection. */
 static void poll_idle(conn_t *c) {
   if (poll_want(c, UV_READABLE)) poll_stop(c);
   else uv_unref((uv_handle_t *)c->poll);
 }
 
-/* --- connections ----------------------------------------------------------------------- */
-
-/* A new connection, connecting, for j (NULL: none). Returns NULL with *err set when
- * libpq refuses at once. */
-static conn_t *conn_new(handle_t *h, job_t *j, const char **err) {
-  PGconn *pg = PQconnectStart(h->conninfo);
-  if (!pg) abort();
-  PQsetNoticeProcessor(pg, notice_cb, NULL);
-  conn_t *c = calloc(1, sizeof *c);
-  if (!c) abort();
-  c->h = h;
-  c->pg = pg;
-  c->state = C_CONNECTING;
-  if (PQstatus(pg) == CONNECTION_BAD || poll_want(c, UV_WRITABLE)) {
-    static __thread char buf[256];   /* each pool thread connects on its own */
-    snprintf(buf, sizeof buf, "%s", PQerrorMessage(pg));
-    *err = buf;
-    poll_stop(c);
-    PQfinish(pg);
-    free(c);
-    return NULL;
-  }
-  c->job = j;
-  if (j) j->c = c;
-  c->next = h->conns;
-  if (h->conns) h->conns->prev = c;
-  h->conns = c;
-  h->nconns++;
-  h->refs++;
-  return c;
-}
-
-/* Starts connections for waiters while there is room (after one was dropped). */
-static void fifo_spawn(handle_t *h) {
-  while (!h->closed && h->head && h->nconns < h->size) {
-    job_t *j = h->head;
-    const char *err;
-    fifo_unlink(h, j);
-    if (!conn_new(h, j, &err)) job_fail(j, err);
-  }
-}
-
-/* Closes c and forgets it; its lease (if any) ends. */
-static void conn_drop(conn_t *c) {
-  handle_t *h = c->h;
-  assert(!c->job);
-  if (c->waking) {
-    c->drop_later = 1;
-    return;
-  }
-  if (c->prev) c->prev->next = c->next; else h->conns = c->next;
-  if (c->next) c->next->prev = c->prev;
-  h->nconns--;
-  if (c->lease) c->lease->c = NULL;
-  if (c->cancelling) c->cancelling->c = NULL;
-  poll_stop(c);
-  if (c->res) PQclear(c->res);
-  PQfinish(c->pg);
-  stmt_free_all(c);
-  free(c);
-  fifo_spawn(h);
-  handle_unref(h);
-}
-
-/* The connection broke (or never came up): its job fails with libpq's message. */
+/* The connection broke (or never came up): its job fails with libpq's message, or why. */
 static void conn_broken(conn_t *c, const char *why) {
-  job_t *j = c->job;
-  c->job = NULL;
-  handle_t *h = c->h;
-  h->refs++;
-  char msg[256];
-  snprintf(msg, sizeof msg, "%s", *PQerrorMessage(c->pg) ? PQerrorMessage(c->pg) : why);
-  conn_drop(c);
-  if (j) job_fail(j, msg);
-  handle_unref(h);
+  char msg[ML_DB_ERRLEN];
+  copy_first_line(msg, *PQerrorMessage(c->pg) ? PQerrorMessage(c->pg) : why);
+  ml_db_conn_failed(&c->base, msg);
 }
 
-/* An idle connection is alive when its socket has nothing to say: the server only
- * speaks first to end it (shutdown, restart, admin kill). */
-static int conn_alive(conn_t *c) {
-  if (PQstatus(c->pg) != CONNECTION_OK) return 0;
-  struct pollfd pfd = {PQsocket(c->pg), POLLIN, 0};
-  return poll(&pfd, 1, 0) == 0;
-}
-
-/* A free, live connection for a new job, or NULL (jobs already wait, or none free). */
-static conn_t *conn_idle(handle_t *h) {
-  if (h->head) return NULL;
-  conn_t *c = h->conns;
-  while (c) {
-    conn_t *next = c->next;
-    if (c->state == C_IDLE && !c->lease && !c->drop_later) {
-      if (conn_alive(c)) return c;
-      conn_drop(c);
-    }
-    c = next;
-  }
-  return NULL;
-}
+/* --- sending --------------------------------------------------------------------------- */
 
 static int pipe_step(job_t *j, int ok, int kind) {
   if (ok) j->steps[j->nsteps++] = (unsigned char)kind;
@@ -417,7 +163,7 @@ static int pipe_step(job_t *j, int ok, int kind) {
 }
 
 /* Queues `DEALLOCATE name` and a Sync of its own: whatever it answers, what follows runs. */
-static int pipe_deallocate(conn_t *c, job_t *j, const stmt_t *s) {
+static int pipe_deallocate(conn_t *c, job_t *j, const ml_db_pg_stmt_t *s) {
   char sql[48];
   snprintf(sql, sizeof sql, "DEALLOCATE %s", s->name);
   if (!pipe_step(j, PQsendQueryParams(c->pg, sql, 0, NULL, NULL, NULL, NULL, 0), S_IGNORE) ||
@@ -434,186 +180,73 @@ static int pipe_deallocate(conn_t *c, job_t *j, const stmt_t *s) {
  * need a DEALLOCATE inside a transaction block (which could abort it). */
 static int send_pipeline(conn_t *c, job_t *j) {
   PGconn *pg = c->pg;
+  const char *sql = j->base.sql;
+  int nparams = j->base.nparams;
   if (!PQenterPipelineMode(pg)) return 0;
   j->pipeline = 1;
   PGTransactionStatusType tx = PQtransactionStatus(pg);
-  if (!j->hash) j->hash = sql_hash(j->sql);
-  stmt_t *s = stmt_find(c, j->sql, j->hash);
+  if (!j->hash) j->hash = ml_db_pg_stmt_hash(sql);
+  ml_db_pg_stmt_t *s = ml_db_pg_stmt_find(&c->stmts, sql, j->hash);
   if (s && s->ready && !s->stale) {
-    stmt_touch(c, s);
+    ml_db_pg_stmt_touch(&c->stmts, s);
     j->hit = 1;
   } else if (tx == PQTRANS_INERROR || (s && tx != PQTRANS_IDLE) ||
-             (!s && (strlen(j->sql) > STMT_MAX_SQL ||
-                     (c->nstmts >= STMT_CACHE && tx != PQTRANS_IDLE)))) {
+             (!s && (strlen(sql) > STMT_MAX_SQL ||
+                     (ml_db_pg_stmt_full(&c->stmts) && tx != PQTRANS_IDLE)))) {
     s = NULL;   /* unnamed */
   } else {
     if (s) {   /* its plan went bad: replace it */
       if (s->stale && !pipe_deallocate(c, j, s)) return 0;
       s->stale = s->ready = 0;
-      stmt_touch(c, s);
+      ml_db_pg_stmt_touch(&c->stmts, s);
     } else {
-      if (c->nstmts >= STMT_CACHE) {   /* make room: the least recently used goes */
-        stmt_t *old = c->oldest;
+      if (ml_db_pg_stmt_full(&c->stmts)) {   /* make room: the least recently used goes */
+        ml_db_pg_stmt_t *old = c->stmts.oldest;
         int ok = pipe_deallocate(c, j, old);
-        stmt_forget(c, old);
+        ml_db_pg_stmt_forget(&c->stmts, old);
         if (!ok) return 0;
       }
-      s = stmt_add(c, j->sql, j->hash);
+      s = ml_db_pg_stmt_add(&c->stmts, sql, j->hash);
     }
     j->stmt = s;
-    if (!pipe_step(j, PQsendPrepare(pg, s->name, j->sql, j->nparams, NULL), S_PREPARE)) return 0;
+    if (!pipe_step(j, PQsendPrepare(pg, s->name, sql, nparams, NULL), S_PREPARE)) return 0;
   }
   j->stmt = s;
   int ok;
   if (s) {
-    ok = PQsendQueryPrepared(pg, s->name, j->nparams, (const char *const *)j->values, NULL, NULL, 0);
+    ok = PQsendQueryPrepared(pg, s->name, nparams, (const char *const *)j->values, NULL, NULL, 0);
   } else {
-    ok = PQsendQueryParams(pg, j->sql, j->nparams, NULL, (const char *const *)j->values,
-                           NULL, NULL, 0);
+    ok = PQsendQueryParams(pg, sql, nparams, NULL, (const char *const *)j->values, NULL, NULL, 0);
   }
   if (!pipe_step(j, ok, S_EXEC) || !PQpipelineSync(pg)) return 0;
   j->syncs++;
   return 1;
 }
 
-/* Sends j's statement on idle connection c. Returns 0, or -1 (c is then broken). */
+/* Sends j's statement on c. Returns 0, or -1 (c is then in no state to serve anyone). */
 static int job_send(conn_t *c, job_t *j) {
   j->pipeline = j->syncs = j->nsteps = j->step = j->nulls = j->hit = 0;
   j->stmt = NULL;
-  int ok = j->multi ? PQsendQuery(c->pg, j->sql) : send_pipeline(c, j);
+  int ok = j->multi ? PQsendQuery(c->pg, j->base.sql) : send_pipeline(c, j);
   if (!ok) {
-    if (j->stmt && !j->stmt->ready) stmt_forget(c, j->stmt);
+    if (j->stmt && !j->stmt->ready) ml_db_pg_stmt_forget(&c->stmts, j->stmt);
     j->stmt = NULL;
     return -1;
   }
-  c->state = C_BUSY;
-  c->job = j;
-  j->c = c;
   int f = PQflush(c->pg);
-  if (f < 0 || poll_want(c, f ? UV_READABLE | UV_WRITABLE : UV_READABLE)) {
-    c->job = NULL;
-    c->state = C_IDLE;
-    return -1;
-  }
-  return 0;
-}
-
-static void push_lease(lua_State *L, conn_t *c) {
-  lease_t *l = lua_newuserdata(L, sizeof *l);
-  l->h = c->h;
-  l->c = c;
-  c->lease = l;
-  c->h->refs++;
-  luaL_getmetatable(L, LEASE_MT);
-  lua_setmetatable(L, -2);
-}
-
-/* job_send(c, j) failed: c goes, j fails with libpq's message. */
-static void send_failed(conn_t *c, job_t *j) {
-  handle_t *h = c->h;
-  h->refs++;
-  char msg[256];
-  snprintf(msg, sizeof msg, "%s", PQerrorMessage(c->pg));
-  conn_drop(c);
-  job_fail(j, msg);
-  handle_unref(h);
-}
-
-/* Gives idle connection c to j (from a callback: j's task may be woken). */
-static void conn_assign(conn_t *c, job_t *j) {
-  if (j->kind == J_ACQUIRE) {
-    ml_task_t *t = j->task;
-    push_lease(t->co, c);
-    job_free(j);
-    ml_task_wake(t, 1);
-    return;
-  }
-  if (job_send(c, j) == 0) return;
-  send_failed(c, j);
-}
-
-/* c is idle and unleased: roll back what its last lease left, then serve the FIFO. */
-static void conn_available(conn_t *c) {
-  handle_t *h = c->h;
-  if (h->closed || PQstatus(c->pg) != CONNECTION_OK) {
-    conn_drop(c);
-    return;
-  }
-  if (c->dirty) {
-    c->dirty = 0;
-    PGTransactionStatusType tx = PQtransactionStatus(c->pg);
-    if (tx == PQTRANS_INTRANS || tx == PQTRANS_INERROR) {
-      job_t *j = job_new(h, J_ROLLBACK);
-      j->sql = strdup("ROLLBACK");
-      if (job_send(c, j) == 0) return;
-      job_free(j);
-      conn_drop(c);
-      return;
-    }
-    if (tx != PQTRANS_IDLE) {
-      conn_drop(c);
-      return;
-    }
-  }
-  job_t *j = h->head;
-  if (!j) return;
-  fifo_unlink(h, j);
-  conn_assign(c, j);
+  return f < 0 || poll_want(c, f ? UV_READABLE | UV_WRITABLE : UV_READABLE) ? -1 : 0;
 }
 
 /* --- results --------------------------------------------------------------------------- */
 
-/* The query on c ended (PQgetResult gave NULL): hand the result over, free the job. */
+/* The query on c ended (PQgetResult gave NULL): its result goes to the job, and db.c
+ * hands it over. */
 static void query_done(conn_t *c) {
-  handle_t *h = c->h;
-  job_t *j = c->job;
-  PGresult *r = c->res;
-  c->job = NULL;
+  job_t *j = (job_t *)c->base.job;
+  j->res = c->res;
   c->res = NULL;
-  c->state = C_IDLE;
   poll_idle(c);
-  ml_task_t *t = j->task;
-  int n = 0;
-  /* A statement outside a transaction of moonlet's that leaves one open (a script whose
-   * COMMIT was skipped by an error, or a disconnect in the middle of it) must not hand an
-   * open transaction to the next user of the connection: roll it back first. */
-  if (!c->lease && PQtransactionStatus(c->pg) != PQTRANS_IDLE) c->dirty = 1;
-  if (t) {
-    ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
-    if (st == PGRES_COMMAND_OK && strcmp(PQcmdStatus(r), "ROLLBACK") == 0 && j->sql &&
-        strncasecmp(j->sql, "ROLLBACK", 8) != 0) {
-      /* COMMIT of a transaction an earlier statement aborted: nothing was committed */
-      push_pgerr(t->co, "transaction rolled back: a statement in it failed");
-      n = 2;
-    } else if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK || st == PGRES_EMPTY_QUERY) {
-      ml_pg_push_result(t->co, r, j->mode);
-      n = 1;
-    } else {
-      const char *primary = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
-      push_pgerr(t->co, primary ? primary : r ? PQresultErrorMessage(r) : "no result");
-      n = 2;
-    }
-  } else if (c->lease && j->kind == J_RUN) {   /* cancelled inside a transaction */
-    c->lease->c = NULL;
-    c->lease = NULL;
-    c->dirty = 1;
-  }
-  if (r) PQclear(r);
-  h->refs++;
-  job_free(j);
-  c->waking = 1;
-  if (t) ml_task_wake(t, n);
-  c->waking = 0;
-  /* the woken task may have used c again, released its lease or closed the handle */
-  if (c->drop_later) {
-    c->drop_later = 0;
-    if (c->lease) c->lease->c = NULL;
-    c->lease = NULL;
-    conn_drop(c);
-  } else if (c->state == C_IDLE && !c->lease && !c->cancelling) {
-    conn_available(c);
-  }
-  handle_unref(h);
+  ml_db_job_done(&c->base);
 }
 
 /* Keeps r as c's result: the first error wins, else the last result. */
@@ -632,7 +265,7 @@ static void keep_result(conn_t *c, PGresult *r) {
  * a DEALLOCATE ALL or DISCARD ALL) is prepared again, and the job sent again once when no
  * transaction block was open (the failed statement changed nothing). */
 static void pipeline_done(conn_t *c) {
-  job_t *j = c->job;
+  job_t *j = (job_t *)c->base.job;
   if (!PQexitPipelineMode(c->pg)) {
     conn_broken(c, "cannot leave pipeline mode");
     return;
@@ -643,15 +276,13 @@ static void pipeline_done(conn_t *c) {
   int stale = code && strcmp(code, "0A000") == 0, gone = code && strcmp(code, "26000") == 0;
   if (j->stmt && j->stmt->ready && (stale || gone)) {
     if (stale) j->stmt->stale = 1;
-    else stmt_forget(c, j->stmt);
+    else ml_db_pg_stmt_forget(&c->stmts, j->stmt);
     j->stmt = NULL;
-    if (j->hit && !j->retried && j->task && PQtransactionStatus(c->pg) == PQTRANS_IDLE) {
+    if (j->hit && !j->retried && j->base.task && PQtransactionStatus(c->pg) == PQTRANS_IDLE) {
       j->retried = 1;
       PQclear(r);
       c->res = NULL;
-      c->state = C_IDLE;
-      c->job = NULL;
-      if (job_send(c, j)) send_failed(c, j);
+      if (job_send(c, j)) conn_broken(c, NULL);
       return;
     }
   }
@@ -670,49 +301,15 @@ static void connect_step(conn_t *c) {
     return;
   }
   PQsetnonblocking(c->pg, 1);
-  c->state = C_IDLE;
   poll_idle(c);
-  job_t *j = c->job;
-  c->job = NULL;
-  if (j) conn_assign(c, j);
-  else conn_available(c);
+  ml_db_conn_ready(&c->base);
 }
 
-static void poll_cb(uv_poll_t *p, int status, int events) {
-  conn_t *c = p->data;
-  if (!c) return;
-  if (c->state == C_CONNECTING) {
-    connect_step(c);
-    return;
-  }
-  if (c->state == C_IDLE) {   /* the server spoke first: keep a notice, drop at the end */
-    if (status < 0 || !PQconsumeInput(c->pg) || PQstatus(c->pg) != CONNECTION_OK) {
-      conn_drop(c);
-      return;
-    }
-    PGnotify *n;
-    while ((n = PQnotifies(c->pg))) PQfreemem(n);
-    return;
-  }
-  if (status < 0) {
-    conn_broken(c, uv_strerror(status));
-    return;
-  }
-  if (events & UV_WRITABLE) {
-    int f = PQflush(c->pg);
-    if (f < 0 || (f == 0 && poll_want(c, UV_READABLE))) {
-      conn_broken(c, "cannot send");
-      return;
-    }
-  }
-  if (!(events & UV_READABLE)) return;
-  if (!PQconsumeInput(c->pg)) {
-    conn_broken(c, "connection lost");
-    return;
-  }
+/* Reads what a running query's results, one Sync at a time in pipeline mode. */
+static void read_results(conn_t *c) {
   while (!PQisBusy(c->pg)) {
     PGresult *r = PQgetResult(c->pg);
-    job_t *j = c->job;
+    job_t *j = (job_t *)c->base.job;
     if (!r) {
       if (!j->pipeline) {
         query_done(c);
@@ -750,7 +347,7 @@ static void poll_cb(uv_poll_t *p, int status, int events) {
         j->stmt->ready = 1;
         PQclear(r);
       } else {   /* the server has no such statement: forget it */
-        stmt_forget(c, j->stmt);
+        ml_db_pg_stmt_forget(&c->stmts, j->stmt);
         j->stmt = NULL;
         keep_result(c, r);
       }
@@ -762,8 +359,42 @@ static void poll_cb(uv_poll_t *p, int status, int events) {
   }
 }
 
-/* --- cancelling ------------------------------------------------------------------------ */
+static void poll_cb(uv_poll_t *p, int status, int events) {
+  conn_t *c = p->data;
+  if (!c) return;
+  if (c->base.state == ML_DB_CONNECTING) {
+    connect_step(c);
+    return;
+  }
+  if (c->base.state == ML_DB_IDLE) {   /* the server spoke first: keep a notice, drop at the end */
+    if (status < 0 || !PQconsumeInput(c->pg) || PQstatus(c->pg) != CONNECTION_OK) {
+      ml_db_conn_failed(&c->base, NULL);
+      return;
+    }
+    PGnotify *n;
+    while ((n = PQnotifies(c->pg))) PQfreemem(n);
+    return;
+  }
+  if (status < 0) {
+    conn_broken(c, uv_strerror(status));
+    return;
+  }
+  if (events & UV_WRITABLE) {
+    int f = PQflush(c->pg);
+    if (f < 0 || (f == 0 && poll_want(c, UV_READABLE))) {
+      conn_broken(c, "cannot send");
+      return;
+    }
+  }
+  if (!(events & UV_READABLE)) return;
+  if (!PQconsumeInput(c->pg)) {
+    conn_broken(c, "connection lost");
+    return;
+  }
+  read_results(c);
+}
 
+/* --- cancelling ------------------------------------------------------------------------ */
 
 static void cancel_work_cb(uv_work_t *req) {
   cancel_t *k = req->data;
@@ -781,25 +412,89 @@ static void cancel_after_cb(uv_work_t *req, int status) {
   free(k);
   if (!c) return;
   c->cancelling = NULL;
-  if (c->state == C_IDLE && !c->job && !c->lease && !c->waking) conn_available(c);
+  ml_db_conn_unhold(&c->base);
 }
 
-/* The task no longer waits: a queued job goes; a running query is cancelled on the
- * server and its connection drained (query_done discards the result). */
-static void job_cancel(ml_task_t *t) {
-  job_t *j = t->wait;
-  j->task = NULL;
-  conn_t *c = j->c;
-  if (!c) {
-    fifo_unlink(j->h, j);
-    job_free(j);
-    return;
+/* --- the driver (db.h) ----------------------------------------------------------------- */
+
+static int drv_init(ml_db_t *db, char *err) {
+  char *msg = NULL;
+  PQconninfoOption *opts = PQconninfoParse(db->target, &msg);
+  if (!opts) {
+    copy_first_line(err, msg ? msg : "invalid connection string");
+    PQfreemem(msg);
+    return -1;
   }
-  if (c->state == C_CONNECTING) {   /* the connection comes up for the next one */
-    c->job = NULL;
-    job_free(j);
-    return;
+  PQconninfoFree(opts);
+  return 0;
+}
+
+static int drv_connect(ml_db_conn_t *b, char *err) {
+  conn_t *c = (conn_t *)b;
+  c->pg = PQconnectStart(b->db->target);
+  if (!c->pg) abort();
+  PQsetNoticeProcessor(c->pg, notice_cb, NULL);
+  if (PQstatus(c->pg) != CONNECTION_BAD && poll_want(c, UV_WRITABLE) == 0) return 0;
+  copy_first_line(err, PQerrorMessage(c->pg));
+  poll_stop(c);
+  PQfinish(c->pg);
+  return -1;
+}
+
+static void drv_disconnect(ml_db_conn_t *b) {
+  conn_t *c = (conn_t *)b;
+  if (c->cancelling) c->cancelling->c = NULL;
+  poll_stop(c);
+  if (c->res) PQclear(c->res);
+  PQfinish(c->pg);
+  ml_db_pg_stmt_clear(&c->stmts);
+}
+
+/* An idle connection is alive when its socket has nothing to say: the server only
+ * speaks first to end it (shutdown, restart, admin kill). */
+static int drv_alive(ml_db_conn_t *b) {
+  PGconn *pg = ((conn_t *)b)->pg;
+  if (PQstatus(pg) != CONNECTION_OK) return 0;
+  struct pollfd pfd = {PQsocket(pg), POLLIN, 0};
+  return poll(&pfd, 1, 0) == 0;
+}
+
+static int drv_txn(ml_db_conn_t *b) {
+  PGconn *pg = ((conn_t *)b)->pg;
+  if (PQstatus(pg) != CONNECTION_OK) return ML_DB_TX_BROKEN;
+  switch (PQtransactionStatus(pg)) {
+  case PQTRANS_IDLE: return ML_DB_TX_NONE;
+  case PQTRANS_INTRANS: case PQTRANS_INERROR: return ML_DB_TX_OPEN;
+  default: return ML_DB_TX_BROKEN;   /* a command in progress, or unknown */
   }
+}
+
+/* `?` -> $n, and the parameters as text (their strings taken out of j->params). */
+static int drv_prepare(ml_db_job_t *b, const char *sql, size_t len, char *err) {
+  job_t *j = (job_t *)b;
+  int want, multi;
+  b->sql = ml_db_pg_sql_rewrite(sql, len, &want, &multi);
+  if (want != b->nparams) {
+    snprintf(err, ML_DB_ERRLEN, "expected %d parameter(s), got %d", want, b->nparams);
+    return -1;
+  }
+  j->multi = b->nparams == 0 && multi;
+  j->values = ml_db_pg_value_params(b->params, b->nparams);
+  return 0;
+}
+
+static int drv_send(ml_db_conn_t *b, ml_db_job_t *j, char *err) {
+  conn_t *c = (conn_t *)b;
+  if (job_send(c, (job_t *)j) == 0) return 0;
+  copy_first_line(err, PQerrorMessage(c->pg));
+  return -1;
+}
+
+/* The query is cancelled on the server; the connection drains its results (db.c discards
+ * them) and serves nobody until the request has landed. */
+static void drv_cancel(ml_db_conn_t *b, ml_db_job_t *j) {
+  (void)j;
+  conn_t *c = (conn_t *)b;
   PGcancel *pc = PQgetCancel(c->pg);
   if (!pc) return;
   cancel_t *k = malloc(sizeof *k);
@@ -807,198 +502,42 @@ static void job_cancel(ml_task_t *t) {
   k->cancel = pc;
   k->c = c;
   c->cancelling = k;
+  ml_db_conn_hold(b);
   k->req.data = k;
-  uv_queue_work(c->h->loop, &k->req, cancel_work_cb, cancel_after_cb);
+  uv_queue_work(b->db->loop, &k->req, cancel_work_cb, cancel_after_cb);
 }
 
-static void handle_close(handle_t *h) {
-  if (h->closed) return;
-  h->closed = 1;
-  while (h->head) {
-    job_t *j = h->head;
-    fifo_unlink(h, j);
-    job_fail(j, "closed");
+static int drv_push(lua_State *L, ml_db_job_t *b) {
+  job_t *j = (job_t *)b;
+  PGresult *r = j->res;
+  ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+  if (st == PGRES_COMMAND_OK && strcmp(PQcmdStatus(r), "ROLLBACK") == 0 && b->sql &&
+      strncasecmp(b->sql, "ROLLBACK", 8) != 0) {
+    /* COMMIT of a transaction an earlier statement aborted: nothing was committed */
+    return push_first_line(L, "transaction rolled back: a statement in it failed");
   }
-  conn_t *c = h->conns;
-  while (c) {
-    conn_t *next = c->next;
-    if (c->lease) {
-      c->lease->c = NULL;
-      c->lease = NULL;
-    }
-    if (c->state == C_IDLE) conn_drop(c);   /* the others go when their job ends */
-    c = next;
-  }
-}
-
-/* --- Lua ------------------------------------------------------------------------------- */
-
-static handle_t *check_handle(lua_State *L) {
-  handle_t **ud = luaL_checkudata(L, 1, HANDLE_MT);
-  if (!*ud) luaL_error(L, "the database handle is closed");
-  return *ud;
-}
-
-/* db_pg_open(url, connections) -> handle | nil, err. Connects nothing yet. */
-static int l_open(lua_State *L) {
-  const char *url = luaL_checkstring(L, 1);
-  int size = (int)luaL_optinteger(L, 2, DEFAULT_CONNS);
-  luaL_argcheck(L, size >= 1 && size <= 1000, 2, "expected 1 to 1000 connections");
-  ml_task_t *t = ml_task_current(L);
-  char *err = NULL;
-  PQconninfoOption *opts = PQconninfoParse(url, &err);
-  if (!opts) {
-    push_pgerr(L, err ? err : "invalid connection string");
-    PQfreemem(err);
-    return 2;
-  }
-  PQconninfoFree(opts);
-  handle_t *h = calloc(1, sizeof *h);
-  if (!h) abort();
-  h->loop = t->sched->loop;
-  h->conninfo = strdup(url);
-  h->size = size;
-  h->refs = 1;
-  handle_t **ud = lua_newuserdata(L, sizeof *ud);
-  *ud = h;
-  luaL_getmetatable(L, HANDLE_MT);
-  lua_setmetatable(L, -2);
-  return 1;
-}
-
-
-/* No idle connection for j: open one for it (up to the pool size) or queue it, then wait.
- * Returns nil, err at once when a connection cannot even be started. */
-static int wait_for_conn(lua_State *L, handle_t *h, job_t *j, ml_task_t *t) {
-  const char *err;
-  if (h->nconns < h->size) {
-    if (!conn_new(h, j, &err)) {
-      push_pgerr(L, err);
-      job_free(j);
-      return 2;
-    }
-  } else {
-    fifo_push(h, j);
-  }
-  return ml_task_wait(L, t, job_cancel, j);
-}
-
-/* h:run(lease|nil, mode, sql, ...) -> rows | { changes, last_id } | nil, err */
-static int l_run(lua_State *L) {
-  handle_t *h = check_handle(L);
-  lease_t *l = lua_isnil(L, 2) ? NULL : luaL_checkudata(L, 2, LEASE_MT);
-  int mode = (int)luaL_checkinteger(L, 3);
-  size_t len;
-  const char *sql = ml_db_checksql(L, 4, &len);
-  ml_task_t *t = ml_task_current(L);
-  if (l && !l->c) {
-    lua_pushnil(L);
-    lua_pushstring(L, "the transaction is over");
-    return 2;
-  }
-  if (l && l->c->state != C_IDLE)
-    return luaL_error(L, "a transaction runs one statement at a time");
-  int n, want;
-  ml_db_val_t *params = ml_db_params(L, 5, &n);
-  int multi;
-  char *pgsql = ml_db_pg_placeholders(sql, len, &want, &multi);
-  if (want != n) {
-    free(pgsql);
-    ml_db_params_free(params, n);
-    lua_pushnil(L);
-    lua_pushfstring(L, "expected %d parameter(s), got %d", want, n);
-    return 2;
-  }
-  job_t *j = job_new(h, J_RUN);
-  j->mode = mode;
-  j->sql = pgsql;
-  j->multi = n == 0 && multi;
-  j->nparams = n;
-  j->values = ml_pg_text_params(params, n);
-  ml_db_params_free(params, n);
-  j->task = t;
-  conn_t *c = l ? l->c : conn_idle(h);
-  if (c) {
-    if (job_send(c, j)) {   /* c is in no state to serve anyone (a lease's ends) */
-      push_pgerr(L, PQerrorMessage(c->pg));
-      conn_drop(c);
-      job_free(j);
-      return 2;
-    }
-    return ml_task_wait(L, t, job_cancel, j);
-  }
-  return wait_for_conn(L, h, j, t);
-}
-
-/* h:acquire() -> lease | nil, err: a connection of its own, for a transaction */
-static int l_acquire(lua_State *L) {
-  handle_t *h = check_handle(L);
-  ml_task_t *t = ml_task_current(L);
-  conn_t *c = conn_idle(h);
-  if (c) {
-    push_lease(L, c);
+  if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK || st == PGRES_EMPTY_QUERY) {
+    if (b->mode == ML_DB_EXEC) ml_db_pg_value_push_changes(L, r);
+    else ml_db_pg_value_push_rows(L, r);
     return 1;
   }
-  job_t *j = job_new(h, J_ACQUIRE);
-  j->task = t;
-  return wait_for_conn(L, h, j, t);
+  const char *primary = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+  return push_first_line(L, primary ? primary : r ? PQresultErrorMessage(r) : "no result");
 }
 
-static int l_close(lua_State *L) {
-  handle_t **ud = luaL_checkudata(L, 1, HANDLE_MT);
-  handle_t *h = *ud;
-  if (!h) return 0;
-  *ud = NULL;
-  handle_close(h);
-  handle_unref(h);
-  return 0;
+static void drv_job_free(ml_db_job_t *b) {
+  job_t *j = (job_t *)b;
+  if (j->values)
+    for (int i = 0; i < b->nparams; i++) free(j->values[i]);
+  free(j->values);
+  if (j->res) PQclear(j->res);
 }
 
-/* lease:release(clean): clean when COMMIT or ROLLBACK ran; otherwise (and from __gc)
- * the connection is rolled back before anyone else gets it. */
-static int l_release(lua_State *L) {
-  lease_t *l = luaL_checkudata(L, 1, LEASE_MT);
-  conn_t *c = l->c;
-  if (!c) return 0;
-  l->c = NULL;
-  c->lease = NULL;
-  c->dirty = !lua_toboolean(L, 2);
-  if (c->state == C_IDLE) conn_available(c);
-  return 0;
-}
-
-/* A lease the program dropped. From a finalizer nobody may be woken, so the connection
- * gets a ROLLBACK (harmless outside a transaction) whose end serves the waiters. */
-static int l_lease_gc(lua_State *L) {
-  lease_t *l = luaL_checkudata(L, 1, LEASE_MT);
-  conn_t *c = l->c;
-  handle_t *h = l->h;
-  l->h = NULL;
-  if (c) {
-    l->c = NULL;
-    c->lease = NULL;
-    c->dirty = 1;
-    if (c->state == C_IDLE) {
-      PGTransactionStatusType tx = PQtransactionStatus(c->pg);
-      job_t *j = NULL;
-      if (!h->closed && (tx == PQTRANS_IDLE || tx == PQTRANS_INTRANS || tx == PQTRANS_INERROR)) {
-        c->dirty = 0;
-        j = job_new(h, J_ROLLBACK);
-        j->sql = strdup("ROLLBACK");
-        if (job_send(c, j)) {
-          job_free(j);
-          j = NULL;
-        }
-      }
-      if (!j) conn_drop(c);
-    }
-  }
-  if (h) handle_unref(h);
-  return 0;
-}
-
-void ml_db_pg_open(lua_State *L) {
-  static const ml_db_driver_t driver = {HANDLE_MT, LEASE_MT, "db_pg_open", l_open, l_run,
-                                         l_acquire, l_close, l_release, l_lease_gc};
-  ml_db_register(L, &driver);
-}
+const ml_db_driver_t ml_db_pg_driver = {
+  .open_name = "db_pg_open", .handle_mt = "moonlet.db.pg", .lease_mt = "moonlet.db.pg.lease",
+  .default_size = 10, .max_size = 1000,   /* connects nothing at open */
+  .conn_size = sizeof(conn_t), .job_size = sizeof(job_t),
+  .init = drv_init, .connect = drv_connect, .disconnect = drv_disconnect,
+  .alive = drv_alive, .txn = drv_txn, .prepare = drv_prepare, .send = drv_send,
+  .cancel = drv_cancel, .push = drv_push, .job_free = drv_job_free,
+};

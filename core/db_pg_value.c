@@ -6,17 +6,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-char **ml_pg_text_params(ml_db_val_t *v, int n) {
+char **ml_db_pg_value_params(ml_db_value_t *v, int n) {
   if (n == 0) return NULL;
   char **out = calloc((size_t)n, sizeof *out);
   if (!out) abort();
   for (int i = 0; i < n; i++) {
     char buf[64];
     switch (v[i].type) {
-    case ML_DB_NULL: continue;
-    case ML_DB_TEXT: out[i] = v[i].s; v[i].s = NULL; continue;
-    case ML_DB_BOOL: snprintf(buf, sizeof buf, "%s", v[i].i ? "t" : "f"); break;
-    case ML_DB_INT: snprintf(buf, sizeof buf, "%lld", (long long)v[i].i); break;
+    case ML_DB_VALUE_NULL: continue;
+    case ML_DB_VALUE_TEXT: out[i] = v[i].s; v[i].s = NULL; continue;
+    case ML_DB_VALUE_BOOL: snprintf(buf, sizeof buf, "%s", v[i].i ? "t" : "f"); break;
+    case ML_DB_VALUE_INT: snprintf(buf, sizeof buf, "%lld", (long long)v[i].i); break;
     default:
       if (isnan(v[i].d)) snprintf(buf, sizeof buf, "NaN");
       else if (isinf(v[i].d))
@@ -43,16 +43,16 @@ static void push_value(lua_State *L, PGresult *r, int row, int col) {
   }
 }
 
-void ml_pg_push_result(lua_State *L, PGresult *r, int mode) {
+void ml_db_pg_value_push_changes(lua_State *L, PGresult *r) {
+  int id = PQntuples(r) > 0 ? PQfnumber(r, "id") : -1;
+  int has_id = id >= 0 && !PQgetisnull(r, 0, id);
+  ml_db_value_push_changes(L, strtoll(PQcmdTuples(r), NULL, 10), has_id,
+                           has_id ? strtoll(PQgetvalue(r, 0, id), NULL, 10) : 0);
+}
+
+void ml_db_pg_value_push_rows(lua_State *L, PGresult *r) {
   int nrows = PQntuples(r), ncols = PQnfields(r);
-  if (mode == ML_DB_EXEC) {
-    int id = nrows > 0 ? PQfnumber(r, "id") : -1;
-    int has_id = id >= 0 && !PQgetisnull(r, 0, id);
-    ml_db_push_exec(L, strtoll(PQcmdTuples(r), NULL, 10), has_id,
-                    has_id ? strtoll(PQgetvalue(r, 0, id), NULL, 10) : 0);
-    return;
-  }
-  ml_db_push_rows(L, nrows);
+  ml_db_value_push_rows(L, nrows);
   for (int i = 0; i < nrows; i++) {
     lua_createtable(L, 0, ncols);
     for (int k = 0; k < ncols; k++) {
@@ -63,4 +63,3 @@ void ml_pg_push_result(lua_State *L, PGresult *r, int mode) {
     lua_rawseti(L, -2, i + 1);
   }
 }
-

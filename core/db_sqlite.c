@@ -1,132 +1,43 @@
-/* SQLite for moonlet.db (see db.h for the handle's Lua face).
+/* SQLite for moonlet.db: a driver under the pool core (see db.h).
  *
- * Statements run on libuv's threadpool (uv_queue_work), never on the loop. A handle owns
- * a small set of connections (one for :memory:, where each connection would be its own
- * database); a connection serves one job at a time, and jobs that find none free wait
- * in a FIFO. Connections open lazily, on the threadpool, in WAL mode with a busy
- * timeout. A transaction leases one connection until it ends.
+ * Statements run on libuv's threadpool (uv_queue_work), never on the loop. A connection
+ * serves at once: it opens its database lazily, on the threadpool, with the first job it
+ * runs, in WAL mode with a busy timeout. :memory: (or "") gets one connection, since each
+ * would be its own database. db_sqlite_open runs that first open at once, so a bad path
+ * fails there.
  *
- * Ownership: a job belongs to the FIFO, then to the threadpool, then to after_cb, which
- * frees it. Jobs and leases hold references on the handle, so the handle's C memory
- * outlives its Lua userdata when work is still in flight. Cancelling a running job
- * clears job->task (its result is discarded) and interrupts the statement. */
-#include "db.h"
-#include "task.h"
+ * Ownership: a job's results are written on the threadpool while it runs and read on the
+ * loop after (uv_queue_work orders the two). conn->sqlite is set on the threadpool under
+ * conn->lock, which the loop takes to interrupt a running statement; the loop reads it
+ * without the lock only while no job runs. */
+#include "db_sqlite.h"
 #include "buf.h"
-#include <assert.h>
-#include <lauxlib.h>
 #include <sqlite3.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define HANDLE_MT "moonlet.db.sqlite"
-#define LEASE_MT "moonlet.db.sqlite.lease"
 #define BUSY_TIMEOUT_MS 5000
-#define DEFAULT_CONNS 4
-
-typedef struct lease_s lease_t;
-typedef struct job_s job_t;
 
 typedef struct {
-  sqlite3 *db;               /* NULL until a job opens it (on a threadpool thread) */
-  int busy;                  /* a job holds it */
-  lease_t *lease;            /* pinned by a transaction */
-  int dirty;                 /* released mid-transaction: roll back before reuse */
+  ml_db_conn_t base;
+  sqlite3 *sqlite;           /* NULL until a job opens it (on a threadpool thread) */
+  uv_mutex_t lock;           /* sqlite: set on the threadpool, read to interrupt */
 } conn_t;
 
 typedef struct {
-  uv_loop_t *loop;
-  char *path;
-  int memory;
-  int size;
-  conn_t *conns;             /* size slots */
-  job_t *head, *tail;        /* waiting for a connection */
-  int refs;                  /* the Lua userdata, jobs, leases */
-  int closed;
-  uv_mutex_t lock;           /* conn->db: set by threadpool threads, read to interrupt */
-} handle_t;
-
-struct lease_s {             /* Lua userdata */
-  handle_t *h;
-  conn_t *c;                 /* NULL once released */
-};
-
-enum { J_OPEN, J_RUN, J_ACQUIRE, J_ROLLBACK };
-
-struct job_s {
+  ml_db_job_t base;
   uv_work_t req;
-  handle_t *h;
-  conn_t *c;                 /* NULL while in the FIFO */
-  ml_task_t *task;           /* NULL when nobody waits (cancelled, internal) */
-  int kind, mode;
-  int in_tx;                 /* runs under a transaction's lease */
-  char *sql;
-  ml_db_val_t *params;
-  int nparams;
-  int ud_ref;                /* J_OPEN: the handle's userdata, pushed on success */
+  int status;                /* uv's: UV_ECANCELED when it never ran */
   /* results, written on the threadpool */
   ml_buf_t out;              /* 'C' ncols names... | 'R' cells... */
   char *err;
   int64_t changes, last_id;
   int has_id;
-  job_t *next, *prev;
-};
+} job_t;
 
-static void conn_available(handle_t *h, conn_t *c);
-
-static void handle_unref(handle_t *h) {
-  if (--h->refs > 0) return;
-  assert(h->closed);
-  uv_mutex_destroy(&h->lock);
-  free(h->conns);
-  free(h->path);
-  free(h);
-}
-
-static void conn_close(handle_t *h, conn_t *c) {
-  if (!c->db) return;
-  uv_mutex_lock(&h->lock);
-  sqlite3 *db = c->db;
-  c->db = NULL;
-  uv_mutex_unlock(&h->lock);
-  sqlite3_close_v2(db);   /* rolls back an open transaction */
-}
-
-static job_t *job_new(handle_t *h, int kind) {
-  job_t *j = calloc(1, sizeof *j);
-  if (!j) abort();
-  j->h = h;
-  j->kind = kind;
-  j->ud_ref = LUA_NOREF;
-  j->req.data = j;
-  h->refs++;
-  return j;
-}
-
-static void job_free(job_t *j) {
-  ml_db_params_free(j->params, j->nparams);
-  free(j->sql);
-  free(j->err);
-  ml_buf_free(&j->out);
-  handle_t *h = j->h;
-  free(j);
-  handle_unref(h);
-}
-
-static void fifo_push(handle_t *h, job_t *j) {
-  j->prev = h->tail;
-  j->next = NULL;
-  if (h->tail) h->tail->next = j; else h->head = j;
-  h->tail = j;
-}
-
-static void fifo_unlink(handle_t *h, job_t *j) {
-  if (j->prev) j->prev->next = j->next; else h->head = j->next;
-  if (j->next) j->next->prev = j->prev; else h->tail = j->prev;
-  j->next = j->prev = NULL;
-}
+static int is_memory(const char *path) { return strcmp(path, ":memory:") == 0 || !*path; }
 
 /* --- the threadpool side --------------------------------------------------------------- */
 
@@ -170,13 +81,13 @@ static void put_row(ml_buf_t *b, sqlite3_stmt *st, int ncols) {
 }
 
 static int bind_params(job_t *j, sqlite3_stmt *st) {
-  for (int k = 0; k < j->nparams; k++) {
-    ml_db_val_t *v = &j->params[k];
+  for (int k = 0; k < j->base.nparams; k++) {
+    ml_db_value_t *v = &j->base.params[k];
     int rc;
     switch (v->type) {
-    case ML_DB_INT: case ML_DB_BOOL: rc = sqlite3_bind_int64(st, k + 1, v->i); break;
-    case ML_DB_FLOAT: rc = sqlite3_bind_double(st, k + 1, v->d); break;
-    case ML_DB_TEXT: rc = sqlite3_bind_text(st, k + 1, v->s, (int)v->len, SQLITE_STATIC); break;
+    case ML_DB_VALUE_INT: case ML_DB_VALUE_BOOL: rc = sqlite3_bind_int64(st, k + 1, v->i); break;
+    case ML_DB_VALUE_FLOAT: rc = sqlite3_bind_double(st, k + 1, v->d); break;
+    case ML_DB_VALUE_TEXT: rc = sqlite3_bind_text(st, k + 1, v->s, (int)v->len, SQLITE_STATIC); break;
     default: rc = sqlite3_bind_null(st, k + 1);
     }
     if (rc != SQLITE_OK) return rc;
@@ -184,10 +95,10 @@ static int bind_params(job_t *j, sqlite3_stmt *st) {
   return SQLITE_OK;
 }
 
-/* Runs every statement of j->sql on db; parameters bind to the first one. Rows go to
- * j->out (query), a RETURNING id to j->last_id (exec). Returns 0, or -1 with j->err set. */
+/* Runs every statement of the job's SQL on db; parameters bind to the first one. Rows go
+ * to j->out (query), a RETURNING id to j->last_id (exec). Returns 0, or -1 with j->err set. */
 static int run_statements(job_t *j, sqlite3 *db) {
-  const char *sql = j->sql;
+  const char *sql = j->base.sql;
   int first = 1;
   while (*sql) {
     sqlite3_stmt *st;
@@ -198,7 +109,7 @@ static int run_statements(job_t *j, sqlite3 *db) {
     }
     sql = tail;
     if (!st) continue;   /* only whitespace or a comment */
-    int want = sqlite3_bind_parameter_count(st), have = first ? j->nparams : 0;
+    int want = sqlite3_bind_parameter_count(st), have = first ? j->base.nparams : 0;
     if (want != have) {
       char msg[96];
       snprintf(msg, sizeof msg, first ? "expected %d parameter(s), got %d"
@@ -215,11 +126,11 @@ static int run_statements(job_t *j, sqlite3 *db) {
     }
     first = 0;
     int ncols = sqlite3_column_count(st), rc, header = 0, id_col = -1;
-    if (j->mode == ML_DB_EXEC)
+    if (j->base.mode == ML_DB_EXEC)
       for (int i = 0; i < ncols; i++)
         if (sqlite3_stricmp(sqlite3_column_name(st, i), "id") == 0) id_col = i;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-      if (j->mode == ML_DB_EXEC) {
+      if (j->base.mode == ML_DB_EXEC) {
         if (id_col >= 0 && !j->has_id) {   /* RETURNING id */
           j->has_id = 1;
           j->last_id = sqlite3_column_int64(st, id_col);
@@ -284,50 +195,53 @@ static void run_sql(job_t *j, sqlite3 *db) {
 }
 
 static void open_conn(job_t *j, conn_t *c) {
-  handle_t *h = j->h;
+  const char *path = j->base.db->target;
   sqlite3 *db = NULL;
   int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
-  if (sqlite3_open_v2(h->path, &db, flags, NULL) != SQLITE_OK) {
+  if (sqlite3_open_v2(path, &db, flags, NULL) != SQLITE_OK) {
     char what[300];
-    snprintf(what, sizeof what, "cannot open %s: ", h->path);
+    snprintf(what, sizeof what, "cannot open %s: ", path);
     set_err(j, what, db);
     sqlite3_close(db);
     return;
   }
   sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
-  if (!h->memory &&
+  if (!is_memory(path) &&
       sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL", NULL, NULL, NULL)) {
     set_err(j, "cannot set WAL mode: ", db);
     sqlite3_close(db);
     return;
   }
-  uv_mutex_lock(&h->lock);
-  c->db = db;
-  uv_mutex_unlock(&h->lock);
+  uv_mutex_lock(&c->lock);
+  c->sqlite = db;
+  uv_mutex_unlock(&c->lock);
 }
 
+/* Opens the connection if it is not yet, then runs the job: a statement, or a ROLLBACK
+ * when a transaction is open (db.c finds that out on the loop with drv_txn). */
 static void work_cb(uv_work_t *req) {
   job_t *j = req->data;
-  conn_t *c = j->c;
-  if (!c->db) open_conn(j, c);
-  if (!c->db) return;
-  if (j->kind == J_RUN) {
-    run_sql(j, c->db);
-    /* outside db:transaction, nothing may leave a transaction open on a pooled
-     * connection (a script stopped by an error before its COMMIT, an interrupt) */
-    if (!j->in_tx && !sqlite3_get_autocommit(c->db))
-      sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
-  } else if (j->kind == J_ROLLBACK && !sqlite3_get_autocommit(c->db))
-    sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+  conn_t *c = (conn_t *)j->base.conn;
+  if (!c->sqlite) open_conn(j, c);
+  if (!c->sqlite) return;
+  if (j->base.kind == ML_DB_RUN) run_sql(j, c->sqlite);
+  else if (j->base.kind == ML_DB_ROLLBACK && !sqlite3_get_autocommit(c->sqlite))
+    sqlite3_exec(c->sqlite, "ROLLBACK", NULL, NULL, NULL);
 }
 
 /* --- the loop side --------------------------------------------------------------------- */
+
+static void after_cb(uv_work_t *req, int status) {
+  job_t *j = req->data;
+  j->status = status;
+  ml_db_job_done(j->base.conn);
+}
 
 /* Pushes the rows encoded in b as an array of { column = value } tables. */
 static void push_rows(lua_State *L, const ml_buf_t *b) {
   const char *p = b->data, *end = p + b->len;
   int nrows = 0, ncols = 0;
-  ml_db_push_rows(L, 0);
+  ml_db_value_push_rows(L, 0);
   lua_newtable(L);   /* column names */
   while (p < end) {
     uint32_t u;
@@ -371,271 +285,73 @@ static void push_rows(lua_State *L, const ml_buf_t *b) {
   lua_pop(L, 1);
 }
 
-static void push_lease(lua_State *L, handle_t *h, conn_t *c) {
-  lease_t *l = lua_newuserdata(L, sizeof *l);
-  l->h = h;
-  l->c = c;
-  c->lease = l;
-  h->refs++;
-  luaL_getmetatable(L, LEASE_MT);
-  lua_setmetatable(L, -2);
+/* --- the driver (db.h) ----------------------------------------------------------------- */
+
+static int drv_init(ml_db_t *db, char *err) {
+  (void)err;
+  if (is_memory(db->target)) db->size = 1;
+  return 0;
 }
 
-static void after_cb(uv_work_t *req, int status) {
-  job_t *j = req->data;
-  handle_t *h = j->h;
-  conn_t *c = j->c;
-  ml_task_t *t = j->task;
-  c->busy = 0;
-  if (!t && c->lease && j->kind == J_RUN) {   /* cancelled inside a transaction */
-    c->lease->c = NULL;
-    c->lease = NULL;
-    c->dirty = 1;
-  }
-  int n = 0;
-  if (t) {
-    lua_State *L = t->co;
-    if (status != 0 || j->err) {
-      lua_pushnil(L);
-      lua_pushstring(L, status != 0 ? "cancelled" : j->err);
-      n = 2;
-    } else if (j->kind == J_OPEN) {
-      lua_rawgeti(L, LUA_REGISTRYINDEX, j->ud_ref);
-      n = 1;
-    } else if (j->mode == ML_DB_QUERY) {
-      push_rows(L, &j->out);
-      n = 1;
-    } else {
-      ml_db_push_exec(L, j->changes, j->has_id, j->last_id);
-      n = 1;
-    }
-    if (j->ud_ref != LUA_NOREF) luaL_unref(t->sched->L, LUA_REGISTRYINDEX, j->ud_ref);
-  }
-  h->refs++;   /* past job_free and the wake */
-  job_free(j);
-  if (t) ml_task_wake(t, n);
-  if (!c->busy && !c->lease) conn_available(h, c);
-  handle_unref(h);
+static int drv_connect(ml_db_conn_t *b, char *err) {
+  int rc = uv_mutex_init(&((conn_t *)b)->lock);
+  if (rc) snprintf(err, ML_DB_ERRLEN, "%s", uv_strerror(rc));
+  return rc ? -1 : 1;   /* ready: it opens with its first job */
 }
 
-static void job_start(job_t *j, conn_t *c) {
-  assert(!c->busy);
-  c->busy = 1;
-  j->c = c;
-  uv_queue_work(j->h->loop, &j->req, work_cb, after_cb);
+static void drv_disconnect(ml_db_conn_t *b) {
+  conn_t *c = (conn_t *)b;
+  if (c->sqlite) sqlite3_close_v2(c->sqlite);   /* rolls back an open transaction */
+  uv_mutex_destroy(&c->lock);
 }
 
-/* c has no job and no lease: roll it back if it must, else give it to the first waiter. */
-static void conn_available(handle_t *h, conn_t *c) {
-  if (h->closed) {
-    conn_close(h, c);
-    return;
-  }
-  if (c->dirty) {
-    c->dirty = 0;
-    job_start(job_new(h, J_ROLLBACK), c);
-    return;
-  }
-  job_t *j = h->head;
-  if (!j) return;
-  fifo_unlink(h, j);
-  if (j->kind != J_ACQUIRE) {
-    job_start(j, c);
-    return;
-  }
-  ml_task_t *t = j->task;
-  push_lease(t->co, h, c);
-  job_free(j);
-  ml_task_wake(t, 1);
+static int drv_txn(ml_db_conn_t *b) {
+  sqlite3 *db = ((conn_t *)b)->sqlite;
+  return db && !sqlite3_get_autocommit(db) ? ML_DB_TX_OPEN : ML_DB_TX_NONE;
 }
 
-/* A free connection for a new job, preferring open ones; NULL when jobs already wait
- * (they go first) or none is free. */
-static conn_t *conn_idle(handle_t *h) {
-  if (h->head) return NULL;
-  conn_t *fresh = NULL;
-  for (int i = 0; i < h->size; i++) {
-    conn_t *c = &h->conns[i];
-    if (c->busy || c->lease) continue;
-    if (c->db) return c;
-    if (!fresh) fresh = c;
-  }
-  return fresh;
+static int drv_send(ml_db_conn_t *c, ml_db_job_t *b, char *err) {
+  job_t *j = (job_t *)b;
+  j->req.data = j;
+  int rc = uv_queue_work(c->db->loop, &j->req, work_cb, after_cb);
+  if (rc) snprintf(err, ML_DB_ERRLEN, "%s", uv_strerror(rc));
+  return rc ? -1 : 0;
 }
 
-static void job_cancel(ml_task_t *t) {
-  job_t *j = t->wait;
-  j->task = NULL;
-  if (j->ud_ref != LUA_NOREF) {
-    luaL_unref(t->sched->L, LUA_REGISTRYINDEX, j->ud_ref);
-    j->ud_ref = LUA_NOREF;
-  }
-  if (!j->c) {   /* still waiting for a connection */
-    fifo_unlink(j->h, j);
-    job_free(j);
-    return;
-  }
-  if (uv_cancel((uv_req_t *)&j->req) == 0) return;   /* after_cb sees UV_ECANCELED */
-  uv_mutex_lock(&j->h->lock);
-  if (j->c->db) sqlite3_interrupt(j->c->db);   /* after_cb discards what it finished */
-  uv_mutex_unlock(&j->h->lock);
+/* A job still queued never runs (after_cb sees UV_ECANCELED); a running statement is
+ * interrupted. */
+static void drv_cancel(ml_db_conn_t *b, ml_db_job_t *j) {
+  conn_t *c = (conn_t *)b;
+  if (uv_cancel((uv_req_t *)&((job_t *)j)->req) == 0) return;
+  uv_mutex_lock(&c->lock);
+  if (c->sqlite) sqlite3_interrupt(c->sqlite);
+  uv_mutex_unlock(&c->lock);
 }
 
-static void handle_close(handle_t *h) {
-  if (h->closed) return;
-  h->closed = 1;
-  while (h->head) {   /* waiters: woken with an error */
-    job_t *j = h->head;
-    fifo_unlink(h, j);
-    ml_task_t *t = j->task;
-    lua_pushnil(t->co);
-    lua_pushstring(t->co, "closed");
-    job_free(j);
-    ml_task_wake(t, 2);
-  }
-  for (int i = 0; i < h->size; i++) {
-    conn_t *c = &h->conns[i];
-    if (c->lease) {
-      c->lease->c = NULL;
-      c->lease = NULL;
-    }
-    if (!c->busy) conn_close(h, c);   /* busy ones close when their job ends */
-  }
-}
-
-/* --- Lua ------------------------------------------------------------------------------- */
-
-static handle_t *check_handle(lua_State *L) {
-  handle_t **ud = luaL_checkudata(L, 1, HANDLE_MT);
-  if (!*ud) luaL_error(L, "the database handle is closed");
-  return *ud;
-}
-
-/* db_sqlite_open(path, connections) -> handle | nil, err. Opens the first connection (on
- * the threadpool) so a bad path fails here. */
-static int l_open(lua_State *L) {
-  size_t len;
-  const char *path = luaL_checklstring(L, 1, &len);
-  int size = (int)luaL_optinteger(L, 2, DEFAULT_CONNS);
-  luaL_argcheck(L, size >= 1 && size <= 64, 2, "expected 1 to 64 connections");
-  int memory = strcmp(path, ":memory:") == 0 || len == 0;
-  ml_task_t *t = ml_task_current(L);
-  handle_t *h = calloc(1, sizeof *h);
-  if (!h) abort();
-  h->loop = t->sched->loop;
-  h->path = strdup(path);
-  h->memory = memory;
-  h->size = memory ? 1 : size;
-  h->conns = calloc((size_t)h->size, sizeof *h->conns);
-  if (!h->conns || !h->path) abort();
-  h->refs = 1;
-  uv_mutex_init(&h->lock);
-  handle_t **ud = lua_newuserdata(L, sizeof *ud);
-  *ud = h;
-  luaL_getmetatable(L, HANDLE_MT);
-  lua_setmetatable(L, -2);
-  job_t *j = job_new(h, J_OPEN);
-  j->ud_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  j->task = t;
-  job_start(j, &h->conns[0]);
-  return ml_task_wait(L, t, job_cancel, j);
-}
-
-/* h:run(lease|nil, mode, sql, ...) -> rows | { changes, last_id } | nil, err */
-static int l_run(lua_State *L) {
-  handle_t *h = check_handle(L);
-  lease_t *l = lua_isnil(L, 2) ? NULL : luaL_checkudata(L, 2, LEASE_MT);
-  int mode = (int)luaL_checkinteger(L, 3);
-  size_t len;
-  const char *sql = ml_db_checksql(L, 4, &len);
-  ml_task_t *t = ml_task_current(L);
-  if (l && !l->c) {
+static int drv_push(lua_State *L, ml_db_job_t *b) {
+  job_t *j = (job_t *)b;
+  if (j->status != 0 || j->err) {
     lua_pushnil(L);
-    lua_pushstring(L, "the transaction is over");
+    lua_pushstring(L, j->status != 0 ? "cancelled" : j->err);
     return 2;
   }
-  if (l && l->c->busy) return luaL_error(L, "a transaction runs one statement at a time");
-  int n;
-  ml_db_val_t *params = ml_db_params(L, 5, &n);
-  job_t *j = job_new(h, J_RUN);
-  j->mode = mode;
-  j->sql = malloc(len + 1);
-  if (!j->sql) abort();
-  memcpy(j->sql, sql, len + 1);
-  j->params = params;
-  j->nparams = n;
-  j->task = t;
-  j->in_tx = l != NULL;
-  conn_t *c = l ? l->c : conn_idle(h);
-  if (c) job_start(j, c);
-  else fifo_push(h, j);
-  return ml_task_wait(L, t, job_cancel, j);
+  if (b->kind == ML_DB_OPEN) return 0;
+  if (b->mode == ML_DB_QUERY) push_rows(L, &j->out);
+  else ml_db_value_push_changes(L, j->changes, j->has_id, j->last_id);
+  return 1;
 }
 
-/* h:acquire() -> lease | nil, err: a connection of its own, for a transaction */
-static int l_acquire(lua_State *L) {
-  handle_t *h = check_handle(L);
-  ml_task_t *t = ml_task_current(L);
-  conn_t *c = conn_idle(h);
-  if (c) {
-    push_lease(L, h, c);
-    return 1;
-  }
-  job_t *j = job_new(h, J_ACQUIRE);
-  j->task = t;
-  fifo_push(h, j);
-  return ml_task_wait(L, t, job_cancel, j);
+static void drv_job_free(ml_db_job_t *b) {
+  job_t *j = (job_t *)b;
+  free(j->err);
+  ml_buf_free(&j->out);
 }
 
-static int l_close(lua_State *L) {
-  handle_t **ud = luaL_checkudata(L, 1, HANDLE_MT);
-  handle_t *h = *ud;
-  if (!h) return 0;
-  *ud = NULL;
-  handle_close(h);
-  handle_unref(h);
-  return 0;
-}
-
-/* lease:release(clean): clean when COMMIT or ROLLBACK ran; otherwise (and from __gc)
- * the connection is rolled back before anyone else gets it. */
-static int l_release(lua_State *L) {
-  lease_t *l = luaL_checkudata(L, 1, LEASE_MT);
-  int clean = lua_toboolean(L, 2);
-  conn_t *c = l->c;
-  if (!c) return 0;
-  l->c = NULL;
-  c->lease = NULL;
-  c->dirty = !clean;
-  if (!c->busy) conn_available(l->h, c);
-  return 0;
-}
-
-/* A lease the program dropped: never wake anyone from a finalizer, so a dirty
- * connection only gets its rollback job (which dispatches the waiters when it ends). */
-static int l_lease_gc(lua_State *L) {
-  lease_t *l = luaL_checkudata(L, 1, LEASE_MT);
-  conn_t *c = l->c;
-  handle_t *h = l->h;
-  if (c) {
-    l->c = NULL;
-    c->lease = NULL;
-    c->dirty = 1;
-    if (!c->busy) {
-      if (h->closed) conn_close(h, c);
-      else {
-        c->dirty = 0;
-        job_start(job_new(h, J_ROLLBACK), c);
-      }
-    }
-  }
-  l->h = NULL;
-  if (h) handle_unref(h);
-  return 0;
-}
-
-void ml_db_sqlite_open(lua_State *L) {
-  static const ml_db_driver_t driver = {HANDLE_MT, LEASE_MT, "db_sqlite_open", l_open, l_run,
-                                         l_acquire, l_close, l_release, l_lease_gc};
-  ml_db_register(L, &driver);
-}
+const ml_db_driver_t ml_db_sqlite_driver = {
+  .open_name = "db_sqlite_open", .handle_mt = "moonlet.db.sqlite",
+  .lease_mt = "moonlet.db.sqlite.lease",
+  .default_size = 4, .max_size = 64, .open_connects = 1,   /* a bad path fails at open */
+  .conn_size = sizeof(conn_t), .job_size = sizeof(job_t),
+  .init = drv_init, .connect = drv_connect, .disconnect = drv_disconnect, .txn = drv_txn,
+  .send = drv_send, .cancel = drv_cancel, .push = drv_push, .job_free = drv_job_free,
+};

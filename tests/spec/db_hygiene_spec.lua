@@ -49,15 +49,17 @@ describe("db connection hygiene", function()
     db:close()
   end)
 
-  it("postgres: a cancel that reaches the server late hits no other query", function()
+  -- On a pool of one connection, a query is cancelled at 0.1 s (its pg_sleep(0.3) goes on)
+  -- while a slow SQLite statement keeps libuv's threadpool, where PQcancel runs, busy from
+  -- 0.05 s: the cancel lands after the cancelled query has ended. `sql` starts at `at`
+  -- seconds on the same connection. Returns its rows[1].who, err.
+  local function beside_a_late_cancel(at, sql)
     local db = assert(moonlet.db.open(pg.url, { pool_size = 1 }))
     assert(db:query("SELECT 1"))
-    -- keep libuv's threadpool (where PQcancel runs) busy with a slow SQLite statement so
-    -- the cancel arrives after the cancelled query already ended
     local sq = assert(moonlet.db.open("sqlite::memory:"))
     local slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c " ..
                  "WHERE x < 1500000) SELECT count(*) AS n FROM c"
-    local b_err, b_who
+    local who, err
     moonlet.gather(
       function()
         eq(select(2, moonlet.timeout(0.1, function() return db:query("SELECT pg_sleep(0.3)") end)),
@@ -65,14 +67,44 @@ describe("db connection hygiene", function()
       end,
       function() moonlet.sleep(0.05); sq:query(slow) end,
       function()
-        moonlet.sleep(0.02)
-        local rows, err = db:query("SELECT pg_sleep(2), 'B' AS who")
-        b_err, b_who = err, rows and rows[1].who
+        moonlet.sleep(at)
+        local rows
+        rows, err = db:query(sql)
+        who = rows and rows[1].who
       end)
-    eq(b_err, nil)
-    eq(b_who, "B")
     db:close()
     sq:close()
+    return who, err
+  end
+
+  it("postgres: a cancel that reaches the server late hits no other query", function()
+    -- B waits for the connection while the cancelled query still holds it
+    local who, err = beside_a_late_cancel(0.02, "SELECT pg_sleep(2), 'B' AS who")
+    eq(err, nil)
+    eq(who, "B")
+  end)
+
+  it("postgres: a cancel that reaches the server late hits no query that came after", function()
+    -- C comes once the cancelled query has ended (0.3 s) and nobody waits, before the
+    -- cancel has landed: the connection must not serve it until then
+    local who, err = beside_a_late_cancel(0.4, "SELECT pg_sleep(1), 'C' AS who")
+    eq(err, nil)
+    eq(who, "C")
+  end)
+
+  it("postgres: the statement right after a script stopped before its COMMIT runs outside it", function()
+    -- from a coroutine, which the end of the script resumes at once: the connection is
+    -- rolled back before this coroutine (or anyone) may use it again
+    local db = assert(moonlet.db.open(pg.url, { pool_size = 1 }))
+    assert(db:exec("CREATE TABLE hyg3 (x int)"))
+    local rows, err
+    moonlet.gather(function()
+      eq(db:exec("BEGIN; INSERT INTO hyg3 VALUES (1); SELECT 1/0; COMMIT"), nil)
+      rows, err = db:query("SELECT count(*)::int AS n FROM hyg3")
+    end)
+    eq(err, nil)
+    eq(rows, { { n = 0 } })
+    db:close()
   end)
 
   it("sqlite: a script stopped before its COMMIT leaves no open transaction behind", function()
@@ -87,5 +119,19 @@ describe("db connection hygiene", function()
     assert(other:exec("INSERT INTO t VALUES (3)"))   -- not locked out
     db:close()
     other:close()
+  end)
+
+  it("sqlite: the statement right after a script stopped before its COMMIT runs outside it", function()
+    local dir = t.tmpdir()
+    local db = assert(moonlet.db.open("sqlite:" .. dir .. "/y.db", { pool_size = 1 }))
+    assert(db:exec("CREATE TABLE t (x int)"))
+    local rows, err
+    moonlet.gather(function()   -- resumed from the end of the script, as a route would be
+      eq(db:exec("BEGIN; INSERT INTO t VALUES (1); INSERT INTO nope VALUES (1); COMMIT"), nil)
+      rows, err = db:query("SELECT count(*) AS n FROM t")
+    end)
+    eq(err, nil)
+    eq(rows, { { n = 0 } })
+    db:close()
   end)
 end)

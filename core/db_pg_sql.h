@@ -1,0 +1,14 @@
+/* PostgreSQL's SQL text for db_pg.c: moonlet's `?` placeholders rewritten as $1..$n. Pure
+ * (no libpq, no Lua): tests/unit/db_pg_sql_test.c covers it. */
+#ifndef ML_DB_PG_SQL_H
+#define ML_DB_PG_SQL_H
+#include <stddef.h>
+
+/* Rewrites moonlet's `?` placeholders as PostgreSQL's $1..$n. A `?` inside a string
+ * literal, a quoted identifier, a comment or a dollar-quoted body is left alone, and `??`
+ * stands for a literal `?` (jsonb operators). Reads exactly len bytes of sql. Returns a
+ * malloc'd, NUL-terminated string and the number of placeholders in *count. *multi (when
+ * not NULL) is set when a `;` outside literals and comments is followed by more than
+ * blanks, comments or `;` (several commands). */
+char *ml_db_pg_sql_rewrite(const char *sql, size_t len, int *count, int *multi);
+#endif
