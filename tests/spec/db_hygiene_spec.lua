@@ -16,8 +16,8 @@ ffi.C.setenv("UV_THREADPOOL_SIZE", "1", 1)
 
 describe("db connection hygiene", function()
   local pg
-  before_all(function() pg = require("tests.support.pg").start() end)
-  after_all(function()
+  lazy_setup(function() pg = require("tests.support.pg").start() end)
+  lazy_teardown(function()
     if pg then pg:stop() end
     ffi.C.unsetenv("UV_THREADPOOL_SIZE")   -- servers started by later specs must not inherit it
   end)
@@ -26,10 +26,10 @@ describe("db connection hygiene", function()
     local db = assert(moonlet.db.open(pg.url, { pool_size = 1 }))
     assert(db:exec("CREATE TABLE hyg1 (x int)"))
     local r, err = db:exec("BEGIN; INSERT INTO hyg1 VALUES (1); SELECT 1/0; COMMIT")
-    eq(r, nil)
-    match(err, "division by zero")
-    for _ = 1, 3 do eq(assert(db:query("SELECT 1 AS one")), { { one = 1 } }) end
-    eq(assert(db:query("SELECT count(*)::int AS n FROM hyg1")), { { n = 0 } })
+    assert.are.same(nil, r)
+    assert.matches("division by zero", err)
+    for _ = 1, 3 do assert.are.same({ { one = 1 } }, assert(db:query("SELECT 1 AS one"))) end
+    assert.are.same({ { n = 0 } }, assert(db:query("SELECT count(*)::int AS n FROM hyg1")))
     db:close()
   end)
 
@@ -39,13 +39,13 @@ describe("db connection hygiene", function()
     local res, err = db:transaction(function(tx)
       assert(tx:exec("INSERT INTO hyg2 VALUES (2)"))
       local ok2, e = tx:exec("INSERT INTO no_such_table VALUES (1)")   -- nil, err: not raised
-      eq(ok2, nil)
-      match(e, "does not exist")
+      assert.are.same(nil, ok2)
+      assert.matches("does not exist", e)
       return "committed?"
     end)
-    eq(res, nil)
-    match(err, "transaction rolled back")
-    eq(assert(db:query("SELECT count(*)::int AS n FROM hyg2")), { { n = 0 } })
+    assert.are.same(nil, res)
+    assert.matches("transaction rolled back", err)
+    assert.are.same({ { n = 0 } }, assert(db:query("SELECT count(*)::int AS n FROM hyg2")))
     db:close()
   end)
 
@@ -60,8 +60,8 @@ describe("db connection hygiene", function()
     local b_err, b_who
     moonlet.gather(
       function()
-        eq(select(2, moonlet.timeout(0.1, function() return db:query("SELECT pg_sleep(0.3)") end)),
-           "timeout")
+        assert.are.same("timeout",
+                        select(2, moonlet.timeout(0.1, function() return db:query("SELECT pg_sleep(0.3)") end)))
       end,
       function() moonlet.sleep(0.05); sq:query(slow) end,
       function()
@@ -69,8 +69,8 @@ describe("db connection hygiene", function()
         local rows, err = db:query("SELECT pg_sleep(2), 'B' AS who")
         b_err, b_who = err, rows and rows[1].who
       end)
-    eq(b_err, nil)
-    eq(b_who, "B")
+    assert.are.same(nil, b_err)
+    assert.are.same("B", b_who)
     db:close()
     sq:close()
   end)
@@ -80,10 +80,10 @@ describe("db connection hygiene", function()
     local db = assert(moonlet.db.open("sqlite:" .. dir .. "/x.db", { pool_size = 2 }))
     assert(db:exec("CREATE TABLE t (x int)"))
     local r = db:exec("BEGIN; INSERT INTO t VALUES (1); INSERT INTO nope VALUES (1); COMMIT")
-    eq(r, nil)
+    assert.are.same(nil, r)
     assert(db:exec("INSERT INTO t VALUES (2)"))
     local other = assert(moonlet.db.open("sqlite:" .. dir .. "/x.db", { pool_size = 1 }))
-    eq(assert(other:query("SELECT count(*) AS n FROM t")), { { n = 1 } })
+    assert.are.same({ { n = 1 } }, assert(other:query("SELECT count(*) AS n FROM t")))
     assert(other:exec("INSERT INTO t VALUES (3)"))   -- not locked out
     db:close()
     other:close()
