@@ -12,6 +12,8 @@ PKGLIBS  = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 LLHTTP_SRC := /usr/share/llhttp
 LLHTTP_INC := /usr/share/include/llhttp
 CJSON_LIB  := $(firstword $(wildcard /usr/lib/*/liblua5.1-cjson.a) /usr/lib/x86_64-linux-gnu/liblua5.1-cjson.a)
+# Debian's Lua 5.1 C modules (busted's lfs, term, system) for `moonlet test`.
+LUA_CDIR   := /usr/lib/$(shell $(CC) -print-multiarch 2>/dev/null)/lua/5.1
 
 CFLAGS  += -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(OPT) -g -Wall -Wextra -Werror \
            -Wno-missing-field-initializers $(SAN) $(PKGCFG) -I$(LLHTTP_INC) -Icore -I$(BUILD)
@@ -43,13 +45,17 @@ $(BUILD)/embedgen: tools/embedgen.c
 	$(CC) -O1 -Wall -Wextra -Werror -o $@ $<
 
 # The Lua side is compiled into the binary: lua/moonlet/x.lua becomes module "moonlet.x".
-$(BUILD)/core/lua_embed.c: $(BUILD)/embedgen $(LUA_SRC)
+# Its subfolders are not: lua/moonlet/testing/ (the spec helpers) stays on disk.
+# The folder is a prerequisite too: a file removed from it must leave the binary.
+$(BUILD)/core/lua_embed.c: $(BUILD)/embedgen $(LUA_SRC) lua/moonlet
 	@mkdir -p $(dir $@)
 	$(BUILD)/embedgen $@ $(LUA_SRC)
 
 $(BUILD)/core/%.o: core/%.c $(wildcard core/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/core/main.o: CFLAGS += -DML_LUA_CDIR='"$(LUA_CDIR)"'
 
 $(BUILD)/core/lua_embed.o: $(BUILD)/core/lua_embed.c
 	$(CC) $(CFLAGS) -c $< -o $@
@@ -90,11 +96,13 @@ bench:
 	$(MAKE) all
 	bench/run.sh
 
-# The binary, the embedding library and its header (the Lua side is inside both).
+# The binary, the embedding library and its header (the Lua side is inside both), and
+# the spec helpers `moonlet test` finds next to the binary (share/lua/5.1/moonlet/testing).
 install: all
 	install -D -m 755 $(BUILD)/moonlet $(DESTDIR)$(PREFIX)/bin/moonlet
 	install -D -m 644 $(BUILD)/libmoonlet.a $(DESTDIR)$(PREFIX)/lib/libmoonlet.a
 	install -D -m 644 core/moonlet.h $(DESTDIR)$(PREFIX)/include/moonlet.h
+	install -D -m 644 -t $(DESTDIR)$(PREFIX)/share/lua/5.1/moonlet/testing lua/moonlet/testing/*.lua
 
 clean:
 	rm -rf build build-asan

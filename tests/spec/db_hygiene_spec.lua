@@ -16,8 +16,8 @@ ffi.C.setenv("UV_THREADPOOL_SIZE", "1", 1)
 
 describe("db connection hygiene", function()
   local pg
-  before_all(function() pg = require("tests.support.pg").start() end)
-  after_all(function()
+  lazy_setup(function() pg = require("tests.support.pg").start() end)
+  lazy_teardown(function()
     if pg then pg:stop() end
     ffi.C.unsetenv("UV_THREADPOOL_SIZE")   -- servers started by later specs must not inherit it
   end)
@@ -26,10 +26,10 @@ describe("db connection hygiene", function()
     local db = assert(moonlet.db.open(pg.url, { pool_size = 1 }))
     assert(db:exec("CREATE TABLE hyg1 (x int)"))
     local r, err = db:exec("BEGIN; INSERT INTO hyg1 VALUES (1); SELECT 1/0; COMMIT")
-    eq(r, nil)
-    match(err, "division by zero")
-    for _ = 1, 3 do eq(assert(db:query("SELECT 1 AS one")), { { one = 1 } }) end
-    eq(assert(db:query("SELECT count(*)::int AS n FROM hyg1")), { { n = 0 } })
+    assert.are.same(nil, r)
+    assert.matches("division by zero", err)
+    for _ = 1, 3 do assert.are.same({ { one = 1 } }, assert(db:query("SELECT 1 AS one"))) end
+    assert.are.same({ { n = 0 } }, assert(db:query("SELECT count(*)::int AS n FROM hyg1")))
     db:close()
   end)
 
@@ -39,13 +39,13 @@ describe("db connection hygiene", function()
     local res, err = db:transaction(function(tx)
       assert(tx:exec("INSERT INTO hyg2 VALUES (2)"))
       local ok2, e = tx:exec("INSERT INTO no_such_table VALUES (1)")   -- nil, err: not raised
-      eq(ok2, nil)
-      match(e, "does not exist")
+      assert.are.same(nil, ok2)
+      assert.matches("does not exist", e)
       return "committed?"
     end)
-    eq(res, nil)
-    match(err, "transaction rolled back")
-    eq(assert(db:query("SELECT count(*)::int AS n FROM hyg2")), { { n = 0 } })
+    assert.are.same(nil, res)
+    assert.matches("transaction rolled back", err)
+    assert.are.same({ { n = 0 } }, assert(db:query("SELECT count(*)::int AS n FROM hyg2")))
     db:close()
   end)
 
@@ -62,8 +62,8 @@ describe("db connection hygiene", function()
     local who, err
     moonlet.gather(
       function()
-        eq(select(2, moonlet.timeout(0.1, function() return db:query("SELECT pg_sleep(0.3)") end)),
-           "timeout")
+        assert.are.same("timeout",
+                        select(2, moonlet.timeout(0.1, function() return db:query("SELECT pg_sleep(0.3)") end)))
       end,
       function() moonlet.sleep(0.05); sq:query(slow) end,
       function()
@@ -80,16 +80,16 @@ describe("db connection hygiene", function()
   it("postgres: a cancel that reaches the server late hits no other query", function()
     -- B waits for the connection while the cancelled query still holds it
     local who, err = beside_a_late_cancel(0.02, "SELECT pg_sleep(2), 'B' AS who")
-    eq(err, nil)
-    eq(who, "B")
+    assert.are.same(nil, err)
+    assert.are.same("B", who)
   end)
 
   it("postgres: a cancel that reaches the server late hits no query that came after", function()
     -- C comes once the cancelled query has ended (0.3 s) and nobody waits, before the
     -- cancel has landed: the connection must not serve it until then
     local who, err = beside_a_late_cancel(0.4, "SELECT pg_sleep(1), 'C' AS who")
-    eq(err, nil)
-    eq(who, "C")
+    assert.are.same(nil, err)
+    assert.are.same("C", who)
   end)
 
   it("postgres: the statement right after a script stopped before its COMMIT runs outside it", function()
@@ -99,11 +99,11 @@ describe("db connection hygiene", function()
     assert(db:exec("CREATE TABLE hyg3 (x int)"))
     local rows, err
     moonlet.gather(function()
-      eq(db:exec("BEGIN; INSERT INTO hyg3 VALUES (1); SELECT 1/0; COMMIT"), nil)
+      assert.are.same(nil, db:exec("BEGIN; INSERT INTO hyg3 VALUES (1); SELECT 1/0; COMMIT"))
       rows, err = db:query("SELECT count(*)::int AS n FROM hyg3")
     end)
-    eq(err, nil)
-    eq(rows, { { n = 0 } })
+    assert.are.same(nil, err)
+    assert.are.same({ { n = 0 } }, rows)
     db:close()
   end)
 
@@ -112,10 +112,10 @@ describe("db connection hygiene", function()
     local db = assert(moonlet.db.open("sqlite:" .. dir .. "/x.db", { pool_size = 2 }))
     assert(db:exec("CREATE TABLE t (x int)"))
     local r = db:exec("BEGIN; INSERT INTO t VALUES (1); INSERT INTO nope VALUES (1); COMMIT")
-    eq(r, nil)
+    assert.are.same(nil, r)
     assert(db:exec("INSERT INTO t VALUES (2)"))
     local other = assert(moonlet.db.open("sqlite:" .. dir .. "/x.db", { pool_size = 1 }))
-    eq(assert(other:query("SELECT count(*) AS n FROM t")), { { n = 1 } })
+    assert.are.same({ { n = 1 } }, assert(other:query("SELECT count(*) AS n FROM t")))
     assert(other:exec("INSERT INTO t VALUES (3)"))   -- not locked out
     db:close()
     other:close()
@@ -127,11 +127,12 @@ describe("db connection hygiene", function()
     assert(db:exec("CREATE TABLE t (x int)"))
     local rows, err
     moonlet.gather(function()   -- resumed from the end of the script, as a route would be
-      eq(db:exec("BEGIN; INSERT INTO t VALUES (1); INSERT INTO nope VALUES (1); COMMIT"), nil)
+      assert.are.same(nil,
+                      db:exec("BEGIN; INSERT INTO t VALUES (1); INSERT INTO nope VALUES (1); COMMIT"))
       rows, err = db:query("SELECT count(*) AS n FROM t")
     end)
-    eq(err, nil)
-    eq(rows, { { n = 0 } })
+    assert.are.same(nil, err)
+    assert.are.same({ { n = 0 } }, rows)
     db:close()
   end)
 end)

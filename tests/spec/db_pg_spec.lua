@@ -7,7 +7,7 @@ local function q(srv, sql, params, opts)
   opts = opts or {}
   local body = cjson.encode({ sql = sql, params = params, exec = opts.exec })
   local res = assert(t.request(srv.port, "POST", opts.path or "/q", { body = body }))
-  eq(res.status, 200, res.body)
+  assert.are.same(200, res.status, res.body)
   return res:json()
 end
 
@@ -15,90 +15,99 @@ end
 local function batch(srv, stmts, tx)
   local res = assert(t.request(srv.port, "POST", "/batch",
                                { body = cjson.encode({ stmts = stmts, tx = tx }) }))
-  eq(res.status, 200, res.body)
+  assert.are.same(200, res.status, res.body)
   return res:json()
 end
 
 describe("postgres", function()
   local pg, srv
-  before_all(function()
+  lazy_setup(function()
     pg = require("tests.support.pg").start()
     srv = t.server{ app = "tests/apps/db", args = { "--pool-size", "2" },
                     env = { DB_URL = pg.url, DB_POOL = "4" } }
   end)
-  after_all(function()
+  lazy_teardown(function()
     if srv then srv:stop() end
     if pg then pg:stop() end
   end)
 
   it("execs and queries, converting types by OID, NULL as moonlet.null", function()
-    eq(q(srv, "INSERT INTO items (name, qty, price, ok) VALUES (?, ?, ?, ?) RETURNING id",
-         { "apple", 3, 1.5, true }, { exec = true }).res, { changes = 1, last_id = 1 })
-    eq(q(srv, "INSERT INTO items (name, qty) VALUES (?, ?)", { "pear", t.null }, { exec = true }).res,
-       { changes = 1 })
-    eq(q(srv, "SELECT id, name, qty, price, ok FROM items ORDER BY id").res, {
+    assert.are.same({ changes = 1, last_id = 1 },
+                    q(srv, "INSERT INTO items (name, qty, price, ok) VALUES (?, ?, ?, ?) RETURNING id",
+                      { "apple", 3, 1.5, true }, { exec = true }).res)
+    assert.are.same({ changes = 1 },
+                    q(srv, "INSERT INTO items (name, qty) VALUES (?, ?)", { "pear", t.null }, { exec = true }).res)
+    assert.are.same({
       { id = 1, name = "apple", qty = 3, price = 1.5, ok = true },
       { id = 2, name = "pear", qty = t.null, price = t.null, ok = t.null },
-    })
-    eq(q(srv, "SELECT 1::int2 AS a, 2::int8 AS b, 2.5::float4 AS c, 1.25::numeric AS d, "
-              .. "false AS e, 'x'::text AS f, '2024-01-02'::date AS g").res,
-       { { a = 1, b = 2, c = 2.5, d = 1.25, e = false, f = "x", g = "2024-01-02" } })
-    eq(q(srv, "UPDATE items SET qty = qty WHERE id > ?", { 0 }, { exec = true }).res, { changes = 2 })
+    }, q(srv, "SELECT id, name, qty, price, ok FROM items ORDER BY id").res)
+    assert.are.same({ { a = 1, b = 2, c = 2.5, d = 1.25, e = false, f = "x", g = "2024-01-02" } },
+                    q(srv, "SELECT 1::int2 AS a, 2::int8 AS b, 2.5::float4 AS c, 1.25::numeric AS d, "
+                           .. "false AS e, 'x'::text AS f, '2024-01-02'::date AS g").res)
+    assert.are.same({ changes = 2 },
+                    q(srv, "UPDATE items SET qty = qty WHERE id > ?", { 0 }, { exec = true }).res)
     local res = assert(t.request(srv.port, "POST", "/q",
                                  { body = '{"sql":"SELECT * FROM items WHERE id < 0"}' }))
-    eq(res.body, '{"res":[]}')
+    assert.are.same('{"res":[]}', res.body)
   end)
 
   it("binds parameters, never interpolates them; ? in literals and ?? stay", function()
     local evil = "x'); DROP TABLE items; -- ? \"?\""
-    eq(q(srv, "INSERT INTO items (name) VALUES (?)", { evil }, { exec = true }).res.changes, 1)
-    eq(q(srv, "SELECT name, 'lit?' AS l, ?::text AS p FROM items WHERE name = ? -- what?",
-         { "a?b", evil }).res, { { name = evil, l = "lit?", p = "a?b" } })
-    eq(q(srv, [[SELECT '{"a":1}'::jsonb ?? 'a' AS has, $$dollar?$$ AS d, ?::int + 1 AS n]], { 41 }).res,
-       { { has = true, d = "dollar?", n = 42 } })
+    assert.are.same(1,
+                    q(srv, "INSERT INTO items (name) VALUES (?)", { evil }, { exec = true }).res.changes)
+    assert.are.same({ { name = evil, l = "lit?", p = "a?b" } },
+                    q(srv, "SELECT name, 'lit?' AS l, ?::text AS p FROM items WHERE name = ? -- what?",
+                      { "a?b", evil }).res)
+    assert.are.same({ { has = true, d = "dollar?", n = 42 } },
+                    q(srv, [[SELECT '{"a":1}'::jsonb ?? 'a' AS has, $$dollar?$$ AS d, ?::int + 1 AS n]], { 41 }).res)
   end)
 
   it("returns nil, err on SQL errors and parameter mismatches", function()
-    eq(q(srv, "SELECT * FROM missing_table").err, 'relation "missing_table" does not exist')
-    match(q(srv, "SELEC 1").err, "syntax error")
-    eq(q(srv, "SELECT ? AS a", {}).err, "expected 1 parameter(s), got 0")
-    eq(q(srv, "SELECT 1 AS one").res, { { one = 1 } })   -- the connection is fine afterwards
+    assert.are.same('relation "missing_table" does not exist',
+                    q(srv, "SELECT * FROM missing_table").err)
+    assert.matches("syntax error", q(srv, "SELEC 1").err)
+    assert.are.same("expected 1 parameter(s), got 0", q(srv, "SELECT ? AS a", {}).err)
+    assert.are.same({ { one = 1 } },
+                    q(srv, "SELECT 1 AS one").res)   -- the connection is fine afterwards
   end)
 
   it("commits transactions and rolls back on errors", function()
-    eq(assert(t.request(srv.port, "GET", "/tx?name=c1")):json(),
-       { ok = true, a = 1, b = "second", after = 1 })
+    assert.are.same({ ok = true, a = 1, b = "second", after = 1 },
+                    assert(t.request(srv.port, "GET", "/tx?name=c1")):json())
     local r = assert(t.request(srv.port, "GET", "/tx?name=r1&mode=raise")):json()
-    eq(r.ok, false)
-    match(r.a, "boom in tx")
-    eq(r.after, 0)
+    assert.are.same(false, r.ok)
+    assert.matches("boom in tx", r.a)
+    assert.are.same(0, r.after)
   end)
 
   it("works the same from a pooled route", function()
-    eq(q(srv, "SELECT ?::text AS v", { "pooled" }, { path = "/pool/q" }).res, { { v = "pooled" } })
-    eq(assert(t.request(srv.port, "GET", "/pool/tx?name=p1")):json(),
-       { ok = true, a = 1, b = "second", after = 1 })
-    match(q(srv, "SELECT * FROM nope", nil, { path = "/pool/q" }).err, "does not exist")
+    assert.are.same({ { v = "pooled" } },
+                    q(srv, "SELECT ?::text AS v", { "pooled" }, { path = "/pool/q" }).res)
+    assert.are.same({ ok = true, a = 1, b = "second", after = 1 },
+                    assert(t.request(srv.port, "GET", "/pool/tx?name=p1")):json())
+    assert.matches("does not exist", q(srv, "SELECT * FROM nope", nil, { path = "/pool/q" }).err)
   end)
 
   it("queues queries for a free connection when the pool is exhausted", function()
     local one = t.server{ app = "tests/apps/db", env = { DB_URL = pg.url, DB_POOL = "1" } }
     local t0 = t.now()
     local r = t.concurrent(one.port, 10, "GET /slow?s=0.1 HTTP/1.1\r\nHost: x\r\n\r\n", 20)
-    eq(r.ok, 10)
-    ok(t.now() - t0 >= 0.95, "10 queries of 0.1 s on one connection took " .. (t.now() - t0) .. " s")
+    assert.are.same(10, r.ok)
+    assert.is_truthy(t.now() - t0 >= 0.95,
+                     "10 queries of 0.1 s on one connection took " .. (t.now() - t0) .. " s")
     r = t.concurrent(one.port, 20, "GET /tx?name=one&mode=sleep HTTP/1.1\r\nHost: x\r\n\r\n", 20)
-    eq(r.ok, 20)
-    eq(q(one, "SELECT count(*) AS n FROM items WHERE name = 'one'").res, { { n = 20 } })
+    assert.are.same(20, r.ok)
+    assert.are.same({ { n = 20 } },
+                    q(one, "SELECT count(*) AS n FROM items WHERE name = 'one'").res)
     one:stop()
   end)
 
   it("reconnects after the server restarts", function()
-    eq(q(srv, "SELECT 1 AS one").res, { { one = 1 } })
+    assert.are.same({ { one = 1 } }, q(srv, "SELECT 1 AS one").res)
     pg:restart()
     -- idle connections died with the old server: they are replaced, not used
-    eq(q(srv, "SELECT 2 AS two").res, { { two = 2 } })
-    eq(q(srv, "SELECT 3 AS three", nil, { path = "/pool/q" }).res, { { three = 3 } })
+    assert.are.same({ { two = 2 } }, q(srv, "SELECT 2 AS two").res)
+    assert.are.same({ { three = 3 } }, q(srv, "SELECT 3 AS three", nil, { path = "/pool/q" }).res)
   end)
 
   it("fails a query cut by a restart with nil, err, then recovers", function()
@@ -107,9 +116,9 @@ describe("postgres", function()
     t.sleep(0.3)
     pg:restart()
     local res = assert(c:read_response(10))
-    ok(res:json().err, "expected an error, got " .. res.body)
+    assert.is_truthy(res:json().err, "expected an error, got " .. res.body)
     c:close()
-    eq(q(srv, "SELECT 4 AS four").res, { { four = 4 } })
+    assert.are.same({ { four = 4 } }, q(srv, "SELECT 4 AS four").res)
   end)
 
   it("cancels the query of a client that disconnects", function()
@@ -119,24 +128,24 @@ describe("postgres", function()
                    .. "AND query LIKE '%slow-query-marker%' AND pid <> pg_backend_pid()"
     local deadline = t.now() + 3
     while pg:psql(active):match("%d+") ~= "1" and t.now() < deadline do t.sleep(0.05) end
-    eq(pg:psql(active):match("%d+"), "1")
+    assert.are.same("1", pg:psql(active):match("%d+"))
     c:reset()
     deadline = t.now() + 3
     while pg:psql(active):match("%d+") ~= "0" and t.now() < deadline do t.sleep(0.05) end
-    eq(pg:psql(active):match("%d+"), "0", "the query still runs on the server")
+    assert.are.same("0", pg:psql(active):match("%d+"), "the query still runs on the server")
     -- and every connection serves again at once
     local t0 = t.now()
     local r = t.concurrent(srv.port, 8, "GET /slow?s=0 HTTP/1.1\r\nHost: x\r\n\r\n", 10)
-    eq(r.ok, 8)
-    ok(t.now() - t0 < 1, "a connection stayed busy after the cancel")
+    assert.are.same(8, r.ok)
+    assert.is_truthy(t.now() - t0 < 1, "a connection stayed busy after the cancel")
   end)
 
   describe("statement cache (one connection)", function()
     local one
-    before_all(function()
+    lazy_setup(function()
       one = t.server{ app = "tests/apps/db", env = { DB_URL = pg.url, DB_POOL = "1" } }
     end)
-    after_all(function()
+    lazy_teardown(function()
       if one then one:stop() end
     end)
 
@@ -146,11 +155,13 @@ describe("postgres", function()
       stmts[51] = { sql = "SELECT statement, generic_plans + custom_plans AS runs "
                           .. "FROM pg_prepared_statements WHERE statement LIKE 'SELECT $1::int + 1 %'" }
       local out = batch(one, stmts).out
-      for i = 1, 50 do eq(out[i].res, { { n = i + 1, tag = "hit" } }) end
-      eq(out[51].res, { { statement = "SELECT $1::int + 1 AS n, 'hit' AS tag", runs = 50 } })
+      for i = 1, 50 do assert.are.same({ { n = i + 1, tag = "hit" } }, out[i].res) end
+      assert.are.same({ { statement = "SELECT $1::int + 1 AS n, 'hit' AS tag", runs = 50 } },
+                      out[51].res)
       -- and again over several requests: still one statement, run 100 times
       out = batch(one, stmts).out
-      eq(out[51].res, { { statement = "SELECT $1::int + 1 AS n, 'hit' AS tag", runs = 100 } })
+      assert.are.same({ { statement = "SELECT $1::int + 1 AS n, 'hit' AS tag", runs = 100 } },
+                      out[51].res)
     end)
 
     it("keeps at most 256 statements per connection, least recently used out", function()
@@ -159,22 +170,22 @@ describe("postgres", function()
       for k = 1, 300 do stmts[k] = { sql = "SELECT ?::int + " .. k .. " AS n", params = { 1 } } end
       stmts[301] = count
       local out = batch(one, stmts).out
-      for k = 1, 300 do eq(out[k].res, { { n = k + 1 } }) end
-      ok(out[301].res[1].n <= 256, "prepared " .. out[301].res[1].n)
-      ok(out[301].res[1].n >= 200, "prepared " .. out[301].res[1].n)
+      for k = 1, 300 do assert.are.same({ { n = k + 1 } }, out[k].res) end
+      assert.is_truthy(out[301].res[1].n <= 256, "prepared " .. out[301].res[1].n)
+      assert.is_truthy(out[301].res[1].n >= 200, "prepared " .. out[301].res[1].n)
       -- the evicted ones are prepared again, the recent ones are still there
       out = batch(one, { stmts[1], stmts[2], stmts[300], count }).out
-      eq(out[1].res, { { n = 2 } })
-      eq(out[2].res, { { n = 3 } })
-      eq(out[3].res, { { n = 301 } })
-      ok(out[4].res[1].n <= 256, "prepared " .. out[4].res[1].n)
+      assert.are.same({ { n = 2 } }, out[1].res)
+      assert.are.same({ { n = 3 } }, out[2].res)
+      assert.are.same({ { n = 301 } }, out[3].res)
+      assert.is_truthy(out[4].res[1].n <= 256, "prepared " .. out[4].res[1].n)
       -- inside a transaction (no DEALLOCATE there): past the bound they run unnamed
       stmts = {}
       for k = 1, 300 do stmts[k] = { sql = "SELECT ?::int * " .. k .. " AS n", params = { 2 } } end
       stmts[301] = count
       local r = batch(one, stmts, true)
-      for k = 1, 300 do eq(r.out[k].res, { { n = 2 * k } }) end
-      ok(r.out[301].res[1].n <= 256, "prepared " .. r.out[301].res[1].n)
+      for k = 1, 300 do assert.are.same({ { n = 2 * k } }, r.out[k].res) end
+      assert.is_truthy(r.out[301].res[1].n <= 256, "prepared " .. r.out[301].res[1].n)
     end)
 
     it("prepares a statement again when its table changed shape", function()
@@ -192,29 +203,30 @@ describe("postgres", function()
         { sql = "ALTER TABLE reprep ADD COLUMN w int DEFAULT 3", exec = true },
         { sql = "SELECT * FROM reprep" },
       }).out
-      eq(out[1].err, nil)
-      eq(out[2].res, { { v = 7 } })
-      eq(out[3].res, { { v = 7 } })
-      eq(out[5].res, { { v = "seven" } })
-      eq(out[6].res, { { v = "seven" } })
-      eq(out[8].res, { { v = 7.5 } })
-      eq(out[9].res, { { v = 7.5 } })
-      eq(out[11].res, { { v = 7.5, w = 3 } })
+      assert.are.same(nil, out[1].err)
+      assert.are.same({ { v = 7 } }, out[2].res)
+      assert.are.same({ { v = 7 } }, out[3].res)
+      assert.are.same({ { v = "seven" } }, out[5].res)
+      assert.are.same({ { v = "seven" } }, out[6].res)
+      assert.are.same({ { v = 7.5 } }, out[8].res)
+      assert.are.same({ { v = 7.5 } }, out[9].res)
+      assert.are.same({ { v = 7.5, w = 3 } }, out[11].res)
       -- inside a transaction the statement fails (PostgreSQL aborts the transaction, and
       -- db:transaction reports that nothing was committed) ...
-      eq(batch(one, { { sql = "ALTER TABLE reprep ALTER COLUMN v TYPE text", exec = true } }).out[1].err, nil)
+      assert.are.same(nil,
+                      batch(one, { { sql = "ALTER TABLE reprep ALTER COLUMN v TYPE text", exec = true } }).out[1].err)
       local r = batch(one, { sel }, true)
-      match(r.err, "transaction rolled back: a statement in it failed")
+      assert.matches("transaction rolled back: a statement in it failed", r.err)
       -- ... and the next run outside one prepares it again
-      eq(batch(one, { sel }).out[1].res, { { v = "7.5", w = 3 } })
+      assert.are.same({ { v = "7.5", w = 3 } }, batch(one, { sel }).out[1].res)
       -- statements that vanished from the server (DEALLOCATE ALL) are prepared again
       out = batch(one, { sel, { sql = "DEALLOCATE ALL", exec = true }, sel, sel,
                          { sql = "DEALLOCATE ALL", exec = true } }).out
-      eq(out[1].res, { { v = "7.5", w = 3 } })
-      eq(out[2].err, nil)
-      eq(out[3].res, { { v = "7.5", w = 3 } })
-      eq(out[4].res, { { v = "7.5", w = 3 } })
-      eq(out[5].err, nil)
+      assert.are.same({ { v = "7.5", w = 3 } }, out[1].res)
+      assert.are.same(nil, out[2].err)
+      assert.are.same({ { v = "7.5", w = 3 } }, out[3].res)
+      assert.are.same({ { v = "7.5", w = 3 } }, out[4].res)
+      assert.are.same(nil, out[5].err)
     end)
 
     it("runs scripts of several commands with the simple protocol", function()
@@ -229,14 +241,14 @@ describe("postgres", function()
         { sql = "INSERT INTO script VALUES (3); SELEC 4", exec = true },
         { sql = "SELECT count(*) AS n FROM script" },
       }).out
-      eq(out[1].res, { changes = 1 })   -- the last command's, as before
-      eq(out[2].res, { { n = 2 } })
-      eq(out[3].res, { { s = "a;b", p = ";" } })
-      eq(out[4].res, { { one = 1 } })
-      match(out[5].err, "multiple commands")
-      eq(out[6].res, { { b = 2 } })   -- the last command's rows, as before
-      match(out[7].err, "syntax error")
-      eq(out[8].res, { { n = 2 } })   -- nothing of a script that does not parse runs
+      assert.are.same({ changes = 1 }, out[1].res)   -- the last command's, as before
+      assert.are.same({ { n = 2 } }, out[2].res)
+      assert.are.same({ { s = "a;b", p = ";" } }, out[3].res)
+      assert.are.same({ { one = 1 } }, out[4].res)
+      assert.matches("multiple commands", out[5].err)
+      assert.are.same({ { b = 2 } }, out[6].res)   -- the last command's rows, as before
+      assert.matches("syntax error", out[7].err)
+      assert.are.same({ { n = 2 } }, out[8].res)   -- nothing of a script that does not parse runs
     end)
   end)
 
@@ -248,7 +260,7 @@ describe("postgres", function()
     local todo = t.server{ app = here .. "/apps/todo", cwd = dir, env = { DATABASE_URL = url } }
     require("tests.apps.db.todo_e2e")(todo.port)
     todo:stop()
-    ok(not io.open(dir .. "/todo.db"), "the PostgreSQL run must not create todo.db")
-    eq(pg:psql("SELECT count(*) FROM todos", "todo"):match("%d+"), "1")
+    assert.is_truthy(not io.open(dir .. "/todo.db"), "the PostgreSQL run must not create todo.db")
+    assert.are.same("1", pg:psql("SELECT count(*) FROM todos", "todo"):match("%d+"))
   end)
 end)

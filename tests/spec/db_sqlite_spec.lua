@@ -6,78 +6,83 @@ local function q(srv, sql, params, opts)
   opts = opts or {}
   local body = cjson.encode({ sql = sql, params = params, exec = opts.exec })
   local res = assert(t.request(srv.port, "POST", opts.path or "/q", { body = body }))
-  eq(res.status, 200, res.body)
+  assert.are.same(200, res.status, res.body)
   return res:json()
 end
 
 describe("sqlite", function()
   local srv, dir
-  before_all(function()
+  lazy_setup(function()
     dir = t.tmpdir()
     srv = t.server{ app = "tests/apps/db", args = { "--pool-size", "2" },
                     env = { DB_URL = "sqlite:" .. dir .. "/test.db", DB_POOL = "4" } }
   end)
-  after_all(function() srv:stop() end)
+  lazy_teardown(function() srv:stop() end)
 
   it("execs and queries with types and NULL", function()
-    eq(q(srv, "INSERT INTO items (name, qty, price, ok) VALUES (?, ?, ?, ?)",
-         { "apple", 3, 1.5, true }, { exec = true }).res, { changes = 1, last_id = 1 })
-    eq(q(srv, "INSERT INTO items (name, qty) VALUES (?, ?)", { "pear", t.null }, { exec = true }).res,
-       { changes = 1, last_id = 2 })
-    eq(q(srv, "SELECT id, name, qty, price, ok FROM items ORDER BY id").res, {
+    assert.are.same({ changes = 1, last_id = 1 },
+                    q(srv, "INSERT INTO items (name, qty, price, ok) VALUES (?, ?, ?, ?)",
+                      { "apple", 3, 1.5, true }, { exec = true }).res)
+    assert.are.same({ changes = 1, last_id = 2 },
+                    q(srv, "INSERT INTO items (name, qty) VALUES (?, ?)", { "pear", t.null }, { exec = true }).res)
+    assert.are.same({
       { id = 1, name = "apple", qty = 3, price = 1.5, ok = 1 },
       { id = 2, name = "pear", qty = t.null, price = t.null, ok = t.null },
-    })
-    eq(q(srv, "UPDATE items SET qty = qty WHERE id > ?", { 0 }, { exec = true }).res, { changes = 2 })
+    }, q(srv, "SELECT id, name, qty, price, ok FROM items ORDER BY id").res)
+    assert.are.same({ changes = 2 },
+                    q(srv, "UPDATE items SET qty = qty WHERE id > ?", { 0 }, { exec = true }).res)
     local res = assert(t.request(srv.port, "POST", "/q",
                                  { body = '{"sql":"SELECT * FROM items WHERE id < 0"}' }))
-    eq(res.body, '{"res":[]}')
+    assert.are.same('{"res":[]}', res.body)
   end)
 
   it("binds parameters, never interpolates them", function()
     local evil = "x'); DROP TABLE items; -- ? \"?\""
-    eq(q(srv, "INSERT INTO items (name) VALUES (?)", { evil }, { exec = true }).res.changes, 1)
-    eq(q(srv, "SELECT name, ? AS lit FROM items WHERE name = ?", { "a?b", evil }).res,
-       { { name = evil, lit = "a?b" } })
-    eq(q(srv, "SELECT 1.25 AS f, 9007199254740991 AS big, 'x' || ? AS s", { 7 }).res,
-       { { f = 1.25, big = 9007199254740991, s = "x7" } })
+    assert.are.same(1,
+                    q(srv, "INSERT INTO items (name) VALUES (?)", { evil }, { exec = true }).res.changes)
+    assert.are.same({ { name = evil, lit = "a?b" } },
+                    q(srv, "SELECT name, ? AS lit FROM items WHERE name = ?", { "a?b", evil }).res)
+    assert.are.same({ { f = 1.25, big = 9007199254740991, s = "x7" } },
+                    q(srv, "SELECT 1.25 AS f, 9007199254740991 AS big, 'x' || ? AS s", { 7 }).res)
   end)
 
   it("returns nil, err on SQL errors and parameter mismatches", function()
-    match(q(srv, "SELECT * FROM missing_table").err, "no such table: missing_table")
-    match(q(srv, "SELEC 1").err, "syntax error")
-    match(q(srv, "SELECT ? AS a", {}).err, "expected 1 parameter")
+    assert.matches("no such table: missing_table", q(srv, "SELECT * FROM missing_table").err)
+    assert.matches("syntax error", q(srv, "SELEC 1").err)
+    assert.matches("expected 1 parameter", q(srv, "SELECT ? AS a", {}).err)
   end)
 
   it("raises on wrong argument types", function()
     local r = assert(t.request(srv.port, "GET", "/misuse")):json()
-    eq(r.ok, false)
-    match(r.errs[1], "bad argument #1 to 'query'")
-    match(r.errs[2], "bad parameter #1")
-    match(r.errs[3], "bad argument #1 to 'open'")
+    assert.are.same(false, r.ok)
+    assert.matches("bad argument #1 to 'query'", r.errs[1])
+    assert.matches("bad parameter #1", r.errs[2])
+    assert.matches("bad argument #1 to 'open'", r.errs[3])
   end)
 
   it("commits transactions and rolls back on errors", function()
-    eq(assert(t.request(srv.port, "GET", "/tx?name=c1")):json(),
-       { ok = true, a = 1, b = "second", after = 1 })
+    assert.are.same({ ok = true, a = 1, b = "second", after = 1 },
+                    assert(t.request(srv.port, "GET", "/tx?name=c1")):json())
     local r = assert(t.request(srv.port, "GET", "/tx?name=r1&mode=raise")):json()
-    eq(r.ok, false)
-    match(r.a, "boom in tx")
-    eq(r.after, 0)
+    assert.are.same(false, r.ok)
+    assert.matches("boom in tx", r.a)
+    assert.are.same(0, r.after)
   end)
 
   it("works the same from a pooled route", function()
-    eq(q(srv, "SELECT ? AS v", { "pooled" }, { path = "/pool/q" }).res, { { v = "pooled" } })
-    eq(assert(t.request(srv.port, "GET", "/pool/tx?name=p1")):json(),
-       { ok = true, a = 1, b = "second", after = 1 })
+    assert.are.same({ { v = "pooled" } },
+                    q(srv, "SELECT ? AS v", { "pooled" }, { path = "/pool/q" }).res)
+    assert.are.same({ ok = true, a = 1, b = "second", after = 1 },
+                    assert(t.request(srv.port, "GET", "/pool/tx?name=p1")):json())
     -- a row written by a pool thread's connection is seen by the loop's
-    eq(q(srv, "SELECT count(*) AS n FROM items WHERE name = 'p1'").res, { { n = 1 } })
+    assert.are.same({ { n = 1 } }, q(srv, "SELECT count(*) AS n FROM items WHERE name = 'p1'").res)
   end)
 
   it("queues concurrent transactions on a small pool and all succeed", function()
     local r = t.concurrent(srv.port, 20, "GET /tx?name=conc&mode=sleep HTTP/1.1\r\nHost: x\r\n\r\n", 20)
-    eq(r.ok, 20)
-    eq(q(srv, "SELECT count(*) AS n FROM items WHERE name = 'conc'").res, { { n = 20 } })
+    assert.are.same(20, r.ok)
+    assert.are.same({ { n = 20 } },
+                    q(srv, "SELECT count(*) AS n FROM items WHERE name = 'conc'").res)
   end)
 
   it("never blocks the loop with a slow statement", function()
@@ -87,30 +92,30 @@ describe("sqlite", function()
     local worst = 0
     for _ = 1, 10 do
       local s = t.now()
-      eq(assert(t.request(srv.port, "GET", "/hello")).status, 200)
+      assert.are.same(200, assert(t.request(srv.port, "GET", "/hello")).status)
       worst = math.max(worst, t.now() - s)
     end
-    ok(worst < 0.05, "a /hello took " .. worst .. " s while the statement ran")
+    assert.is_truthy(worst < 0.05, "a /hello took " .. worst .. " s while the statement ran")
     local res = assert(c:read_response(30))
-    eq(res:json().res, { { n = 3000000 } })
-    ok(t.now() - t0 > 0.1, "the slow statement was not slow enough to prove anything")
+    assert.are.same({ { n = 3000000 } }, res:json().res)
+    assert.is_truthy(t.now() - t0 > 0.1, "the slow statement was not slow enough to prove anything")
     c:close()
   end)
 end)
 
 describe("sqlite :memory:", function()
   local srv
-  before_all(function()
+  lazy_setup(function()
     srv = t.server{ app = "tests/apps/db", env = { DB_URL = "sqlite::memory:" } }
   end)
-  after_all(function() srv:stop() end)
+  lazy_teardown(function() srv:stop() end)
 
   it("keeps one database on one connection", function()
-    eq(q(srv, "INSERT INTO items (name) VALUES (?)", { "m" }, { exec = true }).res,
-       { changes = 1, last_id = 1 })
+    assert.are.same({ changes = 1, last_id = 1 },
+                    q(srv, "INSERT INTO items (name) VALUES (?)", { "m" }, { exec = true }).res)
     local r = t.concurrent(srv.port, 20, "GET /tx?name=mem&mode=sleep HTTP/1.1\r\nHost: x\r\n\r\n", 20)
-    eq(r.ok, 20)
-    eq(q(srv, "SELECT count(*) AS n FROM items").res, { { n = 21 } })
+    assert.are.same(20, r.ok)
+    assert.are.same({ { n = 21 } }, q(srv, "SELECT count(*) AS n FROM items").res)
   end)
 
   it("interrupts a statement whose client went away", function()
@@ -121,8 +126,8 @@ describe("sqlite :memory:", function()
     t.sleep(0.2)
     -- the only connection is free again at once (the statement alone would take ~30 s)
     local t0 = t.now()
-    eq(q(srv, "SELECT 1 AS one").res, { { one = 1 } })
-    ok(t.now() - t0 < 1, "the cancelled statement still held the connection")
+    assert.are.same({ { one = 1 } }, q(srv, "SELECT 1 AS one").res)
+    assert.is_truthy(t.now() - t0 < 1, "the cancelled statement still held the connection")
   end)
 
   it("reports last_id for every insert, also when the id repeats the previous one", function()
@@ -131,14 +136,17 @@ describe("sqlite :memory:", function()
     end
     -- deleting the newest row (no AUTOINCREMENT) hands its id out again
     local id = exec("INSERT INTO items (name) VALUES (?)", "newest").last_id
-    eq(exec("DELETE FROM items WHERE id = ?", id), { changes = 1 })
-    eq(exec("INSERT INTO items (name) VALUES (?)", "again"), { changes = 1, last_id = id })
+    assert.are.same({ changes = 1 }, exec("DELETE FROM items WHERE id = ?", id))
+    assert.are.same({ changes = 1, last_id = id },
+                    exec("INSERT INTO items (name) VALUES (?)", "again"))
     -- so does a rolled-back insert
-    eq(assert(t.request(srv.port, "GET", "/tx?name=rolled&mode=raise")):json().after, 0)
-    eq(exec("INSERT INTO items (name) VALUES (?)", "after"), { changes = 1, last_id = id + 1 })
+    assert.are.same(0,
+                    assert(t.request(srv.port, "GET", "/tx?name=rolled&mode=raise")):json().after)
+    assert.are.same({ changes = 1, last_id = id + 1 },
+                    exec("INSERT INTO items (name) VALUES (?)", "after"))
     -- an upsert that updates inserts nothing
-    eq(exec("INSERT INTO items (id, name) VALUES (?, 'u') ON CONFLICT (id) DO UPDATE SET name = 'u'",
-            id + 1), { changes = 1 })
+    assert.are.same({ changes = 1 }, exec("INSERT INTO items (id, name) VALUES (?, 'u') ON CONFLICT (id) DO UPDATE SET name = 'u'",
+            id + 1))
   end)
 end)
 
@@ -150,6 +158,6 @@ describe("apps/todo on SQLite", function()
                           env = { DATABASE_URL = false } }
     require("tests.apps.db.todo_e2e")(srv.port)
     srv:stop()
-    ok(io.open(dir .. "/todo.db"), "todo.db was not created in the working directory")
+    assert.is_truthy(io.open(dir .. "/todo.db"), "todo.db was not created in the working directory")
   end)
 end)

@@ -4,22 +4,22 @@ local t = require "moonlet.testing"
 
 describe("apps/hello", function()
   local srv
-  before_all(function() srv = t.server{ app = "apps/hello" } end)
-  after_all(function() srv:stop() end)
+  lazy_setup(function() srv = t.server{ app = "apps/hello" } end)
+  lazy_teardown(function() srv:stop() end)
 
   local function curl(...)
     local out = t.run({ "-s", "-w", " %{http_code}", ... }, { bin = "curl" })
-    eq(out.status, 0, out.stderr)
+    assert.are.same(0, out.status, out.stderr)
     return out.stdout
   end
 
   it("/echo answers the body it got, never a status the client picked", function()
     for _, body in ipairs{ "404", "260", "204", '{"a":[1,2]}' } do
       local res = assert(t.request(srv.port, "POST", "/echo", { body = body }))
-      eq(res.status, 200, body)
-      eq(res.body, body)
+      assert.are.same(200, res.status, body)
+      assert.are.same(body, res.body)
     end
-    eq(curl("-d", "404", "http://127.0.0.1:" .. srv.port .. "/echo"), "404 200")
+    assert.are.same("404 200", curl("-d", "404", "http://127.0.0.1:" .. srv.port .. "/echo"))
   end)
 
   it("/items/{id:int} takes the integers a Lua number holds exactly, 404s longer ones", function()
@@ -33,20 +33,20 @@ describe("apps/hello", function()
     }
     for _, c in ipairs(cases) do
       local res = assert(t.request(srv.port, "GET", c[1]))
-      eq(res.status, c[2], c[1])
-      eq(res.body, c[3], c[1])
+      assert.are.same(c[2], res.status, c[1])
+      assert.are.same(c[3], res.body, c[1])
     end
-    eq(curl("http://127.0.0.1:" .. srv.port .. "/items/1000000000000000000"),
-       '{"detail":"Not Found"} 404')
+    assert.are.same('{"detail":"Not Found"} 404',
+                    curl("http://127.0.0.1:" .. srv.port .. "/items/1000000000000000000"))
   end)
 
   it("/sleep refuses an s that is not a number from 0 to 60 with 422, never 500", function()
     for _, s in ipairs{ "nan", "-nan", "inf", "-1", "61", "abc", "", "1e999" } do
       local res = assert(t.request(srv.port, "GET", "/sleep?s=" .. s))
-      eq(res.status, 422, s)
-      eq(res.body, '{"detail":"s must be a number from 0 to 60"}', s)
+      assert.are.same(422, res.status, s)
+      assert.are.same('{"detail":"s must be a number from 0 to 60"}', res.body, s)
     end
-    eq(assert(t.request(srv.port, "GET", "/sleep?s=0.01")).body, '{"slept":0.01}')
-    eq(curl("http://127.0.0.1:" .. srv.port .. "/sleep?s=nan"):match("%d+$"), "422")
+    assert.are.same('{"slept":0.01}', assert(t.request(srv.port, "GET", "/sleep?s=0.01")).body)
+    assert.are.same("422", curl("http://127.0.0.1:" .. srv.port .. "/sleep?s=nan"):match("%d+$"))
   end)
 end)

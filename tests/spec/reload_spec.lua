@@ -16,13 +16,13 @@ end
 
 describe("--reload", function()
   local dir, srv
-  before_all(function()
+  lazy_setup(function()
     dir = t.tmpdir()
     t.write_file(dir .. "/app.lua", app_source("v1"))
     t.write_file(dir .. "/lib/util.lua", 'return { name = "util1" }\n')
     srv = t.server{ app = dir, args = { "--reload" } }
   end)
-  after_all(function() srv:stop() end)
+  lazy_teardown(function() srv:stop() end)
 
   local function get(path) return assert(t.request(srv.port, "GET", path)):json() end
 
@@ -36,30 +36,31 @@ describe("--reload", function()
   end
 
   it("serves changed code to new requests, finishing running ones on the old code", function()
-    eq(get("/version"), { version = "v1", util = "util1" })
-    eq(get("/pooled"), { version = "v1" })
+    assert.are.same({ version = "v1", util = "util1" }, get("/version"))
+    assert.are.same({ version = "v1" }, get("/pooled"))
     local c = t.connect(srv.port)
     c:send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
     t.sleep(0.05)
     t.write_file(dir .. "/app.lua", app_source("v2"))
     wait_version("v2")
     srv:wait_log("reloaded", 2)
-    eq(assert(c:read_response(5)):json(), { version = "v1" })   -- started before the reload
+    assert.are.same({ version = "v1" },
+                    assert(c:read_response(5)):json())   -- started before the reload
     c:close()
-    eq(get("/pooled"), { version = "v2" })
+    assert.are.same({ version = "v2" }, get("/pooled"))
   end)
 
   it("reloads when a required module changes", function()
     t.write_file(dir .. "/lib/util.lua", 'return { name = "util2" }\n')
     local deadline = t.now() + 5
     while get("/version").util ~= "util2" and t.now() < deadline do t.sleep(0.05) end
-    eq(get("/version"), { version = "v2", util = "util2" })
+    assert.are.same({ version = "v2", util = "util2" }, get("/version"))
   end)
 
   it("keeps serving the old code when the new code does not load", function()
     t.write_file(dir .. "/app.lua", "local broken = \n")
     srv:wait_log("reload failed, still serving the previous code: .*app%.lua:%d+:", 5)
-    eq(get("/version").version, "v2")
+    assert.are.same("v2", get("/version").version)
     t.write_file(dir .. "/app.lua", app_source("v3"))
     wait_version("v3")
   end)
@@ -69,7 +70,7 @@ describe("--reload", function()
     t.write_file(dir .. "/lib/util.lua", "return {\n  name = \n}\n")
     srv:wait_log("reload failed, still serving the previous code: error loading module 'lib%.util' "
                  .. "from file '[^']*': [^ ]*lib/util%.lua:3: unexpected symbol near '}'$", 5, at)
-    eq(get("/version").version, "v3")
+    assert.are.same("v3", get("/version").version)
     at = srv:mark()
     t.write_file(dir .. "/lib/util.lua", "local cfg\nreturn { name = cfg.name }\n")
     srv:wait_log("reload failed, still serving the previous code: [^ ]*lib/util%.lua:2: "
@@ -77,6 +78,6 @@ describe("--reload", function()
     t.write_file(dir .. "/lib/util.lua", 'return { name = "util3" }\n')
     local deadline = t.now() + 5
     while get("/version").util ~= "util3" and t.now() < deadline do t.sleep(0.05) end
-    eq(get("/version"), { version = "v3", util = "util3" })
+    assert.are.same({ version = "v3", util = "util3" }, get("/version"))
   end)
 end)

@@ -12,10 +12,10 @@ end
 
 describe("handler results", function()
   local srv
-  before_all(function()
+  lazy_setup(function()
     srv = t.server{ app = "tests/apps/responses", args = { "--pool-size", "2" } }
   end)
-  after_all(function() srv:stop() end)
+  lazy_teardown(function() srv:stop() end)
 
   local function get(path) return assert(t.request(srv.port, "GET", path)) end
   local function post(path, body)
@@ -27,37 +27,37 @@ describe("handler results", function()
 
     it(kind .. ": a lone number is the JSON body, never a status", function()
       local res = get(p .. "/lone-number")
-      eq(res.status, 200)
-      eq(res.headers["content-type"], "application/json")
-      eq(res.body, "42")
+      assert.are.same(200, res.status)
+      assert.are.same("application/json", res.headers["content-type"])
+      assert.are.same("42", res.body)
     end)
 
     it(kind .. ": a lone nil is 200 without a body", function()
       local res = get(p .. "/lone-nil")
-      eq(res.status, 200)
-      eq(res.body, "")
+      assert.are.same(200, res.status)
+      assert.are.same("", res.body)
     end)
 
     it(kind .. ": the client cannot pick the status through a JSON body", function()
       for _, body in ipairs{ "404", "260", "204", "99", "600" } do
         local res = post(p .. "/echo", body)
-        eq(res.status, 200, body)
-        eq(res.body, body)
+        assert.are.same(200, res.status, body)
+        assert.are.same(body, res.body)
       end
     end)
 
     it(kind .. ": status, nil is a response without a body", function()
       local res = get(p .. "/no-content")
-      eq(res.status, 204)
-      eq(res.body, "")
-      eq(res.headers["content-length"], nil)
+      assert.are.same(204, res.status)
+      assert.are.same("", res.body)
+      assert.are.same(nil, res.headers["content-length"])
     end)
 
     it(kind .. ": takes any integer status from 200 to 599", function()
       for _, s in ipairs{ 200, 260, 404, 599 } do
         local res = get(p .. "/status?s=" .. s)
-        eq(res.status, s)
-        eq(res.body, "x")
+        assert.are.same(s, res.status)
+        assert.are.same("x", res.body)
       end
     end)
 
@@ -65,31 +65,31 @@ describe("handler results", function()
       for _, s in ipairs{ "600", "1000", "99", "100", "-200", "0", "260.5", "abc", "nan" } do
         local mark = srv:mark()
         local res = get(p .. "/status?s=" .. s)
-        eq(res.status, 500, s)
-        eq(res.body, '{"detail":"Internal Server Error"}')
+        assert.are.same(500, res.status, s)
+        assert.are.same('{"detail":"Internal Server Error"}', res.body)
         srv:wait_log("invalid response status", 5, mark)
       end
       local mark = srv:mark()
-      eq(get(p .. "/nil-err").status, 500)
+      assert.are.same(500, get(p .. "/nil-err").status)
       srv:wait_log("GET " .. p .. "/nil%-err: invalid response status nil", 5, mark)
     end)
 
     it(kind .. ": refuses headers that are not a table with a 500 and a log line", function()
       local mark = srv:mark()
-      eq(get(p .. "/headers-not-table").status, 500)
+      assert.are.same(500, get(p .. "/headers-not-table").status)
       srv:wait_log("response headers must be a table, not a string", 5, mark)
     end)
 
     it(kind .. ": a handler's Date and Server replace moonlet's", function()
       local res = get(p .. "/headers?date=Tue,%2001%20Jan%202030%2000:00:00%20GMT&server=mine")
-      eq(res:header_values("date"), { "Tue, 01 Jan 2030 00:00:00 GMT" })
-      eq(res:header_values("server"), { "mine" })
+      assert.are.same({ "Tue, 01 Jan 2030 00:00:00 GMT" }, res:header_values("date"))
+      assert.are.same({ "mine" }, res:header_values("server"))
       res = get(p .. "/headers?Server=Mixed")
-      eq(res:header_values("server"), { "Mixed" })
-      eq(#res:header_values("date"), 1)
+      assert.are.same({ "Mixed" }, res:header_values("server"))
+      assert.are.same(1, #res:header_values("date"))
       res = get(p .. "/headers?x-other=1")
-      eq(res:header_values("server"), { "moonlet" })
-      eq(#res:header_values("date"), 1)
+      assert.are.same({ "moonlet" }, res:header_values("server"))
+      assert.are.same(1, #res:header_values("date"))
     end)
 
     it(kind .. ": a handler's Connection: close closes after the whole response", function()
@@ -97,16 +97,16 @@ describe("handler results", function()
       c:send("GET " .. p .. "/close?n=300000 HTTP/1.1\r\nHost: x\r\n\r\n" ..
              "GET /text HTTP/1.1\r\nHost: x\r\n\r\n")
       local res = assert(c:read_response(10))
-      eq(res.status, 200)
-      eq(#res.body, 300000)
-      eq(res:header_values("connection"), { "close" })
-      ok(c:is_closed(5), "connection left open after the handler's Connection: close")
-      eq(c.buf, "", "the request after the close was answered")
+      assert.are.same(200, res.status)
+      assert.are.same(300000, #res.body)
+      assert.are.same({ "close" }, res:header_values("connection"))
+      assert.is_truthy(c:is_closed(5), "connection left open after the handler's Connection: close")
+      assert.are.same("", c.buf, "the request after the close was answered")
       c:close()
       c = t.connect(srv.port)
       c:send("GET " .. p .. "/close?c=Keep-Alive,%20CLOSE HTTP/1.1\r\nHost: x\r\n\r\n")
-      eq(assert(c:read_response(5)).body, "bbb")
-      ok(c:is_closed(5), "Connection: close in a token list left the connection open")
+      assert.are.same("bbb", assert(c:read_response(5)).body)
+      assert.is_truthy(c:is_closed(5), "Connection: close in a token list left the connection open")
       c:close()
     end)
 
@@ -114,26 +114,26 @@ describe("handler results", function()
       local c = t.connect(srv.port)
       c:send("GET " .. p .. "/close?c=keep-alive HTTP/1.1\r\nHost: x\r\n\r\n")
       local res = assert(c:read_response(5))
-      eq(res.headers["connection"], nil)
+      assert.are.same(nil, res.headers["connection"])
       c:send("GET /text HTTP/1.1\r\nHost: x\r\n\r\n")
-      eq(assert(c:read_response(5)).body, "plain")
+      assert.are.same("plain", assert(c:read_response(5)).body)
       c:close()
     end)
 
     it(kind .. ": {id:int} is a number held exactly, or 404", function()
-      eq(get(p .. "/items/-9007199254740992").body, '{"id":-9007199254740992}')
-      eq(get(p .. "/items/0012").body, '{"id":12}')
-      eq(get(p .. "/items/9007199254740993").status, 404)
-      eq(get(p .. "/items/100000000000000000000").status, 404)
+      assert.are.same('{"id":-9007199254740992}', get(p .. "/items/-9007199254740992").body)
+      assert.are.same('{"id":12}', get(p .. "/items/0012").body)
+      assert.are.same(404, get(p .. "/items/9007199254740993").status)
+      assert.are.same(404, get(p .. "/items/100000000000000000000").status)
     end)
   end
 
   it("a Connection: close answer also closes with curl", function()
     local base = "http://127.0.0.1:" .. srv.port
     local out = t.run({ "-sv", base .. "/co/close", base .. "/text" }, { bin = "curl" })
-    match(out.stderr, "< Connection: close")
-    match(out.stderr, "Closing connection")
-    eq(out.stdout, "bbbplain")
+    assert.matches("< Connection: close", out.stderr)
+    assert.matches("Closing connection", out.stderr)
+    assert.are.same("bbbplain", out.stdout)
   end)
 
   describe("JSON", function()
@@ -162,26 +162,26 @@ describe("handler results", function()
       it(kind .. ": req:json() answers 400 to anything RFC 8259 does not allow", function()
         for _, body in ipairs(invalid) do
           local res = post(p .. "/echo", body)
-          eq(res.status, 400, body:sub(1, 40))
-          eq(res.body, '{"detail":"Invalid JSON body"}')
+          assert.are.same(400, res.status, body:sub(1, 40))
+          assert.are.same('{"detail":"Invalid JSON body"}', res.body)
         end
       end)
 
       it(kind .. ": req:json() takes strict JSON and it encodes back", function()
         for _, case in ipairs(valid) do
           local res = post(p .. "/echo", case[1])
-          eq(res.status, 200, case[1]:sub(1, 40))
-          eq(res.body, case[2])
+          assert.are.same(200, res.status, case[1]:sub(1, 40))
+          assert.are.same(case[2], res.body)
         end
       end)
 
       it(kind .. ": moonlet.json.decode and the client's res:json() are as strict", function()
-        eq(post(p .. "/decode", "[1,nan]"):json(),
-           { ok = false, err = "invalid json at byte 4: unexpected character" })
-        eq(post(p .. "/decode", '{"a":[1]}'):json(), { ok = true })
-        eq(post(p .. "/client-json", "0x10"):json(),
-           { ok = false, err = "invalid json at byte 2: unexpected character after the value" })
-        eq(post(p .. "/client-json", "[1]"):json(), { ok = true })
+        assert.are.same({ ok = false, err = "invalid json at byte 4: unexpected character" },
+                        post(p .. "/decode", "[1,nan]"):json())
+        assert.are.same({ ok = true }, post(p .. "/decode", '{"a":[1]}'):json())
+        assert.are.same({ ok = false, err = "invalid json at byte 2: unexpected character after the value" },
+                        post(p .. "/client-json", "0x10"):json())
+        assert.are.same({ ok = true }, post(p .. "/client-json", "[1]"):json())
       end)
 
       it(kind .. ": invalid UTF-8 is encoded as U+FFFD, one per bad byte", function()
@@ -196,8 +196,8 @@ describe("handler results", function()
           { good, good },
         }
         for _, case in ipairs(cases) do
-          eq(get(p .. "/utf8?s=" .. pct(case[1])).body, '["' .. case[2] .. '"]')
-          eq(get(p .. "/utf8-key?s=" .. pct(case[1])).body, '{"' .. case[2] .. '":1}')
+          assert.are.same('["' .. case[2] .. '"]', get(p .. "/utf8?s=" .. pct(case[1])).body)
+          assert.are.same('{"' .. case[2] .. '":1}', get(p .. "/utf8-key?s=" .. pct(case[1])).body)
         end
       end)
 
@@ -209,8 +209,8 @@ describe("handler results", function()
         }
         for _, case in ipairs(cases) do
           local res = get(p .. "/array?kind=" .. case[1])
-          eq(res.status, 200, case[1])
-          eq(res.body, case[2], case[1])
+          assert.are.same(200, res.status, case[1])
+          assert.are.same(case[2], res.body, case[1])
         end
       end)
 
@@ -218,7 +218,7 @@ describe("handler results", function()
         for _, case in ipairs{ { "sparse", "too sparse" }, { "keys", "key \"name\"" },
                                { "beyond", "key 3 beyond its length n" } } do
           local mark = srv:mark()
-          eq(get(p .. "/array?kind=" .. case[1]).status, 500, case[1])
+          assert.are.same(500, get(p .. "/array?kind=" .. case[1]).status, case[1])
           srv:wait_log("moonlet%.array.*" .. case[2]:gsub("%p", "%%%0"), 5, mark)
         end
       end)

@@ -1,0 +1,19 @@
+-- moonlet.testing: what specs use to drive the real binary from the outside, in one
+-- table (t.server, t.request, t.connect, t.listen, t.now, ...).
+--   client    raw sockets, HTTP/1.x parsing, request/concurrent, fake upstreams, time
+--   process   the binary (or any program) in the background, temp dirs and files
+-- Assertions come from busted (luassert's assert.are.same, ...); JSON from lua-cjson.
+local client = require "moonlet.testing.client"
+local process = require "moonlet.testing.process"
+local cjson = require "cjson"
+
+local _M = {}
+
+for _, part in ipairs({ client, process }) do
+  for k, v in pairs(part) do _M[k] = v end
+end
+_M._VERSION = "0.2.0"
+_M.json_decode = cjson.decode
+_M.null = cjson.null
+
+return _M
