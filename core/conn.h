@@ -6,6 +6,7 @@
 #define ML_CONN_H
 #include "buf.h"
 #include "http.h"
+#include "list.h"
 #include <stdint.h>
 #include <uv.h>
 
@@ -28,7 +29,7 @@ struct ml_conn_s {
   ml_buf_t pending;          /* received while a request was in flight, not parsed yet */
   ml_buf_t out;              /* responses not handed to the kernel yet */
   ml_buf_t wbuf;             /* the bytes of the uv_write in progress */
-  ml_conn_t *prev, *next;    /* the server's list */
+  ml_list_t link;            /* in the server's conns */
   void *task;                /* the app's in-flight work, NULL when idle */
   uint64_t start_ns;         /* request start, for the access log */
   uint64_t deadline;         /* live time (ms) the connection times out at, 0 for none */
@@ -53,7 +54,7 @@ struct ml_server_s {
   uv_tcp_t listener;
   ml_server_config_t cfg;
   int port;                  /* the bound port */
-  ml_conn_t *conns;
+  ml_list_t conns;           /* of ml_conn_t */
   int nconns;
   int requests;              /* in flight; atomic: ml_server_requests may be on any thread */
   int listening, draining;

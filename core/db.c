@@ -32,7 +32,7 @@ static int push_error(lua_State *L, const char *msg) {
 
 static void db_unref(ml_db_t *db) {
   if (--db->refs > 0) return;
-  assert(db->closed && !db->conns && !db->head);
+  assert(db->closed && ml_list_empty(&db->conns) && ml_list_empty(&db->waiting));
   free(db->target);
   free(db);
 }
@@ -43,6 +43,7 @@ static ml_db_job_t *job_new(ml_db_t *db, int kind) {
   j->db = db;
   j->kind = kind;
   j->ud_ref = LUA_NOREF;
+  ml_list_init(&j->link);
   db->refs++;
   return j;
 }
@@ -68,17 +69,11 @@ static void job_fail(ml_db_job_t *j, const char *msg) {
   db_unref(db);
 }
 
-static void fifo_push(ml_db_t *db, ml_db_job_t *j) {
-  j->prev = db->tail;
-  j->next = NULL;
-  if (db->tail) db->tail->next = j; else db->head = j;
-  db->tail = j;
-}
-
-static void fifo_unlink(ml_db_t *db, ml_db_job_t *j) {
-  if (j->prev) j->prev->next = j->next; else db->head = j->next;
-  if (j->next) j->next->prev = j->prev; else db->tail = j->prev;
-  j->next = j->prev = NULL;
+/* The first job waiting for a connection, taken out of the line; NULL when none waits. */
+static ml_db_job_t *fifo_take(ml_db_t *db) {
+  ml_db_job_t *j = ml_list_first(&db->waiting, ml_db_job_t, link);
+  if (j) ml_list_remove(&j->link);
+  return j;
 }
 
 /* The task no longer waits: a job still waiting for a connection goes; a running one is
@@ -92,7 +87,7 @@ static void job_cancel(ml_task_t *t) {
     j->ud_ref = LUA_NOREF;
   }
   if (!c) {
-    fifo_unlink(j->db, j);
+    ml_list_remove(&j->link);
     job_free(j);
   } else if (c->state == ML_DB_CONNECTING) {   /* the connection comes up for the next one */
     c->job = NULL;
@@ -145,9 +140,7 @@ static ml_db_conn_t *conn_new(ml_db_t *db, ml_db_job_t *j, char *err) {
     c->job = j;
     j->conn = c;
   }
-  c->next = db->conns;
-  if (db->conns) db->conns->prev = c;
-  db->conns = c;
+  ml_list_unshift(&db->conns, &c->link);
   db->nconns++;
   db->refs++;
   return c;
@@ -156,10 +149,9 @@ static ml_db_conn_t *conn_new(ml_db_t *db, ml_db_job_t *j, char *err) {
 /* Opens connections for waiters while there is room (after one was dropped). Drivers
  * whose connections are ready at once drop them only when the handle closes. */
 static void fifo_spawn(ml_db_t *db) {
-  while (!db->closed && db->head && db->nconns < db->size) {
-    ml_db_job_t *j = db->head;
+  ml_db_job_t *j;
+  while (!db->closed && db->nconns < db->size && (j = fifo_take(db))) {
     char err[ML_DB_ERRLEN];
-    fifo_unlink(db, j);
     ml_db_conn_t *c = conn_new(db, j, err);
     if (!c) job_fail(j, err);
     else if (c->state == ML_DB_IDLE) conn_assign(c, j);
@@ -175,8 +167,7 @@ static void conn_drop(ml_db_conn_t *c) {
     c->drop_later = 1;
     return;
   }
-  if (c->prev) c->prev->next = c->next; else db->conns = c->next;
-  if (c->next) c->next->prev = c->prev;
+  ml_list_remove(&c->link);
   db->nconns--;
   db->driver->disconnect(c);
   free(c);
@@ -211,15 +202,13 @@ static int conn_rollback(ml_db_conn_t *c) {
 /* A free connection for a new job, or NULL (jobs already wait, or none is free). A dead
  * one found on the way is dropped; a dirty one waits for ml_db_job_done to roll it back. */
 static ml_db_conn_t *conn_idle(ml_db_t *db) {
-  if (db->head) return NULL;
-  ml_db_conn_t *c = db->conns;
-  while (c) {
-    ml_db_conn_t *next = c->next;
+  if (!ml_list_empty(&db->waiting)) return NULL;
+  ml_list_each(l, &db->conns) {
+    ml_db_conn_t *c = ml_list_item(l, ml_db_conn_t, link);
     if (conn_free(c) && !c->dirty) {
       if (!db->driver->alive || db->driver->alive(c)) return c;
       conn_drop(c);
     }
-    c = next;
   }
   return NULL;
 }
@@ -257,10 +246,8 @@ static void conn_available(ml_db_conn_t *c) {
       return;
     }
   }
-  ml_db_job_t *j = db->head;
-  if (!j) return;
-  fifo_unlink(db, j);
-  conn_assign(c, j);
+  ml_db_job_t *j = fifo_take(db);
+  if (j) conn_assign(c, j);
 }
 
 /* Waiters are woken with nil, "closed"; idle connections close now, busy ones when their
@@ -268,17 +255,12 @@ static void conn_available(ml_db_conn_t *c) {
 static void db_close(ml_db_t *db) {
   if (db->closed) return;
   db->closed = 1;
-  while (db->head) {
-    ml_db_job_t *j = db->head;
-    fifo_unlink(db, j);
-    job_fail(j, "closed");
-  }
-  ml_db_conn_t *c = db->conns;
-  while (c) {
-    ml_db_conn_t *next = c->next;
+  ml_db_job_t *j;
+  while ((j = fifo_take(db))) job_fail(j, "closed");
+  ml_list_each(l, &db->conns) {
+    ml_db_conn_t *c = ml_list_item(l, ml_db_conn_t, link);
     lease_end(c);
     if (c->state == ML_DB_IDLE) conn_drop(c);
-    c = next;
   }
 }
 
@@ -374,7 +356,7 @@ static int job_submit(lua_State *L, ml_db_t *db, ml_db_job_t *j, ml_db_conn_t *c
     }
     if (c->state == ML_DB_CONNECTING) return ml_task_wait(L, j->task, job_cancel, j);
   } else if (!c) {
-    fifo_push(db, j);
+    ml_list_push(&db->waiting, &j->link);
     return ml_task_wait(L, j->task, job_cancel, j);
   }
   if (j->kind == ML_DB_ACQUIRE) {
@@ -402,6 +384,8 @@ static int l_open(lua_State *L) {
   ml_db_t *db = calloc(1, sizeof *db);
   if (!db) abort();
   db->driver = d;
+  ml_list_init(&db->conns);
+  ml_list_init(&db->waiting);
   db->loop = t->sched->loop;
   db->L = t->sched->L;
   db->target = strdup(target);

@@ -39,6 +39,7 @@
 #ifndef ML_DB_H
 #define ML_DB_H
 #include "db_value.h"
+#include "list.h"
 #include "task.h"
 #include <lua.h>
 #include <stddef.h>
@@ -65,8 +66,8 @@ struct ml_db_s {             /* a handle */
   int size;                  /* the most connections */
   /* private */
   int nconns, refs, closed;  /* refs: the Lua userdata, connections, jobs, leases */
-  ml_db_conn_t *conns;
-  ml_db_job_t *head, *tail;  /* waiting for a connection */
+  ml_list_t conns;           /* of ml_db_conn_t */
+  ml_list_t waiting;         /* ml_db_job_t waiting for a connection, first come first */
   lua_State *L;              /* the state it belongs to (its registry) */
 };
 
@@ -81,7 +82,7 @@ struct ml_db_conn_s {        /* a connection */
   int held;                  /* ml_db_conn_hold: serves nobody until ml_db_conn_unhold */
   int waking;                /* ml_db_job_done is waking its task: c must outlive that */
   int drop_later;            /* dropped while waking */
-  ml_db_conn_t *next, *prev;
+  ml_list_t link;            /* in the handle's conns */
 };
 
 struct ml_db_job_s {         /* what a task waits for: a statement, a lease, ... */
@@ -97,7 +98,7 @@ struct ml_db_job_s {         /* what a task waits for: a statement, a lease, ...
   int nparams;
   /* private */
   int ud_ref;                /* ML_DB_OPEN: the handle's userdata, the result */
-  ml_db_job_t *next, *prev;
+  ml_list_t link;            /* in the handle's waiting list */
 };
 
 struct ml_db_driver_s {

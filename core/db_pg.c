@@ -201,7 +201,7 @@ static int send_pipeline(conn_t *c, job_t *j) {
       ml_db_pg_stmt_touch(&c->stmts, s);
     } else {
       if (ml_db_pg_stmt_full(&c->stmts)) {   /* make room: the least recently used goes */
-        ml_db_pg_stmt_t *old = c->stmts.oldest;
+        ml_db_pg_stmt_t *old = ml_db_pg_stmt_oldest(&c->stmts);
         int ok = pipe_deallocate(c, j, old);
         ml_db_pg_stmt_forget(&c->stmts, old);
         if (!ok) return 0;

@@ -4,6 +4,7 @@
  * the same. Pure (no libpq): tests/unit/db_pg_stmt_test.c covers it. */
 #ifndef ML_DB_PG_STMT_H
 #define ML_DB_PG_STMT_H
+#include "list.h"
 #include <stdint.h>
 
 #define ML_DB_PG_STMT_MAX 256   /* statements per connection */
@@ -16,13 +17,13 @@ struct ml_db_pg_stmt_s {
   int ready;                 /* the server has it (0 while its PREPARE is in flight) */
   int stale;                 /* its plan went bad: DEALLOCATE, then prepare it again */
   ml_db_pg_stmt_t *hnext;    /* same bucket */
-  ml_db_pg_stmt_t *newer, *older;
+  ml_list_t lru;             /* in the cache's lru list */
 };
 
 /* A connection's statements; all zero is an empty cache. */
 typedef struct {
   ml_db_pg_stmt_t **buckets; /* NULL until the first statement */
-  ml_db_pg_stmt_t *newest, *oldest;
+  ml_list_t lru;             /* newest first; set up with the buckets */
   int n;
   unsigned next_id;
 } ml_db_pg_stmt_cache_t;
@@ -40,6 +41,9 @@ void ml_db_pg_stmt_touch(ml_db_pg_stmt_cache_t *c, ml_db_pg_stmt_t *s);
 void ml_db_pg_stmt_forget(ml_db_pg_stmt_cache_t *c, ml_db_pg_stmt_t *s);
 /* Forgets everything; the cache is empty again. */
 void ml_db_pg_stmt_clear(ml_db_pg_stmt_cache_t *c);
-/* 1 when adding one more would pass ML_DB_PG_STMT_MAX (c->oldest is then the one to go). */
+/* 1 when adding one more would pass ML_DB_PG_STMT_MAX (the oldest is then the one to go). */
 int ml_db_pg_stmt_full(const ml_db_pg_stmt_cache_t *c);
+/* The least / most recently used statement, or NULL when the cache is empty. */
+ml_db_pg_stmt_t *ml_db_pg_stmt_oldest(ml_db_pg_stmt_cache_t *c);
+ml_db_pg_stmt_t *ml_db_pg_stmt_newest(ml_db_pg_stmt_cache_t *c);
 #endif

@@ -22,9 +22,7 @@ static _Thread_local char plain_buf[16384];   /* what an idle TLS read decrypts 
 static void pool_unlink(ml_httpc_conn_t *c) {
   ml_httpc_pool_t *p = c->pool;
   if (!p) return;
-  if (c->prev) c->prev->next = c->next; else p->head = c->next;
-  if (c->next) c->next->prev = c->prev; else p->tail = c->prev;
-  c->next = c->prev = NULL;
+  ml_list_remove(&c->link);
   c->pool = NULL;
   p->nidle--;
 }
@@ -36,6 +34,7 @@ ml_httpc_conn_t *ml_httpc_conn_new(ml_httpc_pool_t *p, const char *key, void *re
   if (!c) abort();
   uv_tcp_init(p->loop, &c->tcp);
   c->tcp.data = c;
+  ml_list_init(&c->link);
   c->key = strdup(key);
   if (!c->key) abort();
   c->req = req;
@@ -71,10 +70,12 @@ void ml_httpc_idle_read(ml_httpc_conn_t *c, ssize_t n, const uv_buf_t *buf) {
 static void sweep_cb(uv_timer_t *h) {
   ml_httpc_pool_t *p = h->data;
   uint64_t now = uv_now(p->loop);
-  while (p->tail && now - p->tail->idle_since >= ML_HTTPC_IDLE_TIMEOUT_MS)
-    ml_httpc_conn_close(p->tail);
-  if (p->tail)
-    uv_timer_start(&p->sweep, sweep_cb, p->tail->idle_since + ML_HTTPC_IDLE_TIMEOUT_MS - now, 0);
+  ml_httpc_conn_t *oldest;
+  while ((oldest = ml_list_last(&p->idle, ml_httpc_conn_t, link)) &&
+         now - oldest->idle_since >= ML_HTTPC_IDLE_TIMEOUT_MS)
+    ml_httpc_conn_close(oldest);
+  if (oldest)
+    uv_timer_start(&p->sweep, sweep_cb, oldest->idle_since + ML_HTTPC_IDLE_TIMEOUT_MS - now, 0);
 }
 
 /* Is an idle connection still usable? The server may have closed it while the loop was
@@ -91,9 +92,8 @@ static int conn_alive(ml_httpc_conn_t *c) {
 
 ml_httpc_conn_t *ml_httpc_checkout(ml_httpc_pool_t *p, const char *key) {
   uint64_t now = uv_now(p->loop);
-  ml_httpc_conn_t *c = p->head;
-  while (c) {
-    ml_httpc_conn_t *next = c->next;
+  ml_list_each(l, &p->idle) {
+    ml_httpc_conn_t *c = ml_list_item(l, ml_httpc_conn_t, link);
     if (strcmp(c->key, key) == 0) {
       pool_unlink(c);
       if (now - c->idle_since < ML_HTTPC_IDLE_TIMEOUT_MS && conn_alive(c)) {
@@ -102,26 +102,25 @@ ml_httpc_conn_t *ml_httpc_checkout(ml_httpc_pool_t *p, const char *key) {
       }
       ml_httpc_conn_close(c);
     }
-    c = next;
   }
   return NULL;
 }
 
 void ml_httpc_checkin(ml_httpc_pool_t *p, ml_httpc_conn_t *c) {
   int same = 0;
-  for (ml_httpc_conn_t *o = p->head; o; o = o->next) same += strcmp(o->key, c->key) == 0;
+  ml_list_each(l, &p->idle) {
+    same += strcmp(ml_list_item(l, ml_httpc_conn_t, link)->key, c->key) == 0;
+  }
   if (same >= ML_HTTPC_IDLE_PER_HOST) {
     ml_httpc_conn_close(c);
     return;
   }
-  if (p->nidle >= ML_HTTPC_IDLE_TOTAL) ml_httpc_conn_close(p->tail);
+  if (p->nidle >= ML_HTTPC_IDLE_TOTAL)
+    ml_httpc_conn_close(ml_list_last(&p->idle, ml_httpc_conn_t, link));
   c->req = NULL;
   c->pool = p;
   c->idle_since = uv_now(p->loop);
-  c->prev = NULL;
-  c->next = p->head;
-  if (p->head) p->head->prev = c; else p->tail = c;
-  p->head = c;
+  ml_list_unshift(&p->idle, &c->link);
   p->nidle++;
   uv_unref((uv_handle_t *)&c->tcp);   /* an idle connection keeps no loop running */
   if (!uv_is_active((uv_handle_t *)&p->sweep))
@@ -162,7 +161,8 @@ static void pool_close(ml_sched_t *s, void *data) {
   lua_pushlightuserdata(p->L, (void *)&pool_key);
   lua_pushnil(p->L);
   lua_rawset(p->L, LUA_REGISTRYINDEX);
-  while (p->head) ml_httpc_conn_close(p->head);
+  ml_httpc_conn_t *c;
+  while ((c = ml_list_first(&p->idle, ml_httpc_conn_t, link))) ml_httpc_conn_close(c);
   while (p->ctxs) {
     ml_httpc_ctx_t *x = p->ctxs;
     p->ctxs = x->next;
@@ -183,6 +183,7 @@ ml_httpc_pool_t *ml_httpc_pool_of(lua_State *L, ml_sched_t *s) {
   if (!p) abort();
   p->loop = s->loop;
   p->L = s->L;
+  ml_list_init(&p->idle);
   uv_timer_init(s->loop, &p->sweep);
   p->sweep.data = p;
   uv_unref((uv_handle_t *)&p->sweep);

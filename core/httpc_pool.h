@@ -7,6 +7,7 @@
  * between threads; ml_sched_close closes it. */
 #ifndef ML_HTTPC_POOL_H
 #define ML_HTTPC_POOL_H
+#include "list.h"
 #include "task.h"
 #include "tls.h"
 #include <lua.h>
@@ -26,7 +27,7 @@ struct ml_httpc_pool_s {
   lua_State *L;                      /* the state's main thread */
   ml_sched_hook_t on_close;          /* the scheduler closes: so does the pool */
   uv_timer_t sweep;                  /* closes expired idle connections; unref'd */
-  ml_httpc_conn_t *head, *tail;      /* idle, most recently used first */
+  ml_list_t idle;                    /* of ml_httpc_conn_t, most recently used first */
   int nidle;
   ml_httpc_ctx_t *ctxs;              /* TLS contexts, one per trust setting */
 };
@@ -39,7 +40,7 @@ struct ml_httpc_conn_s {
   void *req;                         /* while busy: the request (httpc.c) */
   char *key;                         /* what may reuse it */
   uint64_t idle_since;
-  ml_httpc_conn_t *next, *prev;      /* the idle list */
+  ml_list_t link;                    /* in the pool's idle list */
   int ready;                         /* connected (and TLS handshake done) */
   int closing;
 };

@@ -32,9 +32,7 @@ static void handle_closed_cb(uv_handle_t *h) {
 }
 
 static void server_unlink(ml_server_t *s, ml_conn_t *c) {
-  if (c->prev) c->prev->next = c->next; else s->conns = c->next;
-  if (c->next) c->next->prev = c->prev;
-  c->prev = c->next = NULL;
+  ml_list_remove(&c->link);
   s->nconns--;
   if (s->draining && s->nconns == 0 && s->on_drained) s->on_drained(s);
 }
@@ -408,9 +406,7 @@ static void accept_cb(uv_stream_t *listener, int status) {
   uv_timer_init(s->loop, &c->timer);
   c->tcp.data = c->timer.data = c;
   c->handles_open = 2;
-  c->next = s->conns;
-  if (s->conns) s->conns->prev = c;
-  s->conns = c;
+  ml_list_unshift(&s->conns, &c->link);
   s->nconns++;
   if (uv_accept(listener, (uv_stream_t *)&c->tcp) < 0) {
     conn_close(c);
@@ -429,6 +425,7 @@ int ml_server_listen(ml_server_t *s, uv_loop_t *loop, const ml_server_config_t *
                      size_t errlen) {
   s->loop = loop;
   s->cfg = *cfg;
+  ml_list_init(&s->conns);
   struct sockaddr_storage addr;
   int rc = uv_ip4_addr(cfg->host, cfg->port, (struct sockaddr_in *)&addr);
   if (rc < 0) rc = uv_ip6_addr(cfg->host, cfg->port, (struct sockaddr_in6 *)&addr);
@@ -465,11 +462,9 @@ void ml_server_drain(ml_server_t *s) {
   if (s->draining) return;
   s->draining = 1;
   stop_listening(s);
-  ml_conn_t *c = s->conns;
-  while (c) {
-    ml_conn_t *next = c->next;
+  ml_list_each(l, &s->conns) {
+    ml_conn_t *c = ml_list_item(l, ml_conn_t, link);
     if (!c->inflight && !c->writing && !c->http.in_message && !c->out.len) conn_close(c);
-    c = next;
   }
   if (s->nconns == 0 && s->on_drained) s->on_drained(s);
 }
@@ -478,5 +473,6 @@ void ml_server_close_all(ml_server_t *s) {
   stop_listening(s);
   stall_watch_stop(s);
   s->on_drained = NULL;
-  while (s->conns) conn_close(s->conns);
+  ml_conn_t *c;
+  while ((c = ml_list_first(&s->conns, ml_conn_t, link))) conn_close(c);
 }

@@ -3,6 +3,7 @@
  * are dropped when met and swept before a write is refused. */
 #include "shared.h"
 #include "buf.h"
+#include "hash.h"
 #include <lauxlib.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -42,12 +43,6 @@ static size_t used;          /* atomic */
 
 void ml_shared_configure(size_t bytes) {
   capacity = bytes;
-}
-
-static uint32_t hash(const char *s, size_t len) {
-  uint32_t h = 2166136261u;   /* FNV-1a */
-  for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
-  return h;
 }
 
 static size_t entry_cost(const entry_t *e) {
@@ -197,7 +192,7 @@ static int l_get(lua_State *L) {
   dict_t *d = check_dict(L);
   size_t klen;
   const char *k = check_key(L, &klen);
-  uint32_t h = hash(k, klen);
+  uint32_t h = ml_hash(k, klen);
   copied_t v = {0};
   pthread_mutex_lock(&d->lock);
   entry_t **pe = find(d, k, klen, h, uv_hrtime());
@@ -218,7 +213,7 @@ static int store(lua_State *L, int only_new) {
                 "a shared value is a string, a number or a boolean");
   const char *v = vt == LUA_TSTRING ? lua_tolstring(L, 3, &vlen) : NULL;
   uint64_t expires = check_ttl(L, 4);
-  uint32_t h = hash(k, klen);
+  uint32_t h = ml_hash(k, klen);
   uint64_t now = uv_hrtime();
   pthread_mutex_lock(&d->lock);
   entry_t **pe = find(d, k, klen, h, now);
@@ -294,7 +289,7 @@ static int l_incr(lua_State *L) {
   int has_init = !lua_isnoneornil(L, 4);
   double init = has_init ? luaL_checknumber(L, 4) : 0;
   uint64_t expires = check_ttl(L, 5);
-  uint32_t h = hash(k, klen);
+  uint32_t h = ml_hash(k, klen);
   pthread_mutex_lock(&d->lock);
   entry_t **pe = find(d, k, klen, h, uv_hrtime());
   entry_t *e = *pe;

@@ -24,7 +24,8 @@ TEST(statements_are_found_by_their_text) {
   CHECK_EQ_INT(c.n, 2);
   ml_db_pg_stmt_clear(&c);
   CHECK_EQ_INT(c.n, 0);
-  CHECK(c.buckets == NULL && c.newest == NULL && c.oldest == NULL);
+  CHECK(c.buckets == NULL && ml_db_pg_stmt_newest(&c) == NULL &&
+        ml_db_pg_stmt_oldest(&c) == NULL);
 }
 
 TEST(names_are_never_reused_on_a_connection) {
@@ -38,13 +39,13 @@ TEST(names_are_never_reused_on_a_connection) {
 TEST(the_least_recently_used_is_oldest) {
   ml_db_pg_stmt_cache_t c = {0};
   ml_db_pg_stmt_t *a = add(&c, "a"), *b = add(&c, "b"), *d = add(&c, "d");
-  CHECK(c.oldest == a && c.newest == d);
+  CHECK(ml_db_pg_stmt_oldest(&c) == a && ml_db_pg_stmt_newest(&c) == d);
   ml_db_pg_stmt_touch(&c, a);
-  CHECK(c.oldest == b && c.newest == a);
+  CHECK(ml_db_pg_stmt_oldest(&c) == b && ml_db_pg_stmt_newest(&c) == a);
   ml_db_pg_stmt_touch(&c, a);   /* already the newest */
-  CHECK(c.oldest == b && c.newest == a);
+  CHECK(ml_db_pg_stmt_oldest(&c) == b && ml_db_pg_stmt_newest(&c) == a);
   ml_db_pg_stmt_forget(&c, b);
-  CHECK(c.oldest == d && c.newest == a);
+  CHECK(ml_db_pg_stmt_oldest(&c) == d && ml_db_pg_stmt_newest(&c) == a);
   CHECK(find(&c, "b") == NULL && find(&c, "d") == d);
   ml_db_pg_stmt_clear(&c);
 }
@@ -62,8 +63,8 @@ TEST(full_at_the_limit) {
     snprintf(sql, sizeof sql, "SELECT %d", i);
     CHECK(find(&c, sql) != NULL);
   }
-  CHECK_EQ_STR(c.oldest->sql, "SELECT 0");
-  ml_db_pg_stmt_forget(&c, c.oldest);
+  CHECK_EQ_STR(ml_db_pg_stmt_oldest(&c)->sql, "SELECT 0");
+  ml_db_pg_stmt_forget(&c, ml_db_pg_stmt_oldest(&c));
   CHECK(!ml_db_pg_stmt_full(&c));
   ml_db_pg_stmt_clear(&c);
 }
