@@ -2,10 +2,9 @@
  * Growth failure aborts: moonlet treats out-of-memory as fatal, like LuaJIT does. */
 #ifndef ML_BUF_H
 #define ML_BUF_H
+#include "mem.h"
 #include <stddef.h>
-#include <stdlib.h>
 #include <string.h>
-#include <stdio.h>
 
 typedef struct {
   char *data;
@@ -17,9 +16,7 @@ static inline void ml_buf_reserve(ml_buf_t *b, size_t extra) {
   if (b->len + extra <= b->cap) return;
   size_t cap = b->cap ? b->cap : 256;
   while (cap < b->len + extra) cap *= 2;
-  char *p = realloc(b->data, cap);
-  if (!p) { fputs("moonlet: out of memory\n", stderr); abort(); }
-  b->data = p;
+  b->data = ml_xrealloc(b->data, cap);
   b->cap = cap;
 }
 

@@ -8,6 +8,7 @@
  * userdata) holds its connection until released, collected or ended by db.c (the handle
  * closed, the connection dropped, a statement of its transaction cancelled). */
 #include "db.h"
+#include "mem.h"
 #include <assert.h>
 #include <lauxlib.h>
 #include <stdio.h>
@@ -38,8 +39,7 @@ static void db_unref(ml_db_t *db) {
 }
 
 static ml_db_job_t *job_new(ml_db_t *db, int kind) {
-  ml_db_job_t *j = calloc(1, db->driver->job_size);
-  if (!j) abort();
+  ml_db_job_t *j = ml_xcalloc(1, db->driver->job_size);
   j->db = db;
   j->kind = kind;
   j->ud_ref = LUA_NOREF;
@@ -125,8 +125,7 @@ static int conn_free(const ml_db_conn_t *c) {
 /* A new connection in db's list: idle, or connecting for j (which may be NULL). NULL with
  * err when the driver cannot start one. */
 static ml_db_conn_t *conn_new(ml_db_t *db, ml_db_job_t *j, char *err) {
-  ml_db_conn_t *c = calloc(1, db->driver->conn_size);
-  if (!c) abort();
+  ml_db_conn_t *c = ml_xcalloc(1, db->driver->conn_size);
   c->db = db;
   c->state = ML_DB_CONNECTING;
   int r = db->driver->connect(c, err);
@@ -192,8 +191,7 @@ static int conn_send(ml_db_conn_t *c, ml_db_job_t *j, char *err) {
 static int conn_rollback(ml_db_conn_t *c) {
   char err[ML_DB_ERRLEN];
   ml_db_job_t *j = job_new(c->db, ML_DB_ROLLBACK);
-  j->sql = strdup("ROLLBACK");
-  if (!j->sql) abort();
+  j->sql = ml_xstrdup("ROLLBACK");
   if (conn_send(c, j, err) == 0) return 0;
   job_free(j);
   return -1;
@@ -381,15 +379,13 @@ static int l_open(lua_State *L) {
                 lua_pushfstring(L, "expected 1 to %d connections", d->max_size));
   ml_task_t *t = ml_task_current(L);
   char err[ML_DB_ERRLEN];
-  ml_db_t *db = calloc(1, sizeof *db);
-  if (!db) abort();
+  ml_db_t *db = ml_xcalloc(1, sizeof *db);
   db->driver = d;
   ml_list_init(&db->conns);
   ml_list_init(&db->waiting);
   db->loop = t->sched->loop;
   db->L = t->sched->L;
-  db->target = strdup(target);
-  if (!db->target) abort();
+  db->target = ml_xstrdup(target);
   db->size = size;
   db->refs = 1;
   if (d->init && d->init(db, err)) {
@@ -439,8 +435,7 @@ static int l_run(lua_State *L) {
       return push_error(L, err);
     }
   } else {
-    j->sql = malloc(len + 1);
-    if (!j->sql) abort();
+    j->sql = ml_xmalloc(len + 1);
     memcpy(j->sql, sql, len + 1);
   }
   return job_submit(L, db, j, l ? l->c : conn_idle(db));

@@ -22,6 +22,7 @@
  * Ownership: a connection's PGresult so far (res) moves to its job when the query ends;
  * the job frees it. A cancel request outlives its connection if it must (c is then NULL). */
 #include "db_pg.h"
+#include "mem.h"
 #include "db_pg_sql.h"
 #include "db_pg_stmt.h"
 #include "db_pg_value.h"
@@ -119,8 +120,7 @@ static int poll_want(conn_t *c, int events) {
   if (fd < 0) return -1;
   if (c->poll && fd != c->fd) poll_stop(c);
   if (!c->poll) {
-    c->poll = malloc(sizeof *c->poll);
-    if (!c->poll) abort();
+    c->poll = ml_xmalloc(sizeof *c->poll);
     if (uv_poll_init(c->base.db->loop, c->poll, fd)) {
       free(c->poll);
       c->poll = NULL;
@@ -431,8 +431,7 @@ static int drv_init(ml_db_t *db, char *err) {
 
 static int drv_connect(ml_db_conn_t *b, char *err) {
   conn_t *c = (conn_t *)b;
-  c->pg = PQconnectStart(b->db->target);
-  if (!c->pg) abort();
+  c->pg = ml_oom_check(PQconnectStart(b->db->target));   /* NULL: libpq is out of memory */
   PQsetNoticeProcessor(c->pg, notice_cb, NULL);
   if (PQstatus(c->pg) != CONNECTION_BAD && poll_want(c, UV_WRITABLE) == 0) return 0;
   copy_first_line(err, PQerrorMessage(c->pg));
@@ -497,8 +496,7 @@ static void drv_cancel(ml_db_conn_t *b, ml_db_job_t *j) {
   conn_t *c = (conn_t *)b;
   PGcancel *pc = PQgetCancel(c->pg);
   if (!pc) return;
-  cancel_t *k = malloc(sizeof *k);
-  if (!k) abort();
+  cancel_t *k = ml_xmalloc(sizeof *k);
   k->cancel = pc;
   k->c = c;
   c->cancelling = k;

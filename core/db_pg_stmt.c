@@ -1,6 +1,7 @@
 /* PostgreSQL prepared statements (see db_pg_stmt.h): a chained hash table by SQL text and
  * a list from newest to oldest. */
 #include "db_pg_stmt.h"
+#include "mem.h"
 #include "hash.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,14 +35,11 @@ void ml_db_pg_stmt_touch(ml_db_pg_stmt_cache_t *c, ml_db_pg_stmt_t *s) {
 
 ml_db_pg_stmt_t *ml_db_pg_stmt_add(ml_db_pg_stmt_cache_t *c, const char *sql, uint32_t hash) {
   if (!c->buckets) {
-    c->buckets = calloc(BUCKETS, sizeof *c->buckets);
-    if (!c->buckets) abort();
+    c->buckets = ml_xcalloc(BUCKETS, sizeof *c->buckets);
     ml_list_init(&c->lru);
   }
-  ml_db_pg_stmt_t *s = calloc(1, sizeof *s);
-  if (!s) abort();
-  s->sql = strdup(sql);
-  if (!s->sql) abort();
+  ml_db_pg_stmt_t *s = ml_xcalloc(1, sizeof *s);
+  s->sql = ml_xstrdup(sql);
   s->hash = hash;
   snprintf(s->name, sizeof s->name, "moonlet_%u", ++c->next_id);
   ml_db_pg_stmt_t **b = &c->buckets[hash & (BUCKETS - 1)];

@@ -1,5 +1,6 @@
 /* PostgreSQL values (see db_pg_value.h): parameters out as text, results in by type OID. */
 #include "db_pg_value.h"
+#include "mem.h"
 #include <lua.h>
 #include <math.h>
 #include <stdio.h>
@@ -8,8 +9,7 @@
 
 char **ml_db_pg_value_params(ml_db_value_t *v, int n) {
   if (n == 0) return NULL;
-  char **out = calloc((size_t)n, sizeof *out);
-  if (!out) abort();
+  char **out = ml_xcalloc((size_t)n, sizeof *out);
   for (int i = 0; i < n; i++) {
     char buf[64];
     switch (v[i].type) {
@@ -23,8 +23,7 @@ char **ml_db_pg_value_params(ml_db_value_t *v, int n) {
         snprintf(buf, sizeof buf, "%sInfinity", v[i].d < 0 ? "-" : "");
       else snprintf(buf, sizeof buf, "%.17g", v[i].d);
     }
-    out[i] = strdup(buf);
-    if (!out[i]) abort();
+    out[i] = ml_xstrdup(buf);
   }
   return out;
 }

@@ -11,6 +11,7 @@
  * conn->lock, which the loop takes to interrupt a running statement; the loop reads it
  * without the lock only while no job runs. */
 #include "db_sqlite.h"
+#include "mem.h"
 #include "buf.h"
 #include <sqlite3.h>
 #include <stdint.h>
@@ -45,8 +46,7 @@ static void set_err(job_t *j, const char *what, sqlite3 *db) {
   const char *msg = db ? sqlite3_errmsg(db) : "out of memory";
   if (db && sqlite3_errcode(db) == SQLITE_INTERRUPT) msg = "interrupted";
   size_t n = strlen(what) + strlen(msg) + 3;
-  j->err = malloc(n);
-  if (!j->err) abort();
+  j->err = ml_xmalloc(n);
   snprintf(j->err, n, "%s%s", what, msg);
 }
 
@@ -115,7 +115,7 @@ static int run_statements(job_t *j, sqlite3 *db) {
       snprintf(msg, sizeof msg, first ? "expected %d parameter(s), got %d"
                                       : "parameters bind to the first statement only (%d/%d)",
                want, have);
-      j->err = strdup(msg);
+      j->err = ml_xstrdup(msg);
       sqlite3_finalize(st);
       return -1;
     }

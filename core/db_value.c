@@ -1,5 +1,6 @@
 /* Values between Lua and the database drivers (see db_value.h). */
 #include "db_value.h"
+#include "mem.h"
 #include "json.h"
 #include <lauxlib.h>
 #include <math.h>
@@ -17,8 +18,7 @@ ml_db_value_t *ml_db_value_params(lua_State *L, int first, int *n) {
                   "got %s)", i - first + 1, luaL_typename(L, i));
   }
   if (*n == 0) return NULL;
-  ml_db_value_t *v = calloc((size_t)*n, sizeof *v);
-  if (!v) abort();
+  ml_db_value_t *v = ml_xcalloc((size_t)*n, sizeof *v);
   for (int k = 0; k < *n; k++) {
     int i = first + k;
     switch (lua_type(L, i)) {
@@ -41,8 +41,7 @@ ml_db_value_t *ml_db_value_params(lua_State *L, int first, int *n) {
       size_t len;
       const char *s = lua_tolstring(L, i, &len);
       v[k].type = ML_DB_VALUE_TEXT;
-      v[k].s = malloc(len + 1);
-      if (!v[k].s) abort();
+      v[k].s = ml_xmalloc(len + 1);
       memcpy(v[k].s, s, len);
       v[k].s[len] = '\0';
       v[k].len = len;

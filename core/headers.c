@@ -1,5 +1,6 @@
 /* Header lists (see headers.h). */
 #include "headers.h"
+#include "mem.h"
 
 void ml_headers_clear(ml_headers_t *h, size_t keep) {
   h->n = 0;
@@ -18,8 +19,7 @@ void ml_headers_name(ml_headers_t *h, const char *at, size_t len) {
   if (!cur || cur->val_off != UINT32_MAX) {   /* the previous header is finished */
     if (h->n == h->cap) {
       h->cap = h->cap ? h->cap * 2 : 16;
-      h->list = realloc(h->list, sizeof *h->list * (size_t)h->cap);
-      if (!h->list) abort();
+      h->list = ml_xrealloc(h->list, sizeof *h->list * (size_t)h->cap);
     }
     cur = &h->list[h->n++];
     cur->name_off = (uint32_t)h->store.len;

@@ -4,6 +4,7 @@
  * (the timeout ended, or it was asked for twice) drops what still runs and says how many;
  * one that the loop cannot do at all (a handler that never yields) ends the process. */
 #include "moonlet.h"
+#include "mem.h"
 #include "app.h"
 #include "conn.h"
 #include "log.h"
@@ -188,8 +189,7 @@ static void flush_cb(uv_prepare_t *p) {
 }
 
 ml_host_t *ml_host_new(const ml_config_t *cfg) {
-  ml_host_t *h = calloc(1, sizeof *h);
-  if (!h) return NULL;
+  ml_host_t *h = ml_xcalloc(1, sizeof *h);
   signal(SIGPIPE, SIG_IGN);
   h->cfg = *cfg;
   h->grace_ns = (uint64_t)(cfg->graceful_timeout * 1e9);
@@ -266,7 +266,7 @@ int ml_host_load(ml_host_t *h, const char *appdir, char *err, size_t errlen) {
   ml_app_free(h->app);
   h->app = a;
   free(h->appdir);
-  h->appdir = strdup(appdir);
+  h->appdir = ml_xstrdup(appdir);
   if (!h->pool) h->pool = ml_pool_new(&h->loop, appdir, h->cfg.pool_size, h->cfg.pool_queue);
   a->pool = h->pool;
   a->sched.pool = h->pool;
@@ -278,8 +278,7 @@ int ml_host_listen(ml_host_t *h, char *err, size_t errlen) {
     snprintf(err, errlen, "no app loaded");
     return -1;
   }
-  h->server = calloc(1, sizeof *h->server);
-  if (!h->server) abort();
+  h->server = ml_xcalloc(1, sizeof *h->server);
   h->server->dispatch = ml_app_dispatch;
   h->server->abort = ml_app_abort;
   h->server->ctx = h->app;

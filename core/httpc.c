@@ -21,6 +21,7 @@
  * either the connect one (DNS, TCP, TLS handshake) or the read one (no byte for
  * read_timeout while sending or receiving), pushed back by every read. */
 #include "httpc.h"
+#include "mem.h"
 #include "headers.h"
 #include "buf.h"
 #include "httpc_pool.h"
@@ -110,8 +111,7 @@ static void write_cb(uv_write_t *w, int status) {
 
 /* Writes a copy of data. Returns 0 or a libuv error (then nothing was queued). */
 static int conn_write(ml_httpc_conn_t *c, const char *data, size_t len) {
-  hc_write_t *w = malloc(sizeof *w + len);
-  if (!w) abort();
+  hc_write_t *w = ml_xmalloc(sizeof *w + len);
   memcpy(w->data, data, len);
   w->w.data = c;
   uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
@@ -560,8 +560,7 @@ static void gai_cb(uv_getaddrinfo_t *g, int status, struct addrinfo *res) {
   for (struct addrinfo *a = res; a; a = a->ai_next)
     if (a->ai_family == AF_INET || a->ai_family == AF_INET6) n++;
   free(r->addrs);
-  r->addrs = calloc((size_t)n + 1, sizeof *r->addrs);
-  if (!r->addrs) abort();
+  r->addrs = ml_xcalloc((size_t)n + 1, sizeof *r->addrs);
   r->naddrs = 0;
   for (struct addrinfo *a = res; a; a = a->ai_next)
     if (a->ai_family == AF_INET || a->ai_family == AF_INET6)
@@ -581,8 +580,7 @@ static void req_resolve(hc_req_t *r) {
   r->phase_start = uv_now(r->pool->loop);
   req_arm(r);
   free(r->addrs);
-  r->addrs = calloc(1, sizeof *r->addrs);
-  if (!r->addrs) abort();
+  r->addrs = ml_xcalloc(1, sizeof *r->addrs);
   r->naddrs = 1;
   r->addr_i = 0;
   if (uv_ip4_addr(r->host, r->port, (struct sockaddr_in *)r->addrs) == 0 ||
@@ -656,8 +654,7 @@ static int l_http_request(lua_State *L) {
   double total_s = opt_num(L, "timeout", 60, 0);
   double max_size = opt_num(L, "max_size", 16 << 20, 0);
   luaL_argcheck(L, port <= 65535 && port == (int)port, 1, "port out of range");
-  hc_req_t *r = calloc(1, sizeof *r);
-  if (!r) abort();
+  hc_req_t *r = ml_xcalloc(1, sizeof *r);
   r->tls = opt_bool(L, "tls", 0);
   r->verify = opt_bool(L, "verify", 1);
   r->head = opt_bool(L, "head", 0);
@@ -668,8 +665,8 @@ static int l_http_request(lua_State *L) {
   r->total_s = total_s;
   r->max_size = (size_t)max_size;
   r->port = (int)port;
-  r->host = strdup(host);
-  r->label = strdup(label);
+  r->host = ml_xstrdup(host);
+  r->label = ml_xstrdup(label);
   ml_buf_add(&r->wire, wire, wlen);
   if (strchr(host, ':')) snprintf(r->where, sizeof r->where, "[%s]:%d", host, r->port);
   else snprintf(r->where, sizeof r->where, "%s:%d", host, r->port);

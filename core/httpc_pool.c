@@ -4,6 +4,7 @@
  * checkout looks at the socket itself before handing one out. A sweep timer, unref'd
  * too, closes those idle longer than ML_HTTPC_IDLE_TIMEOUT_MS. */
 #include "httpc_pool.h"
+#include "mem.h"
 #include <errno.h>
 #include <lauxlib.h>
 #include <stdlib.h>
@@ -30,13 +31,11 @@ static void pool_unlink(ml_httpc_conn_t *c) {
 /* --- connections --------------------------------------------------------------------- */
 
 ml_httpc_conn_t *ml_httpc_conn_new(ml_httpc_pool_t *p, const char *key, void *req) {
-  ml_httpc_conn_t *c = calloc(1, sizeof *c);
-  if (!c) abort();
+  ml_httpc_conn_t *c = ml_xcalloc(1, sizeof *c);
   uv_tcp_init(p->loop, &c->tcp);
   c->tcp.data = c;
   ml_list_init(&c->link);
-  c->key = strdup(key);
-  if (!c->key) abort();
+  c->key = ml_xstrdup(key);
   c->req = req;
   uv_tcp_nodelay(&c->tcp, 1);
   return c;
@@ -137,10 +136,9 @@ SSL_CTX *ml_httpc_tls_ctx(ml_httpc_pool_t *p, int verify, const char *ca_file, c
   }
   SSL_CTX *ctx = ml_tls_ctx_new(verify, ca_file, err, errlen);
   if (!ctx) return NULL;
-  ml_httpc_ctx_t *x = calloc(1, sizeof *x);
-  if (!x) abort();
+  ml_httpc_ctx_t *x = ml_xcalloc(1, sizeof *x);
   x->verify = verify;
-  x->ca_file = ca_file ? strdup(ca_file) : NULL;
+  x->ca_file = ca_file ? ml_xstrdup(ca_file) : NULL;
   x->ctx = ctx;
   x->next = p->ctxs;
   p->ctxs = x;
@@ -179,8 +177,7 @@ ml_httpc_pool_t *ml_httpc_pool_of(lua_State *L, ml_sched_t *s) {
   ml_httpc_pool_t *p = lua_touserdata(L, -1);
   lua_pop(L, 1);
   if (p) return p;
-  p = calloc(1, sizeof *p);
-  if (!p) abort();
+  p = ml_xcalloc(1, sizeof *p);
   p->loop = s->loop;
   p->L = s->L;
   ml_list_init(&p->idle);

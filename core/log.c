@@ -49,12 +49,10 @@ void ml_logv(int level, const char *fmt, va_list ap) {
   pthread_mutex_lock(&log_lock);
   ml_buf_add(&log_buf, head, (size_t)hn);
   if (mn >= (int)sizeof msg) {   /* long messages (tracebacks) are kept whole */
-    char *big = malloc((size_t)mn + 1);
-    if (big) {
-      vsnprintf(big, (size_t)mn + 1, fmt, ap);
-      ml_buf_add(&log_buf, big, (size_t)mn);
-      free(big);
-    }
+    char *big = ml_xmalloc((size_t)mn + 1);
+    vsnprintf(big, (size_t)mn + 1, fmt, ap);
+    ml_buf_add(&log_buf, big, (size_t)mn);
+    free(big);
   } else if (mn > 0) {
     ml_buf_add(&log_buf, msg, (size_t)mn);
   }

@@ -2,6 +2,7 @@
  * the path, size and modification time of every .lua file. A burst of writes (an editor
  * saving) is settled by waiting until the signature holds still for one tick. */
 #include "reload.h"
+#include "mem.h"
 #include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -74,9 +75,8 @@ static void tick_cb(uv_timer_t *t) {
 
 ml_reload_t *ml_reload_start(uv_loop_t *loop, const char *appdir, void (*on_change)(void *ctx),
                              void *ctx) {
-  ml_reload_t *r = calloc(1, sizeof *r);
-  if (!r) return NULL;
-  r->appdir = strdup(appdir);
+  ml_reload_t *r = ml_xcalloc(1, sizeof *r);
+  r->appdir = ml_xstrdup(appdir);
   r->on_change = on_change;
   r->ctx = ctx;
   r->signature = scan(appdir, 0, 0);

@@ -1,5 +1,6 @@
 /* The route trie (see router.h). Nodes own their children; ml_router_free releases all. */
 #include "router.h"
+#include "mem.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,8 +36,7 @@ const char *ml_method_name(int index) {
 }
 
 static node_t *node_new(void) {
-  node_t *n = calloc(1, sizeof *n);
-  if (!n) abort();
+  node_t *n = ml_xcalloc(1, sizeof *n);
   for (int i = 0; i < ML_M_COUNT; i++) n->handlers[i] = -1;
   return n;
 }
@@ -53,8 +53,7 @@ static void node_free(node_t *n) {
 }
 
 ml_router_t *ml_router_new(void) {
-  ml_router_t *r = calloc(1, sizeof *r);
-  if (!r) abort();
+  ml_router_t *r = ml_xcalloc(1, sizeof *r);
   r->root = node_new();
   return r;
 }
@@ -89,8 +88,7 @@ static node_t *static_child(node_t *n, const char *seg, size_t len) {
   at = -at - 1;
   if (n->nkids == n->capkids) {
     n->capkids = n->capkids ? n->capkids * 2 : 4;
-    n->kids = realloc(n->kids, sizeof *n->kids * (size_t)n->capkids);
-    if (!n->kids) abort();
+    n->kids = ml_xrealloc(n->kids, sizeof *n->kids * (size_t)n->capkids);
   }
   memmove(n->kids + at + 1, n->kids + at, sizeof *n->kids * (size_t)(n->nkids - at));
   node_t *k = node_new();

@@ -5,6 +5,7 @@
  * server could read, not the time it was stalled (see live_now). A connection is freed only
  * in the close callback of the last of its two handles. */
 #include "conn.h"
+#include "mem.h"
 #include "log.h"
 #include "response.h"
 #include "router.h"
@@ -399,8 +400,7 @@ static void accept_cb(uv_stream_t *listener, int status) {
     }
     return;
   }
-  ml_conn_t *c = calloc(1, sizeof *c);
-  if (!c) abort();
+  ml_conn_t *c = ml_xcalloc(1, sizeof *c);
   c->srv = s;
   uv_tcp_init(s->loop, &c->tcp);
   uv_timer_init(s->loop, &c->timer);

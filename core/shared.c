@@ -2,6 +2,7 @@
  * a fixed overhead, charged against one global budget (an atomic counter). Expired entries
  * are dropped when met and swept before a write is refused. */
 #include "shared.h"
+#include "mem.h"
 #include "buf.h"
 #include "hash.h"
 #include <lauxlib.h>
@@ -91,8 +92,7 @@ static void sweep_expired(dict_t *d, uint64_t now) {
 
 static void grow(dict_t *d) {
   size_t n = d->nslots * 2;
-  entry_t **slots = calloc(n, sizeof *slots);
-  if (!slots) return;
+  entry_t **slots = ml_xcalloc(n, sizeof *slots);
   for (size_t i = 0; i < d->nslots; i++) {
     entry_t *e = d->slots[i];
     while (e) {
@@ -112,13 +112,11 @@ static dict_t *dict_get(const char *name) {
   dict_t *d = dicts;
   while (d && strcmp(d->name, name) != 0) d = d->next;
   if (!d) {
-    d = calloc(1, sizeof *d + strlen(name) + 1);
-    if (!d) abort();
+    d = ml_xcalloc(1, sizeof *d + strlen(name) + 1);
     strcpy(d->name, name);
     pthread_mutex_init(&d->lock, NULL);
     d->nslots = 64;
-    d->slots = calloc(d->nslots, sizeof *d->slots);
-    if (!d->slots) abort();
+    d->slots = ml_xcalloc(d->nslots, sizeof *d->slots);
     d->next = dicts;
     dicts = d;
   }
@@ -161,10 +159,7 @@ static void copy_value(const entry_t *e, copied_t *v) {
   v->len = 0;
   v->str = v->small;
   if (e->type != V_STR) return;
-  if (e->vlen > sizeof v->small && !(v->str = malloc(e->vlen))) {
-    v->found = 0;   /* out of memory: reads as absent */
-    return;
-  }
+  if (e->vlen > sizeof v->small) v->str = ml_xmalloc(e->vlen);
   memcpy(v->str, e->val, e->vlen);
   v->len = e->vlen;
 }
@@ -237,8 +232,7 @@ static int store(lua_State *L, int only_new) {
     freed = *pe ? entry_cost(*pe) : 0;
     if (__atomic_load_n(&used, __ATOMIC_RELAXED) + cost - freed > capacity) return no_memory(L, d);
   }
-  entry_t *e = malloc(sizeof *e + klen + vlen);
-  if (!e) return no_memory(L, d);
+  entry_t *e = ml_xmalloc(sizeof *e + klen + vlen);
   memcpy(e->key, k, klen);
   e->klen = klen;
   e->vlen = vlen;

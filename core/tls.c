@@ -4,6 +4,7 @@
  * socket's end is the caller's business. OpenSSL's error queue is per thread, so every
  * operation starts by clearing it and failures are turned into text at once. */
 #include "tls.h"
+#include "mem.h"
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <openssl/err.h>
@@ -52,8 +53,7 @@ static int is_ip_literal(const char *host) {
 }
 
 ml_tls_t *ml_tls_new(SSL_CTX *ctx, const char *host, int verify) {
-  ml_tls_t *t = calloc(1, sizeof *t);
-  if (!t) return NULL;
+  ml_tls_t *t = ml_xcalloc(1, sizeof *t);
   ERR_clear_error();
   t->ssl = SSL_new(ctx);
   t->rbio = BIO_new(BIO_s_mem());

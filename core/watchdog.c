@@ -5,6 +5,7 @@
  * atomic exchange on reported_since lets only one report it. The same samples show a loop
  * still held after a stop's deadline (ml_watchdog_enforce). */
 #include "watchdog.h"
+#include "mem.h"
 #include "app.h"
 #include "log.h"
 #include <pthread.h>
@@ -91,8 +92,7 @@ static void *watch(void *arg) {
 ml_watchdog_t *ml_watchdog_start(ml_sched_t *s, double threshold_ms) {
   s->report_stall = report;
   s->warn_ns = threshold_ms > 0 ? (uint64_t)(threshold_ms * 1e6) : 0;
-  ml_watchdog_t *w = calloc(1, sizeof *w);
-  if (!w) abort();
+  ml_watchdog_t *w = ml_xcalloc(1, sizeof *w);
   w->sched = s;
   pthread_mutex_init(&w->lock, NULL);
   pthread_cond_init(&w->cond, NULL);
