@@ -5,6 +5,7 @@
 #ifndef ML_CONN_H
 #define ML_CONN_H
 #include "buf.h"
+#include "err.h"
 #include "http.h"
 #include "list.h"
 #include <stdint.h>
@@ -73,7 +74,7 @@ struct ml_server_s {
   char readbuf[65536];       /* shared by all connections: every read is parsed at once */
 };
 
-/* Binds and listens. Returns 0 or a negative libuv error; err gets a one-line message. */
+/* Binds and listens. Returns 0, or -1 with a one-line message in err (see err.h). */
 int ml_server_listen(ml_server_t *s, uv_loop_t *loop, const ml_server_config_t *cfg,
                      char *err, size_t errlen);
 /* Stops accepting, closes idle connections, lets in-flight requests finish. */

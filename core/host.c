@@ -4,6 +4,7 @@
  * (the timeout ended, or it was asked for twice) drops what still runs and says how many;
  * one that the loop cannot do at all (a handler that never yields) ends the process. */
 #include "moonlet.h"
+#include "err.h"
 #include "mem.h"
 #include "app.h"
 #include "conn.h"
@@ -275,8 +276,7 @@ int ml_host_load(ml_host_t *h, const char *appdir, char *err, size_t errlen) {
 
 int ml_host_listen(ml_host_t *h, char *err, size_t errlen) {
   if (!h->app) {
-    snprintf(err, errlen, "no app loaded");
-    return -1;
+    return ml_err(err, errlen, "no app loaded");
   }
   h->server = ml_xcalloc(1, sizeof *h->server);
   h->server->dispatch = ml_app_dispatch;

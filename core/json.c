@@ -1,5 +1,6 @@
 /* JSON (see json.h): moonlet's encoder, and a strict check in front of lua-cjson's decoder. */
 #include "json.h"
+#include "err.h"
 #include <lauxlib.h>
 #include <limits.h>
 #include <math.h>
@@ -73,8 +74,7 @@ static void add_string(ml_buf_t *out, const char *s, size_t len) {
 
 static int add_number(ml_buf_t *out, double d, char *err, size_t errlen) {
   if (isnan(d) || isinf(d)) {
-    snprintf(err, errlen, "cannot encode %s as JSON", isnan(d) ? "NaN" : "infinity");
-    return -1;
+    return ml_err(err, errlen, "cannot encode %s as JSON", isnan(d) ? "NaN" : "infinity");
   }
   if (d == floor(d) && fabs(d) < 9007199254740992.0) {
     if (d < 0) ml_buf_addc(out, '-');
@@ -119,8 +119,7 @@ static int marked_length(lua_State *L, int idx, size_t *n, char *err, size_t err
   double len = given ? lua_tonumber(L, -1) : 0;
   lua_pop(L, 1);
   if (given && !(len >= 0 && len <= INT_MAX && len == floor(len))) {
-    snprintf(err, errlen, "cannot encode JSON: moonlet.array length n = %.14g", len);
-    return -1;
+    return ml_err(err, errlen, "cannot encode JSON: moonlet.array length n = %.14g", len);
   }
   double max = 0;
   size_t count = 0;
@@ -143,9 +142,8 @@ static int marked_length(lua_State *L, int idx, size_t *n, char *err, size_t err
     count++;
   }
   if (!given && max > 10 && max > 2.0 * (double)count) {   /* cjson's rule for sparse arrays */
-    snprintf(err, errlen, "cannot encode JSON: moonlet.array too sparse (index %.0f, %zu "
-             "values); give its length: moonlet.array(t, n)", max, count);
-    return -1;
+    return ml_err(err, errlen, "cannot encode JSON: moonlet.array too sparse (index %.0f, %zu "
+                  "values); give its length: moonlet.array(t, n)", max, count);
   }
   *n = (size_t)(given ? len : max);
   return 0;
@@ -194,14 +192,12 @@ static int encode(lua_State *L, int idx, ml_buf_t *out, int depth, char *err, si
     break;
   case LUA_TTABLE: {
     if (depth >= MAX_DEPTH) {
-      snprintf(err, errlen, "cannot encode JSON: nested too deep (a cycle?)");
-      return -1;
+      return ml_err(err, errlen, "cannot encode JSON: nested too deep (a cycle?)");
     }
     if (!lua_checkstack(L, 4)) {
-      snprintf(err, errlen, "cannot encode JSON: stack overflow");
-      return -1;
+      return ml_err(err, errlen, "cannot encode JSON: stack overflow");
     }
-    size_t n;
+    size_t n = 0;
     int array = is_array(L, idx, &n, err, errlen);
     if (array < 0) return -1;
     if (array) {
@@ -223,8 +219,7 @@ static int encode(lua_State *L, int idx, ml_buf_t *out, int depth, char *err, si
       int kt = lua_type(L, -2);
       if (kt != LUA_TSTRING && kt != LUA_TNUMBER) {
         lua_pop(L, 2);
-        snprintf(err, errlen, "cannot encode JSON: table key of type %s", lua_typename(L, kt));
-        return -1;
+        return ml_err(err, errlen, "cannot encode JSON: table key of type %s", lua_typename(L, kt));
       }
       if (!first) ml_buf_addc(out, ',');
       first = 0;
@@ -247,8 +242,7 @@ static int encode(lua_State *L, int idx, ml_buf_t *out, int depth, char *err, si
   default:
     break;
   }
-  snprintf(err, errlen, "cannot encode a %s as JSON", luaL_typename(L, idx));
-  return -1;
+  return ml_err(err, errlen, "cannot encode a %s as JSON", luaL_typename(L, idx));
 }
 
 int ml_json_encode(lua_State *L, int idx, ml_buf_t *out, char *err, size_t errlen) {

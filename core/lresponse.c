@@ -1,6 +1,7 @@
 /* Handler results -> HTTP response bytes (see lresponse.h). Header names and values are
  * checked here: nothing a handler returns can split the response. */
 #include "lresponse.h"
+#include "err.h"
 #include "json.h"
 #include "response.h"
 #include <lauxlib.h>
@@ -32,12 +33,12 @@ static int lists_close(const char *val, size_t len) {
 static int add_header(ml_buf_t *out, const char *name, size_t nlen, const char *val,
                       size_t vlen, unsigned *seen, char *err, size_t errlen) {
   if (!ml_header_name_ok(name, nlen)) {
-    snprintf(err, errlen, "invalid response header name '%.*s'", (int)(nlen > 60 ? 60 : nlen), name);
-    return -1;
+    return ml_err(err, errlen, "invalid response header name '%.*s'", (int)(nlen > 60 ? 60 : nlen),
+                  name);
   }
   if (!ml_header_value_ok(val, vlen)) {
-    snprintf(err, errlen, "response header '%.*s' has a value with CR, LF or NUL", (int)nlen, name);
-    return -1;
+    return ml_err(err, errlen, "response header '%.*s' has a value with CR, LF or NUL", (int)nlen,
+                  name);
   }
   /* moonlet frames the message itself; Connection: close is honoured, not copied */
   if (is_header(name, nlen, "connection")) {
@@ -60,8 +61,7 @@ static int add_headers(lua_State *co, int idx, ml_buf_t *out, unsigned *seen, ch
   while (lua_next(co, idx)) {
     if (lua_type(co, -2) != LUA_TSTRING) {
       lua_pop(co, 2);
-      snprintf(err, errlen, "response header names must be strings");
-      return -1;
+      return ml_err(err, errlen, "response header names must be strings");
     }
     size_t nlen, vlen;
     const char *name = lua_tolstring(co, -2, &nlen);
@@ -85,8 +85,7 @@ static int add_headers(lua_State *co, int idx, ml_buf_t *out, unsigned *seen, ch
       if (rc) { lua_pop(co, 2); return -1; }
     } else if (vt != LUA_TBOOLEAN || lua_toboolean(co, -1)) {
       lua_pop(co, 2);
-      snprintf(err, errlen, "response header '%s' has a %s value", name, lua_typename(co, vt));
-      return -1;
+      return ml_err(err, errlen, "response header '%s' has a %s value", name, lua_typename(co, vt));
     }
     lua_pop(co, 1);
   }
@@ -97,14 +96,13 @@ static int add_headers(lua_State *co, int idx, ml_buf_t *out, unsigned *seen, ch
  * it, or -1 with a message. */
 static int check_status(lua_State *co, int idx, char *err, size_t errlen) {
   if (lua_type(co, idx) != LUA_TNUMBER) {
-    snprintf(err, errlen, "invalid response status %s (expected an integer from 200 to 599)",
-             luaL_typename(co, idx));
-    return -1;
+    return ml_err(err, errlen, "invalid response status %s (expected an integer from 200 to 599)",
+                  luaL_typename(co, idx));
   }
   double d = lua_tonumber(co, idx);
   if (d >= 200 && d <= 599 && d == floor(d)) return (int)d;
-  snprintf(err, errlen, "invalid response status %.17g (expected an integer from 200 to 599)", d);
-  return -1;
+  return ml_err(err, errlen, "invalid response status %.17g (expected an integer from 200 to 599)",
+                d);
 }
 
 int ml_lresp_build(lua_State *co, int base, ml_buf_t *out, ml_buf_t *scratch, int *keepalive,
@@ -131,9 +129,8 @@ int ml_lresp_build(lua_State *co, int base, ml_buf_t *out, ml_buf_t *scratch, in
   }
   int htype = lua_type(co, base + 2);
   if (htype != LUA_TNONE && htype != LUA_TNIL && htype != LUA_TTABLE) {
-    snprintf(err, errlen, "response headers must be a table, not a %s",
-             lua_typename(co, htype));
-    return -1;
+    return ml_err(err, errlen, "response headers must be a table, not a %s",
+                  lua_typename(co, htype));
   }
   ml_resp_status(out, status);
   unsigned seen = 0;

@@ -1,5 +1,6 @@
 /* The route trie (see router.h). Nodes own their children; ml_router_free releases all. */
 #include "router.h"
+#include "err.h"
 #include "mem.h"
 #include <stdint.h>
 #include <stdio.h>
@@ -113,8 +114,7 @@ static int valid_name(const char *s, size_t len) {
 int ml_router_add(ml_router_t *r, unsigned methods, const char *pattern, int id, char *err,
                   size_t errlen) {
   if (pattern[0] != '/') {
-    snprintf(err, errlen, "route path must start with '/': %s", pattern);
-    return -1;
+    return ml_err(err, errlen, "route path must start with '/': %s", pattern);
   }
   node_t *n = r->root;
   const char *p = pattern + 1;
@@ -127,8 +127,7 @@ int ml_router_add(ml_router_t *r, unsigned methods, const char *pattern, int id,
       size_t len = end ? (size_t)(end - p) : strlen(p);
       if (len > 0 && p[0] == '{') {
         if (p[len - 1] != '}') {
-          snprintf(err, errlen, "bad parameter segment '%.*s' in %s", (int)len, p, pattern);
-          return -1;
+          return ml_err(err, errlen, "bad parameter segment '%.*s' in %s", (int)len, p, pattern);
         }
         const char *name = p + 1;
         size_t nlen = len - 2;
@@ -138,24 +137,21 @@ int ml_router_add(ml_router_t *r, unsigned methods, const char *pattern, int id,
           size_t tlen = nlen - (size_t)(colon - name) - 1;
           if (tlen == 3 && memcmp(colon + 1, "int", 3) == 0) is_int = 1;
           else if (!(tlen == 3 && memcmp(colon + 1, "str", 3) == 0)) {
-            snprintf(err, errlen, "unknown parameter type '%.*s' in %s (use int or str)",
-                     (int)tlen, colon + 1, pattern);
-            return -1;
+            return ml_err(err, errlen, "unknown parameter type '%.*s' in %s (use int or str)",
+                          (int)tlen, colon + 1, pattern);
           }
           nlen = (size_t)(colon - name);
         }
         if (!valid_name(name, nlen)) {
-          snprintf(err, errlen, "bad parameter name '%.*s' in %s", (int)nlen, name, pattern);
-          return -1;
+          return ml_err(err, errlen, "bad parameter name '%.*s' in %s", (int)nlen, name, pattern);
         }
         for (int i = 0; i < nparams; i++)
           if (name_lens[i] == nlen && memcmp(names[i], name, nlen) == 0) {
-            snprintf(err, errlen, "duplicate parameter '%.*s' in %s", (int)nlen, name, pattern);
-            return -1;
+            return ml_err(err, errlen, "duplicate parameter '%.*s' in %s", (int)nlen, name,
+                          pattern);
           }
         if (nparams == ML_MAX_PARAMS) {
-          snprintf(err, errlen, "too many parameters in %s", pattern);
-          return -1;
+          return ml_err(err, errlen, "too many parameters in %s", pattern);
         }
         names[nparams] = name;
         name_lens[nparams++] = nlen;
@@ -164,15 +160,14 @@ int ml_router_add(ml_router_t *r, unsigned methods, const char *pattern, int id,
           *slot = node_new();
           (*slot)->pname = strndup(name, nlen);
         } else if (strlen((*slot)->pname) != nlen || memcmp((*slot)->pname, name, nlen) != 0) {
-          snprintf(err, errlen, "parameter '{%.*s}' in %s conflicts with '{%s}' of another route",
-                   (int)nlen, name, pattern, (*slot)->pname);
-          return -1;
+          return ml_err(err, errlen,
+                        "parameter '{%.*s}' in %s conflicts with '{%s}' of another route",
+                        (int)nlen, name, pattern, (*slot)->pname);
         }
         n = *slot;
       } else {
         if (memchr(p, '{', len) || memchr(p, '}', len)) {
-          snprintf(err, errlen, "a parameter must be a whole segment: %s", pattern);
-          return -1;
+          return ml_err(err, errlen, "a parameter must be a whole segment: %s", pattern);
         }
         n = static_child(n, p, len);
       }
@@ -183,8 +178,7 @@ int ml_router_add(ml_router_t *r, unsigned methods, const char *pattern, int id,
   for (int m = 0; m < ML_M_COUNT; m++) {
     if (!(methods & (1u << m))) continue;
     if (n->handlers[m] >= 0) {
-      snprintf(err, errlen, "route %s %s is defined twice", method_names[m], pattern);
-      return -1;
+      return ml_err(err, errlen, "route %s %s is defined twice", method_names[m], pattern);
     }
   }
   for (int m = 0; m < ML_M_COUNT; m++)

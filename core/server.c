@@ -429,20 +429,18 @@ int ml_server_listen(ml_server_t *s, uv_loop_t *loop, const ml_server_config_t *
   struct sockaddr_storage addr;
   int rc = uv_ip4_addr(cfg->host, cfg->port, (struct sockaddr_in *)&addr);
   if (rc < 0) rc = uv_ip6_addr(cfg->host, cfg->port, (struct sockaddr_in6 *)&addr);
-  if (rc < 0) {
-    snprintf(err, errlen, "invalid --host address '%s' (use an IPv4 or IPv6 address)", cfg->host);
-    return rc;
-  }
+  if (rc < 0)
+    return ml_err(err, errlen, "invalid --host address '%s' (use an IPv4 or IPv6 address)",
+                  cfg->host);
   uv_tcp_init(loop, &s->listener);
   s->listener.data = s;
   s->listening = 1;
   stall_watch_start(s);
   rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);
   if (rc == 0) rc = uv_listen((uv_stream_t *)&s->listener, ML_LISTEN_BACKLOG, accept_cb);
-  if (rc < 0) {
-    snprintf(err, errlen, "cannot listen on %s:%d: %s", cfg->host, cfg->port, uv_strerror(rc));
-    return rc;
-  }
+  if (rc < 0)
+    return ml_err(err, errlen, "cannot listen on %s:%d: %s", cfg->host, cfg->port,
+                  uv_strerror(rc));
   struct sockaddr_storage bound;
   int blen = sizeof bound;
   uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &blen);
