@@ -467,7 +467,7 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   for (;;) {
     int m = ml_tls_read(c->tls, plain_buf, sizeof plain_buf);
     if (m == 0) break;
-    if (m == UV_EOF) {
+    if (m == ML_TLS_CLOSED) {
       req_on_close(r, UV_EOF);
       return;
     }

@@ -10,7 +10,6 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
-#include <uv.h>
 
 struct ml_tls_s {
   SSL *ssl;
@@ -133,7 +132,7 @@ int ml_tls_handshake(ml_tls_t *t) {
   int e = SSL_get_error(t->ssl, r);
   if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return 1;
   set_error(t, "handshake failed");
-  return UV_EPROTO;
+  return -1;
 }
 
 int ml_tls_write(ml_tls_t *t, const char *data, size_t len) {
@@ -143,7 +142,7 @@ int ml_tls_write(ml_tls_t *t, const char *data, size_t len) {
     int r = SSL_write(t->ssl, data, chunk);
     if (r <= 0) {
       set_error(t, "write failed");
-      return UV_EPROTO;
+      return -1;
     }
     data += r;
     len -= (size_t)r;
@@ -157,9 +156,9 @@ int ml_tls_read(ml_tls_t *t, char *buf, size_t cap) {
   if (r > 0) return r;
   int e = SSL_get_error(t->ssl, r);
   if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return 0;
-  if (e == SSL_ERROR_ZERO_RETURN) return UV_EOF;
+  if (e == SSL_ERROR_ZERO_RETURN) return ML_TLS_CLOSED;
   set_error(t, "read failed");
-  return UV_EPROTO;
+  return -1;
 }
 
 const char *ml_tls_error(const ml_tls_t *t) {

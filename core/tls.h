@@ -28,14 +28,19 @@ void ml_tls_feed(ml_tls_t *t, const char *data, size_t len);
 /* Appends the ciphertext waiting to be sent to out; returns how many bytes. */
 size_t ml_tls_take(ml_tls_t *t, ml_buf_t *out);
 
-/* Advances the handshake. Returns 0 when it is complete, 1 while it needs more input,
- * UV_EPROTO on failure (ml_tls_error says why: "certificate verify failed: ..."). */
+/* Failures (err.h): a session fails inside the read and write paths, where no caller
+ * waits with a buffer, so it keeps the one-line reason itself: the functions below return
+ * -1 and ml_tls_error says why ("certificate verify failed: ..."). */
+
+/* Advances the handshake. Returns 0 when it is complete, 1 while it needs more input, -1
+ * on failure. */
 int ml_tls_handshake(ml_tls_t *t);
-/* Encrypts len bytes (after the handshake). Returns 0 or UV_EPROTO. */
+/* Encrypts len bytes (after the handshake). Returns 0 or -1. */
 int ml_tls_write(ml_tls_t *t, const char *data, size_t len);
 /* Decrypts into buf. Returns the number of bytes (> 0), 0 when more input is needed,
- * UV_EOF when the peer closed the session (close_notify), UV_EPROTO on failure. */
+ * ML_TLS_CLOSED when the peer closed the session (close_notify), -1 on failure. */
 int ml_tls_read(ml_tls_t *t, char *buf, size_t cap);
+#define ML_TLS_CLOSED (-2)
 
 /* The reason of the last failure, in lower case. */
 const char *ml_tls_error(const ml_tls_t *t);
