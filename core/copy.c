@@ -13,26 +13,19 @@ static void put_u32(ml_buf_t *b, uint32_t v) { ml_buf_add(b, &v, 4); }
 
 static int pack(lua_State *L, int idx, ml_buf_t *out, int depth, char *err, size_t errlen) {
   switch (lua_type(L, idx)) {
-  case LUA_TNIL: ml_buf_addc(out, 'n'); return 0;
-  case LUA_TBOOLEAN: ml_buf_addc(out, lua_toboolean(L, idx) ? 't' : 'f'); return 0;
-  case LUA_TNUMBER: {
-    double d = lua_tonumber(L, idx);
-    ml_buf_addc(out, 'd');
-    ml_buf_add(out, &d, 8);
-    return 0;
-  }
+  case LUA_TNIL: ml_copy_put_nil(out); return 0;
+  case LUA_TBOOLEAN: ml_copy_put_bool(out, lua_toboolean(L, idx)); return 0;
+  case LUA_TNUMBER: ml_copy_put_num(out, lua_tonumber(L, idx)); return 0;
   case LUA_TSTRING: {
     size_t len;
     const char *s = lua_tolstring(L, idx, &len);
     if (len > UINT32_MAX) break;
-    ml_buf_addc(out, 's');
-    put_u32(out, (uint32_t)len);
-    ml_buf_add(out, s, len);
+    ml_copy_put_str(out, s, len);
     return 0;
   }
   case LUA_TLIGHTUSERDATA:
     if (lua_touserdata(L, idx) == NULL) {
-      ml_buf_addc(out, 'z');
+      ml_copy_put_null(out);
       return 0;
     }
     break;
@@ -80,18 +73,14 @@ int ml_copy_pack(lua_State *L, int idx, int n, ml_buf_t *out, char *err, size_t 
   return 0;
 }
 
-typedef struct {
-  const char *p, *end;
-} reader_t;
-
-static int get_u32(reader_t *r, uint32_t *v) {
+static int get_u32(ml_copy_reader_t *r, uint32_t *v) {
   if (r->end - r->p < 4) return -1;
   memcpy(v, r->p, 4);
   r->p += 4;
   return 0;
 }
 
-static int unpack(lua_State *L, reader_t *r, int depth) {
+static int unpack(lua_State *L, ml_copy_reader_t *r, int depth) {
   if (r->p >= r->end || depth > MAX_DEPTH + 1 || !lua_checkstack(L, 3)) return -1;
   char tag = *r->p++;
   switch (tag) {
@@ -135,11 +124,18 @@ static int unpack(lua_State *L, reader_t *r, int depth) {
   }
 }
 
+int ml_copy_next(lua_State *L, ml_copy_reader_t *r) {
+  int top = lua_gettop(L);
+  if (unpack(L, r, 0) == 0) return 0;
+  lua_settop(L, top);
+  return -1;
+}
+
 int ml_copy_unpack(lua_State *L, const char *p, size_t len) {
-  reader_t r = {p, p + len};
+  ml_copy_reader_t r = {p, p + len};
   int top = lua_gettop(L), n = 0;
   while (r.p < r.end) {
-    if (unpack(L, &r, 0)) {
+    if (ml_copy_next(L, &r)) {
       lua_settop(L, top);
       return -1;
     }
@@ -149,6 +145,7 @@ int ml_copy_unpack(lua_State *L, const char *p, size_t len) {
 }
 
 void ml_copy_put_nil(ml_buf_t *out) { ml_buf_addc(out, 'n'); }
+void ml_copy_put_null(ml_buf_t *out) { ml_buf_addc(out, 'z'); }
 void ml_copy_put_bool(ml_buf_t *out, int b) { ml_buf_addc(out, b ? 't' : 'f'); }
 
 void ml_copy_put_num(ml_buf_t *out, double d) {

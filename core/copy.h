@@ -15,9 +15,18 @@ int ml_copy_unpack(lua_State *L, const char *p, size_t len);
 
 /* Packing from C, without a Lua state: the same format. */
 void ml_copy_put_nil(ml_buf_t *out);
+void ml_copy_put_null(ml_buf_t *out);   /* moonlet.null */
 void ml_copy_put_bool(ml_buf_t *out, int b);
 void ml_copy_put_num(ml_buf_t *out, double d);
 void ml_copy_put_str(ml_buf_t *out, const char *s, size_t len);
 /* A table header; npairs key/value packs follow. */
 void ml_copy_put_table(ml_buf_t *out, uint32_t npairs);
+
+/* Reading one value at a time, for a format of one's own around packed values (SQLite's
+ * rows): r.p moves past each value read. */
+typedef struct {
+  const char *p, *end;
+} ml_copy_reader_t;
+/* Pushes the next value. Returns 0, or -1 on corrupt input (nothing pushed). */
+int ml_copy_next(lua_State *L, ml_copy_reader_t *r);
 #endif

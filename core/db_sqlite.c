@@ -11,6 +11,7 @@
  * conn->lock, which the loop takes to interrupt a running statement; the loop reads it
  * without the lock only while no job runs. */
 #include "db_sqlite.h"
+#include "copy.h"
 #include "mem.h"
 #include "buf.h"
 #include <sqlite3.h>
@@ -32,7 +33,7 @@ typedef struct {
   uv_work_t req;
   int status;                /* uv's: UV_ECANCELED when it never ran */
   /* results, written on the threadpool */
-  ml_buf_t out;              /* 'C' ncols names... | 'R' cells... */
+  ml_buf_t out;              /* rows: put_columns, put_row */
   char *err;
   int64_t changes, last_id;
   int has_id;
@@ -50,33 +51,28 @@ static void set_err(job_t *j, const char *what, sqlite3 *db) {
   snprintf(j->err, n, "%s%s", what, msg);
 }
 
-static void put_u32(ml_buf_t *b, uint32_t v) { ml_buf_add(b, &v, 4); }
-
+/* A row: 'R', then its cells as packed values (copy.h); SQLite's integers arrive as Lua
+ * numbers either way. */
 static void put_row(ml_buf_t *b, sqlite3_stmt *st, int ncols) {
   ml_buf_addc(b, 'R');
   for (int i = 0; i < ncols; i++) {
     switch (sqlite3_column_type(st, i)) {
-    case SQLITE_NULL: ml_buf_addc(b, 'n'); break;
-    case SQLITE_INTEGER: {
-      int64_t v = sqlite3_column_int64(st, i);
-      ml_buf_addc(b, 'i');
-      ml_buf_add(b, &v, 8);
-      break;
+    case SQLITE_NULL: ml_copy_put_null(b); break;
+    case SQLITE_INTEGER: ml_copy_put_num(b, (double)sqlite3_column_int64(st, i)); break;
+    case SQLITE_FLOAT: ml_copy_put_num(b, sqlite3_column_double(st, i)); break;
+    default:   /* TEXT, BLOB: a Lua string either way */
+      ml_copy_put_str(b, sqlite3_column_blob(st, i), (size_t)sqlite3_column_bytes(st, i));
     }
-    case SQLITE_FLOAT: {
-      double d = sqlite3_column_double(st, i);
-      ml_buf_addc(b, 'f');
-      ml_buf_add(b, &d, 8);
-      break;
-    }
-    default: {   /* TEXT, BLOB: a Lua string either way */
-      const void *p = sqlite3_column_blob(st, i);
-      uint32_t len = (uint32_t)sqlite3_column_bytes(st, i);
-      ml_buf_addc(b, 's');
-      put_u32(b, len);
-      ml_buf_add(b, p, len);
-    }
-    }
+  }
+}
+
+/* The columns of the rows that follow: 'C', their count, then their names (packed). */
+static void put_columns(ml_buf_t *b, sqlite3_stmt *st, int ncols) {
+  ml_buf_addc(b, 'C');
+  ml_copy_put_num(b, ncols);
+  for (int i = 0; i < ncols; i++) {
+    const char *name = sqlite3_column_name(st, i);
+    ml_copy_put_str(b, name, strlen(name));
   }
 }
 
@@ -139,13 +135,7 @@ static int run_statements(job_t *j, sqlite3 *db) {
       }
       if (!header) {
         header = 1;
-        ml_buf_addc(&j->out, 'C');
-        put_u32(&j->out, (uint32_t)ncols);
-        for (int i = 0; i < ncols; i++) {
-          const char *name = sqlite3_column_name(st, i);
-          put_u32(&j->out, (uint32_t)strlen(name));
-          ml_buf_addstr(&j->out, name);
-        }
+        put_columns(&j->out, st, ncols);
       }
       put_row(&j->out, st, ncols);
     }
@@ -237,47 +227,28 @@ static void after_cb(uv_work_t *req, int status) {
   ml_db_job_done(j->base.conn);
 }
 
-/* Pushes the rows encoded in b as an array of { column = value } tables. */
+/* Pushes the rows encoded in b (put_columns, put_row) as an array of { column = value }
+ * tables. The buffer is the threadpool's own output: it is never corrupt. */
 static void push_rows(lua_State *L, const ml_buf_t *b) {
-  const char *p = b->data, *end = p + b->len;
+  ml_copy_reader_t r = {b->data, b->data + b->len};
   int nrows = 0, ncols = 0;
   ml_db_value_push_rows(L, 0);
   lua_newtable(L);   /* column names */
-  while (p < end) {
-    uint32_t u;
-    if (*p++ == 'C') {
-      memcpy(&u, p, 4);
-      p += 4;
-      ncols = (int)u;
+  while (r.p < r.end) {
+    if (*r.p++ == 'C') {
+      ml_copy_next(L, &r);
+      ncols = (int)lua_tonumber(L, -1);
+      lua_pop(L, 1);
       for (int i = 1; i <= ncols; i++) {
-        memcpy(&u, p, 4);
-        lua_pushlstring(L, p + 4, u);
+        ml_copy_next(L, &r);
         lua_rawseti(L, -2, i);
-        p += 4 + u;
       }
       continue;
     }
     lua_createtable(L, 0, ncols);
     for (int i = 1; i <= ncols; i++) {
       lua_rawgeti(L, -2, i);
-      char tag = *p++;
-      if (tag == 'n') {
-        lua_pushlightuserdata(L, NULL);   /* moonlet.null */
-      } else if (tag == 'i') {
-        int64_t v;
-        memcpy(&v, p, 8);
-        p += 8;
-        lua_pushnumber(L, (lua_Number)v);
-      } else if (tag == 'f') {
-        double d;
-        memcpy(&d, p, 8);
-        p += 8;
-        lua_pushnumber(L, d);
-      } else {
-        memcpy(&u, p, 4);
-        lua_pushlstring(L, p + 4, u);
-        p += 4 + u;
-      }
+      ml_copy_next(L, &r);
       lua_rawset(L, -3);
     }
     lua_rawseti(L, -3, ++nrows);
