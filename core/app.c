@@ -15,7 +15,8 @@
 #include <stdio.h>
 #include <strings.h>
 
-/* Collects the routes the app declared (moonlet.runtime.routes) into the router. */
+/* Takes the runtime's functions (moonlet.runtime) and collects the routes the app on top
+ * of the stack declared into the router; pops the app. */
 static int load_routes(ml_app_t *a, char *err, size_t errlen) {
   lua_State *L = a->L;
   int app_idx = lua_gettop(L);
@@ -27,6 +28,8 @@ static int load_routes(ml_app_t *a, char *err, size_t errlen) {
   a->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_getfield(L, rt, "req_mt");
   a->req_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_getfield(L, rt, "resolve");
+  a->resolve_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_getfield(L, rt, "routes");
   lua_pushvalue(L, app_idx);
   if (lua_pcall(L, 1, 1, 0)) goto lua_err;
@@ -43,12 +46,14 @@ static int load_routes(ml_app_t *a, char *err, size_t errlen) {
     lua_getfield(L, -4, "pooled");
     a->routes[i].pooled = lua_toboolean(L, -1);
     lua_pop(L, 1);
-    lua_getfield(L, -4, "handler");
     ml_route_t *r = &a->routes[i];
-    r->pattern = strdup(lua_tostring(L, -3));
-    r->methods = strdup(lua_tostring(L, -2));
+    r->pattern = strdup(lua_tostring(L, -2));
+    r->methods = strdup(lua_tostring(L, -1));
+    lua_pushfstring(L, "%s %s", r->methods, r->pattern);
+    r->label = strdup(lua_tostring(L, -1));
+    lua_getfield(L, -5, "handler");
     r->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_pop(L, 4);
+    lua_pop(L, 5);
     if (ml_router_add(a->router, mask, r->pattern, i, err, errlen)) return -1;
   }
   lua_settop(L, app_idx - 1);
@@ -58,11 +63,20 @@ lua_err:
   return -1;
 }
 
+const ml_route_t *ml_app_route(const ml_app_t *a, const char *label, int hint) {
+  if (hint >= 0 && hint < a->nroutes && strcmp(a->routes[hint].label, label) == 0)
+    return &a->routes[hint];
+  for (int i = 0; i < a->nroutes; i++)
+    if (strcmp(a->routes[i].label, label) == 0) return &a->routes[i];
+  return NULL;
+}
+
 static void app_closed_cb(ml_sched_t *s) {
   free(s->app);
 }
 
-ml_app_t *ml_app_new(uv_loop_t *loop, const char *appdir, char *err, size_t errlen) {
+ml_app_t *ml_app_new(uv_loop_t *loop, const char *appdir, int in_pool, char *err,
+                     size_t errlen) {
   ml_app_t *a = calloc(1, sizeof *a);
   if (!a) abort();
   a->loop = loop;
@@ -75,6 +89,7 @@ ml_app_t *ml_app_new(uv_loop_t *loop, const char *appdir, char *err, size_t errl
   }
   ml_sched_init(&a->sched, a->L, loop);
   a->sched.app = a;
+  a->sched.in_pool = in_pool;
   if (ml_lua_load_app(a->L, appdir, err, errlen) || load_routes(a, err, errlen)) {
     ml_app_free(a);
     return NULL;
@@ -96,6 +111,7 @@ void ml_app_free(ml_app_t *a) {
   for (int i = 0; i < a->nroutes; i++) {
     free(a->routes[i].pattern);
     free(a->routes[i].methods);
+    free(a->routes[i].label);
   }
   free(a->routes);
   ml_router_free(a->router);
@@ -128,8 +144,7 @@ static void finish(ml_task_t *t) {
   int status = ml_lresp_build(t->co, 1, &c->out, &a->scratch, &keepalive, c->head, err,
                               sizeof err);
   if (status < 0) {
-    ml_log(ML_LOG_ERROR, "%s %s: %s", a->routes[t->route].methods, a->routes[t->route].pattern,
-           err);
+    ml_log(ML_LOG_ERROR, "%s: %s", a->routes[t->route].label, err);
     respond_500(t, 1);
     return;
   }
@@ -149,7 +164,7 @@ static void request_done(ml_task_t *t, int st) {
     finish(t);
     return;
   }
-  ml_log(ML_LOG_ERROR, "%s %s: %s", a->routes[t->route].methods, a->routes[t->route].pattern,
+  ml_log(ML_LOG_ERROR, "%s: %s", a->routes[t->route].label,
          lua_tostring(t->co, -1) ? lua_tostring(t->co, -1) : "error");
   respond_500(t, 0);
 }
@@ -240,9 +255,8 @@ static void dispatch_pooled(ml_app_t *a, ml_conn_t *c, ml_match_t *m, const char
   }
   ml_copy_put_str(in, h->body.data ? h->body.data : "", h->body.len);
   ml_route_t *r = &a->routes[m->route];
-  char label[256];
-  int ln = snprintf(label, sizeof label, "%s %s", r->methods, r->pattern);
-  ml_copy_put_str(in, label, (size_t)(ln < (int)sizeof label ? ln : (int)sizeof label - 1));
+  ml_copy_put_num(in, m->route);
+  ml_copy_put_str(in, r->label, strlen(r->label));
   if (!a->pool || ml_pool_submit(a->pool, j)) {
     ml_job_free(j);
     ml_resp_begin(&c->out, 503);
@@ -251,7 +265,7 @@ static void dispatch_pooled(ml_app_t *a, ml_conn_t *c, ml_match_t *m, const char
     static const char body[] = "{\"detail\":\"Service Unavailable\"}";
     ml_resp_end(&c->out, 503, sizeof body - 1, ml_conn_keepalive(c));
     if (!c->head) ml_buf_add(&c->out, body, sizeof body - 1);
-    ml_log(ML_LOG_WARN, "%s %s: pool queue full, answered 503", r->methods, r->pattern);
+    ml_log(ML_LOG_WARN, "%s: pool queue full, answered 503", r->label);
     ml_conn_done(c, 503);
     return;
   }
@@ -368,7 +382,7 @@ static int l_route_of(lua_State *L) {
   ml_task_t *t = lua_touserdata(L, 1);
   ml_app_t *a = t ? t->sched->app : NULL;
   if (!a || t->route < 0 || t->route >= a->nroutes) return 0;
-  lua_pushfstring(L, "%s %s", a->routes[t->route].methods, a->routes[t->route].pattern);
+  lua_pushstring(L, a->routes[t->route].label);
   return 1;
 }
 

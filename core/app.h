@@ -1,5 +1,7 @@
-/* An app: one Lua state with APPDIR/app.lua loaded, its routes in a router, and the tasks
- * (coroutines) running its handlers. Requests reach it through ml_app_dispatch. */
+/* An app state: one Lua state with APPDIR/app.lua loaded, its scheduler, the runtime's
+ * functions it calls and its routes in a router. ml_app_new builds one alike for the event
+ * loop, for each pool thread and for each --reload. On the loop, requests reach it through
+ * ml_app_dispatch and run in its tasks (coroutines). */
 #ifndef ML_APP_H
 #define ML_APP_H
 #include "conn.h"
@@ -13,6 +15,7 @@ typedef struct ml_app_s ml_app_t;
 typedef struct {
   char *pattern;             /* "/items/{id:int}" */
   char *methods;             /* "GET" or "GET,POST" for logs */
+  char *label;               /* "GET /items/{id:int}": names the route in logs and to pool threads */
   int handler_ref;
   int pooled;                /* { pool = true }: runs on a pool thread */
   volatile int stalls;       /* times it blocked the event loop (watchdog) */
@@ -27,14 +30,21 @@ struct ml_app_s {
   int nroutes;
   int dispatch_ref;          /* moonlet.runtime.dispatch */
   int req_mt_ref;            /* metatable of req tables */
+  int resolve_ref;           /* moonlet.runtime.resolve ("module.function" -> function) */
   ml_buf_t scratch;          /* response body being encoded */
   ml_buf_t decoded;          /* percent-decoding */
   struct ml_pool_s *pool;    /* the host's worker pool */
   int requests;              /* requests in flight (their tasks); the rest are spawned */
 };
 
-/* Loads APPDIR into a new state. NULL with a one-line message in err on failure. */
-ml_app_t *ml_app_new(uv_loop_t *loop, const char *appdir, char *err, size_t errlen);
+/* Loads APPDIR into a new state whose scheduler runs on loop; in_pool is 1 for a pool
+ * thread's state (moonlet.in_pool() is true from the start, app.lua included). NULL with
+ * a one-line message in err on failure (its handles still close on loop). */
+ml_app_t *ml_app_new(uv_loop_t *loop, const char *appdir, int in_pool, char *err,
+                     size_t errlen);
+/* The route labelled `label` ("GET /items/{id:int}"), trying index `hint` first; NULL if
+ * the app has none (a job sent before a --reload that removed it). */
+const ml_route_t *ml_app_route(const ml_app_t *a, const char *label, int hint);
 /* Cancels every task (spawned ones too) and closes the scheduler's handles: the app
  * answers nothing more. ml_app_free still has to follow. */
 void ml_app_stop(ml_app_t *a);

@@ -243,7 +243,7 @@ static void reload_now(ml_host_t *h) {
     ml_log(ML_LOG_WARN, "reload: postponed, old code still has requests running");
     return;
   }
-  ml_app_t *a = ml_app_new(&h->loop, h->appdir, err, sizeof err);
+  ml_app_t *a = ml_app_new(&h->loop, h->appdir, 0, err, sizeof err);
   if (!a) {
     ml_log(ML_LOG_ERROR, "reload failed, still serving the previous code: %s", err);
     return;
@@ -261,7 +261,7 @@ static void reload_now(ml_host_t *h) {
 }
 
 int ml_host_load(ml_host_t *h, const char *appdir, char *err, size_t errlen) {
-  ml_app_t *a = ml_app_new(&h->loop, appdir, err, errlen);
+  ml_app_t *a = ml_app_new(&h->loop, appdir, 0, err, errlen);
   if (!a) return -1;
   ml_app_free(h->app);
   h->app = a;

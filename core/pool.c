@@ -3,6 +3,7 @@
  * job->cancelled. A job is owned by the queue, then by its thread, then by the done list,
  * then by its `done` callback (or freed by the pool when cancelled). */
 #include "pool.h"
+#include "app.h"
 #include "copy.h"
 #include "log.h"
 #include "lresponse.h"
@@ -22,12 +23,10 @@ typedef struct worker_s {
   ml_pool_t *pool;
   pthread_t thread;
   uv_loop_t loop;            /* private: primitives block on it */
-  lua_State *L;
-  ml_sched_t sched;
-  int handlers_ref, request_ref, resolve_ref, cache_ref;
+  ml_app_t *app;             /* the thread's app state; NULL if it could not load */
+  int request_ref, cache_ref;
   int generation;            /* the code generation this state loaded (see ml_pool_reload) */
-  char *load_error;          /* the state could not load the app */
-  ml_buf_t scratch;
+  char *load_error;          /* why the app state could not load */
   uv_async_t wake;           /* on its own loop: a job is waiting for this idle thread */
   int idle;                  /* on the pool's idle stack */
   int exited;
@@ -69,76 +68,68 @@ void ml_job_free(ml_job_t *j) {
  * (w->load_error set). */
 static int worker_init(worker_t *w) {
   char err[1024];
-  w->L = ml_lua_new(w->pool->appdir);
-  if (!w->L) {
-    w->load_error = strdup("cannot create a Lua state");
-    return -1;
-  }
-  lua_State *L = w->L;
-  ml_sched_init(&w->sched, L, &w->loop);
-  w->sched.in_pool = 1;
-  if (ml_lua_load_app(L, w->pool->appdir, err, sizeof err)) {
+  w->app = ml_app_new(&w->loop, w->pool->appdir, 1, err, sizeof err);
+  if (!w->app) {
     w->load_error = strdup(err);
     return -1;
   }
+  lua_State *L = w->app->L;
   lua_getglobal(L, "require");
   lua_pushstring(L, "moonlet.runtime");
-  if (lua_pcall(L, 1, 1, 0)) {
-    w->load_error = strdup(lua_tostring(L, -1));
-    return -1;
-  }
+  lua_call(L, 1, 1);   /* loaded already: ml_app_new took its functions */
   lua_getfield(L, -1, "pool_request");
   w->request_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_getfield(L, -1, "resolve");
-  w->resolve_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_getfield(L, -1, "pool_handlers");
-  lua_pushvalue(L, -3);   /* the app */
-  if (lua_pcall(L, 1, 1, 0)) {
-    w->load_error = strdup(lua_tostring(L, -1));
-    return -1;
-  }
-  w->handlers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_newtable(L);   /* bytecode -> function, for run_in_pool */
   w->cache_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_settop(L, 0);
   return 0;
 }
 
+/* Answers 500; why (NULL if already logged) goes to the log. */
 static void request_failed(ml_job_t *j, const char *why) {
-  ml_log(ML_LOG_ERROR, "pool: %s", why);
+  if (why) ml_log(ML_LOG_ERROR, "pool: %s", why);
   j->out.len = 0;
   ml_resp_error(&j->out, 500, "Internal Server Error", NULL, j->keepalive, j->head);
   j->status = 500;
 }
 
-/* Runs a pooled route: runtime.pool_request(handlers, method, path, url, params, headers,
- * body, label) -> status, body, headers -> response bytes in j->out. */
+/* Runs a pooled route: runtime.pool_request(handler, method, path, url, params, headers,
+ * body, label) -> status, body, headers -> response bytes in j->out. The route is found by
+ * its label, so a job sent before a --reload finds its route in a state that reloaded. */
 static void run_request(worker_t *w, ml_job_t *j) {
-  lua_State *L = w->L;
   char err[256];
-  if (w->load_error) {
+  if (!w->app) {
     request_failed(j, w->load_error);
     return;
   }
+  ml_app_t *a = w->app;
+  lua_State *L = a->L;
   lua_settop(L, 0);
   lua_pushcfunction(L, ml_lua_traceback);
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->request_ref);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, w->handlers_ref);
   int n = ml_copy_unpack(L, j->in.data, j->in.len);
-  if (n < 0) {
+  if (n != 8) {   /* method, path, url, params, headers, body, route index, label */
     request_failed(j, "corrupt request copy");
     return;
   }
-  char route[256];   /* the label, last of the arguments: "GET /items/{id}" */
-  snprintf(route, sizeof route, "%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
-  if (lua_pcall(L, 1 + n, 3, 1)) {
+  const char *label = lua_tostring(L, -1);
+  const ml_route_t *r = ml_app_route(a, label, (int)lua_tointeger(L, -2));
+  if (!r) {
+    ml_log(ML_LOG_ERROR, "%s: no such route in the reloaded code", label);
+    request_failed(j, NULL);
+    return;
+  }
+  lua_remove(L, -2);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->handler_ref);
+  lua_insert(L, 3);
+  if (lua_pcall(L, n, 3, 1)) {
     request_failed(j, lua_tostring(L, -1));
     return;
   }
-  int status = ml_lresp_build(L, 2, &j->out, &w->scratch, &j->keepalive, j->head, err, sizeof err);
+  int status = ml_lresp_build(L, 2, &j->out, &a->scratch, &j->keepalive, j->head, err, sizeof err);
   if (status < 0) {
-    char why[sizeof route + sizeof err + 2];
-    snprintf(why, sizeof why, "%s: %s", route, err);
+    char why[1024];
+    snprintf(why, sizeof why, "%s: %s", r->label, err);
     request_failed(j, why);
     return;
   }
@@ -173,7 +164,7 @@ static int resolve_fn(worker_t *w, lua_State *L, const char *kind) {
     lua_pop(L, 1);   /* the cache */
     return 0;
   }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, w->resolve_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->app->resolve_ref);
   lua_pushvalue(L, 3);
   if (lua_pcall(L, 1, 1, 1)) return -1;
   lua_replace(L, 3);
@@ -183,15 +174,21 @@ static int resolve_fn(worker_t *w, lua_State *L, const char *kind) {
 /* Runs run_in_pool's function: in = (kind, spec, args...), out = (true, results...) or
  * (false, "message + traceback"). */
 static void run_call(worker_t *w, ml_job_t *j) {
-  lua_State *L = w->L;
   char err[256];
+  j->out.len = 0;
+  if (!w->app) {   /* (false, message), packed without a state */
+    char msg[1200];
+    int len = snprintf(msg, sizeof msg, "run_in_pool: the pool's Lua state failed to load "
+                       "the app: %s", w->load_error);
+    ml_copy_put_bool(&j->out, 0);
+    ml_copy_put_str(&j->out, msg, len < (int)sizeof msg ? (size_t)len : sizeof msg - 1);
+    return;
+  }
+  lua_State *L = w->app->L;
   lua_settop(L, 0);
   lua_pushcfunction(L, ml_lua_traceback);   /* 1 */
-  int n = w->load_error ? -1 : ml_copy_unpack(L, j->in.data, j->in.len);
-  if (w->load_error) {
-    lua_pushfstring(L, "run_in_pool: the pool's Lua state failed to load the app: %s", w->load_error);
-    call_failed(L);
-  } else if (n < 2) {
+  int n = ml_copy_unpack(L, j->in.data, j->in.len);
+  if (n < 2) {
     lua_pushstring(L, "run_in_pool: corrupt job");
     call_failed(L);
   } else if (resolve_fn(w, L, lua_tostring(L, 2))) {
@@ -205,7 +202,6 @@ static void run_call(worker_t *w, ml_job_t *j) {
       lua_replace(L, 1);   /* true, results... */
     }
   }
-  j->out.len = 0;
   if (ml_copy_pack(L, 1, lua_gettop(L), &j->out, err, sizeof err)) {
     lua_settop(L, 0);
     lua_pushboolean(L, 0);
@@ -217,13 +213,13 @@ static void run_call(worker_t *w, ml_job_t *j) {
 
 /* Closes the worker's state; its loop (and wake handle) stay for the next one. */
 static void worker_teardown(worker_t *w) {
-  if (w->L) {
-    ml_sched_close(&w->sched);
+  if (w->app) {
+    ml_app_stop(w->app);
     uv_unref((uv_handle_t *)&w->wake);
     uv_run(&w->loop, UV_RUN_DEFAULT);   /* the scheduler's handles close */
     uv_ref((uv_handle_t *)&w->wake);
-    lua_close(w->L);
-    w->L = NULL;
+    ml_app_free(w->app);
+    w->app = NULL;
   }
   free(w->load_error);
   w->load_error = NULL;
@@ -291,7 +287,6 @@ static void *worker_main(void *arg) {
   uv_close((uv_handle_t *)&w->wake, NULL);
   uv_run(&w->loop, UV_RUN_DEFAULT);
   uv_loop_close(&w->loop);
-  ml_buf_free(&w->scratch);
   pthread_mutex_lock(&p->lock);
   w->exited = 1;
   p->exited++;

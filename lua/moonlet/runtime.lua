@@ -7,7 +7,6 @@ local core = require "moonlet.core"
 local type, getmetatable, setmetatable, xpcall, tostring, require, rawget, error, select =
   type, getmetatable, setmetatable, xpcall, tostring, require, rawget, error, select
 local find, sub = string.find, string.sub
-local ipairs = ipairs
 local traceback = debug.traceback
 local http_error_mt, response_mt = moonlet.http_error_mt, moonlet.response_mt
 local log, route_of = core.log, core.route_of
@@ -59,22 +58,9 @@ end
 
 local req_mt = request.mt
 
--- On a pool thread: "GET /items/{id}" -> handler, for the routes of this state's app.
--- Routes are found by label, not by position, so a job dispatched by the code before a
--- reload still finds its route (or a clear error) in a state that has reloaded.
-function _M.pool_handlers(app)
-  local by_label = {}
-  for _, r in ipairs(_M.routes(app)) do by_label[r.methods .. " " .. r.path] = r.handler end
-  return by_label
-end
-
--- On a pool thread: the request arrives as copied values; build req and dispatch.
-function _M.pool_request(handlers, method, path, url, params, hlist, body, label)
-  local handler = handlers[label]
-  if not handler then
-    log("error", label .. ": no such route in the reloaded code")
-    return 500, internal_error, nil
-  end
+-- On a pool thread: the request arrives as copied values; build req and dispatch to the
+-- route's handler (found by its label in this state, see core/pool.c).
+function _M.pool_request(handler, method, path, url, params, hlist, body, label)
   local headers = {}
   for i = 1, #hlist, 2 do
     local name, value = hlist[i], hlist[i + 1]

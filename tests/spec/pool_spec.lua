@@ -23,6 +23,12 @@ describe("pooled routes", function()
     eq(get("/p/text").body, "from the pool")
   end)
 
+  it("find a route whose pattern is longer than 255 bytes", function()
+    local res = get("/p/long/" .. string.rep("x", 300) .. "/5")
+    eq(res.status, 200)
+    eq(res:json(), { id = 5 })
+  end)
+
   it("answer 500 on an error, log the traceback, and the thread stays usable", function()
     for _ = 1, 6 do eq(get("/p/error").status, 500) end
     srv:wait_log("GET /p/error: .*pool boom", 5)
