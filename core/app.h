@@ -5,6 +5,7 @@
 #ifndef ML_APP_H
 #define ML_APP_H
 #include "conn.h"
+#include "request.h"
 #include "router.h"
 #include "task.h"
 #include <lua.h>
@@ -32,7 +33,7 @@ struct ml_app_s {
   int req_mt_ref;            /* metatable of req tables */
   int resolve_ref;           /* moonlet.runtime.resolve ("module.function" -> function) */
   ml_buf_t scratch;          /* response body being encoded */
-  ml_buf_t decoded;          /* percent-decoding */
+  ml_request_t *spare_requests;   /* request records for reuse (request.h) */
   struct ml_pool_s *pool;    /* the host's worker pool */
   int requests;              /* requests in flight (their tasks); the rest are spawned */
 };
@@ -52,9 +53,10 @@ void ml_app_stop(ml_app_t *a);
  * the loop (run the loop afterwards). */
 void ml_app_free(ml_app_t *a);
 
+/* The server's dispatch and abort functions (conn.h). */
 void ml_app_dispatch(void *ctx, ml_conn_t *c);
 void ml_app_abort(void *ctx, void *task);
-
-/* Installs req_url, req_headers, route_of into the table on top of the stack. */
-void ml_app_open(lua_State *L);
+/* The response to the request t runs is in its connection's output: the request is over
+ * (its record and task are handed back) and the connection goes on. */
+void ml_app_answered(ml_task_t *t, int status);
 #endif

@@ -1,13 +1,14 @@
 /* The "moonlet.core" module: C primitives the Lua side (lua/moonlet) builds on.
  * Handlers use them through `moonlet`, not directly. */
-#include "app.h"
 #include "httpc.h"
 #include "db.h"
 #include "json.h"
 #include "log.h"
 #include "pool.h"
+#include "request.h"
 #include "response.h"
 #include "shared.h"
+#include "task.h"
 #include <lauxlib.h>
 
 /* --- misc ---------------------------------------------------------------------------- */
@@ -41,7 +42,7 @@ int ml_core_open(lua_State *L) {
   ml_sched_open(L);
   ml_pool_open(L);
   ml_shared_open(L);
-  ml_app_open(L);
+  ml_request_open(L);
   ml_httpc_open(L);
   ml_db_open(L);
   lua_getfield(L, LUA_REGISTRYINDEX, ML_ARRAY_MT);

@@ -24,7 +24,7 @@ typedef struct worker_s {
   pthread_t thread;
   uv_loop_t loop;            /* private: primitives block on it */
   ml_app_t *app;             /* the thread's app state; NULL if it could not load */
-  int request_ref, cache_ref;
+  int cache_ref;
   int generation;            /* the code generation this state loaded (see ml_pool_reload) */
   char *load_error;          /* why the app state could not load */
   uv_async_t wake;           /* on its own loop: a job is waiting for this idle thread */
@@ -58,6 +58,7 @@ ml_job_t *ml_job_new(int kind) {
 
 void ml_job_free(ml_job_t *j) {
   ml_buf_free(&j->in);
+  ml_request_copy_free(&j->request);
   ml_buf_free(&j->out);
   free(j);
 }
@@ -74,11 +75,6 @@ static int worker_init(worker_t *w) {
     return -1;
   }
   lua_State *L = w->app->L;
-  lua_getglobal(L, "require");
-  lua_pushstring(L, "moonlet.runtime");
-  lua_call(L, 1, 1);   /* loaded already: ml_app_new took its functions */
-  lua_getfield(L, -1, "pool_request");
-  w->request_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_newtable(L);   /* bytecode -> function, for run_in_pool */
   w->cache_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_settop(L, 0);
@@ -93,9 +89,10 @@ static void request_failed(ml_job_t *j, const char *why) {
   j->status = 500;
 }
 
-/* Runs a pooled route: runtime.pool_request(handler, method, path, url, params, headers,
- * body, label) -> status, body, headers -> response bytes in j->out. The route is found by
- * its label, so a job sent before a --reload finds its route in a state that reloaded. */
+/* Runs a pooled route: runtime.dispatch(handler, req) -> status, body, headers ->
+ * response bytes in j->out, req being made from the copy by the same code as on the loop.
+ * The route is found by its label, so a job sent before a --reload finds its route in a
+ * state that has reloaded. */
 static void run_request(worker_t *w, ml_job_t *j) {
   char err[256];
   if (!w->app) {
@@ -103,37 +100,36 @@ static void run_request(worker_t *w, ml_job_t *j) {
     return;
   }
   ml_app_t *a = w->app;
+  ml_request_t *r = ml_request_new(&a->spare_requests);
+  ml_match_t m;
+  ml_request_unpack(r, &j->request, &m);
+  const ml_route_t *route = ml_app_route(a, r->route, j->route);
   lua_State *L = a->L;
   lua_settop(L, 0);
-  lua_pushcfunction(L, ml_lua_traceback);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, w->request_ref);
-  int n = ml_copy_unpack(L, j->in.data, j->in.len);
-  if (n != 8) {   /* method, path, url, params, headers, body, route index, label */
-    request_failed(j, "corrupt request copy");
-    return;
-  }
-  const char *label = lua_tostring(L, -1);
-  const ml_route_t *r = ml_app_route(a, label, (int)lua_tointeger(L, -2));
-  if (!r) {
-    ml_log(ML_LOG_ERROR, "%s: no such route in the reloaded code", label);
+  if (!route) {
+    ml_log(ML_LOG_ERROR, "%s: no such route in the reloaded code", r->route);
     request_failed(j, NULL);
-    return;
+  } else {
+    lua_pushcfunction(L, ml_lua_traceback);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, a->dispatch_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, route->handler_ref);
+    ml_request_push(L, r, &m, a->req_mt_ref);
+    if (lua_pcall(L, 2, 3, 1)) {
+      request_failed(j, lua_tostring(L, -1));
+    } else {
+      int status = ml_lresp_build(L, 2, &j->out, &a->scratch, &j->keepalive, j->head, err,
+                                  sizeof err);
+      if (status < 0) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s: %s", route->label, err);
+        request_failed(j, why);
+      } else {
+        j->status = status;
+      }
+    }
   }
-  lua_remove(L, -2);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, r->handler_ref);
-  lua_insert(L, 3);
-  if (lua_pcall(L, n, 3, 1)) {
-    request_failed(j, lua_tostring(L, -1));
-    return;
-  }
-  int status = ml_lresp_build(L, 2, &j->out, &a->scratch, &j->keepalive, j->head, err, sizeof err);
-  if (status < 0) {
-    char why[1024];
-    snprintf(why, sizeof why, "%s: %s", r->label, err);
-    request_failed(j, why);
-    return;
-  }
-  j->status = status;
+  lua_settop(L, 0);
+  ml_request_release(r, &a->spare_requests);
 }
 
 /* Leaves exactly (false, message) on the stack, the message being the value on top. */

@@ -6,6 +6,7 @@
 #ifndef ML_POOL_H
 #define ML_POOL_H
 #include "buf.h"
+#include "request.h"
 #include <lua.h>
 #include <uv.h>
 
@@ -18,7 +19,9 @@ struct ml_job_s {
   int kind;
   int keepalive, head;       /* ML_JOB_REQUEST: how to frame the response (keepalive is
                                 0 on return if the handler closed the connection) */
-  ml_buf_t in;               /* packed arguments */
+  ml_buf_t in;               /* CALL: packed arguments */
+  ml_request_copy_t request; /* REQUEST: the request */
+  int route;                 /* REQUEST: its route's index on the loop */
   ml_buf_t out;              /* REQUEST: response bytes; CALL: packed (ok, results...) */
   int status;                /* REQUEST: the response status */
   void (*done)(ml_job_t *j); /* on the loop thread; owns j from then on */
