@@ -1,13 +1,13 @@
 /* The app state (see app.h), and the Lua bridge on the loop: C matches the route, makes
  * the request's record (request.h) and runs the route: a coroutine route calls
  * moonlet.runtime.dispatch(handler, req) in a task and turns what it returns (status, body,
- * headers) into bytes in the connection's output buffer; a pooled route goes to a pool
- * thread. */
+ * headers) into bytes in the connection's output buffer; a pooled route goes to the
+ * worker threads (pooled_route.c). */
 #include "app.h"
 #include "log.h"
 #include "lresponse.h"
 #include "lstate.h"
-#include "pool.h"
+#include "pooled_route.h"
 #include "response.h"
 #include <lauxlib.h>
 #include <stdio.h>
@@ -25,8 +25,6 @@ static int load_routes(ml_app_t *a, char *err, size_t errlen) {
   a->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_getfield(L, rt, "req_mt");
   a->req_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_getfield(L, rt, "resolve");
-  a->resolve_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_getfield(L, rt, "routes");
   lua_pushvalue(L, app_idx);
   if (lua_pcall(L, 1, 1, 0)) goto lua_err;
@@ -53,6 +51,10 @@ static int load_routes(ml_app_t *a, char *err, size_t errlen) {
     lua_pop(L, 5);
     if (ml_router_add(a->router, mask, r->pattern, i, err, errlen)) return -1;
   }
+  /* after the handlers: the references each request uses come first, where the registry
+   * keeps them in its array part */
+  lua_getfield(L, rt, "resolve");
+  a->resolve_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_settop(L, app_idx - 1);
   return 0;
 lua_err:
@@ -114,6 +116,7 @@ void ml_app_free(ml_app_t *a) {
   ml_router_free(a->router);
   ml_buf_free(&a->scratch);
   ml_request_free_spares(&a->spare_requests);
+  ml_pooled_route_free_spares(a);
   /* the scheduler's handles may still be closing: then its close callback frees a */
   if (!on_loop || a->sched.handles_closed) free(a);
   else a->sched.closed_cb = app_closed_cb;
@@ -188,48 +191,6 @@ static void run_coroutine(ml_app_t *a, ml_task_t *t, const ml_route_t *route,
   ml_task_resume(t, 2);
 }
 
-static void pool_request_done(ml_job_t *j) {
-  ml_task_t *t = j->data;
-  ml_conn_t *c = ((ml_request_t *)t->owner)->conn;
-  int status = j->status;
-  ml_buf_add(&c->out, j->out.data, j->out.len);
-  if (!j->keepalive) ml_conn_close_after(c);
-  ml_job_free(j);
-  ml_app_answered(t, status);
-}
-
-static void pool_request_cancel(ml_task_t *t) {
-  ml_pool_cancel(t->sched->pool, t->wait);
-}
-
-/* A pooled route: the request is copied into a job for a pool thread; the task only
- * waits (so a disconnect cancels the job like any other wait). */
-static void dispatch_pooled(ml_app_t *a, ml_task_t *t, const ml_match_t *m) {
-  ml_request_t *r = t->owner;
-  ml_conn_t *c = r->conn;
-  ml_job_t *j = ml_job_new(ML_JOB_REQUEST);
-  j->keepalive = ml_conn_keepalive(c);
-  j->head = c->head;
-  j->route = m->route;
-  ml_request_pack(r, m, &j->request);
-  if (!a->pool || ml_pool_submit(a->pool, j)) {
-    ml_job_free(j);
-    ml_resp_begin(&c->out, 503);
-    ml_resp_header(&c->out, "Content-Type", 12, "application/json", 16);
-    ml_resp_header(&c->out, "Retry-After", 11, "1", 1);
-    static const char body[] = "{\"detail\":\"Service Unavailable\"}";
-    ml_resp_end(&c->out, 503, sizeof body - 1, ml_conn_keepalive(c));
-    if (!c->head) ml_buf_add(&c->out, body, sizeof body - 1);
-    ml_log(ML_LOG_WARN, "%s: pool queue full, answered 503", r->route);
-    ml_app_answered(t, 503);
-    return;
-  }
-  t->cancel = pool_request_cancel;
-  t->wait = j;
-  j->data = t;
-  j->done = pool_request_done;
-}
-
 /* 404 or 405 (with Allow) for a request no route takes. */
 static void respond_unrouted(ml_conn_t *c, int rc, unsigned allow_mask) {
   char allow[96];
@@ -257,7 +218,7 @@ void ml_app_dispatch(void *ctx, ml_conn_t *c) {
   a->requests++;
   t->route = m.route;
   c->task = t;
-  if (route->pooled) dispatch_pooled(a, t, &m);
+  if (route->pooled) ml_pooled_route_start(a, t, &m);
   else run_coroutine(a, t, route, &m);
 }
 

@@ -1,7 +1,8 @@
 /* An app state: one Lua state with APPDIR/app.lua loaded, its scheduler, the runtime's
  * functions it calls and its routes in a router. ml_app_new builds one alike for the event
- * loop, for each pool thread and for each --reload. On the loop, requests reach it through
- * ml_app_dispatch and run in its tasks (coroutines). */
+ * loop, for each worker thread (workers.c) and for each --reload. On the loop, requests
+ * reach it through ml_app_dispatch and run in its tasks (coroutines); a pooled route's
+ * request goes on to the workers (pooled_route.h). */
 #ifndef ML_APP_H
 #define ML_APP_H
 #include "conn.h"
@@ -16,13 +17,14 @@ typedef struct ml_app_s ml_app_t;
 typedef struct {
   char *pattern;             /* "/items/{id:int}" */
   char *methods;             /* "GET" or "GET,POST" for logs */
-  char *label;               /* "GET /items/{id:int}": names the route in logs and to pool threads */
+  char *label;               /* "GET /items/{id:int}": names it in logs and to the workers */
   int handler_ref;
-  int pooled;                /* { pool = true }: runs on a pool thread */
+  int pooled;                /* { pool = true }: runs on a worker thread */
   volatile int stalls;       /* times it blocked the event loop (watchdog) */
 } ml_route_t;
 
 struct ml_app_s {
+  /* read-only, set by ml_app_new */
   ml_sched_t sched;          /* the state's tasks; first, so a sched pointer is the app */
   uv_loop_t *loop;
   lua_State *L;
@@ -32,13 +34,17 @@ struct ml_app_s {
   int dispatch_ref;          /* moonlet.runtime.dispatch */
   int req_mt_ref;            /* metatable of req tables */
   int resolve_ref;           /* moonlet.runtime.resolve ("module.function" -> function) */
+  /* public: for whoever runs requests in this state, on its thread */
   ml_buf_t scratch;          /* response body being encoded */
   ml_request_t *spare_requests;   /* request records for reuse (request.h) */
-  struct ml_pool_s *pool;    /* the host's worker pool */
+  /* on the loop only */
+  struct ml_workers_s *workers;           /* the host's worker threads (set by the host) */
+  struct ml_pooled_job_s *spare_jobs;     /* pooled_route.c's, for reuse */
+  int nspare_jobs;
   int requests;              /* requests in flight (their tasks); the rest are spawned */
 };
 
-/* Loads APPDIR into a new state whose scheduler runs on loop; in_pool is 1 for a pool
+/* Loads APPDIR into a new state whose scheduler runs on loop; in_pool is 1 for a worker
  * thread's state (moonlet.in_pool() is true from the start, app.lua included). NULL with
  * a one-line message in err on failure (its handles still close on loop). */
 ml_app_t *ml_app_new(uv_loop_t *loop, const char *appdir, int in_pool, char *err,

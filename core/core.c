@@ -4,9 +4,9 @@
 #include "db.h"
 #include "json.h"
 #include "log.h"
-#include "pool.h"
 #include "request.h"
 #include "response.h"
+#include "run_in_pool.h"
 #include "shared.h"
 #include "task.h"
 #include <lauxlib.h>
@@ -40,7 +40,7 @@ int ml_core_open(lua_State *L) {
   luaL_register(L, NULL, fns);
   ml_json_open(L);
   ml_sched_open(L);
-  ml_pool_open(L);
+  ml_run_in_pool_open(L);
   ml_shared_open(L);
   ml_request_open(L);
   ml_httpc_open(L);

@@ -7,10 +7,10 @@
 #include "app.h"
 #include "conn.h"
 #include "log.h"
-#include "pool.h"
 #include "reload.h"
 #include "shared.h"
 #include "watchdog.h"
+#include "workers.h"
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -24,7 +24,7 @@ struct ml_host_s {
   uv_loop_t loop;
   ml_server_t *server;
   ml_app_t *app;
-  ml_pool_t *pool;
+  ml_workers_t *workers;     /* for pooled routes and run_in_pool, shared by reloads */
   ml_watchdog_t *watchdog;
   char *appdir;
   ml_reload_t *reload;
@@ -71,7 +71,7 @@ static void close_handles(ml_host_t *h) {
   release_signals(h);   /* before stop_async goes: the handler wakes the loop with it */
   ml_app_stop(h->app);
   for (int i = 0; i < h->nretired; i++) ml_app_stop(h->retired[i]);
-  ml_pool_detach(h->pool);
+  ml_workers_detach(h->workers);
   ml_reload_stop(h->reload);
   h->reload = NULL;
   uv_close((uv_handle_t *)&h->reaper, NULL);
@@ -211,6 +211,12 @@ ml_host_t *ml_host_new(const ml_config_t *cfg) {
   return h;
 }
 
+/* Pooled routes and run_in_pool of the app's state go to the workers. */
+static void use_workers(ml_app_t *a, ml_workers_t *w) {
+  a->workers = w;
+  a->sched.workers = w;
+}
+
 /* Frees the retired apps whose last task has ended. */
 static void reap_cb(uv_timer_t *t) {
   ml_host_t *h = t->data;
@@ -249,11 +255,10 @@ static void reload_now(ml_host_t *h) {
     return;
   }
   ml_app_t *old = h->app;
-  a->pool = h->pool;
-  a->sched.pool = h->pool;
+  use_workers(a, h->workers);
   h->app = a;
   h->server->ctx = a;
-  ml_pool_reload(h->pool);
+  ml_workers_reload(h->workers);
   ml_watchdog_watch(h->watchdog, &a->sched);
   h->retired[h->nretired++] = old;
   uv_timer_start(&h->reaper, reap_cb, 0, 250);
@@ -267,9 +272,9 @@ int ml_host_load(ml_host_t *h, const char *appdir, char *err, size_t errlen) {
   h->app = a;
   free(h->appdir);
   h->appdir = strdup(appdir);
-  if (!h->pool) h->pool = ml_pool_new(&h->loop, appdir, h->cfg.pool_size, h->cfg.pool_queue);
-  a->pool = h->pool;
-  a->sched.pool = h->pool;
+  if (!h->workers)
+    h->workers = ml_workers_new(&h->loop, appdir, h->cfg.pool_size, h->cfg.pool_queue);
+  use_workers(a, h->workers);
   return 0;
 }
 
@@ -343,9 +348,9 @@ void ml_host_free(ml_host_t *h) {
   if (!h) return;
   if (h->server) ml_server_close_all(h->server);
   close_handles(h);
-  ml_app_free(h->app);   /* first: cancelling its tasks may cancel pool jobs */
+  ml_app_free(h->app);   /* first: cancelling its tasks may cancel jobs of the workers */
   for (int i = 0; i < h->nretired; i++) ml_app_free(h->retired[i]);
-  ml_pool_free(h->pool, h->forced ? 0 : h->cfg.graceful_timeout);   /* forced: no more waits */
+  ml_workers_free(h->workers, h->forced ? 0 : h->cfg.graceful_timeout);   /* forced: no more waits */
   uv_run(&h->loop, UV_RUN_DEFAULT);   /* let close callbacks run */
   uv_loop_close(&h->loop);
   ml_log_flush();

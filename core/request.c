@@ -5,28 +5,6 @@
 
 /* --- records ------------------------------------------------------------------------- */
 
-ml_request_t *ml_request_new(ml_request_t **spares) {
-  ml_request_t *r = *spares;
-  if (r) {
-    *spares = r->next_spare;
-    return r;
-  }
-  r = calloc(1, sizeof *r);
-  if (!r) abort();
-  return r;
-}
-
-void ml_request_end(ml_request_t *r) {
-  r->gen++;
-  r->conn = NULL;
-}
-
-void ml_request_release(ml_request_t *r, ml_request_t **spares) {
-  ml_request_end(r);
-  r->next_spare = *spares;
-  *spares = r;
-}
-
 void ml_request_free_spares(ml_request_t **spares) {
   while (*spares) {
     ml_request_t *r = *spares;
@@ -35,7 +13,9 @@ void ml_request_free_spares(ml_request_t **spares) {
   }
 }
 
-const char *ml_request_path(const char *target, size_t len, size_t *path_len) {
+/* The path of a request target: without its query, and without scheme://authority for an
+ * absolute-form target (GET http://host/path). */
+static const char *target_path(const char *target, size_t len, size_t *path_len) {
   const char *q = memchr(target, '?', len);
   if (q) len = (size_t)(q - target);
   const char *path = target;
@@ -53,7 +33,7 @@ void ml_request_from_conn(ml_request_t *r, ml_conn_t *c) {
   r->method = h->method_name;
   r->target = ml_http_url(h);
   r->target_len = h->url_len;
-  r->path = ml_request_path(r->target, r->target_len, &r->path_len);
+  r->path = target_path(r->target, r->target_len, &r->path_len);
   r->headers = &h->headers;
   r->body = h->body.data ? h->body.data : "";
   r->body_len = h->body.len;
@@ -213,9 +193,9 @@ void ml_request_unpack(ml_request_t *r, const ml_request_copy_t *cp, ml_match_t 
   }
 }
 
-void ml_request_copy_trim(ml_request_copy_t *cp) {
-  ml_buf_reset(&cp->bytes, 64 << 10);
-  if (cp->headers.store.cap > (64 << 10)) ml_headers_free(&cp->headers);
+void ml_request_copy_trim(ml_request_copy_t *cp, size_t keep) {
+  ml_buf_reset(&cp->bytes, keep);
+  if (cp->headers.store.cap > keep) ml_headers_free(&cp->headers);
 }
 
 void ml_request_copy_free(ml_request_copy_t *cp) {

@@ -53,18 +53,33 @@ typedef struct {
   } params[ML_MAX_PARAMS];
 } ml_request_copy_t;
 
-/* The path of a request target: without its query, and without scheme://authority for an
- * absolute-form target (GET http://host/path). */
-const char *ml_request_path(const char *target, size_t len, size_t *path_len);
-
-/* A record from the spares (or a new one); ml_request_release gives it back, ended. */
-ml_request_t *ml_request_new(ml_request_t **spares);
-void ml_request_release(ml_request_t *r, ml_request_t **spares);
-/* Frees the spares, when the Lua state their reqs were pushed into is gone. */
-void ml_request_free_spares(ml_request_t **spares);
 /* The request is over: its req (and a copy of it kept by the handler) may no longer read
  * the lazy fields. Calling it again does no harm. */
-void ml_request_end(ml_request_t *r);
+static inline void ml_request_end(ml_request_t *r) {
+  r->gen++;
+  r->conn = NULL;
+}
+
+/* A record from the spares (or a new one); ml_request_release gives it back, ended. */
+static inline ml_request_t *ml_request_new(ml_request_t **spares) {
+  ml_request_t *r = *spares;
+  if (r) {
+    *spares = r->next_spare;
+    return r;
+  }
+  r = calloc(1, sizeof *r);
+  if (!r) abort();
+  return r;
+}
+
+static inline void ml_request_release(ml_request_t *r, ml_request_t **spares) {
+  ml_request_end(r);
+  r->next_spare = *spares;
+  *spares = r;
+}
+
+/* Frees the spares, when the Lua state their reqs were pushed into is gone. */
+void ml_request_free_spares(ml_request_t **spares);
 
 /* Points r at the request c has just read (r->route is left to the caller). */
 void ml_request_from_conn(ml_request_t *r, ml_conn_t *c);
@@ -75,8 +90,9 @@ void ml_request_push(lua_State *L, ml_request_t *r, const ml_match_t *m, int mt_
 void ml_request_pack(const ml_request_t *r, const ml_match_t *m, ml_request_copy_t *cp);
 /* Points r at the request in cp and fills m with its params; both read from cp's memory. */
 void ml_request_unpack(ml_request_t *r, const ml_request_copy_t *cp, ml_match_t *m);
-/* Lets a copy kept for reuse give back memory a large request made it take. */
-void ml_request_copy_trim(ml_request_copy_t *cp);
+/* A copy kept for reuse gives back the memory beyond `keep` bytes per buffer that a large
+ * request made it take. */
+void ml_request_copy_trim(ml_request_copy_t *cp, size_t keep);
 void ml_request_copy_free(ml_request_copy_t *cp);
 
 /* Installs req_url, req_query, req_headers, route_of and parse_urlencoded into the table

@@ -1,0 +1,175 @@
+/* Pooled routes (see pooled_route.h). */
+#include "pooled_route.h"
+#include "log.h"
+#include "lresponse.h"
+#include "lstate.h"
+#include "response.h"
+#include "workers.h"
+#include <lauxlib.h>
+#include <stddef.h>
+#include <stdio.h>
+
+struct ml_pooled_job_s {
+  ml_work_t work;
+  /* in: written on the loop */
+  ml_request_copy_t request;
+  int route;                 /* the route's index on the loop: a hint for the thread */
+  int head;                  /* a HEAD request: the response has no body */
+  /* out: written on the thread */
+  ml_buf_t response;         /* the response's bytes */
+  int status;
+  int keepalive;             /* in: how to frame it; out: 0 if the handler closes */
+  /* on the loop */
+  ml_task_t *task;           /* the request's, waiting */
+  struct ml_pooled_job_s *next_spare;
+};
+typedef struct ml_pooled_job_s job_t;
+
+#define JOB_OF(w) ((job_t *)((char *)(w) - offsetof(job_t, work)))
+#define MAX_SPARES 64
+#define SPARE_BYTES (16u << 10)   /* a spare's buffers keep this much memory at most */
+
+static void job_free(job_t *j) {
+  ml_request_copy_free(&j->request);
+  ml_buf_free(&j->response);
+  free(j);
+}
+
+void ml_pooled_route_free_spares(ml_app_t *a) {
+  while (a->spare_jobs) {
+    job_t *j = a->spare_jobs;
+    a->spare_jobs = j->next_spare;
+    job_free(j);
+  }
+  a->nspare_jobs = 0;
+}
+
+/* --- on a worker thread -------------------------------------------------------------- */
+
+/* Answers 500; why (NULL if it is logged already) goes to the log. */
+static void failed(job_t *j, const char *why) {
+  if (why) ml_log(ML_LOG_ERROR, "pool: %s", why);
+  j->response.len = 0;
+  ml_resp_error(&j->response, 500, "Internal Server Error", NULL, j->keepalive, j->head);
+  j->status = 500;
+}
+
+/* runtime.dispatch(handler, req) on the thread's own state, req made from the copy, then
+ * (status, body, headers) -> response bytes; a 500 if that fails. */
+static void call_handler(ml_app_t *a, const ml_route_t *route, ml_request_t *r,
+                         const ml_match_t *m, job_t *j) {
+  lua_State *L = a->L;
+  lua_pushcfunction(L, ml_lua_traceback);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, a->dispatch_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, route->handler_ref);
+  ml_request_push(L, r, m, a->req_mt_ref);
+  if (lua_pcall(L, 2, 3, 1)) {
+    failed(j, lua_tostring(L, -1) ? lua_tostring(L, -1) : "error");
+    return;
+  }
+  char err[256];
+  j->status = ml_lresp_build(L, 2, &j->response, &a->scratch, &j->keepalive, j->head, err,
+                             sizeof err);
+  if (j->status < 0) {
+    char why[1024];
+    snprintf(why, sizeof why, "%s: %s", route->label, err);
+    failed(j, why);
+  }
+}
+
+/* The work: the route is found by its label, so a job sent before a --reload finds its
+ * route in a state that has reloaded (or fails clearly). */
+static void run(ml_worker_t *w, ml_work_t *work) {
+  job_t *j = JOB_OF(work);
+  const char *load_error;
+  ml_app_t *a = ml_worker_app(w, &load_error);
+  j->response.len = 0;
+  if (!a) {
+    failed(j, load_error ? load_error : "the app did not load");
+    return;
+  }
+  ml_request_t *r = ml_request_new(&a->spare_requests);
+  ml_match_t m;
+  ml_request_unpack(r, &j->request, &m);
+  const ml_route_t *route = ml_app_route(a, r->route, j->route);
+  if (route) {
+    call_handler(a, route, r, &m, j);
+  } else {
+    ml_log(ML_LOG_ERROR, "%s: no such route in the reloaded code", r->route);
+    failed(j, NULL);
+  }
+  lua_settop(a->L, 0);
+  ml_request_release(r, &a->spare_requests);
+}
+
+/* --- on the loop ----------------------------------------------------------------------- */
+
+/* Keeps j for the next pooled request (up to MAX_SPARES of them, without the memory a
+ * large request or response made them take), or frees it. */
+static void job_recycle(ml_app_t *a, job_t *j) {
+  if (a->nspare_jobs == MAX_SPARES) {
+    job_free(j);
+    return;
+  }
+  ml_request_copy_trim(&j->request, SPARE_BYTES);
+  ml_buf_reset(&j->response, SPARE_BYTES);
+  j->next_spare = a->spare_jobs;
+  a->spare_jobs = j;
+  a->nspare_jobs++;
+}
+
+static void done(ml_work_t *work, int status) {
+  job_t *j = JOB_OF(work);
+  if (status == UV_ECANCELED) {   /* its request is gone: so may be its app */
+    job_free(j);
+    return;
+  }
+  ml_task_t *t = j->task;
+  ml_conn_t *c = ((ml_request_t *)t->owner)->conn;
+  ml_buf_add(&c->out, j->response.data, j->response.len);
+  if (!j->keepalive) ml_conn_close_after(c);
+  int code = j->status;
+  job_recycle(t->sched->app, j);
+  ml_app_answered(t, code);
+}
+
+static void cancel(ml_task_t *t) {
+  ml_workers_cancel(((ml_app_t *)t->sched->app)->workers, t->wait);
+}
+
+/* 503 with Retry-After: the queue is full. */
+static void respond_busy(ml_conn_t *c, const char *route) {
+  static const char body[] = "{\"detail\":\"Service Unavailable\"}";
+  ml_resp_begin(&c->out, 503);
+  ml_resp_header(&c->out, "Content-Type", 12, "application/json", 16);
+  ml_resp_header(&c->out, "Retry-After", 11, "1", 1);
+  ml_resp_end(&c->out, 503, sizeof body - 1, ml_conn_keepalive(c));
+  if (!c->head) ml_buf_add(&c->out, body, sizeof body - 1);
+  ml_log(ML_LOG_WARN, "%s: pool queue full, answered 503", route);
+}
+
+void ml_pooled_route_start(ml_app_t *a, ml_task_t *t, const ml_match_t *m) {
+  ml_request_t *r = t->owner;
+  ml_conn_t *c = r->conn;
+  job_t *j = a->spare_jobs;
+  if (j) {
+    a->spare_jobs = j->next_spare;
+    a->nspare_jobs--;
+  } else {
+    j = calloc(1, sizeof *j);
+    if (!j) abort();
+  }
+  ml_request_pack(r, m, &j->request);
+  j->route = m->route;
+  j->head = c->head;
+  j->keepalive = ml_conn_keepalive(c);
+  j->task = t;
+  if (!a->workers || ml_workers_submit(a->workers, &j->work, run, done)) {
+    job_recycle(a, j);
+    respond_busy(c, r->route);
+    ml_app_answered(t, 503);
+    return;
+  }
+  t->cancel = cancel;
+  t->wait = &j->work;
+}
