@@ -37,8 +37,7 @@ struct ml_app_s {
   /* public: for whoever runs requests in this state, on its thread */
   ml_buf_t scratch;          /* response body being encoded */
   ml_request_t *spare_requests;   /* request records for reuse (request.h) */
-  /* on the loop only */
-  struct ml_workers_s *workers;           /* the host's worker threads (set by the host) */
+  /* on the loop only (the host sets sched.workers) */
   struct ml_pooled_job_s *spare_jobs;     /* pooled_route.c's, for reuse */
   int nspare_jobs;
   int requests;              /* requests in flight (their tasks); the rest are spawned */

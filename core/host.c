@@ -211,12 +211,6 @@ ml_host_t *ml_host_new(const ml_config_t *cfg) {
   return h;
 }
 
-/* Pooled routes and run_in_pool of the app's state go to the workers. */
-static void use_workers(ml_app_t *a, ml_workers_t *w) {
-  a->workers = w;
-  a->sched.workers = w;
-}
-
 /* Frees the retired apps whose last task has ended. */
 static void reap_cb(uv_timer_t *t) {
   ml_host_t *h = t->data;
@@ -255,7 +249,7 @@ static void reload_now(ml_host_t *h) {
     return;
   }
   ml_app_t *old = h->app;
-  use_workers(a, h->workers);
+  a->sched.workers = h->workers;   /* for pooled routes and run_in_pool */
   h->app = a;
   h->server->ctx = a;
   ml_workers_reload(h->workers);
@@ -274,7 +268,7 @@ int ml_host_load(ml_host_t *h, const char *appdir, char *err, size_t errlen) {
   h->appdir = strdup(appdir);
   if (!h->workers)
     h->workers = ml_workers_new(&h->loop, appdir, h->cfg.pool_size, h->cfg.pool_queue);
-  use_workers(a, h->workers);
+  a->sched.workers = h->workers;   /* for pooled routes and run_in_pool */
   return 0;
 }
 

@@ -118,6 +118,7 @@ static void job_recycle(ml_app_t *a, job_t *j) {
   a->nspare_jobs++;
 }
 
+/* Back on the loop: the response goes to the connection, the request ends. */
 static void done(ml_work_t *work, int status) {
   job_t *j = JOB_OF(work);
   if (status == UV_ECANCELED) {   /* its request is gone: so may be its app */
@@ -133,8 +134,9 @@ static void done(ml_work_t *work, int status) {
   ml_app_answered(t, code);
 }
 
+/* The task's cancel: the client left (or the app stops) while the job is out. */
 static void cancel(ml_task_t *t) {
-  ml_workers_cancel(((ml_app_t *)t->sched->app)->workers, t->wait);
+  ml_workers_cancel(t->sched->workers, t->wait);
 }
 
 /* 503 with Retry-After: the queue is full. */
@@ -164,7 +166,7 @@ void ml_pooled_route_start(ml_app_t *a, ml_task_t *t, const ml_match_t *m) {
   j->head = c->head;
   j->keepalive = ml_conn_keepalive(c);
   j->task = t;
-  if (!a->workers || ml_workers_submit(a->workers, &j->work, run, done)) {
+  if (!a->sched.workers || ml_workers_submit(a->sched.workers, &j->work, run, done)) {
     job_recycle(a, j);
     respond_busy(c, r->route);
     ml_app_answered(t, 503);

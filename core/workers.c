@@ -84,7 +84,7 @@ static void idle_remove(ml_workers_t *p, ml_worker_t *w) {
   w->idle = 0;
 }
 
-/* Takes the oldest queued job for w (lock held): NULL when there is none. */
+/* Takes the oldest queued job (lock held): NULL when there is none. */
 static ml_work_t *queue_take(ml_workers_t *p) {
   ml_work_t *j = p->head;
   if (!j) return NULL;
@@ -154,6 +154,7 @@ static void job_done(ml_workers_t *p, ml_work_t *j, int status) {
   j->done(j, j->cancelled ? UV_ECANCELED : status);
 }
 
+/* The loop's side of the done list: hands the finished jobs back, oldest first. */
 static void done_cb(uv_async_t *a) {
   ml_workers_t *p = a->data;
   pthread_mutex_lock(&p->lock);

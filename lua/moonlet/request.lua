@@ -13,7 +13,8 @@ local methods = {}
 local empty_params_mt = { __newindex = function(t, k, v) rawset(t, k, v) end }
 
 -- The lazy fields: core's req_* functions read the request behind req._r while it is
--- open. Each is computed once, then stored in the req table itself.
+-- open. Each is computed once, then stored in the req table itself. Fields made from the
+-- request (req.cookies next) are added here and in core/request.c.
 local lazy = {
   url = core.req_url,
   query = core.req_query,
