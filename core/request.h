@@ -15,7 +15,6 @@
 #include "headers.h"
 #include "router.h"
 #include <lua.h>
-#include <stdint.h>
 
 typedef struct ml_conn_s ml_conn_t;
 typedef struct ml_request_s ml_request_t;
@@ -53,8 +52,8 @@ typedef struct {
   } params[ML_MAX_PARAMS];
 } ml_request_copy_t;
 
-/* The request is over: its req (and a copy of it kept by the handler) may no longer read
- * the lazy fields. Calling it again does no harm. */
+/* The request is over: its req (which a handler may have kept) can no longer read the
+ * lazy fields. Calling it again does no harm. */
 static inline void ml_request_end(ml_request_t *r) {
   r->gen++;
   r->conn = NULL;
