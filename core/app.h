@@ -1,11 +1,9 @@
 /* An app state: one Lua state with APPDIR/app.lua loaded, its scheduler, the runtime's
  * functions it calls and its routes in a router. ml_app_new builds one alike for the event
  * loop, for each worker thread (workers.c) and for each --reload. On the loop, requests
- * reach it through ml_app_dispatch and run in its tasks (coroutines); a pooled route's
- * request goes on to the workers (pooled_route.h). */
+ * reach it through dispatch.c; on a worker thread, through pooled_route.c. */
 #ifndef ML_APP_H
 #define ML_APP_H
-#include "conn.h"
 #include "request.h"
 #include "router.h"
 #include "task.h"
@@ -38,9 +36,8 @@ struct ml_app_s {
   ml_buf_t scratch;          /* response body being encoded */
   ml_request_t *spare_requests;   /* request records for reuse (request.h) */
   /* on the loop only (the host sets sched.workers) */
-  struct ml_pooled_job_s *spare_jobs;     /* pooled_route.c's, for reuse */
-  int nspare_jobs;
   int requests;              /* requests in flight (their tasks); the rest are spawned */
+  struct ml_pooled_spares_s *pooled_spares;   /* pooled_route.c's jobs kept for reuse */
 };
 
 /* Loads APPDIR into a new state whose scheduler runs on loop; in_pool is 1 for a worker
@@ -58,10 +55,4 @@ void ml_app_stop(ml_app_t *a);
  * the loop (run the loop afterwards). */
 void ml_app_free(ml_app_t *a);
 
-/* The server's dispatch and abort functions (conn.h). */
-void ml_app_dispatch(void *ctx, ml_conn_t *c);
-void ml_app_abort(void *ctx, void *task);
-/* The response to the request t runs is in its connection's output: the request is over
- * (its record and task are handed back) and the connection goes on. */
-void ml_app_answered(ml_task_t *t, int status);
 #endif

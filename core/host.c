@@ -6,6 +6,7 @@
 #include "moonlet.h"
 #include "app.h"
 #include "conn.h"
+#include "dispatch.h"
 #include "log.h"
 #include "reload.h"
 #include "shared.h"
@@ -279,8 +280,8 @@ int ml_host_listen(ml_host_t *h, char *err, size_t errlen) {
   }
   h->server = calloc(1, sizeof *h->server);
   if (!h->server) abort();
-  h->server->dispatch = ml_app_dispatch;
-  h->server->abort = ml_app_abort;
+  h->server->dispatch = ml_dispatch;
+  h->server->abort = ml_dispatch_abort;
   h->server->ctx = h->app;
   ml_server_config_t sc = {
       .host = h->cfg.host,

@@ -1,5 +1,6 @@
 /* Pooled routes (see pooled_route.h). */
 #include "pooled_route.h"
+#include "conn.h"
 #include "log.h"
 #include "lresponse.h"
 #include "lstate.h"
@@ -21,9 +22,18 @@ struct ml_pooled_job_s {
   int keepalive;             /* in: how to frame it; out: 0 if the handler closes */
   /* on the loop */
   ml_task_t *task;           /* the request's, waiting */
+  ml_answered_fn answered;
   struct ml_pooled_job_s *next_spare;
 };
 typedef struct ml_pooled_job_s job_t;
+
+/* The jobs an app state keeps for reuse, on the loop; they go when its scheduler closes
+ * (by then its requests are cancelled, and a cancelled job is freed, not kept). */
+typedef struct ml_pooled_spares_s {
+  ml_sched_hook_t on_close;
+  job_t *list;
+  int n;
+} spares_t;
 
 #define JOB_OF(w) ((job_t *)((char *)(w) - offsetof(job_t, work)))
 #define MAX_SPARES 64
@@ -35,13 +45,15 @@ static void job_free(job_t *j) {
   free(j);
 }
 
-void ml_pooled_route_free_spares(ml_app_t *a) {
-  while (a->spare_jobs) {
-    job_t *j = a->spare_jobs;
-    a->spare_jobs = j->next_spare;
+static void spares_free(ml_sched_t *s, void *data) {
+  spares_t *sp = data;
+  while (sp->list) {
+    job_t *j = sp->list;
+    sp->list = j->next_spare;
     job_free(j);
   }
-  a->nspare_jobs = 0;
+  ((ml_app_t *)s->app)->pooled_spares = NULL;
+  free(sp);
 }
 
 /* --- on a worker thread -------------------------------------------------------------- */
@@ -104,18 +116,41 @@ static void run(ml_worker_t *w, ml_work_t *work) {
 
 /* --- on the loop ----------------------------------------------------------------------- */
 
-/* Keeps j for the next pooled request (up to MAX_SPARES of them, without the memory a
+/* A job for a's next pooled request: a spare, or a new one. */
+static job_t *job_take(ml_app_t *a) {
+  spares_t *sp = a->pooled_spares;
+  job_t *j = sp ? sp->list : NULL;
+  if (j) {
+    sp->list = j->next_spare;
+    sp->n--;
+    return j;
+  }
+  j = calloc(1, sizeof *j);
+  if (!j) abort();
+  return j;
+}
+
+/* Keeps j for a's next pooled request (up to MAX_SPARES of them, without the memory a
  * large request or response made them take), or frees it. */
 static void job_recycle(ml_app_t *a, job_t *j) {
-  if (a->nspare_jobs == MAX_SPARES) {
+  spares_t *sp = a->pooled_spares;
+  if (!sp && !a->sched.closed) {
+    sp = calloc(1, sizeof *sp);
+    if (!sp) abort();
+    sp->on_close.fn = spares_free;
+    sp->on_close.data = sp;
+    ml_sched_on_close(&a->sched, &sp->on_close);
+    a->pooled_spares = sp;
+  }
+  if (!sp || sp->n == MAX_SPARES) {
     job_free(j);
     return;
   }
   ml_request_copy_trim(&j->request, SPARE_BYTES);
   ml_buf_reset(&j->response, SPARE_BYTES);
-  j->next_spare = a->spare_jobs;
-  a->spare_jobs = j;
-  a->nspare_jobs++;
+  j->next_spare = sp->list;
+  sp->list = j;
+  sp->n++;
 }
 
 /* Back on the loop: the response goes to the connection, the request ends. */
@@ -130,8 +165,9 @@ static void done(ml_work_t *work, int status) {
   ml_buf_add(&c->out, j->response.data, j->response.len);
   if (!j->keepalive) ml_conn_close_after(c);
   int code = j->status;
+  ml_answered_fn answered = j->answered;
   job_recycle(t->sched->app, j);
-  ml_app_answered(t, code);
+  answered(t, code);
 }
 
 /* The task's cancel: the client left (or the app stops) while the job is out. */
@@ -150,26 +186,21 @@ static void respond_busy(ml_conn_t *c, const char *route) {
   ml_log(ML_LOG_WARN, "%s: pool queue full, answered 503", route);
 }
 
-void ml_pooled_route_start(ml_app_t *a, ml_task_t *t, const ml_match_t *m) {
+void ml_pooled_route_start(ml_app_t *a, ml_task_t *t, const ml_match_t *m,
+                           ml_answered_fn answered) {
   ml_request_t *r = t->owner;
   ml_conn_t *c = r->conn;
-  job_t *j = a->spare_jobs;
-  if (j) {
-    a->spare_jobs = j->next_spare;
-    a->nspare_jobs--;
-  } else {
-    j = calloc(1, sizeof *j);
-    if (!j) abort();
-  }
+  job_t *j = job_take(a);
   ml_request_pack(r, m, &j->request);
   j->route = m->route;
   j->head = c->head;
   j->keepalive = ml_conn_keepalive(c);
   j->task = t;
+  j->answered = answered;
   if (!a->sched.workers || ml_workers_submit(a->sched.workers, &j->work, run, done)) {
     job_recycle(a, j);
     respond_busy(c, r->route);
-    ml_app_answered(t, 503);
+    answered(t, 503);
     return;
   }
   t->cancel = cancel;

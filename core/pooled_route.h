@@ -5,15 +5,19 @@
  * the connection. The request's task only waits meanwhile, so a client that leaves cancels
  * the job like any other wait.
  * Ownership: a job is the request's until it is submitted, the workers' until its done
- * callback, which hands it back to the app's spares (or frees it when cancelled). */
+ * callback, which keeps it for reuse by the app state's next pooled request (or frees it
+ * when cancelled); the jobs kept go when the app state's scheduler closes. */
 #ifndef ML_POOLED_ROUTE_H
 #define ML_POOLED_ROUTE_H
 #include "app.h"
 
+/* On the loop: the response to the request t runs is in its connection's output
+ * (status for the access log); the request is over. */
+typedef void (*ml_answered_fn)(ml_task_t *t, int status);
+
 /* Sends the request t runs (its record is t->owner, its route match m) to the workers and
  * leaves t waiting; when the queue is full, answers 503 with Retry-After at once. Either
- * way the request ends through ml_app_answered. */
-void ml_pooled_route_start(ml_app_t *a, ml_task_t *t, const ml_match_t *m);
-/* Frees the jobs the app keeps for reuse (when the app is freed). */
-void ml_pooled_route_free_spares(ml_app_t *a);
+ * way answered(t, status) ends it, unless t is cancelled first (its client left). */
+void ml_pooled_route_start(ml_app_t *a, ml_task_t *t, const ml_match_t *m,
+                           ml_answered_fn answered);
 #endif
