@@ -1,8 +1,10 @@
-/* An app: one Lua state with APPDIR/app.lua loaded, its routes in a router, and the tasks
- * (coroutines) running its handlers. Requests reach it through ml_app_dispatch. */
+/* An app state: one Lua state with APPDIR/app.lua loaded, its scheduler, the runtime's
+ * functions it calls and its routes in a router. ml_app_new builds one alike for the event
+ * loop, for each worker thread (workers.c) and for each --reload. On the loop, requests
+ * reach it through dispatch.c; on a worker thread, through pooled_route.c. */
 #ifndef ML_APP_H
 #define ML_APP_H
-#include "conn.h"
+#include "request.h"
 #include "router.h"
 #include "task.h"
 #include <lua.h>
@@ -13,12 +15,14 @@ typedef struct ml_app_s ml_app_t;
 typedef struct {
   char *pattern;             /* "/items/{id:int}" */
   char *methods;             /* "GET" or "GET,POST" for logs */
+  char *label;               /* "GET /items/{id:int}": names it in logs and to the workers */
   int handler_ref;
-  int pooled;                /* { pool = true }: runs on a pool thread */
+  int pooled;                /* { pool = true }: runs on a worker thread */
   volatile int stalls;       /* times it blocked the event loop (watchdog) */
 } ml_route_t;
 
 struct ml_app_s {
+  /* read-only, set by ml_app_new */
   ml_sched_t sched;          /* the state's tasks; first, so a sched pointer is the app */
   uv_loop_t *loop;
   lua_State *L;
@@ -27,14 +31,23 @@ struct ml_app_s {
   int nroutes;
   int dispatch_ref;          /* moonlet.runtime.dispatch */
   int req_mt_ref;            /* metatable of req tables */
+  int resolve_ref;           /* moonlet.runtime.resolve ("module.function" -> function) */
+  /* public: for whoever runs requests in this state, on its thread */
   ml_buf_t scratch;          /* response body being encoded */
-  ml_buf_t decoded;          /* percent-decoding */
-  struct ml_pool_s *pool;    /* the host's worker pool */
+  ml_request_t *spare_requests;   /* request records for reuse (request.h) */
+  /* on the loop only (the host sets sched.workers) */
   int requests;              /* requests in flight (their tasks); the rest are spawned */
+  struct ml_pooled_spares_s *pooled_spares;   /* pooled_route.c's jobs kept for reuse */
 };
 
-/* Loads APPDIR into a new state. NULL with a one-line message in err on failure. */
-ml_app_t *ml_app_new(uv_loop_t *loop, const char *appdir, char *err, size_t errlen);
+/* Loads APPDIR into a new state whose scheduler runs on loop; in_pool is 1 for a worker
+ * thread's state (moonlet.in_pool() is true from the start, app.lua included). NULL with
+ * a one-line message in err on failure (its handles still close on loop). */
+ml_app_t *ml_app_new(uv_loop_t *loop, const char *appdir, int in_pool, char *err,
+                     size_t errlen);
+/* The route labelled `label` ("GET /items/{id:int}"), trying index `hint` first; NULL if
+ * the app has none (a job sent before a --reload that removed it). */
+const ml_route_t *ml_app_route(const ml_app_t *a, const char *label, int hint);
 /* Cancels every task (spawned ones too) and closes the scheduler's handles: the app
  * answers nothing more. ml_app_free still has to follow. */
 void ml_app_stop(ml_app_t *a);
@@ -42,9 +55,4 @@ void ml_app_stop(ml_app_t *a);
  * the loop (run the loop afterwards). */
 void ml_app_free(ml_app_t *a);
 
-void ml_app_dispatch(void *ctx, ml_conn_t *c);
-void ml_app_abort(void *ctx, void *task);
-
-/* Installs req_url, req_headers, route_of into the table on top of the stack. */
-void ml_app_open(lua_State *L);
 #endif

@@ -2,6 +2,7 @@
  *   'n' nil, 'f' false, 't' true, 'z' moonlet.null, 'd' double (8 bytes),
  *   's' u32 length + bytes, 'h' u32 pair count + pairs (array-marked tables: 'a'). */
 #include "copy.h"
+#include "err.h"
 #include "json.h"
 #include <lauxlib.h>
 #include <stdint.h>
@@ -32,8 +33,8 @@ static int pack(lua_State *L, int idx, ml_buf_t *out, int depth, char *err, size
   case LUA_TTABLE: {
     /* depth bounds both deep nesting and cycles (a cycle is infinitely deep) */
     if (depth >= MAX_DEPTH || !lua_checkstack(L, 4)) {
-      snprintf(err, errlen, "cannot copy a table nested deeper than %d levels (a cycle?)", MAX_DEPTH);
-      return -1;
+      return ml_err(err, errlen, "cannot copy a table nested deeper than %d levels (a cycle?)",
+                    MAX_DEPTH);
     }
     ml_buf_addc(out, ml_json_is_marked(L, idx) ? 'a' : 'h');
     size_t at = out->len;
@@ -56,9 +57,8 @@ static int pack(lua_State *L, int idx, ml_buf_t *out, int depth, char *err, size
   default:
     break;
   }
-  snprintf(err, errlen, "cannot copy a %s value between Lua states (only nil, booleans, "
-           "numbers, strings and tables of them)", luaL_typename(L, idx));
-  return -1;
+  return ml_err(err, errlen, "cannot copy a %s value between Lua states (only nil, booleans, "
+                "numbers, strings and tables of them)", luaL_typename(L, idx));
 }
 
 int ml_copy_pack(lua_State *L, int idx, int n, ml_buf_t *out, char *err, size_t errlen) {

@@ -1,15 +1,16 @@
 /* The "moonlet.core" module: C primitives the Lua side (lua/moonlet) builds on.
  * Handlers use them through `moonlet`, not directly. */
-#include "app.h"
 #include "httpc.h"
 #include "db.h"
 #include "db_pg.h"
 #include "db_sqlite.h"
 #include "json.h"
 #include "log.h"
-#include "pool.h"
+#include "request.h"
 #include "response.h"
+#include "run_in_pool.h"
 #include "shared.h"
+#include "task.h"
 #include <lauxlib.h>
 
 /* --- misc ---------------------------------------------------------------------------- */
@@ -41,9 +42,9 @@ int ml_core_open(lua_State *L) {
   luaL_register(L, NULL, fns);
   ml_json_open(L);
   ml_sched_open(L);
-  ml_pool_open(L);
+  ml_run_in_pool_open(L);
   ml_shared_open(L);
-  ml_app_open(L);
+  ml_request_open(L);
   ml_httpc_open(L);
   ml_db_install(L, &ml_db_sqlite_driver);
   ml_db_install(L, &ml_db_pg_driver);

@@ -7,6 +7,17 @@ void ml_headers_clear(ml_headers_t *h, size_t keep) {
   if (h->store.len > keep) h->store.len = keep;
 }
 
+void ml_headers_copy(ml_headers_t *dst, const ml_headers_t *src) {
+  dst->store.len = 0;
+  ml_buf_add(&dst->store, src->store.data, src->store.len);
+  if (dst->cap < src->n) {
+    dst->cap = src->n;
+    dst->list = ml_xrealloc(dst->list, sizeof *dst->list * (size_t)dst->cap);
+  }
+  if (src->n) memcpy(dst->list, src->list, sizeof *dst->list * (size_t)src->n);
+  dst->n = src->n;
+}
+
 void ml_headers_free(ml_headers_t *h) {
   ml_buf_free(&h->store);
   free(h->list);

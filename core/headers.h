@@ -18,6 +18,8 @@ typedef struct {
   int n, cap;
 } ml_headers_t;
 
+/* Makes dst a copy of src (dst's memory is reused). */
+void ml_headers_copy(ml_headers_t *dst, const ml_headers_t *src);
 /* Forgets every header; the store keeps its first `keep` bytes. */
 void ml_headers_clear(ml_headers_t *h, size_t keep);
 void ml_headers_free(ml_headers_t *h);

@@ -8,11 +8,12 @@
 #include "mem.h"
 #include "app.h"
 #include "conn.h"
+#include "dispatch.h"
 #include "log.h"
-#include "pool.h"
 #include "reload.h"
 #include "shared.h"
 #include "watchdog.h"
+#include "workers.h"
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -26,7 +27,7 @@ struct ml_host_s {
   uv_loop_t loop;
   ml_server_t *server;
   ml_app_t *app;
-  ml_pool_t *pool;
+  ml_workers_t *workers;     /* for pooled routes and run_in_pool, shared by reloads */
   ml_watchdog_t *watchdog;
   char *appdir;
   ml_reload_t *reload;
@@ -73,7 +74,7 @@ static void close_handles(ml_host_t *h) {
   release_signals(h);   /* before stop_async goes: the handler wakes the loop with it */
   ml_app_stop(h->app);
   for (int i = 0; i < h->nretired; i++) ml_app_stop(h->retired[i]);
-  ml_pool_detach(h->pool);
+  ml_workers_detach(h->workers);
   ml_reload_stop(h->reload);
   h->reload = NULL;
   uv_close((uv_handle_t *)&h->reaper, NULL);
@@ -244,17 +245,16 @@ static void reload_now(ml_host_t *h) {
     ml_log(ML_LOG_WARN, "reload: postponed, old code still has requests running");
     return;
   }
-  ml_app_t *a = ml_app_new(&h->loop, h->appdir, err, sizeof err);
+  ml_app_t *a = ml_app_new(&h->loop, h->appdir, 0, err, sizeof err);
   if (!a) {
     ml_log(ML_LOG_ERROR, "reload failed, still serving the previous code: %s", err);
     return;
   }
   ml_app_t *old = h->app;
-  a->pool = h->pool;
-  a->sched.pool = h->pool;
+  a->sched.workers = h->workers;   /* for pooled routes and run_in_pool */
   h->app = a;
   h->server->ctx = a;
-  ml_pool_reload(h->pool);
+  ml_workers_reload(h->workers);
   ml_watchdog_watch(h->watchdog, &a->sched);
   h->retired[h->nretired++] = old;
   uv_timer_start(&h->reaper, reap_cb, 0, 250);
@@ -262,15 +262,15 @@ static void reload_now(ml_host_t *h) {
 }
 
 int ml_host_load(ml_host_t *h, const char *appdir, char *err, size_t errlen) {
-  ml_app_t *a = ml_app_new(&h->loop, appdir, err, errlen);
+  ml_app_t *a = ml_app_new(&h->loop, appdir, 0, err, errlen);
   if (!a) return -1;
   ml_app_free(h->app);
   h->app = a;
   free(h->appdir);
   h->appdir = ml_xstrdup(appdir);
-  if (!h->pool) h->pool = ml_pool_new(&h->loop, appdir, h->cfg.pool_size, h->cfg.pool_queue);
-  a->pool = h->pool;
-  a->sched.pool = h->pool;
+  if (!h->workers)
+    h->workers = ml_workers_new(&h->loop, appdir, h->cfg.pool_size, h->cfg.pool_queue);
+  a->sched.workers = h->workers;   /* for pooled routes and run_in_pool */
   return 0;
 }
 
@@ -279,8 +279,8 @@ int ml_host_listen(ml_host_t *h, char *err, size_t errlen) {
     return ml_err(err, errlen, "no app loaded");
   }
   h->server = ml_xcalloc(1, sizeof *h->server);
-  h->server->dispatch = ml_app_dispatch;
-  h->server->abort = ml_app_abort;
+  h->server->dispatch = ml_dispatch;
+  h->server->abort = ml_dispatch_abort;
   h->server->ctx = h->app;
   ml_server_config_t sc = {
       .host = h->cfg.host,
@@ -342,9 +342,9 @@ void ml_host_free(ml_host_t *h) {
   if (!h) return;
   if (h->server) ml_server_close_all(h->server);
   close_handles(h);
-  ml_app_free(h->app);   /* first: cancelling its tasks may cancel pool jobs */
+  ml_app_free(h->app);   /* first: cancelling its tasks may cancel jobs of the workers */
   for (int i = 0; i < h->nretired; i++) ml_app_free(h->retired[i]);
-  ml_pool_free(h->pool, h->forced ? 0 : h->cfg.graceful_timeout);   /* forced: no more waits */
+  ml_workers_free(h->workers, h->forced ? 0 : h->cfg.graceful_timeout);   /* forced: no more waits */
   uv_run(&h->loop, UV_RUN_DEFAULT);   /* let close callbacks run */
   uv_loop_close(&h->loop);
   ml_log_flush();

@@ -1,5 +1,6 @@
 /* Creating and preparing Lua states (see lstate.h). */
 #include "lstate.h"
+#include "err.h"
 #include "json.h"
 #include "lua_embed.h"
 #include <lauxlib.h>
@@ -103,14 +104,12 @@ static void error_line(char *err, size_t errlen, const char *msg) {
 int ml_lua_load_app(lua_State *L, const char *appdir, char *err, size_t errlen) {
   struct stat st;
   if (stat(appdir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-    snprintf(err, errlen, "app directory not found: %s", appdir);
-    return -1;
+    return ml_err(err, errlen, "app directory not found: %s", appdir);
   }
   char path[4096];
   snprintf(path, sizeof path, "%s/app.lua", appdir);
   if (stat(path, &st) != 0) {
-    snprintf(err, errlen, "no app.lua in %s", appdir);
-    return -1;
+    return ml_err(err, errlen, "no app.lua in %s", appdir);
   }
   lua_pushcfunction(L, ml_lua_traceback);
   int base = lua_gettop(L);

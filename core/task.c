@@ -1,6 +1,7 @@
 /* Tasks and the primitives built on them alone: sleep, spawn, gather, timeout
  * (see sched.h for the model). */
 #include "task.h"
+#include "mem.h"
 #include "log.h"
 #include <assert.h>
 #include <lauxlib.h>
@@ -80,8 +81,7 @@ ml_task_t *ml_task_new(ml_sched_t *s, ml_done_fn on_done, void *owner) {
   if (t) {
     s->free_tasks = t->next_free;
   } else {
-    t = calloc(1, sizeof *t);
-    if (!t) abort();
+    t = ml_xcalloc(1, sizeof *t);
     t->sched = s;
     t->co_ref = LUA_NOREF;
     uv_timer_init(s->loop, &t->timer);
@@ -360,13 +360,12 @@ static int l_gather(lua_State *L) {
   for (int i = first; i <= lua_gettop(L); i++) luaL_checktype(L, i, LUA_TFUNCTION);
   ml_task_t *p = ml_task_current(L);
   ml_sched_t *s = p->sched;
-  gather_t *g = calloc(1, sizeof *g);
-  if (!g) abort();
+  gather_t *g = ml_xcalloc(1, sizeof *g);
   g->parent = p;
   g->n = n;
   g->remaining = n;
   g->return_errors = return_errors;
-  g->kids = calloc((size_t)n + 1, sizeof *g->kids);
+  g->kids = ml_xcalloc((size_t)n + 1, sizeof *g->kids);
   lua_createtable(L, n, 0);
   g->results_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   for (int i = 0; i < n; i++) {

@@ -64,8 +64,8 @@ struct ml_sched_s {
   void (*closed_cb)(ml_sched_t *s);   /* after ml_sched_close, when its handles are closed */
   int closed;                /* ml_sched_close ran */
   int handles_closed;        /* ... and its last handle has closed */
-  void *pool;                /* the ml_pool_t run_in_pool submits to (loop states) */
-  int in_pool;               /* 1 in a pool thread's state */
+  struct ml_workers_s *workers;   /* where pooled routes and run_in_pool go (loop states) */
+  int in_pool;               /* 1 in a worker thread's state */
   /* the watchdog reads these from its own thread */
   volatile uint64_t busy_since;   /* uv_hrtime() when the running resume began, 0 if idle */
   volatile int busy_route;

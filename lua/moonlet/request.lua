@@ -1,69 +1,24 @@
--- The req object handlers receive. C fills method, path, params (when the route has any)
--- and body; query, headers and the parsed bodies are built on first use and cached.
+-- The req object handlers receive. C makes it (core/request.c), for both kinds of route:
+-- method, path, params (when the route has any) and body at once; url, query and headers
+-- on first use, then cached in req. This module adds the methods.
 local core = require "moonlet.core"
 
-local type, rawset, rawget, setmetatable = type, rawset, rawget, setmetatable
-local tonumber, char, gsub, find, sub = tonumber, string.char, string.gsub, string.find, string.sub
-local req_url, req_headers, json_decode = core.req_url, core.req_headers, core.json_decode
+local rawset, rawget, setmetatable, error, require = rawset, rawget, setmetatable, error, require
+local find = string.find
+local parse_urlencoded, json_decode = core.parse_urlencoded, core.json_decode
 
 local _M = {}
-
-local function hexchar(h)
-  return char(tonumber(h, 16))
-end
-
--- Percent-decodes s; "+" is a space in query strings and forms.
-local function unescape(s)
-  if find(s, "+", 1, true) then s = gsub(s, "+", " ") end
-  if find(s, "%", 1, true) then s = gsub(s, "%%(%x%x)", hexchar) end
-  return s
-end
-_M.unescape = unescape
-
--- "a=1&b=2&a=3" -> { a = { "1", "3" }, b = "2" }: a repeated key becomes a list.
-local function parse_urlencoded(s)
-  local t = {}
-  if not s or s == "" then return t end
-  for pair in s:gmatch("[^&]+") do
-    local eq = find(pair, "=", 1, true)
-    local k, v
-    if eq then
-      k, v = unescape(sub(pair, 1, eq - 1)), unescape(sub(pair, eq + 1))
-    else
-      k, v = unescape(pair), ""
-    end
-    local old = t[k]
-    if old == nil then
-      t[k] = v
-    elseif type(old) == "table" then
-      old[#old + 1] = v
-    else
-      t[k] = { old, v }
-    end
-  end
-  return t
-end
-_M.parse_urlencoded = parse_urlencoded
 
 local methods = {}
 local empty_params_mt = { __newindex = function(t, k, v) rawset(t, k, v) end }
 
--- The lazy fields. Each is computed once, then stored in the req table itself.
+-- The lazy fields: core's req_* functions read the request behind req._r while it is
+-- open. Each is computed once, then stored in the req table itself. Fields made from the
+-- request (req.cookies next) are added here and in core/request.c.
 local lazy = {
-  query = function(req)
-    local url = req.url
-    local q = find(url, "?", 1, true)
-    return parse_urlencoded(q and sub(url, q + 1) or "")
-  end,
-  headers = function(req)
-    return req_headers(req._t, req._g)
-  end,
-  params = function()
-    return setmetatable({}, empty_params_mt)
-  end,
-  url = function(req)
-    return req_url(req._t, req._g)
-  end,
+  url = core.req_url,
+  query = core.req_query,
+  headers = core.req_headers,
 }
 
 local function index(req, key)
@@ -71,7 +26,12 @@ local function index(req, key)
   if m then return m end
   local f = lazy[key]
   if f then
-    local v = f(req)
+    local v = f(req._r, req._g)
+    rawset(req, key, v)
+    return v
+  end
+  if key == "params" then
+    local v = setmetatable({}, empty_params_mt)
     rawset(req, key, v)
     return v
   end

@@ -1,13 +1,13 @@
--- What C calls: routes(app) when loading, dispatch(handler, req) for every request.
+-- What C calls: routes(app) when loading, dispatch(handler, req) for every request (on
+-- the loop and on pool threads alike), resolve(name) for run_in_pool by name.
 local moonlet = require "moonlet"
 local App = require "moonlet.app"
 local request = require "moonlet.request"
 local core = require "moonlet.core"
 
-local type, getmetatable, setmetatable, xpcall, tostring, require, rawget, error, select =
-  type, getmetatable, setmetatable, xpcall, tostring, require, rawget, error, select
+local type, getmetatable, xpcall, tostring, require, error, select =
+  type, getmetatable, xpcall, tostring, require, error, select
 local find, sub = string.find, string.sub
-local ipairs = ipairs
 local traceback = debug.traceback
 local http_error_mt, response_mt = moonlet.http_error_mt, moonlet.response_mt
 local log, route_of = core.log, core.route_of
@@ -48,46 +48,13 @@ local function finish(req, ok, ...)
   if getmetatable(e) == http_error_mt then
     return e.status, { detail = e.detail }, e.headers
   end
-  log("error", (rawget(req, "_route") or route_of(req._t) or "handler") .. ": " .. e)
+  log("error", (route_of(req._r) or "handler") .. ": " .. e)
   return 500, internal_error, nil
 end
 
 -- Runs a handler in the request's coroutine; returns status, body, headers.
 function _M.dispatch(handler, req)
   return finish(req, xpcall(handler, on_error, req))
-end
-
-local req_mt = request.mt
-
--- On a pool thread: "GET /items/{id}" -> handler, for the routes of this state's app.
--- Routes are found by label, not by position, so a job dispatched by the code before a
--- reload still finds its route (or a clear error) in a state that has reloaded.
-function _M.pool_handlers(app)
-  local by_label = {}
-  for _, r in ipairs(_M.routes(app)) do by_label[r.methods .. " " .. r.path] = r.handler end
-  return by_label
-end
-
--- On a pool thread: the request arrives as copied values; build req and dispatch.
-function _M.pool_request(handlers, method, path, url, params, hlist, body, label)
-  local handler = handlers[label]
-  if not handler then
-    log("error", label .. ": no such route in the reloaded code")
-    return 500, internal_error, nil
-  end
-  local headers = {}
-  for i = 1, #hlist, 2 do
-    local name, value = hlist[i], hlist[i + 1]
-    local old = headers[name]
-    if old == nil then
-      headers[name] = value
-    else
-      headers[name] = old .. (name == "cookie" and "; " or ", ") .. value
-    end
-  end
-  local req = setmetatable({ method = method, path = path, url = url, params = params,
-                             headers = headers, body = body, _route = label }, req_mt)
-  return _M.dispatch(handler, req)
 end
 
 -- "module.function" -> the function (run_in_pool by name).

@@ -23,6 +23,12 @@ describe("pooled routes", function()
     assert.are.same("from the pool", get("/p/text").body)
   end)
 
+  it("find a route whose pattern is longer than 255 bytes", function()
+    local res = get("/p/long/" .. string.rep("x", 300) .. "/5")
+    assert.are.same(200, res.status)
+    assert.are.same({ id = 5 }, res:json())
+  end)
+
   it("answer 500 on an error, log the traceback, and the thread stays usable", function()
     for _ = 1, 6 do assert.are.same(500, get("/p/error").status) end
     srv:wait_log("GET /p/error: .*pool boom", 5)

@@ -120,6 +120,31 @@ describe("handler results", function()
       c:close()
     end)
 
+    it(kind .. ": req decodes path, params, query and headers", function()
+      local c = t.connect(srv.port)
+      c:send("GET " .. p .. "/req/a%20b%2Fc/007?x=1&x=2&y=%41+b%2B&z&&=v HTTP/1.1\r\n" ..
+             "Host: x\r\nX-Rep: one\r\nCookie: a=1\r\nX-Rep: two\r\nCookie: b=2\r\n\r\n")
+      local res = assert(c:read_response(5)):json()
+      c:close()
+      res.fields = nil
+      assert.are.same({ method = "GET", path = p .. "/req/a b/c/007", params = { name = "a b/c", n = 7 },
+                url = p .. "/req/a%20b%2Fc/007?x=1&x=2&y=%41+b%2B&z&&=v",
+                query = { x = { "1", "2" }, y = "A b+", z = "", [""] = "v" },
+                rep = "one, two", cookie = "a=1; b=2", body = "" }, res)
+      assert.are.same({ a = { "1", "2", "3" }, b = "  c", d = "" },
+                      post(p .. "/form", "a=1&a=2&a=3&b=%20+c&d"):json())
+    end)
+
+    it(kind .. ": a req kept past its request can no longer read its headers", function()
+      local r
+      for _ = 1, 5 do   -- the first request in each Lua state only keeps its req
+        r = get(p .. "/kept"):json()
+        if not r.first then break end
+      end
+      assert.are.same(false, r.ok)
+      assert.matches("this request is finished", r.err)
+    end)
+
     it(kind .. ": {id:int} is a number held exactly, or 404", function()
       assert.are.same('{"id":-9007199254740992}', get(p .. "/items/-9007199254740992").body)
       assert.are.same('{"id":12}', get(p .. "/items/0012").body)
@@ -127,6 +152,15 @@ describe("handler results", function()
       assert.are.same(404, get(p .. "/items/100000000000000000000").status)
     end)
   end
+
+  it("req holds the same fields on both kinds of route before any is read", function()
+    local fields = get("/co/req/x/1"):json().fields
+    assert.are.same(fields, get("/pool/req/x/1"):json().fields)
+    local list = " " .. table.concat(fields, " ") .. " "
+    for _, f in ipairs{ "body:string", "method:string", "params:table", "path:string" } do
+      assert.is_truthy(list:find(" " .. f .. " ", 1, true), f .. " missing from" .. list)
+    end
+  end)
 
   it("a Connection: close answer also closes with curl", function()
     local base = "http://127.0.0.1:" .. srv.port

@@ -21,6 +21,10 @@ app:get("/p/sleep", { pool = true }, function(req)
   return { slept = s }
 end)
 app:get("/p/text", { pool = true }, function() return "from the pool" end)
+-- a pattern longer than 255 bytes: the pool thread finds its route all the same
+app:get("/p/long/" .. string.rep("x", 300) .. "/{id:int}", { pool = true }, function(req)
+  return { id = req.params.id }
+end)
 app:get("/p/gather", { pool = true }, function()
   local a, b = moonlet.gather(function() moonlet.sleep(0.2); return 1 end,
                               function() moonlet.sleep(0.2); return 2 end)

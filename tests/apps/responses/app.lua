@@ -51,6 +51,26 @@ local function routes(prefix, opts)
     end
     return { plain_hole = { [2] = 5 } }
   end)
+  -- the request as the handler sees it: the fields req holds before any is read, then
+  -- the lazy ones
+  app:get(prefix .. "/req/{name}/{n:int}", opts, function(req)
+    local fields = {}
+    for k, v in pairs(req) do fields[#fields + 1] = k .. ":" .. type(v) end
+    table.sort(fields)
+    return { fields = fields, method = req.method, path = req.path, params = req.params,
+             url = req.url, query = req.query, rep = req.headers["x-rep"],
+             cookie = req:header("COOKIE"), body = req.body }
+  end)
+  app:post(prefix .. "/form", opts, function(req) return req:form() end)
+  -- a req kept from the request before (in this Lua state) reads its headers
+  local kept
+  app:get(prefix .. "/kept", opts, function(req)
+    local prev = kept
+    kept = req
+    if not prev then return { first = true } end
+    local ok, err = pcall(function() return prev.headers end)
+    return { ok = ok, err = err }
+  end)
 end
 
 routes("/co", nil)

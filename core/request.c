@@ -1,0 +1,266 @@
+/* The request as Lua sees it (see request.h). */
+#include "request.h"
+#include "conn.h"
+#include <lauxlib.h>
+
+/* --- records ------------------------------------------------------------------------- */
+
+void ml_request_free_spares(ml_request_t **spares) {
+  while (*spares) {
+    ml_request_t *r = *spares;
+    *spares = r->next_spare;
+    free(r);
+  }
+}
+
+/* The path of a request target: without its query, and without scheme://authority for an
+ * absolute-form target (GET http://host/path). */
+static const char *target_path(const char *target, size_t len, size_t *path_len) {
+  const char *q = memchr(target, '?', len);
+  if (q) len = (size_t)(q - target);
+  const char *path = target;
+  if (len > 7 && (strncmp(target, "http://", 7) == 0 || strncmp(target, "https://", 8) == 0)) {
+    const char *slash = memchr(target + 8, '/', len - 8);
+    path = slash ? slash : target + len;
+    len -= (size_t)(path - target);
+  }
+  *path_len = len;
+  return path;
+}
+
+void ml_request_from_conn(ml_request_t *r, ml_conn_t *c) {
+  ml_http_t *h = &c->http;
+  r->method = h->method_name;
+  r->target = ml_http_url(h);
+  r->target_len = h->url_len;
+  r->path = target_path(r->target, r->target_len, &r->path_len);
+  r->headers = &h->headers;
+  r->body = h->body.data ? h->body.data : "";
+  r->body_len = h->body.len;
+  r->conn = c;
+}
+
+/* --- percent-decoding ------------------------------------------------------------------ */
+
+static int hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/* Pushes s percent-decoded; with `plus`, a '+' is a space (query strings and forms). A
+ * malformed escape is kept as it is. */
+static void push_decoded(lua_State *L, const char *s, size_t len, int plus) {
+  if (!memchr(s, '%', len) && !(plus && memchr(s, '+', len))) {
+    lua_pushlstring(L, s, len);
+    return;
+  }
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (size_t i = 0; i < len; i++) {
+    int hi, lo;
+    if (s[i] == '%' && i + 2 < len && (hi = hexval(s[i + 1])) >= 0 &&
+        (lo = hexval(s[i + 2])) >= 0) {
+      luaL_addchar(&b, (char)(hi * 16 + lo));
+      i += 2;
+    } else {
+      luaL_addchar(&b, plus && s[i] == '+' ? ' ' : s[i]);
+    }
+  }
+  luaL_pushresult(&b);
+}
+
+/* Sets t[key] = value, a repeated key making a list ({ first, second, ... }). The stack
+ * ends in t, key, value; key and value are popped. */
+static void add_field(lua_State *L) {
+  lua_pushvalue(L, -2);
+  lua_rawget(L, -4);   /* t, key, value, old */
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_rawset(L, -3);
+  } else if (lua_istable(L, -1)) {
+    lua_insert(L, -2);   /* t, key, list, value */
+    lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+    lua_pop(L, 2);
+  } else {
+    lua_createtable(L, 2, 0);
+    lua_insert(L, -3);   /* t, key, list, value, old */
+    lua_rawseti(L, -3, 1);
+    lua_rawseti(L, -2, 2);
+    lua_rawset(L, -3);
+  }
+}
+
+/* Pushes the fields of an application/x-www-form-urlencoded string (a query string, a
+ * form body): "a=1&b=2&a=3" -> { a = { "1", "3" }, b = "2" }. Keys and values are
+ * percent-decoded; a field without "=" has the value "", an empty one is skipped. */
+static void push_urlencoded(lua_State *L, const char *s, size_t len) {
+  lua_newtable(L);
+  const char *end = s + len;
+  while (s < end) {
+    const char *amp = memchr(s, '&', (size_t)(end - s));
+    const char *field_end = amp ? amp : end;
+    if (field_end > s) {
+      const char *eq = memchr(s, '=', (size_t)(field_end - s));
+      push_decoded(L, s, (size_t)((eq ? eq : field_end) - s), 1);
+      if (eq) push_decoded(L, eq + 1, (size_t)(field_end - eq - 1), 1);
+      else lua_pushliteral(L, "");
+      add_field(L);
+    }
+    s = field_end + 1;
+  }
+}
+
+/* --- req ----------------------------------------------------------------------------- */
+
+/* Pushes req.params: the route's path parameters, {name:int} ones as numbers. */
+static void push_params(lua_State *L, const ml_match_t *m) {
+  lua_createtable(L, 0, m->nparams);
+  for (int i = 0; i < m->nparams; i++) {
+    if (m->params[i].is_int) lua_pushnumber(L, m->params[i].num);
+    else push_decoded(L, m->params[i].val, m->params[i].len, 0);
+    lua_setfield(L, -2, m->params[i].name);
+  }
+}
+
+void ml_request_push(lua_State *L, ml_request_t *r, const ml_match_t *m, int mt_ref) {
+  lua_createtable(L, 0, 8);
+  lua_pushstring(L, r->method);
+  lua_setfield(L, -2, "method");
+  push_decoded(L, r->path, r->path_len, 0);
+  lua_setfield(L, -2, "path");
+  if (m->nparams) {   /* without any, req.params is made on first use */
+    push_params(L, m);
+    lua_setfield(L, -2, "params");
+  }
+  lua_pushlstring(L, r->body, r->body_len);
+  lua_setfield(L, -2, "body");
+  lua_pushlightuserdata(L, r);
+  lua_setfield(L, -2, "_r");
+  lua_pushnumber(L, r->gen);
+  lua_setfield(L, -2, "_g");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, mt_ref);
+  lua_setmetatable(L, -2);
+}
+
+/* --- copies for another thread --------------------------------------------------------- */
+
+void ml_request_pack(const ml_request_t *r, const ml_match_t *m, ml_request_copy_t *cp) {
+  ml_buf_t *b = &cp->bytes;
+  b->len = 0;
+  ml_buf_add(b, r->target, r->target_len);
+  cp->method = r->method;
+  cp->target_len = r->target_len;
+  cp->path_off = (size_t)(r->path - r->target);
+  cp->path_len = r->path_len;
+  cp->route_off = b->len;
+  ml_buf_add(b, r->route, strlen(r->route) + 1);
+  cp->nparams = m->nparams;
+  for (int i = 0; i < m->nparams; i++) {
+    cp->params[i].name_off = b->len;
+    ml_buf_add(b, m->params[i].name, strlen(m->params[i].name) + 1);
+    cp->params[i].val_off = (size_t)(m->params[i].val - r->target);
+    cp->params[i].val_len = m->params[i].len;
+    cp->params[i].is_int = m->params[i].is_int;
+    cp->params[i].num = m->params[i].num;
+  }
+  cp->body_off = b->len;
+  cp->body_len = r->body_len;
+  ml_buf_add(b, r->body, r->body_len);
+  ml_headers_copy(&cp->headers, r->headers);
+}
+
+void ml_request_unpack(ml_request_t *r, const ml_request_copy_t *cp, ml_match_t *m) {
+  const char *base = cp->bytes.data;
+  r->method = cp->method;
+  r->target = base;
+  r->target_len = cp->target_len;
+  r->path = base + cp->path_off;
+  r->path_len = cp->path_len;
+  r->headers = &cp->headers;
+  r->body = base + cp->body_off;
+  r->body_len = cp->body_len;
+  r->route = base + cp->route_off;
+  r->conn = NULL;
+  m->nparams = cp->nparams;
+  for (int i = 0; i < cp->nparams; i++) {
+    m->params[i].name = base + cp->params[i].name_off;
+    m->params[i].val = base + cp->params[i].val_off;
+    m->params[i].len = cp->params[i].val_len;
+    m->params[i].is_int = cp->params[i].is_int;
+    m->params[i].num = cp->params[i].num;
+  }
+}
+
+void ml_request_copy_trim(ml_request_copy_t *cp, size_t keep) {
+  ml_buf_reset(&cp->bytes, keep);
+  if (cp->headers.store.cap > keep) ml_headers_free(&cp->headers);
+}
+
+void ml_request_copy_free(ml_request_copy_t *cp) {
+  ml_buf_free(&cp->bytes);
+  ml_headers_free(&cp->headers);
+}
+
+/* --- the lazy fields (moonlet.core, for lua/moonlet/request.lua) -----------------------
+ * Each takes req._r and req._g and reads the request while it is open. The next fields
+ * (req.cookies: the cookie header parsed) hang here the same way. */
+
+/* The open request behind (_r, _g), or raises. */
+static ml_request_t *open_request(lua_State *L) {
+  ml_request_t *r = lua_type(L, 1) == LUA_TLIGHTUSERDATA ? lua_touserdata(L, 1) : NULL;
+  unsigned gen = (unsigned)luaL_checknumber(L, 2);
+  if (!r || r->gen != gen)
+    luaL_error(L, "this request is finished: read req.headers/req.query while handling it");
+  return r;
+}
+
+/* req_url(r, g) -> the request target as received ("/path?query") */
+static int l_req_url(lua_State *L) {
+  ml_request_t *r = open_request(L);
+  lua_pushlstring(L, r->target, r->target_len);
+  return 1;
+}
+
+/* req_query(r, g) -> the query string's fields, percent-decoded (see push_urlencoded) */
+static int l_req_query(lua_State *L) {
+  ml_request_t *r = open_request(L);
+  const char *q = memchr(r->target, '?', r->target_len);
+  size_t qlen = q ? r->target_len - (size_t)(q - r->target) - 1 : 0;
+  push_urlencoded(L, q ? q + 1 : "", qlen);
+  return 1;
+}
+
+/* req_headers(r, g) -> { name = value } with lower-case names; repeated headers are
+ * joined with ", " (cookies with "; "). */
+static int l_req_headers(lua_State *L) {
+  ml_request_t *r = open_request(L);
+  ml_headers_push(L, r->headers);
+  return 1;
+}
+
+/* route_of(r) -> "GET /items/{id}", the label of req's route, for error messages. The
+ * label stays until the record is reused, after the handler's results are in. */
+static int l_route_of(lua_State *L) {
+  ml_request_t *r = lua_type(L, 1) == LUA_TLIGHTUSERDATA ? lua_touserdata(L, 1) : NULL;
+  if (!r || !r->route) return 0;
+  lua_pushstring(L, r->route);
+  return 1;
+}
+
+/* parse_urlencoded(s) -> the fields of a form body (see push_urlencoded) */
+static int l_parse_urlencoded(lua_State *L) {
+  size_t len;
+  const char *s = luaL_optlstring(L, 1, "", &len);
+  push_urlencoded(L, s, len);
+  return 1;
+}
+
+void ml_request_open(lua_State *L) {
+  static const luaL_Reg fns[] = {
+      {"req_url", l_req_url},   {"req_query", l_req_query},
+      {"req_headers", l_req_headers}, {"route_of", l_route_of},
+      {"parse_urlencoded", l_parse_urlencoded}, {NULL, NULL}};
+  luaL_register(L, NULL, fns);
+}

@@ -1,0 +1,100 @@
+/* The request as Lua sees it: the `req` a handler gets, made by the same code for both
+ * kinds of route. A request record (ml_request_t) points at the parts of a request:
+ * ml_request_from_conn fills it from a connection (on the loop); ml_request_pack copies it,
+ * with its route match, for a worker thread, where ml_request_unpack fills a record from
+ * the copy. ml_request_push then makes `req` from a record and a match, on the loop (a
+ * coroutine route) or on the thread (a pooled route) alike: method, path, params and body
+ * at once; url, query and headers on first use (moonlet.core's req_* functions, called by
+ * lua/moonlet/request.lua, which adds the methods). Percent-decoding lives here, once.
+ * A record outlives its request: records are recycled, never freed while the Lua state that
+ * holds their `req` lives, so a `req` kept past its request finds out (ml_request_end
+ * changes the generation it carries) instead of reading freed memory. */
+#ifndef ML_REQUEST_H
+#define ML_REQUEST_H
+#include "buf.h"
+#include "headers.h"
+#include "router.h"
+#include <lua.h>
+
+typedef struct ml_conn_s ml_conn_t;
+typedef struct ml_request_s ml_request_t;
+
+struct ml_request_s {
+  /* read-only: slices of the connection's parser or of a copy, valid while it is open */
+  const char *method;        /* "GET" (a static string) */
+  const char *target;        /* as received: "/items/a%20b?q=1" */
+  size_t target_len;
+  const char *path;          /* in target, without query or scheme://authority; encoded */
+  size_t path_len;
+  const ml_headers_t *headers;
+  const char *body;
+  size_t body_len;
+  /* public */
+  const char *route;         /* the route's label ("GET /items/{id}"), for logs */
+  ml_conn_t *conn;           /* on the loop: its connection; NULL once the client left */
+  /* private */
+  unsigned gen;              /* carried by its req; changes when the request ends */
+  ml_request_t *next_spare;
+};
+
+/* A request copied for another thread. It owns its bytes; reuse it for the next request
+ * (ml_request_pack empties it first) and free it with ml_request_copy_free. */
+typedef struct {
+  ml_headers_t headers;
+  ml_buf_t bytes;            /* the target, the route label, the params' names, the body */
+  const char *method;
+  size_t target_len, path_off, path_len, route_off, body_off, body_len;
+  int nparams;
+  struct {
+    size_t name_off, val_off, val_len;   /* the value is a slice of the target */
+    int is_int;
+    double num;
+  } params[ML_MAX_PARAMS];
+} ml_request_copy_t;
+
+/* The request is over: its req (which a handler may have kept) can no longer read the
+ * lazy fields. Calling it again does no harm. */
+static inline void ml_request_end(ml_request_t *r) {
+  r->gen++;
+  r->conn = NULL;
+}
+
+/* A record from the spares (or a new one); ml_request_release gives it back, ended. */
+static inline ml_request_t *ml_request_new(ml_request_t **spares) {
+  ml_request_t *r = *spares;
+  if (r) {
+    *spares = r->next_spare;
+    return r;
+  }
+  r = calloc(1, sizeof *r);
+  if (!r) abort();
+  return r;
+}
+
+static inline void ml_request_release(ml_request_t *r, ml_request_t **spares) {
+  ml_request_end(r);
+  r->next_spare = *spares;
+  *spares = r;
+}
+
+/* Frees the spares, when the Lua state their reqs were pushed into is gone. */
+void ml_request_free_spares(ml_request_t **spares);
+
+/* Points r at the request c has just read (r->route is left to the caller). */
+void ml_request_from_conn(ml_request_t *r, ml_conn_t *c);
+/* Pushes req for r with the path parameters of m (decoded here); mt_ref is the registry
+ * reference of req's metatable (moonlet.runtime.req_mt). */
+void ml_request_push(lua_State *L, ml_request_t *r, const ml_match_t *m, int mt_ref);
+/* Copies r and m into cp. */
+void ml_request_pack(const ml_request_t *r, const ml_match_t *m, ml_request_copy_t *cp);
+/* Points r at the request in cp and fills m with its params; both read from cp's memory. */
+void ml_request_unpack(ml_request_t *r, const ml_request_copy_t *cp, ml_match_t *m);
+/* A copy kept for reuse gives back the memory beyond `keep` bytes per buffer that a large
+ * request made it take. */
+void ml_request_copy_trim(ml_request_copy_t *cp, size_t keep);
+void ml_request_copy_free(ml_request_copy_t *cp);
+
+/* Installs req_url, req_query, req_headers, route_of and parse_urlencoded into the table
+ * on top of the stack (moonlet.core). */
+void ml_request_open(lua_State *L);
+#endif

@@ -1,0 +1,12 @@
+/* moonlet.run_in_pool(fn | "module.function", ...) (asyncio's run_in_executor): one of the
+ * two users of the worker threads (workers.h). The function crosses as bytecode (it may
+ * have no upvalues) or as a name the thread's state requires; arguments and results cross
+ * as packed copies (copy.h). The calling task waits meanwhile; if it is cancelled, so is
+ * the job. Called on a worker thread, the function simply runs there. */
+#ifndef ML_RUN_IN_POOL_H
+#define ML_RUN_IN_POOL_H
+#include <lua.h>
+
+/* Installs run_in_pool and in_pool into the table on top of the stack (moonlet.core). */
+void ml_run_in_pool_open(lua_State *L);
+#endif
