@@ -206,8 +206,9 @@ static int l_run_in_pool(lua_State *L) {
   if (ml_workers_submit(s->workers, &j->work, run, done)) {
     call_free(j);
     lua_pushboolean(L, 0);
-    lua_pushstring(L, "pool queue is full");
-    return 2;
+    lua_pushliteral(L, "pool queue is full");
+    lua_pushliteral(L, "queue_full");   /* the code moonlet.run_in_pool checks (err.h) */
+    return 3;
   }
   return ml_task_wait(L, t, cancel, &j->work);
 }

@@ -50,10 +50,11 @@ function _M.timeout(s, fn, ...)
   return timeout_result(core_timeout(s, fn, ...))
 end
 
+-- core.run_in_pool gives true, results... | false, err[, code]
 local function pool_result(ok, ...)
   if ok then return ... end
-  local err = ...
-  if err == "pool queue is full" then
+  local err, code = ...
+  if code == "queue_full" then
     error(_M.http_error(503, "Service Unavailable", { ["retry-after"] = "1" }), 0)
   end
   error(err, 0)

@@ -121,22 +121,27 @@ describe("run_in_pool", function()
 end)
 
 describe("backpressure", function()
-  it("answers 503 with Retry-After when the queue is full", function()
-    local srv = t.server{ app = "tests/apps/pool", args = { "--pool-size", "1", "--pool-queue", "1" } }
-    local c1 = t.connect(srv.port)
-    c1:send("GET /p/sleep?s=0.6 HTTP/1.1\r\nHost: x\r\n\r\n")
-    t.sleep(0.1)
-    local c2 = t.connect(srv.port)
-    c2:send("GET /p/sleep?s=0.1 HTTP/1.1\r\nHost: x\r\n\r\n")
-    t.sleep(0.1)
-    local res = assert(t.request(srv.port, "GET", "/p/sleep?s=0.1"))
-    assert.are.same(503, res.status)
-    assert.are.same("1", res.headers["retry-after"])
-    assert.are.same({ detail = "Service Unavailable" }, res:json())
-    assert.are.same(200, assert(c1:read_response(5)).status)
-    assert.are.same(200, assert(c2:read_response(5)).status)
-    srv:stop()
-  end)
+  -- one job runs, one waits, the third finds the queue full
+  for _, case in ipairs{ { "a pooled route", "/p/sleep" }, { "run_in_pool", "/rip/sleep" } } do
+    local what, path = case[1], case[2]
+    it("answers 503 with Retry-After when the queue is full: " .. what, function()
+      local srv = t.server{ app = "tests/apps/pool",
+                            args = { "--pool-size", "1", "--pool-queue", "1" } }
+      local c1 = t.connect(srv.port)
+      c1:send("GET " .. path .. "?s=0.6 HTTP/1.1\r\nHost: x\r\n\r\n")
+      t.sleep(0.1)
+      local c2 = t.connect(srv.port)
+      c2:send("GET " .. path .. "?s=0.1 HTTP/1.1\r\nHost: x\r\n\r\n")
+      t.sleep(0.1)
+      local res = assert(t.request(srv.port, "GET", path .. "?s=0.1"))
+      assert.are.same(503, res.status)
+      assert.are.same("1", res.headers["retry-after"])
+      assert.are.same({ detail = "Service Unavailable" }, res:json())
+      assert.are.same(200, assert(c1:read_response(5)).status)
+      assert.are.same(200, assert(c2:read_response(5)).status)
+      srv:stop()
+    end)
+  end
 
   it("drops a queued job whose client disconnected", function()
     local srv = t.server{ app = "tests/apps/pool", args = { "--pool-size", "1" } }

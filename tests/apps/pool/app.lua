@@ -137,4 +137,13 @@ app:get("/shared/fill", function()
   return { stored = 100000 }
 end)
 
+-- a run_in_pool call that holds its thread for ?s= seconds (the backpressure spec)
+app:get("/rip/sleep", function(req)
+  local done = moonlet.run_in_pool(function(s)
+    require("moonlet").sleep(s)
+    return true
+  end, tonumber(req.query.s))
+  return { done = done }
+end)
+
 return app
