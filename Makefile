@@ -16,7 +16,7 @@ CJSON_LIB  := $(firstword $(wildcard /usr/lib/*/liblua5.1-cjson.a) /usr/lib/x86_
 LUA_CDIR   := /usr/lib/$(shell $(CC) -print-multiarch 2>/dev/null)/lua/5.1
 
 CFLAGS  += -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(OPT) -g -Wall -Wextra -Werror \
-           -Wno-missing-field-initializers $(SAN) $(PKGCFG) -I$(LLHTTP_INC) -Icore -I$(BUILD)
+           -Wno-missing-field-initializers $(SAN) $(PKGCFG) -I$(LLHTTP_INC) -iquote core -iquote $(BUILD)
 LDFLAGS += $(SAN) -rdynamic
 LDLIBS  += $(CJSON_LIB) $(PKGLIBS) -lz -lm -lpthread -ldl
 

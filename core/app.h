@@ -6,7 +6,7 @@
 #define ML_APP_H
 #include "request.h"
 #include "router.h"
-#include "task.h"
+#include "sched.h"
 #include <lua.h>
 #include <uv.h>
 

@@ -1,5 +1,5 @@
-/* The "moonlet.core" module: C primitives the Lua side (lua/moonlet) builds on.
- * Handlers use them through `moonlet`, not directly. */
+/* The "moonlet.core" module (see core.h). */
+#include "core.h"
 #include "httpc.h"
 #include "db.h"
 #include "db_pg.h"
@@ -10,7 +10,7 @@
 #include "response.h"
 #include "run_in_pool.h"
 #include "shared.h"
-#include "task.h"
+#include "sched.h"
 #include <lauxlib.h>
 
 /* --- misc ---------------------------------------------------------------------------- */
@@ -42,6 +42,10 @@ int ml_core_open(lua_State *L) {
   luaL_register(L, NULL, fns);
   ml_json_open(L);
   ml_sched_open(L);
+  ml_sleep_open(L);
+  ml_spawn_open(L);
+  ml_gather_open(L);
+  ml_timeout_open(L);
   ml_run_in_pool_open(L);
   ml_shared_open(L);
   ml_request_open(L);

@@ -40,7 +40,7 @@
 #define ML_DB_H
 #include "db_value.h"
 #include "list.h"
-#include "task.h"
+#include "sched.h"
 #include <lua.h>
 #include <stddef.h>
 #include <uv.h>

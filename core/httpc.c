@@ -25,7 +25,7 @@
 #include "headers.h"
 #include "buf.h"
 #include "httpc_pool.h"
-#include "task.h"
+#include "sched.h"
 #include <assert.h>
 #include <lauxlib.h>
 #include <llhttp.h>

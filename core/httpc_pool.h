@@ -8,7 +8,7 @@
 #ifndef ML_HTTPC_POOL_H
 #define ML_HTTPC_POOL_H
 #include "list.h"
-#include "task.h"
+#include "sched.h"
 #include "tls.h"
 #include <lua.h>
 #include <stdint.h>

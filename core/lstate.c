@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 
 int luaopen_cjson(lua_State *L);
-int ml_core_open(lua_State *L);   /* core.c: the "moonlet.core" module */
+#include "core.h"
 
 #ifdef ML_SANITIZE
 static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {

@@ -2,7 +2,7 @@
 #include "moonlet.h"
 #include "log.h"
 #include "lstate.h"
-#include "task.h"
+#include "sched.h"
 #include <errno.h>
 #include <lauxlib.h>
 #include <stdio.h>

@@ -5,7 +5,7 @@
  * loop, held by a handler that never yields, cannot do (ml_watchdog_enforce). */
 #ifndef ML_WATCHDOG_H
 #define ML_WATCHDOG_H
-#include "task.h"
+#include "sched.h"
 #include <stdint.h>
 
 typedef struct ml_watchdog_s ml_watchdog_t;

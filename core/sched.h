@@ -1,4 +1,5 @@
-/* Tasks: the coroutines moonlet runs, and the one way primitives wait.
+/* The scheduler (ml_sched_*) and its tasks (ml_task_*): the coroutines moonlet runs, and
+ * the one way primitives wait.
  *
  * Every Lua state has a scheduler (ml_sched_t) bound to a libuv loop: the main state to
  * the server's loop, a pool thread's state to a private loop of that thread. A task is a
@@ -10,9 +11,10 @@
  *     the loop until the wake, then returns the results: same API, the thread blocks.
  * While a task waits, t->cancel undoes the operation (its callback must then never call
  * ml_task_wake). Cancelling a task cancels its children (gather, timeout). */
-#ifndef ML_TASK_H
-#define ML_TASK_H
+#ifndef ML_SCHED_H
+#define ML_SCHED_H
 #include <lua.h>
+#include <stdint.h>
 #include <uv.h>
 
 typedef struct ml_sched_s ml_sched_t;
@@ -103,6 +105,20 @@ void ml_task_cancel(ml_task_t *t);
 /* Hands t back for reuse (its coroutine too when it ended normally). */
 void ml_task_release(ml_task_t *t, int reusable);
 
-/* Installs sleep, spawn, gather, timeout into the table on top of the stack. */
+/* A coroutine task running fn(...) (fn and its nargs arguments on top of L, popped) under
+ * an xpcall trampoline: it ends with (true, results...) or (false, error with traceback).
+ * The caller resumes it with nargs + 1 values. */
+ml_task_t *ml_task_child(lua_State *L, ml_sched_t *s, int nargs, ml_done_fn done,
+                         void *owner);
+/* The argument at idx as whole milliseconds: a number of seconds from 0 to 1e9 (raises). */
+uint64_t ml_sched_check_ms(lua_State *L, int idx);
+
+/* Sets up what the scheduler keeps in L's registry (the trampoline of ml_task_child). */
 void ml_sched_open(lua_State *L);
+/* The primitives built on it alone: each installs its function into the table on top of
+ * the stack (moonlet.core): sleep.c, spawn.c, gather.c, timeout.c. */
+void ml_sleep_open(lua_State *L);
+void ml_spawn_open(lua_State *L);
+void ml_gather_open(lua_State *L);
+void ml_timeout_open(lua_State *L);
 #endif
