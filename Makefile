@@ -16,11 +16,16 @@ CJSON_LIB  := $(firstword $(wildcard /usr/lib/*/liblua5.1-cjson.a) /usr/lib/x86_
 LUA_CDIR   := /usr/lib/$(shell $(CC) -print-multiarch 2>/dev/null)/lua/5.1
 
 CFLAGS  += -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(OPT) -g -Wall -Wextra -Werror \
-           -Wno-missing-field-initializers $(SAN) $(PKGCFG) -I$(LLHTTP_INC) -iquote core -iquote $(BUILD)
+           -Wno-missing-field-initializers $(SAN) $(PKGCFG) -I$(LLHTTP_INC) $(CORE_DIRS:%=-iquote %) -iquote $(BUILD)
 LDFLAGS += $(SAN) -rdynamic
 LDLIBS  += $(CJSON_LIB) $(PKGLIBS) -lz -lm -lpthread -ldl
 
-CORE_SRC := $(filter-out core/main.c,$(wildcard core/*.c))
+# core/: the host and the CLI; base/ (buffers, lists, errors, logging), http/ (the server and
+# its HTTP/1.1 engine), bridge/ (Lua states, apps, requests, responses), sched/ (the
+# scheduler and the primitives on it), clients/ (HTTP client, databases).
+CORE_DIRS := core core/base core/http core/bridge core/sched core/clients
+CORE_HDR := $(wildcard $(CORE_DIRS:%=%/*.h))
+CORE_SRC := $(filter-out core/main.c,$(wildcard $(CORE_DIRS:%=%/*.c)))
 CORE_OBJ := $(CORE_SRC:core/%.c=$(BUILD)/core/%.o) $(BUILD)/core/lua_embed.o
 LUA_SRC  := $(sort $(wildcard lua/moonlet/*.lua))
 UNIT_SRC := $(wildcard tests/unit/*_test.c)
@@ -51,7 +56,7 @@ $(BUILD)/core/lua_embed.c: $(BUILD)/embedgen $(LUA_SRC) lua/moonlet
 	@mkdir -p $(dir $@)
 	$(BUILD)/embedgen $@ $(LUA_SRC)
 
-$(BUILD)/core/%.o: core/%.c $(wildcard core/*.h)
+$(BUILD)/core/%.o: core/%.c $(CORE_HDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 

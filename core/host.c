@@ -7,7 +7,7 @@
 #include "err.h"
 #include "mem.h"
 #include "app.h"
-#include "conn.h"
+#include "server.h"
 #include "dispatch.h"
 #include "log.h"
 #include "reload.h"

@@ -6,7 +6,7 @@
 --
 -- In a coroutine route a call yields; in a pooled route, at app load or in a spec it
 -- blocks. This file checks arguments, parses the URL and writes the request bytes; the C
--- side (core/httpc.c) resolves, connects, speaks TLS, pools connections and parses the
+-- side (core/clients/httpc.c) resolves, connects, speaks TLS, pools connections and parses the
 -- response. Expected failures return nil, "what: detail (where)"; misuse raises.
 local core = require "moonlet.core"
 

@@ -1,4 +1,4 @@
--- The req object handlers receive. C makes it (core/request.c), for both kinds of route:
+-- The req object handlers receive. C makes it (core/bridge/request.c), for both kinds of route:
 -- method, path, params (when the route has any) and body at once; url, query and headers
 -- on first use, then cached in req. This module adds the methods.
 local core = require "moonlet.core"
@@ -14,7 +14,7 @@ local empty_params_mt = { __newindex = function(t, k, v) rawset(t, k, v) end }
 
 -- The lazy fields: core's req_* functions read the request behind req._r while it is
 -- open. Each is computed once, then stored in the req table itself. Fields made from the
--- request (req.cookies next) are added here and in core/request.c.
+-- request (req.cookies next) are added here and in core/bridge/request.c.
 local lazy = {
   url = core.req_url,
   query = core.req_query,

@@ -1,4 +1,4 @@
-/* The `?` -> $n rewrite for PostgreSQL (core/db_pg_sql.c): what stays, what becomes a
+/* The `?` -> $n rewrite for PostgreSQL (core/clients/db_pg_sql.c): what stays, what becomes a
  * parameter, when a text holds several commands. Every input is placed right before a
  * PROT_NONE page (as picohttpparser's tests do) and given without a NUL, so reading one
  * byte past it crashes. */

@@ -1,4 +1,4 @@
-/* The prepared-statement cache of a PostgreSQL connection (core/db_pg_stmt.c): lookup by
+/* The prepared-statement cache of a PostgreSQL connection (core/clients/db_pg_stmt.c): lookup by
  * text, names, least-recently-used order, forgetting. */
 #include "db_pg_stmt.h"
 #include "unit.h"

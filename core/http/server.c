@@ -1,10 +1,10 @@
-/* The listener and its connections (see conn.h): accept -> read -> ml_http_execute ->
+/* The listener and its connections (see server.h): accept -> read -> ml_http_execute ->
  * dispatch -> ml_conn_done -> write. Timeouts: a request's header block must arrive within
  * header_timeout of its first byte (slowloris), a body must keep moving, and an idle
  * keep-alive connection is closed after keepalive_timeout. These timeouts count the time the
  * server could read, not the time it was stalled (see live_now). A connection is freed only
  * in the close callback of the last of its two handles. */
-#include "conn.h"
+#include "server.h"
 #include "mem.h"
 #include "log.h"
 #include "response.h"

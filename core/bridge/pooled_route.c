@@ -1,7 +1,7 @@
 /* Pooled routes (see pooled_route.h). */
 #include "pooled_route.h"
 #include "mem.h"
-#include "conn.h"
+#include "server.h"
 #include "log.h"
 #include "lresponse.h"
 #include "lstate.h"

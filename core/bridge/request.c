@@ -1,6 +1,6 @@
 /* The request as Lua sees it (see request.h). */
 #include "request.h"
-#include "conn.h"
+#include "server.h"
 #include <lauxlib.h>
 
 /* --- records ------------------------------------------------------------------------- */

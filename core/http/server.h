@@ -2,8 +2,8 @@
  * each complete request to the host's dispatch function, and writes responses in order:
  * one request in flight at a time, pipelined bytes kept until it is done, all responses
  * that are ready written with one write. */
-#ifndef ML_CONN_H
-#define ML_CONN_H
+#ifndef ML_SERVER_H
+#define ML_SERVER_H
 #include "buf.h"
 #include "err.h"
 #include "http.h"

@@ -7,7 +7,7 @@
  * (ml_dispatch_abort). */
 #ifndef ML_DISPATCH_H
 #define ML_DISPATCH_H
-#include "conn.h"
+#include "server.h"
 
 /* The server's dispatch and abort functions (conn.h); ctx is the app state. */
 void ml_dispatch(void *ctx, ml_conn_t *c);
