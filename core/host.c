@@ -328,7 +328,8 @@ int ml_host_run(ml_host_t *h) {
     h->reload_pending = 0;
     if (!h->closed) reload_now(h);
   }
-  ml_watchdog_stop(h->watchdog);
+  for (int i = 0; i < h->nretired; i++) h->retired[i]->sched.monitor = NULL;
+  ml_watchdog_stop(h->watchdog);   /* and the current app's */
   h->watchdog = NULL;
   ml_log_flush();
   return h->dropped;

@@ -137,20 +137,11 @@ void ml_task_resume(ml_task_t *t, int nargs) {
   s->current = t;
   t->cancel = NULL;
   t->wait = NULL;
-  if (!prev) {
-    s->busy_route = t->route;
-    s->busy_since = uv_hrtime();
-  }
+  ml_sched_monitor_t *m = prev ? NULL : s->monitor;
+  if (m) m->begin(m, s, t->route);
   int st = lua_resume(t->co, nargs);
   s->current = prev;
-  if (!prev) {
-    uint64_t since = s->busy_since;
-    s->busy_since = 0;
-    if (s->warn_ns) {
-      uint64_t ns = uv_hrtime() - since;
-      if (ns > s->warn_ns) s->report_stall(s, since, ns, t->route, 0);
-    }
-  }
+  if (m) m->end(m, s, t->route);
   if (st == LUA_YIELD) {
     if (t->cancel) return;   /* a primitive wakes it */
     lua_settop(t->co, 0);

@@ -54,6 +54,15 @@ struct ml_task_s {
   ml_task_t *next_free, *next_all;
 };
 
+/* What watches the resumes of a scheduler (the watchdog registers one): begin runs just
+ * before an outermost resume (a task started from the loop, not from another task), end
+ * just after it, both on the loop's thread. They must be cheap: they are on every request. */
+typedef struct ml_sched_monitor_s ml_sched_monitor_t;
+struct ml_sched_monitor_s {
+  void (*begin)(ml_sched_monitor_t *m, ml_sched_t *s, int route);
+  void (*end)(ml_sched_monitor_t *m, ml_sched_t *s, int route);
+};
+
 struct ml_sched_s {
   uv_loop_t *loop;
   lua_State *L;              /* the state's main thread */
@@ -68,13 +77,7 @@ struct ml_sched_s {
   int handles_closed;        /* ... and its last handle has closed */
   struct ml_workers_s *workers;   /* where pooled routes and run_in_pool go (loop states) */
   int in_pool;               /* 1 in a worker thread's state */
-  /* the watchdog reads these from its own thread */
-  volatile uint64_t busy_since;   /* uv_hrtime() when the running resume began, 0 if idle */
-  volatile int busy_route;
-  uint64_t reported_since;        /* the busy_since of the last stall reported (atomic) */
-  uint64_t warn_ns;               /* 0: no watchdog */
-  /* logs a stall of ns nanoseconds that began at `since` unless already reported */
-  void (*report_stall)(ml_sched_t *s, uint64_t since, uint64_t ns, int route, int running);
+  ml_sched_monitor_t *monitor;    /* NULL: nobody watches */
   ml_sched_hook_t *close_hooks;   /* see ml_sched_on_close */
 };
 

@@ -1,6 +1,6 @@
-/* The watchdog thread (see watchdog.h). The loop thread publishes busy_since/busy_route
- * around every outermost resume and reports a stall over the threshold when the resume
- * ends, with its exact length; this thread samples them every few milliseconds and
+/* The watchdog thread (see watchdog.h). As the scheduler's monitor, the loop thread
+ * publishes busy_since/busy_route around every outermost resume and reports a stall over
+ * the threshold when the resume ends, with its exact length; this thread samples them every few milliseconds and
  * reports a stall still going on after about a second. Both may see the same stall: an
  * atomic exchange on reported_since lets only one report it. The same samples show a loop
  * still held after a stop's deadline (ml_watchdog_enforce). */
@@ -17,7 +17,14 @@
 #define MAX_PERIOD_NS 25000000ull       /* sample at least this often */
 
 struct ml_watchdog_s {
+  ml_sched_monitor_t monitor;     /* first: the scheduler calls it (begin, end) */
+  volatile uint64_t busy_since;   /* uv_hrtime() when the running resume began, 0 if idle */
+  volatile int busy_route;
+  ml_sched_t *volatile busy_sched;   /* whose resume: the thread looks at w->sched's only */
+  uint64_t reported_since;        /* the busy_since of the last stall reported (atomic) */
+  uint64_t warn_ns;               /* 0: no stall warnings */
   pthread_t thread;
+  int threaded;                   /* the thread runs (else stalls are reported as they end) */
   ml_sched_t *sched;
   pthread_mutex_t lock;
   pthread_cond_t cond;
@@ -39,8 +46,9 @@ static const char *route_label(ml_sched_t *s, int route, char *buf, size_t len) 
   return buf;
 }
 
-static void report(ml_sched_t *s, uint64_t since, uint64_t ns, int route, int running) {
-  if (__atomic_exchange_n(&s->reported_since, since, __ATOMIC_SEQ_CST) == since) return;
+static void report(ml_watchdog_t *w, ml_sched_t *s, uint64_t since, uint64_t ns, int route,
+                   int running) {
+  if (__atomic_exchange_n(&w->reported_since, since, __ATOMIC_SEQ_CST) == since) return;
   ml_route_t *r = route_of(s, route);
   if (r) __atomic_add_fetch(&r->stalls, 1, __ATOMIC_RELAXED);
   char label[512];
@@ -61,10 +69,30 @@ static void enforce(ml_watchdog_t *w, ml_sched_t *s, uint64_t since, int route, 
   w->held(w->held_ctx, route_label(s, route, label, sizeof label), now - since);
 }
 
+/* --- the monitor, on the loop's thread --- */
+
+static void resume_begin(ml_sched_monitor_t *m, ml_sched_t *s, int route) {
+  ml_watchdog_t *w = (ml_watchdog_t *)m;
+  w->busy_sched = s;
+  w->busy_route = route;
+  __atomic_store_n(&w->busy_since, uv_hrtime(), __ATOMIC_SEQ_CST);
+}
+
+static void resume_end(ml_sched_monitor_t *m, ml_sched_t *s, int route) {
+  ml_watchdog_t *w = (ml_watchdog_t *)m;
+  uint64_t since = w->busy_since;
+  __atomic_store_n(&w->busy_since, 0, __ATOMIC_SEQ_CST);
+  if (!w->warn_ns) return;
+  uint64_t ns = uv_hrtime() - since;
+  if (ns > w->warn_ns) report(w, s, since, ns, route, 0);
+}
+
+/* --- the thread --- */
+
 static void *watch(void *arg) {
   ml_watchdog_t *w = arg;
   /* sample four times per threshold, at most every 25 ms */
-  uint64_t period_ns = w->sched->warn_ns ? w->sched->warn_ns / 4 : MAX_PERIOD_NS;
+  uint64_t period_ns = w->warn_ns ? w->warn_ns / 4 : MAX_PERIOD_NS;
   if (period_ns > MAX_PERIOD_NS) period_ns = MAX_PERIOD_NS;
   if (period_ns < 1000000) period_ns = 1000000;
   pthread_mutex_lock(&w->lock);
@@ -75,14 +103,17 @@ static void *watch(void *arg) {
     if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
     pthread_cond_timedwait(&w->cond, &w->lock, &ts);
     ml_sched_t *s = w->sched;   /* ml_watchdog_watch may have moved it (reload) */
-    uint64_t since = __atomic_load_n(&s->busy_since, __ATOMIC_SEQ_CST);
-    int route = s->busy_route;
+    uint64_t since = __atomic_load_n(&w->busy_since, __ATOMIC_SEQ_CST);
+    int route = w->busy_route;
+    /* a retired app's handler (after a reload): its labels may be gone; the loop reports
+     * its stall when it ends */
+    if (w->busy_sched != s) continue;
     uint64_t now = uv_hrtime();
     if (!since || now <= since) continue;
     /* A stall that ends within the first second is reported by the loop with its exact
      * length; one still going on then is reported from here, while it lasts. */
-    uint64_t due = s->warn_ns > STILL_RUNNING_NS ? s->warn_ns : STILL_RUNNING_NS;
-    if (s->warn_ns && now - since > due) report(s, since, now - since, route, 1);
+    uint64_t due = w->warn_ns > STILL_RUNNING_NS ? w->warn_ns : STILL_RUNNING_NS;
+    if (w->warn_ns && now - since > due) report(w, s, since, now - since, route, 1);
     enforce(w, s, since, route, now);
   }
   pthread_mutex_unlock(&w->lock);
@@ -90,18 +121,18 @@ static void *watch(void *arg) {
 }
 
 ml_watchdog_t *ml_watchdog_start(ml_sched_t *s, double threshold_ms) {
-  s->report_stall = report;
-  s->warn_ns = threshold_ms > 0 ? (uint64_t)(threshold_ms * 1e6) : 0;
   ml_watchdog_t *w = ml_xcalloc(1, sizeof *w);
+  w->monitor.begin = resume_begin;
+  w->monitor.end = resume_end;
+  w->warn_ns = threshold_ms > 0 ? (uint64_t)(threshold_ms * 1e6) : 0;
   w->sched = s;
   pthread_mutex_init(&w->lock, NULL);
   pthread_cond_init(&w->cond, NULL);
-  if (pthread_create(&w->thread, NULL, watch, w)) {
+  s->monitor = &w->monitor;
+  w->threaded = pthread_create(&w->thread, NULL, watch, w) == 0;
+  if (!w->threaded)
     ml_log(ML_LOG_WARN, "watchdog: cannot start its thread; stalls are reported when they "
            "end, and a stop waits for a handler that never yields");
-    free(w);
-    return NULL;
-  }
   return w;
 }
 
@@ -117,9 +148,8 @@ void ml_watchdog_enforce(ml_watchdog_t *w, const uint64_t *deadline_ns,
 
 void ml_watchdog_watch(ml_watchdog_t *w, ml_sched_t *s) {
   if (!w) return;
-  s->report_stall = report;
-  s->warn_ns = w->sched->warn_ns;
   pthread_mutex_lock(&w->lock);
+  s->monitor = &w->monitor;   /* the retired app keeps it too: its stalls are reported */
   w->sched = s;
   pthread_mutex_unlock(&w->lock);
 }
@@ -128,9 +158,10 @@ void ml_watchdog_stop(ml_watchdog_t *w) {
   if (!w) return;
   pthread_mutex_lock(&w->lock);
   w->stop = 1;
+  w->sched->monitor = NULL;
   pthread_cond_signal(&w->cond);
   pthread_mutex_unlock(&w->lock);
-  pthread_join(w->thread, NULL);
+  if (w->threaded) pthread_join(w->thread, NULL);
   pthread_mutex_destroy(&w->lock);
   pthread_cond_destroy(&w->cond);
   free(w);
