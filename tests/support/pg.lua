@@ -46,10 +46,12 @@ local function free_port()
   return port
 end
 
--- `runuser -u postgres --` when we are root (initdb refuses root), nothing otherwise.
+-- `runuser -u postgres --` when we are root (initdb refuses root), nothing otherwise. It
+-- starts from `/`: in a directory postgres may not enter (a checkout under /root) psql and
+-- initdb warn "could not change directory", and that line would mix with their output.
 local function as_postgres()
   local _, uid = sh("id -u")
-  if match(uid, "^0%s") then return "runuser -u postgres -- " end
+  if match(uid, "^0%s") then return "cd / && runuser -u postgres -- " end
   return ""
 end
 
