@@ -63,7 +63,7 @@ const ml_route_t *ml_app_route(const ml_app_t *a, const char *label, int hint) {
 }
 
 static void app_closed_cb(ml_sched_t *s) {
-  free(s->app);
+  free(s->owner);
 }
 
 ml_app_t *ml_app_new(uv_loop_t *loop, const char *appdir, int in_pool, char *err,
@@ -78,7 +78,7 @@ ml_app_t *ml_app_new(uv_loop_t *loop, const char *appdir, int in_pool, char *err
     return NULL;
   }
   ml_sched_init(&a->sched, a->L, loop);
-  a->sched.app = a;
+  a->sched.owner = a;
   a->sched.in_pool = in_pool;
   if (ml_lua_load_app(a->L, appdir, err, errlen) || load_routes(a, err, errlen)) {
     ml_app_free(a);

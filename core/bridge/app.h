@@ -23,7 +23,7 @@ typedef struct {
 
 struct ml_app_s {
   /* read-only, set by ml_app_new */
-  ml_sched_t sched;          /* the state's tasks; first, so a sched pointer is the app */
+  ml_sched_t sched;          /* the state's scheduler; sched.owner points back here */
   uv_loop_t *loop;
   lua_State *L;
   ml_router_t *router;

@@ -8,7 +8,7 @@
 
 /* Hands back a request's record and task (see ml_app_t.requests). */
 static void request_release(ml_task_t *t, int reusable) {
-  ml_app_t *a = t->sched->app;
+  ml_app_t *a = t->sched->owner;
   ml_request_release(t->owner, &a->spare_requests);
   a->requests--;
   ml_task_release(t, reusable);
@@ -31,7 +31,7 @@ static void respond_500(ml_task_t *t, int reusable) {
 
 /* The coroutine returned (status, body, headers): serialize them into the connection. */
 static void finish(ml_task_t *t) {
-  ml_app_t *a = t->sched->app;
+  ml_app_t *a = t->sched->owner;
   ml_request_t *r = t->owner;
   ml_conn_t *c = r->conn;
   char err[200];

@@ -53,7 +53,7 @@ static void spares_free(ml_sched_t *s, void *data) {
     sp->list = j->next_spare;
     job_free(j);
   }
-  ((ml_app_t *)s->app)->pooled_spares = NULL;
+  ((ml_app_t *)s->owner)->pooled_spares = NULL;
   free(sp);
 }
 
@@ -165,7 +165,7 @@ static void done(ml_work_t *work, int status) {
   if (!j->keepalive) ml_conn_close_after(c);
   int code = j->status;
   ml_answered_fn answered = j->answered;
-  job_recycle(t->sched->app, j);
+  job_recycle(t->sched->owner, j);
   answered(t, code);
 }
 

@@ -147,7 +147,7 @@ static int dump_writer(lua_State *L, const void *p, size_t sz, void *ud) {
  * results as a job would bring back. */
 static int call_here(lua_State *L, ml_sched_t *s, int nargs) {
   if (lua_type(L, 1) == LUA_TSTRING) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, ((ml_app_t *)s->app)->resolve_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ((ml_app_t *)s->owner)->resolve_ref);
     lua_pushvalue(L, 1);
     lua_call(L, 1, 1);
     lua_replace(L, 1);

@@ -71,11 +71,13 @@ struct ml_sched_s {
   ml_task_t *all_tasks;
   ml_task_t root;            /* blocking pseudo-task for code that runs outside any task */
   int live;
-  void *app;                 /* the ml_app_t that owns this scheduler, if any */
+  void *owner;               /* what owns this scheduler (the app state), NULL if none */
   void (*closed_cb)(ml_sched_t *s);   /* after ml_sched_close, when its handles are closed */
   int closed;                /* ml_sched_close ran */
   int handles_closed;        /* ... and its last handle has closed */
-  struct ml_workers_s *workers;   /* where pooled routes and run_in_pool go (loop states) */
+  /* the scheduler's executor, as an asyncio loop has its default executor: where
+   * pooled routes and run_in_pool go (loop states), and whether this state is a worker's */
+  struct ml_workers_s *workers;
   int in_pool;               /* 1 in a worker thread's state */
   ml_sched_monitor_t *monitor;    /* NULL: nobody watches */
   ml_sched_hook_t *close_hooks;   /* see ml_sched_on_close */

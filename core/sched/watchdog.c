@@ -35,7 +35,7 @@ struct ml_watchdog_s {
 };
 
 static ml_route_t *route_of(ml_sched_t *s, int route) {
-  ml_app_t *a = s->app;
+  ml_app_t *a = s->owner;
   return a && route >= 0 && route < a->nroutes ? &a->routes[route] : NULL;
 }
 
