@@ -1,17 +1,9 @@
 /* The "moonlet.core" module (see core.h). */
 #include "core.h"
-#include "httpc.h"
-#include "db.h"
-#include "db_pg.h"
-#include "db_sqlite.h"
-#include "json.h"
 #include "log.h"
-#include "request.h"
 #include "response.h"
-#include "run_in_pool.h"
-#include "shared.h"
-#include "sched.h"
 #include <lauxlib.h>
+#include <uv.h>
 
 /* --- misc ---------------------------------------------------------------------------- */
 
@@ -50,9 +42,7 @@ int ml_core_open(lua_State *L) {
   ml_shared_open(L);
   ml_request_open(L);
   ml_httpc_open(L);
-  ml_db_install(L, &ml_db_sqlite_driver);
-  ml_db_install(L, &ml_db_pg_driver);
-  lua_getfield(L, LUA_REGISTRYINDEX, ML_ARRAY_MT);
-  lua_setfield(L, -2, "array_mt");
+  ml_db_sqlite_open(L);
+  ml_db_pg_open(L);
   return 1;
 }

@@ -9,4 +9,20 @@
 
 /* lua_CFunction for package.preload["moonlet.core"]: returns the module table. */
 int ml_core_open(lua_State *L);
+
+/* The files moonlet.core is made of, as lualib.h lists Lua's libraries: each installs its
+ * functions into the table on top of the stack. Declared here only, so that core.c needs
+ * no module's header and no module includes another through it. */
+void ml_json_open(lua_State *L);          /* bridge/json.c: json_encode, json_decode, array_mt */
+void ml_request_open(lua_State *L);       /* bridge/request.c: req_url, req_query, ... */
+void ml_sched_open(lua_State *L);         /* sched/sched.c: what tasks keep in the registry */
+void ml_sleep_open(lua_State *L);         /* sched/sleep.c: sleep */
+void ml_spawn_open(lua_State *L);         /* sched/spawn.c: spawn */
+void ml_gather_open(lua_State *L);        /* sched/gather.c: gather, task_error_mt */
+void ml_timeout_open(lua_State *L);       /* sched/timeout.c: timeout */
+void ml_run_in_pool_open(lua_State *L);   /* sched/run_in_pool.c: run_in_pool, in_pool */
+void ml_shared_open(lua_State *L);        /* sched/shared.c: shared_dict */
+void ml_httpc_open(lua_State *L);         /* clients/httpc.c: http_request */
+void ml_db_sqlite_open(lua_State *L);     /* clients/db_sqlite.c: db_sqlite_open */
+void ml_db_pg_open(lua_State *L);         /* clients/db_pg.c: db_pg_open */
 #endif

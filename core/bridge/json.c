@@ -1,5 +1,6 @@
 /* JSON (see json.h): moonlet's encoder, and a strict check in front of lua-cjson's decoder. */
 #include "json.h"
+#include "core.h"
 #include "err.h"
 #include <lauxlib.h>
 #include <limits.h>
@@ -430,6 +431,11 @@ static int l_encode(lua_State *L) {
   return 1;
 }
 
+/* Installs json_encode(v) -> text (raises on values JSON cannot hold), json_decode(text)
+ * -> value, or nil and "invalid json at byte N: why" (strict RFC 8259: no hex, NaN,
+ * infinity or numbers that overflow to it, no raw control characters or bytes that are not
+ * UTF-8 in strings, nested at most as deep as the encoder goes, so a decoded value can
+ * always be encoded again), and array_mt (moonlet.array's metatable). */
 void ml_json_open(lua_State *L) {
   lua_pushcfunction(L, l_encode);
   lua_setfield(L, -2, "json_encode");
@@ -440,4 +446,6 @@ void ml_json_open(lua_State *L) {
   lua_pushcclosure(L, l_decode, 1);
   lua_setfield(L, -3, "json_decode");
   lua_pop(L, 1);   /* cjson */
+  lua_getfield(L, LUA_REGISTRYINDEX, ML_ARRAY_MT);
+  lua_setfield(L, -2, "array_mt");
 }

@@ -18,10 +18,4 @@ int ml_json_is_marked(lua_State *L, int idx);
  * (functions, userdata, NaN, cycles/too deep, mixed or non-string keys). */
 int ml_json_encode(lua_State *L, int idx, ml_buf_t *out, char *err, size_t errlen);
 
-/* Installs into the table on top of the stack json_encode(v) -> text (raises on values
- * JSON cannot hold) and json_decode(text) -> value, or nil and "invalid json at byte N:
- * why": strict RFC 8259 (no hex, NaN, infinity or numbers that overflow to it, no raw
- * control characters or bytes that are not UTF-8 in strings), nested at most as deep as
- * the encoder goes, so a decoded value can always be encoded again. */
-void ml_json_open(lua_State *L);
 #endif

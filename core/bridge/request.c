@@ -1,5 +1,6 @@
 /* The request as Lua sees it (see request.h). */
 #include "request.h"
+#include "core.h"
 #include "server.h"
 #include <lauxlib.h>
 

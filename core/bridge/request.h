@@ -94,7 +94,4 @@ void ml_request_unpack(ml_request_t *r, const ml_request_copy_t *cp, ml_match_t 
 void ml_request_copy_trim(ml_request_copy_t *cp, size_t keep);
 void ml_request_copy_free(ml_request_copy_t *cp);
 
-/* Installs req_url, req_query, req_headers, route_of and parse_urlencoded into the table
- * on top of the stack (moonlet.core). */
-void ml_request_open(lua_State *L);
 #endif

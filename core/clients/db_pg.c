@@ -22,6 +22,7 @@
  * Ownership: a connection's PGresult so far (res) moves to its job when the query ends;
  * the job frees it. A cancel request outlives its connection if it must (c is then NULL). */
 #include "db_pg.h"
+#include "core.h"
 #include "mem.h"
 #include "db_pg_sql.h"
 #include "db_pg_stmt.h"
@@ -539,3 +540,7 @@ const ml_db_driver_t ml_db_pg_driver = {
   .alive = drv_alive, .txn = drv_txn, .prepare = drv_prepare, .send = drv_send,
   .cancel = drv_cancel, .push = drv_push, .job_free = drv_job_free,
 };
+
+void ml_db_pg_open(lua_State *L) {
+  ml_db_install(L, &ml_db_pg_driver);
+}

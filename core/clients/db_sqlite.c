@@ -11,6 +11,7 @@
  * conn->lock, which the loop takes to interrupt a running statement; the loop reads it
  * without the lock only while no job runs. */
 #include "db_sqlite.h"
+#include "core.h"
 #include "copy.h"
 #include "mem.h"
 #include "buf.h"
@@ -326,3 +327,7 @@ const ml_db_driver_t ml_db_sqlite_driver = {
   .init = drv_init, .connect = drv_connect, .disconnect = drv_disconnect, .txn = drv_txn,
   .send = drv_send, .cancel = drv_cancel, .push = drv_push, .job_free = drv_job_free,
 };
+
+void ml_db_sqlite_open(lua_State *L) {
+  ml_db_install(L, &ml_db_sqlite_driver);
+}

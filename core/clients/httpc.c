@@ -21,6 +21,7 @@
  * either the connect one (DNS, TCP, TLS handshake) or the read one (no byte for
  * read_timeout while sending or receiving), pushed back by every read. */
 #include "httpc.h"
+#include "core.h"
 #include "mem.h"
 #include "headers.h"
 #include "buf.h"

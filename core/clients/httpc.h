@@ -15,5 +15,4 @@
  *
  * `wire` is the whole request (head and body); `label` ("GET http://...") names it in
  * messages. Timeouts are in seconds, max_size in bytes. */
-void ml_httpc_open(lua_State *L);
 #endif

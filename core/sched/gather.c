@@ -1,5 +1,6 @@
 /* moonlet.gather: child tasks run concurrently; the parent waits for all (see sched.h). */
 #include "sched.h"
+#include "core.h"
 #include "mem.h"
 #include <lauxlib.h>
 #include <stdlib.h>

@@ -1,5 +1,6 @@
 /* moonlet.run_in_pool (see run_in_pool.h). */
 #include "run_in_pool.h"
+#include "core.h"
 #include "mem.h"
 #include "app.h"
 #include "copy.h"

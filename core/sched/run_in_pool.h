@@ -7,6 +7,4 @@
 #define ML_RUN_IN_POOL_H
 #include <lua.h>
 
-/* Installs run_in_pool and in_pool into the table on top of the stack (moonlet.core). */
-void ml_run_in_pool_open(lua_State *L);
 #endif

@@ -1,6 +1,7 @@
 /* The scheduler and its tasks (see sched.h for the model). The primitives built on it
  * alone sit beside it: sleep.c, spawn.c, gather.c, timeout.c. */
 #include "sched.h"
+#include "core.h"
 #include "mem.h"
 #include "log.h"
 #include <assert.h>

@@ -118,12 +118,6 @@ ml_task_t *ml_task_child(lua_State *L, ml_sched_t *s, int nargs, ml_done_fn done
 /* The argument at idx as whole milliseconds: a number of seconds from 0 to 1e9 (raises). */
 uint64_t ml_sched_check_ms(lua_State *L, int idx);
 
-/* Sets up what the scheduler keeps in L's registry (the trampoline of ml_task_child). */
-void ml_sched_open(lua_State *L);
-/* The primitives built on it alone: each installs its function into the table on top of
- * the stack (moonlet.core): sleep.c, spawn.c, gather.c, timeout.c. */
-void ml_sleep_open(lua_State *L);
-void ml_spawn_open(lua_State *L);
-void ml_gather_open(lua_State *L);
-void ml_timeout_open(lua_State *L);
+/* The primitives built on the scheduler alone sit beside it (sleep.c, spawn.c, gather.c,
+ * timeout.c); their ml_*_open functions, and ml_sched_open's, are listed in core.h. */
 #endif

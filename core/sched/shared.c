@@ -2,6 +2,7 @@
  * a fixed overhead, charged against one global budget (an atomic counter). Expired entries
  * are dropped when met and swept before a write is refused. */
 #include "shared.h"
+#include "core.h"
 #include "mem.h"
 #include "buf.h"
 #include "hash.h"

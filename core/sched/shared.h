@@ -9,6 +9,4 @@
 #include <stddef.h>
 
 void ml_shared_configure(size_t capacity_bytes);
-/* Installs shared_dict(name) into the table on top of the stack. */
-void ml_shared_open(lua_State *L);
 #endif

@@ -1,5 +1,6 @@
 /* moonlet.sleep: a task waits on its own timer (see sched.h). */
 #include "sched.h"
+#include "core.h"
 #include <lauxlib.h>
 
 static void sleep_cb(uv_timer_t *h) {

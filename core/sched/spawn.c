@@ -1,5 +1,6 @@
 /* moonlet.spawn: a detached task (see sched.h). */
 #include "sched.h"
+#include "core.h"
 #include "log.h"
 #include <lauxlib.h>
 

@@ -1,5 +1,6 @@
 /* moonlet.timeout: one child task against the parent's timer (see sched.h). */
 #include "sched.h"
+#include "core.h"
 #include <lauxlib.h>
 
 /* timeout: one child and the parent's timer */
