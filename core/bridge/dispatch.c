@@ -17,25 +17,25 @@ static void request_release(ml_task_t *t, int reusable) {
 /* The response to the request t runs is in its connection's output: the request is over
  * and the connection goes on. */
 static void answered(ml_task_t *t, int status) {
-  ml_conn_t *c = ((ml_request_t *)t->owner)->conn;
+  ml_server_conn_t *c = ((ml_request_t *)t->owner)->conn;
   request_release(t, 1);
-  ml_conn_done(c, status);
+  ml_server_conn_done(c, status);
 }
 
 static void respond_500(ml_task_t *t, int reusable) {
-  ml_conn_t *c = ((ml_request_t *)t->owner)->conn;
+  ml_server_conn_t *c = ((ml_request_t *)t->owner)->conn;
   request_release(t, reusable);
-  ml_resp_error(&c->out, 500, "Internal Server Error", NULL, ml_conn_keepalive(c), c->head);
-  ml_conn_done(c, 500);
+  ml_resp_error(&c->out, 500, "Internal Server Error", NULL, ml_server_conn_keepalive(c), c->head);
+  ml_server_conn_done(c, 500);
 }
 
 /* The coroutine returned (status, body, headers): serialize them into the connection. */
 static void finish(ml_task_t *t) {
   ml_app_t *a = t->sched->owner;
   ml_request_t *r = t->owner;
-  ml_conn_t *c = r->conn;
+  ml_server_conn_t *c = r->conn;
   char err[200];
-  int keepalive = ml_conn_keepalive(c);
+  int keepalive = ml_server_conn_keepalive(c);
   int status = ml_lresp_build(t->co, 1, &c->out, &a->scratch, &keepalive, c->head, err,
                               sizeof err);
   if (status < 0) {
@@ -43,7 +43,7 @@ static void finish(ml_task_t *t) {
     respond_500(t, 1);
     return;
   }
-  if (!keepalive) ml_conn_close_after(c);
+  if (!keepalive) ml_server_conn_close_after(c);
   answered(t, status);
 }
 
@@ -74,16 +74,16 @@ static void run_coroutine(ml_app_t *a, ml_task_t *t, const ml_route_t *route,
 }
 
 /* 404 or 405 (with Allow) for a request no route takes. */
-static void respond_unrouted(ml_conn_t *c, int rc, unsigned allow_mask) {
+static void respond_unrouted(ml_server_conn_t *c, int rc, unsigned allow_mask) {
   char allow[96];
   int status = rc == ML_ROUTE_BAD_METHOD ? 405 : 404;
   if (status == 405) ml_router_allow_header(allow_mask, allow, sizeof allow);
   ml_resp_error(&c->out, status, status == 405 ? "Method Not Allowed" : "Not Found",
-                status == 405 ? allow : NULL, ml_conn_keepalive(c), c->head);
-  ml_conn_done(c, status);
+                status == 405 ? allow : NULL, ml_server_conn_keepalive(c), c->head);
+  ml_server_conn_done(c, status);
 }
 
-void ml_dispatch(void *ctx, ml_conn_t *c) {
+void ml_dispatch(void *ctx, ml_server_conn_t *c) {
   ml_app_t *a = ctx;
   ml_request_t *r = ml_request_new(&a->spare_requests);
   ml_request_from_conn(r, c);

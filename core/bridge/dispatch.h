@@ -10,6 +10,6 @@
 #include "server.h"
 
 /* The server's dispatch and abort functions (conn.h); ctx is the app state. */
-void ml_dispatch(void *ctx, ml_conn_t *c);
+void ml_dispatch(void *ctx, ml_server_conn_t *c);
 void ml_dispatch_abort(void *ctx, void *task);
 #endif

@@ -160,9 +160,9 @@ static void done(ml_work_t *work, int status) {
     return;
   }
   ml_task_t *t = j->task;
-  ml_conn_t *c = ((ml_request_t *)t->owner)->conn;
+  ml_server_conn_t *c = ((ml_request_t *)t->owner)->conn;
   ml_buf_add(&c->out, j->response.data, j->response.len);
-  if (!j->keepalive) ml_conn_close_after(c);
+  if (!j->keepalive) ml_server_conn_close_after(c);
   int code = j->status;
   ml_answered_fn answered = j->answered;
   job_recycle(t->sched->owner, j);
@@ -175,12 +175,12 @@ static void cancel(ml_task_t *t) {
 }
 
 /* 503 with Retry-After: the queue is full. */
-static void respond_busy(ml_conn_t *c, const char *route) {
+static void respond_busy(ml_server_conn_t *c, const char *route) {
   static const char body[] = "{\"detail\":\"Service Unavailable\"}";
   ml_resp_begin(&c->out, 503);
   ml_resp_header(&c->out, "Content-Type", 12, "application/json", 16);
   ml_resp_header(&c->out, "Retry-After", 11, "1", 1);
-  ml_resp_end(&c->out, 503, sizeof body - 1, ml_conn_keepalive(c));
+  ml_resp_end(&c->out, 503, sizeof body - 1, ml_server_conn_keepalive(c));
   if (!c->head) ml_buf_add(&c->out, body, sizeof body - 1);
   ml_log(ML_LOG_WARN, "%s: pool queue full, answered 503", route);
 }
@@ -188,12 +188,12 @@ static void respond_busy(ml_conn_t *c, const char *route) {
 void ml_pooled_route_start(ml_app_t *a, ml_task_t *t, const ml_match_t *m,
                            ml_answered_fn answered) {
   ml_request_t *r = t->owner;
-  ml_conn_t *c = r->conn;
+  ml_server_conn_t *c = r->conn;
   job_t *j = job_take(a);
   ml_request_pack(r, m, &j->request);
   j->route = m->route;
   j->head = c->head;
-  j->keepalive = ml_conn_keepalive(c);
+  j->keepalive = ml_server_conn_keepalive(c);
   j->task = t;
   j->answered = answered;
   if (!a->sched.workers || ml_workers_submit(a->sched.workers, &j->work, run, done)) {

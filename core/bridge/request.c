@@ -29,7 +29,7 @@ static const char *target_path(const char *target, size_t len, size_t *path_len)
   return path;
 }
 
-void ml_request_from_conn(ml_request_t *r, ml_conn_t *c) {
+void ml_request_from_conn(ml_request_t *r, ml_server_conn_t *c) {
   ml_http_t *h = &c->http;
   r->method = h->method_name;
   r->target = ml_http_url(h);

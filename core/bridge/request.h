@@ -16,7 +16,7 @@
 #include "router.h"
 #include <lua.h>
 
-typedef struct ml_conn_s ml_conn_t;
+typedef struct ml_server_conn_s ml_server_conn_t;
 typedef struct ml_request_s ml_request_t;
 
 struct ml_request_s {
@@ -31,7 +31,7 @@ struct ml_request_s {
   size_t body_len;
   /* public */
   const char *route;         /* the route's label ("GET /items/{id}"), for logs */
-  ml_conn_t *conn;           /* on the loop: its connection; NULL once the client left */
+  ml_server_conn_t *conn;           /* on the loop: its connection; NULL once the client left */
   /* private */
   unsigned gen;              /* carried by its req; changes when the request ends */
   ml_request_t *next_spare;
@@ -81,7 +81,7 @@ static inline void ml_request_release(ml_request_t *r, ml_request_t **spares) {
 void ml_request_free_spares(ml_request_t **spares);
 
 /* Points r at the request c has just read (r->route is left to the caller). */
-void ml_request_from_conn(ml_request_t *r, ml_conn_t *c);
+void ml_request_from_conn(ml_request_t *r, ml_server_conn_t *c);
 /* Pushes req for r with the path parameters of m (decoded here); mt_ref is the registry
  * reference of req's metatable (moonlet.runtime.req_mt). */
 void ml_request_push(lua_State *L, ml_request_t *r, const ml_match_t *m, int mt_ref);

@@ -14,7 +14,7 @@
  *
  * Ownership. A request (hc_req_t) belongs to its task until it ends or is cancelled; its
  * memory goes when its timer has closed and no getaddrinfo is pending (refs). Its
- * connection (httpc_pool.h) is its own while busy: closed when the request fails or is
+ * connection (httpc_conn.h) is its own while busy: closed when the request fails or is
  * cancelled, handed to the pool (one per scheduler) only after a complete response.
  *
  * Time. A request has one timer set to the earliest of its deadlines: the total one, and
@@ -25,7 +25,7 @@
 #include "mem.h"
 #include "headers.h"
 #include "buf.h"
-#include "httpc_pool.h"
+#include "httpc_conn.h"
 #include "sched.h"
 #include <assert.h>
 #include <lauxlib.h>
@@ -44,7 +44,7 @@ enum { PH_CONNECT, PH_IO };
 
 struct hc_req_s {
   ml_task_t *task;                   /* NULL once the request is over (ended or cancelled) */
-  ml_httpc_pool_t *pool;
+  ml_httpc_conns_t *conns;
   ml_httpc_conn_t *conn;
   uv_timer_t timer;
   uv_getaddrinfo_t gai;
@@ -105,7 +105,7 @@ static void write_cb(uv_write_t *w, int status) {
     return;
   }
   if (r->phase == PH_IO) {
-    r->phase_start = uv_now(r->pool->loop);
+    r->phase_start = uv_now(r->conns->loop);
     req_arm(r);
   }
 }
@@ -229,7 +229,7 @@ static void req_succeed(hc_req_t *r, int clean) {
   lua_pushlstring(co, r->body.data ? r->body.data : "", r->body.len);
   if (c) {
     r->conn = NULL;
-    if (reuse) ml_httpc_checkin(r->pool, c);
+    if (reuse) ml_httpc_conn_checkin(r->conns, c);
     else ml_httpc_conn_close(c);
   }
   req_end(r, 3);
@@ -288,7 +288,7 @@ static void req_on_close(hc_req_t *r, int status) {
 
 /* Sets the timer to the earliest deadline of the current phase. */
 static void req_arm(hc_req_t *r) {
-  uint64_t now = uv_now(r->pool->loop);
+  uint64_t now = uv_now(r->conns->loop);
   double phase_s = r->phase == PH_CONNECT ? r->connect_s : r->read_s;
   uint64_t d = r->phase_start + (uint64_t)(phase_s * 1000 + 0.5);
   if (r->total_deadline < d) d = r->total_deadline;
@@ -303,7 +303,7 @@ static void timer_cb(uv_timer_t *h) {
     req_fail_err(r);
     return;
   }
-  if (uv_now(r->pool->loop) >= r->total_deadline) {
+  if (uv_now(r->conns->loop) >= r->total_deadline) {
     if (r->got_bytes)
       req_fail(r, "timeout: response not complete within %g s (%s)", r->total_s, r->label);
     else
@@ -410,7 +410,7 @@ static void settings_init(void) {
 /* Response bytes (plain text). Returns 1 when they ended the request. */
 static int req_on_data(hc_req_t *r, const char *data, size_t len) {
   r->got_bytes = 1;
-  r->phase_start = uv_now(r->pool->loop);
+  r->phase_start = uv_now(r->conns->loop);
   req_arm(r);
   r->err[0] = 0;
   llhttp_errno_t e = llhttp_execute(&r->parser, data, len);
@@ -448,7 +448,7 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   if (n == 0 || c->closing) return;
   hc_req_t *r = c->req;
   if (!r) {
-    ml_httpc_idle_read(c, n, buf);
+    ml_httpc_conn_idle_read(c, n, buf);
     return;
   }
   if (n < 0) {
@@ -487,7 +487,7 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
 static void req_send(hc_req_t *r) {
   ml_httpc_conn_t *c = r->conn;
   r->phase = PH_IO;
-  r->phase_start = uv_now(r->pool->loop);
+  r->phase_start = uv_now(r->conns->loop);
   req_arm(r);
   int rc;
   if (c->tls) {
@@ -533,7 +533,7 @@ static void connect_cb(uv_connect_t *cr, int status) {
 
 /* Connects to r->addrs[r->addr_i]; failures move on to the next address. */
 static void conn_start(hc_req_t *r) {
-  ml_httpc_conn_t *c = ml_httpc_conn_new(r->pool, r->key, r);
+  ml_httpc_conn_t *c = ml_httpc_conn_new(r->conns, r->key, r);
   r->conn = c;
   int rc = uv_tcp_connect(&c->connect, &c->tcp,
                           (const struct sockaddr *)&r->addrs[r->addr_i], connect_cb);
@@ -578,7 +578,7 @@ static void gai_cb(uv_getaddrinfo_t *g, int status, struct addrinfo *res) {
 /* Starts a fresh connection: the address at once for an IP literal, else through DNS. */
 static void req_resolve(hc_req_t *r) {
   r->phase = PH_CONNECT;
-  r->phase_start = uv_now(r->pool->loop);
+  r->phase_start = uv_now(r->conns->loop);
   req_arm(r);
   free(r->addrs);
   r->addrs = ml_xcalloc(1, sizeof *r->addrs);
@@ -596,7 +596,7 @@ static void req_resolve(hc_req_t *r) {
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   r->gai.data = r;
-  int rc = uv_getaddrinfo(r->pool->loop, &r->gai, gai_cb, r->host, port, &hints);
+  int rc = uv_getaddrinfo(r->conns->loop, &r->gai, gai_cb, r->host, port, &hints);
   if (rc) {
     req_fail(r, "dns: %s (%s)", uv_strerror(rc), r->host);
     return;
@@ -684,7 +684,7 @@ static int l_http_request(lua_State *L) {
   llhttp_init(&r->parser, HTTP_RESPONSE, &settings);
   r->parser.data = r;
   ml_sched_t *s = t->sched;
-  r->pool = ml_httpc_pool_of(L, s);
+  r->conns = ml_httpc_conns_of(L, s);
   r->task = t;
   r->refs = 1;
   uv_timer_init(s->loop, &r->timer);
@@ -692,10 +692,10 @@ static int l_http_request(lua_State *L) {
   uv_update_time(s->loop);   /* a pool thread's loop may have slept since its last turn */
   r->total_deadline = uv_now(s->loop) + (uint64_t)(r->total_s * 1000 + 0.5);
   char err[300];
-  if (r->tls && !(r->ctx = ml_httpc_tls_ctx(r->pool, r->verify, r->verify ? ca_file : NULL, err,
-                                     sizeof err))) {
+  if (r->tls && !(r->ctx = ml_httpc_conn_tls_ctx(r->conns, r->verify,
+                                                  r->verify ? ca_file : NULL, err, sizeof err))) {
     req_fail(r, "tls: %s", err);
-  } else if ((r->conn = ml_httpc_checkout(r->pool, r->key))) {
+  } else if ((r->conn = ml_httpc_conn_checkout(r->conns, r->key))) {
     r->conn->req = r;
     r->reused = 1;
     req_send(r);

@@ -1,5 +1,5 @@
 /* The listener and its connections (see server.h): accept -> read -> ml_http_execute ->
- * dispatch -> ml_conn_done -> write. Timeouts: a request's header block must arrive within
+ * dispatch -> ml_server_conn_done -> write. Timeouts: a request's header block must arrive within
  * header_timeout of its first byte (slowloris), a body must keep moving, and an idle
  * keep-alive connection is closed after keepalive_timeout. These timeouts count the time the
  * server could read, not the time it was stalled (see live_now). A connection is freed only
@@ -16,14 +16,14 @@
 #define ML_LISTEN_BACKLOG 4096   /* the kernel caps it at net.core.somaxconn */
 #define STALL_MS 100             /* callbacks may run this long at a stretch: not a stall */
 
-static void conn_process(ml_conn_t *c, const char *data, size_t len);
-static void conn_flush(ml_conn_t *c);
-static void conn_close(ml_conn_t *c);
-static void timer_set(ml_conn_t *c, uint64_t ms);
-static void read_start(ml_conn_t *c);
+static void conn_process(ml_server_conn_t *c, const char *data, size_t len);
+static void conn_flush(ml_server_conn_t *c);
+static void conn_close(ml_server_conn_t *c);
+static void timer_set(ml_server_conn_t *c, uint64_t ms);
+static void read_start(ml_server_conn_t *c);
 
 static void handle_closed_cb(uv_handle_t *h) {
-  ml_conn_t *c = h->data;
+  ml_server_conn_t *c = h->data;
   if (--c->handles_open > 0) return;
   ml_http_free(&c->http);
   ml_buf_free(&c->pending);
@@ -32,20 +32,20 @@ static void handle_closed_cb(uv_handle_t *h) {
   free(c);
 }
 
-static void server_unlink(ml_server_t *s, ml_conn_t *c) {
+static void server_unlink(ml_server_t *s, ml_server_conn_t *c) {
   ml_list_remove(&c->link);
   s->nconns--;
   if (s->draining && s->nconns == 0 && s->on_drained) s->on_drained(s);
 }
 
-/* A request is in flight from its dispatch to ml_conn_done or to its connection's close;
+/* A request is in flight from its dispatch to ml_server_conn_done or to its connection's close;
  * s->requests counts them for a stop that must say what it dropped. */
-static void request_start(ml_conn_t *c) {
+static void request_start(ml_server_conn_t *c) {
   c->inflight = 1;
   __atomic_add_fetch(&c->srv->requests, 1, __ATOMIC_RELAXED);
 }
 
-static void request_end(ml_conn_t *c) {
+static void request_end(ml_server_conn_t *c) {
   if (!c->inflight) return;
   c->inflight = 0;
   __atomic_sub_fetch(&c->srv->requests, 1, __ATOMIC_RELAXED);
@@ -56,7 +56,7 @@ int ml_server_requests(const ml_server_t *s) {
 }
 
 /* Closes now. In-flight work is aborted first so nothing will touch c again. */
-static void conn_close(ml_conn_t *c) {
+static void conn_close(ml_server_conn_t *c) {
   if (c->closing) return;
   c->closing = 1;
   if (c->task) {
@@ -132,7 +132,7 @@ static void stall_watch_stop(ml_server_t *s) {
  * timeout_cb). The libuv timer counts loop time, which never runs slower than live time:
  * it fires by c->timer_due. */
 static void timeout_cb(uv_timer_t *t) {
-  ml_conn_t *c = t->data;
+  ml_server_conn_t *c = t->data;
   uint64_t now = live_now(c->srv);
   c->timer_due = 0;
   if (!c->deadline) return;   /* disarmed */
@@ -155,26 +155,26 @@ static void timeout_cb(uv_timer_t *t) {
   conn_close(c);
 }
 
-static void timer_set(ml_conn_t *c, uint64_t ms) {
+static void timer_set(ml_server_conn_t *c, uint64_t ms) {
   c->deadline = live_now(c->srv) + ms;
   if (c->timer_due && c->timer_due <= c->deadline) return;   /* fires in time, re-arms */
   c->timer_due = c->deadline;
   uv_timer_start(&c->timer, timeout_cb, ms, 0);
 }
 
-static void timer_clear(ml_conn_t *c) {
+static void timer_clear(ml_server_conn_t *c) {
   c->deadline = 0;
 }
 
 static void shutdown_cb(uv_shutdown_t *req, int status) {
   (void)status;
-  ml_conn_t *c = req->data;
+  ml_server_conn_t *c = req->data;
   if (status < 0) conn_close(c);
 }
 
 /* After a final response: send FIN, then read and discard what the client still sends
  * for a short while, so our response is not destroyed by a reset (lingering close). */
-static void conn_linger(ml_conn_t *c) {
+static void conn_linger(ml_server_conn_t *c) {
   if (c->closing || c->lingering) return;
   c->lingering = 1;
   c->sreq.data = c;
@@ -188,12 +188,12 @@ static void conn_linger(ml_conn_t *c) {
 
 static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   (void)hint;
-  ml_conn_t *c = h->data;
+  ml_server_conn_t *c = h->data;
   buf->base = c->srv->readbuf;
   buf->len = sizeof c->srv->readbuf;
 }
 
-static void read_stop(ml_conn_t *c) {
+static void read_stop(ml_server_conn_t *c) {
   if (!c->read_stopped) {
     uv_read_stop((uv_stream_t *)&c->tcp);
     c->read_stopped = 1;
@@ -202,7 +202,7 @@ static void read_stop(ml_conn_t *c) {
 
 static void read_cb(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf);
 
-static void read_start(ml_conn_t *c) {
+static void read_start(ml_server_conn_t *c) {
   if (c->read_stopped && !c->closing) {
     c->read_stopped = 0;
     uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
@@ -210,7 +210,7 @@ static void read_start(ml_conn_t *c) {
 }
 
 static void read_cb(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
-  ml_conn_t *c = stream->data;
+  ml_server_conn_t *c = stream->data;
   if (n == 0) return;
   if (n < 0) {   /* EOF or error: the client is gone; abandon whatever it asked for */
     conn_close(c);
@@ -226,7 +226,7 @@ static void read_cb(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
   conn_flush(c);
 }
 
-static void reply_error(ml_conn_t *c, int status, const char *detail) {
+static void reply_error(ml_server_conn_t *c, int status, const char *detail) {
   ml_resp_error(&c->out, status, detail, NULL, 0, 0);
   ml_log(ML_LOG_INFO, "%s %.*s %d (%s)", c->http.method_name ? c->http.method_name : "-",
          (int)(c->http.url_len > 200 ? 200 : c->http.url_len), c->http.url_len ? ml_http_url(&c->http) : "",
@@ -237,7 +237,7 @@ static void reply_error(ml_conn_t *c, int status, const char *detail) {
 
 /* Parses and dispatches as many requests as `data` holds, in order. Stops when a request
  * goes asynchronous; the rest of the bytes wait in c->pending. */
-static void conn_process(ml_conn_t *c, const char *data, size_t len) {
+static void conn_process(ml_server_conn_t *c, const char *data, size_t len) {
   c->in_process = 1;
   while (len > 0 && !c->closing && !c->close_after_write) {
     /* Pipelined responses pile up in c->out: past the high-water mark, hand them to the
@@ -273,7 +273,7 @@ static void conn_process(ml_conn_t *c, const char *data, size_t len) {
 }
 
 /* Called when c->pending holds bytes and nothing is in flight any more. */
-static void conn_resume(ml_conn_t *c) {
+static void conn_resume(ml_server_conn_t *c) {
   ml_buf_t work = c->pending;
   c->pending = (ml_buf_t){0};
   conn_process(c, work.data, work.len);
@@ -286,15 +286,15 @@ static void conn_resume(ml_conn_t *c) {
   if (!c->inflight && !c->closing) read_start(c);
 }
 
-int ml_conn_keepalive(const ml_conn_t *c) {
+int ml_server_conn_keepalive(const ml_server_conn_t *c) {
   return c->http.keepalive && !c->srv->draining;
 }
 
-void ml_conn_close_after(ml_conn_t *c) {
+void ml_server_conn_close_after(ml_server_conn_t *c) {
   c->http.keepalive = 0;
 }
 
-void ml_conn_done(ml_conn_t *c, int status) {
+void ml_server_conn_done(ml_server_conn_t *c, int status) {
   request_end(c);
   c->task = NULL;
   double ms = (double)(uv_hrtime() - c->start_ns) / 1e6;
@@ -306,7 +306,7 @@ void ml_conn_done(ml_conn_t *c, int status) {
     ml_log(ML_LOG_INFO, "%s %.*s %d %.2fms", c->http.method_name, (int)plen,
            url, status, ms);
   }
-  if (!ml_conn_keepalive(c)) {
+  if (!ml_server_conn_keepalive(c)) {
     c->close_after_write = 1;
     read_stop(c);
   }
@@ -316,7 +316,7 @@ void ml_conn_done(ml_conn_t *c, int status) {
 }
 
 static void write_cb(uv_write_t *req, int status) {
-  ml_conn_t *c = req->data;
+  ml_server_conn_t *c = req->data;
   c->writing = 0;
   c->wbuf.len = 0;
   if (c->closing) return;
@@ -331,7 +331,7 @@ static void write_cb(uv_write_t *req, int status) {
 
 /* Hands c->out to the kernel: uv_try_write first (no request object in the common case),
  * uv_write for the rest. Then arms the timer that fits the connection's state. */
-static void conn_flush(ml_conn_t *c) {
+static void conn_flush(ml_server_conn_t *c) {
   if (c->closing || c->writing) return;
   if (c->out.len) {
     uv_buf_t b = uv_buf_init(c->out.data, (unsigned)c->out.len);
@@ -377,7 +377,7 @@ static void conn_flush(ml_conn_t *c) {
 }
 
 static void on_begin(ml_http_t *h) {
-  ml_conn_t *c = h->owner;
+  ml_server_conn_t *c = h->owner;
   timer_set(c, c->srv->cfg.header_timeout_ms);
 }
 
@@ -385,7 +385,7 @@ static void on_begin(ml_http_t *h) {
  * waits for it before sending the body. Never write from inside the parser: a failed
  * write would close the connection under it. */
 static void on_headers(ml_http_t *h) {
-  ml_conn_t *c = h->owner;
+  ml_server_conn_t *c = h->owner;
   if (h->expect_continue) ml_buf_add(&c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
 }
 
@@ -400,7 +400,7 @@ static void accept_cb(uv_stream_t *listener, int status) {
     }
     return;
   }
-  ml_conn_t *c = ml_xcalloc(1, sizeof *c);
+  ml_server_conn_t *c = ml_xcalloc(1, sizeof *c);
   c->srv = s;
   uv_tcp_init(s->loop, &c->tcp);
   uv_timer_init(s->loop, &c->timer);
@@ -461,7 +461,7 @@ void ml_server_drain(ml_server_t *s) {
   s->draining = 1;
   stop_listening(s);
   ml_list_each(l, &s->conns) {
-    ml_conn_t *c = ml_list_item(l, ml_conn_t, link);
+    ml_server_conn_t *c = ml_list_item(l, ml_server_conn_t, link);
     if (!c->inflight && !c->writing && !c->http.in_message && !c->out.len) conn_close(c);
   }
   if (s->nconns == 0 && s->on_drained) s->on_drained(s);
@@ -471,6 +471,6 @@ void ml_server_close_all(ml_server_t *s) {
   stop_listening(s);
   stall_watch_stop(s);
   s->on_drained = NULL;
-  ml_conn_t *c;
-  while ((c = ml_list_first(&s->conns, ml_conn_t, link))) conn_close(c);
+  ml_server_conn_t *c;
+  while ((c = ml_list_first(&s->conns, ml_server_conn_t, link))) conn_close(c);
 }

@@ -12,15 +12,15 @@
 #include <uv.h>
 
 typedef struct ml_server_s ml_server_t;
-typedef struct ml_conn_s ml_conn_t;
+typedef struct ml_server_conn_s ml_server_conn_t;
 
 /* Called for each complete request. The callee writes the response into c->out and calls
- * ml_conn_done, now or later; while it is pending it sets c->task. */
-typedef void (*ml_dispatch_fn)(void *ctx, ml_conn_t *c);
+ * ml_server_conn_done, now or later; while it is pending it sets c->task. */
+typedef void (*ml_dispatch_fn)(void *ctx, ml_server_conn_t *c);
 /* Called when a connection closes while c->task is set: cancel it, touch c no more. */
 typedef void (*ml_abort_fn)(void *ctx, void *task);
 
-struct ml_conn_s {
+struct ml_server_conn_s {
   uv_tcp_t tcp;
   uv_timer_t timer;          /* header, body-idle, keep-alive and linger timeouts */
   uv_write_t wreq;
@@ -55,7 +55,7 @@ struct ml_server_s {
   uv_tcp_t listener;
   ml_server_config_t cfg;
   int port;                  /* the bound port */
-  ml_list_t conns;           /* of ml_conn_t */
+  ml_list_t conns;           /* of ml_server_conn_t */
   int nconns;
   int requests;              /* in flight; atomic: ml_server_requests may be on any thread */
   int listening, draining;
@@ -87,10 +87,10 @@ void ml_server_close_all(ml_server_t *s);
 int ml_server_requests(const ml_server_t *s);
 
 /* The response for the current request is in c->out (status for the access log). */
-void ml_conn_done(ml_conn_t *c, int status);
+void ml_server_conn_done(ml_server_conn_t *c, int status);
 /* 1 if the connection stays open after the current response. */
-int ml_conn_keepalive(const ml_conn_t *c);
+int ml_server_conn_keepalive(const ml_server_conn_t *c);
 /* The connection closes once the current response is written, as if the request had
- * said Connection: close (a handler's own Connection: close). Before ml_conn_done. */
-void ml_conn_close_after(ml_conn_t *c);
+ * said Connection: close (a handler's own Connection: close). Before ml_server_conn_done. */
+void ml_server_conn_close_after(ml_server_conn_t *c);
 #endif

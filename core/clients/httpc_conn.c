@@ -1,9 +1,9 @@
-/* Keep-alive connections of the HTTP client (see httpc_pool.h). Idle connections keep
+/* Keep-alive connections of the HTTP client (see httpc_conn.h). Idle connections keep
  * reading, unref'd (they hold no loop open): a close from the server closes them at once
  * on a running loop; on a loop that did not run meanwhile (a pool thread between jobs)
  * checkout looks at the socket itself before handing one out. A sweep timer, unref'd
  * too, closes those idle longer than ML_HTTPC_IDLE_TIMEOUT_MS. */
-#include "httpc_pool.h"
+#include "httpc_conn.h"
 #include "mem.h"
 #include <errno.h>
 #include <lauxlib.h>
@@ -20,17 +20,17 @@ struct ml_httpc_ctx_s {
 
 static _Thread_local char plain_buf[16384];   /* what an idle TLS read decrypts */
 
-static void pool_unlink(ml_httpc_conn_t *c) {
-  ml_httpc_pool_t *p = c->pool;
+static void idle_unlink(ml_httpc_conn_t *c) {
+  ml_httpc_conns_t *p = c->idle_in;
   if (!p) return;
   ml_list_remove(&c->link);
-  c->pool = NULL;
+  c->idle_in = NULL;
   p->nidle--;
 }
 
 /* --- connections --------------------------------------------------------------------- */
 
-ml_httpc_conn_t *ml_httpc_conn_new(ml_httpc_pool_t *p, const char *key, void *req) {
+ml_httpc_conn_t *ml_httpc_conn_new(ml_httpc_conns_t *p, const char *key, void *req) {
   ml_httpc_conn_t *c = ml_xcalloc(1, sizeof *c);
   uv_tcp_init(p->loop, &c->tcp);
   c->tcp.data = c;
@@ -51,12 +51,12 @@ static void conn_closed_cb(uv_handle_t *h) {
 void ml_httpc_conn_close(ml_httpc_conn_t *c) {
   if (c->closing) return;
   c->closing = 1;
-  pool_unlink(c);
+  idle_unlink(c);
   c->req = NULL;
   uv_close((uv_handle_t *)&c->tcp, conn_closed_cb);
 }
 
-void ml_httpc_idle_read(ml_httpc_conn_t *c, ssize_t n, const uv_buf_t *buf) {
+void ml_httpc_conn_idle_read(ml_httpc_conn_t *c, ssize_t n, const uv_buf_t *buf) {
   if (n > 0 && c->tls) {
     ml_tls_feed(c->tls, buf->base, (size_t)n);
     if (ml_tls_read(c->tls, plain_buf, sizeof plain_buf) == 0) return;
@@ -67,7 +67,7 @@ void ml_httpc_idle_read(ml_httpc_conn_t *c, ssize_t n, const uv_buf_t *buf) {
 /* --- the pool ---------------------------------------------------------------------- */
 
 static void sweep_cb(uv_timer_t *h) {
-  ml_httpc_pool_t *p = h->data;
+  ml_httpc_conns_t *p = h->data;
   uint64_t now = uv_now(p->loop);
   ml_httpc_conn_t *oldest;
   while ((oldest = ml_list_last(&p->idle, ml_httpc_conn_t, link)) &&
@@ -89,12 +89,12 @@ static int conn_alive(ml_httpc_conn_t *c) {
   return errno == EAGAIN || errno == EWOULDBLOCK;
 }
 
-ml_httpc_conn_t *ml_httpc_checkout(ml_httpc_pool_t *p, const char *key) {
+ml_httpc_conn_t *ml_httpc_conn_checkout(ml_httpc_conns_t *p, const char *key) {
   uint64_t now = uv_now(p->loop);
   ml_list_each(l, &p->idle) {
     ml_httpc_conn_t *c = ml_list_item(l, ml_httpc_conn_t, link);
     if (strcmp(c->key, key) == 0) {
-      pool_unlink(c);
+      idle_unlink(c);
       if (now - c->idle_since < ML_HTTPC_IDLE_TIMEOUT_MS && conn_alive(c)) {
         uv_ref((uv_handle_t *)&c->tcp);
         return c;
@@ -105,7 +105,7 @@ ml_httpc_conn_t *ml_httpc_checkout(ml_httpc_pool_t *p, const char *key) {
   return NULL;
 }
 
-void ml_httpc_checkin(ml_httpc_pool_t *p, ml_httpc_conn_t *c) {
+void ml_httpc_conn_checkin(ml_httpc_conns_t *p, ml_httpc_conn_t *c) {
   int same = 0;
   ml_list_each(l, &p->idle) {
     same += strcmp(ml_list_item(l, ml_httpc_conn_t, link)->key, c->key) == 0;
@@ -117,7 +117,7 @@ void ml_httpc_checkin(ml_httpc_pool_t *p, ml_httpc_conn_t *c) {
   if (p->nidle >= ML_HTTPC_IDLE_TOTAL)
     ml_httpc_conn_close(ml_list_last(&p->idle, ml_httpc_conn_t, link));
   c->req = NULL;
-  c->pool = p;
+  c->idle_in = p;
   c->idle_since = uv_now(p->loop);
   ml_list_unshift(&p->idle, &c->link);
   p->nidle++;
@@ -126,7 +126,7 @@ void ml_httpc_checkin(ml_httpc_pool_t *p, ml_httpc_conn_t *c) {
     uv_timer_start(&p->sweep, sweep_cb, ML_HTTPC_IDLE_TIMEOUT_MS, 0);
 }
 
-SSL_CTX *ml_httpc_tls_ctx(ml_httpc_pool_t *p, int verify, const char *ca_file, char *err,
+SSL_CTX *ml_httpc_conn_tls_ctx(ml_httpc_conns_t *p, int verify, const char *ca_file, char *err,
                           size_t errlen) {
   for (ml_httpc_ctx_t *x = p->ctxs; x; x = x->next) {
     if (x->verify != verify) continue;
@@ -145,18 +145,18 @@ SSL_CTX *ml_httpc_tls_ctx(ml_httpc_pool_t *p, int verify, const char *ca_file, c
   return ctx;
 }
 
-static void pool_closed_cb(uv_handle_t *h) {
+static void conns_closed_cb(uv_handle_t *h) {
   free(h->data);
 }
 
-static const char pool_key = 'h';   /* registry[&pool_key] = lightuserdata ml_httpc_pool_t* */
+static const char conns_key = 'h';   /* registry[&conns_key] = lightuserdata ml_httpc_conns_t* */
 
 /* The scheduler is closing (its waiting tasks were cancelled, so no connection is busy):
  * close the idle connections and let the pool go. */
-static void pool_close(ml_sched_t *s, void *data) {
+static void conns_close(ml_sched_t *s, void *data) {
   (void)s;
-  ml_httpc_pool_t *p = data;
-  lua_pushlightuserdata(p->L, (void *)&pool_key);
+  ml_httpc_conns_t *p = data;
+  lua_pushlightuserdata(p->L, (void *)&conns_key);
   lua_pushnil(p->L);
   lua_rawset(p->L, LUA_REGISTRYINDEX);
   ml_httpc_conn_t *c;
@@ -168,13 +168,13 @@ static void pool_close(ml_sched_t *s, void *data) {
     free(x->ca_file);
     free(x);
   }
-  uv_close((uv_handle_t *)&p->sweep, pool_closed_cb);
+  uv_close((uv_handle_t *)&p->sweep, conns_closed_cb);
 }
 
-ml_httpc_pool_t *ml_httpc_pool_of(lua_State *L, ml_sched_t *s) {
-  lua_pushlightuserdata(L, (void *)&pool_key);
+ml_httpc_conns_t *ml_httpc_conns_of(lua_State *L, ml_sched_t *s) {
+  lua_pushlightuserdata(L, (void *)&conns_key);
   lua_rawget(L, LUA_REGISTRYINDEX);
-  ml_httpc_pool_t *p = lua_touserdata(L, -1);
+  ml_httpc_conns_t *p = lua_touserdata(L, -1);
   lua_pop(L, 1);
   if (p) return p;
   p = ml_xcalloc(1, sizeof *p);
@@ -184,10 +184,10 @@ ml_httpc_pool_t *ml_httpc_pool_of(lua_State *L, ml_sched_t *s) {
   uv_timer_init(s->loop, &p->sweep);
   p->sweep.data = p;
   uv_unref((uv_handle_t *)&p->sweep);
-  p->on_close.fn = pool_close;
+  p->on_close.fn = conns_close;
   p->on_close.data = p;
   ml_sched_on_close(s, &p->on_close);
-  lua_pushlightuserdata(L, (void *)&pool_key);
+  lua_pushlightuserdata(L, (void *)&conns_key);
   lua_pushlightuserdata(L, p);
   lua_rawset(L, LUA_REGISTRYINDEX);
   return p;
