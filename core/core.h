@@ -1,8 +1,10 @@
 /* The "moonlet.core" module: the C functions the Lua side (lua/moonlet) builds on; each
  * file installs its own (ml_<file>_open). Names follow the Lua API they serve: a bare name
- * for a `moonlet.x` function (sleep, gather, run_in_pool), `<module>_<name>` for
- * `moonlet.<module>.<name>` (http_request, shared_dict, db_sqlite_open) and for the
- * request's lazy fields (req_url, req_headers). Handlers use them through `moonlet`. */
+ * for what a `moonlet.x` function is or builds on (sleep, gather, run_in_pool, log, now,
+ * status_reason for http_error, array_mt for array), `<module>_<name>` for
+ * `moonlet.<module>.<name>` (http_request, shared_dict, db_sqlite_open, json_encode) and
+ * `req_<name>` for the request's fields and methods (req_url, req_headers, req_form,
+ * req_route). Handlers use them through `moonlet`. */
 #ifndef ML_CORE_H
 #define ML_CORE_H
 #include <lua.h>
@@ -14,7 +16,7 @@ int ml_core_open(lua_State *L);
  * functions into the table on top of the stack. Declared here only, so that core.c needs
  * no module's header and no module includes another through it. */
 void ml_json_open(lua_State *L);          /* bridge/json.c: json_encode, json_decode, array_mt */
-void ml_request_open(lua_State *L);       /* bridge/request.c: req_url, req_query, ... */
+void ml_request_open(lua_State *L);       /* bridge/request.c: req_url, req_query, req_form, ... */
 void ml_sched_open(lua_State *L);         /* sched/sched.c: what tasks keep in the registry */
 void ml_sleep_open(lua_State *L);         /* sched/sleep.c: sleep */
 void ml_spawn_open(lua_State *L);         /* sched/spawn.c: spawn */

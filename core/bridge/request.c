@@ -241,17 +241,17 @@ static int l_req_headers(lua_State *L) {
   return 1;
 }
 
-/* route_of(r) -> "GET /items/{id}", the label of req's route, for error messages. The
+/* req_route(r) -> "GET /items/{id}", the label of req's route, for error messages. The
  * label stays until the record is reused, after the handler's results are in. */
-static int l_route_of(lua_State *L) {
+static int l_req_route(lua_State *L) {
   ml_request_t *r = lua_type(L, 1) == LUA_TLIGHTUSERDATA ? lua_touserdata(L, 1) : NULL;
   if (!r || !r->route) return 0;
   lua_pushstring(L, r->route);
   return 1;
 }
 
-/* parse_urlencoded(s) -> the fields of a form body (see push_urlencoded) */
-static int l_parse_urlencoded(lua_State *L) {
+/* req_form(s) -> the fields of a form body (see push_urlencoded) */
+static int l_req_form(lua_State *L) {
   size_t len;
   const char *s = luaL_optlstring(L, 1, "", &len);
   push_urlencoded(L, s, len);
@@ -261,7 +261,7 @@ static int l_parse_urlencoded(lua_State *L) {
 void ml_request_open(lua_State *L) {
   static const luaL_Reg fns[] = {
       {"req_url", l_req_url},   {"req_query", l_req_query},
-      {"req_headers", l_req_headers}, {"route_of", l_route_of},
-      {"parse_urlencoded", l_parse_urlencoded}, {NULL, NULL}};
+      {"req_headers", l_req_headers}, {"req_route", l_req_route},
+      {"req_form", l_req_form}, {NULL, NULL}};
   luaL_register(L, NULL, fns);
 }

@@ -5,7 +5,7 @@ local core = require "moonlet.core"
 
 local rawset, rawget, setmetatable, error, require = rawset, rawget, setmetatable, error, require
 local find = string.find
-local parse_urlencoded, json_decode = core.parse_urlencoded, core.json_decode
+local req_form, json_decode = core.req_form, core.json_decode
 
 local _M = {}
 
@@ -64,7 +64,7 @@ function methods.form(req)
   if ctype ~= "" and not find(ctype:lower(), "application/x-www-form-urlencoded", 1, true) then
     error(http_error(415, "Expected an application/x-www-form-urlencoded body"), 2)
   end
-  local f = parse_urlencoded(req.body)
+  local f = req_form(req.body)
   rawset(req, "_form", f)
   return f
 end

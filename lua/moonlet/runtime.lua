@@ -10,7 +10,7 @@ local type, getmetatable, xpcall, tostring, require, error, select =
 local find, sub = string.find, string.sub
 local traceback = debug.traceback
 local http_error_mt, response_mt = moonlet.http_error_mt, moonlet.response_mt
-local log, route_of = core.log, core.route_of
+local log, req_route = core.log, core.req_route
 
 local _M = {}
 
@@ -48,7 +48,7 @@ local function finish(req, ok, ...)
   if getmetatable(e) == http_error_mt then
     return e.status, { detail = e.detail }, e.headers
   end
-  log("error", (route_of(req._r) or "handler") .. ": " .. e)
+  log("error", (req_route(req._r) or "handler") .. ": " .. e)
   return 500, internal_error, nil
 end
 
