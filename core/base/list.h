@@ -48,6 +48,18 @@ static inline void ml_list_remove(ml_list_t *l) {
   l->next = l->prev = l;
 }
 
+/* Moves every link of `from` (left empty) to `to`, which is overwritten. */
+static inline void ml_list_take_all(ml_list_t *from, ml_list_t *to) {
+  if (ml_list_empty(from)) {
+    ml_list_init(to);
+    return;
+  }
+  *to = *from;
+  to->next->prev = to;
+  to->prev->next = to;
+  ml_list_init(from);
+}
+
 /* The struct a link is embedded in. */
 #define ml_list_item(l, type, field) ((type *)(void *)((char *)(l) - offsetof(type, field)))
 /* The first / last item, or NULL when the list is empty. */

@@ -29,8 +29,8 @@ struct ml_workers_s {
   uv_async_t async;          /* the done list has jobs */
   pthread_mutex_t lock;
   pthread_cond_t exit_cond;
-  ml_work_t *head, *tail;    /* queued */
-  ml_work_t *done;           /* finished, newest first */
+  ml_list_t queue;           /* of ml_work_t, oldest first */
+  ml_list_t done;            /* finished, oldest first */
   int queued, max_queue;
   int outstanding;           /* submitted, not handed back yet (loop thread only) */
   int detached;              /* jobs in flight no longer keep the loop alive */
@@ -87,10 +87,9 @@ static void idle_remove(ml_workers_t *p, ml_worker_t *w) {
 
 /* Takes the oldest queued job (lock held): NULL when there is none. */
 static ml_work_t *queue_take(ml_workers_t *p) {
-  ml_work_t *j = p->head;
+  ml_work_t *j = ml_list_first(&p->queue, ml_work_t, link);
   if (!j) return NULL;
-  p->head = j->next;
-  if (p->head) p->head->prev = NULL; else p->tail = NULL;
+  ml_list_remove(&j->link);
   p->queued--;
   j->state = JOB_RUNNING;
   return j;
@@ -131,8 +130,7 @@ static void *worker_main(void *arg) {
     j->work(w, j);
     pthread_mutex_lock(&p->lock);
     j->state = JOB_DONE;
-    j->next = p->done;
-    p->done = j;
+    ml_list_push(&p->done, &j->link);
     uv_async_send(&p->async);
   }
   pthread_mutex_unlock(&p->lock);
@@ -158,26 +156,21 @@ static void job_done(ml_workers_t *p, ml_work_t *j, int status) {
 /* The loop's side of the done list: hands the finished jobs back, oldest first. */
 static void done_cb(uv_async_t *a) {
   ml_workers_t *p = a->data;
+  ml_list_t list;
   pthread_mutex_lock(&p->lock);
-  ml_work_t *list = p->done;
-  p->done = NULL;
+  ml_list_take_all(&p->done, &list);
   pthread_mutex_unlock(&p->lock);
-  ml_work_t *rev = NULL;   /* oldest first */
-  while (list) {
-    ml_work_t *next = list->next;
-    list->next = rev;
-    rev = list;
-    list = next;
-  }
-  while (rev) {
-    ml_work_t *j = rev;
-    rev = j->next;
+  ml_work_t *j;
+  while ((j = ml_list_first(&list, ml_work_t, link))) {
+    ml_list_remove(&j->link);
     job_done(p, j, 0);
   }
 }
 
 ml_workers_t *ml_workers_new(uv_loop_t *loop, const char *appdir, int size, int max_queue) {
   ml_workers_t *p = ml_xcalloc(1, sizeof *p);
+  ml_list_init(&p->queue);
+  ml_list_init(&p->done);
   p->loop = loop;
   p->size = size > 0 ? size : 1;
   p->max_queue = max_queue;
@@ -216,10 +209,7 @@ int ml_workers_submit(ml_workers_t *p, ml_work_t *j, ml_work_fn work, ml_work_do
   j->done = done;
   j->state = JOB_QUEUED;
   j->cancelled = 0;
-  j->next = NULL;
-  j->prev = p->tail;
-  if (p->tail) p->tail->next = j; else p->head = j;
-  p->tail = j;
+  ml_list_push(&p->queue, &j->link);
   p->queued++;
   if (p->nidle > 0) {   /* wake the thread that went idle last: its caches are warm */
     ml_worker_t *w = p->idle[--p->nidle];
@@ -240,8 +230,7 @@ void ml_workers_cancel(ml_workers_t *p, ml_work_t *j) {
     pthread_mutex_unlock(&p->lock);
     return;
   }
-  if (j->prev) j->prev->next = j->next; else p->head = j->next;
-  if (j->next) j->next->prev = j->prev; else p->tail = j->prev;
+  ml_list_remove(&j->link);
   p->queued--;
   pthread_mutex_unlock(&p->lock);
   job_done(p, j, UV_ECANCELED);
@@ -269,11 +258,11 @@ static void workers_closed_cb(uv_handle_t *h) {
   free(p);
 }
 
-/* Hands back every job of a list linked by next (the threads have exited). */
-static void list_cancel(ml_workers_t *p, ml_work_t *list) {
-  while (list) {
-    ml_work_t *j = list;
-    list = j->next;
+/* Hands back every job of a list (the threads have exited). */
+static void list_cancel(ml_workers_t *p, ml_list_t *list) {
+  ml_work_t *j;
+  while ((j = ml_list_first(list, ml_work_t, link))) {
+    ml_list_remove(&j->link);
     j->cancelled = 1;
     job_done(p, j, UV_ECANCELED);
   }
@@ -297,8 +286,7 @@ void ml_workers_free(ml_workers_t *p, double wait_s) {
     return;
   }
   for (int i = 0; i < p->nthreads; i++) pthread_join(p->workers[i].thread, NULL);
-  list_cancel(p, p->head);
-  list_cancel(p, p->done);
-  p->head = p->tail = p->done = NULL;
+  list_cancel(p, &p->queue);
+  list_cancel(p, &p->done);
   uv_close((uv_handle_t *)&p->async, workers_closed_cb);
 }

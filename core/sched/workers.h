@@ -9,6 +9,7 @@
  * done is called: the user may read and write it again only in work and done. */
 #ifndef ML_WORKERS_H
 #define ML_WORKERS_H
+#include "list.h"
 #include <uv.h>
 
 typedef struct ml_workers_s ml_workers_t;
@@ -27,7 +28,7 @@ struct ml_work_s {
   ml_work_fn work;
   ml_work_done_fn done;
   int state, cancelled;      /* guarded by the workers' lock */
-  ml_work_t *next, *prev;
+  ml_list_t link;            /* in the queue, then in the done list */
 };
 
 /* Threads start when jobs need them, up to `size`; `max_queue` jobs may wait for a busy
