@@ -205,8 +205,7 @@ void ml_request_copy_free(ml_request_copy_t *cp) {
 }
 
 /* --- the lazy fields (moonlet.core, for lua/moonlet/request.lua) -----------------------
- * Each takes req._r and req._g and reads the request while it is open. The next fields
- * (req.cookies: the cookie header parsed) hang here the same way. */
+ * Each takes req._r and req._g and reads the request while it is open. */
 
 /* The open request behind (_r, _g), or raises. */
 static ml_request_t *open_request(lua_State *L) {
@@ -241,6 +240,51 @@ static int l_req_headers(lua_State *L) {
   return 1;
 }
 
+static int is_ows(char c) { return c == ' ' || c == '\t'; }
+
+/* Adds the pairs of one Cookie header value ("a=1; b=2") to the table on top. A pair
+ * without a name or "=" is skipped; a value in double quotes loses them; the first of a
+ * repeated name wins (browsers send the most specific cookie first, RFC 6265 5.4). */
+static void add_cookie_pairs(lua_State *L, const char *s, size_t len) {
+  size_t i = 0;
+  while (i < len) {
+    size_t start = i;
+    while (i < len && s[i] != ';') i++;
+    size_t end = i++;
+    while (start < end && is_ows(s[start])) start++;
+    const char *eq = memchr(s + start, '=', end - start);
+    if (!eq) continue;
+    size_t nend = (size_t)(eq - s), vstart = nend + 1;
+    while (nend > start && is_ows(s[nend - 1])) nend--;
+    while (vstart < end && is_ows(s[vstart])) vstart++;
+    while (end > vstart && is_ows(s[end - 1])) end--;
+    if (nend == start) continue;
+    if (end - vstart >= 2 && s[vstart] == '"' && s[end - 1] == '"') vstart++, end--;
+    lua_pushlstring(L, s + start, nend - start);
+    lua_pushvalue(L, -1);
+    lua_rawget(L, -3);
+    int seen = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    if (seen) {
+      lua_pop(L, 1);
+      continue;
+    }
+    lua_pushlstring(L, s + vstart, end - vstart);
+    lua_rawset(L, -3);
+  }
+}
+
+/* req_cookies(r, g) -> { name = value } from every Cookie header */
+static int l_req_cookies(lua_State *L) {
+  ml_request_t *r = open_request(L);
+  lua_newtable(L);
+  int at = 0;
+  size_t len;
+  const char *v;
+  while ((v = ml_headers_next(r->headers, "cookie", &at, &len))) add_cookie_pairs(L, v, len);
+  return 1;
+}
+
 /* req_route(r) -> "GET /items/{id}", the label of req's route, for error messages. The
  * label stays until the record is reused, after the handler's results are in. */
 static int l_req_route(lua_State *L) {
@@ -262,6 +306,6 @@ void ml_request_open(lua_State *L) {
   static const luaL_Reg fns[] = {
       {"req_url", l_req_url},   {"req_query", l_req_query},
       {"req_headers", l_req_headers}, {"req_route", l_req_route},
-      {"req_form", l_req_form}, {NULL, NULL}};
+      {"req_form", l_req_form}, {"req_cookies", l_req_cookies}, {NULL, NULL}};
   luaL_register(L, NULL, fns);
 }

@@ -131,6 +131,70 @@ local function decode(text)
   return v
 end
 
+-- moonlet.cookie(name, value[, opts]) -> a Set-Cookie header value. opts: max_age
+-- (seconds), expires (seconds since the epoch, or an HTTP date), path (default "/"),
+-- domain, secure, http_only, same_site ("lax" by default, "strict", "none").
+local cookie_attr = { lax = "Lax", strict = "Strict", none = "None" }
+local find_, format_, floor_ = string.find, string.format, math.floor
+
+local function cookie_check(fname, n, v, what, bad)
+  if type(v) ~= "string" or find_(v, bad) then
+    error(format_("bad argument #%d to '%s' (%s)", n, fname, what), 3)
+  end
+end
+
+function _M.cookie(name, value, opts)
+  -- a name is an RFC 9110 token; a value or attribute has no control characters and no ';'
+  cookie_check("cookie", 1, name,
+               "a cookie name is a token: letters, digits and !#$%&'*+-.^_`|~",
+               "[^%w!#%$%%&'%*%+%-%.%^_`|~]")
+  if name == "" then
+    error("bad argument #1 to 'cookie' (a cookie name is a token: not empty)", 2)
+  end
+  cookie_check("cookie", 2, value, "a cookie value has no control characters and no ';'", "[%c;]")
+  opts = opts or {}
+  if type(opts) ~= "table" then error("bad argument #3 to 'cookie' (expected an options table)", 2) end
+  local parts = { name .. "=" .. value }
+  if opts.max_age ~= nil then
+    local age = opts.max_age
+    if type(age) ~= "number" or age ~= floor_(age) then
+      error("bad argument #3 to 'cookie' (max_age is a whole number of seconds)", 2)
+    end
+    parts[#parts + 1] = format_("Max-Age=%d", age)
+  end
+  local expires = opts.expires
+  if type(expires) == "number" then
+    parts[#parts + 1] = "Expires=" .. os.date("!%a, %d %b %Y %H:%M:%S GMT", floor_(expires))
+  elseif expires ~= nil then
+    cookie_check("cookie", 3, expires, "expires is a number of seconds or an HTTP date", "[%c;]")
+    parts[#parts + 1] = "Expires=" .. expires
+  end
+  local path = opts.path == nil and "/" or opts.path
+  if path then
+    cookie_check("cookie", 3, path, "path has no control characters and no ';'", "[%c;]")
+    parts[#parts + 1] = "Path=" .. path
+  end
+  if opts.domain ~= nil then
+    cookie_check("cookie", 3, opts.domain, "domain has no control characters and no ';'", "[%c;]")
+    parts[#parts + 1] = "Domain=" .. opts.domain
+  end
+  if opts.secure then parts[#parts + 1] = "Secure" end
+  if opts.http_only then parts[#parts + 1] = "HttpOnly" end
+  local same_site = opts.same_site == nil and "lax" or opts.same_site
+  if same_site then
+    local attr = cookie_attr[same_site]
+    if not attr then
+      error("bad argument #3 to 'cookie' (same_site is \"lax\", \"strict\" or \"none\")", 2)
+    end
+    if attr == "None" and not opts.secure then
+      error("bad argument #3 to 'cookie' (same_site = \"none\" needs secure = true: "
+            .. "browsers drop it otherwise)", 2)
+    end
+    parts[#parts + 1] = "SameSite=" .. attr
+  end
+  return table.concat(parts, "; ")
+end
+
 _M.json = {
   encode = core.json_encode,
   decode = decode,

@@ -1,6 +1,6 @@
 -- The req object handlers receive. C makes it (core/bridge/request.c), for both kinds of route:
 -- method, path, params (when the route has any) and body at once; url, query and headers
--- on first use, then cached in req. This module adds the methods.
+-- and cookies on first use, then cached in req. This module adds the methods.
 local core = require "moonlet.core"
 
 local rawset, rawget, setmetatable, error, require = rawset, rawget, setmetatable, error, require
@@ -14,11 +14,12 @@ local empty_params_mt = { __newindex = function(t, k, v) rawset(t, k, v) end }
 
 -- The lazy fields: core's req_* functions read the request behind req._r while it is
 -- open. Each is computed once, then stored in the req table itself. Fields made from the
--- request (req.cookies next) are added here and in core/bridge/request.c.
+-- request are added here and in core/bridge/request.c.
 local lazy = {
   url = core.req_url,
   query = core.req_query,
   headers = core.req_headers,
+  cookies = core.req_cookies,
 }
 
 local function index(req, key)
