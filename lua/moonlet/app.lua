@@ -1,4 +1,6 @@
 -- The app object: collects routes. C builds the router from them (moonlet.runtime.routes).
+-- A router (moonlet.router) collects routes the same way under a prefix; including it
+-- copies them into the app (or into another router).
 local type, error, ipairs, pairs, setmetatable, getmetatable, tostring =
   type, error, ipairs, pairs, setmetatable, getmetatable, tostring
 local concat, upper = table.concat, string.upper
@@ -27,6 +29,31 @@ function _M.is_app(x)
   return getmetatable(x) == mt
 end
 
+local router_mt = { __index = _M }
+
+-- moonlet.router{ prefix = "/users" }: routes added to it get the prefix when an app (or
+-- another router) includes it.
+function _M.router(opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #1 to 'router' (expected a table of options)", 2)
+  end
+  opts = opts or {}
+  for k in pairs(opts) do
+    if k ~= "prefix" then
+      error("bad argument #1 to 'router' (unknown option '" .. tostring(k)
+            .. "'; accepted: prefix)", 2)
+    end
+  end
+  local prefix = opts.prefix or ""
+  local bad = type(prefix) ~= "string"
+              or (prefix ~= "" and (prefix:sub(1, 1) ~= "/" or prefix:sub(-1) == "/"))
+  if bad then
+    error("bad argument #1 to 'router' (a prefix starts with '/' and does not end with one: "
+          .. "\"/users\")", 2)
+  end
+  return setmetatable({ prefix = prefix, routes = {}, is_router = true }, router_mt)
+end
+
 local function add(self, methods, path, opts, handler, level)
   local function argerr(n, what)
     error("bad argument #" .. n .. " to 'route' (" .. what .. ")", level + 1)
@@ -35,7 +62,8 @@ local function add(self, methods, path, opts, handler, level)
   if type(methods) ~= "table" or #methods == 0 then
     argerr(1, "expected a method or a list of methods")
   end
-  if type(path) ~= "string" or path:sub(1, 1) ~= "/" then
+  -- in a router, "" is the prefix itself
+  if type(path) ~= "string" or (path:sub(1, 1) ~= "/" and not (self.is_router and path == "")) then
     argerr(2, "expected a path starting with '/'")
   end
   if opts ~= nil and type(opts) ~= "table" then
@@ -55,8 +83,8 @@ local function add(self, methods, path, opts, handler, level)
     names[i] = name
   end
   opts = opts or {}
-  local r = { mask = mask, methods = concat(names, ","), path = path, handler = handler,
-              opts = opts, pooled = opts.pool and true or false }
+  local r = { mask = mask, methods = concat(names, ","), method_list = names, path = path,
+              handler = handler, opts = opts, pooled = opts.pool and true or false }
   self.routes[#self.routes + 1] = r
   return r
 end
@@ -65,6 +93,22 @@ end
 function _M:route(methods, path, opts, handler)
   if handler == nil then opts, handler = nil, opts end
   return add(self, methods, path, opts, handler, 2)
+end
+
+-- app:include(router) (or router:include(router)): adds the router's routes as they are
+-- now, each path under the router's prefix.
+function _M:include(r)
+  if getmetatable(r) ~= router_mt then
+    error("bad argument #1 to 'include' (expected a moonlet.router)", 2)
+  end
+  for _, route in ipairs(r.routes) do
+    local path = r.prefix .. route.path
+    if path == "" then
+      error("include: a route with path \"\" needs a router with a prefix", 2)
+    end
+    add(self, route.method_list, path, route.opts, route.handler, 2)
+  end
+  return self
 end
 
 for name in pairs(METHOD_BITS) do

@@ -11,6 +11,7 @@ local error, floor = error, math.floor
 local _M = { _VERSION = "0.1.0" }
 
 _M.app = App.new
+_M.router = App.router
 _M.sleep = core.sleep
 _M.now = core.now
 _M.null = cjson.null   -- a JSON null: decodes from null, encodes to null
