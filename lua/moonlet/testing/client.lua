@@ -79,6 +79,7 @@ local len1 = ffi.new("unsigned int[1]")
 local function errmsg(e)
   return lower(ffi.string(C.moonlet_t_strerror(e)))
 end
+_M.errmsg = errmsg
 
 -- A string as Lua source ("a\nb"), for messages; long ones are cut.
 local function quote(s)
@@ -86,6 +87,7 @@ local function quote(s)
   local more = #s > 2000 and fmt("...(%d bytes)", #s) or ""
   return gsub(fmt("%q", sub(s, 1, 2000)), "\\\n", "\\n") .. more
 end
+_M.quote = quote
 
 ---------------------------------------------------------------------------
 -- time

@@ -29,7 +29,6 @@ do
   local ok, err = pcall(ffi.cdef, [[
     int moonlet_t_kill(int pid, int sig) __asm__("kill");
     int moonlet_t_getpid(void) __asm__("getpid");
-    const char *moonlet_t_strerror(int e) __asm__("strerror");
   ]])
   if not ok and not find(tostring(err), "redefine", 1, true) then error(err) end
 end
@@ -37,14 +36,6 @@ end
 local SIGNALS = { HUP = 1, INT = 2, QUIT = 3, KILL = 9, USR1 = 10, USR2 = 12,
                   TERM = 15, CONT = 18, STOP = 19 }
 local DEFAULT_TIMEOUT = 10
-
-local function errmsg(e)
-  return string.lower(ffi.string(C.moonlet_t_strerror(e)))
-end
-
-local function quote(s)
-  return (gsub(fmt("%q", tostring(s)), "\\\n", "\\n"))
-end
 
 ---------------------------------------------------------------------------
 -- files
@@ -174,7 +165,7 @@ local function spawn(argv, opts)
     local names = {}
     for k in pairs(opts.env) do
       if type(k) ~= "string" or not match(k, "^[%a_][%w_]*$") then
-        error("bad environment variable name " .. quote(k), 3)
+        error("bad environment variable name " .. client.quote(k), 3)
       end
       names[#names + 1] = k
     end
@@ -267,11 +258,11 @@ function Proc:wait_log(pattern, timeout, from)
     end
     if exited then
       error(fmt("process exited (status %d) before stderr matched %s; stderr tail:\n%s",
-                exited, quote(pattern), tail(text)), 2)
+                exited, client.quote(pattern), tail(text)), 2)
     end
     if now() >= deadline then
       error(fmt("timeout after %gs waiting for stderr to match %s; stderr tail:\n%s",
-                timeout, quote(pattern), tail(text)), 2)
+                timeout, client.quote(pattern), tail(text)), 2)
     end
     sleep(0.01)
   end
@@ -282,7 +273,7 @@ function Proc:signal(name)
   local sig = SIGNALS[name] or tonumber(name)
   if not sig then error("unknown signal " .. tostring(name), 2) end
   if self:poll() then return nil, "exited" end
-  if C.moonlet_t_kill(self.pid, sig) ~= 0 then return nil, errmsg(ffi.errno()) end
+  if C.moonlet_t_kill(self.pid, sig) ~= 0 then return nil, client.errmsg(ffi.errno()) end
   return true
 end
 
