@@ -136,4 +136,12 @@ app:get("/spawn-error", function()
   return { spawned = true }
 end)
 
+-- moonlet.log at each level (the server runs at --log-level info: debug is not shown)
+app:get("/log", function(req)
+  for _, level in ipairs{ "debug", "info", "warn", "error" } do
+    moonlet.log[level]("log-spec " .. level .. " " .. req.query.id)
+  end
+  return { ok = true }
+end)
+
 return app
