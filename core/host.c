@@ -345,7 +345,8 @@ void ml_host_free(ml_host_t *h) {
   close_handles(h);
   ml_app_free(h->app);   /* first: cancelling its tasks may cancel jobs of the workers */
   for (int i = 0; i < h->nretired; i++) ml_app_free(h->retired[i]);
-  ml_workers_free(h->workers, h->forced ? 0 : h->cfg.graceful_timeout);   /* forced: no more waits */
+  /* forced: no more waits */
+  ml_workers_free(h->workers, h->forced ? 0 : h->cfg.graceful_timeout);
   uv_run(&h->loop, UV_RUN_DEFAULT);   /* let close callbacks run */
   uv_loop_close(&h->loop);
   ml_log_flush();

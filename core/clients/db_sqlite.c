@@ -84,7 +84,9 @@ static int bind_params(job_t *j, sqlite3_stmt *st) {
     switch (v->type) {
     case ML_DB_VALUE_INT: case ML_DB_VALUE_BOOL: rc = sqlite3_bind_int64(st, k + 1, v->i); break;
     case ML_DB_VALUE_FLOAT: rc = sqlite3_bind_double(st, k + 1, v->d); break;
-    case ML_DB_VALUE_TEXT: rc = sqlite3_bind_text(st, k + 1, v->s, (int)v->len, SQLITE_STATIC); break;
+    case ML_DB_VALUE_TEXT:
+      rc = sqlite3_bind_text(st, k + 1, v->s, (int)v->len, SQLITE_STATIC);
+      break;
     default: rc = sqlite3_bind_null(st, k + 1);
     }
     if (rc != SQLITE_OK) return rc;

@@ -190,7 +190,8 @@ static int l_run_in_pool(lua_State *L) {
   if (s && s->in_pool) return call_here(L, s, nargs);
   if (!s || !s->workers) return luaL_error(L, "run_in_pool: no worker pool in this state");
   if (ft == LUA_TFUNCTION) {
-    if (lua_iscfunction(L, 1)) return luaL_argerror(L, 1, "a C function cannot be sent to the pool");
+    if (lua_iscfunction(L, 1))
+      return luaL_argerror(L, 1, "a C function cannot be sent to the pool");
     const char *up = lua_getupvalue(L, 1, 1);
     if (up)
       return luaL_error(L, "run_in_pool: the function uses upvalue '%s' (a local of an outer "

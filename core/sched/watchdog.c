@@ -1,7 +1,7 @@
 /* The watchdog thread (see watchdog.h). As the scheduler's monitor, the loop thread
  * publishes busy_since/busy_route around every outermost resume and reports a stall over
- * the threshold when the resume ends, with its exact length; this thread samples them every few milliseconds and
- * reports a stall still going on after about a second. Both may see the same stall: an
+ * the threshold when the resume ends, with its exact length; this thread samples them
+ * every few milliseconds and reports a stall still going on after about a second. Both may see the same stall: an
  * atomic exchange on reported_since lets only one report it. The same samples show a loop
  * still held after a stop's deadline (ml_watchdog_enforce). */
 #include "watchdog.h"
