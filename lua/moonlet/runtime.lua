@@ -5,8 +5,8 @@ local App = require "moonlet.app"
 local request = require "moonlet.request"
 local core = require "moonlet.core"
 
-local type, getmetatable, xpcall, tostring, require, error, select =
-  type, getmetatable, xpcall, tostring, require, error, select
+local type, getmetatable, xpcall, tostring, require, error, select, ipairs =
+  type, getmetatable, xpcall, tostring, require, error, select, ipairs
 local find, sub = string.find, string.sub
 local traceback = debug.traceback
 local http_error_mt, response_mt = moonlet.http_error_mt, moonlet.response_mt
@@ -16,12 +16,20 @@ local _M = {}
 
 _M.req_mt = request.mt
 
--- The app's routes as C wants them: { mask, methods, path, handler }.
+-- The app's routes as C wants them: { mask, methods, path, pooled, handler }. The handler
+-- C calls is the route's own, wrapped once here by what the route's options ask for; a
+-- route that asks for nothing runs its handler as it is.
 function _M.routes(app)
   if not App.is_app(app) then
     error("app.lua must return the app (return moonlet.app{...}), got " .. type(app), 0)
   end
-  return app.routes
+  local out = {}
+  for i, r in ipairs(app.routes) do
+    local h = r.handler
+    out[i] = { mask = r.mask, methods = r.methods, path = r.path, pooled = r.pooled,
+               handler = h }
+  end
+  return out
 end
 
 local function on_error(e)
