@@ -48,6 +48,8 @@ static int load_routes(ml_app_t *a, char *err, size_t errlen) {
    * keeps them in its array part */
   lua_getfield(L, rt, "resolve");
   a->resolve_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_getfield(L, rt, "after");
+  a->after_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_settop(L, app_idx - 1);
   return 0;
 lua_err:

@@ -32,6 +32,7 @@ struct ml_app_s {
   int dispatch_ref;          /* moonlet.runtime.dispatch */
   int req_mt_ref;            /* metatable of req tables */
   int resolve_ref;           /* moonlet.runtime.resolve ("module.function" -> function) */
+  int after_ref;             /* moonlet.runtime.after (a request's deferred work) */
   /* public: for whoever runs requests in this state, on its thread */
   ml_buf_t scratch;          /* response body being encoded */
   ml_request_t *spare_requests;   /* request records for reuse (request.h) */

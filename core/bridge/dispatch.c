@@ -5,28 +5,40 @@
 #include "lresponse.h"
 #include "pooled_route.h"
 #include "response.h"
+#include <stdio.h>
 
-/* Hands back a request's record and task (see ml_app_t.requests). */
-static void request_release(ml_task_t *t, int reusable) {
+/* Hands back a request's record and task (see ml_app_t.requests); returns the request's
+ * after-work (see ml_request_after), which the caller starts once the response is out. */
+static int request_release(ml_task_t *t, int reusable) {
   ml_app_t *a = t->sched->owner;
+  int after = ml_request_take_after(t->owner);
   ml_request_release(t->owner, &a->spare_requests);
   a->requests--;
   ml_task_release(t, reusable);
+  return after;
+}
+
+static void run_after(ml_app_t *a, int after, const char *why) {
+  if (after) ml_request_after(a->L, &a->sched, after, a->after_ref, why);
 }
 
 /* The response to the request t runs is in its connection's output: the request is over
- * and the connection goes on. */
+ * and the connection goes on; then the request's after-work starts. */
 static void answered(ml_task_t *t, int status) {
+  ml_app_t *a = t->sched->owner;
   ml_server_conn_t *c = ((ml_request_t *)t->owner)->conn;
-  request_release(t, 1);
+  int after = request_release(t, 1);
   ml_server_conn_done(c, status);
+  run_after(a, after, NULL);
 }
 
-static void respond_500(ml_task_t *t, int reusable) {
+static void respond_500(ml_task_t *t, int reusable, const char *why) {
+  ml_app_t *a = t->sched->owner;
   ml_server_conn_t *c = ((ml_request_t *)t->owner)->conn;
-  request_release(t, reusable);
+  int after = request_release(t, reusable);
   ml_resp_error(&c->out, 500, "Internal Server Error", NULL, ml_server_conn_keepalive(c), c->head);
   ml_server_conn_done(c, 500);
+  run_after(a, after, why);
 }
 
 /* The coroutine returned (status, body, headers): serialize them into the connection. */
@@ -40,7 +52,7 @@ static void finish(ml_task_t *t) {
                               sizeof err);
   if (status < 0) {
     ml_log(ML_LOG_ERROR, "%s: %s", r->route, err);
-    respond_500(t, 1);
+    respond_500(t, 1, err);
     return;
   }
   if (!keepalive) ml_server_conn_close_after(c);
@@ -51,16 +63,18 @@ static void finish(ml_task_t *t) {
 static void request_done(ml_task_t *t, int st) {
   ml_request_t *r = t->owner;
   if (!r->conn) {   /* the client left while the handler ran: nothing to answer */
-    request_release(t, st == 0);
+    ml_app_t *a = t->sched->owner;
+    run_after(a, request_release(t, st == 0), "client disconnected");
     return;
   }
   if (st == 0) {
     finish(t);
     return;
   }
-  ml_log(ML_LOG_ERROR, "%s: %s", r->route,
-         lua_tostring(t->co, -1) ? lua_tostring(t->co, -1) : "error");
-  respond_500(t, 0);
+  char msg[512];   /* t->co goes with t */
+  snprintf(msg, sizeof msg, "%s", lua_tostring(t->co, -1) ? lua_tostring(t->co, -1) : "error");
+  ml_log(ML_LOG_ERROR, "%s: %s", r->route, msg);
+  respond_500(t, 0, msg);
 }
 
 /* A coroutine route: runtime.dispatch(handler, req) in the task's coroutine. */
@@ -110,5 +124,5 @@ void ml_dispatch_abort(void *ctx, void *task) {
   ml_request_end(t->owner);   /* its req may read no more; request_done sees no conn */
   if (t->sched->current == t) return;   /* running now: request_done drops it */
   ml_task_cancel(t);
-  request_release(t, 0);
+  run_after(t->sched->owner, request_release(t, 0), "client disconnected");
 }

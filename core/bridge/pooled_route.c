@@ -112,7 +112,11 @@ static void run(ml_worker_t *w, ml_work_t *work) {
     failed(j, NULL);
   }
   lua_settop(a->L, 0);
+  int after = ml_request_take_after(r);
   ml_request_release(r, &a->spare_requests);
+  /* a task of the thread's state: runtime.after lets the job return (and the response go)
+   * before the work runs, when the thread next runs its loop */
+  ml_request_after(a->L, &a->sched, after, a->after_ref, NULL);
 }
 
 /* --- on the loop ----------------------------------------------------------------------- */

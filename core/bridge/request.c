@@ -285,6 +285,28 @@ static int l_req_cookies(lua_State *L) {
   return 1;
 }
 
+/* req_after(r, g, work): keeps work (the table req:defer and req:background fill) for
+ * when the request ends; see ml_request_after. */
+static int l_req_after(lua_State *L) {
+  ml_request_t *r = open_request(L);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  if (r->after_ref) luaL_unref(L, LUA_REGISTRYINDEX, r->after_ref);
+  lua_settop(L, 3);
+  r->after_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+void ml_request_after(lua_State *L, ml_sched_t *s, int work_ref, int fn_ref,
+                      const char *err) {
+  if (!work_ref) return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, fn_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, work_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, work_ref);
+  if (err) lua_pushstring(L, err);
+  else lua_pushnil(L);
+  ml_spawn(L, s, 2);
+}
+
 /* req_route(r) -> "GET /items/{id}", the label of req's route, for error messages. The
  * label stays until the record is reused, after the handler's results are in. */
 static int l_req_route(lua_State *L) {
@@ -306,6 +328,7 @@ void ml_request_open(lua_State *L) {
   static const luaL_Reg fns[] = {
       {"req_url", l_req_url},   {"req_query", l_req_query},
       {"req_headers", l_req_headers}, {"req_route", l_req_route},
-      {"req_form", l_req_form}, {"req_cookies", l_req_cookies}, {NULL, NULL}};
+      {"req_form", l_req_form}, {"req_cookies", l_req_cookies},
+      {"req_after", l_req_after}, {NULL, NULL}};
   luaL_register(L, NULL, fns);
 }

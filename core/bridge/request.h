@@ -14,6 +14,7 @@
 #include "buf.h"
 #include "headers.h"
 #include "router.h"
+#include "sched.h"
 #include <lua.h>
 
 typedef struct ml_server_conn_s ml_server_conn_t;
@@ -32,6 +33,8 @@ struct ml_request_s {
   /* public */
   const char *route;         /* the route's label ("GET /items/{id}"), for logs */
   ml_server_conn_t *conn;           /* on the loop: its connection; NULL once the client left */
+  int after_ref;             /* registry ref of its after-work (req:defer, req:background)
+                              * in the state its req lives in; 0 if none */
   /* private */
   unsigned gen;              /* carried by its req; changes when the request ends */
   ml_request_t *next_spare;
@@ -75,6 +78,20 @@ static inline void ml_request_release(ml_request_t *r, ml_request_t **spares) {
   ml_request_end(r);
   r->next_spare = *spares;
   *spares = r;
+}
+
+/* A request's after-work, if its handler registered any (req:defer, req:background):
+ * runs runtime.after(work, err) as a detached task of s (its first argument pushed from
+ * the registry of L's state by work_ref, which goes; fn_ref is runtime.after); err says why the request ended
+ * early (NULL when it ran to its end). Call it once the response has gone out, or when
+ * the request is dropped. Does nothing for a request without after-work. */
+void ml_request_after(lua_State *L, ml_sched_t *s, int work_ref, int fn_ref,
+                      const char *err);
+/* Takes r's after-work reference (0 if none) out of r, for ml_request_after. */
+static inline int ml_request_take_after(ml_request_t *r) {
+  int ref = r->after_ref;
+  r->after_ref = 0;
+  return ref;
 }
 
 /* Frees the spares, when the Lua state their reqs were pushed into is gone. */

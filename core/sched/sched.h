@@ -115,6 +115,9 @@ void ml_task_release(ml_task_t *t, int reusable);
  * The caller resumes it with nargs + 1 values. */
 ml_task_t *ml_task_child(lua_State *L, ml_sched_t *s, int nargs, ml_done_fn done,
                          void *owner);
+/* Runs the function under nargs arguments on top of L (popped) as a detached task of s
+ * (moonlet.spawn): it starts at once; its errors are logged with a traceback. */
+void ml_spawn(lua_State *L, ml_sched_t *s, int nargs);
 /* The argument at idx as whole milliseconds: a number of seconds from 0 to 1e9 (raises). */
 uint64_t ml_sched_check_ms(lua_State *L, int idx);
 

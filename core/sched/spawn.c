@@ -12,14 +12,16 @@ static void spawn_done(ml_task_t *t, int st) {
   ml_task_release(t, st == 0);
 }
 
+void ml_spawn(lua_State *L, ml_sched_t *s, int nargs) {
+  ml_task_t *c = ml_task_child(L, s, nargs, spawn_done, NULL);
+  ml_task_resume(c, nargs + 1);
+}
+
 /* spawn(fn, ...): runs fn(...) as a detached task; it starts at once and runs until it
  * first waits. Its errors are logged with a traceback. */
 static int l_spawn(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
-  ml_sched_t *s = ml_sched_of(L);
-  int nargs = lua_gettop(L) - 1;
-  ml_task_t *c = ml_task_child(L, s, nargs, spawn_done, NULL);
-  ml_task_resume(c, nargs + 1);
+  ml_spawn(L, ml_sched_of(L), lua_gettop(L) - 1);
   return 0;
 }
 

@@ -4,6 +4,7 @@
 local type, error, ipairs, pairs, setmetatable, getmetatable, tostring =
   type, error, ipairs, pairs, setmetatable, getmetatable, tostring
 local concat, upper = table.concat, string.upper
+local deps = require "moonlet.deps"
 
 local _M = {}
 local mt = { __index = _M }
@@ -11,18 +12,49 @@ local mt = { __index = _M }
 local METHOD_BITS = { GET = 1, HEAD = 2, POST = 4, PUT = 8, PATCH = 16, DELETE = 32, OPTIONS = 64 }
 _M.METHOD_BITS = METHOD_BITS
 
--- moonlet.app{ title = "Demo", version = "1.0.0", description = "..." }
+-- Refuses options not in `accepted` (a list), naming the function.
+local function check_options(opts, fname, accepted, level)
+  for k in pairs(opts) do
+    local known = false
+    for _, a in ipairs(accepted) do
+      if k == a then known = true end
+    end
+    if not known then
+      error("bad argument #1 to '" .. fname .. "' (unknown option '" .. tostring(k)
+            .. "'; accepted: " .. concat(accepted, ", ") .. ")", level + 1)
+    end
+  end
+end
+
+-- moonlet.app{ title = "Demo", version = "1.0.0", description = "...", deps = {...} }
 function _M.new(opts)
   if opts ~= nil and type(opts) ~= "table" then
     error("bad argument #1 to 'app' (expected a table of options)", 2)
   end
   opts = opts or {}
+  check_options(opts, "app", { "title", "version", "description", "deps" }, 2)
+  deps.check(opts.deps, "app", 2)
   return setmetatable({
     title = opts.title or "moonlet",
     version = opts.version or "0.1.0",
     description = opts.description,
+    deps = opts.deps,
+    overrides = {},
     routes = {},
   }, mt)
+end
+
+-- app:override(dep, replacement): wherever dep is a dependency (deps options, req:dep),
+-- replacement is called instead. For tests.
+function _M:override(dep, replacement)
+  if type(dep) ~= "function" then
+    error("bad argument #1 to 'override' (expected the dependency function)", 2)
+  end
+  if replacement ~= nil and type(replacement) ~= "function" then
+    error("bad argument #2 to 'override' (expected a function, or nil to undo)", 2)
+  end
+  self.overrides[dep] = replacement
+  return self
 end
 
 function _M.is_app(x)
@@ -31,17 +63,24 @@ end
 
 local router_mt = { __index = _M }
 
--- moonlet.router{ prefix = "/users" }: routes added to it get the prefix when an app (or
--- another router) includes it.
+-- moonlet.router{ prefix = "/users", tags = { "users" }, deps = {...} }: routes added to
+-- it get the prefix, the tags and the deps when an app (or another router) includes it.
 function _M.router(opts)
   if opts ~= nil and type(opts) ~= "table" then
     error("bad argument #1 to 'router' (expected a table of options)", 2)
   end
   opts = opts or {}
-  for k in pairs(opts) do
-    if k ~= "prefix" then
-      error("bad argument #1 to 'router' (unknown option '" .. tostring(k)
-            .. "'; accepted: prefix)", 2)
+  check_options(opts, "router", { "prefix", "tags", "deps" }, 2)
+  deps.check(opts.deps, "router", 2)
+  local tags = opts.tags
+  if tags ~= nil then
+    local ok = type(tags) == "table"
+    if ok then
+      for _, v in ipairs(tags) do ok = ok and type(v) == "string" end
+      ok = ok and #tags > 0
+    end
+    if not ok then
+      error("bad argument #1 to 'router' (tags must be a list of strings)", 2)
     end
   end
   local prefix = opts.prefix or ""
@@ -51,7 +90,8 @@ function _M.router(opts)
     error("bad argument #1 to 'router' (a prefix starts with '/' and does not end with one: "
           .. "\"/users\")", 2)
   end
-  return setmetatable({ prefix = prefix, routes = {}, is_router = true }, router_mt)
+  return setmetatable({ prefix = prefix, tags = tags, deps = opts.deps, routes = {},
+                        is_router = true }, router_mt)
 end
 
 local function add(self, methods, path, opts, handler, level)
@@ -83,6 +123,7 @@ local function add(self, methods, path, opts, handler, level)
     names[i] = name
   end
   opts = opts or {}
+  deps.check(opts.deps, "route " .. path, level + 1)
   local r = { mask = mask, methods = concat(names, ","), method_list = names, path = path,
               handler = handler, opts = opts, pooled = opts.pool and true or false }
   self.routes[#self.routes + 1] = r
@@ -95,8 +136,24 @@ function _M:route(methods, path, opts, handler)
   return add(self, methods, path, opts, handler, 2)
 end
 
+-- A route's options as a router gives them: its tags first, then the route's; its deps
+-- under the route's (a name the route gives again is the route's).
+local function router_opts(r, opts)
+  if not r.tags and not r.deps then return opts end
+  local o = {}
+  for k, v in pairs(opts) do o[k] = v end
+  if r.tags then
+    local tags = {}
+    for _, t in ipairs(r.tags) do tags[#tags + 1] = t end
+    for _, t in ipairs(opts.tags or {}) do tags[#tags + 1] = t end
+    o.tags = tags
+  end
+  o.deps = deps.merge(r.deps, opts.deps)
+  return o
+end
+
 -- app:include(router) (or router:include(router)): adds the router's routes as they are
--- now, each path under the router's prefix.
+-- now, each path under the router's prefix, with its tags and deps.
 function _M:include(r)
   if getmetatable(r) ~= router_mt then
     error("bad argument #1 to 'include' (expected a moonlet.router)", 2)
@@ -106,7 +163,7 @@ function _M:include(r)
     if path == "" then
       error("include: a route with path \"\" needs a router with a prefix", 2)
     end
-    add(self, route.method_list, path, route.opts, route.handler, 2)
+    add(self, route.method_list, path, router_opts(r, route.opts), route.handler, 2)
   end
   return self
 end

@@ -38,25 +38,57 @@ function DB:exec(sql, ...)
   return self._h:run(nil, EXEC, sql, ...)
 end
 
+local function lease_of(tx)
+  local lease = tx._lease
+  if not lease then error("this transaction is finished (committed or rolled back)", 3) end
+  return lease
+end
+
 function Tx:query(sql, ...)
   check_sql(sql, "query")
-  return self._h:run(self._lease, QUERY, sql, ...)
+  return self._h:run(lease_of(self), QUERY, sql, ...)
 end
 
 function Tx:exec(sql, ...)
   check_sql(sql, "exec")
-  return self._h:run(self._lease, EXEC, sql, ...)
+  return self._h:run(lease_of(self), EXEC, sql, ...)
+end
+
+-- COMMIT on lease, which goes back to the pool: true, or nil, err after a ROLLBACK.
+local function commit(h, lease)
+  local done, err = h:run(lease, EXEC, "COMMIT")
+  if not done then
+    h:run(lease, EXEC, "ROLLBACK")
+    lease:release(false)
+    return nil, err
+  end
+  lease:release(true)
+  return true
+end
+
+-- tx:commit() -> true, or nil, err (then it was rolled back): ends a db:begin() transaction.
+function Tx:commit()
+  if self._managed then error("inside db:transaction: return to commit, raise to roll back", 2) end
+  local lease = lease_of(self)
+  self._lease = nil
+  return commit(self._h, lease)
+end
+
+-- tx:rollback() -> true, or nil, err: ends a db:begin() transaction, undoing it.
+function Tx:rollback()
+  if self._managed then error("inside db:transaction: raise to roll back", 2) end
+  local lease = lease_of(self)
+  self._lease = nil
+  local done, err = self._h:run(lease, EXEC, "ROLLBACK")
+  lease:release(done ~= nil)
+  if not done then return nil, err end
+  return true
 end
 
 local function finish(h, lease, ok, ...)
   if ok then
-    local done, err = h:run(lease, EXEC, "COMMIT")
-    if not done then
-      h:run(lease, EXEC, "ROLLBACK")
-      lease:release(false)
-      return nil, err
-    end
-    lease:release(true)
+    local done, err = commit(h, lease)
+    if not done then return nil, err end
     return ...
   end
   local err = ...
@@ -72,6 +104,17 @@ function DB:transaction(fn)
   if type(fn) ~= "function" then
     error("bad argument #1 to 'transaction' (expected a function)", 2)
   end
+  local tx, err = self:begin()
+  if not tx then return nil, err end
+  tx._managed = true
+  return finish(self._h, tx._lease, pcall(fn, tx))
+end
+
+-- db:begin() -> tx, or nil, err: a transaction on a connection of its own, until
+-- tx:commit() or tx:rollback(); tx:query / tx:exec run in it. One left unfinished is
+-- rolled back when tx is garbage collected. Suits a dependency whose req:defer commits
+-- or rolls back.
+function DB:begin()
   local h = self._h
   local lease, err = h:acquire()
   if not lease then return nil, err end
@@ -81,7 +124,7 @@ function DB:transaction(fn)
     lease:release(false)
     return nil, err
   end
-  return finish(h, lease, pcall(fn, setmetatable({ _h = h, _lease = lease }, tx_mt)))
+  return setmetatable({ _h = h, _lease = lease }, tx_mt)
 end
 
 -- db:close(): closes idle connections now and busy ones when their statement ends;

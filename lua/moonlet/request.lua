@@ -3,9 +3,13 @@
 -- and cookies on first use, then cached in req. This module adds the methods.
 local core = require "moonlet.core"
 
-local rawset, rawget, setmetatable, error, require = rawset, rawget, setmetatable, error, require
+local rawset, rawget, setmetatable, error, require, type, select, getmetatable, pairs,
+      tostring =
+  rawset, rawget, setmetatable, error, require, type, select, getmetatable, pairs, tostring
 local find = string.find
-local req_form, json_decode = core.req_form, core.json_decode
+local req_form, json_decode, req_after, req_route =
+  core.req_form, core.json_decode, core.req_after, core.req_route
+local resolve = require("moonlet.deps").resolve
 
 local _M = {}
 
@@ -33,6 +37,11 @@ local function index(req, key)
   end
   if key == "params" then
     local v = setmetatable({}, empty_params_mt)
+    rawset(req, key, v)
+    return v
+  end
+  if key == "deps" then   -- a route without deps
+    local v = {}
     rawset(req, key, v)
     return v
   end
@@ -68,6 +77,69 @@ function methods.form(req)
   local f = req_form(req.body)
   rawset(req, "_form", f)
   return f
+end
+
+-- req:dep(fn) -> the value of the dependency fn for this request (called once per request,
+-- see moonlet/deps.lua).
+function methods.dep(req, fn)
+  if type(fn) ~= "function" then error("bad argument #1 to 'dep' (expected a function)", 2) end
+  return resolve(req, fn)
+end
+
+-- The request's after-work (runtime.after runs it when the request has ended): created on
+-- first use and handed to C, which starts it once the response is out.
+-- Returns its list `name` ("defer", "background").
+local function after_list(req, name)
+  local w = rawget(req, "_after")
+  if not w then
+    w = { route = req_route(req._r) or "handler" }
+    req_after(req._r, req._g, w)   -- raises for a finished request
+    rawset(req, "_after", w)
+  end
+  local list = w[name]
+  if not list then
+    list = {}
+    w[name] = list
+  end
+  return list
+end
+
+-- req:defer(fn): fn(err) runs after the response has been sent, deferred functions in
+-- reverse order; err is nil on success, else what the handler raised (or a reason:
+-- "client disconnected").
+function methods.defer(req, fn)
+  if type(fn) ~= "function" then error("bad argument #1 to 'defer' (expected a function)", 2) end
+  local list = after_list(req, "defer")
+  list[#list + 1] = fn
+end
+
+-- req:background([{ pool = true },] fn, ...): fn(...) runs after the response has been
+-- sent (and the deferred functions have run), on the loop, or on a pool thread with
+-- { pool = true } (then fn is copied as moonlet.run_in_pool copies it). Only when the
+-- handler succeeded.
+function methods.background(req, opts, ...)
+  local fn, first = opts, 2
+  local pool = false
+  if type(opts) == "table" and getmetatable(opts) == nil then
+    for k in pairs(opts) do
+      if k ~= "pool" then
+        error("bad argument #1 to 'background' (unknown option '" .. tostring(k)
+              .. "'; accepted: pool)", 2)
+      end
+    end
+    pool = opts.pool and true or false
+    fn, first = ..., 3
+  end
+  if type(fn) ~= "function" and not (pool and type(fn) == "string") then
+    error("bad argument #" .. (first - 1) .. " to 'background' (expected a function"
+          .. (pool and " or \"module.function\")" or ")"), 2)
+  end
+  local list = after_list(req, "background")
+  if first == 2 then
+    list[#list + 1] = { fn = fn, pool = pool, n = select("#", ...), ... }
+  else
+    list[#list + 1] = { fn = fn, pool = pool, n = select("#", ...) - 1, select(2, ...) }
+  end
 end
 
 -- req:header(name) -> the value of one header (any case), or nil.

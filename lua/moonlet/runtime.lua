@@ -8,9 +8,11 @@ local core = require "moonlet.core"
 local type, getmetatable, xpcall, tostring, require, error, select, ipairs =
   type, getmetatable, xpcall, tostring, require, error, select, ipairs
 local find, sub = string.find, string.sub
+local rawget, unpack = rawget, unpack
 local traceback = debug.traceback
 local http_error_mt, response_mt = moonlet.http_error_mt, moonlet.response_mt
-local log, req_route = core.log, core.req_route
+local log, req_route, in_pool, sleep = core.log, core.req_route, core.in_pool, core.sleep
+local deps = require "moonlet.deps"
 
 local _M = {}
 
@@ -24,8 +26,10 @@ function _M.routes(app)
     error("app.lua must return the app (return moonlet.app{...}), got " .. type(app), 0)
   end
   local out = {}
+  deps.use_overrides(app.overrides)
   for i, r in ipairs(app.routes) do
     local h = r.handler
+    h = deps.wrap(deps.merge(app.deps, r.opts.deps), h)
     out[i] = { mask = r.mask, methods = r.methods, path = r.path, pooled = r.pooled,
                handler = h }
   end
@@ -53,6 +57,8 @@ end
 local function finish(req, ok, ...)
   if ok then return result(select("#", ...), ...) end
   local e = ...
+  local w = rawget(req, "_after")
+  if w then w.error = e end
   if getmetatable(e) == http_error_mt then
     return e.status, { detail = e.detail }, e.headers
   end
@@ -63,6 +69,35 @@ end
 -- Runs a handler in the request's coroutine; returns status, body, headers.
 function _M.dispatch(handler, req)
   return finish(req, xpcall(handler, on_error, req))
+end
+
+local function run_background(b)
+  if b.pool then return moonlet.run_in_pool(b.fn, unpack(b, 1, b.n)) end
+  return b.fn(unpack(b, 1, b.n))
+end
+
+-- A request's after-work (request.lua's after_work), started by C once the response is out
+-- or the request was dropped (why: "client disconnected"): the deferred functions in
+-- reverse order, each given the error (nil on success), then, if the handler succeeded,
+-- the background tasks in order. Failures are logged with the route.
+function _M.after(w, why)
+  if in_pool() then sleep(0) end   -- let the thread's job return: the response goes first
+  local err = w.error
+  if err == nil then err = why end
+  local d = w.defer
+  if d then
+    for i = #d, 1, -1 do
+      local ok, e = xpcall(d[i], traceback, err)
+      if not ok then log("error", w.route .. ": deferred function failed: " .. tostring(e)) end
+    end
+  end
+  local bg = w.background
+  if bg and err == nil then
+    for i = 1, #bg do
+      local ok, e = xpcall(run_background, traceback, bg[i])
+      if not ok then log("error", w.route .. ": background task failed: " .. tostring(e)) end
+    end
+  end
 end
 
 -- "module.function" -> the function (run_in_pool by name).

@@ -76,6 +76,29 @@ end
 app:get("/tx", tx_route)
 app:get("/pool/tx", { pool = true }, tx_route)
 
+-- db:begin(): the transaction outlives a function call (a dependency's cleanup ends it)
+local function begin_route(req)
+  local name, mode = req.query.name, req.query.mode
+  local tx = assert(db:begin())
+  assert(tx:exec("INSERT INTO items (name, qty) VALUES (?, ?)", name, 1))
+  local ok, res
+  if mode == "rollback" then ok = tx:rollback() else ok = tx:commit() end
+  local again = { pcall(tx.exec, tx, "SELECT 1") }
+  local nested = { pcall(db.transaction, db, function(t2) return t2:commit() end) }
+  if mode == "drop" then   -- never finished: collected, rolled back
+    local t3 = assert(db:begin())
+    assert(t3:exec("INSERT INTO items (name, qty) VALUES (?, ?)", name .. "-dropped", 1))
+    t3 = nil   -- luacheck: ignore
+    collectgarbage()
+    collectgarbage()
+  end
+  res = assert(db:query("SELECT count(*) AS n FROM items WHERE name = ? OR name = ?",
+                        name, name .. "-dropped"))
+  return { ok = ok, after = res[1].n, again = again[2], nested = nested[2] }
+end
+app:get("/begin", begin_route)
+app:get("/pool/begin", { pool = true }, begin_route)
+
 -- a statement that keeps the database busy for a while
 app:get("/slow", function(req)
   local n = tonumber(req.query.n) or 3000000
