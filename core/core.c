@@ -41,6 +41,8 @@ int ml_core_open(lua_State *L) {
   ml_run_in_pool_open(L);
   ml_shared_open(L);
   ml_request_open(L);
+  ml_pooled_route_open(L);
+  ml_gzip_open(L);
   ml_httpc_open(L);
   ml_db_sqlite_open(L);
   ml_db_pg_open(L);

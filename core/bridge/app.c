@@ -33,7 +33,9 @@ static int load_routes(ml_app_t *a, char *err, size_t errlen) {
     lua_getfield(L, -3, "methods");
     lua_getfield(L, -4, "pooled");
     a->routes[i].pooled = lua_toboolean(L, -1);
-    lua_pop(L, 1);
+    lua_getfield(L, -5, "pool_hop");
+    a->routes[i].pool_hop = lua_toboolean(L, -1);
+    lua_pop(L, 2);
     ml_route_t *r = &a->routes[i];
     r->pattern = ml_xstrdup(lua_tostring(L, -2));
     r->methods = ml_xstrdup(lua_tostring(L, -1));
@@ -50,6 +52,11 @@ static int load_routes(ml_app_t *a, char *err, size_t errlen) {
   a->resolve_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_getfield(L, rt, "after");
   a->after_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_getfield(L, rt, "unrouted");
+  lua_pushvalue(L, app_idx);
+  if (lua_pcall(L, 1, 1, 0)) goto lua_err;
+  if (lua_isnil(L, -1)) lua_pop(L, 1);
+  else a->unrouted_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_settop(L, app_idx - 1);
   return 0;
 lua_err:

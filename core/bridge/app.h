@@ -18,6 +18,8 @@ typedef struct {
   char *label;               /* "GET /items/{id:int}": names it in logs and to the workers */
   int handler_ref;
   int pooled;                /* { pool = true }: runs on a worker thread */
+  int pool_hop;              /* pooled, behind middleware: starts as a coroutine whose
+                              * innermost next(req) goes to the thread (req_pooled) */
   volatile int stalls;       /* times it blocked the event loop (watchdog) */
 } ml_route_t;
 
@@ -33,6 +35,7 @@ struct ml_app_s {
   int req_mt_ref;            /* metatable of req tables */
   int resolve_ref;           /* moonlet.runtime.resolve ("module.function" -> function) */
   int after_ref;             /* moonlet.runtime.after (a request's deferred work) */
+  int unrouted_ref;          /* with middleware (app:use): what answers 404/405; else 0 */
   /* public: for whoever runs requests in this state, on its thread */
   ml_buf_t scratch;          /* response body being encoded */
   ml_request_t *spare_requests;   /* request records for reuse (request.h) */

@@ -87,6 +87,34 @@ static void run_coroutine(ml_app_t *a, ml_task_t *t, const ml_route_t *route,
   ml_task_resume(t, 2);
 }
 
+/* With middleware, a request no route takes goes through it too (CORS answers preflights
+ * for paths without an OPTIONS route): runtime.unrouted's chain ends in the 404 or 405,
+ * which it finds in req._status and req._allow. */
+static void run_unrouted(ml_app_t *a, ml_server_conn_t *c, ml_request_t *r, int rc,
+                         unsigned allow_mask) {
+  static const char label[] = "(no route)";
+  r->route = label;
+  ml_task_t *t = ml_task_new(&a->sched, request_done, r);
+  a->requests++;
+  t->route = -1;
+  c->task = t;
+  lua_State *co = t->co;
+  lua_rawgeti(co, LUA_REGISTRYINDEX, a->dispatch_ref);
+  lua_rawgeti(co, LUA_REGISTRYINDEX, a->unrouted_ref);
+  ml_match_t none;
+  none.nparams = 0;
+  ml_request_push(co, r, &none, a->req_mt_ref);
+  lua_pushinteger(co, rc == ML_ROUTE_BAD_METHOD ? 405 : 404);
+  lua_setfield(co, -2, "_status");
+  if (rc == ML_ROUTE_BAD_METHOD) {
+    char allow[96];
+    ml_router_allow_header(allow_mask, allow, sizeof allow);
+    lua_pushstring(co, allow);
+    lua_setfield(co, -2, "_allow");
+  }
+  ml_task_resume(t, 2);
+}
+
 /* 404 or 405 (with Allow) for a request no route takes. */
 static void respond_unrouted(ml_server_conn_t *c, int rc, unsigned allow_mask) {
   char allow[96];
@@ -104,6 +132,10 @@ void ml_dispatch(void *ctx, ml_server_conn_t *c) {
   ml_match_t m;
   int rc = ml_router_match(a->router, c->http.method, r->path, r->path_len, &m);
   if (rc != ML_ROUTE_OK) {
+    if (a->unrouted_ref) {
+      run_unrouted(a, c, r, rc, m.allow);
+      return;
+    }
     ml_request_release(r, &a->spare_requests);
     respond_unrouted(c, rc, m.allow);
     return;
@@ -114,8 +146,12 @@ void ml_dispatch(void *ctx, ml_server_conn_t *c) {
   a->requests++;
   t->route = m.route;
   c->task = t;
-  if (route->pooled) ml_pooled_route_start(a, t, &m, answered);
-  else run_coroutine(a, t, route, &m);
+  if (route->pooled) {
+    ml_pooled_route_start(a, t, &m, answered);
+    return;
+  }
+  if (route->pool_hop) r->match = m;
+  run_coroutine(a, t, route, &m);
 }
 
 void ml_dispatch_abort(void *ctx, void *task) {

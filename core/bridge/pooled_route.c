@@ -4,6 +4,7 @@
 #include "server.h"
 #include "log.h"
 #include "lresponse.h"
+#include "copy.h"
 #include "lstate.h"
 #include "response.h"
 #include "workers.h"
@@ -17,9 +18,11 @@ struct ml_pooled_job_s {
   ml_request_copy_t request;
   int route;                 /* the route's index on the loop: a hint for the thread */
   int head;                  /* a HEAD request: the response has no body */
+  int values;                /* behind middleware: the handler's results come back as
+                              * packed values (copy.h), not as response bytes */
   /* out: written on the thread */
-  ml_buf_t response;         /* the response's bytes */
-  int status;
+  ml_buf_t response;         /* the response's bytes, or the packed results */
+  int status;                /* with values: -1 if the results could not be had */
   int keepalive;             /* in: how to frame it; out: 0 if the handler closes */
   /* on the loop */
   ml_task_t *task;           /* the request's, waiting */
@@ -63,6 +66,10 @@ static void spares_free(ml_sched_t *s, void *data) {
 static void failed(job_t *j, const char *why) {
   if (why) ml_log(ML_LOG_ERROR, "pool: %s", why);
   j->response.len = 0;
+  if (j->values) {
+    j->status = -1;
+    return;
+  }
   ml_resp_error(&j->response, 500, "Internal Server Error", NULL, j->keepalive, j->head);
   j->status = 500;
 }
@@ -81,8 +88,12 @@ static void call_handler(ml_app_t *a, const ml_route_t *route, ml_request_t *r,
     return;
   }
   char err[256];
-  j->status = ml_lresp_build(L, 2, &j->response, &a->scratch, &j->keepalive, j->head, err,
-                             sizeof err);
+  if (j->values) {
+    j->status = ml_copy_pack(L, 2, 3, &j->response, err, sizeof err);
+  } else {
+    j->status = ml_lresp_build(L, 2, &j->response, &a->scratch, &j->keepalive, j->head, err,
+                               sizeof err);
+  }
   if (j->status < 0) {
     char why[1024];
     snprintf(why, sizeof why, "%s: %s", route->label, err);
@@ -156,11 +167,36 @@ static void job_recycle(ml_app_t *a, job_t *j) {
   sp->n++;
 }
 
+/* Pushes the results of a failed request: 500, { detail = "Internal Server Error" }, nil. */
+static void push_500(lua_State *L) {
+  lua_pushinteger(L, 500);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "Internal Server Error");
+  lua_setfield(L, -2, "detail");
+  lua_pushnil(L);
+}
+
+/* Back on the loop, behind middleware: the results go to the waiting next(req). */
+static void done_values(job_t *j) {
+  ml_task_t *t = j->task;
+  int n = j->status < 0 ? -1 : ml_copy_unpack(t->co, j->response.data, j->response.len);
+  if (n != 3) {
+    if (n > 0) lua_pop(t->co, n);
+    push_500(t->co);
+  }
+  job_recycle(t->sched->owner, j);
+  ml_task_wake(t, 3);
+}
+
 /* Back on the loop: the response goes to the connection, the request ends. */
 static void done(ml_work_t *work, int status) {
   job_t *j = JOB_OF(work);
   if (status == UV_ECANCELED) {   /* its request is gone: so may be its app */
     job_free(j);
+    return;
+  }
+  if (j->values) {
+    done_values(j);
     return;
   }
   ml_task_t *t = j->task;
@@ -195,6 +231,7 @@ void ml_pooled_route_start(ml_app_t *a, ml_task_t *t, const ml_match_t *m,
   ml_server_conn_t *c = r->conn;
   job_t *j = job_take(a);
   ml_request_pack(r, m, &j->request);
+  j->values = 0;
   j->route = m->route;
   j->head = c->head;
   j->keepalive = ml_server_conn_keepalive(c);
@@ -208,4 +245,39 @@ void ml_pooled_route_start(ml_app_t *a, ml_task_t *t, const ml_match_t *m,
   }
   t->cancel = cancel;
   t->wait = &j->work;
+}
+
+/* req_pooled(r, g) -> status, body, headers: the innermost next(req) of a pooled route
+ * behind middleware. Sends the request (as received) to the workers and waits in the
+ * request's coroutine for the handler's results; a full queue gives 503 at once. */
+static int l_req_pooled(lua_State *L) {
+  ml_request_t *r = ml_request_check(L);
+  ml_task_t *t = ml_task_current(L);
+  ml_app_t *a = t->sched->owner;
+  job_t *j = job_take(a);
+  ml_request_pack(r, &r->match, &j->request);
+  j->values = 1;
+  j->route = r->match.route;
+  j->head = 0;
+  j->keepalive = 1;
+  j->task = t;
+  j->answered = NULL;
+  if (!a->sched.workers || ml_workers_submit(a->sched.workers, &j->work, run, done)) {
+    job_recycle(a, j);
+    ml_log(ML_LOG_WARN, "%s: pool queue full, answered 503", r->route);
+    lua_pushinteger(L, 503);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "Service Unavailable");
+    lua_setfield(L, -2, "detail");
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "1");
+    lua_setfield(L, -2, "retry-after");
+    return 3;
+  }
+  return ml_task_wait(L, t, cancel, &j->work);
+}
+
+void ml_pooled_route_open(lua_State *L) {
+  lua_pushcfunction(L, l_req_pooled);
+  lua_setfield(L, -2, "req_pooled");
 }

@@ -207,8 +207,7 @@ void ml_request_copy_free(ml_request_copy_t *cp) {
 /* --- the lazy fields (moonlet.core, for lua/moonlet/request.lua) -----------------------
  * Each takes req._r and req._g and reads the request while it is open. */
 
-/* The open request behind (_r, _g), or raises. */
-static ml_request_t *open_request(lua_State *L) {
+ml_request_t *ml_request_check(lua_State *L) {
   ml_request_t *r = lua_type(L, 1) == LUA_TLIGHTUSERDATA ? lua_touserdata(L, 1) : NULL;
   unsigned gen = (unsigned)luaL_checknumber(L, 2);
   if (!r || r->gen != gen)
@@ -218,14 +217,14 @@ static ml_request_t *open_request(lua_State *L) {
 
 /* req_url(r, g) -> the request target as received ("/path?query") */
 static int l_req_url(lua_State *L) {
-  ml_request_t *r = open_request(L);
+  ml_request_t *r = ml_request_check(L);
   lua_pushlstring(L, r->target, r->target_len);
   return 1;
 }
 
 /* req_query(r, g) -> the query string's fields, percent-decoded (see push_urlencoded) */
 static int l_req_query(lua_State *L) {
-  ml_request_t *r = open_request(L);
+  ml_request_t *r = ml_request_check(L);
   const char *q = memchr(r->target, '?', r->target_len);
   size_t qlen = q ? r->target_len - (size_t)(q - r->target) - 1 : 0;
   push_urlencoded(L, q ? q + 1 : "", qlen);
@@ -235,7 +234,7 @@ static int l_req_query(lua_State *L) {
 /* req_headers(r, g) -> { name = value } with lower-case names; repeated headers are
  * joined with ", " (cookies with "; "). */
 static int l_req_headers(lua_State *L) {
-  ml_request_t *r = open_request(L);
+  ml_request_t *r = ml_request_check(L);
   ml_headers_push(L, r->headers);
   return 1;
 }
@@ -276,7 +275,7 @@ static void add_cookie_pairs(lua_State *L, const char *s, size_t len) {
 
 /* req_cookies(r, g) -> { name = value } from every Cookie header */
 static int l_req_cookies(lua_State *L) {
-  ml_request_t *r = open_request(L);
+  ml_request_t *r = ml_request_check(L);
   lua_newtable(L);
   int at = 0;
   size_t len;
@@ -288,7 +287,7 @@ static int l_req_cookies(lua_State *L) {
 /* req_after(r, g, work): keeps work (the table req:defer and req:background fill) for
  * when the request ends; see ml_request_after. */
 static int l_req_after(lua_State *L) {
-  ml_request_t *r = open_request(L);
+  ml_request_t *r = ml_request_check(L);
   luaL_checktype(L, 3, LUA_TTABLE);
   if (r->after_ref) luaL_unref(L, LUA_REGISTRYINDEX, r->after_ref);
   lua_settop(L, 3);
@@ -305,6 +304,29 @@ void ml_request_after(lua_State *L, ml_sched_t *s, int work_ref, int fn_ref,
   if (err) lua_pushstring(L, err);
   else lua_pushnil(L);
   ml_spawn(L, s, 2);
+}
+
+/* req_log_id(r, g, id): the request's access log line ends with " id=<id>" (a request
+ * id middleware). Does nothing once the client has left. */
+static int l_req_log_id(lua_State *L) {
+  ml_request_t *r = ml_request_check(L);
+  size_t len;
+  const char *id = luaL_checklstring(L, 3, &len);
+  if (r->conn) ml_server_conn_log_id(r->conn, id, len);
+  return 0;
+}
+
+/* random_id() -> 32 hex digits from the system's CSPRNG (uv_random: getrandom(2)) */
+static int l_random_id(lua_State *L) {
+  unsigned char b[16];
+  char hex[33];
+  if (uv_random(NULL, NULL, b, sizeof b, 0, NULL) != 0) return luaL_error(L, "random_id: no entropy");
+  for (int i = 0; i < 16; i++) {
+    hex[2 * i] = "0123456789abcdef"[b[i] >> 4];
+    hex[2 * i + 1] = "0123456789abcdef"[b[i] & 15];
+  }
+  lua_pushlstring(L, hex, 32);
+  return 1;
 }
 
 /* req_route(r) -> "GET /items/{id}", the label of req's route, for error messages. The
@@ -329,6 +351,7 @@ void ml_request_open(lua_State *L) {
       {"req_url", l_req_url},   {"req_query", l_req_query},
       {"req_headers", l_req_headers}, {"req_route", l_req_route},
       {"req_form", l_req_form}, {"req_cookies", l_req_cookies},
-      {"req_after", l_req_after}, {NULL, NULL}};
+      {"req_after", l_req_after}, {"req_log_id", l_req_log_id},
+      {"random_id", l_random_id}, {NULL, NULL}};
   luaL_register(L, NULL, fns);
 }

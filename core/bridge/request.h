@@ -33,6 +33,7 @@ struct ml_request_s {
   /* public */
   const char *route;         /* the route's label ("GET /items/{id}"), for logs */
   ml_server_conn_t *conn;           /* on the loop: its connection; NULL once the client left */
+  ml_match_t match;          /* a pooled route behind middleware: its match, for the hop */
   int after_ref;             /* registry ref of its after-work (req:defer, req:background)
                               * in the state its req lives in; 0 if none */
   /* private */
@@ -87,6 +88,9 @@ static inline void ml_request_release(ml_request_t *r, ml_request_t **spares) {
  * the request is dropped. Does nothing for a request without after-work. */
 void ml_request_after(lua_State *L, ml_sched_t *s, int work_ref, int fn_ref,
                       const char *err);
+/* The open request behind (_r, _g) at stack slots 1 and 2 (moonlet.core's req_* functions
+ * take them), or raises. */
+ml_request_t *ml_request_check(lua_State *L);
 /* Takes r's after-work reference (0 if none) out of r, for ml_request_after. */
 static inline int ml_request_take_after(ml_request_t *r) {
   int ref = r->after_ref;

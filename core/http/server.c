@@ -294,6 +294,12 @@ void ml_server_conn_close_after(ml_server_conn_t *c) {
   c->http.keepalive = 0;
 }
 
+void ml_server_conn_log_id(ml_server_conn_t *c, const char *id, size_t len) {
+  if (len >= sizeof c->log_id) len = sizeof c->log_id - 1;
+  memcpy(c->log_id, id, len);
+  c->log_id[len] = '\0';
+}
+
 void ml_server_conn_done(ml_server_conn_t *c, int status) {
   request_end(c);
   c->task = NULL;
@@ -303,9 +309,10 @@ void ml_server_conn_done(ml_server_conn_t *c, int status) {
     const char *url = ml_http_url(&c->http);
     const char *q = memchr(url, '?', plen);
     if (q) plen = (size_t)(q - url);
-    ml_log(ML_LOG_INFO, "%s %.*s %d %.2fms", c->http.method_name, (int)plen,
-           url, status, ms);
+    ml_log(ML_LOG_INFO, "%s %.*s %d %.2fms%s%s", c->http.method_name, (int)plen,
+           url, status, ms, c->log_id[0] ? " id=" : "", c->log_id);
   }
+  c->log_id[0] = '\0';
   if (!ml_server_conn_keepalive(c)) {
     c->close_after_write = 1;
     read_stop(c);

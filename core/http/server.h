@@ -33,6 +33,8 @@ struct ml_server_conn_s {
   ml_list_t link;            /* in the server's conns */
   void *task;                /* the app's in-flight work, NULL when idle */
   uint64_t start_ns;         /* request start, for the access log */
+  char log_id[72];           /* the request's id in the access log ("" for none): see
+                              * ml_server_conn_log_id */
   uint64_t deadline;         /* live time (ms) the connection times out at, 0 for none */
   uint64_t timer_due;        /* live time the libuv timer fires by, 0 if it is not running */
   size_t write_queue_seen;   /* unsent bytes at the last check: progress moves the deadline */
@@ -86,6 +88,8 @@ void ml_server_close_all(ml_server_t *s);
 /* Requests dispatched and not answered yet (their connections open). Any thread. */
 int ml_server_requests(const ml_server_t *s);
 
+/* The current request's id, added to its access log line as " id=..." (cut to 71 bytes). */
+void ml_server_conn_log_id(ml_server_conn_t *c, const char *id, size_t len);
 /* The response for the current request is in c->out (status for the access log). */
 void ml_server_conn_done(ml_server_conn_t *c, int status);
 /* 1 if the connection stays open after the current response. */

@@ -40,8 +40,22 @@ function _M.new(opts)
     description = opts.description,
     deps = opts.deps,
     overrides = {},
+    middleware = {},
     routes = {},
   }, mt)
+end
+
+-- app:use(function(req, next) ... local res = next(req) ... return res end): middleware,
+-- outermost first in the order added (see runtime.routes).
+function _M:use(mw)
+  if getmetatable(self) ~= mt then
+    error("bad argument #1 to 'use' (call it on the app: app:use(fn))", 2)
+  end
+  if type(mw) ~= "function" then
+    error("bad argument #1 to 'use' (expected a function(req, next))", 2)
+  end
+  self.middleware[#self.middleware + 1] = mw
+  return self
 end
 
 -- app:override(dep, replacement): wherever dep is a dependency (deps options, req:dep),

@@ -13,6 +13,8 @@ local traceback = debug.traceback
 local http_error_mt, response_mt = moonlet.http_error_mt, moonlet.response_mt
 local log, req_route, in_pool, sleep = core.log, core.req_route, core.in_pool, core.sleep
 local deps = require "moonlet.deps"
+local req_pooled, status_reason = core.req_pooled, core.status_reason
+local handler_next, next_pooled   -- defined with the middleware below
 
 local _M = {}
 
@@ -27,13 +29,32 @@ function _M.routes(app)
   end
   local out = {}
   deps.use_overrides(app.overrides)
+  -- middleware runs on the loop only: a pool thread's state runs the handler alone
+  local chained = #app.middleware > 0 and not in_pool()
   for i, r in ipairs(app.routes) do
     local h = r.handler
     h = deps.wrap(deps.merge(app.deps, r.opts.deps), h)
-    out[i] = { mask = r.mask, methods = r.methods, path = r.path, pooled = r.pooled,
-               handler = h }
+    local pooled, hop = r.pooled, false
+    if chained then
+      h = _M.chain(app.middleware, r.pooled and next_pooled or handler_next(h))
+      pooled, hop = false, r.pooled
+    end
+    out[i] = { mask = r.mask, methods = r.methods, path = r.path, pooled = pooled,
+               pool_hop = hop, handler = h }
   end
   return out
+end
+
+-- With middleware: what answers a request no route takes (C sets req._status to 404 or
+-- 405, and req._allow), at the end of the chain like a route's handler. nil without any.
+function _M.unrouted(app)
+  if #app.middleware == 0 or in_pool() then return nil end
+  return _M.chain(app.middleware, function(req)
+    local status = req._status
+    local headers = {}
+    if status == 405 then headers.allow = req._allow end
+    return { status = status, body = { detail = status_reason(status) }, headers = headers }
+  end)
 end
 
 local function on_error(e)
@@ -69,6 +90,47 @@ end
 -- Runs a handler in the request's coroutine; returns status, body, headers.
 function _M.dispatch(handler, req)
   return finish(req, xpcall(handler, on_error, req))
+end
+
+-- --- middleware (app:use) ---------------------------------------------------------------
+-- A middleware is fn(req, next) -> res, res = { status, body, headers }: next(req) runs the
+-- rest of the chain and the route (its errors already turned into responses: a handler
+-- that raised gives a 500 res), and always returns a res whose headers is a table.
+
+local function to_res(status, body, headers)
+  return { status = status, body = body, headers = headers or {} }
+end
+
+-- the innermost next of a coroutine route: its handler, as dispatch runs it
+handler_next = function(h)
+  return function(req) return to_res(finish(req, xpcall(h, on_error, req))) end
+end
+
+-- the innermost next of a pooled route: the request goes to a pool thread (as received),
+-- the handler's results come back
+next_pooled = function(req)
+  return to_res(req_pooled(req._r, req._g))
+end
+
+-- The handler C calls: the middleware around inner, each given the next one; built once
+-- per route at load, so a request makes no closure.
+function _M.chain(mws, inner)
+  local nxt = inner
+  for i = #mws, 1, -1 do
+    local mw, after = mws[i], nxt
+    nxt = function(req)
+      local res = mw(req, after)
+      if type(res) ~= "table" or type(res.status) ~= "number" then
+        error("middleware #" .. i .. " returned " .. type(res)
+              .. ", not a response { status, body, headers }", 0)
+      end
+      return res
+    end
+  end
+  return function(req)
+    local res = nxt(req)
+    return res.status, res.body, res.headers
+  end
 end
 
 local function run_background(b)
