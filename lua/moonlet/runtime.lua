@@ -4,6 +4,7 @@ local moonlet = require "moonlet"
 local App = require "moonlet.app"
 local request = require "moonlet.request"
 local core = require "moonlet.core"
+local Validate = require "moonlet.validate"
 
 local type, getmetatable, xpcall, tostring, require, error, select, ipairs =
   type, getmetatable, xpcall, tostring, require, error, select, ipairs
@@ -26,6 +27,7 @@ function _M.routes(app)
   local out = {}
   for i, r in ipairs(app.routes) do
     local h = r.handler
+    if r.validate then h = Validate.wrap(r.validate, h) end
     out[i] = { mask = r.mask, methods = r.methods, path = r.path, pooled = r.pooled,
                handler = h }
   end
