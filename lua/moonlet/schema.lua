@@ -13,7 +13,7 @@ local cjson = require "cjson"
 local type, pairs, ipairs, error, tostring, tonumber, setmetatable, getmetatable, pcall =
   type, pairs, ipairs, error, tostring, tonumber, setmetatable, getmetatable, pcall
 local next = next
-local find, byte, lower, format = string.find, string.byte, string.lower, string.format
+local find, lower, format = string.find, string.lower, string.format
 local concat, sort = table.concat, table.sort
 local huge = math.huge
 
@@ -88,7 +88,7 @@ local function check_opts(name, n, opts, own, accepted)
   for k in pairs(opts) do
     if not COMMON[k] and not own[k] then
       argerr(name, n, "unknown option '" .. tostring(k) .. "'; accepted: " .. accepted
-             .. ", optional, default, description, example")
+             .. "optional, default, description, example")
     end
   end
   if opts.optional ~= nil and type(opts.optional) ~= "boolean" then
@@ -187,7 +187,7 @@ end
 
 function _M.string(opts)
   opts = check_opts("string", 1, opts,
-                    STRING_OPTS, "min_length, max_length, pattern, enum")
+                    STRING_OPTS, "min_length, max_length, pattern, enum, ")
   check_count("string", opts, "min_length")
   check_count("string", opts, "max_length")
   local min_len, max_len, pattern = opts.min_length, opts.max_length, opts.pattern
@@ -236,7 +236,7 @@ end
 
 -- s.integer{...} and s.number{...}: what differs is the conversion.
 local function numeric(name, opts, convert)
-  opts = check_opts(name, 1, opts, NUMBER_OPTS, "min, max, enum")
+  opts = check_opts(name, 1, opts, NUMBER_OPTS, "min, max, enum, ")
   check_bound(name, opts, "min")
   check_bound(name, opts, "max")
   local min, max = opts.min, opts.max
@@ -307,7 +307,7 @@ for _, w in ipairs{ "false", "0", "off", "f", "n", "no" } do BOOL_STR[w] = false
 
 -- s.boolean{}: true/false; "true"/"false", "1"/"0", "yes"/"no", "on"/"off" and 1/0 too.
 function _M.boolean(opts)
-  opts = check_opts("boolean", 1, opts, {}, "no own options")
+  opts = check_opts("boolean", 1, opts, {}, "")
   local s = new_schema("boolean", opts)
   function s.check(v)
     local tv = type(v)
@@ -346,7 +346,7 @@ function _M.array(item, opts)
   if getmetatable(item) ~= schema_mt then
     argerr("array", 1, "expected the items' schema, e.g. s.array(s.string{})")
   end
-  opts = check_opts("array", 2, opts, ARRAY_OPTS, "min_items, max_items")
+  opts = check_opts("array", 2, opts, ARRAY_OPTS, "min_items, max_items, ")
   local min_n, max_n = opts.min_items, opts.max_items
   for _, key in ipairs{ "min_items", "max_items" } do
     local v = opts[key]
@@ -461,7 +461,7 @@ local OBJECT_OPTS = { additional = true }
 function _M.object(fields, opts)
   local list, why = _M.fields(fields, "fields")
   if not list then argerr("object", 1, why) end
-  opts = check_opts("object", 2, opts, OBJECT_OPTS, "additional")
+  opts = check_opts("object", 2, opts, OBJECT_OPTS, "additional, ")
   if opts.additional ~= nil and type(opts.additional) ~= "boolean" then
     argerr("object", 2, "additional must be a boolean")
   end

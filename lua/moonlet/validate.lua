@@ -37,7 +37,7 @@ end
 function _M.compile(opts, path)
   local p, q, h, b, form = opts.params, opts.query, opts.headers, opts.body, opts.form
   if p == nil and q == nil and h == nil and b == nil and form == nil then return nil end
-  local spec, why = {}, nil
+  local spec, why = {}
   if p ~= nil then
     spec.params, why = schema.fields(p, "params")
     if not spec.params then return nil, why end

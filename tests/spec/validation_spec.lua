@@ -70,7 +70,8 @@ describe("validation", function()
         local d = detail(get(base .. "/items?limit=ten&page=x&q=a&flag=maybe&ratio=2&kind=d"
                              .. "&code=ab1&tags=a&tags=b&tags=c&tags=d&ids=1&ids=x"))
         assert.are.same({
-          err("string_pattern_mismatch", { "query", "code" }, "String should match pattern '^%u%u%d$'",
+          err("string_pattern_mismatch", { "query", "code" },
+              "String should match pattern '^%u%u%d$'",
               "ab1", { pattern = "^%u%u%d$" }),
           err("bool_parsing", { "query", "flag" },
               "Input should be a valid boolean, unable to interpret input", "maybe"),
@@ -83,14 +84,16 @@ describe("validation", function()
               "a", { min_length = 2 }),
           err("less_than_equal", { "query", "ratio" }, "Input should be less than or equal to 1",
               "2", { le = 1 }),
-          err("too_long", { "query", "tags" }, "List should have at most 3 items after validation, not 4",
+          err("too_long", { "query", "tags" },
+              "List should have at most 3 items after validation, not 4",
               { "a", "b", "c", "d" }, { field_type = "List", max_length = 3, actual_length = 4 }),
         }, d)
       end)
 
       it("checks bounds, lengths in characters, and numbers", function()
         assert.are.same({
-          err("greater_than_equal", { "query", "limit" }, "Input should be greater than or equal to 1",
+          err("greater_than_equal", { "query", "limit" },
+              "Input should be greater than or equal to 1",
               "0", { ge = 1 }),
           err("string_too_long", { "query", "q" }, "String should have at most 5 characters",
               "abcdef", { max_length = 5 }),
@@ -125,7 +128,8 @@ describe("validation", function()
           err("missing", { "header", "x-token" }, "Field required", null),
         }, detail(get(base .. "/headers", { ["x-count"] = "q" })))
         assert.are.same({
-          err("string_too_short", { "header", "x-token" }, "String should have at least 3 characters",
+          err("string_too_short", { "header", "x-token" },
+              "String should have at least 3 characters",
               "ab", { min_length = 3 }),
         }, detail(get(base .. "/headers", { ["x-token"] = "ab" })))
       end)
@@ -153,7 +157,8 @@ describe("validation", function()
           err("missing", { "body", "owner", "name" }, "Field required", { email = 5 }),
           err("bool_parsing", { "body", "paid" },
               "Input should be a valid boolean, unable to interpret input", "maybe"),
-          err("greater_than_equal", { "body", "price" }, "Input should be greater than or equal to 0",
+          err("greater_than_equal", { "body", "price" },
+              "Input should be greater than or equal to 0",
               -1, { ge = 0 }),
           err("int_from_float", { "body", "qty" },
               "Input should be a valid integer, got a number with a fractional part", 1.5),
@@ -219,7 +224,8 @@ describe("validation", function()
         }, d)
         local ok = req("POST", base .. "/all/3?limit=4", { body = '{"n":5,"title":"t"}',
                                                           headers = { ["x-token"] = "k" } })
-        assert.are.same({ id = 3, limit = 4, token = "k", body = { n = 5, title = "t" } }, ok:json())
+        assert.are.same({ id = 3, limit = 4, token = "k", body = { n = 5, title = "t" } },
+                        ok:json())
       end)
 
       it("lets an optional body be absent", function()
