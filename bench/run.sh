@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 MOONLET=$BUILD/moonlet
 DURATION=${BENCH_DURATION:-10s}
-SECTIONS="hello sleep_burst seed cpu pool_overhead routes fanout sqlite pg"
+SECTIONS="hello sleep_burst seed cpu pool_overhead routes validation fanout sqlite pg"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/moonlet-bench.XXXXXX")
 STARTED=""   # pids of the processes this script started and has not stopped yet
@@ -231,6 +231,17 @@ wrk_abba() {
   WB_CPU=$(pick_runs b "$cpu" | awk -F' / ' '{ printf "%.0f%%", ($1 + $2) / 2 }')
   WA_US=$(pick_runs a "$us" | awk -F' / ' '{ printf "%.1f", ($1 + $2) / 2 }')
   WB_US=$(pick_runs b "$us" | awk -F' / ' '{ printf "%.1f", ($1 + $2) / 2 }')
+}
+
+# abba_table FIRST LABEL_A LABEL_B [ERRORS]: the table of a wrk_abba run: a header (FIRST
+# heads the first column, ERRORS the errors one, default "errors"), then A's row and B's.
+abba_table() {
+  local fmt='%-22s %10s %21s %17s %7s %8s %9s\n'
+  printf "$fmt" "$1" "req/s" "the 2 runs (req/s)" "p99 (2 runs)" "${4:-errors}" "srv CPU" "CPU us/req"
+  printf "$fmt" "----------------------" "----------" "---------------------" "-----------------" \
+    "-------" "--------" "---------"
+  printf "$fmt" "$2" "$WA_RPS" "$WA_RUNS" "$WA_P99" "$WA_ERRORS" "$WA_CPU" "$WA_US"
+  printf "$fmt" "$3" "$WB_RPS" "$WB_RUNS" "$WB_P99" "$WB_ERRORS" "$WB_CPU" "$WB_US"
 }
 
 # start_nginx: nginx in the foreground (worker_processes 1) with its own prefix in $TMP/nginx,
@@ -580,12 +591,7 @@ bench_pool_overhead() {
   kill -0 "$ML_PID" 2>/dev/null || echo "!! moonlet exited during the runs"
   stop_pid "$ML_PID"
 
-  fmt='%-22s %10s %21s %17s %6s %8s %9s\n'
-  printf "$fmt" "route" "req/s" "the 2 runs (req/s)" "p99 (2 runs)" "errors" "srv CPU" "CPU us/req"
-  printf "$fmt" "----------------------" "----------" "---------------------" "-----------------" \
-    "------" "--------" "---------"
-  printf "$fmt" "/hello (coroutine)" "$WA_RPS" "$WA_RUNS" "$WA_P99" "$WA_ERRORS" "$WA_CPU" "$WA_US"
-  printf "$fmt" "/hello-pool (pooled)" "$WB_RPS" "$WB_RUNS" "$WB_P99" "$WB_ERRORS" "$WB_CPU" "$WB_US"
+  abba_table "route" "/hello (coroutine)" "/hello-pool (pooled)"
   ratio=$(awk -v a="$WB_RPS" -v b="$WA_RPS" 'BEGIN { printf "%.2f", a / b }')
   verdict=$(awk -v r="$ratio" 'BEGIN { print (r >= 0.5 ? "met" : "NOT met") }')
   printf '%-22s %10s   target >= 0.50: %s\n' "ratio pooled/coroutine" "$ratio" "$verdict"
@@ -622,7 +628,7 @@ bench_pool_overhead() {
 # 6. 1,000 routes must not slow /hello: a generated app with /hello and 1,000 other routes
 #    against apps/hello, one after the other.
 bench_routes() {
-  local dir=$TMP/routes_app h_pid h_port ratio verdict fmt code1 code2 code3
+  local dir=$TMP/routes_app h_pid h_port ratio verdict code1 code2 code3
   section "GET /hello with 1,000 other routes vs apps/hello (wrk -t1 -c64 --latency)"
   command -v wrk >/dev/null || die "wrk not installed (scripts/deps.sh bench)"
   mkdir -p "$dir"
@@ -653,12 +659,7 @@ bench_routes() {
   stop_pid "$h_pid"
   stop_pid "$ML_PID"
 
-  fmt='%-22s %10s %21s %17s %6s %8s %9s\n'
-  printf "$fmt" "app" "req/s" "the 2 runs (req/s)" "p99 (2 runs)" "errors" "srv CPU" "CPU us/req"
-  printf "$fmt" "----------------------" "----------" "---------------------" "-----------------" \
-    "------" "--------" "---------"
-  printf "$fmt" "apps/hello (4 routes)" "$WA_RPS" "$WA_RUNS" "$WA_P99" "$WA_ERRORS" "$WA_CPU" "$WA_US"
-  printf "$fmt" "/hello + 1,000 routes" "$WB_RPS" "$WB_RUNS" "$WB_P99" "$WB_ERRORS" "$WB_CPU" "$WB_US"
+  abba_table "app" "apps/hello (4 routes)" "/hello + 1,000 routes"
   ratio=$(awk -v a="$WB_RPS" -v b="$WA_RPS" 'BEGIN { printf "%.2f", a / b }')
   verdict=$(awk -v r="$ratio" 'BEGIN { print (r >= 0.95 ? "met" : "NOT met") }')
   printf '%-22s %10s   target >= 0.95 (no measurable slowdown): %s\n' "ratio 1,000/hello" \
@@ -672,6 +673,37 @@ bench_routes() {
   echo "generated app: 500 static /rI/items + 500 /rI/items/{id:int}; answers: /r123/items $code1,"
   echo "/r500/items/42 $code2, /r500/items/x $code3 (expected 200, 200, 404)"
   moonlet_log routes
+}
+
+# validation: a 422 answer vs a 200 answer of the same validated route (bench/apps/validation): the
+#    issue's target is a 422 costing no more than 2 x a 200.
+bench_validation() {
+  local ok_url bad_url ok_body bad_body ratio verdict
+  section "GET /items validated (query schema): 200 vs 422, bench/apps/validation (wrk -t1 -c64 --latency)"
+  command -v wrk >/dev/null || die "wrk not installed (scripts/deps.sh bench)"
+  start_moonlet validation bench/apps/validation
+  ok_url="http://127.0.0.1:$ML_PORT/items?limit=10&q=towel"
+  bad_url="http://127.0.0.1:$ML_PORT/items?limit=ten&q=towel"
+  ok_body=$(curl -s -m 5 "$ok_url")
+  bad_body=$(curl -s -m 5 "$bad_url")
+  case $ok_body in *'"limit":10'*'"page":1'* | *'"page":1'*'"limit":10'*) ;;
+    *) die "the 200 route answered '$ok_body'" ;; esac
+  case $bad_body in *'"type":"int_parsing"'*) ;; *) die "the 422 route answered '$bad_body'" ;; esac
+  wrk_abba validation "$ok_url" "$ML_PID" "$bad_url" "$ML_PID"
+  kill -0 "$ML_PID" 2>/dev/null || echo "!! moonlet exited during the runs"
+  stop_pid "$ML_PID"
+
+  abba_table "answer" "200 limit=10" "422 limit=ten" "non-2xx"
+  ratio=$(awk -v a="$WB_US" -v b="$WA_US" 'BEGIN { printf "%.2f", a / b }')
+  verdict=$(awk -v r="$ratio" 'BEGIN { print (r <= 2 ? "met" : "NOT met") }')
+  printf '%-22s %10s   target <= 2.00 (server CPU per request, 422 / 200): %s\n' \
+    "cost ratio 422/200" "$ratio" "$verdict"
+  printf '%-22s %10s   (req/s, 200 / 422)\n' "req/s ratio" \
+    "$(awk -v a="$WA_RPS" -v b="$WB_RPS" 'BEGIN { printf "%.2f", a / b }')"
+  echo "one server, one route (query limit: integer 1..100, q: string, page: default 1), loaded"
+  echo "in the order 200, 422, 422, 200 ($W_HALF each, 1 s warm-up each); every 422 is counted"
+  echo "by wrk as non-2xx. The 422 body: $bad_body"
+  moonlet_log validation
 }
 
 # ---------------------------------------------------------------------------- fanout

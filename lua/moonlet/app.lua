@@ -5,6 +5,7 @@ local type, error, ipairs, pairs, setmetatable, getmetatable, tostring =
   type, error, ipairs, pairs, setmetatable, getmetatable, tostring
 local concat, upper = table.concat, string.upper
 local deps = require "moonlet.deps"
+local Validate = require "moonlet.validate"
 
 local _M = {}
 local mt = { __index = _M }
@@ -138,8 +139,12 @@ local function add(self, methods, path, opts, handler, level)
   end
   opts = opts or {}
   deps.check(opts.deps, "route " .. path, level + 1)
+  -- params/query/headers/body/form: compiled now, so a bad schema fails at load
+  local spec, why = Validate.compile(opts, path)
+  if why then argerr(3, why) end
   local r = { mask = mask, methods = concat(names, ","), method_list = names, path = path,
-              handler = handler, opts = opts, pooled = opts.pool and true or false }
+              handler = handler, opts = opts, pooled = opts.pool and true or false,
+              validate = spec }
   self.routes[#self.routes + 1] = r
   return r
 end

@@ -13,6 +13,7 @@ local _M = { _VERSION = "0.1.0" }
 _M.app = App.new
 _M.router = App.router
 _M.middleware = require "moonlet.middleware"
+_M.schema = require "moonlet.schema"   -- validation: route options query/params/headers/body
 _M.sleep = core.sleep
 _M.now = core.now
 _M.null = cjson.null   -- a JSON null: decodes from null, encodes to null

@@ -55,11 +55,14 @@ local function http_error(status, detail)
   return require("moonlet").http_error(status, detail)
 end
 
--- req:json() -> the decoded body; a body that is not strict JSON (RFC 8259), or is nested
--- deeper than a response can be, answers 400 {"detail":"Invalid JSON body"}.
+-- req:json() -> the decoded body (validated, on a route with a body schema); a body that
+-- is not strict JSON (RFC 8259), or is nested deeper than a response can be, answers 400
+-- {"detail":"Invalid JSON body"}.
 function methods.json(req)
   local cached = rawget(req, "_json")
   if cached ~= nil then return cached end
+  -- a route whose body schema is optional, and no body
+  if rawget(req, "_json_absent") then return nil end
   local v = json_decode(req.body)
   if v == nil then error(http_error(400, "Invalid JSON body"), 2) end
   rawset(req, "_json", v)

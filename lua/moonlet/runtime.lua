@@ -4,6 +4,7 @@ local moonlet = require "moonlet"
 local App = require "moonlet.app"
 local request = require "moonlet.request"
 local core = require "moonlet.core"
+local Validate = require "moonlet.validate"
 
 local type, getmetatable, xpcall, tostring, require, error, select, ipairs =
   type, getmetatable, xpcall, tostring, require, error, select, ipairs
@@ -34,6 +35,7 @@ function _M.routes(app)
   for i, r in ipairs(app.routes) do
     local h = r.handler
     h = deps.wrap(deps.merge(app.deps, r.opts.deps), h)
+    if r.validate then h = Validate.wrap(r.validate, h) end   -- before the deps run
     local pooled, hop = r.pooled, false
     if chained then
       h = _M.chain(app.middleware, r.pooled and next_pooled or handler_next(h))
