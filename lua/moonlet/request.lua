@@ -107,13 +107,24 @@ local function after_list(req, name)
   return list
 end
 
--- req:defer(fn): fn(err) runs after the response has been sent, deferred functions in
--- reverse order; err is nil on success, else what the handler raised (or a reason:
--- "client disconnected").
-function methods.defer(req, fn)
+-- req:defer(fn[, when]): fn(err) runs after the response has been sent (when = "response",
+-- the default) or as soon as the handler has returned or failed, before the response is
+-- made (when = "handler": a commit the client must be able to read back; if fn raises,
+-- the answer is a 500). Deferred functions run in reverse order; err is nil on success,
+-- else what the handler raised (or a reason: "client disconnected"). runtime.finish runs
+-- the "handler" ones (marked { fn }), runtime.after the rest.
+function methods.defer(req, fn, when)
   if type(fn) ~= "function" then error("bad argument #1 to 'defer' (expected a function)", 2) end
+  if when ~= nil and when ~= "response" and when ~= "handler" then
+    error("bad argument #2 to 'defer' (expected \"response\" or \"handler\")", 2)
+  end
   local list = after_list(req, "defer")
-  list[#list + 1] = fn
+  if when == "handler" then
+    list[#list + 1] = { fn = fn }
+    rawget(req, "_after").on_return = true
+  else
+    list[#list + 1] = fn
+  end
 end
 
 -- req:background([{ pool = true },] fn, ...): fn(...) runs after the response has been

@@ -77,10 +77,30 @@ local function result(n, a, b, c)
   return 200, a, nil
 end
 
+-- Runs the deferred functions of `when = "handler"` (see request.lua), newest first, with
+-- err; returns the first error one raised, or nil.
+local function run_on_return(w, err)
+  local d, failed = w.defer, nil
+  w.on_return = nil
+  for i = #d, 1, -1 do
+    local entry = d[i]
+    if type(entry) == "table" and not entry.ran then
+      entry.ran = true
+      local ok, e = xpcall(entry.fn, on_error, err)
+      if not ok and failed == nil then failed = e end
+    end
+  end
+  return failed
+end
+
 local function finish(req, ok, ...)
+  local w = rawget(req, "_after")
+  if w and w.on_return then
+    local failed = run_on_return(w, not ok and (...) or nil)
+    if failed ~= nil and ok then return finish(req, false, failed) end
+  end
   if ok then return result(select("#", ...), ...) end
   local e = ...
-  local w = rawget(req, "_after")
   if w then w.error = e end
   if getmetatable(e) == http_error_mt then
     return e.status, { detail = e.detail }, e.headers
@@ -151,8 +171,14 @@ function _M.after(w, why)
   local d = w.defer
   if d then
     for i = #d, 1, -1 do
-      local ok, e = xpcall(d[i], traceback, err)
-      if not ok then log("error", w.route .. ": deferred function failed: " .. tostring(e)) end
+      local fn = d[i]
+      if type(fn) == "table" then   -- a "handler" one: ran already, unless the handler
+        fn = not fn.ran and fn.fn    -- was cancelled (its client left)
+      end
+      if fn then
+        local ok, e = xpcall(fn, traceback, err)
+        if not ok then log("error", w.route .. ": deferred function failed: " .. tostring(e)) end
+      end
     end
   end
   local bg = w.background

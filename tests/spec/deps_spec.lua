@@ -96,6 +96,47 @@ describe("dependencies", function()
     end
   end)
 
+  it("runs req:defer(fn, \"handler\") before the response, for both kinds of route", function()
+    for i, path in ipairs{ "/now", "/now/pooled" } do
+      local key = "n" .. i
+      local res = req("GET", path, { ["x-key"] = key })
+      assert.are.same(200, res.status)
+      assert.are.same("counted;", res:json().events)   -- what the handler saw
+      -- read as soon as the response is in: the "handler" cleanup has run already
+      assert.matches("^counted;committed%-before%-response;", events(key))
+      assert.are.same("counted;committed-before-response;after-response;",
+                      wait_events(key, "after-response;"))
+    end
+    -- a failing handler: its "handler" cleanup gets the error, before the 500
+    assert.are.same(500, req("GET", "/now", { ["x-key"] = "n3", ["x-fail"] = "1" }).status)
+    assert.are.same("counted;rolled-back-before-response;after-response;",
+                    wait_events("n3", "after-response;"))
+  end)
+
+  it("answers 500 when a \"handler\" cleanup fails (the commit did not happen)", function()
+    local res = req("GET", "/now", { ["x-key"] = "n4", ["x-commit-fails"] = "1" })
+    assert.are.same(500, res.status)
+    assert.truthy(srv:wait_log("GET /now: .*commit failed", 5))
+    assert.are.same("counted;after-response;", wait_events("n4", "after-response;"))
+  end)
+
+  it("runs a \"handler\" cleanup when the client leaves during the handler", function()
+    local c = assert(t.connect(srv.port))
+    assert(c:send("GET /now/slow HTTP/1.1\r\nHost: x\r\nX-Key: n5\r\n\r\n"))
+    for _ = 1, 300 do
+      if events("n5") ~= "" then break end
+      t.sleep(0.01)
+    end
+    c:close()
+    assert.are.same("counted;after-response;rolled-back-before-response;",
+                    wait_events("n5", "response;"))
+  end)
+
+  it("refuses an unknown when", function()
+    assert.are.same(500, req("GET", "/now/bad").status)
+    assert.truthy(srv:wait_log("bad argument #2 to 'defer'", 5))
+  end)
+
   it("runs background tasks after cleanup, in order, on the loop and on the pool", function()
     local res = req("POST", "/bg/b1")
     assert.are.same(202, res.status)

@@ -17,9 +17,21 @@ return function(port)
   assert.are.same(false, first.done)
   assert.is_truthy(type(first.id) == "number", "id is a number")
   local second = call("POST", "/todos", '{"title":"walk the dog"}'):json()
-  assert.are.same(422, call("POST", "/todos", '{}').status)
-  assert.are.same(422, call("POST", "/todos", '{"title": 5}').status)
-  assert.are.same(400, call("POST", "/todos", 'not json').status)
+  -- validated bodies: FastAPI's 422 shapes
+  res = call("POST", "/todos", '{}')
+  assert.are.same(422, res.status)
+  assert.are.same({ detail = { { type = "missing", loc = { "body", "title" },
+                                 msg = "Field required", input = {} } } }, res:json())
+  res = call("POST", "/todos", '{"title": 5, "done": "maybe"}')
+  assert.are.same(422, res.status)
+  local types = {}
+  for i, e in ipairs(res:json().detail) do types[i] = e.type .. ":" .. e.loc[2] end
+  assert.are.same({ "bool_parsing:done", "string_type:title" }, types)
+  res = call("POST", "/todos", '{"title":"' .. string.rep("x", 201) .. '"}')
+  assert.are.same("string_too_long", res:json().detail[1].type)
+  assert.are.same(422, call("POST", "/todos", '{"title":""}').status)
+  assert.are.same(422, call("POST", "/todos", 'not json').status)
+  assert.are.same(422, call("PATCH", "/todos/" .. first.id, '{"done":"yes please"}').status)
   assert.are.same({ first, second }, call("GET", "/todos"):json())
   assert.are.same(second, call("GET", "/todos/" .. second.id):json())
   res = call("GET", "/todos/999999")
@@ -36,4 +48,13 @@ return function(port)
   assert.are.same(404, call("DELETE", "/todos/" .. second.id).status)
   assert.are.same({ { id = first.id, title = "buy oat milk", done = true } },
                   call("GET", "/todos"):json())
+  -- a done given at creation; CORS for the configured origin
+  res = call("POST", "/todos", '{"title":"ship it","done":true}')
+  assert.are.same(true, res:json().done)
+  res = assert(t.request(port, "OPTIONS", "/todos/1", { headers = {
+    origin = "http://localhost:3000", ["access-control-request-method"] = "PATCH" } }))
+  assert.are.same(200, res.status)
+  assert.are.same("http://localhost:3000", res.headers["access-control-allow-origin"])
+  res = assert(t.request(port, "GET", "/todos", { headers = { origin = "http://evil.example" } }))
+  assert.are.same(nil, res.headers["access-control-allow-origin"])
 end

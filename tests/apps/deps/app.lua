@@ -114,6 +114,28 @@ app:post("/bg/{key}/fails", function(req)
   error(moonlet.http_error(400, "no"))
 end)
 
+-- req:defer(fn, "handler"): before the response
+local function tx_now(req)
+  local key = req.headers["x-key"]
+  req:defer(function(err)
+    if req.headers["x-commit-fails"] then error("commit failed") end
+    note(key, err == nil and "committed-before-response" or "rolled-back-before-response")
+  end, "handler")
+  req:defer(function() note(key, "after-response") end)
+  return key
+end
+app:get("/now", { deps = { tx = tx_now } }, function(req)
+  if req.headers["x-fail"] then error("handler broke") end
+  return { events = events:get(req.deps.tx) }
+end)
+app:get("/now/slow", { deps = { tx = tx_now } }, function()
+  moonlet.sleep(5)
+end)
+app:get("/now/pooled", { pool = true, deps = { tx = tx_now } }, function(req)
+  return { events = events:get(req.deps.tx) }
+end)
+app:get("/now/bad", function(req) req:defer(function() end, "later") end)
+
 app:get("/events/{key}", function(req)
   return { events = events:get(req.params.key) or "" }
 end)
