@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 MOONLET=$BUILD/moonlet
 DURATION=${BENCH_DURATION:-10s}
-SECTIONS="hello sleep_burst seed cpu pool_overhead routes validation fanout sqlite pg"
+SECTIONS="hello sleep_burst seed cpu pool_overhead routes validation framework fanout sqlite pg"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/moonlet-bench.XXXXXX")
 STARTED=""   # pids of the processes this script started and has not stopped yet
@@ -704,6 +704,33 @@ bench_validation() {
   echo "in the order 200, 422, 422, 200 ($W_HALF each, 1 s warm-up each); every 422 is counted"
   echo "by wrk as non-2xx. The 422 body: $bad_body"
   moonlet_log validation
+}
+
+# framework: the issue's target for the framework layer: a route with two dependencies, a
+# validated query of three fields and one middleware (bench/apps/framework) keeps >= 0.8 x
+# the req/s of the bare /hello (apps/hello), A/B/B/A in one run.
+bench_framework() {
+  local hello_pid hello_port fw_url body ratio verdict
+  section "Framework layer: GET /items (2 deps, 3 validated query fields, 1 middleware) vs bare GET /hello (wrk -t1 -c64 --latency)"
+  command -v wrk >/dev/null || die "wrk not installed (scripts/deps.sh bench)"
+  start_moonlet hello apps/hello
+  hello_pid=$ML_PID hello_port=$ML_PORT
+  start_moonlet framework bench/apps/framework
+  fw_url="http://127.0.0.1:$ML_PORT/items?limit=10&q=towel&page=2"
+  body=$(curl -s -m 5 "$fw_url")
+  case $body in *'"limit":10'*) ;; *) die "the framework route answered '$body'" ;; esac
+  wrk_abba framework "http://127.0.0.1:$hello_port/hello" "$hello_pid" "$fw_url" "$ML_PID"
+  stop_pid "$ML_PID"
+  stop_pid "$hello_pid"
+  abba_table "route" "bare /hello" "/items (framework)"
+  ratio=$(awk -v a="$WB_RPS" -v b="$WA_RPS" 'BEGIN { printf "%.2f", a / b }')
+  verdict=$(awk -v r="$ratio" 'BEGIN { print (r >= 0.8 ? "met" : "NOT met") }')
+  printf '%-22s %10s   target >= 0.80 (req/s, framework / bare): %s\n' "req/s ratio" \
+    "$ratio" "$verdict"
+  printf '%-22s %10s   (server CPU per request, framework / bare)\n' "cost ratio" \
+    "$(awk -v a="$WB_US" -v b="$WA_US" 'BEGIN { printf "%.2f", a / b }')"
+  echo "two servers (one per app), loaded in the order hello, items, items, hello ($W_HALF each)."
+  echo "The /items body: $body"
 }
 
 # ---------------------------------------------------------------------------- fanout
