@@ -18,6 +18,7 @@ typedef struct {
   char *label;               /* "GET /items/{id:int}": names it in logs and to the workers */
   int handler_ref;
   int pooled;                /* { pool = true }: runs on a worker thread */
+  size_t max_body;           /* { max_body = N } bytes; 0: the server's limit */
   volatile int stalls;       /* times it blocked the event loop (watchdog) */
 } ml_route_t;
 
