@@ -51,7 +51,7 @@ struct ml_upload_s {
   int cur;                   /* that file's index, -1 while a text field is read */
   file_t *files;
   int nfiles, files_cap;
-  chunk_t *head, *tail, *spare;
+  chunk_t *head, *tail, *spare;   /* the queue; written chunks kept for reuse */
   size_t queued;             /* bytes in the queue */
   size_t written;            /* of the head chunk */
   uv_fs_t wreq;
@@ -67,14 +67,13 @@ static void close_file(file_t *f) {
   f->fd = -1;
 }
 
+/* A written chunk goes to the spares: the queue's memory is taken once per upload (a few
+ * chunks: reading holds at the high-water mark), not once per 64 KiB of the body. */
 static void chunk_drop(ml_upload_t *up, chunk_t *c) {
   up->files[c->file].queued--;
   up->queued -= c->len;
-  if (!up->spare) {
-    up->spare = c;
-  } else {
-    free(c);
-  }
+  c->next = up->spare;
+  up->spare = c;
 }
 
 /* Empties the queue (the writes cannot go on); closes the files of ended parts. */
@@ -97,7 +96,11 @@ static void destroy(ml_upload_t *up) {
     free(up->files[i].path);
   }
   free(up->files);
-  free(up->spare);
+  while (up->spare) {
+    chunk_t *c = up->spare;
+    up->spare = c->next;
+    free(c);
+  }
   ml_multipart_free(&up->mp);
   ml_buf_free(&up->fields);
   ml_buf_free(&up->part);
@@ -168,7 +171,7 @@ static void enqueue(ml_upload_t *up, const char *p, size_t n) {
     int busy = t && t == up->head && up->writing;   /* its bytes are being written */
     if (!t || t->file != up->cur || busy || t->len == CHUNK) {
       t = up->spare ? up->spare : ml_xmalloc(sizeof *t);
-      up->spare = NULL;
+      if (up->spare) up->spare = t->next;
       t->next = NULL;
       t->file = up->cur;
       t->len = 0;

@@ -230,6 +230,17 @@ describe("uploads", function()
     assert.are.same({ detail = "Multipart text fields too large (1 MiB in all)" }, res:json())
   end)
 
+  it("more than 1000 parts is 400", function()
+    local parts = {}
+    for i = 1, 1001 do parts[i] = { "p", "" } end
+    local res = post(srv.port, "/form", "b", multipart("b", parts))
+    assert.are.same(400, res.status)
+    assert.are.same({ detail = "Too many parts in the multipart body (1000 at most)" },
+                    res:json())
+    table.remove(parts)
+    assert.are.same(1000, #post(srv.port, "/form", "b", multipart("b", parts)):json().form.p)
+  end)
+
   it("urlencoded forms still work, and other bodies are 415", function()
     local res = assert(t.request(srv.port, "POST", "/urlencoded", {
       headers = { ["Content-Type"] = "application/x-www-form-urlencoded" }, body = "a=1&a=2" }))
@@ -280,6 +291,24 @@ describe("uploads", function()
       assert.matches("app.lua:%d+", r.stderr)
     end)
   end
+end)
+
+describe("a server that stops", function()
+  it("removes the files of the requests it drops", function()
+    local tmp = t.tmpdir()
+    local srv = t.server{ app = "tests/apps/uploads", env = { TMPDIR = tmp },
+                          args = { "--graceful-timeout", "0.2" } }
+    local body = multipart("b", { { "f", "data", "f.txt" } })
+    local c = assert(t.connect(srv.port))
+    assert(c:send("POST /wait HTTP/1.1\r\nHost: x\r\n"
+                  .. "Content-Type: multipart/form-data; boundary=b\r\n"
+                  .. "Content-Length: " .. #body .. "\r\n\r\n" .. body))
+    assert.are.same(1, #wait_files(tmp, 1))
+    assert(srv:signal("TERM"))
+    assert.are.same(1, srv:wait(10))   -- it dropped the request
+    c:close()
+    assert.are.same({}, listing(tmp))
+  end)
 end)
 
 describe("a 50 MB upload", function()
