@@ -281,6 +281,7 @@ int ml_host_listen(ml_host_t *h, char *err, size_t errlen) {
   h->server = ml_xcalloc(1, sizeof *h->server);
   h->server->dispatch = ml_dispatch;
   h->server->abort = ml_dispatch_abort;
+  h->server->body = ml_dispatch_body;
   h->server->ctx = h->app;
   ml_server_config_t sc = {
       .host = h->cfg.host,

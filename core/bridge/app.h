@@ -20,6 +20,7 @@ typedef struct {
   int pooled;                /* { pool = true }: runs on a worker thread */
   int pool_hop;              /* pooled, behind middleware: starts as a coroutine whose
                               * innermost next(req) goes to the thread (req_pooled) */
+  size_t max_body;           /* { max_body = N } bytes; 0: the server's limit */
   volatile int stalls;       /* times it blocked the event loop (watchdog) */
 } ml_route_t;
 

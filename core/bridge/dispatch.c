@@ -3,6 +3,7 @@
 #include "app.h"
 #include "log.h"
 #include "lresponse.h"
+#include "multipart.h"
 #include "pooled_route.h"
 #include "response.h"
 #include <stdio.h>
@@ -125,6 +126,38 @@ static void respond_unrouted(ml_server_conn_t *c, int rc, unsigned allow_mask) {
   ml_server_conn_done(c, status);
 }
 
+/* Runs the route of the request t was made for: in t's coroutine, or on the workers. A
+ * request whose upload could not be written is answered 500 (the reason is logged). */
+static void run_route(ml_app_t *a, ml_task_t *t, const ml_match_t *m) {
+  ml_request_t *r = t->owner;
+  const ml_route_t *route = &a->routes[m->route];
+  if (r->upload && ml_upload_failed(r->upload)) {
+    respond_500(t, 1, "the upload could not be written");
+  } else if (route->pooled) {
+    ml_pooled_route_start(a, t, m, answered);
+  } else {
+    if (route->pool_hop) r->match = *m;   /* for req_pooled, behind the middleware */
+    run_coroutine(a, t, route, m);
+  }
+}
+
+/* The request's upload is on disk: its route runs (matched again, the same way). */
+static void upload_flushed(void *arg) {
+  ml_task_t *t = arg;
+  ml_app_t *a = t->sched->owner;
+  ml_request_t *r = t->owner;
+  ml_match_t m;
+  t->cancel = NULL;
+  t->wait = NULL;
+  ml_router_match(a->router, r->conn->http.method, r->path, r->path_len, &m);
+  run_route(a, t, &m);
+}
+
+/* The task's cancel while it waits for its upload's writes (the client left). */
+static void upload_wait_cancel(ml_task_t *t) {
+  ml_upload_wait_cancel(((ml_request_t *)t->owner)->upload);
+}
+
 void ml_dispatch(void *ctx, ml_server_conn_t *c) {
   ml_app_t *a = ctx;
   ml_request_t *r = ml_request_new(&a->spare_requests);
@@ -146,12 +179,37 @@ void ml_dispatch(void *ctx, ml_server_conn_t *c) {
   a->requests++;
   t->route = m.route;
   c->task = t;
-  if (route->pooled) {
-    ml_pooled_route_start(a, t, &m, answered);
+  if (r->upload && ml_upload_wait(r->upload, upload_flushed, t)) {   /* files still written */
+    t->cancel = upload_wait_cancel;
+    t->wait = r->upload;
     return;
   }
-  if (route->pool_hop) r->match = m;
-  run_coroutine(a, t, route, &m);
+  run_route(a, t, &m);
+}
+
+/* The body hook (server.h): a route's max_body applies to its requests; a
+ * multipart/form-data body for a route goes to an upload as it arrives. A body for no
+ * route stays under the server's limit, and is answered 404 or 405 once read. */
+int ml_dispatch_body(void *ctx, ml_server_conn_t *c, const char **detail) {
+  ml_app_t *a = ctx;
+  ml_http_t *h = &c->http;
+  size_t plen, clen;
+  const char *path = ml_request_target_path(ml_http_url(h), h->url_len, &plen);
+  ml_match_t m;
+  if (ml_router_match(a->router, h->method, path, plen, &m) != ML_ROUTE_OK) return 0;
+  const ml_route_t *route = &a->routes[m.route];
+  if (route->max_body) h->max_body = route->max_body;
+  const char *ctype = ml_http_header(h, "content-type", &clen);
+  ml_buf_t boundary = {0};
+  if (!ctype || !ml_multipart_content_type(ctype, clen, &boundary)) return 0;
+  if (boundary.len == 0) {
+    ml_buf_free(&boundary);
+    *detail = "Malformed multipart body: no boundary in its Content-Type";
+    return 400;
+  }
+  h->upload = ml_upload_new(a->loop, boundary.data, boundary.len, ml_server_conn_hold, c);
+  ml_buf_free(&boundary);
+  return 0;
 }
 
 void ml_dispatch_abort(void *ctx, void *task) {

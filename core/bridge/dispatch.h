@@ -12,4 +12,6 @@
 /* The server's dispatch and abort functions (conn.h); ctx is the app state. */
 void ml_dispatch(void *ctx, ml_server_conn_t *c);
 void ml_dispatch_abort(void *ctx, void *task);
+/* The server's body hook (server.h): the route's max_body, multipart bodies to uploads. */
+int ml_dispatch_body(void *ctx, ml_server_conn_t *c, const char **detail);
 #endif

@@ -26,6 +26,8 @@ struct ml_pooled_job_s {
   int keepalive;             /* in: how to frame it; out: 0 if the handler closes */
   /* on the loop */
   ml_task_t *task;           /* the request's, waiting */
+  ml_upload_t *upload;       /* the request's files: they stay while the handler may read
+                                them, even after the client left */
   ml_answered_fn answered;
   struct ml_pooled_job_s *next_spare;
 };
@@ -44,6 +46,7 @@ typedef struct ml_pooled_spares_s {
 #define SPARE_BYTES (16u << 10)   /* a spare's buffers keep this much memory at most */
 
 static void job_free(job_t *j) {
+  ml_upload_free(j->upload);
   ml_request_copy_free(&j->request);
   ml_buf_free(&j->response);
   free(j);
@@ -160,6 +163,8 @@ static void job_recycle(ml_app_t *a, job_t *j) {
     job_free(j);
     return;
   }
+  ml_upload_free(j->upload);
+  j->upload = NULL;
   ml_request_copy_trim(&j->request, SPARE_BYTES);
   ml_buf_reset(&j->response, SPARE_BYTES);
   j->next_spare = sp->list;
@@ -232,6 +237,8 @@ void ml_pooled_route_start(ml_app_t *a, ml_task_t *t, const ml_match_t *m,
   job_t *j = job_take(a);
   ml_request_pack(r, m, &j->request);
   j->values = 0;
+  j->upload = r->upload;
+  r->upload = NULL;
   j->route = m->route;
   j->head = c->head;
   j->keepalive = ml_server_conn_keepalive(c);
@@ -256,6 +263,8 @@ static int l_req_pooled(lua_State *L) {
   ml_app_t *a = t->sched->owner;
   job_t *j = job_take(a);
   ml_request_pack(r, &r->match, &j->request);
+  j->upload = r->upload;   /* the files stay while the thread's handler may read them */
+  r->upload = NULL;
   j->values = 1;
   j->route = r->match.route;
   j->head = 0;

@@ -1,5 +1,6 @@
 /* The request as Lua sees it (see request.h). */
 #include "request.h"
+#include "copy.h"
 #include "core.h"
 #include "server.h"
 #include <lauxlib.h>
@@ -14,9 +15,7 @@ void ml_request_free_spares(ml_request_t **spares) {
   }
 }
 
-/* The path of a request target: without its query, and without scheme://authority for an
- * absolute-form target (GET http://host/path). */
-static const char *target_path(const char *target, size_t len, size_t *path_len) {
+const char *ml_request_target_path(const char *target, size_t len, size_t *path_len) {
   const char *q = memchr(target, '?', len);
   if (q) len = (size_t)(q - target);
   const char *path = target;
@@ -34,10 +33,13 @@ void ml_request_from_conn(ml_request_t *r, ml_server_conn_t *c) {
   r->method = h->method_name;
   r->target = ml_http_url(h);
   r->target_len = h->url_len;
-  r->path = target_path(r->target, r->target_len, &r->path_len);
+  r->path = ml_request_target_path(r->target, r->target_len, &r->path_len);
   r->headers = &h->headers;
   r->body = h->body.data ? h->body.data : "";
   r->body_len = h->body.len;
+  r->upload = ml_http_take_upload(h);
+  r->form_count = -1;
+  if (r->upload) r->form = ml_upload_fields(r->upload, &r->form_len, &r->form_count);
   r->conn = c;
 }
 
@@ -169,6 +171,10 @@ void ml_request_pack(const ml_request_t *r, const ml_match_t *m, ml_request_copy
   cp->body_off = b->len;
   cp->body_len = r->body_len;
   ml_buf_add(b, r->body, r->body_len);
+  cp->form_off = b->len;
+  cp->form_len = r->form_count >= 0 ? r->form_len : 0;
+  cp->form_count = r->form_count;
+  ml_buf_add(b, r->form, cp->form_len);
   ml_headers_copy(&cp->headers, r->headers);
 }
 
@@ -182,6 +188,10 @@ void ml_request_unpack(ml_request_t *r, const ml_request_copy_t *cp, ml_match_t 
   r->headers = &cp->headers;
   r->body = base + cp->body_off;
   r->body_len = cp->body_len;
+  r->form = base + cp->form_off;
+  r->form_len = cp->form_len;
+  r->form_count = cp->form_count;
+  r->upload = NULL;   /* the files belong to the job on the loop */
   r->route = base + cp->route_off;
   r->conn = NULL;
   m->nparams = cp->nparams;
@@ -338,6 +348,48 @@ static int l_req_route(lua_State *L) {
   return 1;
 }
 
+/* req_parts(r, g) -> the parts of a multipart/form-data body, name -> value (a string for
+ * a text field, { filename, content_type, size, path } for a file; a repeated name gives a
+ * list), or nil when the body was not taken as multipart. */
+static int l_req_parts(lua_State *L) {
+  ml_request_t *r = ml_request_check(L);
+  if (r->form_count < 0) return 0;
+  lua_createtable(L, 0, r->form_count);
+  lua_newtable(L);   /* name -> how many parts have it so far */
+  ml_copy_reader_t rd = {r->form, r->form + r->form_len};
+  for (int i = 0; i < r->form_count; i++) {
+    if (ml_copy_next(L, &rd) || ml_copy_next(L, &rd)) return luaL_error(L, "corrupt parts");
+    /* form, counts, name, value */
+    lua_pushvalue(L, -2);
+    lua_rawget(L, -4);
+    int n = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    lua_pushvalue(L, -2);
+    lua_pushinteger(L, n + 1);
+    lua_rawset(L, -5);
+    if (n == 0) {
+      lua_rawset(L, -4);
+      continue;
+    }
+    lua_pushvalue(L, -2);
+    lua_rawget(L, -5);   /* form, counts, name, value, old */
+    if (n == 1) {
+      lua_createtable(L, 2, 0);
+      lua_insert(L, -2);
+      lua_rawseti(L, -2, 1);   /* form, counts, name, value, list */
+      lua_insert(L, -2);
+      lua_rawseti(L, -2, 2);
+      lua_rawset(L, -4);
+    } else {
+      lua_insert(L, -2);
+      lua_rawseti(L, -2, n + 1);
+      lua_pop(L, 2);
+    }
+  }
+  lua_pop(L, 1);
+  return 1;
+}
+
 /* req_form(s) -> the fields of a form body (see push_urlencoded) */
 static int l_req_form(lua_State *L) {
   size_t len;
@@ -352,6 +404,6 @@ void ml_request_open(lua_State *L) {
       {"req_headers", l_req_headers}, {"req_route", l_req_route},
       {"req_form", l_req_form}, {"req_cookies", l_req_cookies},
       {"req_after", l_req_after}, {"req_log_id", l_req_log_id},
-      {"random_id", l_random_id}, {NULL, NULL}};
+      {"random_id", l_random_id}, {"req_parts", l_req_parts}, {NULL, NULL}};
   luaL_register(L, NULL, fns);
 }

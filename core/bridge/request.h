@@ -15,6 +15,7 @@
 #include "headers.h"
 #include "router.h"
 #include "sched.h"
+#include "upload.h"
 #include <lua.h>
 
 typedef struct ml_server_conn_s ml_server_conn_t;
@@ -28,8 +29,11 @@ struct ml_request_s {
   const char *path;          /* in target, without query or scheme://authority; encoded */
   size_t path_len;
   const ml_headers_t *headers;
-  const char *body;
+  const char *body;          /* "" for a multipart/form-data body: its parts are in form */
   size_t body_len;
+  const char *form;          /* the parts of a multipart body (upload.h's packed fields) */
+  size_t form_len;
+  int form_count;            /* how many; -1 when the body was not taken as multipart */
   /* public */
   const char *route;         /* the route's label ("GET /items/{id}"), for logs */
   ml_server_conn_t *conn;           /* on the loop: its connection; NULL once the client left */
@@ -37,6 +41,7 @@ struct ml_request_s {
   int after_ref;             /* registry ref of its after-work (req:defer, req:background)
                               * in the state its req lives in; 0 if none */
   /* private */
+  ml_upload_t *upload;       /* owned: its files go when the record is released */
   unsigned gen;              /* carried by its req; changes when the request ends */
   ml_request_t *next_spare;
 };
@@ -45,9 +50,11 @@ struct ml_request_s {
  * (ml_request_pack empties it first) and free it with ml_request_copy_free. */
 typedef struct {
   ml_headers_t headers;
-  ml_buf_t bytes;            /* the target, the route label, the params' names, the body */
+  ml_buf_t bytes;            /* the target, the route label, the params' names, the body,
+                                the multipart parts (the files stay where they are) */
   const char *method;
-  size_t target_len, path_off, path_len, route_off, body_off, body_len;
+  size_t target_len, path_off, path_len, route_off, body_off, body_len, form_off, form_len;
+  int form_count;
   int nparams;
   struct {
     size_t name_off, val_off, val_len;   /* the value is a slice of the target */
@@ -77,6 +84,8 @@ static inline ml_request_t *ml_request_new(ml_request_t **spares) {
 
 static inline void ml_request_release(ml_request_t *r, ml_request_t **spares) {
   ml_request_end(r);
+  ml_upload_free(r->upload);
+  r->upload = NULL;
   r->next_spare = *spares;
   *spares = r;
 }
@@ -101,7 +110,11 @@ static inline int ml_request_take_after(ml_request_t *r) {
 /* Frees the spares, when the Lua state their reqs were pushed into is gone. */
 void ml_request_free_spares(ml_request_t **spares);
 
-/* Points r at the request c has just read (r->route is left to the caller). */
+/* The path of a request target: without its query, and without scheme://authority for an
+ * absolute-form target (GET http://host/path); still percent-encoded. */
+const char *ml_request_target_path(const char *target, size_t len, size_t *path_len);
+/* Points r at the request c has just read, taking over its upload if it has one (r->route
+ * is left to the caller). */
 void ml_request_from_conn(ml_request_t *r, ml_server_conn_t *c);
 /* Pushes req for r with the path parameters of m (decoded here); mt_ref is the registry
  * reference of req's metatable (moonlet.runtime.req_mt). */

@@ -6,7 +6,10 @@
  * header block is in (Host, request target, transfer codings). llhttp itself rejects
  * smuggling shapes (Content-Length with Transfer-Encoding, duplicate Content-Length, bad
  * chunk sizes) since moonlet enables none of its lenient modes but the one for versions,
- * which on_version_complete narrows down. */
+ * which on_version_complete narrows down. When a body follows the header block, the owner
+ * (on_body_head) may set this request's limit and hand the body to an upload (upload.h),
+ * which then takes it piece by piece instead of h->body; its verdicts (a malformed
+ * multipart body, ...) end the request like the parser's own. */
 #include "http.h"
 #include "response.h"
 #include "router.h"
@@ -34,6 +37,9 @@ static int on_message_begin(llhttp_t *p) {
   ml_headers_clear(&h->headers, 0);
   h->url_len = 0;
   h->body.len = 0;
+  h->body_bytes = 0;
+  h->max_body = h->max_body_default;
+  ml_http_drop_upload(h);   /* none: the last request's went to its dispatch */
   h->header_bytes = 0;
   h->chunk_ext_bytes = h->chunk_line_ext_bytes = 0;
   h->expect_continue = 0;
@@ -130,6 +136,12 @@ static int on_headers_complete(llhttp_t *p) {
     return fail(h, 400, "Request target * is only for OPTIONS");
   if (check_host(h, p)) return HPE_USER;
   if ((p->flags & F_CHUNKED) && check_transfer_codings(h)) return HPE_USER;
+  int body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length);
+  if (body && h->on_body_head) {
+    const char *detail = NULL;
+    int status = h->on_body_head(h, &detail);
+    if (status) return fail(h, status, detail);
+  }
   if ((p->flags & F_CONTENT_LENGTH) && p->content_length > h->max_body)
     return fail(h, 413, "Request Entity Too Large");
   size_t vlen;
@@ -145,14 +157,20 @@ static int on_headers_complete(llhttp_t *p) {
 
 /* 1 if `more` body bytes (data or chunk extensions) would take the body past max_body. */
 static int body_over(const ml_http_t *h, size_t more) {
-  return h->body.len + h->chunk_ext_bytes + more > h->max_body;
+  return h->body_bytes + h->chunk_ext_bytes + more > h->max_body;
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t len) {
   ml_http_t *h = H(p);
   if (body_over(h, len)) return fail(h, 413, "Request Entity Too Large");
-  ml_buf_add(&h->body, at, len);
-  return 0;
+  h->body_bytes += len;
+  if (!h->upload) {
+    ml_buf_add(&h->body, at, len);
+    return 0;
+  }
+  const char *detail;
+  int status = ml_upload_feed(h->upload, at, len, &detail);
+  return status ? fail(h, status, detail) : 0;
 }
 
 /* Chunk extensions (names and values alike) are dropped, but not read without end. */
@@ -174,6 +192,11 @@ static int on_chunk_header(llhttp_t *p) {
 
 static int on_message_complete(llhttp_t *p) {
   ml_http_t *h = H(p);
+  if (h->upload) {
+    const char *detail;
+    int status = ml_upload_finish(h->upload, &detail);
+    if (status) return fail(h, status, detail);
+  }
   h->keepalive = llhttp_should_keep_alive(p);
   h->in_message = 0;
   return HPE_PAUSED;
@@ -204,12 +227,18 @@ void ml_http_init(ml_http_t *h, size_t max_header, size_t max_body, void *owner)
   h->parser.data = h;
   h->parser.lenient_flags |= LENIENT_VERSION;   /* llhttp 8.1 has no setter for this one */
   h->max_header = max_header;
-  h->max_body = max_body;
+  h->max_body = h->max_body_default = max_body;
   h->owner = owner;
   h->method = -1;
 }
 
+void ml_http_drop_upload(ml_http_t *h) {
+  ml_upload_free(h->upload);
+  h->upload = NULL;
+}
+
 void ml_http_free(ml_http_t *h) {
+  ml_http_drop_upload(h);
   ml_headers_free(&h->headers);
   ml_buf_free(&h->body);
 }
@@ -233,6 +262,7 @@ int ml_http_execute(ml_http_t *h, const char *data, size_t len, size_t *used) {
     return ML_HTTP_REQUEST;
   }
   *used = len;
+  ml_http_drop_upload(h);   /* the body is abandoned: its files go now */
   /* our own verdict (413, 431, ...) wins: llhttp reports callback failures its own way */
   if (!h->error_status) {
     h->error_status = 400;

@@ -5,6 +5,7 @@
 #define ML_HTTP_H
 #include "buf.h"
 #include "headers.h"
+#include "upload.h"
 #include <llhttp.h>
 #include <stdint.h>
 
@@ -12,12 +13,16 @@ enum { ML_HTTP_MORE, ML_HTTP_REQUEST, ML_HTTP_ERROR };
 
 typedef struct ml_http_s ml_http_t;
 typedef void (*ml_http_event_cb)(ml_http_t *h);
+/* Returns 0, or an HTTP status that refuses the request, with a static *detail. */
+typedef int (*ml_http_body_cb)(ml_http_t *h, const char **detail);
 
 struct ml_http_s {
   llhttp_t parser;
   ml_headers_t headers;          /* its store holds the url first, then the headers */
   uint32_t url_len;              /* the url starts at store offset 0 */
-  ml_buf_t body;
+  ml_buf_t body;                 /* the body, unless an upload takes it */
+  ml_upload_t *upload;           /* takes the body as it arrives (see on_body_head) */
+  size_t body_bytes;             /* the body's so far, wherever it went */
   int method;                    /* ML_M_* or -1 for methods moonlet has no routes for */
   const char *method_name;       /* static string */
   int keepalive;                 /* llhttp's verdict at message end */
@@ -27,12 +32,16 @@ struct ml_http_s {
   size_t header_bytes;           /* the header block's, then its trailers' */
   size_t chunk_ext_bytes;        /* chunk extensions of the body: they count toward max_body */
   size_t chunk_line_ext_bytes;   /* those of the current chunk line */
-  size_t max_body, max_header;
+  size_t max_body;               /* this request's body limit (on_body_head may change it) */
+  size_t max_body_default, max_header;
   int error_status;              /* 400, 413, 417, 431, 501, 505 after ML_HTTP_ERROR */
   const char *error_detail;
   void *owner;                   /* the connection */
   ml_http_event_cb on_begin;     /* first byte of a request */
   ml_http_event_cb on_headers;   /* header block complete (100-continue, timers) */
+  /* a body follows the header block just read: set this request's max_body and upload
+   * before any of the body is read (and before the Content-Length check, 100 Continue) */
+  ml_http_body_cb on_body_head;
 };
 
 void ml_http_init(ml_http_t *h, size_t max_header, size_t max_body, void *owner);
@@ -43,6 +52,16 @@ void ml_http_free(ml_http_t *h);
  * call; *used tells how many bytes belonged to it), ML_HTTP_ERROR when the input is bad
  * (h->error_status and h->error_detail say how to answer; the connection must close). */
 int ml_http_execute(ml_http_t *h, const char *data, size_t len, size_t *used);
+
+/* The upload that took the request's body, now the caller's (NULL if none). */
+static inline ml_upload_t *ml_http_take_upload(ml_http_t *h) {
+  ml_upload_t *up = h->upload;
+  h->upload = NULL;
+  if (up) ml_upload_detach(up);
+  return up;
+}
+/* Frees the body's upload, if any (the connection is closing). */
+void ml_http_drop_upload(ml_http_t *h);
 
 /* Finds a header by lower-case name; NULL if absent. */
 const char *ml_http_header(const ml_http_t *h, const char *name, size_t *len);

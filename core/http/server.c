@@ -65,6 +65,7 @@ static void conn_close(ml_server_conn_t *c) {
     c->srv->abort(c->srv->ctx, task);
   }
   request_end(c);
+  ml_http_drop_upload(&c->http);   /* a body cut short: its files go now */
   uv_timer_stop(&c->timer);
   uv_close((uv_handle_t *)&c->tcp, handle_closed_cb);
   uv_close((uv_handle_t *)&c->timer, handle_closed_cb);
@@ -203,7 +204,7 @@ static void read_stop(ml_server_conn_t *c) {
 static void read_cb(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf);
 
 static void read_start(ml_server_conn_t *c) {
-  if (c->read_stopped && !c->closing) {
+  if (c->read_stopped && !c->closing && !c->body_held) {
     c->read_stopped = 0;
     uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
   }
@@ -219,7 +220,7 @@ static void read_cb(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
   if (c->lingering || c->close_after_write) return;   /* discard */
   if (c->inflight || c->pending.len) {
     ml_buf_add(&c->pending, buf->base, (size_t)n);
-    if (c->pending.len > c->http.max_body + c->http.max_header) read_stop(c);
+    if (c->pending.len > c->srv->cfg.max_body + c->http.max_header) read_stop(c);
     return;
   }
   conn_process(c, buf->base, (size_t)n);
@@ -232,7 +233,22 @@ static void reply_error(ml_server_conn_t *c, int status, const char *detail) {
          (int)(c->http.url_len > 200 ? 200 : c->http.url_len), c->http.url_len ? ml_http_url(&c->http) : "",
          status, detail);
   c->close_after_write = 1;
+  c->body_held = 0;   /* the body is abandoned (its upload is gone): linger reads on */
   read_stop(c);
+}
+
+void ml_server_conn_hold(void *conn, int on) {
+  ml_server_conn_t *c = conn;
+  if (on) {
+    c->body_held = 1;
+    read_stop(c);
+    return;
+  }
+  c->body_held = 0;
+  if (c->close_after_write || c->writing) return;   /* those read again when they are done */
+  read_start(c);
+  /* the body moves again: the wait for the disk is not the client's */
+  if (c->http.in_message) timer_set(c, c->srv->cfg.header_timeout_ms);
 }
 
 /* Parses and dispatches as many requests as `data` holds, in order. Stops when a request
@@ -396,6 +412,11 @@ static void on_headers(ml_http_t *h) {
   if (h->expect_continue) ml_buf_add(&c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
 }
 
+static int on_body_head(ml_http_t *h, const char **detail) {
+  ml_server_conn_t *c = h->owner;
+  return c->srv->body ? c->srv->body(c->srv->ctx, c, detail) : 0;
+}
+
 static void accept_cb(uv_stream_t *listener, int status) {
   ml_server_t *s = listener->data;
   if (status < 0) {   /* EMFILE: libuv sheds the connection; say why, once a second */
@@ -422,6 +443,7 @@ static void accept_cb(uv_stream_t *listener, int status) {
   ml_http_init(&c->http, s->cfg.max_header, s->cfg.max_body, c);
   c->http.on_begin = on_begin;
   c->http.on_headers = on_headers;
+  c->http.on_body_head = on_body_head;
   uv_tcp_nodelay(&c->tcp, 1);
   c->read_stopped = 1;
   read_start(c);

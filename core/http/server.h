@@ -19,6 +19,13 @@ typedef struct ml_server_conn_s ml_server_conn_t;
 typedef void (*ml_dispatch_fn)(void *ctx, ml_server_conn_t *c);
 /* Called when a connection closes while c->task is set: cancel it, touch c no more. */
 typedef void (*ml_abort_fn)(void *ctx, void *task);
+/* Called when a request's header block is complete and a body follows, before any of the
+ * body is read (before the Content-Length check and 100 Continue): the callee may set this
+ * request's body limit (c->http.max_body) and give the body to an upload (c->http.upload,
+ * with ml_server_conn_hold as its hold function). Returns 0, or an HTTP status refusing
+ * the request, with a static *detail; the connection then closes. NULL: bodies are kept
+ * whole under the server's limit. */
+typedef int (*ml_body_fn)(void *ctx, ml_server_conn_t *c, const char **detail);
 
 struct ml_server_conn_s {
   uv_tcp_t tcp;
@@ -40,7 +47,7 @@ struct ml_server_conn_s {
   size_t write_queue_seen;   /* unsent bytes at the last check: progress moves the deadline */
   int handles_open;
   unsigned inflight : 1, writing : 1, closing : 1, close_after_write : 1, lingering : 1,
-      in_process : 1, read_stopped : 1, head : 1;
+      in_process : 1, read_stopped : 1, head : 1, body_held : 1;
 };
 
 typedef struct {
@@ -71,6 +78,7 @@ struct ml_server_s {
   int stall_watch;              /* the two handles above are open */
   ml_dispatch_fn dispatch;
   ml_abort_fn abort;
+  ml_body_fn body;
   void *ctx;
   void (*on_drained)(ml_server_t *s);   /* after ml_server_drain, when the last conn closed */
   char readbuf[65536];       /* shared by all connections: every read is parsed at once */
@@ -90,6 +98,10 @@ int ml_server_requests(const ml_server_t *s);
 
 /* The current request's id, added to its access log line as " id=..." (cut to 71 bytes). */
 void ml_server_conn_log_id(ml_server_conn_t *c, const char *id, size_t len);
+/* An upload's hold function (upload.h), conn being the connection: while on, the body's
+ * reading stops (the disk is behind). */
+void ml_server_conn_hold(void *conn, int on);
+
 /* The response for the current request is in c->out (status for the access log). */
 void ml_server_conn_done(ml_server_conn_t *c, int status);
 /* 1 if the connection stays open after the current response. */

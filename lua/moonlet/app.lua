@@ -3,7 +3,7 @@
 -- copies them into the app (or into another router).
 local type, error, ipairs, pairs, setmetatable, getmetatable, tostring =
   type, error, ipairs, pairs, setmetatable, getmetatable, tostring
-local concat, upper = table.concat, string.upper
+local concat, upper, floor = table.concat, string.upper, math.floor
 local deps = require "moonlet.deps"
 local Validate = require "moonlet.validate"
 
@@ -142,6 +142,12 @@ local function add(self, methods, path, opts, handler, level)
   -- params/query/headers/body/form: compiled now, so a bad schema fails at load
   local spec, why = Validate.compile(opts, path)
   if why then argerr(3, why) end
+  local max_body = opts.max_body
+  if max_body ~= nil and (type(max_body) ~= "number" or max_body < 1 or max_body ~= floor(max_body)
+                          or max_body > 2^53) then
+    argerr(3, "option max_body must be a positive integer number of bytes, got "
+              .. tostring(max_body))
+  end
   local r = { mask = mask, methods = concat(names, ","), method_list = names, path = path,
               handler = handler, opts = opts, pooled = opts.pool and true or false,
               validate = spec }

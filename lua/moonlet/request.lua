@@ -6,9 +6,9 @@ local core = require "moonlet.core"
 local rawset, rawget, setmetatable, error, require, type, select, getmetatable, pairs,
       tostring =
   rawset, rawget, setmetatable, error, require, type, select, getmetatable, pairs, tostring
-local find = string.find
-local req_form, json_decode, req_after, req_route =
-  core.req_form, core.json_decode, core.req_after, core.req_route
+local find, lower = string.find, string.lower
+local req_form, req_parts, json_decode, req_after, req_route =
+  core.req_form, core.req_parts, core.json_decode, core.req_after, core.req_route
 local resolve = require("moonlet.deps").resolve
 
 local _M = {}
@@ -69,15 +69,25 @@ function methods.json(req)
   return v
 end
 
--- req:form() -> fields of an application/x-www-form-urlencoded body (repeated keys -> list).
+-- req:form() -> the fields of an application/x-www-form-urlencoded body (repeated keys ->
+-- list), or of a multipart/form-data body: text fields as strings, files as
+-- { filename, content_type, size, path } (their bytes are in a temporary file at path,
+-- removed when the request ends). The multipart body was parsed as it arrived (C: upload.c).
 function methods.form(req)
   local cached = rawget(req, "_form")
   if cached ~= nil then return cached end
-  local ctype = req.headers["content-type"] or ""
-  if ctype ~= "" and not find(ctype:lower(), "application/x-www-form-urlencoded", 1, true) then
-    error(http_error(415, "Expected an application/x-www-form-urlencoded body"), 2)
+  local f = req_parts(req._r, req._g)
+  if f == nil then
+    local ctype = lower(req.headers["content-type"] or "")
+    if find(ctype, "multipart/form-data", 1, true) then   -- an empty body: never parsed
+      error(http_error(400, "Malformed multipart body: missing the final boundary"), 2)
+    end
+    if ctype ~= "" and not find(ctype, "application/x-www-form-urlencoded", 1, true) then
+      error(http_error(415, "Expected an application/x-www-form-urlencoded or "
+                            .. "multipart/form-data body"), 2)
+    end
+    f = req_form(req.body)
   end
-  local f = req_form(req.body)
   rawset(req, "_form", f)
   return f
 end

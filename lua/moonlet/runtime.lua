@@ -21,7 +21,7 @@ local _M = {}
 
 _M.req_mt = request.mt
 
--- The app's routes as C wants them: { mask, methods, path, pooled, handler }. The handler
+-- The app's routes as C wants them: { mask, methods, path, pooled, max_body, handler }. The handler
 -- C calls is the route's own, wrapped once here by what the route's options ask for; a
 -- route that asks for nothing runs its handler as it is.
 function _M.routes(app)
@@ -42,7 +42,7 @@ function _M.routes(app)
       pooled, hop = false, r.pooled
     end
     out[i] = { mask = r.mask, methods = r.methods, path = r.path, pooled = pooled,
-               pool_hop = hop, handler = h }
+               pool_hop = hop, max_body = r.opts.max_body, handler = h }
   end
   return out
 end

@@ -73,6 +73,15 @@ describe("middleware", function()
       assert.are.same("gzip", res.headers["content-encoding"])
     end)
 
+    it("hands a pooled route behind middleware its multipart upload", function()
+      local dir = t.tmpdir()
+      t.write_file(dir .. "/up.txt", "uploaded bytes")
+      local r = t.run({ "-s", "-F", "note=hi", "-F", "file=@" .. dir .. "/up.txt",
+                        base .. "/upload/pooled" }, { bin = "curl" })
+      assert.are.same({ note = "hi", size = 14, data = "uploaded bytes" },
+                      t.json_decode(r.stdout))
+    end)
+
     it("keeps the connection and pipelining working", function()
       local c = assert(t.connect(srv.port))
       assert(c:send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\nGET /pooled HTTP/1.1\r\nHost: x\r\n\r\n"

@@ -65,6 +65,13 @@ end)
 app:get("/pooled/fail", { pool = true }, function() error("pool handler failed") end)
 app:get("/fail", function() error("handler failed") end)
 app:post("/items", function(req) return 201, { created = req.body } end)
+app:post("/upload/pooled", { pool = true }, function(req)
+  local f = req:form()
+  local fh = assert(io.open(f.file.path, "rb"))
+  local data = fh:read("*a")
+  fh:close()
+  return { note = f.note, size = f.file.size, data = data }
+end)
 
 local bad = os.getenv("MW_BAD")
 if bad == "star" then app:use(mw.cors{ origins = { "*" }, credentials = true }) end
