@@ -30,6 +30,12 @@ describe("routers", function()
     assert.are.same("plain", get("/plain").body)
   end)
 
+  it("gives routes their routers' tags, outermost first, then their own", function()
+    assert.are.same({ ["/out/in/t"] = { "outer", "inner", "route" }, ["/out/u"] = { "outer" } },
+                    get("/tags"):json())
+    assert.are.same("t", get("/out/in/t").body)
+  end)
+
   it("copies the routes at include time", function()
     assert.are.same(404, get("/users/late").status)
   end)

@@ -32,6 +32,21 @@ if bad == "empty" then
   app:include(r)
 end
 if bad == "twice" then app:include(plain) end
+
+-- tags: the router's first, then the route's; nested routers add theirs in front
+local inner = moonlet.router{ prefix = "/in", tags = { "inner" } }
+inner:get("/t", { tags = { "route" } }, function() return "t" end)
+local outer = moonlet.router{ prefix = "/out", tags = { "outer" } }
+outer:include(inner)
+outer:get("/u", function() return "u" end)
+app:include(outer)
+app:get("/tags", function()
+  local out = {}
+  for _, r in ipairs(app.routes) do
+    if r.opts.tags then out[r.path] = r.opts.tags end
+  end
+  return out
+end)
 if bad == "not_router" then app:include(app) end
 
 return app
