@@ -48,6 +48,10 @@ static int load_routes(ml_app_t *a, char *err, size_t errlen) {
    * keeps them in its array part */
   lua_getfield(L, rt, "resolve");
   a->resolve_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_getfield(L, rt, "lifespan");
+  a->lifespan_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, app_idx);
+  a->app_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_settop(L, app_idx - 1);
   return 0;
 lua_err:
