@@ -2,7 +2,8 @@
 -- startup hook fills and the shutdown hook writes to; LIFESPAN_PORT, the port the server
 -- is given, which the startup hook tries to reach; LIFESPAN_FAIL=1 (or a version
 -- "broken") makes a startup hook fail after waiting; LIFESPAN_BAD=<case> makes app.lua
--- misuse the hooks. A module lifespan_version.lua, when there is one, names the code in
+-- misuse the hooks; LIFESPAN_SHUTDOWN=fail adds a shutdown hook that raises, =hang one
+-- that never ends. A module lifespan_version.lua, when there is one, names the code in
 -- the log lines and the database (--reload).
 local moonlet = require "moonlet"
 
@@ -41,6 +42,12 @@ app:on_startup(function()
   app.state.ready = true                               -- after hook 1: they run in order
   app.state.order = app.state.db and "1 then 2" or "2 first"
   log("startup hook 2 done (" .. version .. ")")
+end)
+
+local shutdown = os.getenv("LIFESPAN_SHUTDOWN")
+app:on_shutdown(function()
+  if shutdown == "fail" then error("flush failed") end
+  if shutdown == "hang" then moonlet.sleep(3600) end
 end)
 
 app:on_shutdown(function()
