@@ -1,10 +1,13 @@
-/* The host: a loop, a server and an app wired together (see moonlet.h). Shutdown is
- * graceful: drain the server, wait for in-flight requests up to graceful_timeout, then
- * close every handle so ml_host_run returns with an empty loop. A stop that cannot wait
- * (the timeout ended, or it was asked for twice) drops what still runs and says how many;
- * one that the loop cannot do at all (a handler that never yields) ends the process. */
+/* The host: a loop, a server and an app wired together (see moonlet.h). Starting binds
+ * the port, runs the app's startup hooks, then accepts. Shutdown is graceful, in steps
+ * all within graceful_timeout: drain the server (in-flight requests finish), wait for the
+ * background tasks requests spawned, run the shutdown hooks, then close every handle so
+ * ml_host_run returns with an empty loop. A stop that cannot wait (the timeout ended, or
+ * it was asked for twice) drops what still runs and says how much; one that the loop
+ * cannot do at all (a handler that never yields) ends the process. */
 #include "moonlet.h"
 #include "err.h"
+#include "lifespan.h"
 #include "mem.h"
 #include "app.h"
 #include "server.h"
@@ -31,20 +34,26 @@ struct ml_host_s {
   ml_watchdog_t *watchdog;
   char *appdir;
   ml_reload_t *reload;
-  ml_app_t *retired[16];     /* replaced by a reload, freed when their last task ends */
+  struct {                   /* replaced by a reload: their requests end, then their */
+    ml_app_t *app;           /* shutdown hooks run, then they are freed */
+    int state;               /* RETIRED_* */
+  } retired[16];
   int nretired;
   uv_timer_t reaper;
   uv_async_t stop_async;
   struct sigaction old_sigint, old_sigterm;   /* given back when the stop is over */
   uv_prepare_t flush;        /* flushes the log once per loop turn */
   uv_timer_t grace;
+  uv_timer_t step;           /* takes a stop to its next step, outside any task */
   int signals, stopping, closed;
+  int starting;              /* ml_host_listen runs the startup hooks: a stop waits */
+  int stop_step;             /* STOP_*: where a graceful stop is */
   int reload_pending;
   /* a stop (see request_stop): the first two are atomic, written on any thread */
   int stop_requests;         /* how many times a stop was asked for */
   uint64_t stop_deadline;    /* uv_hrtime() the stop must be done by; 0 before one */
   uint64_t grace_ns;         /* cfg.graceful_timeout */
-  int dropped;               /* requests the stop cut short: ml_host_run returns it */
+  int dropped;               /* what the stop cut short: ml_host_run returns it */
   int forced;                /* the stop did not wait for everything to end */
 };
 
@@ -64,16 +73,21 @@ void ml_config_defaults(ml_config_t *cfg) {
   cfg->reload = 0;
 }
 
+enum { RETIRED_SERVING, RETIRED_HOOKS, RETIRED_DONE };
+/* the steps of a graceful stop, in order */
+enum { STOP_NONE, STOP_REQUESTS, STOP_BACKGROUND, STOP_HOOKS, STOP_DONE };
+
 static void release_signals(ml_host_t *h);
 
 /* The end of a stop: everything still on the loop goes, so ml_host_run returns. Tasks
- * that outlive their requests (spawned ones) are cancelled here. */
+ * still running (spawned at load or by a startup hook, or abandoned) are cancelled here. */
 static void close_handles(ml_host_t *h) {
   if (h->closed) return;
   h->closed = 1;
   release_signals(h);   /* before stop_async goes: the handler wakes the loop with it */
+  if (h->app) h->app->sched.background_idle_cb = NULL;
   ml_app_stop(h->app);
-  for (int i = 0; i < h->nretired; i++) ml_app_stop(h->retired[i]);
+  for (int i = 0; i < h->nretired; i++) ml_app_stop(h->retired[i].app);
   ml_workers_detach(h->workers);
   ml_reload_stop(h->reload);
   h->reload = NULL;
@@ -81,10 +95,50 @@ static void close_handles(ml_host_t *h) {
   uv_close((uv_handle_t *)&h->stop_async, NULL);
   uv_close((uv_handle_t *)&h->flush, NULL);
   uv_close((uv_handle_t *)&h->grace, NULL);
+  uv_close((uv_handle_t *)&h->step, NULL);
+}
+
+/* --- the steps of a graceful stop ------------------------------------------------------
+ * Each step's end (the server drained, the last background task ended, the hooks ended)
+ * calls next_step, which lets step_cb start the next one from a callback of its own: the
+ * end of a step may come from inside a task, whose primitive still has work to do. */
+
+static void step_cb(uv_timer_t *t);
+
+static void next_step(ml_host_t *h, int step) {
+  h->stop_step = step;
+  uv_timer_start(&h->step, step_cb, 0, 0);
+}
+
+static void background_idle_cb(ml_sched_t *s) {
+  ml_host_t *h = s->loop->data;
+  s->background_idle_cb = NULL;
+  next_step(h, STOP_BACKGROUND);
+}
+
+static void shutdown_done(ml_app_t *a, int ok, const char *msg, void *ctx) {
+  (void)a, (void)ok, (void)msg;   /* a shutdown hook's error is logged already */
+  next_step(ctx, STOP_DONE);
+}
+
+static void step_cb(uv_timer_t *t) {
+  ml_host_t *h = t->data;
+  if (h->closed) return;
+  if (h->stop_step == STOP_BACKGROUND) {
+    ml_sched_t *s = &h->app->sched;
+    if (s->background > 0) {
+      s->background_idle_cb = background_idle_cb;
+      return;
+    }
+    h->stop_step = STOP_HOOKS;
+    ml_lifespan_start(h->app, ML_LIFESPAN_SHUTDOWN, shutdown_done, h);
+  } else if (h->stop_step == STOP_DONE) {
+    close_handles(h);
+  }
 }
 
 static void drained_cb(ml_server_t *s) {
-  close_handles(s->loop->data);
+  next_step(s->loop->data, STOP_BACKGROUND);
 }
 
 /* --- stopping ---------------------------------------------------------------------------
@@ -121,14 +175,23 @@ static const char *stop_reason(ml_host_t *h, char *buf, size_t len) {
   return buf;
 }
 
-/* Ends a stop without waiting any longer: every connection closes, the requests still
- * running are dropped, and the log says how many. */
+/* Ends a stop without waiting any longer: every connection closes, the requests and
+ * background tasks still running are dropped, the shutdown hooks not run (or cut short),
+ * and the log says so. */
 static void stop_now(ml_host_t *h) {
   char buf[64];
+  const char *why = stop_reason(h, buf, sizeof buf);
   int requests = ml_server_requests(h->server);
-  ml_log(ML_LOG_WARN, "%s: closing %d connection(s), dropping %d request(s) still running",
-         stop_reason(h, buf, sizeof buf), h->server->nconns, requests);
-  h->dropped += requests;
+  int tasks = h->app->sched.background;
+  int hooks = h->stop_step < STOP_DONE && ml_lifespan_count(h->app, ML_LIFESPAN_SHUTDOWN);
+  if (h->stop_step <= STOP_REQUESTS)
+    ml_log(ML_LOG_WARN, "%s: closing %d connection(s), dropping %d request(s) still running",
+           why, h->server->nconns, requests);
+  if (tasks) ml_log(ML_LOG_WARN, "%s: abandoning %d background task(s)", why, tasks);
+  if (hooks)
+    ml_log(ML_LOG_WARN, "%s: %s", why, h->stop_step == STOP_HOOKS
+               ? "on_shutdown hooks did not finish" : "on_shutdown hooks not run");
+  h->dropped += requests + tasks + hooks;
   h->forced = 1;
   ml_server_close_all(h->server);
   close_handles(h);
@@ -140,6 +203,7 @@ static void grace_cb(uv_timer_t *t) {
 
 static void begin_stop(ml_host_t *h) {
   h->stopping = 1;
+  h->stop_step = STOP_REQUESTS;
   ml_log(ML_LOG_INFO, "shutting down: %d connection(s) open", h->server->nconns);
   /* the grace period counts from the request, which a busy loop may have seen late */
   uint64_t due = __atomic_load_n(&h->stop_deadline, __ATOMIC_SEQ_CST), now = uv_hrtime();
@@ -152,6 +216,7 @@ static void begin_stop(ml_host_t *h) {
  * one asks. */
 static void stop_cb(uv_async_t *a) {
   ml_host_t *h = a->data;
+  if (h->starting) return;   /* ml_host_run sees the request when the start is over */
   if (__atomic_load_n(&h->stop_requests, __ATOMIC_SEQ_CST) > 1) stop_now(h);
   else if (!h->stopping) begin_stop(h);
 }
@@ -207,18 +272,36 @@ ml_host_t *ml_host_new(const ml_config_t *cfg) {
   uv_timer_init(&h->loop, &h->grace);
   h->grace.data = h;
   uv_unref((uv_handle_t *)&h->grace);
+  uv_timer_init(&h->loop, &h->step);
+  h->step.data = h;
   uv_timer_init(&h->loop, &h->reaper);
   h->reaper.data = h;
   uv_unref((uv_handle_t *)&h->reaper);
   return h;
 }
 
-/* Frees the retired apps whose last task has ended. */
+/* A retired app's shutdown hooks ended: the reaper frees it on its next turn (not here,
+ * inside one of its tasks). */
+static void retired_done(ml_app_t *a, int ok, const char *msg, void *ctx) {
+  (void)ok, (void)msg;
+  ml_host_t *h = ctx;
+  for (int i = 0; i < h->nretired; i++)
+    if (h->retired[i].app == a) h->retired[i].state = RETIRED_DONE;
+}
+
+/* Retires the apps a reload replaced: once an app's last request has ended it runs its
+ * shutdown hooks, and once they have ended it is freed (its spawned tasks are cancelled
+ * then, background ones included: old code is not waited for). */
 static void reap_cb(uv_timer_t *t) {
   ml_host_t *h = t->data;
   for (int i = 0; i < h->nretired;) {
-    if (h->retired[i]->requests == 0) {   /* its spawned tasks end with it */
-      ml_app_free(h->retired[i]);
+    ml_app_t *a = h->retired[i].app;
+    if (h->retired[i].state == RETIRED_SERVING && a->requests == 0) {
+      h->retired[i].state = RETIRED_HOOKS;
+      ml_lifespan_start(a, ML_LIFESPAN_SHUTDOWN, retired_done, h);
+    }
+    if (h->retired[i].state == RETIRED_DONE) {
+      ml_app_free(a);
       h->retired[i] = h->retired[--h->nretired];
     } else {
       i++;
@@ -236,9 +319,39 @@ static void reload_cb(void *ctx) {
   uv_stop(&h->loop);
 }
 
-/* --reload: load the changed code into a new app; new requests go to it, requests in
- * flight finish on the old one, which is freed when its last request ends (its spawned
- * tasks are cancelled then). A load error keeps the old code serving. */
+typedef struct {
+  int done, ok;
+  char *err;
+  size_t errlen;
+} startup_t;
+
+static void startup_done(ml_app_t *a, int ok, const char *msg, void *ctx) {
+  (void)a;
+  startup_t *st = ctx;
+  st->done = 1;
+  st->ok = ok;
+  if (ok) return;
+  ml_log(ML_LOG_ERROR, "on_startup hook failed: %s", msg);
+  ml_err(st->err, st->errlen, "on_startup hook failed: %.*s", (int)strcspn(msg, "\n"), msg);
+}
+
+/* Runs a's startup hooks, running the loop until they end; it serves whatever else is on
+ * it meanwhile (during a reload, the old code's requests). Not from a libuv callback.
+ * Returns 0, or -1 with a one-line message in err: a hook failed (its traceback is
+ * logged), or the host began to stop meanwhile (a's hooks are then cancelled with it). */
+static int run_startup(ml_host_t *h, ml_app_t *a, char *err, size_t errlen) {
+  startup_t st = { 0, 0, err, errlen };
+  ml_lifespan_start(a, ML_LIFESPAN_STARTUP, startup_done, &st);
+  while (!st.done && !h->stopping) uv_run(&h->loop, UV_RUN_ONCE);
+  if (st.done) return st.ok ? 0 : -1;
+  ml_app_stop(a);
+  return ml_err(err, errlen, "stopping before the startup hooks finished");
+}
+
+/* --reload: load the changed code into a new app and run its startup hooks; new requests
+ * go to it, requests in flight finish on the old one, which then runs its shutdown hooks
+ * and is freed (see reap_cb). A load error or a failed startup hook keeps the old code
+ * serving. */
 static void reload_now(ml_host_t *h) {
   char err[1024];
   if (h->nretired == (int)(sizeof h->retired / sizeof h->retired[0])) {
@@ -246,17 +359,20 @@ static void reload_now(ml_host_t *h) {
     return;
   }
   ml_app_t *a = ml_app_new(&h->loop, h->appdir, 0, err, sizeof err);
-  if (!a) {
-    ml_log(ML_LOG_ERROR, "reload failed, still serving the previous code: %s", err);
+  if (a) a->sched.workers = h->workers;   /* for pooled routes and run_in_pool */
+  if (!a || run_startup(h, a, err, sizeof err)) {
+    if (!h->stopping)
+      ml_log(ML_LOG_ERROR, "reload failed, still serving the previous code: %s", err);
+    ml_app_free(a);
     return;
   }
   ml_app_t *old = h->app;
-  a->sched.workers = h->workers;   /* for pooled routes and run_in_pool */
   h->app = a;
   h->server->ctx = a;
   ml_workers_reload(h->workers);
   ml_watchdog_watch(h->watchdog, &a->sched);
-  h->retired[h->nretired++] = old;
+  h->retired[h->nretired].app = old;
+  h->retired[h->nretired++].state = RETIRED_SERVING;
   uv_timer_start(&h->reaper, reap_cb, 0, 250);
   ml_log(ML_LOG_INFO, "reloaded %s (%d routes)", h->appdir, a->nroutes);
 }
@@ -291,7 +407,14 @@ int ml_host_listen(ml_host_t *h, char *err, size_t errlen) {
       .header_timeout_ms = (uint64_t)(h->cfg.header_timeout * 1000),
       .keepalive_timeout_ms = (uint64_t)(h->cfg.keepalive_timeout * 1000),
   };
-  return ml_server_listen(h->server, &h->loop, &sc, err, errlen) ? -1 : 0;
+  if (ml_server_bind(h->server, &h->loop, &sc, err, errlen)) return -1;
+  /* bound first, so a port in use is said before any hook runs; connecting is refused
+   * until the hooks are done */
+  h->starting = 1;
+  int rc = run_startup(h, h->app, err, errlen);
+  h->starting = 0;
+  if (rc) return -1;
+  return ml_server_listen(h->server, err, errlen) ? -1 : 0;
 }
 
 int ml_host_port(const ml_host_t *h) {
@@ -325,11 +448,13 @@ int ml_host_run(ml_host_t *h) {
     h->reload = ml_reload_start(&h->loop, h->appdir, reload_cb, h);
     ml_log(ML_LOG_INFO, "watching %s for changes (--reload)", h->appdir);
   }
+  /* a stop asked for while the startup hooks ran */
+  if (__atomic_load_n(&h->stop_requests, __ATOMIC_SEQ_CST)) uv_async_send(&h->stop_async);
   while (uv_run(&h->loop, UV_RUN_DEFAULT) && h->reload_pending) {
     h->reload_pending = 0;
-    if (!h->closed) reload_now(h);
+    if (!h->stopping) reload_now(h);
   }
-  for (int i = 0; i < h->nretired; i++) h->retired[i]->sched.monitor = NULL;
+  for (int i = 0; i < h->nretired; i++) h->retired[i].app->sched.monitor = NULL;
   ml_watchdog_stop(h->watchdog);   /* and the current app's */
   h->watchdog = NULL;
   ml_log_flush();
@@ -345,7 +470,7 @@ void ml_host_free(ml_host_t *h) {
   if (h->server) ml_server_close_all(h->server);
   close_handles(h);
   ml_app_free(h->app);   /* first: cancelling its tasks may cancel jobs of the workers */
-  for (int i = 0; i < h->nretired; i++) ml_app_free(h->retired[i]);
+  for (int i = 0; i < h->nretired; i++) ml_app_free(h->retired[i].app);
   /* forced: no more waits */
   ml_workers_free(h->workers, h->forced ? 0 : h->cfg.graceful_timeout);
   uv_run(&h->loop, UV_RUN_DEFAULT);   /* let close callbacks run */

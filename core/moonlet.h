@@ -28,7 +28,7 @@ typedef struct {
   int log_level;               /* 0 debug, 1 info (access log), 2 warn, 3 error */
   size_t max_body;             /* request body limit in bytes (1 MiB) -> 413 */
   size_t max_header;           /* request line + headers limit (16 KiB) -> 431 */
-  double graceful_timeout;     /* seconds in-flight requests get at shutdown (10) */
+  double graceful_timeout;     /* seconds a graceful stop may take in all (10) */
   double header_timeout;       /* seconds for a request's header block to arrive (10) */
   double keepalive_timeout;    /* seconds an idle keep-alive connection is kept (5) */
   int pool_size;               /* threads for { pool = true } routes and run_in_pool (40) */
@@ -45,7 +45,10 @@ ml_host_t *ml_host_new(const ml_config_t *cfg);
 
 /* Loads APPDIR/app.lua. Returns 0, or -1 with a one-line message in err. */
 int ml_host_load(ml_host_t *h, const char *appdir, char *err, size_t errlen);
-/* Binds the listening socket. Returns 0, or -1 with a one-line message in err. */
+/* Binds the listening socket, runs the app's on_startup hooks (running the loop until they
+ * end; connecting is refused meanwhile), then accepts connections. Returns 0, or -1 with a
+ * one-line message in err: the port cannot be bound (before any hook runs), or a startup
+ * hook failed (its traceback is logged). */
 int ml_host_listen(ml_host_t *h, char *err, size_t errlen);
 /* The bound port (useful after port 0). */
 int ml_host_port(const ml_host_t *h);
@@ -53,12 +56,15 @@ int ml_host_port(const ml_host_t *h);
  * One host per process; the previous handlers come back when its stop is over. Returns
  * 0, or -1 if sigaction failed. */
 int ml_host_handle_signals(ml_host_t *h);
-/* Serves until stopped. Returns 0, or the number of requests the stop dropped: still
- * running when graceful_timeout ended or when the stop was asked for again. */
+/* Serves until stopped. Returns 0, or how much the stop cut short when graceful_timeout
+ * ended or the stop was asked for again: requests dropped + background tasks abandoned,
+ * + 1 if the on_shutdown hooks did not run or did not finish. */
 int ml_host_run(ml_host_t *h);
-/* Starts a graceful stop: no new connections, in-flight requests finish (up to
- * graceful_timeout from now), then ml_host_run returns. Called again, stops at once. Safe
- * from any thread and from a signal handler. */
+/* Starts a graceful stop, all within graceful_timeout from now: no new connections,
+ * in-flight requests finish, then the background tasks requests spawned (moonlet.spawn
+ * from a handler), then the app's on_shutdown hooks run; then ml_host_run returns. Called
+ * again, stops at once. Safe from any thread and from a signal handler; asked for while
+ * ml_host_listen runs the startup hooks, it begins when ml_host_run does. */
 void ml_host_stop(ml_host_t *h);
 void ml_host_free(ml_host_t *h);
 #endif

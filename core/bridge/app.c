@@ -59,6 +59,10 @@ static int load_routes(ml_app_t *a, char *err, size_t errlen) {
   if (lua_pcall(L, 1, 1, 0)) goto lua_err;
   if (lua_isnil(L, -1)) lua_pop(L, 1);
   else a->unrouted_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_getfield(L, rt, "lifespan");
+  a->lifespan_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, app_idx);
+  a->app_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_settop(L, app_idx - 1);
   return 0;
 lua_err:

@@ -37,12 +37,17 @@ struct ml_app_s {
   int resolve_ref;           /* moonlet.runtime.resolve ("module.function" -> function) */
   int after_ref;             /* moonlet.runtime.after (a request's deferred work) */
   int unrouted_ref;          /* with middleware (app:use): what answers 404/405; else 0 */
+  int lifespan_ref;          /* moonlet.runtime.lifespan (the startup and shutdown hooks) */
+  int app_ref;               /* the app table app.lua returned */
   /* public: for whoever runs requests in this state, on its thread */
   ml_buf_t scratch;          /* response body being encoded */
   ml_request_t *spare_requests;   /* request records for reuse (request.h) */
   /* on the loop only (the host sets sched.workers) */
   int requests;              /* requests in flight (their tasks); the rest are spawned */
   struct ml_pooled_spares_s *pooled_spares;   /* pooled_route.c's jobs kept for reuse */
+  /* private: lifespan.c's, while the hooks of a phase run */
+  void (*lifespan_done)(ml_app_t *a, int ok, const char *msg, void *ctx);
+  void *lifespan_ctx;
 };
 
 /* Loads APPDIR into a new state whose scheduler runs on loop; in_pool is 1 for a worker

@@ -313,7 +313,7 @@ void ml_request_after(lua_State *L, ml_sched_t *s, int work_ref, int fn_ref,
   luaL_unref(L, LUA_REGISTRYINDEX, work_ref);
   if (err) lua_pushstring(L, err);
   else lua_pushnil(L);
-  ml_spawn(L, s, 2);
+  ml_spawn(L, s, 2, 1);   /* a request's work: a graceful stop waits for it */
 }
 
 /* req_log_id(r, g, id): the request's access log line ends with " id=<id>" (a request

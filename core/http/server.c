@@ -450,8 +450,8 @@ static void accept_cb(uv_stream_t *listener, int status) {
   timer_set(c, s->cfg.header_timeout_ms);
 }
 
-int ml_server_listen(ml_server_t *s, uv_loop_t *loop, const ml_server_config_t *cfg, char *err,
-                     size_t errlen) {
+int ml_server_bind(ml_server_t *s, uv_loop_t *loop, const ml_server_config_t *cfg, char *err,
+                   size_t errlen) {
   s->loop = loop;
   s->cfg = *cfg;
   ml_list_init(&s->conns);
@@ -466,15 +466,26 @@ int ml_server_listen(ml_server_t *s, uv_loop_t *loop, const ml_server_config_t *
   s->listening = 1;
   stall_watch_start(s);
   rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);
-  if (rc == 0) rc = uv_listen((uv_stream_t *)&s->listener, ML_LISTEN_BACKLOG, accept_cb);
+  struct sockaddr_storage bound;
+  int blen = sizeof bound;
+  if (rc == 0) rc = uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &blen);
+  if (rc == 0) {
+    s->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                : ((struct sockaddr_in *)&bound)->sin_port);
+    /* libuv defers EADDRINUSE to uv_listen (see uv_tcp_bind): the socket stays unbound */
+    if (s->port == 0) rc = UV_EADDRINUSE;
+  }
   if (rc < 0)
     return ml_err(err, errlen, "cannot listen on %s:%d: %s", cfg->host, cfg->port,
                   uv_strerror(rc));
-  struct sockaddr_storage bound;
-  int blen = sizeof bound;
-  uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &blen);
-  s->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                                              : ((struct sockaddr_in *)&bound)->sin_port);
+  return 0;
+}
+
+int ml_server_listen(ml_server_t *s, char *err, size_t errlen) {
+  int rc = uv_listen((uv_stream_t *)&s->listener, ML_LISTEN_BACKLOG, accept_cb);
+  if (rc < 0)
+    return ml_err(err, errlen, "cannot listen on %s:%d: %s", s->cfg.host, s->port,
+                  uv_strerror(rc));
   return 0;
 }
 

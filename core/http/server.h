@@ -84,9 +84,13 @@ struct ml_server_s {
   char readbuf[65536];       /* shared by all connections: every read is parsed at once */
 };
 
-/* Binds and listens. Returns 0, or -1 with a one-line message in err (see err.h). */
-int ml_server_listen(ml_server_t *s, uv_loop_t *loop, const ml_server_config_t *cfg,
-                     char *err, size_t errlen);
+/* Binds the listening socket (s->port is then the bound port) without accepting: until
+ * ml_server_listen, connecting is refused. A port in use is reported here. Returns 0, or
+ * -1 with a one-line message in err (see err.h). */
+int ml_server_bind(ml_server_t *s, uv_loop_t *loop, const ml_server_config_t *cfg,
+                   char *err, size_t errlen);
+/* Accepts connections on the bound socket. Returns 0, or -1 with a message in err. */
+int ml_server_listen(ml_server_t *s, char *err, size_t errlen);
 /* Stops accepting, closes idle connections, lets in-flight requests finish. */
 void ml_server_drain(ml_server_t *s);
 /* Closes every connection now (in-flight work is aborted), the listener and the handles

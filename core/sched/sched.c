@@ -99,6 +99,7 @@ ml_task_t *ml_task_new(ml_sched_t *s, ml_done_fn on_done, void *owner) {
   t->cancel = NULL;
   t->wait = NULL;
   t->route = -1;
+  t->background = 0;
   t->released = 0;
   s->live++;
   return t;

@@ -50,6 +50,7 @@ struct ml_task_s {
   int sync_results;          /* timeout: results a child left before its parent waited */
   unsigned gen;              /* changes on release: stale lightuserdata references notice */
   int route;                 /* route index for logs, -1 if none */
+  int background;            /* spawned by a request (or by such a task): s->background */
   int released;
   ml_task_t *next_free, *next_all;
 };
@@ -80,6 +81,12 @@ struct ml_sched_s {
   struct ml_workers_s *workers;
   int in_pool;               /* 1 in a worker thread's state */
   ml_sched_monitor_t *monitor;    /* NULL: nobody watches */
+  /* moonlet.spawn's tasks that a request started, directly or through another such task,
+   * still running: a graceful stop waits for them (tasks spawned at load or by a startup
+   * hook are the app's own, and are not counted). background_idle_cb, when set, runs when
+   * the count drops to 0. */
+  int background;
+  void (*background_idle_cb)(ml_sched_t *s);
   ml_sched_hook_t *close_hooks;   /* see ml_sched_on_close */
 };
 
@@ -116,8 +123,9 @@ void ml_task_release(ml_task_t *t, int reusable);
 ml_task_t *ml_task_child(lua_State *L, ml_sched_t *s, int nargs, ml_done_fn done,
                          void *owner);
 /* Runs the function under nargs arguments on top of L (popped) as a detached task of s
- * (moonlet.spawn): it starts at once; its errors are logged with a traceback. */
-void ml_spawn(lua_State *L, ml_sched_t *s, int nargs);
+ * (moonlet.spawn): it starts at once; its errors are logged with a traceback. With
+ * `background`, a request's work: s->background counts it and a graceful stop waits for it. */
+void ml_spawn(lua_State *L, ml_sched_t *s, int nargs, int background);
 /* The argument at idx as whole milliseconds: a number of seconds from 0 to 1e9 (raises). */
 uint64_t ml_sched_check_ms(lua_State *L, int idx);
 

@@ -43,6 +43,9 @@ function _M.new(opts)
     overrides = {},
     middleware = {},
     routes = {},
+    state = {},                -- what the startup hooks set up (see on_startup)
+    startup_hooks = {},
+    shutdown_hooks = {},
   }, mt)
 end
 
@@ -190,6 +193,32 @@ function _M:include(r)
     end
     add(self, route.method_list, path, router_opts(r, route.opts), route.handler, 2)
   end
+  return self
+end
+
+local function add_hook(self, list, name, fn)
+  if getmetatable(self) ~= mt then
+    error("bad argument #1 to '" .. name .. "' (lifespan hooks belong to the app, "
+          .. "not to a router)", 3)
+  end
+  if type(fn) ~= "function" then
+    error("bad argument #1 to '" .. name .. "' (expected a function)", 3)
+  end
+  list[#list + 1] = fn
+end
+
+-- app:on_startup(fn): fn(app) runs once per process, on the loop, as a coroutine (it may
+-- sleep, use the db and the HTTP client), before the server accepts its first connection;
+-- hooks run one after the other in the order they were added. Never in pool threads.
+function _M:on_startup(fn)
+  add_hook(self, self.startup_hooks, "on_startup", fn)   -- not a tail call: level 3 is kept
+  return self
+end
+
+-- app:on_shutdown(fn): fn(app) runs on the loop at a graceful stop, after the last request
+-- and the background tasks requests spawned have finished (or when --reload retires it).
+function _M:on_shutdown(fn)
+  add_hook(self, self.shutdown_hooks, "on_shutdown", fn)
   return self
 end
 

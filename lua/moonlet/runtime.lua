@@ -1,5 +1,6 @@
 -- What C calls: routes(app) when loading, dispatch(handler, req) for every request (on
--- the loop and on pool threads alike), resolve(name) for run_in_pool by name.
+-- the loop and on pool threads alike), resolve(name) for run_in_pool by name,
+-- lifespan(app, phase) for the startup and shutdown hooks (on the loop only).
 local moonlet = require "moonlet"
 local App = require "moonlet.app"
 local request = require "moonlet.request"
@@ -188,6 +189,21 @@ function _M.after(w, why)
       if not ok then log("error", w.route .. ": background task failed: " .. tostring(e)) end
     end
   end
+end
+
+-- Runs the app's hooks for phase ("startup" or "shutdown") in order, in the task C
+-- started for them. Startup stops at the first error: false, error with traceback.
+-- Shutdown logs an error and goes on with the next hook; returns true.
+function _M.lifespan(app, phase)
+  local hooks = phase == "startup" and app.startup_hooks or app.shutdown_hooks
+  for _, fn in ipairs(hooks) do
+    local ok, err = xpcall(fn, traceback, app)
+    if not ok then
+      if phase == "startup" then return false, tostring(err) end
+      log("error", "on_shutdown hook failed: " .. tostring(err))
+    end
+  end
+  return true
 end
 
 -- "module.function" -> the function (run_in_pool by name).

@@ -39,13 +39,6 @@ local function bindir()
   return dir
 end
 
-local function free_port()
-  local l = assert(t.listen(0))
-  local port = l.port
-  l:close()
-  return port
-end
-
 -- `runuser -u postgres --` when we are root (initdb refuses root), nothing otherwise. It
 -- starts from `/`: in a directory postgres may not enter (a checkout under /root) psql and
 -- initdb warn "could not change directory", and that line would mix with their output.
@@ -63,7 +56,7 @@ function _M.start()
   if self.as ~= "" then must("chown postgres: " .. q(self.dir), "chown") end
   must(fmt("%s%s/initdb -D %s -U postgres -E UTF8 --no-sync --auth-local=trust "
            .. "--auth-host=scram-sha-256", self.as, self.bin, q(self.data)), "initdb")
-  self.port = free_port()
+  self.port = t.free_port()
   self.opts = fmt("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off "
                   .. "-c synchronous_commit=off -c max_connections=200", self.port, self.dir)
   self:pg_ctl("start")

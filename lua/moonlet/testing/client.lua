@@ -642,6 +642,14 @@ function Listener:close()
   return true
 end
 
+-- A port on 127.0.0.1 that was free a moment ago (for a server that must be given one).
+function _M.free_port()
+  local l = assert(_M.listen(0))
+  local port = l.port
+  l:close()
+  return port
+end
+
 local function build_request(port, method, path, opts)
   local lines = { fmt("%s %s HTTP/1.1", method, path) }
   local have = {}
