@@ -59,6 +59,7 @@ int ml_server_requests(const ml_server_t *s) {
 static void conn_close(ml_server_conn_t *c) {
   if (c->closing) return;
   c->closing = 1;
+  c->drain_fn = NULL;   /* a waiter for the output learns of the close from the abort */
   if (c->task) {
     void *task = c->task;
     c->task = NULL;
@@ -338,6 +339,32 @@ void ml_server_conn_done(ml_server_conn_t *c, int status) {
   conn_flush(c);
 }
 
+size_t ml_server_conn_unsent(const ml_server_conn_t *c) {
+  return c->out.len + (c->writing ? uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) : 0);
+}
+
+/* Calls the drain waiter once the unsent output is low enough. */
+static void drain_check(ml_server_conn_t *c) {
+  if (!c->drain_fn || c->closing || ml_server_conn_unsent(c) > c->drain_low) return;
+  void (*fn)(void *) = c->drain_fn;
+  c->drain_fn = NULL;
+  fn(c->drain_arg);
+}
+
+void ml_server_conn_on_drain(ml_server_conn_t *c, void (*fn)(void *arg), void *arg,
+                             size_t low) {
+  c->drain_fn = fn;
+  c->drain_arg = arg;
+  c->drain_low = low;
+  if (fn) drain_check(c);
+}
+
+void ml_server_conn_send(ml_server_conn_t *c, const void *data, size_t len) {
+  if (c->closing) return;
+  ml_buf_add(&c->out, data, len);
+  if (!c->in_process) conn_flush(c);   /* inside conn_process, its caller flushes */
+}
+
 static void write_cb(uv_write_t *req, int status) {
   ml_server_conn_t *c = req->data;
   c->writing = 0;
@@ -350,6 +377,7 @@ static void write_cb(uv_write_t *req, int status) {
   if (c->read_stopped && !c->inflight && !c->close_after_write && c->pending.len)
     conn_resume(c);
   conn_flush(c);
+  drain_check(c);
 }
 
 /* Hands c->out to the kernel: uv_try_write first (no request object in the common case),

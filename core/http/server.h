@@ -48,6 +48,11 @@ struct ml_server_conn_s {
   int handles_open;
   unsigned inflight : 1, writing : 1, closing : 1, close_after_write : 1, lingering : 1,
       in_process : 1, read_stopped : 1, head : 1, body_held : 1;
+  /* a response written in pieces (see ml_server_conn_send): who waits for the output to
+   * drain below drain_low bytes */
+  void (*drain_fn)(void *arg);
+  void *drain_arg;
+  size_t drain_low;
 };
 
 typedef struct {
@@ -105,6 +110,22 @@ void ml_server_conn_log_id(ml_server_conn_t *c, const char *id, size_t len);
 /* An upload's hold function (upload.h), conn being the connection: while on, the body's
  * reading stops (the disk is behind). */
 void ml_server_conn_hold(void *conn, int on);
+
+/* --- responses written in pieces (streams, Server-Sent Events, files, WebSocket) ------
+ * Between its dispatch and ml_server_conn_done a request may write its response a piece at
+ * a time: ml_server_conn_send appends to c->out and hands what it can to the kernel at
+ * once. Backpressure: ml_server_conn_unsent says how much the kernel has not taken yet; a
+ * producer above its high-water mark waits with ml_server_conn_on_drain, whose fn runs
+ * once when the unsent bytes fall to `low` or fewer (at once if they are already). A
+ * connection that closes first never calls fn: the abort callback of its request runs
+ * instead (ml_abort_fn), and the waiter must be forgotten there with
+ * ml_server_conn_on_drain(c, NULL, NULL, 0). While a request is in flight no idle timeout
+ * applies; a client that stops reading is still dropped once no byte has left for the
+ * header timeout. */
+void ml_server_conn_send(ml_server_conn_t *c, const void *data, size_t len);
+size_t ml_server_conn_unsent(const ml_server_conn_t *c);
+void ml_server_conn_on_drain(ml_server_conn_t *c, void (*fn)(void *arg), void *arg,
+                             size_t low);
 
 /* The response for the current request is in c->out (status for the access log). */
 void ml_server_conn_done(ml_server_conn_t *c, int status);
