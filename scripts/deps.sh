@@ -9,9 +9,10 @@ level=${1:-test}
 # build: the compiler, the libraries moonlet links, and curl for the README's examples.
 pkgs="build-essential pkg-config libluajit-5.1-dev libuv1-dev node-llhttp lua-cjson-dev
       libsqlite3-dev libpq-dev libssl-dev zlib1g-dev curl"
-# test: busted runs the specs (`moonlet test`); openssl, procps and PostgreSQL are peers.
+# test: busted runs the specs (`moonlet test`); openssl, procps, PostgreSQL and python3
+# (its gzip reads what the gzip middleware wrote) are peers.
 case $level in
-  test|bench) pkgs="$pkgs lua-busted openssl procps postgresql-common postgresql" ;;
+  test|bench) pkgs="$pkgs lua-busted openssl procps postgresql-common postgresql python3" ;;
 esac
 case $level in
   bench) pkgs="$pkgs wrk nginx-light" ;;
