@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 MOONLET=$BUILD/moonlet
 DURATION=${BENCH_DURATION:-10s}
-SECTIONS="hello sleep_burst seed cpu pool_overhead routes validation framework fanout sqlite pg"
+SECTIONS="hello sleep_burst seed cpu pool_overhead routes validation framework fanout sqlite pg static"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/moonlet-bench.XXXXXX")
 STARTED=""   # pids of the processes this script started and has not stopped yet
@@ -246,6 +246,7 @@ abba_table() {
 
 # start_nginx: nginx in the foreground (worker_processes 1) with its own prefix in $TMP/nginx,
 # on a free port of 127.0.0.1; sets NG_PID and NG_PORT.
+# NG_EXTRA: more server-block lines (a location), empty by default.
 start_nginx() {
   local dir=$TMP/nginx port temps="" m
   mkdir -p "$dir"
@@ -275,6 +276,7 @@ $temps    keepalive_requests 1000000;
             default_type application/json;
             return 200 '{"message":"hello"}';
         }
+${NG_EXTRA:-}
     }
 }
 EOF
@@ -1077,6 +1079,50 @@ bench_pg() {
 }
 
 # ---------------------------------------------------------------------------- main
+
+# 12. A 1 GB static file (app:static) downloaded by curl from moonlet and from nginx (sendfile
+# on, Debian's default), alternately, three times each; the best run of each counts.
+bench_static() {
+  local files=$TMP/static-files app=$TMP/static-app i m n m_best=0 n_best=0 rss0 rss1 hwm ratio
+  local verdict fmt
+  section "a 1 GB static file: moonlet (app:static) vs nginx (sendfile on), curl -o /dev/null"
+  mkdir -p "$files" "$app"
+  fallocate -l 1G "$files/big.bin" 2>/dev/null ||
+    dd if=/dev/zero of="$files/big.bin" bs=1M count=1024 status=none
+  printf 'local app = require("moonlet").app()\napp:static("/files", "%s")\nreturn app\n' \
+    "$files" >"$app/app.lua"
+  # nginx's worker reads as an unprivileged user when the bench runs as root
+  chmod a+x "$TMP" "$files" && chmod a+r "$files/big.bin"
+  start_moonlet static "$app"
+  NG_EXTRA="        location /files/ { alias $files/; sendfile on; }" start_nginx
+  for i in "$ML_PORT" "$NG_PORT"; do   # page cache warm-up, and both must answer 200
+    m=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$i/files/big.bin")
+    [ "$m" = 200 ] || die "static: GET /files/big.bin on port $i answered $m"
+  done
+  rss0=$(rss_kb "$ML_PID")
+  for i in 1 2 3; do
+    m=$(curl -s -o /dev/null -w '%{speed_download}' "http://127.0.0.1:$ML_PORT/files/big.bin")
+    n=$(curl -s -o /dev/null -w '%{speed_download}' "http://127.0.0.1:$NG_PORT/files/big.bin")
+    m_best=$(awk -v a="$m" -v b="$m_best" 'BEGIN { print (a > b ? a : b) }')
+    n_best=$(awk -v a="$n" -v b="$n_best" 'BEGIN { print (a > b ? a : b) }')
+  done
+  rss1=$(rss_kb "$ML_PID")
+  hwm=$(rss_kb "$ML_PID" VmHWM)
+  stop_pid "$NG_PID"
+  stop_pid "$ML_PID"
+  rm -f "$files/big.bin"
+  fmt='%-22s %14s\n'
+  printf "$fmt" "server" "MB/s (best of 3)"
+  printf "$fmt" "----------------------" "--------------"
+  printf "$fmt" "moonlet" "$(awk -v b="$m_best" 'BEGIN { printf "%.0f", b / 1048576 }')"
+  printf "$fmt" "nginx" "$(awk -v b="$n_best" 'BEGIN { printf "%.0f", b / 1048576 }')"
+  ratio=$(awk -v a="$m_best" -v b="$n_best" 'BEGIN { printf "%.2f", a / b }')
+  verdict=$(awk -v r="$ratio" 'BEGIN { print (r >= 0.90 ? "met" : "NOT met") }')
+  printf '%-22s %14s   target >= 0.90: %s\n' "ratio moonlet/nginx" "$ratio" "$verdict"
+  echo "moonlet RSS: $(mb "$rss0") MB after the warm-up download, $(mb "$rss1") MB after" \
+    "three more (peak $(mb "$hwm") MB): flat if the two are close"
+  moonlet_log static
+}
 
 main() {
   local s selected=${BENCH_ONLY:-$SECTIONS}

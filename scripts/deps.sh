@@ -6,9 +6,10 @@
 set -e
 level=${1:-test}
 
-# build: the compiler, the libraries moonlet links, and curl for the README's examples.
+# build: the compiler, the libraries moonlet links, curl for the README's examples, and
+# media-types (/etc/mime.types, the static files' Content-Type).
 pkgs="build-essential pkg-config libluajit-5.1-dev libuv1-dev node-llhttp lua-cjson-dev
-      libsqlite3-dev libpq-dev libssl-dev zlib1g-dev curl"
+      libsqlite3-dev libpq-dev libssl-dev zlib1g-dev curl media-types"
 # test: busted runs the specs (`moonlet test`); openssl, procps, PostgreSQL and python3
 # (its gzip reads what the gzip middleware wrote) are peers.
 case $level in

@@ -3,6 +3,7 @@
 #include "err.h"
 #include "mem.h"
 #include "lstate.h"
+#include "static_mount.h"
 #include <lauxlib.h>
 #include <stdio.h>
 
@@ -43,6 +44,7 @@ static int load_routes(ml_app_t *a, char *err, size_t errlen) {
     r->methods = ml_xstrdup(lua_tostring(L, -1));
     lua_pushfstring(L, "%s %s", r->methods, r->pattern);
     r->label = ml_xstrdup(lua_tostring(L, -1));
+    r->serve_static = ml_static_mount_from(L, -5);   /* app:static's routes */
     lua_getfield(L, -5, "handler");
     r->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pop(L, 5);
@@ -117,6 +119,7 @@ void ml_app_free(ml_app_t *a) {
     free(a->routes[i].pattern);
     free(a->routes[i].methods);
     free(a->routes[i].label);
+    ml_static_free(a->routes[i].serve_static);
   }
   free(a->routes);
   ml_router_free(a->router);

@@ -7,6 +7,7 @@
 #include "request.h"
 #include "router.h"
 #include "sched.h"
+#include "static.h"
 #include <lua.h>
 #include <uv.h>
 
@@ -21,6 +22,7 @@ typedef struct {
   int pool_hop;              /* pooled, behind middleware: starts as a coroutine whose
                               * innermost next(req) goes to the thread (req_pooled) */
   size_t max_body;           /* { max_body = N } bytes; 0: the server's limit */
+  ml_static_t *serve_static; /* app:static: the mount this route serves (C, no Lua); NULL */
   volatile int stalls;       /* times it blocked the event loop (watchdog) */
 } ml_route_t;
 

@@ -174,6 +174,13 @@ void ml_dispatch(void *ctx, ml_server_conn_t *c) {
     return;
   }
   const ml_route_t *route = &a->routes[m.route];
+  if (route->serve_static) {   /* app:static: served in C, without Lua (static.h) */
+    const char *path = r->path;
+    size_t path_len = r->path_len;
+    ml_request_release(r, &a->spare_requests);
+    ml_static_serve(route->serve_static, a->loop, c, path, path_len);
+    return;
+  }
   r->route = route->label;
   ml_task_t *t = ml_task_new(&a->sched, request_done, r);
   a->requests++;
@@ -198,6 +205,7 @@ int ml_dispatch_body(void *ctx, ml_server_conn_t *c, const char **detail) {
   ml_match_t m;
   if (ml_router_match(a->router, h->method, path, plen, &m) != ML_ROUTE_OK) return 0;
   const ml_route_t *route = &a->routes[m.route];
+  if (route->serve_static) return 0;   /* a body for a static file is read and dropped */
   if (route->max_body) h->max_body = route->max_body;
   const char *ctype = ml_http_header(h, "content-type", &clen);
   ml_buf_t boundary = {0};

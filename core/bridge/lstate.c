@@ -70,6 +70,8 @@ lua_State *ml_lua_new(const char *appdir) {
   }
   lua_pop(L, 1);   /* preload */
   if (appdir) {
+    lua_pushstring(L, appdir);   /* for app:static's relative directories (static_mount.c) */
+    lua_setfield(L, LUA_REGISTRYINDEX, "moonlet.appdir");
     lua_getfield(L, -1, "path");
     lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", appdir, appdir, lua_tostring(L, -1));
     lua_setfield(L, -3, "path");

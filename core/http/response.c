@@ -31,6 +31,7 @@ const char *ml_status_reason(int s) {
   case 413: return "Content Too Large";
   case 414: return "URI Too Long";
   case 415: return "Unsupported Media Type";
+  case 416: return "Range Not Satisfiable";
   case 417: return "Expectation Failed";
   case 422: return "Unprocessable Content";
   case 429: return "Too Many Requests";

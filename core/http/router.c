@@ -15,6 +15,7 @@ struct node_s {
   int nkids, capkids;
   node_t *param_int;         /* {name:int} child */
   node_t *param_any;         /* {name} child */
+  node_t *param_path;        /* {name:path} child: takes the rest of the path (a leaf) */
   char *pname;               /* parameter name (parameter children only) */
   int handlers[ML_M_COUNT];  /* route id per method, -1 for none */
 };
@@ -47,6 +48,7 @@ static void node_free(node_t *n) {
   for (int i = 0; i < n->nkids; i++) node_free(n->kids[i]);
   node_free(n->param_int);
   node_free(n->param_any);
+  node_free(n->param_path);
   free(n->kids);
   free(n->seg);
   free(n->pname);
@@ -132,15 +134,21 @@ int ml_router_add(ml_router_t *r, unsigned methods, const char *pattern, int id,
         const char *name = p + 1;
         size_t nlen = len - 2;
         const char *colon = memchr(name, ':', nlen);
-        int is_int = 0;
+        int is_int = 0, is_path = 0;
         if (colon) {
           size_t tlen = nlen - (size_t)(colon - name) - 1;
           if (tlen == 3 && memcmp(colon + 1, "int", 3) == 0) is_int = 1;
+          else if (tlen == 4 && memcmp(colon + 1, "path", 4) == 0) is_path = 1;
           else if (!(tlen == 3 && memcmp(colon + 1, "str", 3) == 0)) {
-            return ml_err(err, errlen, "unknown parameter type '%.*s' in %s (use int or str)",
+            return ml_err(err, errlen,
+                          "unknown parameter type '%.*s' in %s (use int, str or path)",
                           (int)tlen, colon + 1, pattern);
           }
           nlen = (size_t)(colon - name);
+        }
+        if (is_path && end) {
+          return ml_err(err, errlen, "a {name:path} parameter must be the last segment: %s",
+                        pattern);
         }
         if (!valid_name(name, nlen)) {
           return ml_err(err, errlen, "bad parameter name '%.*s' in %s", (int)nlen, name, pattern);
@@ -155,7 +163,7 @@ int ml_router_add(ml_router_t *r, unsigned methods, const char *pattern, int id,
         }
         names[nparams] = name;
         name_lens[nparams++] = nlen;
-        node_t **slot = is_int ? &n->param_int : &n->param_any;
+        node_t **slot = is_path ? &n->param_path : is_int ? &n->param_int : &n->param_any;
         if (!*slot) {
           *slot = node_new();
           (*slot)->pname = strndup(name, nlen);
@@ -210,9 +218,15 @@ static unsigned node_mask(const node_t *n) {
   return mask;
 }
 
-/* Depth-first: static child first, then {x:int}, then {x}. Returns 1 when a handler for
+/* Depth-first: static child first, then {x:int}, then {x}, then {x:path} (which takes the
+ * rest of the path, slashes included, even when it is empty). Returns 1 when a handler for
  * `method` was found; otherwise ORs the methods of any node matching the full path into
  * m->allow so the caller can answer 405. A method of -1 is never found: it only collects. */
+static int match_params(const node_t *n, int method, const char *p, size_t len,
+                        const char *next, const char *end, ml_match_t *m);
+static int match_rest(const node_t *n, int method, const char *p, const char *end,
+                      ml_match_t *m);
+
 static int match_node(const node_t *n, int method, const char *p, const char *end,
                       ml_match_t *m) {
   if (p > end) {   /* consumed the whole path */
@@ -228,7 +242,35 @@ static int match_node(const node_t *n, int method, const char *p, const char *en
   const char *next = segend + 1;   /* > end when this was the last segment */
   int at = find_kid(n, p, len);
   if (at >= 0 && match_node(n->kids[at], method, next, end, m)) return 1;
-  if (len == 0 || m->nparams == ML_MAX_PARAMS) return 0;
+  if (m->nparams == ML_MAX_PARAMS) return 0;
+  if (len > 0 && match_params(n, method, p, len, next, end, m)) return 1;
+  return match_rest(n, method, p, end, m);
+}
+
+/* n's {x:path} child takes p..end (maybe empty). */
+static int match_rest(const node_t *n, int method, const char *p, const char *end,
+                      ml_match_t *m) {
+  const node_t *rest = n->param_path;
+  if (!rest || m->nparams == ML_MAX_PARAMS) return 0;
+  int h = method >= 0 ? rest->handlers[method] : -1;
+  if (h < 0 && method == ML_M_HEAD) h = rest->handlers[ML_M_GET];
+  if (h < 0) {
+    m->allow |= node_mask(rest);
+    return 0;
+  }
+  int k = m->nparams++;
+  m->params[k].name = rest->pname;
+  m->params[k].val = p;
+  m->params[k].len = (size_t)(end - p);
+  m->params[k].is_int = 0;
+  m->params[k].num = 0;
+  m->route = h;
+  return 1;
+}
+
+/* The {x:int} and {x} children of n for the segment p..p+len. */
+static int match_params(const node_t *n, int method, const char *p, size_t len,
+                        const char *next, const char *end, ml_match_t *m) {
   double num = 0;
   const node_t *kids[2] = {n->param_int && int_segment(p, len, &num) ? n->param_int : NULL,
                            n->param_any};
@@ -255,6 +297,8 @@ int ml_router_match(const ml_router_t *r, int method, const char *path, size_t l
   const char *end = path + len;
   int found = (len == 1) ? match_node(r->root, method, end + 1, end, m)
                          : match_node(r->root, method, path + 1, end, m);
+  /* "/" with no route of its own: a "/{x:path}" takes it, with x empty */
+  if (!found && len == 1) found = match_rest(r->root, method, end, end, m);
   if (found) return ML_ROUTE_OK;
   if (m->allow) {
     if (m->allow & (1u << ML_M_GET)) m->allow |= 1u << ML_M_HEAD;

@@ -1,5 +1,7 @@
 /* Route table: a trie keyed by path segments. Static segments are kept sorted in each node
- * and found by binary search; `{name}` and `{name:int}` segments are parameter children.
+ * and found by binary search; `{name}` and `{name:int}` segments are parameter children, and
+ * a last segment `{name:path}` takes the rest of the path (slashes included, maybe empty),
+ * tried after everything else (static files mount on it).
  * Lookup cost grows with the path's depth, not with the number of routes. */
 #ifndef ML_ROUTER_H
 #define ML_ROUTER_H

@@ -62,8 +62,11 @@ static void conn_close(ml_server_conn_t *c) {
   c->drain_fn = NULL;   /* a waiter for the output learns of the close from the abort */
   if (c->task) {
     void *task = c->task;
+    void (*task_abort)(void *) = c->task_abort;
     c->task = NULL;
-    c->srv->abort(c->srv->ctx, task);
+    c->task_abort = NULL;
+    if (task_abort) task_abort(task);   /* static files: not the app's work */
+    else c->srv->abort(c->srv->ctx, task);
   }
   request_end(c);
   ml_http_drop_upload(&c->http);   /* a body cut short: its files go now */
@@ -320,6 +323,7 @@ void ml_server_conn_log_id(ml_server_conn_t *c, const char *id, size_t len) {
 void ml_server_conn_done(ml_server_conn_t *c, int status) {
   request_end(c);
   c->task = NULL;
+  c->task_abort = NULL;
   double ms = (double)(uv_hrtime() - c->start_ns) / 1e6;
   if (ml_log_level <= ML_LOG_INFO) {
     size_t plen = c->http.url_len;

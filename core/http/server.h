@@ -39,6 +39,8 @@ struct ml_server_conn_s {
   ml_buf_t wbuf;             /* the bytes of the uv_write in progress */
   ml_list_t link;            /* in the server's conns */
   void *task;                /* the app's in-flight work, NULL when idle */
+  void (*task_abort)(void *task);   /* when set, aborts c->task instead of the server's
+                                     * abort (work that is not the app's: static files) */
   uint64_t start_ns;         /* request start, for the access log */
   char log_id[72];           /* the request's id in the access log ("" for none): see
                               * ml_server_conn_log_id */

@@ -5,6 +5,7 @@ local type, error, ipairs, pairs, setmetatable, getmetatable, tostring =
   type, error, ipairs, pairs, setmetatable, getmetatable, tostring
 local concat, upper, floor = table.concat, string.upper, math.floor
 local deps = require "moonlet.deps"
+local core = require "moonlet.core"
 local Validate = require "moonlet.validate"
 
 local _M = {}
@@ -43,6 +44,7 @@ function _M.new(opts)
     overrides = {},
     middleware = {},
     routes = {},
+    statics = {},              -- app:static mounts (served by C, see runtime.routes)
     state = {},                -- what the startup hooks set up (see on_startup)
     startup_hooks = {},
     shutdown_hooks = {},
@@ -193,6 +195,46 @@ function _M:include(r)
     end
     add(self, route.method_list, path, router_opts(r, route.opts), route.handler, 2)
   end
+  return self
+end
+
+-- app:static("/static", "public", { max_age = 3600, index = "index.html" }): the files
+-- under dir (relative to APPDIR, or absolute) answer GET and HEAD at prefix/..., served by
+-- C without Lua (so without middleware). index = false: a directory is 404.
+function _M:static(prefix, dir, opts)
+  local function argerr(n, what)
+    error("bad argument #" .. n .. " to 'static' (" .. what .. ")", 3)
+  end
+  if getmetatable(self) ~= mt then
+    error("bad argument #1 to 'static' (static files belong to the app, not to a router: "
+          .. "app:static(prefix, dir))", 2)
+  end
+  if type(prefix) ~= "string" or prefix:sub(1, 1) ~= "/"
+     or (prefix ~= "/" and prefix:sub(-1) == "/") or prefix:find("[{}]") then
+    argerr(1, "a prefix starts with '/' and does not end with one: \"/static\", or \"/\"")
+  end
+  if type(dir) ~= "string" or dir == "" then argerr(2, "expected a directory") end
+  if opts ~= nil and type(opts) ~= "table" then argerr(3, "expected an options table") end
+  opts = opts or {}
+  check_options(opts, "static", { "max_age", "index" }, 2)
+  local max_age, index = opts.max_age, opts.index
+  if max_age ~= nil and (type(max_age) ~= "number" or max_age < 0 or max_age ~= floor(max_age)
+                         or max_age > 2^53) then
+    argerr(3, "option max_age must be a whole number of seconds >= 0, got " .. tostring(max_age))
+  end
+  if index == nil then index = "index.html" end
+  if index ~= false and (type(index) ~= "string" or index == "" or index:find("/", 1, true)
+                         or index == "." or index == "..") then
+    argerr(3, "option index must be a file name or false, got " .. tostring(index))
+  end
+  local root, why = core.static_dir(dir)
+  if not root then argerr(2, why) end
+  local p = prefix == "/" and "" or prefix
+  for _, s in ipairs(self.statics) do
+    if s.prefix == p then argerr(1, "static files are mounted at " .. prefix .. " already") end
+  end
+  self.statics[#self.statics + 1] = { prefix = p, root = root, max_age = max_age,
+                                      index = index or nil }
   return self
 end
 

@@ -45,6 +45,18 @@ function _M.routes(app)
     out[i] = { mask = r.mask, methods = r.methods, path = r.path, pooled = pooled,
                pool_hop = hop, max_body = r.opts.max_body, handler = h }
   end
+  -- app:static: GET and HEAD routes C serves itself (no handler): the prefix (a redirect
+  -- to prefix/) and prefix/{path:path}
+  local get_head = App.METHOD_BITS.GET + App.METHOD_BITS.HEAD
+  for _, s in ipairs(app.statics) do
+    local paths = { s.prefix .. "/{path:path}" }
+    if s.prefix ~= "" then paths[2] = s.prefix end
+    for _, path in ipairs(paths) do
+      out[#out + 1] = { mask = get_head, methods = "GET,HEAD", path = path,
+                        static_root = s.root, prefix_len = #s.prefix, index = s.index,
+                        max_age = s.max_age }
+    end
+  end
   return out
 end
 

@@ -140,6 +140,55 @@ TEST(bad_patterns) {
   ml_router_free(x);
 }
 
+/* {x:path} takes the rest of the path, slashes included, even empty; other routes win */
+TEST(path_params) {
+  char err[200];
+  ml_router_t *x = ml_router_new();
+  CHECK(ml_router_add(x, BIT(ML_M_GET) | BIT(ML_M_HEAD), "/static", 0, err, sizeof err) == 0);
+  CHECK(ml_router_add(x, BIT(ML_M_GET) | BIT(ML_M_HEAD), "/static/{p:path}", 1, err,
+                      sizeof err) == 0);
+  CHECK(ml_router_add(x, BIT(ML_M_POST), "/static/upload", 2, err, sizeof err) == 0);
+  CHECK(ml_router_add(x, BIT(ML_M_GET), "/f/{p:path}/x", 3, err, sizeof err) == -1);
+  CHECK(strstr(err, "last segment") != NULL);
+  ml_match_t m;
+  CHECK_EQ_INT(ml_router_match(x, ML_M_GET, "/static", 7, &m), ML_ROUTE_OK);
+  CHECK_EQ_INT(m.route, 0);
+  CHECK_EQ_INT(ml_router_match(x, ML_M_GET, "/static/", 8, &m), ML_ROUTE_OK);
+  CHECK_EQ_INT(m.route, 1);
+  CHECK_EQ_INT(m.nparams, 1);
+  CHECK_EQ_INT(m.params[0].len, 0);
+  const char *deep = "/static/a/b/../c.css";
+  CHECK_EQ_INT(ml_router_match(x, ML_M_HEAD, deep, strlen(deep), &m), ML_ROUTE_OK);
+  CHECK_EQ_INT(m.route, 1);
+  CHECK_EQ_STR(m.params[0].name, "p");
+  CHECK_EQ_INT(m.params[0].len, strlen("a/b/../c.css"));
+  CHECK(memcmp(m.params[0].val, "a/b/../c.css", m.params[0].len) == 0);
+  CHECK_EQ_INT(ml_router_match(x, ML_M_POST, "/static/upload", 14, &m), ML_ROUTE_OK);
+  CHECK_EQ_INT(m.route, 2);
+  CHECK_EQ_INT(ml_router_match(x, ML_M_GET, "/static/upload", 14, &m), ML_ROUTE_OK);
+  CHECK_EQ_INT(m.route, 1);
+  CHECK_EQ_INT(ml_router_match(x, ML_M_POST, "/static/a.css", 13, &m), ML_ROUTE_BAD_METHOD);
+  CHECK_EQ_INT(m.allow, BIT(ML_M_GET) | BIT(ML_M_HEAD));
+  CHECK_EQ_INT(ml_router_match(x, ML_M_GET, "/other", 6, &m), ML_ROUTE_NOT_FOUND);
+  CHECK_EQ_INT(ml_router_match(x, ML_M_GET, "/", 1, &m), ML_ROUTE_NOT_FOUND);
+  ml_router_free(x);
+  /* at the root: "/" too, unless a route has it */
+  x = ml_router_new();
+  CHECK(ml_router_add(x, BIT(ML_M_GET), "/{p:path}", 0, err, sizeof err) == 0);
+  CHECK(ml_router_add(x, BIT(ML_M_POST), "/", 1, err, sizeof err) == 0);
+  CHECK(ml_router_add(x, BIT(ML_M_GET), "/api", 2, err, sizeof err) == 0);
+  CHECK_EQ_INT(ml_router_match(x, ML_M_GET, "/", 1, &m), ML_ROUTE_OK);
+  CHECK_EQ_INT(m.route, 0);
+  CHECK_EQ_INT(m.params[0].len, 0);
+  CHECK_EQ_INT(ml_router_match(x, ML_M_POST, "/", 1, &m), ML_ROUTE_OK);
+  CHECK_EQ_INT(m.route, 1);
+  CHECK_EQ_INT(ml_router_match(x, ML_M_GET, "/api", 4, &m), ML_ROUTE_OK);
+  CHECK_EQ_INT(m.route, 2);
+  CHECK_EQ_INT(ml_router_match(x, ML_M_GET, "/api/x", 6, &m), ML_ROUTE_OK);
+  CHECK_EQ_INT(m.route, 0);
+  ml_router_free(x);
+}
+
 TEST(many_routes) {
   char err[200], path[64];
   ml_router_t *x = ml_router_new();
@@ -164,6 +213,7 @@ int main(void) {
   RUN(method_not_allowed);
   RUN(head_uses_get);
   RUN(bad_patterns);
+  RUN(path_params);
   RUN(many_routes);
   ml_router_free(r);
   return UNIT_DONE();
