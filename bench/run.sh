@@ -22,7 +22,8 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 MOONLET=$BUILD/moonlet
 DURATION=${BENCH_DURATION:-10s}
-SECTIONS="hello sleep_burst seed cpu pool_overhead routes validation framework fanout stream sqlite pg"
+SECTIONS="hello sleep_burst seed cpu pool_overhead routes validation framework fanout stream"
+SECTIONS="$SECTIONS sqlite pg"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/moonlet-bench.XXXXXX")
 STARTED=""   # pids of the processes this script started and has not stopped yet

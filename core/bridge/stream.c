@@ -14,12 +14,18 @@
 #include <lauxlib.h>
 #include <stdio.h>
 
+/* A producer whose client reads as fast as it sends never waits for the output to drain:
+ * after this many bytes without a wait, send lets the loop run once (other requests go
+ * on; the watchdog sees no stall). */
+#define YIELD_BYTES (1u << 20)
+
 struct ml_stream_s {
   /* read-only after stream_start */
   ml_request_t *r;           /* the record that owns the stream */
   ml_task_t *task;           /* the request's task: the only one that may send */
   int status;
   size_t high, low;          /* send waits above high, until the unsent bytes are <= low */
+  size_t unyielded;          /* bytes sent since the producer last let the loop run */
   unsigned chunked : 1,      /* HTTP/1.1: chunked; else the close ends the body */
       body : 1,              /* a body follows the head (not HEAD, 204 or 304) */
       ended : 1,             /* ml_stream_end ran */
@@ -175,6 +181,18 @@ static void drain_cancel(ml_task_t *t) {
   if (r->conn) ml_server_conn_on_drain(r->conn, NULL, NULL, 0);
 }
 
+/* The other wait in send: one turn of the loop, on the task's own timer (free while the
+ * producer is in send). */
+static void turn_cb(uv_timer_t *h) {
+  ml_task_t *t = h->data;
+  lua_pushboolean(t->co, 1);
+  ml_task_wake(t, 1);
+}
+
+static void turn_cancel(ml_task_t *t) {
+  uv_timer_stop(&t->timer);
+}
+
 static int closed(lua_State *L) {
   lua_pushnil(L);
   lua_pushliteral(L, "closed");
@@ -201,12 +219,19 @@ static int l_stream_send(lua_State *L) {
   ml_server_conn_t *c = r->conn;
   put(s, c, data, len);
   if (!r->conn) return closed(L);
-  if (ml_server_conn_unsent(c) <= s->high) {
-    lua_pushboolean(L, 1);
-    return 1;
+  s->unyielded += len;
+  if (ml_server_conn_unsent(c) > s->high) {
+    s->unyielded = 0;
+    ml_server_conn_on_drain(c, drained, s, s->low);   /* low < unsent: it does not fire now */
+    return ml_task_wait(L, t, drain_cancel, s);
   }
-  ml_server_conn_on_drain(c, drained, s, s->low);   /* low < unsent: it does not fire now */
-  return ml_task_wait(L, t, drain_cancel, s);
+  if (s->unyielded >= YIELD_BYTES) {
+    s->unyielded = 0;
+    uv_timer_start(&t->timer, turn_cb, 0, 0);
+    return ml_task_wait(L, t, turn_cancel, NULL);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
 }
 
 /* stream_end(r, g, ok): see ml_stream_end; nothing once the client has left. */

@@ -177,6 +177,12 @@ describe("moonlet.stream", function()
                                mark))
   end)
 
+  it("lets the loop run every MiB when the client keeps up", function()
+    local out = t.run({ "-s", "http://127.0.0.1:" .. srv.port .. "/fair" }, { bin = "curl" })
+    local turns = tonumber(out.stdout:match("turns (%d+)\n$"))
+    assert.is_true(turns >= 7, "the other task ran " .. tostring(turns) .. " times")
+  end)
+
   it("refuses send from another task", function()
     local res = assert(t.request(srv.port, "GET", "/spawned-send"))
     assert.are.same("ok", res.body)

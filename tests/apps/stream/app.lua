@@ -127,6 +127,21 @@ app:get("/burst-idle", function()
   end)
 end)
 
+-- 8 MiB that never wait for the output (high_water beyond it): send still lets the loop
+-- run every MiB, which a spawned task counts; the last line says how often
+app:get("/fair", function()
+  local turns, done = 0, false
+  moonlet.spawn(function()
+    while not done do turns = turns + 1; moonlet.sleep(0) end
+  end)
+  return moonlet.stream(function(send)
+    local start, piece = turns, string.rep("f", 65536)
+    for _ = 1, 128 do send(piece) end
+    done = true
+    send("\nturns " .. (turns - start) .. "\n")
+  end, { high_water = 1e9 })
+end)
+
 -- send from a task that is not the producer
 app:get("/spawned-send", function()
   return moonlet.stream(function(send)
