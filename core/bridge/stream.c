@@ -25,16 +25,17 @@ struct ml_stream_s {
   ml_task_t *task;           /* the request's task: the only one that may send */
   int status;
   size_t high, low;          /* send waits above high, until the unsent bytes are <= low */
-  size_t unyielded;          /* bytes sent since the producer last let the loop run */
   unsigned chunked : 1,      /* HTTP/1.1: chunked; else the close ends the body */
       body : 1,              /* a body follows the head (not HEAD, 204 or 304) */
-      ended : 1,             /* ml_stream_end ran */
       timer_on : 1;          /* the keep-alive timer is initialised (closed on free) */
-  /* the keep-alive: ping goes out when nothing was sent for idle_ms (0: never) */
-  uv_timer_t timer;
-  uint64_t idle_ms, last_send;
+  uint64_t idle_ms;          /* the keep-alive: ping goes out after this much quiet (0: never) */
   char ping[32];
   size_t ping_len;
+  /* changing */
+  unsigned ended : 1;        /* ml_stream_end ran */
+  size_t unyielded;          /* bytes sent since the producer last let the loop run */
+  uint64_t last_send;        /* loop time of the last piece (the keep-alive counts from it) */
+  uv_timer_t timer;          /* the keep-alive's */
 };
 
 int ml_stream_status(const ml_stream_t *s) {
