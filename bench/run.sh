@@ -22,7 +22,8 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 MOONLET=$BUILD/moonlet
 DURATION=${BENCH_DURATION:-10s}
-SECTIONS="hello sleep_burst seed cpu pool_overhead routes validation framework fanout sqlite pg static"
+SECTIONS="hello sleep_burst seed cpu pool_overhead routes validation framework fanout stream"
+SECTIONS="$SECTIONS sqlite pg static"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/moonlet-bench.XXXXXX")
 STARTED=""   # pids of the processes this script started and has not stopped yet
@@ -777,6 +778,61 @@ bench_fanout() {
   echo "per host); the upstream's 100 ms is a moonlet.sleep, so the rest is client overhead."
   stop_pid "$ML_PID"
   moonlet_log fanout
+}
+
+# bench_stream: a 100 MB moonlet.stream read at 1 MiB/s for BENCH_STREAM_SECONDS (default
+# 15) by a small Python reader (64 KiB reads, paced): the server's RSS before, at its
+# highest (sampled every 0.5 s) and after, and how far the producer got ahead of the reader
+# (the kernel's socket buffers + the 64 KiB high-water mark beyond which send() waits).
+bench_stream() {
+  local secs=${BENCH_STREAM_SECONDS:-15} fmt='%-34s %12s\n' before peak now reader got produced
+  section "stream: a 100 MB moonlet.stream read at 1 MiB/s for ${secs} s"
+  start_moonlet stream tests/apps/stream   # the spec's app: /big?mb=N, /state?key=big
+  curl -s "http://127.0.0.1:$ML_PORT/state?key=big" >/dev/null   # the app's first request
+  before=$(rss_kb "$ML_PID")
+  peak=$before
+  /usr/bin/python3 - "$ML_PORT" "$secs" >"$TMP/stream.got" <<'PY' &
+import socket, sys, time
+port, secs = int(sys.argv[1]), float(sys.argv[2])
+s = socket.create_connection(("127.0.0.1", port))
+s.sendall(b"GET /big?mb=100 HTTP/1.1\r\nHost: bench\r\n\r\n")
+got, start = 0, time.monotonic()
+while time.monotonic() - start < secs:
+    data = s.recv(65536)
+    if not data:
+        break
+    got += len(data)
+    ahead = got / 1048576 - (time.monotonic() - start)   # seconds ahead of 1 MiB/s
+    if ahead > 0:
+        time.sleep(ahead)
+s.close()
+print(got)
+PY
+  reader=$!
+  STARTED="$STARTED $reader"
+  while kill -0 "$reader" 2>/dev/null; do
+    now=$(rss_kb "$ML_PID")
+    [ "$now" -gt "$peak" ] && peak=$now
+    sleep 0.5
+  done
+  wait "$reader" 2>/dev/null || true
+  forget_pid "$reader"
+  sleep 0.2   # the server sees the close: the producer stops
+  got=$(cat "$TMP/stream.got")
+  produced=$(curl -s "http://127.0.0.1:$ML_PORT/state?key=big" | tr -cd '0-9')
+  now=$(rss_kb "$ML_PID")
+  printf "$fmt" "read by the client (with head)" "$(mb $((got / 1024))) MB"
+  printf "$fmt" "produced when it left" "$(mb $((produced / 1024))) MB"
+  printf "$fmt" "server RSS before" "$(mb "$before") MB"
+  printf "$fmt" "server RSS at its highest" "$(mb "$peak") MB"
+  printf "$fmt" "server RSS after the client left" "$(mb "$now") MB"
+  awk -v g=$((peak - before)) 'BEGIN { printf "RSS growth %.2f MB (target < 2 MB: %s)\n",
+    g / 1024, g < 2048 ? "met" : "NOT met" }'
+  echo "the producer runs ahead of the reader by what the kernel's socket buffers hold"
+  echo "(net.ipv4.tcp_wmem/tcp_rmem: $(awk '{ print $3 }' /proc/sys/net/ipv4/tcp_wmem) +" \
+    "$(awk '{ print $3 }' /proc/sys/net/ipv4/tcp_rmem) bytes at most) plus 64 KiB of moonlet's own."
+  stop_pid "$ML_PID"
+  moonlet_log stream
 }
 
 # ---------------------------------------------------------------------------- databases

@@ -13,7 +13,9 @@ pkgs="build-essential pkg-config libluajit-5.1-dev libuv1-dev node-llhttp lua-cj
 # test: busted runs the specs (`moonlet test`); openssl, procps, PostgreSQL and python3
 # (its gzip reads what the gzip middleware wrote) are peers.
 case $level in
-  test|bench) pkgs="$pkgs lua-busted openssl procps postgresql-common postgresql python3" ;;
+  test|bench) pkgs="$pkgs lua-busted openssl procps postgresql-common postgresql python3 nodejs"
+    # a nodejs that bundles npm (NodeSource's) conflicts with Debian's npm package
+    command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm" ;;
 esac
 case $level in
   bench) pkgs="$pkgs wrk nginx-light" ;;
@@ -34,7 +36,18 @@ case " $missing " in
       missing=$(echo "$missing" | sed 's/ libluajit-5.1-dev//')
     fi ;;
 esac
-[ -z "$missing" ] && exit 0
+# test: npm packages the specs' clients use (eventsource: a real SSE client), from the npm
+# registry into build/node (specs run node with NODE_PATH=build/node/node_modules).
+npm_deps() {
+  case $level in test|bench) ;; *) return 0 ;; esac
+  dir=$(dirname "$0")/../build/node
+  [ -f "$dir/node_modules/eventsource/package.json" ] && return 0
+  echo "deps: npm install eventsource into build/node"
+  mkdir -p "$dir"
+  npm install --prefix "$dir" --no-save --no-audit --no-fund eventsource@2
+}
+
+[ -z "$missing" ] && { npm_deps; exit 0; }
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -63,3 +76,4 @@ case " $missing " in
 esac
 # shellcheck disable=SC2086
 apt_install $missing
+npm_deps

@@ -68,6 +68,15 @@ static void request_done(ml_task_t *t, int st) {
     run_after(a, request_release(t, st == 0), "client disconnected");
     return;
   }
+  if (r->stream) {   /* a response in pieces (stream.h) is out already, ended by stream.lua */
+    if (st != 0) {
+      const char *msg = lua_tostring(t->co, -1);
+      ml_log(ML_LOG_ERROR, "%s: %s", r->route, msg ? msg : "error");
+      ml_stream_end(r, 0);
+    }
+    answered(t, ml_stream_status(r->stream));
+    return;
+  }
   if (st == 0) {
     finish(t);
     return;

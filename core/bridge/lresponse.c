@@ -105,9 +105,31 @@ static int check_status(lua_State *co, int idx, char *err, size_t errlen) {
                 d);
 }
 
+int ml_lresp_head(lua_State *co, int base, ml_buf_t *out, const char *ctype, int *keepalive,
+                  char *err, size_t errlen) {
+  size_t mark = out->len;
+  int status = check_status(co, base, err, errlen);
+  if (status < 0) return -1;
+  int htype = lua_type(co, base + 2);
+  if (htype != LUA_TNONE && htype != LUA_TNIL && htype != LUA_TTABLE) {
+    return ml_err(err, errlen, "response headers must be a table, not a %s",
+                  lua_typename(co, htype));
+  }
+  ml_resp_status(out, status);
+  unsigned seen = 0;
+  if (htype == LUA_TTABLE && add_headers(co, base + 2, out, &seen, err, errlen)) {
+    out->len = mark;
+    return -1;
+  }
+  ml_resp_defaults(out, (seen & SAW_SERVER ? ML_RESP_SERVER : 0) |
+                        (seen & SAW_DATE ? ML_RESP_DATE : 0));
+  if (!(seen & SAW_CTYPE) && ctype) ml_resp_header(out, "Content-Type", 12, ctype, strlen(ctype));
+  if (seen & SAW_CLOSE) *keepalive = 0;
+  return status;
+}
+
 int ml_lresp_build(lua_State *co, int base, ml_buf_t *out, ml_buf_t *scratch, int *keepalive,
                    int head, char *err, size_t errlen) {
-  size_t mark = out->len;
   const char *body = NULL, *ctype = NULL;
   size_t blen = 0;
   int status = check_status(co, base, err, errlen);
@@ -127,21 +149,7 @@ int ml_lresp_build(lua_State *co, int base, ml_buf_t *out, ml_buf_t *scratch, in
     blen = scratch->len;
     ctype = "application/json";
   }
-  int htype = lua_type(co, base + 2);
-  if (htype != LUA_TNONE && htype != LUA_TNIL && htype != LUA_TTABLE) {
-    return ml_err(err, errlen, "response headers must be a table, not a %s",
-                  lua_typename(co, htype));
-  }
-  ml_resp_status(out, status);
-  unsigned seen = 0;
-  if (htype == LUA_TTABLE && add_headers(co, base + 2, out, &seen, err, errlen)) {
-    out->len = mark;
-    return -1;
-  }
-  ml_resp_defaults(out, (seen & SAW_SERVER ? ML_RESP_SERVER : 0) |
-                        (seen & SAW_DATE ? ML_RESP_DATE : 0));
-  if (!(seen & SAW_CTYPE) && ctype) ml_resp_header(out, "Content-Type", 12, ctype, strlen(ctype));
-  if (seen & SAW_CLOSE) *keepalive = 0;
+  if (ml_lresp_head(co, base, out, ctype, keepalive, err, errlen) < 0) return -1;
   int bodyless = status == 204 || status == 304;
   ml_resp_end(out, status, bodyless ? 0 : blen, *keepalive);
   if (!head && !bodyless) ml_buf_add(out, body, blen);

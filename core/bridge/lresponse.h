@@ -13,4 +13,11 @@
  * CR/LF, body JSON cannot hold). */
 int ml_lresp_build(lua_State *L, int base, ml_buf_t *out, ml_buf_t *scratch, int *keepalive,
                    int head, char *err, size_t errlen);
+/* The head of that response without its framing: the status line (status at base), the
+ * headers at base+2 (nil or a table), Server and Date unless given, Content-Type ctype
+ * unless given (none if ctype is NULL); no Content-Length and no blank line. For a body
+ * written in pieces (stream.c). Returns the status, or -1 with a message and out
+ * unchanged; *keepalive as above. */
+int ml_lresp_head(lua_State *L, int base, ml_buf_t *out, const char *ctype, int *keepalive,
+                  char *err, size_t errlen);
 #endif

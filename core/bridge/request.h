@@ -15,6 +15,7 @@
 #include "headers.h"
 #include "router.h"
 #include "sched.h"
+#include "stream.h"
 #include "upload.h"
 #include <lua.h>
 
@@ -42,6 +43,7 @@ struct ml_request_s {
                               * in the state its req lives in; 0 if none */
   /* private */
   ml_upload_t *upload;       /* owned: its files go when the record is released */
+  ml_stream_t *stream;       /* owned: a response in pieces (stream.h), NULL if none */
   unsigned gen;              /* carried by its req; changes when the request ends */
   ml_request_t *next_spare;
 };
@@ -86,6 +88,8 @@ static inline void ml_request_release(ml_request_t *r, ml_request_t **spares) {
   ml_request_end(r);
   ml_upload_free(r->upload);
   r->upload = NULL;
+  ml_stream_free(r->stream);
+  r->stream = NULL;
   r->next_spare = *spares;
   *spares = r;
 }

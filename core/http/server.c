@@ -381,12 +381,11 @@ static void write_cb(uv_write_t *req, int status) {
   if (c->read_stopped && !c->inflight && !c->close_after_write && c->pending.len)
     conn_resume(c);
   conn_flush(c);
-  drain_check(c);
 }
 
 /* Hands c->out to the kernel: uv_try_write first (no request object in the common case),
  * uv_write for the rest. Then arms the timer that fits the connection's state. */
-static void conn_flush(ml_server_conn_t *c) {
+static void conn_write_out(ml_server_conn_t *c) {
   if (c->closing || c->writing) return;
   if (c->out.len) {
     uv_buf_t b = uv_buf_init(c->out.data, (unsigned)c->out.len);
@@ -421,7 +420,10 @@ static void conn_flush(ml_server_conn_t *c) {
     if (!c->inflight) conn_linger(c);
     return;
   }
-  if (c->inflight) return;
+  if (c->inflight) {   /* a response in pieces may pause: no deadline while in flight */
+    timer_clear(c);
+    return;
+  }
   if (c->http.in_message)
     return;   /* a partial request: its header deadline (or body idle timer) is running */
   if (c->srv->draining) {
@@ -429,6 +431,14 @@ static void conn_flush(ml_server_conn_t *c) {
     return;
   }
   timer_set(c, c->srv->cfg.keepalive_timeout_ms);
+}
+
+/* conn_write_out, then the drain waiter: output a request added while the connection
+ * was processing (ml_server_conn_send does not flush then) may have left at once, with no
+ * write_cb to tell it. */
+static void conn_flush(ml_server_conn_t *c) {
+  conn_write_out(c);
+  drain_check(c);
 }
 
 static void on_begin(ml_http_t *h) {

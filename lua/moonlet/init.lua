@@ -124,6 +124,12 @@ function _M.response(t)
   return setmetatable(t, response_mt)
 end
 
+-- moonlet.stream(fn(send), opts) and moonlet.sse(fn(emit), opts): responses in pieces
+-- (see lua/moonlet/stream.lua).
+local Stream = require "moonlet.stream"
+_M.stream = Stream.stream
+_M.sse = Stream.sse
+
 local json_decode = core.json_decode
 
 -- moonlet.json.decode(text) -> the value; raises "invalid json at byte N: ..." on a text

@@ -11,6 +11,7 @@ local concat, sort, lower, find, match, floor =
   table.concat, table.sort, string.lower, string.find, string.match, math.floor
 local gzip, json_encode, random_id, req_log_id =
   core.gzip, core.json_encode, core.random_id, core.req_log_id
+local is_stream = require("moonlet.stream").is_stream
 
 local _M = {}
 
@@ -237,6 +238,7 @@ function _M.gzip(opts)
     local res = next(req)
     local status, body, h = res.status, res.body, res.headers
     if status == 204 or status == 304 or body == nil then return res end
+    if is_stream(body) then return res end   -- written in pieces: never compressed
     if get_header(h, "content-encoding") then return res end   -- never twice
     local ctype = get_header(h, "content-type")
     if type(ctype) == "string" and find(lower(ctype), "text/event-stream", 1, true) then

@@ -6,6 +6,7 @@ local App = require "moonlet.app"
 local request = require "moonlet.request"
 local core = require "moonlet.core"
 local Validate = require "moonlet.validate"
+local Stream = require "moonlet.stream"
 
 local type, getmetatable, xpcall, tostring, require, error, select, ipairs =
   type, getmetatable, xpcall, tostring, require, error, select, ipairs
@@ -84,9 +85,13 @@ local internal_error = { detail = "Internal Server Error" }
 
 -- What a handler returned -> status, body, headers. A lone value is the body (`return 42`
 -- is the JSON 42); two or more are status, body[, headers], the status checked in C.
+local stream_mt = Stream.mt
+
 local function result(n, a, b, c)
   if n >= 2 then return a, b, c end
-  if getmetatable(a) == response_mt then return a.status or 200, a.body, a.headers end
+  local mt = getmetatable(a)
+  if mt == response_mt then return a.status or 200, a.body, a.headers end
+  if mt == stream_mt then return a.status, a, a.headers end   -- moonlet.stream / sse
   return 200, a, nil
 end
 
@@ -122,9 +127,17 @@ local function finish(req, ok, ...)
   return 500, internal_error, nil
 end
 
+-- A stream body (moonlet.stream, moonlet.sse) is written here, in pieces, by stream.lua.
+local function respond(req, status, body, headers)
+  if type(body) == "table" and getmetatable(body) == stream_mt then
+    return Stream.run(req, status, body, headers)
+  end
+  return status, body, headers
+end
+
 -- Runs a handler in the request's coroutine; returns status, body, headers.
 function _M.dispatch(handler, req)
-  return finish(req, xpcall(handler, on_error, req))
+  return respond(req, finish(req, xpcall(handler, on_error, req)))
 end
 
 -- --- middleware (app:use) ---------------------------------------------------------------
