@@ -43,6 +43,7 @@ int ml_core_open(lua_State *L) {
   ml_request_open(L);
   ml_pooled_route_open(L);
   ml_gzip_open(L);
+  ml_websocket_open(L);
   ml_httpc_open(L);
   ml_db_sqlite_open(L);
   ml_db_pg_open(L);

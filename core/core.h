@@ -19,6 +19,7 @@ void ml_json_open(lua_State *L);          /* bridge/json.c: json_encode, json_de
 void ml_request_open(lua_State *L);       /* bridge/request.c: req_url, req_query, req_form, ... */
 void ml_pooled_route_open(lua_State *L);  /* bridge/pooled_route.c: req_pooled */
 void ml_gzip_open(lua_State *L);          /* bridge/gzip.c: gzip */
+void ml_websocket_open(lua_State *L);     /* bridge/websocket.c: ws_accept, ws_receive, ... */
 void ml_sched_open(lua_State *L);         /* sched/sched.c: what tasks keep in the registry */
 void ml_sleep_open(lua_State *L);         /* sched/sleep.c: sleep */
 void ml_spawn_open(lua_State *L);         /* sched/spawn.c: spawn */

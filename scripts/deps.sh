@@ -8,10 +8,12 @@ level=${1:-test}
 
 # build: the compiler, the libraries moonlet links, and curl for the README's examples.
 pkgs="build-essential pkg-config libluajit-5.1-dev libuv1-dev node-llhttp lua-cjson-dev
-      libsqlite3-dev libpq-dev libssl-dev zlib1g-dev curl"
-# test: busted runs the specs (`moonlet test`); openssl, procps and PostgreSQL are peers.
+      libsqlite3-dev libpq-dev libssl-dev zlib1g-dev libwslay-dev curl"
+# test: busted runs the specs (`moonlet test`); openssl, procps and PostgreSQL are peers;
+# python3-websockets is the WebSocket client the specs talk to.
 case $level in
-  test|bench) pkgs="$pkgs lua-busted openssl procps postgresql-common postgresql" ;;
+  test|bench) pkgs="$pkgs lua-busted openssl procps postgresql-common postgresql
+                    python3-websockets" ;;
 esac
 case $level in
   bench) pkgs="$pkgs wrk nginx-light" ;;
