@@ -265,6 +265,8 @@ static void timer_cb(uv_timer_t *t) {
     emit(ws, ML_WS_READY, 0, NULL, 0);
     if (!ws->c) return;
   }
+  /* an idle WebSocket keeps no output buffer (the 101's, at first) */
+  if (!ws->c->out.len && !ws->c->writing) ml_buf_free(&ws->c->out);
   uint64_t now = uv_now(t->loop);
   if (ws->finished) return;
   if (ws->close_sent) {
