@@ -105,6 +105,7 @@ start_moonlet() {
   local name=$1 app=${2:-apps/hello} nofile=${3:-}
   if [ $# -ge 3 ]; then shift 3; else set --; fi
   [ -x "$MOONLET" ] || die "$MOONLET not found: run make first"
+  : >"$TMP/moonlet-$name.out"   # exists before the poll below reads it (set -e)
   (
     if [ -n "$nofile" ]; then ulimit -n "$nofile" 2>/dev/null || ulimit -n "$(ulimit -Hn)"; fi
     exec "$MOONLET" serve "$app" --host 127.0.0.1 --port 0 --log-level warn "$@"
@@ -1113,10 +1114,10 @@ bench_websocket() {
   printf "$fmt" "what" "result" "target" "verdict"
   printf "$fmt" "--------------------------------------------" "----------------------" \
     "----------" "-------"
-  printf "$fmt" "RSS added by $n idle WebSockets ($open_line)" "$(mb "$added") MB ($per kB each)" \
+  printf "$fmt" "RSS added by $n idle WebSockets" "$(mb "$added") MB ($per kB each)" \
     "< 20 MB" "$m_ok"
   printf "$fmt" "one broadcast delivered to all" "${ms:-?} ms (${got:-0}/$n)" "< 100 ms" "$t_ok"
-  echo "RSS before: $(mb "$rss0") MB, after: $(mb "$rss1") MB (VmRSS of the server)."
+  echo "RSS before: $(mb "$rss0") MB, after: $(mb "$rss1") MB (VmRSS of the server); $open_line s."
   stop_pid "$ML_PID"
   moonlet_log websocket
 }
