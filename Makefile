@@ -18,7 +18,7 @@ LUA_CDIR   := /usr/lib/$(shell $(CC) -print-multiarch 2>/dev/null)/lua/5.1
 CFLAGS  += -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(OPT) -g -Wall -Wextra -Werror \
            -Wno-missing-field-initializers $(SAN) $(PKGCFG) -I$(LLHTTP_INC) $(CORE_DIRS:%=-iquote %) -iquote $(BUILD)
 LDFLAGS += $(SAN) -rdynamic
-LDLIBS  += $(CJSON_LIB) $(PKGLIBS) -lz -lm -lpthread -ldl
+LDLIBS  += $(CJSON_LIB) $(PKGLIBS) -lwslay -lz -lm -lpthread -ldl
 
 # core/: the host and the CLI; base/ (buffers, lists, errors, logging), http/ (the server and
 # its HTTP/1.1 engine), bridge/ (Lua states, apps, requests, responses), sched/ (the

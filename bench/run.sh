@@ -23,7 +23,7 @@ BUILD=${BUILD:-build}
 MOONLET=$BUILD/moonlet
 DURATION=${BENCH_DURATION:-10s}
 SECTIONS="hello sleep_burst seed cpu pool_overhead routes validation framework fanout stream"
-SECTIONS="$SECTIONS sqlite pg static"
+SECTIONS="$SECTIONS sqlite pg static websocket"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/moonlet-bench.XXXXXX")
 STARTED=""   # pids of the processes this script started and has not stopped yet
@@ -105,6 +105,7 @@ start_moonlet() {
   local name=$1 app=${2:-apps/hello} nofile=${3:-}
   if [ $# -ge 3 ]; then shift 3; else set --; fi
   [ -x "$MOONLET" ] || die "$MOONLET not found: run make first"
+  : >"$TMP/moonlet-$name.out"   # exists before the poll below reads it (set -e)
   (
     if [ -n "$nofile" ]; then ulimit -n "$nofile" 2>/dev/null || ulimit -n "$(ulimit -Hn)"; fi
     exec "$MOONLET" serve "$app" --host 127.0.0.1 --port 0 --log-level warn "$@"
@@ -1132,6 +1133,50 @@ bench_pg() {
     head -5 "$TMP/pg-errors.log" | sed 's/^/  | /'
   fi
   moonlet_log pg
+}
+
+bench_websocket() {
+  local n=5000 client=$BUILD/bench/ws_idle out rss0 rss1 open_line ms got added per fmt
+  local m_ok t_ok
+  section "5,000 idle WebSockets on apps/chat's /chat, then one broadcast to all (bench/ws_idle)"
+  if [ ! -x "$client" ] || [ bench/ws_idle.c -nt "$client" ]; then
+    mkdir -p "$BUILD/bench"
+    cc -O2 -o "$client" bench/ws_idle.c
+  fi
+  start_moonlet websocket apps/chat 20000
+  sleep 0.5
+  rss0=$(rss_kb "$ML_PID")
+  out=$TMP/websocket.out
+  (ulimit -n 20000 2>/dev/null || true; exec "$client" 127.0.0.1 "$ML_PORT" "$n" /chat 2) \
+    >"$out" 2>&1 &
+  STARTED="$STARTED $!"
+  local cpid=$!
+  for _ in $(seq 300); do
+    grep -q '^open=' "$out" && break
+    sleep 0.1
+  done
+  sleep 1   # all handlers waiting in ws:receive
+  rss1=$(rss_kb "$ML_PID")
+  wait "$cpid" || true
+  forget_pid "$cpid"
+  open_line=$(grep '^open=' "$out" || echo "open=0")
+  ms=$(sed -n 's/^broadcast_ms=\([0-9.]*\).*/\1/p' "$out")
+  got=$(sed -n 's/.*received=\([0-9]*\).*/\1/p' "$out")
+  added=$(( rss1 - rss0 ))
+  per=$(awk -v a="$added" -v n="$n" 'BEGIN { printf "%.2f", a / n }')
+  m_ok=$(awk -v a="$added" 'BEGIN { print (a < 20 * 1024) ? "ok" : "MISSED" }')
+  t_ok=$(awk -v m="${ms:-999999}" -v g="${got:-0}" -v n="$n" \
+    'BEGIN { print (m < 100 && g == n) ? "ok" : "MISSED" }')
+  fmt='%-44s %-22s %-10s %s\n'
+  printf "$fmt" "what" "result" "target" "verdict"
+  printf "$fmt" "--------------------------------------------" "----------------------" \
+    "----------" "-------"
+  printf "$fmt" "RSS added by $n idle WebSockets" "$(mb "$added") MB ($per kB each)" \
+    "< 20 MB" "$m_ok"
+  printf "$fmt" "one broadcast delivered to all" "${ms:-?} ms (${got:-0}/$n)" "< 100 ms" "$t_ok"
+  echo "RSS before: $(mb "$rss0") MB, after: $(mb "$rss1") MB (VmRSS of the server); $open_line s."
+  stop_pid "$ML_PID"
+  moonlet_log websocket
 }
 
 # ---------------------------------------------------------------------------- main

@@ -21,6 +21,7 @@ void ml_pooled_route_open(lua_State *L);  /* bridge/pooled_route.c: req_pooled *
 void ml_gzip_open(lua_State *L);          /* bridge/gzip.c: gzip */
 void ml_static_mount_open(lua_State *L);  /* bridge/static_mount.c: static_dir */
 void ml_stream_open(lua_State *L);        /* bridge/stream.c: stream_start, stream_send, ... */
+void ml_websocket_open(lua_State *L);     /* bridge/websocket.c: ws_accept, ws_receive, ... */
 void ml_sched_open(lua_State *L);         /* sched/sched.c: what tasks keep in the registry */
 void ml_sleep_open(lua_State *L);         /* sched/sleep.c: sleep */
 void ml_spawn_open(lua_State *L);         /* sched/spawn.c: spawn */

@@ -63,6 +63,7 @@ void ml_config_defaults(ml_config_t *cfg) {
   cfg->log_level = ML_LOG_INFO;
   cfg->max_body = 1 << 20;
   cfg->max_header = 16 << 10;
+  cfg->ws_max_message = 1 << 20;
   cfg->graceful_timeout = 10;
   cfg->header_timeout = 10;
   cfg->keepalive_timeout = 5;
@@ -406,6 +407,7 @@ int ml_host_listen(ml_host_t *h, char *err, size_t errlen) {
       .max_header = h->cfg.max_header,
       .header_timeout_ms = (uint64_t)(h->cfg.header_timeout * 1000),
       .keepalive_timeout_ms = (uint64_t)(h->cfg.keepalive_timeout * 1000),
+      .ws_max_message = h->cfg.ws_max_message,
   };
   if (ml_server_bind(h->server, &h->loop, &sc, err, errlen)) return -1;
   /* bound first, so a port in use is said before any hook runs; connecting is refused

@@ -20,6 +20,7 @@ static const char usage[] =
     "  --port N                port (default 8000; 0 picks a free one)\n"
     "  --log-level LEVEL       debug, info (access log), warn or error (default info)\n"
     "  --max-body BYTES        largest request body (default 1048576) -> 413\n"
+    "  --ws-max-message BYTES  largest WebSocket message (default 1048576) -> close 1009\n"
     "  --graceful-timeout S    seconds a stop (SIGINT/SIGTERM) may take: requests, background\n"
     "                          tasks, on_shutdown hooks (default 10)\n"
     "  --header-timeout S      seconds a client has to send a header block (default 10)\n"
@@ -81,6 +82,10 @@ static int cmd_serve(int argc, char **argv) {
       if (parse_number(v, 0, 1e12, &d) || d != (double)(size_t)d)
         return fail("--max-body: expected a number of bytes, got '%s'%s", v, "");
       cfg.max_body = (size_t)d;
+    } else if (strcmp(a, "--ws-max-message") == 0) {
+      if (parse_number(v, 1, 1e12, &d) || d != (double)(size_t)d)
+        return fail("--ws-max-message: expected a number of bytes, got '%s'%s", v, "");
+      cfg.ws_max_message = (size_t)d;
     } else if (strcmp(a, "--graceful-timeout") == 0 || strcmp(a, "--header-timeout") == 0 ||
                strcmp(a, "--keepalive-timeout") == 0) {
       if (parse_number(v, 0, 86400, &d)) return fail("%s: expected seconds, got '%s'", a, v);

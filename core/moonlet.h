@@ -28,6 +28,7 @@ typedef struct {
   int log_level;               /* 0 debug, 1 info (access log), 2 warn, 3 error */
   size_t max_body;             /* request body limit in bytes (1 MiB) -> 413 */
   size_t max_header;           /* request line + headers limit (16 KiB) -> 431 */
+  size_t ws_max_message;       /* WebSocket message limit in bytes (1 MiB) -> close 1009 */
   double graceful_timeout;     /* seconds a graceful stop may take in all (10) */
   double header_timeout;       /* seconds for a request's header block to arrive (10) */
   double keepalive_timeout;    /* seconds an idle keep-alive connection is kept (5) */

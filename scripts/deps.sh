@@ -9,11 +9,13 @@ level=${1:-test}
 # build: the compiler, the libraries moonlet links, curl for the README's examples, and
 # media-types (/etc/mime.types, the static files' Content-Type).
 pkgs="build-essential pkg-config libluajit-5.1-dev libuv1-dev node-llhttp lua-cjson-dev
-      libsqlite3-dev libpq-dev libssl-dev zlib1g-dev curl media-types"
-# test: busted runs the specs (`moonlet test`); openssl, procps, PostgreSQL and python3
-# (its gzip reads what the gzip middleware wrote) are peers.
+      libsqlite3-dev libpq-dev libssl-dev zlib1g-dev libwslay-dev curl media-types"
+# test: busted runs the specs (`moonlet test`); openssl, procps, PostgreSQL, python3 (its
+# gzip reads what the gzip middleware wrote), python3-websockets (the WebSocket client the
+# specs talk to) and node with npm's eventsource (an EventSource client) are peers.
 case $level in
-  test|bench) pkgs="$pkgs lua-busted openssl procps postgresql-common postgresql python3 nodejs"
+  test|bench) pkgs="$pkgs lua-busted openssl procps postgresql-common postgresql python3
+                    python3-websockets nodejs"
     # a nodejs that bundles npm (NodeSource's) conflicts with Debian's npm package
     command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm" ;;
 esac

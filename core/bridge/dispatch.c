@@ -6,6 +6,7 @@
 #include "multipart.h"
 #include "pooled_route.h"
 #include "response.h"
+#include "websocket.h"
 #include <stdio.h>
 
 /* Hands back a request's record and task (see ml_app_t.requests); returns the request's
@@ -63,6 +64,16 @@ static void finish(ml_task_t *t) {
 /* on_done of a coroutine route's task (see task.h) */
 static void request_done(ml_task_t *t, int st) {
   ml_request_t *r = t->owner;
+  if (r->ws) {   /* a WebSocket's handler ended: no HTTP response, the socket closes */
+    ml_app_t *a = t->sched->owner;
+    ml_ws_t *ws = r->ws;
+    r->ws = NULL;
+    if (st) ml_log(ML_LOG_ERROR, "%s: %s", r->route, lua_tostring(t->co, -1));
+    int after = request_release(t, st == 0);
+    ml_websocket_end(ws);
+    run_after(a, after, NULL);
+    return;
+  }
   if (!r->conn) {   /* the client left while the handler ran: nothing to answer */
     ml_app_t *a = t->sched->owner;
     run_after(a, request_release(t, st == 0), "client disconnected");

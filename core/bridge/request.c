@@ -41,6 +41,7 @@ void ml_request_from_conn(ml_request_t *r, ml_server_conn_t *c) {
   r->form_count = -1;
   if (r->upload) r->form = ml_upload_fields(r->upload, &r->form_len, &r->form_count);
   r->conn = c;
+  r->ws = NULL;
 }
 
 /* --- percent-decoding ------------------------------------------------------------------ */

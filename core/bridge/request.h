@@ -41,6 +41,8 @@ struct ml_request_s {
   ml_match_t match;          /* a pooled route behind middleware: its match, for the hop */
   int after_ref;             /* registry ref of its after-work (req:defer, req:background)
                               * in the state its req lives in; 0 if none */
+  struct ml_ws_s *ws;        /* an app:websocket route's, once it answered 101 (websocket.h):
+                              * the connection is then the WebSocket's, not the request's */
   /* private */
   ml_upload_t *upload;       /* owned: its files go when the record is released */
   ml_stream_t *stream;       /* owned: a response in pieces (stream.h), NULL if none */

@@ -60,6 +60,11 @@ static void conn_close(ml_server_conn_t *c) {
   if (c->closing) return;
   c->closing = 1;
   c->drain_fn = NULL;   /* a waiter for the output learns of the close from the abort */
+  if (c->upgrade) {   /* an upgraded connection's owner learns it here instead */
+    const ml_server_upgrade_t *u = c->upgrade;
+    c->upgrade = NULL;
+    u->on_close(c->upgrade_arg);
+  }
   if (c->task) {
     void *task = c->task;
     void (*task_abort)(void *) = c->task_abort;
@@ -222,6 +227,11 @@ static void read_cb(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
     return;
   }
   if (c->lingering || c->close_after_write) return;   /* discard */
+  if (c->upgrade) {   /* WebSocket bytes */
+    c->upgrade->on_read(c->upgrade_arg, buf->base, (size_t)n);
+    conn_flush(c);
+    return;
+  }
   if (c->inflight || c->pending.len) {
     ml_buf_add(&c->pending, buf->base, (size_t)n);
     if (c->pending.len > c->srv->cfg.max_body + c->http.max_header) read_stop(c);
@@ -249,7 +259,8 @@ void ml_server_conn_hold(void *conn, int on) {
     return;
   }
   c->body_held = 0;
-  if (c->close_after_write || c->writing) return;   /* those read again when they are done */
+  /* those read again when they are done; an upgraded connection reads while it writes */
+  if (c->close_after_write || (c->writing && !c->upgrade)) return;
   read_start(c);
   /* the body moves again: the wait for the disk is not the client's */
   if (c->http.in_message) timer_set(c, c->srv->cfg.header_timeout_ms);
@@ -288,6 +299,10 @@ static void conn_process(ml_server_conn_t *c, const char *data, size_t len) {
     c->head = c->http.method == ML_M_HEAD;
     c->start_ns = uv_hrtime();
     c->srv->dispatch(c->srv->ctx, c);
+    if (c->upgrade) {   /* upgraded at once: the rest of the bytes are the new protocol's */
+      if (len) c->upgrade->on_read(c->upgrade_arg, data, len);
+      break;
+    }
   }
   c->in_process = 0;
 }
@@ -363,6 +378,22 @@ void ml_server_conn_on_drain(ml_server_conn_t *c, void (*fn)(void *arg), void *a
   if (fn) drain_check(c);
 }
 
+void ml_server_conn_upgrade(ml_server_conn_t *c, const ml_server_upgrade_t *u, void *arg) {
+  c->upgrade = u;
+  c->upgrade_arg = arg;
+  c->task = NULL;
+  if (!c->writing) timer_clear(c);
+  if (c->pending.len) {   /* received while the handshake was answered */
+    ml_buf_t early = c->pending;
+    c->pending = (ml_buf_t){0};
+    u->on_read(arg, early.data, early.len);
+    ml_buf_free(&early);
+  }
+  if (c->closing || !c->upgrade) return;
+  read_start(c);
+  if (c->srv->draining) u->on_drain(arg);
+}
+
 void ml_server_conn_send(ml_server_conn_t *c, const void *data, size_t len) {
   if (c->closing) return;
   ml_buf_add(&c->out, data, len);
@@ -420,7 +451,8 @@ static void conn_write_out(ml_server_conn_t *c) {
     if (!c->inflight) conn_linger(c);
     return;
   }
-  if (c->inflight) {   /* a response in pieces may pause: no deadline while in flight */
+  if (c->inflight) {   /* all written: no deadline while in flight (a response in pieces,
+                        * a stream or a WebSocket, may pause) */
     timer_clear(c);
     return;
   }
@@ -544,6 +576,10 @@ void ml_server_drain(ml_server_t *s) {
   stop_listening(s);
   ml_list_each(l, &s->conns) {
     ml_server_conn_t *c = ml_list_item(l, ml_server_conn_t, link);
+    if (c->upgrade) {   /* a WebSocket says goodbye; it closes when that is done */
+      c->upgrade->on_drain(c->upgrade_arg);
+      continue;
+    }
     if (!c->inflight && !c->writing && !c->http.in_message && !c->out.len) conn_close(c);
   }
   if (s->nconns == 0 && s->on_drained) s->on_drained(s);

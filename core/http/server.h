@@ -26,6 +26,15 @@ typedef void (*ml_abort_fn)(void *ctx, void *task);
  * the request, with a static *detail; the connection then closes. NULL: bodies are kept
  * whole under the server's limit. */
 typedef int (*ml_body_fn)(void *ctx, ml_server_conn_t *c, const char **detail);
+/* An upgraded connection's new owner (see ml_server_conn_upgrade). */
+typedef struct {
+  /* bytes received: the new protocol's, never parsed as HTTP */
+  void (*on_read)(void *arg, const char *data, size_t len);
+  /* the connection closes now (from inside whatever closed it): touch it no more */
+  void (*on_close)(void *arg);
+  /* the server drains (a graceful stop): time to say goodbye */
+  void (*on_drain)(void *arg);
+} ml_server_upgrade_t;
 
 struct ml_server_conn_s {
   uv_tcp_t tcp;
@@ -55,6 +64,9 @@ struct ml_server_conn_s {
   void (*drain_fn)(void *arg);
   void *drain_arg;
   size_t drain_low;
+  /* an upgraded connection (WebSocket): who its bytes go to, NULL for HTTP */
+  const ml_server_upgrade_t *upgrade;
+  void *upgrade_arg;
 };
 
 typedef struct {
@@ -64,6 +76,7 @@ typedef struct {
   size_t max_header;
   uint64_t header_timeout_ms;
   uint64_t keepalive_timeout_ms;
+  size_t ws_max_message;     /* a WebSocket message's limit (--ws-max-message) -> 1009 */
 } ml_server_config_t;
 
 struct ml_server_s {
@@ -128,6 +141,18 @@ void ml_server_conn_send(ml_server_conn_t *c, const void *data, size_t len);
 size_t ml_server_conn_unsent(const ml_server_conn_t *c);
 void ml_server_conn_on_drain(ml_server_conn_t *c, void (*fn)(void *arg), void *arg,
                              size_t low);
+
+/* --- upgraded connections (WebSocket) ------------------------------------------------
+ * After its 101 response is in c->out, the current request hands the connection to u:
+ * every byte received after the request head (those already received too, passed to
+ * u->on_read before this returns) goes to u->on_read; the HTTP parser, keep-alive and
+ * header timeouts no longer apply (a client that stops reading is still dropped once no
+ * byte has left for the header timeout). c->task is cleared: a close calls u->on_close
+ * instead of the abort function, and a drain u->on_drain (at once when the server already
+ * drains). The request stays in flight until ml_server_conn_done (status 101 in the access
+ * log), which ends the connection: call ml_server_conn_close_after first. Reading pauses
+ * with ml_server_conn_hold. */
+void ml_server_conn_upgrade(ml_server_conn_t *c, const ml_server_upgrade_t *u, void *arg);
 
 /* The response for the current request is in c->out (status for the access log). */
 void ml_server_conn_done(ml_server_conn_t *c, int status);

@@ -7,6 +7,7 @@ local concat, upper, floor = table.concat, string.upper, math.floor
 local deps = require "moonlet.deps"
 local core = require "moonlet.core"
 local Validate = require "moonlet.validate"
+local Websocket = require "moonlet.websocket"
 
 local _M = {}
 local mt = { __index = _M }
@@ -153,9 +154,14 @@ local function add(self, methods, path, opts, handler, level)
     argerr(3, "option max_body must be a positive integer number of bytes, got "
               .. tostring(max_body))
   end
+  local ws   -- app:websocket's routes (their opts carry websocket = true)
+  if opts.websocket then
+    ws, why = Websocket.options(opts)
+    if why then argerr(3, why) end
+  end
   local r = { mask = mask, methods = concat(names, ","), method_list = names, path = path,
               handler = handler, opts = opts, pooled = opts.pool and true or false,
-              validate = spec }
+              validate = spec, websocket = ws }
   self.routes[#self.routes + 1] = r
   return r
 end
@@ -164,6 +170,20 @@ end
 function _M:route(methods, path, opts, handler)
   if handler == nil then opts, handler = nil, opts end
   return add(self, methods, path, opts, handler, 2)
+end
+
+-- app:websocket(path, [opts,] handler): handler(ws, req) runs as a coroutine on the loop
+-- once the WebSocket handshake is answered (101); path parameters, validation and deps as
+-- for any route. opts: see moonlet.websocket's options (subprotocols, origins,
+-- idle_timeout, close_timeout, max_message). A GET route: other methods get 405.
+function _M:websocket(path, opts, handler)
+  if handler == nil then opts, handler = nil, opts end
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #2 to 'websocket' (expected an options table)", 2)
+  end
+  local o = { websocket = true }
+  for k, v in pairs(opts or {}) do o[k] = v end
+  return add(self, "GET", path, o, handler, 2)
 end
 
 -- A route's options as a router gives them: its tags first, then the route's; its deps

@@ -7,6 +7,7 @@ local request = require "moonlet.request"
 local core = require "moonlet.core"
 local Validate = require "moonlet.validate"
 local Stream = require "moonlet.stream"
+local Websocket = require "moonlet.websocket"
 
 local type, getmetatable, xpcall, tostring, require, error, select, ipairs =
   type, getmetatable, xpcall, tostring, require, error, select, ipairs
@@ -35,11 +36,14 @@ function _M.routes(app)
   -- middleware runs on the loop only: a pool thread's state runs the handler alone
   local chained = #app.middleware > 0 and not in_pool()
   for i, r in ipairs(app.routes) do
-    local h = r.handler
+    local h, ws = r.handler, r.websocket
+    if ws then h = Websocket.handler(ws, h) end   -- answers 101, then runs the handler
     h = deps.wrap(deps.merge(app.deps, r.opts.deps), h)
     if r.validate then h = Validate.wrap(r.validate, h) end   -- before the deps run
+    if ws then h = Websocket.check(ws, h) end   -- the handshake, before all of it
     local pooled, hop = r.pooled, false
-    if chained then
+    -- a WebSocket route has no HTTP response for middleware to see: they do not run
+    if chained and not ws then
       h = _M.chain(app.middleware, r.pooled and next_pooled or handler_next(h))
       pooled, hop = false, r.pooled
     end
