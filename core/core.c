@@ -36,6 +36,7 @@ int ml_core_open(lua_State *L) {
   ml_sched_open(L);
   ml_sleep_open(L);
   ml_spawn_open(L);
+  ml_cond_open(L);
   ml_gather_open(L);
   ml_timeout_open(L);
   ml_run_in_pool_open(L);

@@ -25,6 +25,7 @@ void ml_websocket_open(lua_State *L);     /* bridge/websocket.c: ws_accept, ws_r
 void ml_sched_open(lua_State *L);         /* sched/sched.c: what tasks keep in the registry */
 void ml_sleep_open(lua_State *L);         /* sched/sleep.c: sleep */
 void ml_spawn_open(lua_State *L);         /* sched/spawn.c: spawn */
+void ml_cond_open(lua_State *L);          /* sched/cond.c: cond */
 void ml_gather_open(lua_State *L);        /* sched/gather.c: gather, task_error_mt */
 void ml_timeout_open(lua_State *L);       /* sched/timeout.c: timeout */
 void ml_run_in_pool_open(lua_State *L);   /* sched/run_in_pool.c: run_in_pool, in_pool */

@@ -18,6 +18,7 @@ _M.sleep = core.sleep
 _M.now = core.now
 _M.null = cjson.null   -- a JSON null: decodes from null, encodes to null
 _M.spawn = core.spawn
+_M.cond = core.cond   -- c:wait(), c:notify_all(v), c:notify_one(v), c:waiting()
 
 local select, unpack = select, unpack
 local core_gather, core_timeout, core_run_in_pool = core.gather, core.timeout, core.run_in_pool

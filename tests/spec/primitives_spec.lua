@@ -7,6 +7,46 @@ describe("gather / spawn / timeout", function()
   lazy_setup(function() srv = t.server{ app = "tests/apps/basic" } end)
   lazy_teardown(function() srv:stop() end)
 
+  it("moonlet.cond wakes its waiters with the notifier's value", function()
+    assert.are.same({ a = "hi", b = 1, order = { "notify", "a" } }, get("/cond/gather"):json())
+    -- two requests wait; a third wakes one, a fourth the other
+    local c1, c2 = assert(t.connect(srv.port)), assert(t.connect(srv.port))
+    assert(c1:send("GET /cond/wait HTTP/1.1\r\nHost: x\r\n\r\n"))
+    assert(c2:send("GET /cond/wait HTTP/1.1\r\nHost: x\r\n\r\n"))
+    for _ = 1, 200 do
+      if get("/cond/waiting"):json().n == 2 then break end
+      t.sleep(0.01)
+    end
+    assert.are.same(2, get("/cond/waiting"):json().n)
+    local res = assert(t.request(srv.port, "POST", "/cond/notify?one=1", { body = "first" }))
+    assert.are.same({ woken = 1 }, res:json())
+    assert.are.same({ got = "first" }, assert(c1:read_response()):json())
+    res = assert(t.request(srv.port, "POST", "/cond/notify", { body = "rest" }))
+    assert.are.same({ woken = 1 }, res:json())
+    assert.are.same({ got = "rest" }, assert(c2:read_response()):json())
+    c1:close()
+    c2:close()
+    assert.are.same({ woken = 0 }, assert(t.request(srv.port, "POST", "/cond/notify")):json())
+  end)
+
+  it("moonlet.cond: a wait cut by a timeout or a client leaving waits no more", function()
+    assert.are.same({ err = "timeout", waiting = 0 }, get("/cond/timeout"):json())
+    local c = assert(t.connect(srv.port))
+    assert(c:send("GET /cond/wait HTTP/1.1\r\nHost: x\r\n\r\n"))
+    for _ = 1, 200 do
+      if get("/cond/waiting"):json().n == 1 then break end
+      t.sleep(0.01)
+    end
+    c:close()
+    local n
+    for _ = 1, 200 do
+      n = get("/cond/waiting"):json().n
+      if n == 0 then break end
+      t.sleep(0.01)
+    end
+    assert.are.same(0, n)
+  end)
+
   it("gather runs functions concurrently and returns results in order", function()
     local r = get("/gather"):json()
     assert.are.same(1, r.a)

@@ -144,4 +144,33 @@ app:get("/log", function(req)
   return { ok = true }
 end)
 
+-- moonlet.cond: waiters woken by another request; one cancelled by a timeout
+local cond = moonlet.cond()
+app:get("/cond/wait", function()
+  return { got = cond:wait() }
+end)
+app:get("/cond/waiting", function() return { n = cond:waiting() } end)
+app:post("/cond/notify", function(req)
+  if req.query.one then return { woken = cond:notify_one(req.body) } end
+  return { woken = cond:notify_all(req.body) }
+end)
+app:get("/cond/timeout", function()
+  local v, err = moonlet.timeout(0.1, function() return cond:wait() end)
+  return { v = v, err = err, waiting = cond:waiting() }
+end)
+app:get("/cond/gather", function()
+  local c = moonlet.cond()
+  local order = {}
+  local a, b = moonlet.gather(function()
+    local v = c:wait()
+    order[#order + 1] = "a"
+    return v
+  end, function()
+    moonlet.sleep(0.01)
+    order[#order + 1] = "notify"
+    return c:notify_all("hi")
+  end)
+  return { a = a, b = b, order = order }
+end)
+
 return app
