@@ -1138,7 +1138,7 @@ bench_pg() {
 bench_websocket() {
   local n=5000 client=$BUILD/bench/ws_idle out rss0 rss1 open_line ms got added per fmt
   local m_ok t_ok
-  section "5,000 idle WebSockets on apps/chat's /chat, then one broadcast to all (bench/ws_idle)"
+  section "5,000 idle WebSockets on apps/chat's /ws, then one broadcast to all (bench/ws_idle)"
   if [ ! -x "$client" ] || [ bench/ws_idle.c -nt "$client" ]; then
     mkdir -p "$BUILD/bench"
     cc -O2 -o "$client" bench/ws_idle.c
@@ -1147,7 +1147,7 @@ bench_websocket() {
   sleep 0.5
   rss0=$(rss_kb "$ML_PID")
   out=$TMP/websocket.out
-  (ulimit -n 20000 2>/dev/null || true; exec "$client" 127.0.0.1 "$ML_PORT" "$n" /chat 2) \
+  (ulimit -n 20000 2>/dev/null || true; exec "$client" 127.0.0.1 "$ML_PORT" "$n" /ws 2) \
     >"$out" 2>&1 &
   STARTED="$STARTED $!"
   local cpid=$!

@@ -12,10 +12,11 @@ pkgs="build-essential pkg-config libluajit-5.1-dev libuv1-dev node-llhttp lua-cj
       libsqlite3-dev libpq-dev libssl-dev zlib1g-dev libwslay-dev curl media-types"
 # test: busted runs the specs (`moonlet test`); openssl, procps, PostgreSQL, python3 (its
 # gzip reads what the gzip middleware wrote), python3-websockets (the WebSocket client the
-# specs talk to) and node with npm's eventsource (an EventSource client) are peers.
+# specs talk to), node with npm's eventsource (an EventSource client) and chromium (the
+# chat page in a real browser) are peers.
 case $level in
   test|bench) pkgs="$pkgs lua-busted openssl procps postgresql-common postgresql python3
-                    python3-websockets nodejs"
+                    python3-websockets nodejs chromium"
     # a nodejs that bundles npm (NodeSource's) conflicts with Debian's npm package
     command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm" ;;
 esac
@@ -38,15 +39,17 @@ case " $missing " in
       missing=$(echo "$missing" | sed 's/ libluajit-5.1-dev//')
     fi ;;
 esac
-# test: npm packages the specs' clients use (eventsource: a real SSE client), from the npm
-# registry into build/node (specs run node with NODE_PATH=build/node/node_modules).
+# test: npm packages the specs' clients use (eventsource: a real SSE client; puppeteer-core:
+# drives Debian's chromium), from the npm registry into build/node (specs run node with
+# NODE_PATH=build/node/node_modules). puppeteer-core downloads no browser.
 npm_deps() {
   case $level in test|bench) ;; *) return 0 ;; esac
   dir=$(dirname "$0")/../build/node
-  [ -f "$dir/node_modules/eventsource/package.json" ] && return 0
-  echo "deps: npm install eventsource into build/node"
+  [ -f "$dir/node_modules/eventsource/package.json" ] &&
+    [ -f "$dir/node_modules/puppeteer-core/package.json" ] && return 0
+  echo "deps: npm install eventsource puppeteer-core into build/node"
   mkdir -p "$dir"
-  npm install --prefix "$dir" --no-save --no-audit --no-fund eventsource@2
+  npm install --prefix "$dir" --no-save --no-audit --no-fund eventsource@2 puppeteer-core@24
 }
 
 [ -z "$missing" ] && { npm_deps; exit 0; }

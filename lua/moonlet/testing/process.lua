@@ -376,6 +376,13 @@ local function launch(opts, strict)
   end
 end
 
+-- Starts `<bin> argv...` in the background (opts: bin, env, cwd, stdin) and returns the
+-- process (:poll, :wait, :stdout, :stderr, :wait_log, :kill, :stop): a client that must run
+-- alongside the test (a WebSocket reader, ...).
+function _M.spawn(argv, opts)
+  return spawn(argv or {}, opts or {})
+end
+
 -- Starts `<bin> serve <app> --host 127.0.0.1 --port 0 <args...>` and waits for
 -- "listening on http://HOST:PORT". opts: app, args, env (name → value, false to
 -- unset), bin (default $MOONLET_BIN or build/moonlet), cwd, stdin, port, timeout
