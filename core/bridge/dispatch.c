@@ -2,6 +2,7 @@
 #include "dispatch.h"
 #include "app.h"
 #include "log.h"
+#include "mem.h"
 #include "lresponse.h"
 #include "multipart.h"
 #include "pooled_route.h"
@@ -156,7 +157,10 @@ static void run_route(ml_app_t *a, ml_task_t *t, const ml_match_t *m) {
   } else if (route->pooled) {
     ml_pooled_route_start(a, t, m, answered);
   } else {
-    if (route->pool_hop) r->match = *m;   /* for req_pooled, behind the middleware */
+    if (route->pool_hop) {   /* for req_pooled, behind the middleware */
+      r->match = ml_xmalloc(sizeof *r->match);
+      *r->match = *m;
+    }
     run_coroutine(a, t, route, m);
   }
 }

@@ -262,11 +262,12 @@ static int l_req_pooled(lua_State *L) {
   ml_task_t *t = ml_task_current(L);
   ml_app_t *a = t->sched->owner;
   job_t *j = job_take(a);
-  ml_request_pack(r, &r->match, &j->request);
+  if (!r->match) return luaL_error(L, "req_pooled: not a pooled route's request");
+  ml_request_pack(r, r->match, &j->request);
   j->upload = r->upload;   /* the files stay while the thread's handler may read them */
   r->upload = NULL;
   j->values = 1;
-  j->route = r->match.route;
+  j->route = r->match->route;
   j->head = 0;
   j->keepalive = 1;
   j->task = t;

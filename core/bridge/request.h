@@ -38,7 +38,8 @@ struct ml_request_s {
   /* public */
   const char *route;         /* the route's label ("GET /items/{id}"), for logs */
   ml_server_conn_t *conn;           /* on the loop: its connection; NULL once the client left */
-  ml_match_t match;          /* a pooled route behind middleware: its match, for the hop */
+  ml_match_t *match;         /* a pooled route behind middleware: its match, for the hop
+                              * (owned; NULL for the others: 656 bytes most never need) */
   int after_ref;             /* registry ref of its after-work (req:defer, req:background)
                               * in the state its req lives in; 0 if none */
   struct ml_ws_s *ws;        /* an app:websocket route's, once it answered 101 (websocket.h):
@@ -88,6 +89,8 @@ static inline ml_request_t *ml_request_new(ml_request_t **spares) {
 
 static inline void ml_request_release(ml_request_t *r, ml_request_t **spares) {
   ml_request_end(r);
+  free(r->match);
+  r->match = NULL;
   ml_upload_free(r->upload);
   r->upload = NULL;
   ml_stream_free(r->stream);
