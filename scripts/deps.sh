@@ -49,6 +49,10 @@ npm_deps() {
     [ -f "$dir/node_modules/puppeteer-core/package.json" ] && return 0
   echo "deps: npm install eventsource puppeteer-core into build/node"
   mkdir -p "$dir"
+  # node trusts its own CA list only: add the system's (a TLS-inspecting proxy's CA is there)
+  if [ -z "${NODE_EXTRA_CA_CERTS:-}" ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+    export NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
+  fi
   npm install --prefix "$dir" --no-save --no-audit --no-fund eventsource@2 puppeteer-core@24
 }
 
