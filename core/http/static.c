@@ -1,6 +1,14 @@
 /* Serving a static file (see static.h). A job lives from the request to the last of its
- * threadpool operations: the connection may close at any time (job_abort), and then the job
- * forgets it and goes as soon as no operation of its own is in flight.
+ * threadpool operations and the close of its poll handle: the connection may close at any
+ * time (job_abort), and then the job forgets it and goes as soon as nothing of its own is
+ * in flight.
+ *
+ * The body: once the head has left (nothing unsent: the order on the wire holds), sendfile(2)
+ * on the threadpool moves the file to a duplicate of the socket's descriptor until the socket
+ * is full (it is non-blocking); then a uv_poll on the duplicate waits on the loop for it to
+ * take more. Only the disk is waited for on the threadpool, never a client. The duplicate,
+ * closed with the job, keeps the socket's descriptor from being reused for another
+ * connection while an operation may still write to it.
  *
  * The file descriptor is closed on the loop with close(2): for a file opened read-only
  * this only releases the descriptor, it never waits for the disk. */
@@ -26,7 +34,7 @@ typedef struct {
   uv_loop_t *loop;
   ml_server_conn_t *c;       /* NULL once the connection closed, or the response is done */
   int ops;                   /* threadpool operations in flight (0 or 1) */
-  int in_cb;                 /* one of the job's callbacks is running */
+  int in_cb;                 /* the job's callbacks running (one may run inside another) */
   int poll_state;            /* 0 none, 1 open, 2 closing */
   /* what to open (copied from the mount and the request) */
   char *root, *index;
@@ -166,7 +174,7 @@ static void writable_cb(uv_poll_t *p, int status, int events) {
   (void)events;
   job_t *j = p->data;
   uv_poll_stop(p);
-  j->in_cb = 1;
+  j->in_cb++;
   if (!j->c) {
     /* the connection closed meanwhile */
   } else if (status < 0) {   /* the socket failed: the client is gone */
@@ -175,7 +183,7 @@ static void writable_cb(uv_poll_t *p, int status, int events) {
   } else {
     send_more(j);
   }
-  j->in_cb = 0;
+  j->in_cb--;
   settle(j);
 }
 
@@ -183,7 +191,7 @@ static void send_done(uv_work_t *w, int status) {
   (void)status;   /* never cancelled */
   job_t *j = w->data;
   j->ops--;
-  j->in_cb = 1;
+  j->in_cb++;
   if (j->c) {
     j->off += j->sent;
     j->remaining -= j->sent;
@@ -208,14 +216,14 @@ static void send_done(uv_work_t *w, int status) {
       if (rc < 0) cut_short(j, uv_strerror(rc));
     }
   }
-  j->in_cb = 0;
+  j->in_cb--;
   settle(j);
 }
 
 /* The head has left: the body goes straight from the file to the socket. */
 static void head_sent(void *arg) {
   job_t *j = arg;
-  j->in_cb = 1;
+  j->in_cb++;
   j->sock = ml_server_conn_dup_fd(j->c);
   if (j->sock < 0) {
     cut_short(j, uv_strerror(j->sock));
@@ -224,7 +232,7 @@ static void head_sent(void *arg) {
     ml_server_conn_progress(j->c);
     send_more(j);
   }
-  j->in_cb = 0;
+  j->in_cb--;
   settle(j);
 }
 
@@ -300,7 +308,7 @@ static void opened_cb(uv_work_t *w, int status) {
   (void)status;   /* never cancelled */
   job_t *j = w->data;
   j->ops--;
-  j->in_cb = 1;
+  j->in_cb++;
   ml_server_conn_t *c = j->c;
   if (!c) {
     /* the client left: nothing to answer */
@@ -314,7 +322,7 @@ static void opened_cb(uv_work_t *w, int status) {
       ml_log(ML_LOG_ERROR, "static file %s/%s: %s", j->root, j->rel.data, strerror(j->errnum));
     respond_error(j, c, j->code == ML_SPATH_ERROR ? 500 : 404);
   }
-  j->in_cb = 0;
+  j->in_cb--;
   settle(j);
 }
 
