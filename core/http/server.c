@@ -9,6 +9,8 @@
 #include "log.h"
 #include "response.h"
 #include "router.h"
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 
 #define OUT_HIGH_WATER (1u << 20)   /* stop reading while this much output is unsent */
@@ -151,9 +153,9 @@ static void timeout_cb(uv_timer_t *t) {
     uv_timer_start(&c->timer, timeout_cb, c->deadline - now, 0);
     return;
   }
-  if (c->writing) {   /* still sending: fine as long as the client takes bytes */
-    size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
-    if (queued < c->write_queue_seen) {
+  if (c->writing || c->direct) {   /* still sending: fine while the client takes bytes */
+    size_t queued = c->writing ? uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) : 0;
+    if (c->writing && queued < c->write_queue_seen) {
       c->write_queue_seen = queued;
       timer_set(c, c->srv->cfg.header_timeout_ms);
       return;
@@ -337,6 +339,7 @@ void ml_server_conn_log_id(ml_server_conn_t *c, const char *id, size_t len) {
 
 void ml_server_conn_done(ml_server_conn_t *c, int status) {
   request_end(c);
+  c->direct = 0;
   c->task = NULL;
   c->task_abort = NULL;
   double ms = (double)(uv_hrtime() - c->start_ns) / 1e6;
@@ -400,6 +403,20 @@ void ml_server_conn_send(ml_server_conn_t *c, const void *data, size_t len) {
   if (!c->in_process) conn_flush(c);   /* inside conn_process, its caller flushes */
 }
 
+int ml_server_conn_dup_fd(ml_server_conn_t *c) {
+  uv_os_fd_t fd;
+  int rc = uv_fileno((uv_handle_t *)&c->tcp, &fd);
+  if (rc < 0) return rc;
+  int dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  return dup < 0 ? uv_translate_sys_error(errno) : dup;
+}
+
+void ml_server_conn_progress(ml_server_conn_t *c) {
+  if (c->closing) return;
+  c->direct = 1;
+  timer_set(c, c->srv->cfg.header_timeout_ms);
+}
+
 static void write_cb(uv_write_t *req, int status) {
   ml_server_conn_t *c = req->data;
   c->writing = 0;
@@ -452,8 +469,8 @@ static void conn_write_out(ml_server_conn_t *c) {
     return;
   }
   if (c->inflight) {   /* all written: no deadline while in flight (a response in pieces,
-                        * a stream or a WebSocket, may pause) */
-    timer_clear(c);
+                        * a stream or a WebSocket, may pause), but for a body written directly */
+    if (!c->direct) timer_clear(c);
     return;
   }
   if (c->http.in_message)

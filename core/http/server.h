@@ -58,7 +58,8 @@ struct ml_server_conn_s {
   size_t write_queue_seen;   /* unsent bytes at the last check: progress moves the deadline */
   int handles_open;
   unsigned inflight : 1, writing : 1, closing : 1, close_after_write : 1, lingering : 1,
-      in_process : 1, read_stopped : 1, head : 1, body_held : 1;
+      in_process : 1, read_stopped : 1, head : 1, body_held : 1,
+      direct : 1;              /* the request writes its body itself (ml_server_conn_progress) */
   /* a response written in pieces (see ml_server_conn_send): who waits for the output to
    * drain below drain_low bytes */
   void (*drain_fn)(void *arg);
@@ -141,6 +142,18 @@ void ml_server_conn_send(ml_server_conn_t *c, const void *data, size_t len);
 size_t ml_server_conn_unsent(const ml_server_conn_t *c);
 void ml_server_conn_on_drain(ml_server_conn_t *c, void (*fn)(void *arg), void *arg,
                              size_t low);
+
+/* --- a body the caller writes to the socket itself (sendfile) ---------------------------
+ * Once nothing is unsent (ml_server_conn_on_drain with low 0), a request may write the rest
+ * of its response to the socket itself, through a duplicate of its descriptor:
+ * ml_server_conn_dup_fd returns one (non-blocking, close-on-exec; the caller closes it) or
+ * a negative libuv error. Being a duplicate, it names the same connection even after the
+ * connection closed, so a threadpool thread may write to it safely. The caller waits for
+ * writability itself (a uv_poll on the duplicate) and calls ml_server_conn_progress when it
+ * starts and each time bytes left: a client that takes none for the header timeout is
+ * dropped, as with ml_server_conn_send. */
+int ml_server_conn_dup_fd(ml_server_conn_t *c);
+void ml_server_conn_progress(ml_server_conn_t *c);
 
 /* --- upgraded connections (WebSocket) ------------------------------------------------
  * After its 101 response is in c->out, the current request hands the connection to u:

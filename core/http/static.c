@@ -1,6 +1,14 @@
 /* Serving a static file (see static.h). A job lives from the request to the last of its
- * threadpool operations: the connection may close at any time (job_abort), and then the job
- * forgets it and goes as soon as no operation of its own is in flight.
+ * threadpool operations and the close of its poll handle: the connection may close at any
+ * time (job_abort), and then the job forgets it and goes as soon as nothing of its own is
+ * in flight.
+ *
+ * The body: once the head has left (nothing unsent: the order on the wire holds), sendfile(2)
+ * on the threadpool moves the file to a duplicate of the socket's descriptor until the socket
+ * is full (it is non-blocking); then a uv_poll on the duplicate waits on the loop for it to
+ * take more. Only the disk is waited for on the threadpool, never a client. The duplicate,
+ * closed with the job, keeps the socket's descriptor from being reused for another
+ * connection while an operation may still write to it.
  *
  * The file descriptor is closed on the loop with close(2): for a file opened read-only
  * this only releases the descriptor, it never waits for the disk. */
@@ -15,19 +23,19 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <sys/sendfile.h>
 #include <unistd.h>
 
-#define CHUNK (256u << 10)         /* bytes per read */
-#define HIGH_WATER (1u << 20)      /* stop reading while this much is unsent ... */
-#define LOW_WATER (256u << 10)     /* ... until it is down to this */
+#define SEND_MAX (8u << 20)   /* bytes one threadpool operation sends at most */
 
 typedef struct {
   uv_work_t work;
-  uv_fs_t fs;
+  uv_poll_t poll;            /* the socket's writability, on sock */
   uv_loop_t *loop;
   ml_server_conn_t *c;       /* NULL once the connection closed, or the response is done */
   int ops;                   /* threadpool operations in flight (0 or 1) */
-  int in_cb;                 /* one of the job's callbacks is running */
+  int in_cb;                 /* the job's callbacks running (one may run inside another) */
+  int poll_state;            /* 0 none, 1 open, 2 closing */
   /* what to open (copied from the mount and the request) */
   char *root, *index;
   long long max_age;
@@ -38,10 +46,11 @@ typedef struct {
   /* what the threadpool found */
   int code, errnum, fd, used_index;
   struct stat st;
-  /* the body */
-  int status;
+  /* the body: sent with sendfile(2) on the threadpool, to sock (c's socket, duplicated) */
+  int status, sock;
   uint64_t off, remaining;
-  char *buf;
+  uint64_t sent;             /* by the last operation */
+  int full;                  /* the last operation stopped at a full socket */
 } job_t;
 
 ml_static_t *ml_static_new(const char *root, size_t prefix_len, const char *index,
@@ -64,16 +73,27 @@ void ml_static_free(ml_static_t *m) {
 
 static void job_free(job_t *j) {
   if (j->fd >= 0) close(j->fd);
+  if (j->sock >= 0) close(j->sock);
   ml_buf_free(&j->rel);
   free(j->root);
   free(j->index);
-  free(j->buf);
   free(j);
+}
+
+static void poll_closed(uv_handle_t *h) {
+  job_t *j = h->data;
+  j->poll_state = 0;
+  if (!j->c && !j->ops && !j->in_cb) job_free(j);
 }
 
 /* The end of a callback (or of the abort): the job goes when nothing needs it any more. */
 static void settle(job_t *j) {
-  if (!j->c && !j->ops && !j->in_cb) job_free(j);
+  if (j->c || j->ops || j->in_cb) return;
+  if (j->poll_state == 1) {
+    j->poll_state = 2;
+    uv_close((uv_handle_t *)&j->poll, poll_closed);
+  }
+  if (!j->poll_state) job_free(j);
 }
 
 static void job_abort(void *task) {
@@ -111,59 +131,109 @@ static void respond_redirect(ml_server_conn_t *c, const char *path, size_t len) 
   ml_server_conn_done(c, 301);
 }
 
-static void pump(job_t *j);
-
-static void drained(void *arg) {
-  job_t *j = arg;
-  j->in_cb = 1;
-  pump(j);
-  j->in_cb = 0;
-  settle(j);
+/* The body cut short: the client sees a response shorter than its Content-Length. */
+static void cut_short(job_t *j, const char *why) {
+  ml_log(ML_LOG_ERROR, "static file %s/%s: %s", j->root, j->rel.data, why);
+  ml_server_conn_close_after(j->c);
+  finish(j, j->status);
 }
 
-static void read_cb(uv_fs_t *req) {
-  job_t *j = req->data;
-  ssize_t n = req->result;
-  uv_fs_req_cleanup(req);
-  j->ops--;
-  j->in_cb = 1;
-  if (j->c && n <= 0) {   /* the file shrank, or the disk failed: cut the response short */
-    ml_log(ML_LOG_ERROR, "static file %s/%s: %s", j->root, j->rel.data,
-           n < 0 ? uv_strerror((int)n) : "ended before its size");
+/* On the threadpool: as much of the body as the socket takes, up to SEND_MAX bytes. A
+ * cold page cache makes sendfile wait for the disk here, never on the loop. */
+static void send_work(uv_work_t *w) {
+  job_t *j = w->data;
+  j->sent = 0;
+  j->full = 0;
+  j->errnum = 0;
+  while (j->sent < j->remaining && j->sent < SEND_MAX) {
+    off_t off = (off_t)(j->off + j->sent);
+    uint64_t want = j->remaining - j->sent;
+    if (want > SEND_MAX - j->sent) want = SEND_MAX - j->sent;
+    ssize_t n = sendfile(j->sock, j->fd, &off, (size_t)want);
+    if (n > 0) {
+      j->sent += (uint64_t)n;
+    } else if (n == 0) {   /* the file shrank */
+      j->errnum = -1;
+      break;
+    } else if (errno != EINTR) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) j->full = 1;
+      else j->errnum = errno;
+      break;
+    }
+  }
+}
+
+static void send_done(uv_work_t *w, int status);
+
+static void send_more(job_t *j) {
+  uv_queue_work(j->loop, &j->work, send_work, send_done);   /* fails only without a cb */
+  j->ops++;
+}
+
+static void writable_cb(uv_poll_t *p, int status, int events) {
+  (void)events;
+  job_t *j = p->data;
+  uv_poll_stop(p);
+  j->in_cb++;
+  if (!j->c) {
+    /* the connection closed meanwhile */
+  } else if (status < 0) {   /* the socket failed: the client is gone */
     ml_server_conn_close_after(j->c);
     finish(j, j->status);
-  } else if (j->c) {
-    ml_server_conn_send(j->c, j->buf, (size_t)n);   /* may close c: job_abort */
-    j->off += (uint64_t)n;
-    j->remaining -= (uint64_t)n;
-    if (j->c) pump(j);
+  } else {
+    send_more(j);
   }
-  j->in_cb = 0;
+  j->in_cb--;
   settle(j);
 }
 
-/* Reads the next chunk unless the client is behind: then waits for the output to drain. */
-static void pump(job_t *j) {
-  ml_server_conn_t *c = j->c;
-  if (j->remaining == 0) {
-    finish(j, j->status);
-    return;
+static void send_done(uv_work_t *w, int status) {
+  (void)status;   /* never cancelled */
+  job_t *j = w->data;
+  j->ops--;
+  j->in_cb++;
+  if (j->c) {
+    j->off += j->sent;
+    j->remaining -= j->sent;
+    if (j->sent) ml_server_conn_progress(j->c);
+    if (j->errnum == EPIPE || j->errnum == ECONNRESET) {   /* the client left */
+      ml_server_conn_close_after(j->c);
+      finish(j, j->status);
+    } else if (j->errnum) {
+      cut_short(j, j->errnum < 0 ? "ended before its size" : strerror(j->errnum));
+    } else if (j->remaining == 0) {
+      finish(j, j->status);
+    } else if (!j->full) {
+      send_more(j);
+    } else {   /* wait until the socket takes more */
+      int rc = 0;
+      if (!j->poll_state) {
+        rc = uv_poll_init(j->loop, &j->poll, j->sock);
+        if (rc == 0) j->poll_state = 1;
+        j->poll.data = j;
+      }
+      if (rc == 0) rc = uv_poll_start(&j->poll, UV_WRITABLE, writable_cb);
+      if (rc < 0) cut_short(j, uv_strerror(rc));
+    }
   }
-  if (ml_server_conn_unsent(c) > HIGH_WATER) {
-    ml_server_conn_on_drain(c, drained, j, LOW_WATER);
-    return;
+  j->in_cb--;
+  settle(j);
+}
+
+/* The head has left: the body goes straight from the file to the socket. */
+static void head_sent(void *arg) {
+  job_t *j = arg;
+  j->in_cb++;
+  j->sock = ml_server_conn_dup_fd(j->c);
+  if (j->sock < 0) {
+    cut_short(j, uv_strerror(j->sock));
+    j->sock = -1;
+  } else {
+    ml_server_conn_progress(j->c);
+    send_more(j);
   }
-  if (!j->buf) j->buf = ml_xmalloc(CHUNK);
-  uv_buf_t b = uv_buf_init(j->buf, j->remaining < CHUNK ? (unsigned)j->remaining : CHUNK);
-  j->fs.data = j;
-  int rc = uv_fs_read(j->loop, &j->fs, j->fd, &b, 1, (int64_t)j->off, read_cb);
-  if (rc < 0) {
-    ml_log(ML_LOG_ERROR, "static file %s/%s: %s", j->root, j->rel.data, uv_strerror(rc));
-    ml_server_conn_close_after(c);
-    finish(j, j->status);
-    return;
-  }
-  j->ops++;
+  j->in_cb--;
+  settle(j);
 }
 
 static void add_header(ml_buf_t *out, const char *name, const char *val) {
@@ -224,7 +294,8 @@ static void respond_file(job_t *j) {
   j->status = status;
   j->off = first;
   j->remaining = (status == 200 || status == 206) && !c->head ? length : 0;
-  pump(j);
+  if (j->remaining == 0) finish(j, status);
+  else ml_server_conn_on_drain(c, head_sent, j, 0);   /* at once if the head left */
 }
 
 static void open_work(uv_work_t *w) {
@@ -237,7 +308,7 @@ static void opened_cb(uv_work_t *w, int status) {
   (void)status;   /* never cancelled */
   job_t *j = w->data;
   j->ops--;
-  j->in_cb = 1;
+  j->in_cb++;
   ml_server_conn_t *c = j->c;
   if (!c) {
     /* the client left: nothing to answer */
@@ -251,7 +322,7 @@ static void opened_cb(uv_work_t *w, int status) {
       ml_log(ML_LOG_ERROR, "static file %s/%s: %s", j->root, j->rel.data, strerror(j->errnum));
     respond_error(j, c, j->code == ML_SPATH_ERROR ? 500 : 404);
   }
-  j->in_cb = 0;
+  j->in_cb--;
   settle(j);
 }
 
@@ -268,7 +339,7 @@ void ml_static_serve(const ml_static_t *m, uv_loop_t *loop, ml_server_conn_t *c,
     return;
   }
   job_t *j = ml_xcalloc(1, sizeof *j);
-  j->fd = -1;
+  j->fd = j->sock = -1;
   if (ml_static_path_decode(rest + 1, rest_len - 1, &j->rel, &j->dir)) {
     j->c = c;
     respond_error(j, c, 404);

@@ -1,9 +1,9 @@
 /* Static files (app:static): a mount serves the files under one directory, in C, without
  * Lua. The file is found and opened on libuv's threadpool (static_path.h), its head written
- * from its stat and the request's validators and Range (static_cond.h), and its bytes read
- * in chunks on the threadpool and sent with the connection's backpressure
- * (ml_server_conn_send / ml_server_conn_on_drain): the loop never waits for the disk, and
- * memory stays bounded whatever the file's size. */
+ * from its stat and the request's validators and Range (static_cond.h), and its bytes sent
+ * with sendfile(2) on the threadpool, as fast as the socket takes them (see static.c): the
+ * loop never waits for the disk, no byte goes through user space, and memory stays bounded
+ * whatever the file's size. */
 #ifndef ML_STATIC_H
 #define ML_STATIC_H
 #include "server.h"

@@ -201,7 +201,24 @@ describe("static files", function()
     assert.are.same(slice.stdout, part.stdout)
   end)
 
+  -- descriptors the server holds open (the file and the socket's duplicate of a transfer)
+  local function fds(pid)
+    local p = io.popen("ls /proc/" .. pid .. "/fd | wc -l")
+    local n = tonumber(p:read("*a"))
+    p:close()
+    return n
+  end
+
+  local function wait_fds(pid, at_most)
+    for _ = 1, 100 do
+      if fds(pid) <= at_most then return end
+      t.sleep(0.05)
+    end
+    assert.are.same(at_most, fds(pid))
+  end
+
   it("keeps serving when a client leaves in the middle of a large file", function()
+    local before = fds(srv.pid)
     for _ = 1, 3 do
       local c = t.connect(srv.port)
       c:send("GET /extra/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -211,6 +228,47 @@ describe("static files", function()
     local mark = srv:mark()
     assert.are.same("inside\n", get("/extra/inside.txt").body)
     srv:wait_log("GET /extra/inside.txt 200", 5, mark)
+    wait_fds(srv.pid, before)   -- nothing of the three transfers stays open
+  end)
+
+  it("answers pipelined requests in order around a large file, on one connection", function()
+    local big = read(dir .. "/root/big.bin")
+    local c = t.connect(srv.port)
+    c:send("GET /extra/big.bin HTTP/1.1\r\nHost: x\r\n\r\n"
+           .. "GET /extra/inside.txt HTTP/1.1\r\nHost: x\r\n\r\n"
+           .. "GET /extra/big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=5-9\r\n\r\n"
+           .. "HEAD /extra/big.bin HTTP/1.1\r\nHost: x\r\n\r\n"
+           .. "GET /extra/big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=19999990-\r\n\r\n"
+           .. "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+    local res = assert(c:read_response(20))
+    assert.are.same(200, res.status)
+    assert.are.same(#big, #res.body)
+    assert.is_true(res.body == big, "the body differs from the file")
+    res = assert(c:read_response(5))
+    assert.are.same("inside\n", res.body)
+    res = assert(c:read_response(5))
+    assert.are.same({ 206, big:sub(6, 10) }, { res.status, res.body })
+    res = assert(c:read_response(5, { head = true }))
+    assert.are.same({ 200, tostring(#big), "" },
+                    { res.status, res.headers["content-length"], res.body })
+    res = assert(c:read_response(5))
+    assert.are.same({ 206, big:sub(19999991) }, { res.status, res.body })
+    res = assert(c:read_response(5))
+    assert.are.same({ message = "hello" }, res:json())
+    c:close()
+  end)
+
+  it("drops a client that stops reading a large file, and lets the file go", function()
+    local slow = t.server{ app = "tests/apps/static", args = { "--header-timeout", "1" },
+                           env = { STATIC_EXTRA = dir .. "/root" } }
+    local before = fds(slow.pid)
+    local c = t.connect(slow.port)
+    c:send("GET /extra/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert(c:recv(5))   -- then reads no more
+    slow:wait_log("the client stopped reading its response", 6)
+    wait_fds(slow.pid, before)
+    c:close()
+    slow:stop()
   end)
 
   it("answers GET and HEAD only; routes win over the mount; middleware do not run", function()
