@@ -240,6 +240,7 @@ static int l_ws_accept(lua_State *L) {
   lua_setmetatable(L, -2);
   ml_ws_handshake_response(&c->http, proto, &c->out);
   ml_server_conn_send(c, "", 0);   /* the 101 goes before any frame */
+  if (r->conn) ml_request_shrink(r);   /* an idle WebSocket keeps its request at its size */
   b->req = r;
   r->ws = b;
   b->conn = ml_ws_conn_new(c, &cfg, on_event, b);
