@@ -44,6 +44,14 @@ void ml_request_from_conn(ml_request_t *r, ml_server_conn_t *c) {
   r->ws = NULL;
 }
 
+void ml_request_shrink(ml_request_t *r) {
+  ml_http_t *h = &r->conn->http;
+  size_t path_off = (size_t)(r->path - r->target);
+  ml_headers_shrink(&h->headers);
+  r->target = ml_http_url(h);
+  r->path = r->target + path_off;
+}
+
 /* --- percent-decoding ------------------------------------------------------------------ */
 
 static int hexval(char c) {

@@ -125,6 +125,9 @@ const char *ml_request_target_path(const char *target, size_t len, size_t *path_
 /* Points r at the request c has just read, taking over its upload if it has one (r->route
  * is left to the caller). */
 void ml_request_from_conn(ml_request_t *r, ml_server_conn_t *c);
+/* r's connection parses no more (it was upgraded): its url and headers give back their
+ * spare room, and r's slices follow them. */
+void ml_request_shrink(ml_request_t *r);
 /* Pushes req for r with the path parameters of m (decoded here); mt_ref is the registry
  * reference of req's metatable (moonlet.runtime.req_mt). */
 void ml_request_push(lua_State *L, ml_request_t *r, const ml_match_t *m, int mt_ref);

@@ -191,7 +191,7 @@ static void turn_cb(uv_timer_t *h) {
 }
 
 static void turn_cancel(ml_task_t *t) {
-  uv_timer_stop(&t->timer);
+  ml_task_timer_stop(t);
 }
 
 static int closed(lua_State *L) {
@@ -228,7 +228,7 @@ static int l_stream_send(lua_State *L) {
   }
   if (s->unyielded >= YIELD_BYTES) {
     s->unyielded = 0;
-    uv_timer_start(&t->timer, turn_cb, 0, 0);
+    uv_timer_start(ml_task_timer(t), turn_cb, 0, 0);
     return ml_task_wait(L, t, turn_cancel, NULL);
   }
   lua_pushboolean(L, 1);

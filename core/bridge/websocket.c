@@ -33,12 +33,13 @@ struct ml_ws_s {
   ml_list_t senders;         /* sender_t: waiting in ws:send for the output to drain */
   ml_list_t queue;           /* msg_t: received, not taken yet */
   size_t queued;             /* their bytes */
-  int paused;                /* the connection is not read: the queue is full */
-  int closing;               /* the close handshake began, or the connection went */
-  int ok;                    /* the handler returned (ws_done) */
-  int code;                  /* the close code and reason ws:receive reports */
-  size_t reason_len;
-  char reason[123];
+  char *reason;              /* owned: the close reason ws:receive reports, NULL for none
+                              * (an idle WebSocket keeps no room for one) */
+  uint16_t code;             /* the close code ws:receive reports */
+  uint8_t reason_len;        /* at most 123 */
+  unsigned paused : 1;       /* the connection is not read: the queue is full */
+  unsigned closing : 1;      /* the close handshake began, or the connection went */
+  unsigned ok : 1;           /* the handler returned (ws_done) */
 };
 
 typedef struct {
@@ -76,7 +77,7 @@ static int push_received(lua_State *L, ml_ws_t *b) {
     lua_pushnil(L);
     lua_pushliteral(L, "closed");
     lua_pushinteger(L, b->closing ? b->code : 1006);
-    lua_pushlstring(L, b->reason, b->reason_len);
+    lua_pushlstring(L, b->reason ? b->reason : "", b->reason_len);
     return 4;
   }
   ml_list_remove(&m->link);
@@ -136,9 +137,13 @@ static void on_event(void *arg, ml_ws_event_t ev, int kind, const char *data, si
     break;
   case ML_WS_CLOSING:
     b->closing = 1;
-    b->code = kind;
-    b->reason_len = len < sizeof b->reason ? len : sizeof b->reason;
-    if (b->reason_len) memcpy(b->reason, data, b->reason_len);
+    b->code = (uint16_t)kind;
+    if (len > 123) len = 123;
+    if (len) {   /* once per ws: the close begins once */
+      b->reason = ml_xmalloc(len);
+      memcpy(b->reason, data, len);
+      b->reason_len = (uint8_t)len;
+    }
     break;
   case ML_WS_LOST:   /* req reads the connection's parser: it can no longer */
     if (b->req) ml_request_end(b->req);
@@ -235,6 +240,7 @@ static int l_ws_accept(lua_State *L) {
   lua_setmetatable(L, -2);
   ml_ws_handshake_response(&c->http, proto, &c->out);
   ml_server_conn_send(c, "", 0);   /* the 101 goes before any frame */
+  if (r->conn) ml_request_shrink(r);   /* an idle WebSocket keeps its request at its size */
   b->req = r;
   r->ws = b;
   b->conn = ml_ws_conn_new(c, &cfg, on_event, b);
@@ -343,6 +349,8 @@ static int l_ws_gc(lua_State *L) {
   }
   if (b->conn) ml_ws_conn_detach(b->conn);
   if (b->req) b->req->ws = NULL;
+  free(b->reason);
+  b->reason = NULL;
   b->conn = NULL;
   b->req = NULL;
   return 0;

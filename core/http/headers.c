@@ -18,6 +18,17 @@ void ml_headers_copy(ml_headers_t *dst, const ml_headers_t *src) {
   dst->n = src->n;
 }
 
+void ml_headers_shrink(ml_headers_t *h) {
+  if (h->store.len && h->store.cap > h->store.len) {
+    h->store.data = ml_xrealloc(h->store.data, h->store.len);
+    h->store.cap = h->store.len;
+  }
+  if (h->n && h->cap > h->n) {
+    h->list = ml_xrealloc(h->list, sizeof *h->list * (size_t)h->n);
+    h->cap = h->n;
+  }
+}
+
 void ml_headers_free(ml_headers_t *h) {
   ml_buf_free(&h->store);
   free(h->list);

@@ -22,6 +22,9 @@ typedef struct {
 void ml_headers_copy(ml_headers_t *dst, const ml_headers_t *src);
 /* Forgets every header; the store keeps its first `keep` bytes. */
 void ml_headers_clear(ml_headers_t *h, size_t keep);
+/* Gives back the room beyond what h holds, for a list kept long and added to no more (an
+ * upgraded connection's request). The store may move. */
+void ml_headers_shrink(ml_headers_t *h);
 void ml_headers_free(ml_headers_t *h);
 /* A piece of a name; starts a new header after a value. */
 void ml_headers_name(ml_headers_t *h, const char *at, size_t len);

@@ -27,6 +27,8 @@ static void read_start(ml_server_conn_t *c);
 static void handle_closed_cb(uv_handle_t *h) {
   ml_server_conn_t *c = h->data;
   if (--c->handles_open > 0) return;
+  if (c->upgrade) c->upgrade->on_gone(c->upgrade_arg);
+  free(c->log_id);
   ml_http_free(&c->http);
   ml_buf_free(&c->pending);
   ml_buf_free(&c->out);
@@ -62,11 +64,8 @@ static void conn_close(ml_server_conn_t *c) {
   if (c->closing) return;
   c->closing = 1;
   c->drain_fn = NULL;   /* a waiter for the output learns of the close from the abort */
-  if (c->upgrade) {   /* an upgraded connection's owner learns it here instead */
-    const ml_server_upgrade_t *u = c->upgrade;
-    c->upgrade = NULL;
-    u->on_close(c->upgrade_arg);
-  }
+  /* an upgraded connection's owner learns it here instead (c->upgrade stays: on_gone) */
+  if (c->upgrade) c->upgrade->on_close(c->upgrade_arg);
   if (c->task) {
     void *task = c->task;
     void (*task_abort)(void *) = c->task_abort;
@@ -142,15 +141,31 @@ static void stall_watch_stop(ml_server_t *s) {
  * timer is re-armed only when it would fire too late. A keep-alive request therefore costs
  * no timer operation; an early wake-up, or one after a stall, re-arms for the rest (see
  * timeout_cb). The libuv timer counts loop time, which never runs slower than live time:
- * it fires by c->timer_due. */
+ * it fires by c->timer_due. An upgraded connection's owner has its wake-up (c->wake_at)
+ * on the same timer, which fires by the earlier of the two. */
+static void timeout_cb(uv_timer_t *t);
+
+/* Starts the libuv timer for the earlier of the deadline and the wake-up, unless it
+ * fires by then already. */
+static void timer_arm(ml_server_conn_t *c, uint64_t now) {
+  uint64_t due = c->deadline;
+  if (c->wake_at && (!due || c->wake_at < due)) due = c->wake_at;
+  if (!due || (c->timer_due && c->timer_due <= due)) return;
+  c->timer_due = due;
+  uv_timer_start(&c->timer, timeout_cb, due > now ? due - now : 0, 0);
+}
+
 static void timeout_cb(uv_timer_t *t) {
   ml_server_conn_t *c = t->data;
   uint64_t now = live_now(c->srv);
   c->timer_due = 0;
-  if (!c->deadline) return;   /* disarmed */
-  if (now < c->deadline) {
-    c->timer_due = c->deadline;
-    uv_timer_start(&c->timer, timeout_cb, c->deadline - now, 0);
+  if (c->wake_at && now >= c->wake_at) {
+    c->wake_at = 0;
+    c->upgrade->on_timer(c->upgrade_arg);
+    if (c->closing) return;
+  }
+  if (!c->deadline || now < c->deadline) {   /* disarmed, or early: re-arm for the rest */
+    timer_arm(c, now);
     return;
   }
   if (c->writing || c->direct) {   /* still sending: fine while the client takes bytes */
@@ -168,19 +183,19 @@ static void timeout_cb(uv_timer_t *t) {
 }
 
 static void timer_set(ml_server_conn_t *c, uint64_t ms) {
-  c->deadline = live_now(c->srv) + ms;
-  if (c->timer_due && c->timer_due <= c->deadline) return;   /* fires in time, re-arms */
-  c->timer_due = c->deadline;
-  uv_timer_start(&c->timer, timeout_cb, ms, 0);
+  uint64_t now = live_now(c->srv);
+  c->deadline = now + ms;
+  timer_arm(c, now);
 }
 
 static void timer_clear(ml_server_conn_t *c) {
   c->deadline = 0;
 }
 
+/* Runs before the connection's memory goes, if not earlier (UV_ECANCELED at its close). */
 static void shutdown_cb(uv_shutdown_t *req, int status) {
-  (void)status;
   ml_server_conn_t *c = req->data;
+  free(req);
   if (status < 0) conn_close(c);
 }
 
@@ -189,8 +204,10 @@ static void shutdown_cb(uv_shutdown_t *req, int status) {
 static void conn_linger(ml_server_conn_t *c) {
   if (c->closing || c->lingering) return;
   c->lingering = 1;
-  c->sreq.data = c;
-  if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, shutdown_cb) < 0) {
+  uv_shutdown_t *req = ml_xmalloc(sizeof *req);   /* few connections linger: not in c */
+  req->data = c;
+  if (uv_shutdown(req, (uv_stream_t *)&c->tcp, shutdown_cb) < 0) {
+    free(req);
     conn_close(c);
     return;
   }
@@ -332,7 +349,8 @@ void ml_server_conn_close_after(ml_server_conn_t *c) {
 }
 
 void ml_server_conn_log_id(ml_server_conn_t *c, const char *id, size_t len) {
-  if (len >= sizeof c->log_id) len = sizeof c->log_id - 1;
+  if (len > 71) len = 71;
+  c->log_id = ml_xrealloc(c->log_id, len + 1);
   memcpy(c->log_id, id, len);
   c->log_id[len] = '\0';
 }
@@ -349,9 +367,12 @@ void ml_server_conn_done(ml_server_conn_t *c, int status) {
     const char *q = memchr(url, '?', plen);
     if (q) plen = (size_t)(q - url);
     ml_log(ML_LOG_INFO, "%s %.*s %d %.2fms%s%s", c->http.method_name, (int)plen,
-           url, status, ms, c->log_id[0] ? " id=" : "", c->log_id);
+           url, status, ms, c->log_id ? " id=" : "", c->log_id ? c->log_id : "");
   }
-  c->log_id[0] = '\0';
+  if (c->log_id) {
+    free(c->log_id);
+    c->log_id = NULL;
+  }
   if (!ml_server_conn_keepalive(c)) {
     c->close_after_write = 1;
     read_stop(c);
@@ -385,6 +406,10 @@ void ml_server_conn_upgrade(ml_server_conn_t *c, const ml_server_upgrade_t *u, v
   c->upgrade = u;
   c->upgrade_arg = arg;
   c->task = NULL;
+  if (c->closing) {   /* closed before the handover: on_gone follows from the close */
+    u->on_close(arg);
+    return;
+  }
   if (!c->writing) timer_clear(c);
   if (c->pending.len) {   /* received while the handshake was answered */
     ml_buf_t early = c->pending;
@@ -392,9 +417,16 @@ void ml_server_conn_upgrade(ml_server_conn_t *c, const ml_server_upgrade_t *u, v
     u->on_read(arg, early.data, early.len);
     ml_buf_free(&early);
   }
-  if (c->closing || !c->upgrade) return;
+  if (c->closing) return;
   read_start(c);
   if (c->srv->draining) u->on_drain(arg);
+}
+
+void ml_server_conn_wake(ml_server_conn_t *c, int64_t ms) {
+  if (c->closing) return;
+  uint64_t now = live_now(c->srv);
+  c->wake_at = ms < 0 ? 0 : now + (uint64_t)ms;
+  timer_arm(c, now);
 }
 
 void ml_server_conn_send(ml_server_conn_t *c, const void *data, size_t len) {

@@ -34,13 +34,17 @@ typedef struct {
   void (*on_close)(void *arg);
   /* the server drains (a graceful stop): time to say goodbye */
   void (*on_drain)(void *arg);
+  /* the wake-up asked for with ml_server_conn_wake is due (a loop callback) */
+  void (*on_timer)(void *arg);
+  /* the connection's memory is gone, after on_close (a loop callback): the last call */
+  void (*on_gone)(void *arg);
 } ml_server_upgrade_t;
 
 struct ml_server_conn_s {
   uv_tcp_t tcp;
-  uv_timer_t timer;          /* header, body-idle, keep-alive and linger timeouts */
+  uv_timer_t timer;          /* header, body-idle, keep-alive and linger timeouts; an
+                              * upgraded connection's owner's wake-ups too */
   uv_write_t wreq;
-  uv_shutdown_t sreq;
   ml_server_t *srv;
   ml_http_t http;
   ml_buf_t pending;          /* received while a request was in flight, not parsed yet */
@@ -51,9 +55,10 @@ struct ml_server_conn_s {
   void (*task_abort)(void *task);   /* when set, aborts c->task instead of the server's
                                      * abort (work that is not the app's: static files) */
   uint64_t start_ns;         /* request start, for the access log */
-  char log_id[72];           /* the request's id in the access log ("" for none): see
-                              * ml_server_conn_log_id */
+  char *log_id;              /* owned: the request's id in the access log (NULL for none):
+                              * see ml_server_conn_log_id */
   uint64_t deadline;         /* live time (ms) the connection times out at, 0 for none */
+  uint64_t wake_at;          /* live time the upgrade's on_timer is due, 0 for none */
   uint64_t timer_due;        /* live time the libuv timer fires by, 0 if it is not running */
   size_t write_queue_seen;   /* unsent bytes at the last check: progress moves the deadline */
   int handles_open;
@@ -121,7 +126,8 @@ void ml_server_close_all(ml_server_t *s);
 /* Requests dispatched and not answered yet (their connections open). Any thread. */
 int ml_server_requests(const ml_server_t *s);
 
-/* The current request's id, added to its access log line as " id=..." (cut to 71 bytes). */
+/* The current request's id, added to its access log line as " id=..." (cut to 71 bytes).
+ * Most requests have none: the connection keeps a copy only while one has it. */
 void ml_server_conn_log_id(ml_server_conn_t *c, const char *id, size_t len);
 /* An upload's hold function (upload.h), conn being the connection: while on, the body's
  * reading stops (the disk is behind). */
@@ -164,8 +170,15 @@ void ml_server_conn_progress(ml_server_conn_t *c);
  * instead of the abort function, and a drain u->on_drain (at once when the server already
  * drains). The request stays in flight until ml_server_conn_done (status 101 in the access
  * log), which ends the connection: call ml_server_conn_close_after first. Reading pauses
- * with ml_server_conn_hold. */
+ * with ml_server_conn_hold. The new owner has no timer of its own: it borrows the
+ * connection's with ml_server_conn_wake. On a connection that is closing already,
+ * u->on_close runs before this returns. After u->on_close, u->on_gone always follows
+ * (from the connection's close callback). */
 void ml_server_conn_upgrade(ml_server_conn_t *c, const ml_server_upgrade_t *u, void *arg);
+/* An upgraded connection: u->on_timer runs once, ms from now (live time, see server.c: a
+ * stall of the server's does not count), replacing the wake-up asked for before; ms < 0
+ * cancels it. Never once the connection is closing. */
+void ml_server_conn_wake(ml_server_conn_t *c, int64_t ms);
 
 /* The response for the current request is in c->out (status for the access log). */
 void ml_server_conn_done(ml_server_conn_t *c, int status);

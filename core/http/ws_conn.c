@@ -13,8 +13,9 @@
  * answers with one; then the server ends the TCP connection (ml_server_conn_done: FIN,
  * linger). wslay answers the peer's close; ours are written here, and wslay's answer is
  * then dropped (drop_output). A frame wslay refuses fails the connection: a close frame
- * (1002, or wslay's own 1007 / 1009) and the end at once. Timeouts are deadlines checked by
- * one timer that is re-armed only when it fires (a read just moves last_read). */
+ * (1002, or wslay's own 1007 / 1009) and the end at once. Timeouts are deadlines checked
+ * when the connection's timer wakes the engine (ml_server_conn_wake: an idle WebSocket
+ * keeps no timer of its own), re-armed only then (a read just moves last_read). */
 #include "ws_conn.h"
 #include "mem.h"
 #include <wslay/wslay.h>
@@ -22,7 +23,6 @@
 struct ml_ws_conn_s {
   ml_server_conn_t *c;        /* NULL once the connection is closed */
   wslay_event_context_ptr wslay;   /* only while frames come in (see the top comment) */
-  uv_timer_t timer;           /* the deadlines, and ML_WS_READY when notify is set */
   ml_ws_event_fn fn;          /* the owner; NULL once detached */
   void *arg;
   ml_ws_config_t cfg;
@@ -42,8 +42,6 @@ struct ml_ws_conn_s {
   unsigned drop_output : 1;   /* wslay's output is not sent (our close went first) */
 };
 
-static void timer_cb(uv_timer_t *t);
-
 static void emit(ml_ws_conn_t *ws, ml_ws_event_t ev, int kind, const char *data, size_t len) {
   if (ws->fn) ws->fn(ws->arg, ev, kind, data, len);
 }
@@ -54,21 +52,22 @@ static void tell_closing(ml_ws_conn_t *ws, int code, const char *reason, size_t 
   emit(ws, ML_WS_CLOSING, code, reason, len);
 }
 
-/* Sets the timer for the next thing due. Not once the connection is gone: its timer is
- * closing. */
+static uint64_t now_ms(const ml_ws_conn_t *ws) {
+  return uv_now(ws->c->srv->loop);
+}
+
+/* Asks the connection's timer to wake us (on_timer) for the next thing due, or for none
+ * (ML_WS_READY when notify is set, the deadlines otherwise). Not once the connection is
+ * gone. */
 static void arm(ml_ws_conn_t *ws) {
   if (!ws->c) return;
-  uint64_t now = uv_now(ws->timer.loop), due;
+  uint64_t now = now_ms(ws), due;
   if (ws->notify) due = now;
   else if (ws->finished) due = 0;
   else if (ws->close_sent) due = ws->close_at + ws->cfg.close_ms;
   else if (ws->cfg.idle_ms) due = ws->last_read + (ws->pinged ? ws->cfg.idle_ms : ws->cfg.idle_ms / 2);
   else due = 0;
-  if (!due) {
-    uv_timer_stop(&ws->timer);
-    return;
-  }
-  uv_timer_start(&ws->timer, timer_cb, due > now ? due - now : 0, 0);
+  ml_server_conn_wake(ws->c, !due ? -1 : due > now ? (int64_t)(due - now) : 0);
 }
 
 /* A frame of ours: header into the output, then the payload, handed to the kernel. The
@@ -99,7 +98,7 @@ static void send_close(ml_ws_conn_t *ws, int code, const char *reason, size_t le
   p[1] = (unsigned char)code;
   if (len) memcpy(p + 2, reason, len);
   ws->close_sent = 1;
-  ws->close_at = uv_now(ws->timer.loop);
+  ws->close_at = now_ms(ws);
   write_frame(ws, ML_WS_CLOSE, p, len + 2);
 }
 
@@ -218,7 +217,7 @@ static void after_recv(ml_ws_conn_t *ws) {
 static void on_read(void *arg, const char *data, size_t len) {
   ml_ws_conn_t *ws = arg;
   if (ws->finished || ws->close_received || !ws->c) return;   /* nothing more counts */
-  ws->last_read = uv_now(ws->timer.loop);
+  ws->last_read = now_ms(ws);
   ws->pinged = 0;
   if (!ws->wslay && wslay_new(ws)) {
     fail(ws, 1011);
@@ -239,27 +238,26 @@ static void on_read(void *arg, const char *data, size_t len) {
   emit(ws, ML_WS_READY, 0, NULL, 0);
 }
 
-static void timer_closed_cb(uv_handle_t *h) {
-  ml_ws_conn_t *ws = h->data;
-  emit(ws, ML_WS_GONE, 0, NULL, 0);
-  free(ws);
-}
-
 static void on_close(void *arg) {
   ml_ws_conn_t *ws = arg;
   ws->c = NULL;
   drop_wslay(ws);
   tell_closing(ws, 1006, "", 0);
   emit(ws, ML_WS_LOST, 0, NULL, 0);
-  uv_close((uv_handle_t *)&ws->timer, timer_closed_cb);
+}
+
+static void on_gone(void *arg) {
+  ml_ws_conn_t *ws = arg;
+  emit(ws, ML_WS_GONE, 0, NULL, 0);
+  free(ws);
 }
 
 static void on_drain(void *arg) {
   ml_ws_conn_close(arg, 1001, "server shutting down", 20);
 }
 
-static void timer_cb(uv_timer_t *t) {
-  ml_ws_conn_t *ws = t->data;
+static void on_timer(void *arg) {
+  ml_ws_conn_t *ws = arg;
   if (ws->notify) {
     ws->notify = 0;
     emit(ws, ML_WS_READY, 0, NULL, 0);
@@ -267,7 +265,7 @@ static void timer_cb(uv_timer_t *t) {
   }
   /* an idle WebSocket keeps no output buffer (the 101's, at first) */
   if (!ws->c->out.len && !ws->c->writing) ml_buf_free(&ws->c->out);
-  uint64_t now = uv_now(t->loop);
+  uint64_t now = now_ms(ws);
   if (ws->finished) return;
   if (ws->close_sent) {
     if (now >= ws->close_at + ws->cfg.close_ms) {
@@ -300,14 +298,12 @@ ml_ws_conn_t *ml_ws_conn_new(ml_server_conn_t *c, const ml_ws_config_t *cfg,
   ws->cfg = *cfg;
   ws->fn = fn;
   ws->arg = arg;
-  uv_timer_init(c->srv->loop, &ws->timer);
-  ws->timer.data = ws;
   ws->last_read = uv_now(c->srv->loop);
   return ws;
 }
 
 void ml_ws_conn_start(ml_ws_conn_t *ws) {
-  static const ml_server_upgrade_t upgrade = {on_read, on_close, on_drain};
+  static const ml_server_upgrade_t upgrade = {on_read, on_close, on_drain, on_timer, on_gone};
   ws->starting = 1;
   ml_server_conn_upgrade(ws->c, &upgrade, ws);
   ws->starting = 0;

@@ -29,22 +29,43 @@ void ml_sched_init(ml_sched_t *s, lua_State *L, uv_loop_t *loop) {
   s->root.blocking = 1;
   s->root.route = -1;
   s->root.co_ref = LUA_NOREF;
-  uv_timer_init(loop, &s->root.timer);
-  s->root.timer.data = &s->root;
+  uv_timer_init(loop, &s->root_timer);
+  s->root_timer.data = &s->root;
+  s->root.timer = &s->root_timer;
   lua_pushlightuserdata(L, (void *)&sched_key);
   lua_pushlightuserdata(L, s);
   lua_rawset(L, LUA_REGISTRYINDEX);
 }
 
-static void task_closed_cb(uv_handle_t *h) {
-  ml_task_t *t = h->data;
-  if (t != &t->sched->root) free(t);
+uv_timer_t *ml_task_timer(ml_task_t *t) {
+  if (!t->timer) {
+    t->timer = ml_xmalloc(sizeof *t->timer);
+    uv_timer_init(t->sched->loop, t->timer);
+    t->timer->data = t;
+  }
+  return t->timer;
+}
+
+void ml_task_timer_stop(ml_task_t *t) {
+  if (t->timer) uv_timer_stop(t->timer);
+}
+
+static void timer_closed_cb(uv_handle_t *h) {
+  free(h);
 }
 
 /* The root timer closes last of the scheduler's handles (libuv runs close callbacks in
- * order), so the scheduler's owner may free it here. */
+ * order): the tasks' timers are closed, so the tasks go, and the scheduler's owner may free
+ * it here. */
 static void root_closed_cb(uv_handle_t *h) {
   ml_sched_t *s = ((ml_task_t *)h->data)->sched;
+  ml_task_t *t = s->all_tasks;
+  while (t) {
+    ml_task_t *next = t->next_all;
+    free(t);
+    t = next;
+  }
+  s->all_tasks = NULL;
   s->handles_closed = 1;
   if (s->closed_cb) s->closed_cb(s);
 }
@@ -56,11 +77,10 @@ void ml_sched_close(ml_sched_t *s) {
   while (t) {
     ml_task_t *next = t->next_all;
     ml_task_cancel(t);
-    uv_close((uv_handle_t *)&t->timer, task_closed_cb);
+    if (t->timer) uv_close((uv_handle_t *)t->timer, timer_closed_cb);
     t = next;
   }
-  s->all_tasks = NULL;
-  s->free_tasks = NULL;
+  s->free_tasks = NULL;   /* all_tasks go in root_closed_cb */
   ml_sched_hook_t *h = s->close_hooks;
   s->close_hooks = NULL;
   while (h) {
@@ -68,7 +88,7 @@ void ml_sched_close(ml_sched_t *s) {
     h->fn(s, h->data);
     h = next;
   }
-  uv_close((uv_handle_t *)&s->root.timer, root_closed_cb);
+  uv_close((uv_handle_t *)&s->root_timer, root_closed_cb);
 }
 
 void ml_sched_on_close(ml_sched_t *s, ml_sched_hook_t *h) {
@@ -84,8 +104,6 @@ ml_task_t *ml_task_new(ml_sched_t *s, ml_done_fn on_done, void *owner) {
     t = ml_xcalloc(1, sizeof *t);
     t->sched = s;
     t->co_ref = LUA_NOREF;
-    uv_timer_init(s->loop, &t->timer);
-    t->timer.data = t;
     t->next_all = s->all_tasks;
     s->all_tasks = t;
   }

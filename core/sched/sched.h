@@ -42,7 +42,8 @@ struct ml_task_s {
   int woken;                 /* blocking: number of results pushed, -1 while waiting */
   ml_cancel_fn cancel;       /* set while waiting */
   void *wait;                /* the primitive's state while waiting */
-  uv_timer_t timer;          /* sleep, timeout */
+  uv_timer_t *timer;         /* sleep, timeout, a stream's turn: made on first use
+                              * (ml_task_timer; most tasks never sleep), kept for reuse */
   ml_done_fn on_done;
   void *owner;               /* what on_done needs (a connection, a gather, ...) */
   ml_task_t *parent;         /* gather/timeout: the waiting task */
@@ -71,6 +72,7 @@ struct ml_sched_s {
   ml_task_t *free_tasks;
   ml_task_t *all_tasks;
   ml_task_t root;            /* blocking pseudo-task for code that runs outside any task */
+  uv_timer_t root_timer;     /* root's timer: the scheduler's last handle to close */
   int live;
   void *owner;               /* what owns this scheduler (the app state), NULL if none */
   void (*closed_cb)(ml_sched_t *s);   /* after ml_sched_close, when its handles are closed */
@@ -100,6 +102,11 @@ ml_sched_t *ml_sched_of(lua_State *L);
 /* Has ml_sched_close call h->fn(s, h->data) after it cancelled the waiting tasks and before
  * it closes its last handle. h is the caller's and must live until then. */
 void ml_sched_on_close(ml_sched_t *s, ml_sched_hook_t *h);
+
+/* t's timer (its data is t), made on first use. */
+uv_timer_t *ml_task_timer(ml_task_t *t);
+/* Stops t's timer, if it has one. */
+void ml_task_timer_stop(ml_task_t *t);
 
 /* A new coroutine task with fn (the value at fn_idx of L) pushed on its stack; the caller
  * pushes arguments on t->co and calls ml_task_resume. */

@@ -8,14 +8,14 @@ static void sleep_cb(uv_timer_t *h) {
 }
 
 static void timer_cancel(ml_task_t *t) {
-  uv_timer_stop(&t->timer);
+  ml_task_timer_stop(t);
 }
 
 /* sleep(seconds) */
 static int l_sleep(lua_State *L) {
   uint64_t ms = ml_sched_check_ms(L, 1);
   ml_task_t *t = ml_task_current(L);
-  uv_timer_start(&t->timer, sleep_cb, ms, 0);
+  uv_timer_start(ml_task_timer(t), sleep_cb, ms, 0);
   return ml_task_wait(L, t, timer_cancel, NULL);
 }
 

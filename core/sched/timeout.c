@@ -6,7 +6,7 @@
 /* timeout: one child and the parent's timer */
 static void timeout_kid_done(ml_task_t *k, int st) {
   ml_task_t *p = k->parent;
-  uv_timer_stop(&p->timer);
+  ml_task_timer_stop(p);
   int waiting = p->cancel != NULL;
   int n = lua_gettop(k->co);
   lua_pushboolean(p->co, 1);   /* "finished" marker, then (ok, results...) */
@@ -23,7 +23,7 @@ static void timeout_kid_done(ml_task_t *k, int st) {
 }
 
 static void timeout_cancel(ml_task_t *p) {
-  uv_timer_stop(&p->timer);
+  ml_task_timer_stop(p);
   ml_task_t *k = p->wait;
   if (k) {
     ml_task_cancel(k);
@@ -52,7 +52,7 @@ static int l_timeout(lua_State *L) {
   int base = lua_gettop(L);
   ml_task_resume(k, nargs + 1);
   if (p->sync_results) return lua_gettop(L) - base;   /* finished without waiting */
-  uv_timer_start(&p->timer, timeout_fire_cb, ms, 0);
+  uv_timer_start(ml_task_timer(p), timeout_fire_cb, ms, 0);
   return ml_task_wait(L, p, timeout_cancel, k);
 }
 

@@ -271,7 +271,8 @@ async def main():
         print(await ws.recv())
 asyncio.run(main())
 ]])
-    assert.are.same({ room = 42, user = "ann", agent = "py" }, require("moonlet").json.decode(out))
+    assert.are.same({ room = 42, user = "ann", agent = "py", url = "/rooms/42?user=ann" },
+                    require("moonlet").json.decode(out))
     assert.are.same("nil", wait_event("defer_ran"))
   end)
 

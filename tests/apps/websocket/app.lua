@@ -31,8 +31,9 @@ local function user(req)
   return req.query.user or "anonymous"
 end
 app:websocket("/rooms/{room:int}", { deps = { user = user } }, function(ws, req)
+  -- url and headers read after the 101: the request's bytes were shrunk to fit then
   ws:send(moonlet.json.encode({ room = req.params.room, user = req.deps.user,
-                                agent = req.headers["x-agent"] }))
+                                agent = req.headers["x-agent"], url = req.url }))
   ws:receive()
 end)
 
