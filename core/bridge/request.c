@@ -108,8 +108,10 @@ static void add_field(lua_State *L) {
  * form body): "a=1&b=2&a=3" -> { a = { "1", "3" }, b = "2" }. Keys and values are
  * percent-decoded; a field without "=" has the value "", an empty one is skipped. */
 static void push_urlencoded(lua_State *L, const char *s, size_t len) {
-  lua_newtable(L);
   const char *end = s + len;
+  int fields = len > 0;   /* sized once: growing a table rehashes it at 1, 2, 4, ... */
+  for (const char *p = s; (p = memchr(p, '&', (size_t)(end - p))); p++) fields++;
+  lua_createtable(L, 0, fields);
   while (s < end) {
     const char *amp = memchr(s, '&', (size_t)(end - s));
     const char *field_end = amp ? amp : end;
