@@ -27,7 +27,7 @@ CORE_DIRS := core core/base core/http core/bridge core/sched core/clients
 CORE_HDR := $(wildcard $(CORE_DIRS:%=%/*.h))
 CORE_SRC := $(filter-out core/main.c,$(wildcard $(CORE_DIRS:%=%/*.c)))
 CORE_OBJ := $(CORE_SRC:core/%.c=$(BUILD)/core/%.o) $(BUILD)/core/lua_embed.o
-LUA_SRC  := $(sort $(wildcard lua/moonlet/*.lua))
+LUA_SRC  := $(sort $(wildcard lua/moonlet/*.lua lua/moonlet/testing/*.lua))
 UNIT_SRC := $(wildcard tests/unit/*_test.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
@@ -50,9 +50,10 @@ $(BUILD)/embedgen: tools/embedgen.c
 	$(CC) -O1 -Wall -Wextra -Werror -o $@ $<
 
 # The Lua side is compiled into the binary: lua/moonlet/x.lua becomes module "moonlet.x".
-# Its subfolders are not: lua/moonlet/testing/ (the spec helpers) stays on disk.
-# The folder is a prerequisite too: a file removed from it must leave the binary.
-$(BUILD)/core/lua_embed.c: $(BUILD)/embedgen $(LUA_SRC) lua/moonlet
+# lua/moonlet/testing/x.lua (the spec helpers, the test client) is "moonlet.testing.x": a
+# user's specs find them in the binary, from any directory.
+# The folders are prerequisites too: a file removed from one must leave the binary.
+$(BUILD)/core/lua_embed.c: $(BUILD)/embedgen $(LUA_SRC) lua/moonlet lua/moonlet/testing
 	@mkdir -p $(dir $@)
 	$(BUILD)/embedgen $@ $(LUA_SRC)
 

@@ -47,6 +47,7 @@ int ml_core_open(lua_State *L) {
   ml_static_mount_open(L);
   ml_stream_open(L);
   ml_websocket_open(L);
+  ml_test_client_open(L);
   ml_httpc_open(L);
   ml_db_sqlite_open(L);
   ml_db_pg_open(L);

@@ -22,6 +22,7 @@ void ml_gzip_open(lua_State *L);          /* bridge/gzip.c: gzip */
 void ml_static_mount_open(lua_State *L);  /* bridge/static_mount.c: static_dir */
 void ml_stream_open(lua_State *L);        /* bridge/stream.c: stream_start, stream_send, ... */
 void ml_websocket_open(lua_State *L);     /* bridge/websocket.c: ws_accept, ws_receive, ... */
+void ml_test_client_open(lua_State *L);  /* bridge/test_client.c: test_client_new */
 void ml_sched_open(lua_State *L);         /* sched/sched.c: what tasks keep in the registry */
 void ml_sleep_open(lua_State *L);         /* sched/sleep.c: sleep */
 void ml_spawn_open(lua_State *L);         /* sched/spawn.c: spawn */

@@ -104,6 +104,24 @@ ml_app_t *ml_app_new(uv_loop_t *loop, const char *appdir, int in_pool, char *err
   return a;
 }
 
+ml_app_t *ml_app_in(lua_State *L, int idx, uv_loop_t *loop, char *err, size_t errlen) {
+  ml_app_t *a = ml_xcalloc(1, sizeof *a);
+  a->loop = loop;
+  a->router = ml_router_new();
+  a->L = L;
+  a->borrowed = 1;
+  ml_sched_init(&a->sched, L, loop);
+  a->sched.owner = a;
+  int top = lua_gettop(L);
+  lua_pushvalue(L, idx);
+  if (load_routes(a, err, errlen)) {
+    lua_settop(L, top);
+    ml_app_free(a);
+    return NULL;
+  }
+  return a;
+}
+
 void ml_app_stop(ml_app_t *a) {
   if (a && a->L) ml_sched_close(&a->sched);
 }
@@ -113,7 +131,7 @@ void ml_app_free(ml_app_t *a) {
   int on_loop = a->L != NULL;
   if (on_loop) {
     ml_sched_close(&a->sched);
-    lua_close(a->L);
+    if (!a->borrowed) lua_close(a->L);
   }
   for (int i = 0; i < a->nroutes; i++) {
     free(a->routes[i].pattern);

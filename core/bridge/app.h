@@ -41,6 +41,7 @@ struct ml_app_s {
   int unrouted_ref;          /* with middleware (app:use): what answers 404/405; else 0 */
   int lifespan_ref;          /* moonlet.runtime.lifespan (the startup and shutdown hooks) */
   int app_ref;               /* the app table app.lua returned */
+  int borrowed;              /* L is someone else's (ml_app_in): it stays open */
   /* public: for whoever runs requests in this state, on its thread */
   ml_buf_t scratch;          /* response body being encoded */
   ml_request_t *spare_requests;   /* request records for reuse (request.h) */
@@ -57,6 +58,11 @@ struct ml_app_s {
  * a one-line message in err on failure (its handles still close on loop). */
 ml_app_t *ml_app_new(uv_loop_t *loop, const char *appdir, int in_pool, char *err,
                      size_t errlen);
+/* An app state in the existing state L (the spec runner's, for the in-process test
+ * client) for the app table at idx, its scheduler on loop. ml_sched_init makes the new
+ * scheduler L's (ml_sched_of): the caller restores the one before when it needs to.
+ * ml_app_free leaves L open. NULL with a one-line message in err on failure. */
+ml_app_t *ml_app_in(lua_State *L, int idx, uv_loop_t *loop, char *err, size_t errlen);
 /* The route labelled `label` ("GET /items/{id:int}"), trying index `hint` first; NULL if
  * the app has none (a job sent before a --reload that removed it). */
 const ml_route_t *ml_app_route(const ml_app_t *a, const char *label, int hint);

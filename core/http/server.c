@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <unistd.h>
 
 #define OUT_HIGH_WATER (1u << 20)   /* stop reading while this much output is unsent */
 #define LINGER_MS 2000
@@ -540,6 +541,34 @@ static int on_body_head(ml_http_t *h, const char **detail) {
   return c->srv->body ? c->srv->body(c->srv->ctx, c, detail) : 0;
 }
 
+/* A new connection of s, reading: fd is its socket, connected already (uv_accept's, or
+ * one given to ml_server_conn_open). Returns 0, or a negative libuv error (fd closed). */
+static int conn_start(ml_server_t *s, uv_stream_t *listener, int fd) {
+  ml_server_conn_t *c = ml_xcalloc(1, sizeof *c);
+  c->srv = s;
+  uv_tcp_init(s->loop, &c->tcp);
+  uv_timer_init(s->loop, &c->timer);
+  c->tcp.data = c->timer.data = c;
+  c->handles_open = 2;
+  ml_list_unshift(&s->conns, &c->link);
+  s->nconns++;
+  int rc = listener ? uv_accept(listener, (uv_stream_t *)&c->tcp) : uv_tcp_open(&c->tcp, fd);
+  if (rc < 0) {
+    if (!listener) close(fd);
+    conn_close(c);
+    return rc;
+  }
+  ml_http_init(&c->http, s->cfg.max_header, s->cfg.max_body, c);
+  c->http.on_begin = on_begin;
+  c->http.on_headers = on_headers;
+  c->http.on_body_head = on_body_head;
+  if (listener) uv_tcp_nodelay(&c->tcp, 1);
+  c->read_stopped = 1;
+  read_start(c);
+  timer_set(c, s->cfg.header_timeout_ms);
+  return 0;
+}
+
 static void accept_cb(uv_stream_t *listener, int status) {
   ml_server_t *s = listener->data;
   if (status < 0) {   /* EMFILE: libuv sheds the connection; say why, once a second */
@@ -551,33 +580,22 @@ static void accept_cb(uv_stream_t *listener, int status) {
     }
     return;
   }
-  ml_server_conn_t *c = ml_xcalloc(1, sizeof *c);
-  c->srv = s;
-  uv_tcp_init(s->loop, &c->tcp);
-  uv_timer_init(s->loop, &c->timer);
-  c->tcp.data = c->timer.data = c;
-  c->handles_open = 2;
-  ml_list_unshift(&s->conns, &c->link);
-  s->nconns++;
-  if (uv_accept(listener, (uv_stream_t *)&c->tcp) < 0) {
-    conn_close(c);
-    return;
-  }
-  ml_http_init(&c->http, s->cfg.max_header, s->cfg.max_body, c);
-  c->http.on_begin = on_begin;
-  c->http.on_headers = on_headers;
-  c->http.on_body_head = on_body_head;
-  uv_tcp_nodelay(&c->tcp, 1);
-  c->read_stopped = 1;
-  read_start(c);
-  timer_set(c, s->cfg.header_timeout_ms);
+  conn_start(s, listener, -1);
+}
+
+void ml_server_init(ml_server_t *s, uv_loop_t *loop, const ml_server_config_t *cfg) {
+  s->loop = loop;
+  s->cfg = *cfg;
+  ml_list_init(&s->conns);
+}
+
+int ml_server_conn_open(ml_server_t *s, int fd) {
+  return conn_start(s, NULL, fd);
 }
 
 int ml_server_bind(ml_server_t *s, uv_loop_t *loop, const ml_server_config_t *cfg, char *err,
                    size_t errlen) {
-  s->loop = loop;
-  s->cfg = *cfg;
-  ml_list_init(&s->conns);
+  ml_server_init(s, loop, cfg);
   struct sockaddr_storage addr;
   int rc = uv_ip4_addr(cfg->host, cfg->port, (struct sockaddr_in *)&addr);
   if (rc < 0) rc = uv_ip6_addr(cfg->host, cfg->port, (struct sockaddr_in6 *)&addr);

@@ -115,6 +115,12 @@ struct ml_server_s {
  * -1 with a one-line message in err (see err.h). */
 int ml_server_bind(ml_server_t *s, uv_loop_t *loop, const ml_server_config_t *cfg,
                    char *err, size_t errlen);
+/* Prepares s for connections of its own making only (ml_server_conn_open), without a
+ * listener: the in-process test client's (test_client.c). ml_server_bind does it too. */
+void ml_server_init(ml_server_t *s, uv_loop_t *loop, const ml_server_config_t *cfg);
+/* Serves the connected stream socket fd (a socketpair's end, say) as if it had been
+ * accepted; s owns fd from now on, closed on failure too. Returns 0, or a libuv error. */
+int ml_server_conn_open(ml_server_t *s, int fd);
 /* Accepts connections on the bound socket. Returns 0, or -1 with a message in err. */
 int ml_server_listen(ml_server_t *s, char *err, size_t errlen);
 /* Stops accepting, closes idle connections, lets in-flight requests finish. */

@@ -32,9 +32,13 @@ void ml_sched_init(ml_sched_t *s, lua_State *L, uv_loop_t *loop) {
   uv_timer_init(loop, &s->root_timer);
   s->root_timer.data = &s->root;
   s->root.timer = &s->root_timer;
-  lua_pushlightuserdata(L, (void *)&sched_key);
-  lua_pushlightuserdata(L, s);
-  lua_rawset(L, LUA_REGISTRYINDEX);
+  ml_sched_bind(s);
+}
+
+void ml_sched_bind(ml_sched_t *s) {
+  lua_pushlightuserdata(s->L, (void *)&sched_key);
+  lua_pushlightuserdata(s->L, s);
+  lua_rawset(s->L, LUA_REGISTRYINDEX);
 }
 
 uv_timer_t *ml_task_timer(ml_task_t *t) {

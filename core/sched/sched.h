@@ -99,6 +99,9 @@ void ml_sched_init(ml_sched_t *s, lua_State *L, uv_loop_t *loop);
  * does nothing. */
 void ml_sched_close(ml_sched_t *s);
 ml_sched_t *ml_sched_of(lua_State *L);
+/* Makes s the scheduler of its state again (ml_sched_of): a state that holds several
+ * (the spec runner's and the test clients' app states, see test_client.c) switches. */
+void ml_sched_bind(ml_sched_t *s);
 /* Has ml_sched_close call h->fn(s, h->data) after it cancelled the waiting tasks and before
  * it closes its last handle. h is the caller's and must live until then. */
 void ml_sched_on_close(ml_sched_t *s, ml_sched_hook_t *h);

@@ -1,0 +1,119 @@
+-- The in-process test client (moonlet.testing's client): the cases the socket specs cover,
+-- through the client, with no port and no binary started.
+local t = require "moonlet.testing"
+local moonlet = require "moonlet"
+
+describe("test client", function()
+  local c
+  before_each(function() c = t.client("tests/apps/test_client") end)
+  after_each(function() c:close() end)
+
+  for _, p in ipairs({ "/co", "/pool" }) do
+    describe(p, function()
+      it("answers a GET with query fields, through the middleware", function()
+        local res = c:get(p .. "/hello", { query = { name = "a b&c" } })
+        assert.are.same(200, res.status)
+        assert.are.same({ hello = "a b&c", pooled = p == "/pool" }, res:json())
+        assert.are.same("ran", res.headers["x-middleware"])
+        assert.are.same("application/json", res.headers["content-type"])
+      end)
+
+      it("sends json and form bodies", function()
+        assert.are.same({ json = { a = { 1, 2 } }, ctype = "application/json" },
+                        c:post(p .. "/echo", { json = { a = { 1, 2 } } }):json())
+        assert.are.same({ x = "1", y = "z w" },
+                        c:post(p .. "/form", { form = { x = 1, y = "z w" } }):json())
+      end)
+
+      it("keeps cookies like a browser and sends per-request ones", function()
+        assert.are.same(204, c:get(p .. "/set", { query = { name = "sid", value = "42" } }).status)
+        assert.are.same({ sid = "42" }, c.cookies)
+        assert.are.same({ sid = "42", extra = "1" },
+                        c:get(p .. "/cookies", { cookies = { extra = "1" } }):json())
+        c:get(p .. "/set", { query = { name = "sid", value = "", max_age = 0 } })
+        assert.are.same({}, c.cookies)
+        assert.are.same({}, c:get(p .. "/cookies"):json())
+      end)
+
+      it("validates: 422 with the errors, 200 with defaults", function()
+        assert.are.same({ id = 3, limit = 5 }, c:get(p .. "/items/3"):json())
+        local res = c:get(p .. "/items/0", { query = { limit = 11 } })
+        assert.are.same(422, res.status)
+        assert.are.same(2, #res:json().detail)
+      end)
+    end)
+  end
+
+  it("overrides a dependency with app:override", function()
+    assert.are.same({ db = "real db" }, c:get("/dep"):json())
+    c.app:override(c.app.deps_module.db, function() return "fake db" end)
+    assert.are.same({ db = "fake db" }, c:get("/dep"):json())
+    c.app:override(c.app.deps_module.db, nil)
+    assert.are.same({ db = "real db" }, c:get("/dep"):json())
+  end)
+
+  it("runs coroutine handlers that wait, 404s, 500s and HEAD", function()
+    assert.are.same("slept", c:get("/sleep").body)
+    assert.are.same(404, c:get("/nope").status)
+    assert.are.same(500, c:get("/boom").status)
+    local res = c:head("/co/hello")
+    assert.are.same(200, res.status)
+    assert.are.same("", res.body)
+  end)
+
+  it("collects a streamed body whole", function()
+    local res = c:get("/stream")
+    assert.are.same(200, res.status)
+    assert.are.same("part 1\npart 2\npart 3\n", res.body)
+  end)
+
+  it("serves static files", function()
+    local res = c:get("/static/hello.txt")
+    assert.are.same(200, res.status)
+    assert.are.same("hello static\n", res.body)
+  end)
+
+  it("speaks WebSocket: text, binary, the server's close", function()
+    local ws = assert(c:websocket("/ws"))
+    ws:send("hi")
+    assert.are.same({ "echo: hi", "text" }, { ws:receive() })
+    ws:send_binary("\0\1\2")
+    assert.are.same({ "\0\1\2", "binary" }, { ws:receive() })
+    ws:send(string.rep("x", 70000))
+    assert.are.same(70006, #ws:receive())
+    ws:send("bye")
+    assert.are.same({ nil, "closed", 4000 }, { ws:receive() })
+  end)
+
+  it("closes a WebSocket from the client side", function()
+    local ws = assert(c:websocket("/ws"))
+    assert.is_true(ws:close())
+    local _, res = c:websocket("/co/hello")
+    assert.are.same(200, res.status)
+  end)
+
+  it("runs startup hooks at start and shutdown hooks at close", function()
+    local events = moonlet.shared.dict("test_client_events")
+    events:delete("startup")
+    events:delete("shutdown")
+    local c2 = t.client("tests/apps/test_client")
+    assert.is_nil(events:get("startup"))
+    c2:start()
+    assert.are.same("ran", events:get("startup"))
+    assert.is_nil(events:get("shutdown"))
+    c2:close()
+    assert.are.same("ran", events:get("shutdown"))
+  end)
+
+  it("takes an app table built in the spec", function()
+    local app = moonlet.app()
+    app:get("/x", function(req) return { h = req.headers["x-a"] } end)
+    local c2 = t.client(app)
+    assert.are.same({ h = "1" }, c2:get("/x", { headers = { ["X-A"] = "1" } }):json())
+    c2:close()
+    local pooled = moonlet.app()
+    pooled:get("/p", { pool = true }, function() return "p" end)
+    assert.has_error(function() t.client(pooled) end,
+      "bad argument #2 to 'client' (dir: pooled routes ({ pool = true }) need the app's directory)")
+  end)
+end)
