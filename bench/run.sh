@@ -23,7 +23,7 @@ BUILD=${BUILD:-build}
 MOONLET=$BUILD/moonlet
 DURATION=${BENCH_DURATION:-10s}
 SECTIONS="hello sleep_burst seed cpu pool_overhead routes validation framework fanout stream"
-SECTIONS="$SECTIONS sqlite pg static websocket"
+SECTIONS="$SECTIONS sqlite pg static websocket test_client"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/moonlet-bench.XXXXXX")
 STARTED=""   # pids of the processes this script started and has not stopped yet
@@ -1223,6 +1223,13 @@ bench_static() {
   echo "moonlet RSS: $(mb "$rss0") MB after the warm-up download, $(mb "$rss1") MB after" \
     "three more (peak $(mb "$hwm") MB): flat if the two are close"
   moonlet_log static
+}
+
+# The in-process test client vs real socket round trips to the binary (same app, same
+# route, sequential, in one `moonlet test` runner): bench/test_client_bench.lua.
+bench_test_client() {
+  section "test_client: in-process test client vs a socket round trip to the binary"
+  "$MOONLET" test bench/test_client_bench.lua 2>&1 | sed -n '/req\/s\|^test client\|^socket\|^ratio/p'
 }
 
 main() {

@@ -34,5 +34,11 @@ echo "== specs"
 "$MOONLET_BIN" test ${SPECS:-tests/spec} 2>&1 | tee "$log" | sed '$d'
 tally specs
 
+if [ -z "$SPECS" ]; then   # an example app's own spec, run the way its user runs it
+  echo "== apps/todo"
+  "$MOONLET_BIN" test apps/todo 2>&1 | tee "$log" | sed '$d'
+  tally apps/todo
+fi
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

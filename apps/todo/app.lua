@@ -13,6 +13,9 @@ app:use(moonlet.middleware.cors{
   headers = { "Content-Type" },
 })
 
+local store = require "store"
+app:on_startup(store.open)    -- the database, before the server listens (store.lua)
+
 app:include(require "todos")   -- todos.lua: the /todos router
 
 return app

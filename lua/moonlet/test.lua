@@ -8,9 +8,9 @@
 --                      "N passed, N failed" (", N skipped" when tests are pending).
 --                      busted's own handlers stay available: -o TAP, -o junit.
 --
--- The helpers specs drive the binary with (moonlet.testing: client, processes) are
--- not compiled in: they are found next to the binary (lua/ in the source tree,
--- share/lua/5.1 once installed).
+-- The helpers specs drive the binary with (moonlet.testing: client, processes, the
+-- in-process test client) are compiled in; lua/ next to the binary (the source tree) and
+-- share/lua/5.1 stay on the path for other modules.
 local ffi = require "ffi"
 
 local fmt, find, gsub, match, sub = string.format, string.find, string.gsub, string.match, string.sub
