@@ -203,6 +203,7 @@ function _M.client(app_or_dir, opts)
     argerr(2, "client", "dir: pooled routes ({ pool = true }) need the app's directory")
   end
   return setmetatable({ app = app, dir = dir, cookies = {}, _tc = tc,
+                        _ws = setmetatable({}, { __mode = "k" }),
                         _timeout = opts.timeout or 30 }, Client)
 end
 
@@ -278,6 +279,13 @@ function Client:close()
     self._tc:lifespan("shutdown")
   end
   self._closed = true
+  -- the client's ends first: their handles close with the app's (no loop runs later)
+  if self._conn then self._conn:close() end
+  self._conn = nil
+  for ws in pairs(self._ws) do
+    ws.closed = true
+    ws.conn:close()
+  end
   self._tc:close()
 end
 
@@ -343,7 +351,9 @@ function Client:websocket(path, o)
     conn:close()
     return nil, res
   end
-  return setmetatable({ client = self, conn = conn, buf = rest, response = res }, WS)
+  local ws = setmetatable({ client = self, conn = conn, buf = rest, response = res }, WS)
+  self._ws[ws] = true
+  return ws
 end
 
 function WS:send(text)
