@@ -8,6 +8,7 @@ local core = require "moonlet.core"
 local Validate = require "moonlet.validate"
 local Stream = require "moonlet.stream"
 local Websocket = require "moonlet.websocket"
+local Openapi = require "moonlet.openapi"
 
 local type, getmetatable, xpcall, tostring, require, error, select, ipairs =
   type, getmetatable, xpcall, tostring, require, error, select, ipairs
@@ -60,6 +61,13 @@ function _M.routes(app)
       out[#out + 1] = { mask = get_head, methods = "GET,HEAD", path = path,
                         static_root = s.root, prefix_len = #s.prefix, index = s.index,
                         max_age = s.max_age }
+    end
+  end
+  -- /openapi.json and /docs: the document is built here, once per load, on the loop only
+  if not in_pool() then
+    for _, e in ipairs(Openapi.routes(app, App.METHOD_BITS.GET)) do
+      if chained then e.handler = _M.chain(app.middleware, handler_next(e.handler)) end
+      out[#out + 1] = e
     end
   end
   return out
