@@ -43,8 +43,8 @@ describe("/openapi.json", function()
     end
     table.sort(paths)
     assert.are.same({ "get /both", "get /files/{rest}", "get /items/{id}", "get /old",
-                      "get /users/{name}", "post /both", "post /items", "post /login",
-                      "put /items/{id}" }, paths)
+                      "get /right", "get /users/{name}", "get /wrong", "get /wrong_pooled",
+                      "post /both", "post /items", "post /login", "put /items/{id}" }, paths)
   end)
 
   it("describes path, query and header parameters, summary, description, 200 and 422", function()
@@ -132,6 +132,104 @@ describe("/openapi.json", function()
     assert.are.same({ "users", "people" }, doc.paths["/users/{name}"].get.tags)
     assert.are.same({ "get_both", "post_both" },
                     { doc.paths["/both"].get.operationId, doc.paths["/both"].post.operationId })
+  end)
+end)
+
+describe("/docs", function()
+  local srv
+  lazy_setup(function() srv = t.server{ app = "tests/apps/openapi" } end)
+  lazy_teardown(function() srv:stop() end)
+
+  it("is a small page, its script and style from its own origin under a strict CSP", function()
+    local res = assert(t.request(srv.port, "GET", "/docs"))
+    assert.are.same(200, res.status)
+    assert.are.same("text/html; charset=utf-8", res.headers["content-type"])
+    local csp = res.headers["content-security-policy"]
+    assert.matches("default-src 'none'", csp, 1, true)
+    assert.matches("script-src 'self';", csp, 1, true)
+    assert.matches('<script src="/docs/app.js" defer></script>', res.body, 1, true)
+    local size = #res.body
+    for path, ctype in pairs{ ["/docs/app.js"] = "text/javascript; charset=utf-8",
+                              ["/docs/app.css"] = "text/css; charset=utf-8" } do
+      local r = assert(t.request(srv.port, "GET", path))
+      assert.are.same({ 200, ctype }, { r.status, r.headers["content-type"] })
+      assert.is_nil(r.body:find("https?://"), path .. " loads nothing from elsewhere")
+      size = size + #r.body
+    end
+    assert.is_true(size < 50 * 1024, "the page is " .. size .. " bytes")
+    -- curl, an outside client, sees the same header
+    local c = t.run({ "-s", "-D", "-", "-o", "/dev/null",
+                      "http://127.0.0.1:" .. srv.port .. "/docs" }, { bin = "curl" })
+    assert.matches("content-security-policy: default-src 'none'", c.stdout:lower(), 1, true)
+  end)
+
+  it("in Chromium lists the operations by tag and sends requests from its forms", function()
+    local requests = require("cjson").encode{
+      { op = "get_items__id_", values = { id = "7", ["x-token"] = "abc", q = "hi" } },
+      { op = "get_items__id_", values = { id = "0" } },     -- x-token kept: 422 on the id
+      { op = "post_items" },                               -- the body the page made up
+      { op = "post_login", body = '{"user": "ann", "pass": "x"}' },   -- a form
+      { op = "put_items__id_", values = { id = "3" },      -- a pooled route
+        body = '{"name": "desk", "price": 120}' },
+    }
+    local r = t.run({ "tests/support/docs_browser.js", "http://127.0.0.1:" .. srv.port .. "/docs",
+                      requests }, NODE)
+    assert.are.same(0, r.status, r.stderr)
+    local page = t.json_decode(r.stdout)
+    assert.are.same("Every feature 2.3.4 - docs", page.title)
+    assert.are.same({ "items", "people", "users", "default" }, page.tags)
+    table.sort(page.ops)
+    assert.are.same({ "get_both", "get_files__rest_", "get_items__id_", "get_old", "get_right",
+                      "get_users__name_", "get_users__name_", "get_wrong", "get_wrong_pooled",
+                      "post_both", "post_items", "post_login", "put_items__id_" }, page.ops)
+    assert.are.same({ "get_old" }, page.deprecated)
+    local res = page.results
+    assert.are.same(200, res[1].status)
+    assert.are.same({ id = 7, q = "hi", limit = 10 }, t.json_decode(res[1].body))
+    assert.matches("content-type: application/json", res[1].headers, 1, true)
+    assert.are.same(422, res[2].status)
+    local detail = t.json_decode(res[2].body).detail
+    assert.are.same({ { "path", "id" }, "greater_than_equal" }, { detail[1].loc, detail[1].type })
+    assert.are.same(201, res[3].status)
+    assert.are.same({ name = "lamp", price = 9.5, count = 1, tags = {}, gift = false },
+                    t.json_decode(res[3].body))
+    assert.are.same({ 200, { user = "ann" } }, { res[4].status, t.json_decode(res[4].body) })
+    assert.are.same({ 200, { id = 3, name = "desk" } }, { res[5].status, t.json_decode(res[5].body) })
+    -- no script error, no CSP violation, nothing that failed to load: Chromium's only
+    -- console error is its own line about the 422 the form asked for
+    assert.are.same({ "console: Failed to load resource: the server responded with a status "
+                      .. "of 422 (Unprocessable Content)" }, page.errors)
+  end)
+end)
+
+describe("route option response", function()
+  local MISMATCH = ": the response does not match the route's response schema: "
+
+  it("under --reload logs a 200 body that does not match, and answers it unchanged", function()
+    local srv = t.server{ app = "tests/apps/openapi", args = { "--reload" } }
+    local mark = srv:mark()
+    local res = assert(t.request(srv.port, "GET", "/wrong"))
+    assert.are.same({ 200, { id = "x" } }, { res.status, res:json() })
+    srv:wait_log("GET /wrong" .. MISMATCH .. "response%.id: Input should be a valid integer, unable to parse "
+                 .. "string as an integer; "
+                 .. "response%.name: Field required$", 10, mark)
+    res = assert(t.request(srv.port, "GET", "/wrong_pooled"))   -- checked on the pool thread
+    assert.are.same({ 200, { id = 1, name = 5 } }, { res.status, res:json() })
+    srv:wait_log("GET /wrong_pooled" .. MISMATCH .. "response%.name: Input should be a valid "
+                 .. "string$", 10, mark)
+    assert.are.same(200, assert(t.request(srv.port, "GET", "/right")).status)
+    srv:stop()
+    local _, right = srv:stderr():find("GET /right", mark, true)
+    assert.is_truthy(right)
+    assert.is_nil(srv:stderr():find("does not match", right, true))
+  end)
+
+  it("is not checked without --reload", function()
+    local srv = t.server{ app = "tests/apps/openapi" }
+    assert.are.same(200, assert(t.request(srv.port, "GET", "/wrong")).status)
+    assert.are.same(200, assert(t.request(srv.port, "GET", "/wrong_pooled")).status)
+    srv:stop()
+    assert.is_nil(srv:stderr():find("does not match", 1, true))
   end)
 end)
 

@@ -59,6 +59,14 @@ app:get("/files/{rest:path}", function(req) return req.params.rest end)
 
 app:route({ "GET", "POST" }, "/both", function(req) return req.method end)
 
+-- bodies that do not match their response schema: under --reload an error is logged
+local shape = s.object{ id = s.integer{}, name = s.string{} }
+app:get("/wrong", { response = shape }, function() return { id = "x" } end)
+app:get("/wrong_pooled", { response = shape, pool = true }, function()
+  return { id = 1, name = 5 }
+end)
+app:get("/right", { response = shape }, function() return { id = 1, name = "a" } end)
+
 local users = moonlet.router{ prefix = "/users", tags = { "users" } }
 users:get("/{name}", { tags = { "people" } }, function(req) return { name = req.params.name } end)
 app:include(users)
