@@ -27,9 +27,25 @@ static int l_status_reason(lua_State *L) {
   return 1;
 }
 
+/* Set once by the host before it loads an app (--reload), read by every Lua state of the
+ * process, the pool threads' too: a plain int written before those threads start. */
+static int dev_mode;
+
+void ml_core_set_dev_mode(int on) {
+  dev_mode = on != 0;
+}
+
+/* dev_mode() -> true under --reload (the development mode: route responses are checked
+ * against their `response` schema) */
+static int l_dev_mode(lua_State *L) {
+  lua_pushboolean(L, dev_mode);
+  return 1;
+}
+
 int ml_core_open(lua_State *L) {
   static const luaL_Reg fns[] = {{"log", l_log}, {"now", l_now},
-                                 {"status_reason", l_status_reason}, {NULL, NULL}};
+                                 {"status_reason", l_status_reason},
+                                 {"dev_mode", l_dev_mode}, {NULL, NULL}};
   lua_newtable(L);
   luaL_register(L, NULL, fns);
   ml_json_open(L);

@@ -12,6 +12,10 @@
 /* lua_CFunction for package.preload["moonlet.core"]: returns the module table. */
 int ml_core_open(lua_State *L);
 
+/* Turns the development mode (--reload) on or off for the whole process: core.dev_mode().
+ * Call it before the first Lua state is made. */
+void ml_core_set_dev_mode(int on);
+
 /* The files moonlet.core is made of, as lualib.h lists Lua's libraries: each installs its
  * functions into the table on top of the stack. Declared here only, so that core.c needs
  * no module's header and no module includes another through it. */

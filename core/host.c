@@ -10,6 +10,7 @@
 #include "lifespan.h"
 #include "mem.h"
 #include "app.h"
+#include "core.h"
 #include "server.h"
 #include "dispatch.h"
 #include "log.h"
@@ -263,6 +264,7 @@ ml_host_t *ml_host_new(const ml_config_t *cfg) {
   h->grace_ns = (uint64_t)(cfg->graceful_timeout * 1e9);
   ml_log_level = cfg->log_level;
   ml_shared_configure(cfg->shared_mem);
+  ml_core_set_dev_mode(cfg->reload);   /* response schemas checked (runtime.lua) */
   uv_loop_init(&h->loop);
   h->loop.data = h;
   uv_async_init(&h->loop, &h->stop_async, stop_cb);

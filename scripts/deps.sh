@@ -40,20 +40,25 @@ case " $missing " in
     fi ;;
 esac
 # test: npm packages the specs' clients use (eventsource: a real SSE client; puppeteer-core:
-# drives Debian's chromium), from the npm registry into build/node (specs run node with
-# NODE_PATH=build/node/node_modules). puppeteer-core downloads no browser.
+# drives Debian's chromium; @seriousme/openapi-schema-validator and ajv: check /openapi.json
+# against the OpenAPI 3.1 and JSON Schema 2020-12 specifications), from the npm registry into
+# build/node (specs run node with NODE_PATH=build/node/node_modules). puppeteer-core
+# downloads no browser.
 npm_deps() {
   case $level in test|bench) ;; *) return 0 ;; esac
   dir=$(dirname "$0")/../build/node
   [ -f "$dir/node_modules/eventsource/package.json" ] &&
-    [ -f "$dir/node_modules/puppeteer-core/package.json" ] && return 0
-  echo "deps: npm install eventsource puppeteer-core into build/node"
+    [ -f "$dir/node_modules/puppeteer-core/package.json" ] &&
+    [ -f "$dir/node_modules/@seriousme/openapi-schema-validator/package.json" ] &&
+    [ -f "$dir/node_modules/ajv/package.json" ] && return 0
+  echo "deps: npm install eventsource puppeteer-core openapi-schema-validator ajv into build/node"
   mkdir -p "$dir"
   # node trusts its own CA list only: add the system's (a TLS-inspecting proxy's CA is there)
   if [ -z "${NODE_EXTRA_CA_CERTS:-}" ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then
     export NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
   fi
-  npm install --prefix "$dir" --no-save --no-audit --no-fund eventsource@2 puppeteer-core@24
+  npm install --prefix "$dir" --no-save --no-audit --no-fund eventsource@2 puppeteer-core@24 \
+    @seriousme/openapi-schema-validator@2 ajv@8
 }
 
 [ -z "$missing" ] && { npm_deps; exit 0; }

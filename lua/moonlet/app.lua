@@ -8,6 +8,7 @@ local deps = require "moonlet.deps"
 local core = require "moonlet.core"
 local Validate = require "moonlet.validate"
 local Websocket = require "moonlet.websocket"
+local schema = require "moonlet.schema"
 
 local _M = {}
 local mt = { __index = _M }
@@ -29,18 +30,42 @@ local function check_options(opts, fname, accepted, level)
   end
 end
 
--- moonlet.app{ title = "Demo", version = "1.0.0", description = "...", deps = {...} }
+-- The path option `name` of moonlet.app (openapi, docs): the default when nil, nil when
+-- false, else a path "/x" (no parameters, no trailing '/').
+local function doc_path(opts, name, default)
+  local p = opts[name]
+  if p == nil then return default end
+  if p == false then return nil end
+  if type(p) ~= "string" or p:sub(1, 1) ~= "/" or #p < 2 or p:sub(-1) == "/"
+     or p:find("[{}%s?#]") then
+    error("bad argument #1 to 'app' (option " .. name .. " must be a path like \"" .. default
+          .. "\" or false, got " .. tostring(p) .. ")", 3)
+  end
+  return p
+end
+
+-- moonlet.app{ title = "Demo", version = "1.0.0", description = "...", deps = {...},
+--              openapi = "/openapi.json", docs = "/docs" }
 function _M.new(opts)
   if opts ~= nil and type(opts) ~= "table" then
     error("bad argument #1 to 'app' (expected a table of options)", 2)
   end
   opts = opts or {}
-  check_options(opts, "app", { "title", "version", "description", "deps" }, 2)
+  check_options(opts, "app", { "title", "version", "description", "deps", "openapi", "docs" },
+                2)
   deps.check(opts.deps, "app", 2)
+  for _, k in ipairs{ "title", "version", "description" } do
+    if opts[k] ~= nil and type(opts[k]) ~= "string" then
+      error("bad argument #1 to 'app' (option " .. k .. " must be a string)", 2)
+    end
+  end
+  local openapi_path = doc_path(opts, "openapi", "/openapi.json")
   return setmetatable({
     title = opts.title or "moonlet",
     version = opts.version or "0.1.0",
     description = opts.description,
+    openapi_path = openapi_path,                                -- nil: no document
+    docs_path = openapi_path and doc_path(opts, "docs", "/docs"),   -- it reads the document
     deps = opts.deps,
     overrides = {},
     middleware = {},
@@ -153,6 +178,22 @@ local function add(self, methods, path, opts, handler, level)
                           or max_body > 2^53) then
     argerr(3, "option max_body must be a positive integer number of bytes, got "
               .. tostring(max_body))
+  end
+  for _, k in ipairs{ "summary", "description" } do
+    if opts[k] ~= nil and type(opts[k]) ~= "string" then
+      argerr(3, "option " .. k .. " must be a string")
+    end
+  end
+  if opts.deprecated ~= nil and type(opts.deprecated) ~= "boolean" then
+    argerr(3, "option deprecated must be a boolean")
+  end
+  if opts.response ~= nil and not schema.is_schema(opts.response) then
+    argerr(3, "option response must be a schema: moonlet.schema.object{...}")
+  end
+  if opts.tags ~= nil then
+    local ok = type(opts.tags) == "table"
+    for _, t in ipairs(ok and opts.tags or {}) do ok = ok and type(t) == "string" end
+    if not ok then argerr(3, "option tags must be a list of strings") end
   end
   local ws   -- app:websocket's routes (their opts carry websocket = true)
   if opts.websocket then

@@ -8,10 +8,11 @@ local core = require "moonlet.core"
 local Validate = require "moonlet.validate"
 local Stream = require "moonlet.stream"
 local Websocket = require "moonlet.websocket"
+local Openapi = require "moonlet.openapi"
 
 local type, getmetatable, xpcall, tostring, require, error, select, ipairs =
   type, getmetatable, xpcall, tostring, require, error, select, ipairs
-local find, sub = string.find, string.sub
+local find, sub, concat = string.find, string.sub, table.concat
 local rawget, unpack = rawget, unpack
 local traceback = debug.traceback
 local http_error_mt, response_mt = moonlet.http_error_mt, moonlet.response_mt
@@ -19,6 +20,8 @@ local log, req_route, in_pool, sleep = core.log, core.req_route, core.in_pool, c
 local deps = require "moonlet.deps"
 local req_pooled, status_reason = core.req_pooled, core.status_reason
 local handler_next, next_pooled   -- defined with the middleware below
+local check_response              -- defined below result
+local Schema = require "moonlet.schema"
 
 local _M = {}
 
@@ -37,6 +40,9 @@ function _M.routes(app)
   local chained = #app.middleware > 0 and not in_pool()
   for i, r in ipairs(app.routes) do
     local h, ws = r.handler, r.websocket
+    if r.opts.response and core.dev_mode() then
+      h = check_response(r.methods .. " " .. r.path, r.opts.response, h)
+    end
     if ws then h = Websocket.handler(ws, h) end   -- answers 101, then runs the handler
     h = deps.wrap(deps.merge(app.deps, r.opts.deps), h)
     if r.validate then h = Validate.wrap(r.validate, h) end   -- before the deps run
@@ -60,6 +66,13 @@ function _M.routes(app)
       out[#out + 1] = { mask = get_head, methods = "GET,HEAD", path = path,
                         static_root = s.root, prefix_len = #s.prefix, index = s.index,
                         max_age = s.max_age }
+    end
+  end
+  -- /openapi.json and /docs: the document is built here, once per load, on the loop only
+  if not in_pool() then
+    for _, e in ipairs(Openapi.routes(app, App.METHOD_BITS.GET)) do
+      if chained then e.handler = _M.chain(app.middleware, handler_next(e.handler)) end
+      out[#out + 1] = e
     end
   end
   return out
@@ -97,6 +110,36 @@ local function result(n, a, b, c)
   if mt == response_mt then return a.status or 200, a.body, a.headers end
   if mt == stream_mt then return a.status, a, a.headers end   -- moonlet.stream / sse
   return 200, a, nil
+end
+
+-- --reload: a route's 200 table body is checked against its `response` schema; a mismatch
+-- is logged as an error with the route and what is wrong, the response is left as it is.
+local function check_result(label, s, n, ...)
+  local status, body = result(n, ...)
+  if status ~= 200 or type(body) ~= "table" or getmetatable(body) == stream_mt then return end
+  Schema.reset()
+  Schema.push("response")
+  s.check(body)
+  Schema.pop()
+  local errs = Schema.errors()
+  if not errs then return end
+  local lines = {}
+  for i, e in ipairs(errs) do
+    local loc = {}
+    for j, k in ipairs(e.loc) do loc[j] = tostring(k) end
+    lines[i] = concat(loc, ".") .. ": " .. e.msg
+  end
+  log("error", label .. ": the response does not match the route's response schema: "
+               .. concat(lines, "; "))
+end
+
+local function pass(label, s, ...)
+  check_result(label, s, select("#", ...), ...)
+  return ...
+end
+
+check_response = function(label, s, h)
+  return function(req) return pass(label, s, h(req)) end
 end
 
 -- Runs the deferred functions of `when = "handler"` (see request.lua), newest first, with
