@@ -94,7 +94,10 @@ test: deps
 test-asan: deps
 	$(MAKE) all BUILD=build-asan OPT=-O1 \
 	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined -DML_SANITIZE"
-	BUILD=build-asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	rm -rf $(BUILD)-asan-logs && mkdir -p $(BUILD)-asan-logs
+	BUILD=build-asan SAN_LOGS=$(CURDIR)/$(BUILD)-asan-logs \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:log_path=$(CURDIR)/$(BUILD)-asan-logs/asan \
+	  UBSAN_OPTIONS=print_stacktrace=1:log_path=$(CURDIR)/$(BUILD)-asan-logs/ubsan \
 	  scripts/test.sh
 
 bench:

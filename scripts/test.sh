@@ -40,5 +40,17 @@ if [ -z "$SPECS" ]; then   # an example app's own spec, run the way its user run
   tally apps/todo
 fi
 
+# Under the sanitizers (make test-asan) every instrumented process -- the servers the specs
+# start included, whose stderr nobody reads at their exit -- writes its reports into
+# $SAN_LOGS: each report is a failure.
+if [ -n "$SAN_LOGS" ]; then
+  for f in "$SAN_LOGS"/*; do
+    [ -e "$f" ] || continue
+    echo "== sanitizer report: $f"
+    head -n 60 "$f"
+    failed=$((failed + 1))
+  done
+fi
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
