@@ -260,6 +260,33 @@ static int l_req_headers(lua_State *L) {
   return 1;
 }
 
+/* req_header(r, g, name) -> the value of one header (name in lower case), repeated ones
+ * joined as req.headers joins them, or nil: one header without building req.headers. */
+static int l_req_header(lua_State *L) {
+  ml_request_t *r = ml_request_check(L);
+  size_t nlen, len;
+  const char *name = luaL_checklstring(L, 3, &nlen);
+  int at = 0;
+  const char *v = ml_headers_next(r->headers, name, &at, &len);
+  if (!v) return 0;
+  size_t len2;
+  const char *v2 = ml_headers_next(r->headers, name, &at, &len2);
+  if (!v2) {
+    lua_pushlstring(L, v, len);
+    return 1;
+  }
+  const char *sep = nlen == 6 && memcmp(name, "cookie", 6) == 0 ? "; " : ", ";
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  luaL_addlstring(&b, v, len);
+  for (; v2; v2 = ml_headers_next(r->headers, name, &at, &len2)) {
+    luaL_addstring(&b, sep);
+    luaL_addlstring(&b, v2, len2);
+  }
+  luaL_pushresult(&b);
+  return 1;
+}
+
 static int is_ows(char c) { return c == ' ' || c == '\t'; }
 
 /* Adds the pairs of one Cookie header value ("a=1; b=2") to the table on top. A pair
@@ -415,6 +442,7 @@ void ml_request_open(lua_State *L) {
       {"req_headers", l_req_headers}, {"req_route", l_req_route},
       {"req_form", l_req_form}, {"req_cookies", l_req_cookies},
       {"req_after", l_req_after}, {"req_log_id", l_req_log_id},
-      {"random_id", l_random_id}, {"req_parts", l_req_parts}, {NULL, NULL}};
+      {"random_id", l_random_id}, {"req_parts", l_req_parts},
+      {"req_header", l_req_header}, {NULL, NULL}};
   luaL_register(L, NULL, fns);
 }

@@ -7,8 +7,9 @@ local rawset, rawget, setmetatable, error, require, type, select, getmetatable, 
       tostring =
   rawset, rawget, setmetatable, error, require, type, select, getmetatable, pairs, tostring
 local find, lower = string.find, string.lower
-local req_form, req_parts, json_decode, req_after, req_route =
-  core.req_form, core.req_parts, core.json_decode, core.req_after, core.req_route
+local req_form, req_parts, json_decode, req_after, req_route, req_header =
+  core.req_form, core.req_parts, core.json_decode, core.req_after, core.req_route,
+  core.req_header
 local resolve = require("moonlet.deps").resolve
 
 local _M = {}
@@ -167,8 +168,11 @@ function methods.background(req, opts, ...)
 end
 
 -- req:header(name) -> the value of one header (any case), or nil.
+-- Without req.headers made yet, only that header is read (no table).
 function methods.header(req, name)
-  return req.headers[name:lower()]
+  local hs = rawget(req, "headers")
+  if hs then return hs[lower(name)] end   -- made already (or converted by validation)
+  return req_header(req._r, req._g, lower(name))
 end
 
 return _M

@@ -135,6 +135,16 @@ describe("handler results", function()
                       post(p .. "/form", "a=1&a=2&a=3&b=%20+c&d"):json())
     end)
 
+    it(kind .. ": req:header reads one header without making req.headers", function()
+      local c = t.connect(srv.port)
+      c:send("GET " .. p .. "/header HTTP/1.1\r\nHost: x\r\nX-Rep: one\r\nCookie: a=1\r\n" ..
+             "X-Rep: two\r\nCookie: b=2\r\n\r\n")
+      local res = assert(c:read_response(5)):json()
+      c:close()
+      assert.are.same({ rep = "one, two", cookie = "a=1; b=2", none = "absent", one = "x",
+                        built = false }, res)
+    end)
+
     it(kind .. ": a req kept past its request can no longer read its headers", function()
       local r
       for _ = 1, 5 do   -- the first request in each Lua state only keeps its req

@@ -14,7 +14,7 @@ end)
 
 local settings = { page_size = 20 }
 local function get_settings() return settings end
-local function current_user(req) return req.headers["x-user"] or "anonymous" end
+local function current_user(req) return req:header("x-user") or "anonymous" end
 
 app:get("/items", {
   query = { limit = s.integer{ min = 1, max = 100 }, q = s.string{ max_length = 50 },

@@ -62,6 +62,12 @@ local function routes(prefix, opts)
              cookie = req:header("COOKIE"), body = req.body }
   end)
   app:post(prefix .. "/form", opts, function(req) return req:form() end)
+  -- req:header before req.headers exists: read from the request, no table made
+  app:get(prefix .. "/header", opts, function(req)
+    return { rep = req:header("X-Rep"), cookie = req:header("cookie"),
+             none = req:header("x-none") or "absent", one = req:header("HOST"),
+             built = rawget(req, "headers") ~= nil }
+  end)
   -- a req kept from the request before (in this Lua state) reads its headers
   local kept
   app:get(prefix .. "/kept", opts, function(req)
