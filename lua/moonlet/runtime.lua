@@ -168,6 +168,10 @@ local function finish(req, ok, ...)
   local e = ...
   if w then w.error = e end
   if getmetatable(e) == http_error_mt then
+    if rawget(req, "_ws_open") then   -- after a WebSocket's 101 it answers nothing: a failure
+      log("error", (req_route(req._r) or "handler") .. ": " .. tostring(e)
+                   .. " raised after the handshake (closed with 1011)")
+    end
     return e.status, { detail = e.detail }, e.headers
   end
   log("error", (req_route(req._r) or "handler") .. ": " .. e)

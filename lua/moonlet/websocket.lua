@@ -111,6 +111,7 @@ function _M.handler(spec, handler)
     local proto = rawget(req, "_ws_protocol")
     local u = ws_accept(req._r, req._g, proto, spec.max_message, spec.idle_timeout,
                         spec.close_timeout)
+    rawset(req, "_ws_open", true)   -- from here an http_error cannot answer (runtime.finish)
     handler(setmetatable({ _u = u, subprotocol = proto }, _M.mt), req)
     ws_done(u)
   end

@@ -298,6 +298,17 @@ asyncio.run(main())
     c:close()
   end)
 
+  it("closes with 1011 and logs an http_error raised after the handshake", function()
+    local mark = srv:mark()
+    local c, _, next_frame = open(srv.port, "/fail/http_error")
+    assert.are.same({ 1, "about to fail" }, { next_frame() })
+    local op, payload = next_frame()
+    assert.are.same({ 8, 1011 }, { op, (close_code(payload)) })
+    assert(srv:wait_log("GET /fail/http_error: HTTP 403: too late for HTTP raised after the "
+                        .. "handshake %(closed with 1011%)", 5, mark))
+    c:close()
+  end)
+
   it("pings an idle client, then closes it with 1001 after idle_timeout", function()
     local c, _, next_frame = open(srv.port, "/idle")
     assert.are.same(9, (next_frame()))   -- the keepalive ping, left unanswered

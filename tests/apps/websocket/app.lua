@@ -66,6 +66,11 @@ app:websocket("/fail", function(ws)
   error("boom")
 end)
 
+app:websocket("/fail/http_error", function(ws)
+  ws:send("about to fail")
+  error(moonlet.http_error(403, "too late for HTTP"))
+end)
+
 -- the server talks while the client does not read: sends wait (backpressure)
 app:websocket("/flood", function(ws)
   local chunk = string.rep("x", 64 * 1024)
