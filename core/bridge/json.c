@@ -31,21 +31,49 @@ static size_t utf8_len(const unsigned char *s, size_t avail) {
   return n;
 }
 
+/* 1 for the bytes add_string cannot copy as they are: controls, '"', '\\', non-ASCII. */
+static const unsigned char needs_care[256] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+};
+
 /* A JSON string. Bytes that are not UTF-8 become \ufffd, one per byte (as Go's
  * encoding/json does), so the text is always valid JSON. */
 static void add_string(ml_buf_t *out, const char *s, size_t len) {
   static const char hex[] = "0123456789abcdef";
+  size_t i = 0;
+  while (i < len && !needs_care[(unsigned char)s[i]]) i++;
   ml_buf_reserve(out, len + 2);
-  ml_buf_addc(out, '"');
+  out->data[out->len++] = '"';
+  if (i == len) {   /* the common case: nothing to escape, one copy */
+    memcpy(out->data + out->len, s, len);
+    out->len += len;
+    out->data[out->len++] = '"';
+    return;
+  }
   size_t run = 0;   /* start of bytes that need no escaping */
-  for (size_t i = 0; i < len; i++) {
+  for (; i < len; i++) {
     unsigned char c = (unsigned char)s[i];
+    if (!needs_care[c]) continue;
     size_t n = c < 0x80 ? 1 : utf8_len((const unsigned char *)s + i, len - i);
     if (n > 1) {   /* a whole multi-byte character goes as it is */
       i += n - 1;
       continue;
     }
-    if (n == 1 && c >= 0x20 && c != '"' && c != '\\') continue;
     ml_buf_add(out, s + run, i - run);
     run = i + 1;
     if (n == 0) {
@@ -77,7 +105,7 @@ static int add_number(ml_buf_t *out, double d, char *err, size_t errlen) {
   if (isnan(d) || isinf(d)) {
     return ml_err(err, errlen, "cannot encode %s as JSON", isnan(d) ? "NaN" : "infinity");
   }
-  if (d == floor(d) && fabs(d) < 9007199254740992.0) {
+  if (fabs(d) < 9007199254740992.0 && d == (double)(long long)d) {   /* an integer */
     if (d < 0) ml_buf_addc(out, '-');
     ml_buf_addu(out, (unsigned long long)fabs(d));
     return 0;
@@ -225,10 +253,15 @@ static int encode(lua_State *L, int idx, ml_buf_t *out, int depth, char *err, si
       if (!first) ml_buf_addc(out, ',');
       first = 0;
       size_t klen;
-      lua_pushvalue(L, -2);   /* tostring on a copy: never on the key lua_next walks */
-      const char *k = lua_tolstring(L, -1, &klen);
-      add_string(out, k, klen);
-      lua_pop(L, 1);
+      if (kt == LUA_TSTRING) {   /* no conversion: the key lua_next walks stays as it is */
+        const char *k = lua_tolstring(L, -2, &klen);
+        add_string(out, k, klen);
+      } else {
+        lua_pushvalue(L, -2);   /* tostring on a copy: never on the key lua_next walks */
+        const char *k = lua_tolstring(L, -1, &klen);
+        add_string(out, k, klen);
+        lua_pop(L, 1);
+      }
       ml_buf_addc(out, ':');
       int rc = encode(L, lua_gettop(L), out, depth + 1, err, errlen);
       lua_pop(L, 1);
