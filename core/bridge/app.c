@@ -19,7 +19,7 @@ static int load_routes(ml_app_t *a, char *err, size_t errlen) {
   lua_getfield(L, rt, "dispatch");
   a->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_getfield(L, rt, "req_mt");
-  a->req_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  a->req_refs_ref = ml_request_refs(L);
   lua_getfield(L, rt, "routes");
   lua_pushvalue(L, app_idx);
   if (lua_pcall(L, 1, 1, 0)) goto lua_err;

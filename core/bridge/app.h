@@ -35,7 +35,7 @@ struct ml_app_s {
   ml_route_t *routes;
   int nroutes;
   int dispatch_ref;          /* moonlet.runtime.dispatch */
-  int req_mt_ref;            /* metatable of req tables */
+  int req_refs_ref;          /* req's metatable and field names (ml_request_refs) */
   int resolve_ref;           /* moonlet.runtime.resolve ("module.function" -> function) */
   int after_ref;             /* moonlet.runtime.after (a request's deferred work) */
   int unrouted_ref;          /* with middleware (app:use): what answers 404/405; else 0 */

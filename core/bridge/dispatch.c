@@ -105,7 +105,7 @@ static void run_coroutine(ml_app_t *a, ml_task_t *t, const ml_route_t *route,
   lua_State *co = t->co;
   lua_rawgeti(co, LUA_REGISTRYINDEX, a->dispatch_ref);
   lua_rawgeti(co, LUA_REGISTRYINDEX, route->handler_ref);
-  ml_request_push(co, t->owner, m, a->req_mt_ref);
+  ml_request_push(co, t->owner, m, a->req_refs_ref);
   ml_task_resume(t, 2);
 }
 
@@ -125,7 +125,7 @@ static void run_unrouted(ml_app_t *a, ml_server_conn_t *c, ml_request_t *r, int 
   lua_rawgeti(co, LUA_REGISTRYINDEX, a->unrouted_ref);
   ml_match_t none;
   none.nparams = 0;
-  ml_request_push(co, r, &none, a->req_mt_ref);
+  ml_request_push(co, r, &none, a->req_refs_ref);
   lua_pushinteger(co, rc == ML_ROUTE_BAD_METHOD ? 405 : 404);
   lua_setfield(co, -2, "_status");
   if (rc == ML_ROUTE_BAD_METHOD) {

@@ -85,7 +85,7 @@ static void call_handler(ml_app_t *a, const ml_route_t *route, ml_request_t *r,
   lua_pushcfunction(L, ml_lua_traceback);
   lua_rawgeti(L, LUA_REGISTRYINDEX, a->dispatch_ref);
   lua_rawgeti(L, LUA_REGISTRYINDEX, route->handler_ref);
-  ml_request_push(L, r, m, a->req_mt_ref);
+  ml_request_push(L, r, m, a->req_refs_ref);
   if (lua_pcall(L, 2, 3, 1)) {
     failed(j, lua_tostring(L, -1) ? lua_tostring(L, -1) : "error");
     return;

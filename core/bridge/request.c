@@ -61,10 +61,17 @@ static int hexval(char c) {
   return -1;
 }
 
+/* 1 if s has something push_decoded changes: a '%', or with `plus` a '+'. */
+static int has_escapes(const char *s, size_t len, int plus) {
+  for (size_t i = 0; i < len; i++)
+    if (s[i] == '%' || (plus && s[i] == '+')) return 1;
+  return 0;
+}
+
 /* Pushes s percent-decoded; with `plus`, a '+' is a space (query strings and forms). A
  * malformed escape is kept as it is. */
 static void push_decoded(lua_State *L, const char *s, size_t len, int plus) {
-  if (!memchr(s, '%', len) && !(plus && memchr(s, '+', len))) {
+  if (!has_escapes(s, len, plus)) {
     lua_pushlstring(L, s, len);
     return;
   }
@@ -108,6 +115,9 @@ static void add_field(lua_State *L) {
  * form body): "a=1&b=2&a=3" -> { a = { "1", "3" }, b = "2" }. Keys and values are
  * percent-decoded; a field without "=" has the value "", an empty one is skipped. */
 static void push_urlencoded(lua_State *L, const char *s, size_t len) {
+  enum { KNOWN_MAX = 16 };
+  struct { const char *p; size_t len; } known[KNOWN_MAX];   /* the keys so far, as sent */
+  int nknown = 0, plain = 1;   /* plain: no key so far had escapes, all are in known */
   const char *end = s + len;
   int fields = len > 0;   /* sized once: growing a table rehashes it at 1, 2, 4, ... */
   for (const char *p = s; (p = memchr(p, '&', (size_t)(end - p))); p++) fields++;
@@ -117,10 +127,20 @@ static void push_urlencoded(lua_State *L, const char *s, size_t len) {
     const char *field_end = amp ? amp : end;
     if (field_end > s) {
       const char *eq = memchr(s, '=', (size_t)(field_end - s));
-      push_decoded(L, s, (size_t)((eq ? eq : field_end) - s), 1);
+      size_t klen = (size_t)((eq ? eq : field_end) - s);
+      int fresh = 0;   /* a key not seen before: set without looking (add_field looks) */
+      if (plain && (nknown == KNOWN_MAX || has_escapes(s, klen, 1))) plain = 0;
+      if (plain) {
+        fresh = 1;
+        for (int i = 0; i < nknown && fresh; i++)
+          fresh = !(known[i].len == klen && memcmp(known[i].p, s, klen) == 0);
+        if (fresh) known[nknown].p = s, known[nknown++].len = klen;
+      }
+      push_decoded(L, s, klen, 1);
       if (eq) push_decoded(L, eq + 1, (size_t)(field_end - eq - 1), 1);
       else lua_pushliteral(L, "");
-      add_field(L);
+      if (fresh) lua_rawset(L, -3);
+      else add_field(L);
     }
     s = field_end + 1;
   }
@@ -138,24 +158,55 @@ static void push_params(lua_State *L, const ml_match_t *m) {
   }
 }
 
-void ml_request_push(lua_State *L, ml_request_t *r, const ml_match_t *m, int mt_ref) {
-  lua_createtable(L, 0, 8);
-  lua_pushstring(L, r->method);
-  lua_setfield(L, -2, "method");
-  push_decoded(L, r->path, r->path_len, 0);
-  lua_setfield(L, -2, "path");
-  if (m->nparams) {   /* without any, req.params is made on first use */
-    push_params(L, m);
-    lua_setfield(L, -2, "params");
+/* The slots of the table ml_request_refs makes: req's metatable, then the names of the
+ * fields ml_request_push sets, interned once (lua_setfield would hash each one per
+ * request), then the common methods' names. */
+enum { REF_MT = 1, KEY_METHOD, KEY_PATH, KEY_PARAMS, KEY_BODY, KEY_R, KEY_G, NAME_GET, NAME_POST };
+static const char *const ref_names[] = {NULL, NULL, "method", "path", "params", "body", "_r",
+                                        "_g", "GET", "POST"};
+#define NREFS ((int)(sizeof ref_names / sizeof ref_names[0]) - 1)
+
+int ml_request_refs(lua_State *L) {
+  lua_createtable(L, NREFS, 0);
+  lua_insert(L, -2);
+  lua_rawseti(L, -2, REF_MT);
+  for (int i = REF_MT + 1; i <= NREFS; i++) {
+    lua_pushstring(L, ref_names[i]);
+    lua_rawseti(L, -2, i);
   }
+  return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+void ml_request_push(lua_State *L, ml_request_t *r, const ml_match_t *m, int refs_ref) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, refs_ref);
+  int refs = lua_gettop(L);
+  lua_createtable(L, 0, 8);
+  int req = refs + 1;
+  lua_rawgeti(L, refs, KEY_METHOD);
+  if (strcmp(r->method, "GET") == 0) lua_rawgeti(L, refs, NAME_GET);
+  else if (strcmp(r->method, "POST") == 0) lua_rawgeti(L, refs, NAME_POST);
+  else lua_pushstring(L, r->method);
+  lua_rawset(L, req);
+  lua_rawgeti(L, refs, KEY_PATH);
+  push_decoded(L, r->path, r->path_len, 0);
+  lua_rawset(L, req);
+  if (m->nparams) {   /* without any, req.params is made on first use */
+    lua_rawgeti(L, refs, KEY_PARAMS);
+    push_params(L, m);
+    lua_rawset(L, req);
+  }
+  lua_rawgeti(L, refs, KEY_BODY);
   lua_pushlstring(L, r->body, r->body_len);
-  lua_setfield(L, -2, "body");
+  lua_rawset(L, req);
+  lua_rawgeti(L, refs, KEY_R);
   lua_pushlightuserdata(L, r);
-  lua_setfield(L, -2, "_r");
+  lua_rawset(L, req);
+  lua_rawgeti(L, refs, KEY_G);
   lua_pushnumber(L, r->gen);
-  lua_setfield(L, -2, "_g");
-  lua_rawgeti(L, LUA_REGISTRYINDEX, mt_ref);
-  lua_setmetatable(L, -2);
+  lua_rawset(L, req);
+  lua_rawgeti(L, refs, REF_MT);
+  lua_setmetatable(L, req);
+  lua_remove(L, refs);
 }
 
 /* --- copies for another thread --------------------------------------------------------- */

@@ -128,9 +128,12 @@ void ml_request_from_conn(ml_request_t *r, ml_server_conn_t *c);
 /* r's connection parses no more (it was upgraded): its url and headers give back their
  * spare room, and r's slices follow them. */
 void ml_request_shrink(ml_request_t *r);
-/* Pushes req for r with the path parameters of m (decoded here); mt_ref is the registry
- * reference of req's metatable (moonlet.runtime.req_mt). */
-void ml_request_push(lua_State *L, ml_request_t *r, const ml_match_t *m, int mt_ref);
+/* Pops req's metatable (moonlet.runtime.req_mt) and returns a registry reference to what
+ * ml_request_push needs in this state: the metatable and req's field names. */
+int ml_request_refs(lua_State *L);
+/* Pushes req for r with the path parameters of m (decoded here); refs_ref is what
+ * ml_request_refs returned in L's state. */
+void ml_request_push(lua_State *L, ml_request_t *r, const ml_match_t *m, int refs_ref);
 /* Copies r and m into cp. */
 void ml_request_pack(const ml_request_t *r, const ml_match_t *m, ml_request_copy_t *cp);
 /* Points r at the request in cp and fills m with its params; both read from cp's memory. */

@@ -107,7 +107,7 @@ void ml_headers_push(lua_State *L, const ml_headers_t *h) {
       lua_pushlstring(L, h->store.data + hd->val_off, hd->val_len);
     } else {
       int cookie = hd->name_len == 6 && memcmp(name, "cookie", 6) == 0;
-      lua_pushstring(L, cookie ? "; " : ", ");
+      lua_pushlstring(L, cookie ? "; " : ", ", 2);
       lua_pushlstring(L, h->store.data + hd->val_off, hd->val_len);
       lua_concat(L, 3);
     }
