@@ -272,6 +272,9 @@ local function to_integer(v)
     end
     return v
   elseif tv == "string" then
+    -- the common case, plain digits, without a pattern: what tostring gives back
+    local n = tonumber(v)
+    if n and n % 1 == 0 and n > -1e15 and n < 1e15 and tostring(n) == v then return n end
     if find(v, "^%s*[-+]?%d+%s*$") then return tonumber(v) end
     return fail("int_parsing", INT_MSG .. ", unable to parse string as an integer", v)
   elseif tv == "boolean" then
