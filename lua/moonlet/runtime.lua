@@ -15,7 +15,6 @@ local type, getmetatable, xpcall, tostring, require, error, select, ipairs =
 local find, sub, concat = string.find, string.sub, table.concat
 local rawget, unpack = rawget, unpack
 local traceback = debug.traceback
-local new_tab = require "table.new"
 local http_error_mt, response_mt = moonlet.http_error_mt, moonlet.response_mt
 local log, req_route, in_pool, sleep = core.log, core.req_route, core.in_pool, core.sleep
 local deps = require "moonlet.deps"
@@ -198,7 +197,6 @@ end
 -- that raised gives a 500 res), and always returns a res whose headers is a table.
 
 local function to_res(status, body, headers)
-  -- room for the headers a middleware adds (an empty {} grows at the first one)
   return { status = status, body = body, headers = headers or {} }
 end
 
