@@ -44,8 +44,8 @@ function _M.routes(app)
       h = check_response(r.methods .. " " .. r.path, r.opts.response, h)
     end
     if ws then h = Websocket.handler(ws, h) end   -- answers 101, then runs the handler
-    h = deps.wrap(deps.merge(app.deps, r.opts.deps), h)
-    if r.validate then h = Validate.wrap(r.validate, h) end   -- before the deps run
+    h = deps.wrap(deps.merge(app.deps, r.opts.deps), h,
+                  r.validate and Validate.validator(r.validate))   -- validation first
     if ws then h = Websocket.check(ws, h) end   -- the handshake, before all of it
     local pooled, hop = r.pooled, false
     -- a WebSocket route has no HTTP response for middleware to see: they do not run
@@ -211,23 +211,31 @@ next_pooled = function(req)
   return to_res(req_pooled(req._r, req._g))
 end
 
+-- middleware #i returned res: raises unless it is a response
+local function check_res(res, i)
+  if type(res) ~= "table" or type(res.status) ~= "number" then
+    error("middleware #" .. i .. " returned " .. type(res)
+          .. ", not a response { status, body, headers }", 0)
+  end
+end
+
 -- The handler C calls: the middleware around inner, each given the next one; built once
--- per route at load, so a request makes no closure.
+-- per route at load, so a request makes no closure. The first middleware is called by the
+-- handler itself (one frame less).
 function _M.chain(mws, inner)
   local nxt = inner
-  for i = #mws, 1, -1 do
+  for i = #mws, 2, -1 do
     local mw, after = mws[i], nxt
     nxt = function(req)
       local res = mw(req, after)
-      if type(res) ~= "table" or type(res.status) ~= "number" then
-        error("middleware #" .. i .. " returned " .. type(res)
-              .. ", not a response { status, body, headers }", 0)
-      end
+      check_res(res, i)
       return res
     end
   end
+  local first, after = mws[1], nxt
   return function(req)
-    local res = nxt(req)
+    local res = first(req, after)
+    check_res(res, 1)
     return res.status, res.body, res.headers
   end
 end

@@ -272,6 +272,9 @@ local function to_integer(v)
     end
     return v
   elseif tv == "string" then
+    -- the common case, plain digits, without a pattern: what tostring gives back
+    local n = tonumber(v)
+    if n and n % 1 == 0 and n > -1e15 and n < 1e15 and tostring(n) == v then return n end
     if find(v, "^%s*[-+]?%d+%s*$") then return tonumber(v) end
     return fail("int_parsing", INT_MSG .. ", unable to parse string as an integer", v)
   elseif tv == "boolean" then
@@ -430,7 +433,8 @@ local function check_fields(list, src, dst, how, missing_input)
   for i = 1, #list do
     local f = list[i]
     local s, v = f.schema, src[f.key]
-    push(f.key)
+    depth = depth + 1   -- push(f.key), pop() below: inline, once per field
+    stack[depth] = f.key
     if v == "" and how.empty then
       v = nil
     elseif v == null and (s.default ~= nil or s.optional) then
@@ -443,7 +447,7 @@ local function check_fields(list, src, dst, how, missing_input)
       if how.strings and s.type == "array" then v = as_list(v, how.split) end
       v = s.check(v)
     end
-    pop()
+    depth = depth - 1
     dst[f.key] = v
   end
 end

@@ -123,15 +123,10 @@ local function run(spec, req)
   return errors()
 end
 
--- wrap(spec, handler) -> a handler that validates first; invalid input answers
--- 422 { detail = errors }, returned rather than raised (no unwinding: a 422 costs about
--- what a 200 does).
-function _M.wrap(spec, handler)
-  return function(req)
-    local detail = run(spec, req)
-    if detail then return 422, { detail = detail } end
-    return handler(req)
-  end
+-- validator(spec) -> validate(req): the list of errors, or nil (deps.wrap answers 422 with
+-- them, before the deps run).
+function _M.validator(spec)
+  return function(req) return run(spec, req) end
 end
 
 return _M

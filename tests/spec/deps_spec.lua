@@ -33,6 +33,22 @@ describe("dependencies", function()
                     wait_events("k1", "commit;"))
   end)
 
+  it("calls a dependency once when named, asked for by another and by the handler", function()
+    for i, path in ipairs({ "/once", "/once/pooled" }) do
+      local key = "once" .. i
+      local res = req("GET", path, { ["x-key"] = key })
+      assert.are.same(200, res.status)
+      assert.are.same({ same = true, y = 2 }, res:json())
+      assert.are.same("counted;x;", events(key))   -- counted: the app's dep
+    end
+  end)
+
+  it("answers 500 to a dependency that needs itself", function()
+    local mark = srv:mark()
+    assert.are.same(500, req("GET", "/cycle", {}).status)
+    srv:wait_log("dependency cycle", 5, mark)
+  end)
+
   it("answers a dependency's http_error (401 with its headers) without running the handler",
      function()
     local res = req("GET", "/r/me", { ["x-key"] = "k2" })

@@ -43,6 +43,18 @@ describe("validation", function()
         assert.matches('"ids":[]', res.body, 1, true)   -- an array default stays an array
       end)
 
+      it("reads integers as pydantic does: digits with a sign and spaces, nothing else",
+         function()
+        for v, want in pairs{ ["10"] = 10, ["010"] = 10, ["%2B5"] = 5, ["%205%20"] = 5,
+                              ["100"] = 100 } do
+          assert.are.same(want, get(base .. "/items?limit=" .. v):json().query.limit)
+        end
+        for _, v in ipairs{ "1e1", "0x10", "1.0", "inf", "nan", "5x" } do
+          local d = detail(get(base .. "/items?limit=" .. v))
+          assert.are.same("int_parsing", d[1].type)
+        end
+      end)
+
       it("reads booleans as pydantic does", function()
         for v, want in pairs{ ["1"] = true, ["0"] = false, yes = true, off = false,
                               True = true, FALSE = false, on = true, n = false } do

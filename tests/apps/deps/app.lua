@@ -151,4 +151,20 @@ if bad == "route" then app:get("/x", { deps = { a = 1 } }, function() end) end
 if bad == "app" then moonlet.app{ deps = "no" } end
 if bad == "router" then moonlet.router{ deps = { 1 } } end
 if bad == "tags" then moonlet.router{ tags = "users" } end
+-- x runs once per request, whether named (deps), asked for by y (req:dep) or by the
+-- handler; z asks for itself (a cycle: 500)
+local function xdep(req)
+  note(req.headers["x-key"], "x")
+  return { n = 1 }
+end
+local function ydep(req) return req:dep(xdep).n + 1 end
+for _, pooled in ipairs({ false, true }) do
+  app:get(pooled and "/once/pooled" or "/once", { pool = pooled, deps = { x = xdep, y = ydep } },
+          function(req)
+    return { same = req:dep(xdep) == req.deps.x, y = req.deps.y }
+  end)
+end
+local function zdep(req) return req:dep(zdep) end
+app:get("/cycle", { deps = { z = zdep } }, function() return "unreachable" end)
+
 return app
