@@ -70,17 +70,7 @@ describe("sqlite", function()
   end)
 
   it("keeps a db:begin() transaction until tx:commit() or tx:rollback()", function()
-    for _, prefix in ipairs{ "", "/pool" } do
-      local r = assert(t.request(srv.port, "GET", prefix .. "/begin?name=b1" .. prefix)):json()
-      assert.are.same(true, r.ok)
-      assert.are.same(1, r.after)
-      assert.matches("this transaction is finished", r.again)
-      assert.matches("inside db:transaction: return to commit", r.nested)
-      r = assert(t.request(srv.port, "GET", prefix .. "/begin?mode=rollback&name=b2" .. prefix))
-      assert.are.same(0, r:json().after)
-      r = assert(t.request(srv.port, "GET", prefix .. "/begin?mode=drop&name=b3" .. prefix))
-      assert.are.same(1, r:json().after)   -- the dropped one was rolled back
-    end
+    require("tests.apps.db.begin_checks")(srv.port)
   end)
 
   it("works the same from a pooled route", function()

@@ -69,22 +69,16 @@ app:get("/slow", { deps = { db = db } }, function()
   return "late"
 end)
 -- cleanup that waits until the client has its response and says so through /release
-app:get("/after/{key}", function(req)
+local function after_release(req)
   local key = req.params.key
   req:defer(function()
     while not events:get(key .. ":released") do moonlet.sleep(0.01) end
     note(key, "deferred-after-release")
   end)
   return "sent"
-end)
-app:get("/after/{key}/pooled", { pool = true }, function(req)
-  local key = req.params.key
-  req:defer(function()
-    while not events:get(key .. ":released") do moonlet.sleep(0.01) end
-    note(key, "deferred-after-release")
-  end)
-  return "sent"
-end)
+end
+app:get("/after/{key}", after_release)
+app:get("/after/{key}/pooled", { pool = true }, after_release)
 app:post("/release/{key}", function(req)
   events:set(req.params.key .. ":released", true)
   return "ok"
