@@ -1,13 +1,13 @@
 /* The in-process test client's C side (moonlet.testing's client(app_or_dir), lua side in
  * lua/moonlet/testing/app_client.lua): the app runs in the spec's own Lua state, on the
- * spec runner's loop, behind a real ml_server_t whose connections are socketpairs made in
- * this process (no port, no binary). A request takes the one path every request takes:
+ * spec runner's loop, behind a real ml_server_t whose connections are memory connections
+ * (ml_server_conn_mem: no socket, no port, no binary). A request takes the one path every request takes:
  * bytes -> llhttp (server.c) -> router -> req (request.c) -> runtime.dispatch -> the
  * response serialized into the connection (lresponse.c) -> bytes back. The spec blocks
  * while the loop runs, as with any moonlet primitive in a spec (a blocking task).
  *
  *   test_client_new(app, appdir|nil, pool_size, log_level) -> tc
- *     tc:connect() -> conn        a new connection (socketpair) the server serves
+ *     tc:connect() -> conn        a new (memory) connection the server serves
  *     tc:lifespan(phase)          runs "startup" / "shutdown" hooks: true | nil, err
  *     tc:activate()               makes the app's scheduler the state's (see ml_sched_bind)
  *     tc:close()                  closes the connections, the app state, the pool
@@ -16,7 +16,7 @@
  *     conn:close()
  *
  * Ownership: tc_t and conn_t are heap structs the userdata point to; a conn_t goes in the
- * close callback of its last handle, a tc_t in tc:close (or __gc, or when the runner's
+ * close callback of its timer, a tc_t in tc:close (or __gc, or when the runner's
  * scheduler closes: a spec that forgot tc:close still lets the runner's loop end). */
 #include "app.h"
 #include "core.h"
@@ -30,8 +30,6 @@
 #include <lauxlib.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #define TC_MT "moonlet.test_client"
 #define CONN_MT "moonlet.test_client.conn"
@@ -56,24 +54,18 @@ struct tc_s {
 };
 
 typedef struct {
-  uv_pipe_t pipe;            /* the client's end of the socketpair */
-  uv_timer_t timer;          /* recv's timeout */
+  ml_server_conn_t *sc;      /* the server's side (a memory connection), NULL once closed */
+  uv_timer_t timer;          /* recv's timeout; a wake-up of a waiter that must not be
+                              * resumed from inside the server (due at once) */
   ml_buf_t in;               /* received, not returned by recv yet */
   ml_task_t *waiter;         /* in recv */
-  int eof, closing, handles;
-  char rbuf[65536];
+  int eof, closing;
 } conn_t;
-
-typedef struct {
-  uv_write_t req;
-  char data[];
-} wreq_t;
 
 /* --- connections ------------------------------------------------------------------- */
 
 static void conn_closed_cb(uv_handle_t *h) {
   conn_t *c = h->data;
-  if (--c->handles > 0) return;
   ml_buf_free(&c->in);
   free(c);
 }
@@ -95,26 +87,34 @@ static void conn_wake(conn_t *c, const char *why) {
   ml_task_wake(t, 2);
 }
 
-static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
-  (void)hint;
-  conn_t *c = h->data;
-  buf->base = c->rbuf;
-  buf->len = sizeof c->rbuf;
-}
-
-static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
-  conn_t *c = s->data;
-  if (n > 0) ml_buf_add(&c->in, buf->base, (size_t)n);
-  if (n < 0) {
-    c->eof = 1;
-    uv_read_stop(s);
-  }
-  if (n != 0) conn_wake(c, "closed");
-}
-
 static void timeout_cb(uv_timer_t *t) {
-  conn_wake(t->data, "timeout");
+  conn_t *c = t->data;
+  conn_wake(c, c->eof ? "closed" : "timeout");
 }
+
+/* Output or EOF for the waiter. The server calls from inside its own work (a handler's
+ * stream write, say): a spec blocked in recv only learns it there (it runs the loop and
+ * looks when the loop returns), but a task that yields is resumed from the loop. */
+static void conn_arrived(conn_t *c) {
+  if (!c->waiter) return;
+  if (c->waiter->blocking) conn_wake(c, "closed");
+  else uv_timer_start(&c->timer, timeout_cb, 0, 0);
+}
+
+static void peer_data(void *arg, const char *data, size_t len) {
+  conn_t *c = arg;
+  ml_buf_add(&c->in, data, len);
+  conn_arrived(c);
+}
+
+static void peer_close(void *arg) {
+  conn_t *c = arg;
+  c->sc = NULL;
+  c->eof = 1;
+  conn_arrived(c);
+}
+
+static const ml_server_peer_t peer = { peer_data, peer_close };
 
 static void recv_cancel(ml_task_t *t) {
   conn_t *c = t->wait;
@@ -128,20 +128,11 @@ static conn_t *check_conn(lua_State *L) {
   return *p;
 }
 
-static void write_cb(uv_write_t *req, int status) {
-  (void)status;   /* a server that closed: recv says so */
-  free(req);
-}
-
 static int conn_send(lua_State *L) {
   conn_t *c = check_conn(L);
   size_t len;
   const char *data = luaL_checklstring(L, 2, &len);
-  if (c->eof || len == 0) return 0;
-  wreq_t *w = ml_xmalloc(sizeof *w + len);
-  memcpy(w->data, data, len);
-  uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
-  if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &b, 1, write_cb) < 0) free(w);
+  if (c->sc) ml_server_conn_feed(c->sc, data, len);
   return 0;
 }
 
@@ -168,7 +159,8 @@ static void conn_free(conn_t *c) {
   if (c->closing) return;
   c->closing = 1;
   if (c->waiter) ml_task_cancel(c->waiter);
-  uv_close((uv_handle_t *)&c->pipe, conn_closed_cb);
+  if (c->sc) ml_server_conn_hangup(c->sc);
+  c->sc = NULL;
   uv_close((uv_handle_t *)&c->timer, conn_closed_cb);
 }
 
@@ -189,31 +181,14 @@ static tc_t *check_tc(lua_State *L) {
 
 static int tc_connect(lua_State *L) {
   tc_t *tc = check_tc(L);
-  int sv[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-    return luaL_error(L, "test client: socketpair failed");
-  int rc = ml_server_conn_open(&tc->srv, sv[0]);
-  if (rc < 0) {
-    close(sv[1]);
-    return luaL_error(L, "test client: %s", uv_strerror(rc));
-  }
   conn_t *c = ml_xcalloc(1, sizeof *c);
-  uv_pipe_init(tc->srv.loop, &c->pipe, 0);
   uv_timer_init(tc->srv.loop, &c->timer);
-  c->pipe.data = c->timer.data = c;
-  c->handles = 2;
+  c->timer.data = c;
+  c->sc = ml_server_conn_mem(&tc->srv, &peer, c);
   conn_t **p = lua_newuserdata(L, sizeof *p);
   *p = c;
   luaL_getmetatable(L, CONN_MT);
   lua_setmetatable(L, -2);
-  rc = uv_pipe_open(&c->pipe, sv[1]);
-  if (rc == 0) rc = uv_read_start((uv_stream_t *)&c->pipe, alloc_cb, read_cb);
-  if (rc < 0) {
-    if (uv_fileno((uv_handle_t *)&c->pipe, &(uv_os_fd_t){0}) < 0) close(sv[1]);
-    conn_free(c);
-    *p = NULL;
-    return luaL_error(L, "test client: %s", uv_strerror(rc));
-  }
   return 1;
 }
 

@@ -34,6 +34,7 @@ static void handle_closed_cb(uv_handle_t *h) {
   ml_buf_free(&c->pending);
   ml_buf_free(&c->out);
   ml_buf_free(&c->wbuf);
+  ml_buf_free(&c->fed);
   free(c);
 }
 
@@ -78,9 +79,14 @@ static void conn_close(ml_server_conn_t *c) {
   request_end(c);
   ml_http_drop_upload(&c->http);   /* a body cut short: its files go now */
   uv_timer_stop(&c->timer);
-  uv_close((uv_handle_t *)&c->tcp, handle_closed_cb);
+  uv_close((uv_handle_t *)&c->io, handle_closed_cb);
   uv_close((uv_handle_t *)&c->timer, handle_closed_cb);
   server_unlink(c->srv, c);
+  if (c->peer) {   /* a memory connection's peer sees its EOF */
+    const ml_server_peer_t *p = c->peer;
+    c->peer = NULL;
+    p->on_close(c->peer_arg);
+  }
 }
 
 /* --- the server's own stalls -----------------------------------------------------------
@@ -170,7 +176,7 @@ static void timeout_cb(uv_timer_t *t) {
     return;
   }
   if (c->writing || c->direct) {   /* still sending: fine while the client takes bytes */
-    size_t queued = c->writing ? uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) : 0;
+    size_t queued = c->writing ? uv_stream_get_write_queue_size((uv_stream_t *)&c->io.tcp) : 0;
     if (c->writing && queued < c->write_queue_seen) {
       c->write_queue_seen = queued;
       timer_set(c, c->srv->cfg.header_timeout_ms);
@@ -204,10 +210,14 @@ static void shutdown_cb(uv_shutdown_t *req, int status) {
  * for a short while, so our response is not destroyed by a reset (lingering close). */
 static void conn_linger(ml_server_conn_t *c) {
   if (c->closing || c->lingering) return;
+  if (c->mem) {   /* every byte is with the peer already: nothing to protect */
+    conn_close(c);
+    return;
+  }
   c->lingering = 1;
   uv_shutdown_t *req = ml_xmalloc(sizeof *req);   /* few connections linger: not in c */
   req->data = c;
-  if (uv_shutdown(req, (uv_stream_t *)&c->tcp, shutdown_cb) < 0) {
+  if (uv_shutdown(req, (uv_stream_t *)&c->io.tcp, shutdown_cb) < 0) {
     free(req);
     conn_close(c);
     return;
@@ -225,18 +235,38 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
 
 static void read_stop(ml_server_conn_t *c) {
   if (!c->read_stopped) {
-    uv_read_stop((uv_stream_t *)&c->tcp);
+    if (c->mem) uv_idle_stop(&c->io.idle);
+    else uv_read_stop((uv_stream_t *)&c->io.tcp);
     c->read_stopped = 1;
   }
 }
 
 static void read_cb(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf);
+static void fed_cb(uv_idle_t *idle);
 
 static void read_start(ml_server_conn_t *c) {
   if (c->read_stopped && !c->closing && !c->body_held) {
     c->read_stopped = 0;
-    uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+    if (!c->mem) uv_read_start((uv_stream_t *)&c->io.tcp, alloc_cb, read_cb);
+    else if (c->fed.len) uv_idle_start(&c->io.idle, fed_cb);
   }
+}
+
+/* n bytes received (a socket's read, a memory connection's feed). */
+static void conn_read(ml_server_conn_t *c, const char *data, size_t n) {
+  if (c->lingering || c->close_after_write) return;   /* discard */
+  if (c->upgrade) {   /* WebSocket bytes */
+    c->upgrade->on_read(c->upgrade_arg, data, n);
+    conn_flush(c);
+    return;
+  }
+  if (c->inflight || c->pending.len) {
+    ml_buf_add(&c->pending, data, n);
+    if (c->pending.len > c->srv->cfg.max_body + c->http.max_header) read_stop(c);
+    return;
+  }
+  conn_process(c, data, n);
+  conn_flush(c);
 }
 
 static void read_cb(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
@@ -246,19 +276,36 @@ static void read_cb(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
     conn_close(c);
     return;
   }
-  if (c->lingering || c->close_after_write) return;   /* discard */
-  if (c->upgrade) {   /* WebSocket bytes */
-    c->upgrade->on_read(c->upgrade_arg, buf->base, (size_t)n);
-    conn_flush(c);
-    return;
+  conn_read(c, buf->base, (size_t)n);
+}
+
+/* A memory connection reads what its peer fed, all of it at once (a socket's read of
+ * that size would hand it over the same way). The bytes are taken out of c->fed first:
+ * the peer may feed more meanwhile. */
+static void fed_cb(uv_idle_t *idle) {
+  ml_server_conn_t *c = idle->data;
+  uv_idle_stop(idle);
+  if (!c->fed.len) return;
+  ml_buf_t data = c->fed;
+  c->fed = (ml_buf_t){0};
+  conn_read(c, data.data, data.len);
+  if (c->fed.cap == 0) {   /* nothing fed meanwhile: the buffer serves the next feed */
+    data.len = 0;
+    c->fed = data;
+  } else {
+    ml_buf_free(&data);
   }
-  if (c->inflight || c->pending.len) {
-    ml_buf_add(&c->pending, buf->base, (size_t)n);
-    if (c->pending.len > c->srv->cfg.max_body + c->http.max_header) read_stop(c);
-    return;
-  }
-  conn_process(c, buf->base, (size_t)n);
-  conn_flush(c);
+}
+
+void ml_server_conn_feed(ml_server_conn_t *c, const char *data, size_t len) {
+  if (c->closing || !len) return;
+  ml_buf_add(&c->fed, data, len);
+  if (!c->read_stopped) uv_idle_start(&c->io.idle, fed_cb);
+}
+
+void ml_server_conn_hangup(ml_server_conn_t *c) {
+  c->peer = NULL;
+  conn_close(c);
 }
 
 static void reply_error(ml_server_conn_t *c, int status, const char *detail) {
@@ -384,7 +431,7 @@ void ml_server_conn_done(ml_server_conn_t *c, int status) {
 }
 
 size_t ml_server_conn_unsent(const ml_server_conn_t *c) {
-  return c->out.len + (c->writing ? uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) : 0);
+  return c->out.len + (c->writing ? uv_stream_get_write_queue_size((uv_stream_t *)&c->io.tcp) : 0);
 }
 
 /* Calls the drain waiter once the unsent output is low enough. */
@@ -437,8 +484,9 @@ void ml_server_conn_send(ml_server_conn_t *c, const void *data, size_t len) {
 }
 
 int ml_server_conn_dup_fd(ml_server_conn_t *c) {
+  if (c->mem) return UV_ENOTSOCK;
   uv_os_fd_t fd;
-  int rc = uv_fileno((uv_handle_t *)&c->tcp, &fd);
+  int rc = uv_fileno((uv_handle_t *)&c->io.tcp, &fd);
   if (rc < 0) return rc;
   int dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
   return dup < 0 ? uv_translate_sys_error(errno) : dup;
@@ -468,9 +516,13 @@ static void write_cb(uv_write_t *req, int status) {
  * uv_write for the rest. Then arms the timer that fits the connection's state. */
 static void conn_write_out(ml_server_conn_t *c) {
   if (c->closing || c->writing) return;
-  if (c->out.len) {
+  if (c->out.len && c->mem) {   /* the peer takes it all, as a socket with room would */
+    if (c->peer) c->peer->on_data(c->peer_arg, c->out.data, c->out.len);
+    c->out.len = 0;
+    if (c->out.cap > 256 * 1024) ml_buf_reset(&c->out, 0);
+  } else if (c->out.len) {
     uv_buf_t b = uv_buf_init(c->out.data, (unsigned)c->out.len);
-    int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    int n = uv_try_write((uv_stream_t *)&c->io.tcp, &b, 1);
     if (n < 0 && n != UV_EAGAIN) {
       conn_close(c);
       return;
@@ -484,7 +536,7 @@ static void conn_write_out(ml_server_conn_t *c) {
       ml_buf_consume(&c->wbuf, (size_t)n);
       uv_buf_t wb = uv_buf_init(c->wbuf.data, (unsigned)c->wbuf.len);
       c->wreq.data = c;
-      if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &wb, 1, write_cb) < 0) {
+      if (uv_write(&c->wreq, (uv_stream_t *)&c->io.tcp, &wb, 1, write_cb) < 0) {
         conn_close(c);
         return;
       }
@@ -541,32 +593,32 @@ static int on_body_head(ml_http_t *h, const char **detail) {
   return c->srv->body ? c->srv->body(c->srv->ctx, c, detail) : 0;
 }
 
-/* A new connection of s, reading: fd is its socket, connected already (uv_accept's, or
- * one given to ml_server_conn_open). Returns 0, or a negative libuv error (fd closed). */
-static int conn_start(ml_server_t *s, uv_stream_t *listener, int fd) {
+/* A new connection of s: the listener's next one, or (listener NULL) a memory
+ * connection. Returns NULL if the accept failed. */
+static ml_server_conn_t *conn_start(ml_server_t *s, uv_stream_t *listener) {
   ml_server_conn_t *c = ml_xcalloc(1, sizeof *c);
   c->srv = s;
-  uv_tcp_init(s->loop, &c->tcp);
+  c->mem = !listener;
+  if (c->mem) uv_idle_init(s->loop, &c->io.idle);
+  else uv_tcp_init(s->loop, &c->io.tcp);
   uv_timer_init(s->loop, &c->timer);
-  c->tcp.data = c->timer.data = c;
+  c->io.tcp.data = c->timer.data = c;   /* data is every handle's first field */
   c->handles_open = 2;
   ml_list_unshift(&s->conns, &c->link);
   s->nconns++;
-  int rc = listener ? uv_accept(listener, (uv_stream_t *)&c->tcp) : uv_tcp_open(&c->tcp, fd);
-  if (rc < 0) {
-    if (!listener) close(fd);
+  if (listener && uv_accept(listener, (uv_stream_t *)&c->io.tcp) < 0) {
     conn_close(c);
-    return rc;
+    return NULL;
   }
   ml_http_init(&c->http, s->cfg.max_header, s->cfg.max_body, c);
   c->http.on_begin = on_begin;
   c->http.on_headers = on_headers;
   c->http.on_body_head = on_body_head;
-  if (listener) uv_tcp_nodelay(&c->tcp, 1);
+  if (listener) uv_tcp_nodelay(&c->io.tcp, 1);
   c->read_stopped = 1;
   read_start(c);
   timer_set(c, s->cfg.header_timeout_ms);
-  return 0;
+  return c;
 }
 
 static void accept_cb(uv_stream_t *listener, int status) {
@@ -580,7 +632,7 @@ static void accept_cb(uv_stream_t *listener, int status) {
     }
     return;
   }
-  conn_start(s, listener, -1);
+  conn_start(s, listener);
 }
 
 void ml_server_init(ml_server_t *s, uv_loop_t *loop, const ml_server_config_t *cfg) {
@@ -589,8 +641,11 @@ void ml_server_init(ml_server_t *s, uv_loop_t *loop, const ml_server_config_t *c
   ml_list_init(&s->conns);
 }
 
-int ml_server_conn_open(ml_server_t *s, int fd) {
-  return conn_start(s, NULL, fd);
+ml_server_conn_t *ml_server_conn_mem(ml_server_t *s, const ml_server_peer_t *p, void *arg) {
+  ml_server_conn_t *c = conn_start(s, NULL);
+  c->peer = p;
+  c->peer_arg = arg;
+  return c;
 }
 
 int ml_server_bind(ml_server_t *s, uv_loop_t *loop, const ml_server_config_t *cfg, char *err,

@@ -40,8 +40,20 @@ typedef struct {
   void (*on_gone)(void *arg);
 } ml_server_upgrade_t;
 
+/* The other end of a connection without a socket (ml_server_conn_mem): the in-process
+ * test client. */
+typedef struct {
+  /* the server's output, every byte in order, as the kernel would have taken it */
+  void (*on_data)(void *arg, const char *data, size_t len);
+  /* the server closed the connection (after the last on_data): touch it no more */
+  void (*on_close)(void *arg);
+} ml_server_peer_t;
+
 struct ml_server_conn_s {
-  uv_tcp_t tcp;
+  union {
+    uv_tcp_t tcp;            /* a socket's connection */
+    uv_idle_t idle;          /* a memory connection's: hands fed bytes to the parser */
+  } io;
   uv_timer_t timer;          /* header, body-idle, keep-alive and linger timeouts; an
                               * upgraded connection's owner's wake-ups too */
   uv_write_t wreq;
@@ -73,6 +85,12 @@ struct ml_server_conn_s {
   /* an upgraded connection (WebSocket): who its bytes go to, NULL for HTTP */
   const ml_server_upgrade_t *upgrade;
   void *upgrade_arg;
+  /* a connection without a socket (ml_server_conn_mem): its peer (NULL once it hung up)
+   * and the bytes it fed that the server has not read yet */
+  const ml_server_peer_t *peer;
+  void *peer_arg;
+  ml_buf_t fed;
+  unsigned mem : 1;
 };
 
 typedef struct {
@@ -115,12 +133,21 @@ struct ml_server_s {
  * -1 with a one-line message in err (see err.h). */
 int ml_server_bind(ml_server_t *s, uv_loop_t *loop, const ml_server_config_t *cfg,
                    char *err, size_t errlen);
-/* Prepares s for connections of its own making only (ml_server_conn_open), without a
+/* Prepares s for connections of its own making only (ml_server_conn_mem), without a
  * listener: the in-process test client's (test_client.c). ml_server_bind does it too. */
 void ml_server_init(ml_server_t *s, uv_loop_t *loop, const ml_server_config_t *cfg);
-/* Serves the connected stream socket fd (a socketpair's end, say) as if it had been
- * accepted; s owns fd from now on, closed on failure too. Returns 0, or a libuv error. */
-int ml_server_conn_open(ml_server_t *s, int fd);
+/* --- connections without a socket (the in-process test client) ------------------------
+ * A memory connection is served exactly as a socket's (parser, dispatch, timeouts,
+ * pipelining, upgrades) but its bytes never reach the kernel: the peer feeds the request
+ * bytes with ml_server_conn_feed (they are read from a loop callback, never inside the
+ * call, as a socket's would be), and receives every byte of output through p->on_data as
+ * soon as the server would have written it; p->on_close says the server closed it. A
+ * memory connection has no descriptor: ml_server_conn_dup_fd says UV_ENOTSOCK, and static
+ * files go through its output instead. ml_server_conn_hangup is the peer leaving (a
+ * socket's EOF): the connection closes at once, without a call to p->on_close. */
+ml_server_conn_t *ml_server_conn_mem(ml_server_t *s, const ml_server_peer_t *p, void *arg);
+void ml_server_conn_feed(ml_server_conn_t *c, const char *data, size_t len);
+void ml_server_conn_hangup(ml_server_conn_t *c);
 /* Accepts connections on the bound socket. Returns 0, or -1 with a message in err. */
 int ml_server_listen(ml_server_t *s, char *err, size_t errlen);
 /* Stops accepting, closes idle connections, lets in-flight requests finish. */
@@ -159,7 +186,8 @@ void ml_server_conn_on_drain(ml_server_conn_t *c, void (*fn)(void *arg), void *a
  * Once nothing is unsent (ml_server_conn_on_drain with low 0), a request may write the rest
  * of its response to the socket itself, through a duplicate of its descriptor:
  * ml_server_conn_dup_fd returns one (non-blocking, close-on-exec; the caller closes it) or
- * a negative libuv error. Being a duplicate, it names the same connection even after the
+ * a negative libuv error (UV_ENOTSOCK for a memory connection: write with
+ * ml_server_conn_send there). Being a duplicate, it names the same connection even after the
  * connection closed, so a threadpool thread may write to it safely. The caller waits for
  * writability itself (a uv_poll on the duplicate) and calls ml_server_conn_progress when it
  * starts and each time bytes left: a client that takes none for the header timeout is

@@ -8,7 +8,9 @@
  * is full (it is non-blocking); then a uv_poll on the duplicate waits on the loop for it to
  * take more. Only the disk is waited for on the threadpool, never a client. The duplicate,
  * closed with the job, keeps the socket's descriptor from being reused for another
- * connection while an operation may still write to it.
+ * connection while an operation may still write to it. A connection without a socket (the
+ * in-process test client's) gets the body through its output instead: the threadpool
+ * reads a piece of the file into a buffer, the loop hands it to ml_server_conn_send.
  *
  * The file descriptor is closed on the loop with close(2): for a file opened read-only
  * this only releases the descriptor, it never waits for the disk. */
@@ -27,6 +29,7 @@
 #include <unistd.h>
 
 #define SEND_MAX (8u << 20)   /* bytes one threadpool operation sends at most */
+#define COPY_MAX (256u << 10) /* ... or reads, for a connection without a socket */
 
 typedef struct {
   uv_work_t work;
@@ -51,6 +54,7 @@ typedef struct {
   uint64_t off, remaining;
   uint64_t sent;             /* by the last operation */
   int full;                  /* the last operation stopped at a full socket */
+  char *copy;                /* no socket (sock < 0): the piece read, COPY_MAX bytes */
 } job_t;
 
 ml_static_t *ml_static_new(const char *root, size_t prefix_len, const char *index,
@@ -75,6 +79,7 @@ static void job_free(job_t *j) {
   if (j->fd >= 0) close(j->fd);
   if (j->sock >= 0) close(j->sock);
   ml_buf_free(&j->rel);
+  free(j->copy);
   free(j->root);
   free(j->index);
   free(j);
@@ -145,6 +150,15 @@ static void send_work(uv_work_t *w) {
   j->sent = 0;
   j->full = 0;
   j->errnum = 0;
+  if (j->copy) {   /* no socket: one piece into the buffer, for the loop to send */
+    size_t want = j->remaining < COPY_MAX ? (size_t)j->remaining : COPY_MAX;
+    ssize_t n;
+    do n = pread(j->fd, j->copy, want, (off_t)j->off);
+    while (n < 0 && errno == EINTR);
+    if (n > 0) j->sent = (uint64_t)n;
+    else j->errnum = n == 0 ? -1 : errno;
+    return;
+  }
   while (j->sent < j->remaining && j->sent < SEND_MAX) {
     off_t off = (off_t)(j->off + j->sent);
     uint64_t want = j->remaining - j->sent;
@@ -192,6 +206,8 @@ static void send_done(uv_work_t *w, int status) {
   job_t *j = w->data;
   j->ops--;
   j->in_cb++;
+  if (j->c && j->copy && j->sent)   /* may close c: job_abort */
+    ml_server_conn_send(j->c, j->copy, (size_t)j->sent);
   if (j->c) {
     j->off += j->sent;
     j->remaining -= j->sent;
@@ -225,7 +241,12 @@ static void head_sent(void *arg) {
   job_t *j = arg;
   j->in_cb++;
   j->sock = ml_server_conn_dup_fd(j->c);
-  if (j->sock < 0) {
+  if (j->sock == UV_ENOTSOCK) {   /* through the connection's output */
+    j->sock = -1;
+    j->copy = ml_xmalloc(COPY_MAX);
+    ml_server_conn_progress(j->c);
+    send_more(j);
+  } else if (j->sock < 0) {
     cut_short(j, uv_strerror(j->sock));
     j->sock = -1;
   } else {

@@ -73,6 +73,78 @@ describe("test client", function()
     assert.are.same("hello static\n", res.body)
   end)
 
+  it("serves a large static file and a range of it through the connection", function()
+    local dir = t.tmpdir()
+    local chunk = {}
+    for i = 1, 40000 do chunk[i] = string.format("%05d\n", i % 100000) end   -- 240,000 bytes
+    local big = table.concat(chunk):rep(3)                                  -- 720,000 bytes
+    t.write_file(dir .. "/big.txt", big)
+    local app = moonlet.app()
+    app:static("/files", dir)
+    local c2 = t.client(app)
+    local res = c2:get("/files/big.txt")
+    assert.are.same(200, res.status)
+    assert.are.same(#big, tonumber(res.headers["content-length"]))
+    assert.is_true(res.body == big, "the body differs from the file")
+    res = c2:get("/files/big.txt", { headers = { Range = "bytes=300000-300011" } })
+    assert.are.same(206, res.status)
+    assert.are.same(big:sub(300001, 300012), res.body)
+    assert.are.same(200, c2:get("/files/big.txt").status)   -- the connection goes on
+    c2:close()
+  end)
+
+  it("opens no socket: its connections live in memory", function()
+    local ffi = require "ffi"
+    pcall(ffi.cdef, "long readlink(const char *path, char *buf, unsigned long size);")
+    local function sockets()
+      local n = 0
+      local buf = ffi.new("char[256]")
+      for fd = 0, 1023 do
+        local len = ffi.C.readlink("/proc/self/fd/" .. fd, buf, 256)
+        if len > 0 and ffi.string(buf, len):match("^socket:") then n = n + 1 end
+      end
+      return n
+    end
+    local before = sockets()
+    assert.are.same(200, c:get("/co/hello").status)
+    local ws = assert(c:websocket("/ws"))
+    ws:send("hi")
+    assert.are.same("echo: hi", ws:receive())
+    assert.are.same(before, sockets())
+    ws:close()
+  end)
+
+  it("serves pipelined requests, a malformed one and a hang-up on a memory connection", function()
+    local http = require "moonlet.testing.client"
+    c:start()
+    local conn = c._tc:connect()
+    conn:send("GET /co/hello HTTP/1.1\r\nHost: x\r\n\r\nGET /sleep HTTP/1.1\r\nHost: x\r\n\r\n")
+    local buf, first, second, rest = ""
+    repeat
+      buf = buf .. assert(conn:recv(5))
+      first, rest = http.parse_response(buf)
+      if first then second = http.parse_response(rest) end
+    until second
+    assert.are.same(200, first.status)
+    assert.are.same("slept", second.body)
+    conn:send("BAD REQUEST LINE\r\n\r\n")
+    local raw = ""
+    while true do
+      local data, why = conn:recv(5)
+      if not data then
+        assert.are.same("closed", why)
+        break
+      end
+      raw = raw .. data
+    end
+    assert.are.same(400, http.parse_response(raw, { eof = true }).status)
+    local gone = c._tc:connect()
+    gone:send("GET /sleep HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert.are.same({ nil, "timeout" }, { gone:recv(0.001) })
+    gone:close()   -- in flight: the server aborts the request
+    assert.are.same(200, c:get("/co/hello").status)
+  end)
+
   it("speaks WebSocket: text, binary, the server's close", function()
     local ws = assert(c:websocket("/ws"))
     ws:send("hi")

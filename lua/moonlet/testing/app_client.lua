@@ -12,8 +12,8 @@
 --                      (when started) and frees everything
 --
 -- The app runs in the spec's own Lua state, on the runner's loop (core: test_client.c),
--- behind the real server: each request is real HTTP/1.1 bytes through a socketpair made in
--- this process, parsed by llhttp, routed, dispatched and serialized exactly as in
+-- behind the real server: each request is real HTTP/1.1 bytes through a memory connection
+-- (no socket, no port), parsed by llhttp, routed, dispatched and serialized exactly as in
 -- `moonlet serve`; the call blocks the spec while the loop runs. app:override applies, as
 -- the app is the same table. Pooled routes run on real pool threads, whose states load
 -- the app's directory: give a directory, or opts.dir with an app table.
@@ -25,8 +25,8 @@ local json = require "cjson"
 local bit = require "bit"
 local http = require "moonlet.testing.client"
 
-local type, tostring, pairs, ipairs, error, setmetatable, tonumber, select =
-  type, tostring, pairs, ipairs, error, setmetatable, tonumber, select
+local type, tostring, pairs, ipairs, error, setmetatable, tonumber, select, next =
+  type, tostring, pairs, ipairs, error, setmetatable, tonumber, select, next
 local concat, sort = table.concat, table.sort
 local fmt, sub, find, match, gsub, lower, upper, byte, char, rep =
   string.format, string.sub, string.find, string.match, string.gsub, string.lower,
@@ -68,6 +68,7 @@ end
 _M.encode_pairs = encode_pairs
 
 local function cookie_header(jar, extra)
+  if not extra and next(jar) == nil then return nil end
   local all = {}
   for k, v in pairs(jar) do all[k] = v end
   for k, v in pairs(extra or {}) do all[k] = tostring(v) end
@@ -86,10 +87,15 @@ local function build(self, method, path, o)
     local q = type(o.query) == "table" and encode_pairs(o.query) or tostring(o.query)
     if q ~= "" then target = target .. (find(path, "?", 1, true) and "&" or "?") .. q end
   end
-  local headers, have = {}, {}
+  local lines = { method .. " " .. target .. " HTTP/1.1" }
+  local have = {}
   for k, v in pairs(o.headers or {}) do
-    headers[#headers + 1] = { k, v }
     have[lower(k)] = true
+    if type(v) == "table" then
+      for _, x in ipairs(v) do lines[#lines + 1] = k .. ": " .. tostring(x) end
+    else
+      lines[#lines + 1] = k .. ": " .. tostring(v)
+    end
   end
   local body = o.body
   local ctype
@@ -98,22 +104,15 @@ local function build(self, method, path, o)
   elseif o.form then
     body, ctype = encode_pairs(o.form), "application/x-www-form-urlencoded"
   end
-  if ctype and not have["content-type"] then headers[#headers + 1] = { "Content-Type", ctype } end
-  if not have.host then headers[#headers + 1] = { "Host", "testserver" } end
+  if ctype and not have["content-type"] then lines[#lines + 1] = "Content-Type: " .. ctype end
+  if not have.host then lines[#lines + 1] = "Host: testserver" end
   local cookies = not have.cookie and cookie_header(self.cookies, o.cookies)
-  if cookies then headers[#headers + 1] = { "Cookie", cookies } end
+  if cookies then lines[#lines + 1] = "Cookie: " .. cookies end
   if body and not have["content-length"] and not have["transfer-encoding"] then
-    headers[#headers + 1] = { "Content-Length", #body }
+    lines[#lines + 1] = "Content-Length: " .. #body
   end
-  local lines = { fmt("%s %s HTTP/1.1", method, target) }
-  for _, h in ipairs(headers) do
-    if type(h[2]) == "table" then
-      for _, x in ipairs(h[2]) do lines[#lines + 1] = h[1] .. ": " .. tostring(x) end
-    else
-      lines[#lines + 1] = h[1] .. ": " .. tostring(h[2])
-    end
-  end
-  return concat(lines, "\r\n") .. "\r\n\r\n" .. (body or "")
+  lines[#lines + 1] = "\r\n"
+  return concat(lines, "\r\n") .. (body or "")
 end
 
 ---------------------------------------------------------------------------
@@ -149,6 +148,7 @@ local function store_cookie(jar, line)
 end
 
 local function take_cookies(jar, res)
+  if not res.headers["set-cookie"] then return end
   for _, h in ipairs(res.header_list or {}) do
     if h.name == "set-cookie" then store_cookie(jar, h.value) end
   end
@@ -207,25 +207,30 @@ function _M.client(app_or_dir, opts)
                         _timeout = opts.timeout or 30 }, Client)
 end
 
+local NO_OVERRIDES = {}
+
 -- Makes this client's app the state's current one (its scheduler, its overrides).
 local function activate(self)
   if self._closed then error("the test client is closed", 3) end
   self._tc:activate()
-  deps.use_overrides(self.app.overrides or {})
+  deps.use_overrides(self.app.overrides or NO_OVERRIDES)
 end
 
 -- Reads one response from conn (rest: bytes already received after the last one).
+local NO_HEAD, HEAD = {}, { head = true }
+
 local function read_response(self, conn, rest, head)
   local buf = rest or ""
-  local popts = { head = head }
+  local popts = head and HEAD or NO_HEAD
   while true do
-    local res, r2 = http.parse_response(buf, popts)
+    local res, r2 = nil, "incomplete"
+    if buf ~= "" then res, r2 = http.parse_response(buf, popts) end
     if res then return res, r2 end
     if r2 ~= "incomplete" then error("test client: " .. tostring(r2), 3) end
     local data, why = conn:recv(self._timeout)
     if not data then
       if why == "closed" and not popts.eof then
-        popts.eof = true
+        popts = { head = head, eof = true }
       else
         error("test client: no complete response (" .. why .. ")", 3)
       end
