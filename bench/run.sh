@@ -23,7 +23,7 @@ BUILD=${BUILD:-build}
 MOONLET=$BUILD/moonlet
 DURATION=${BENCH_DURATION:-10s}
 SECTIONS="hello sleep_burst seed cpu pool_overhead routes validation framework fanout stream"
-SECTIONS="$SECTIONS sqlite pg static websocket test_client"
+SECTIONS="$SECTIONS sqlite pg static websocket test_client reload"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/moonlet-bench.XXXXXX")
 STARTED=""   # pids of the processes this script started and has not stopped yet
@@ -1230,6 +1230,13 @@ bench_static() {
 bench_test_client() {
   section "test_client: in-process test client vs a socket round trip to the binary"
   "$MOONLET" test bench/test_client_bench.lua 2>&1 | sed -n '/req\/s\|^test client\|^socket\|^ratio/p'
+}
+
+# --reload as a developer sees it: write -> new code answering (10 edits), wrk during 20
+# reloads, RSS and descriptors over 100 reloads: bench/reload_bench.lua.
+bench_reload() {
+  section "reload: from a saved file to the new code answering (--reload)"
+  "$MOONLET" test bench/reload_bench.lua 2>&1 | sed -n '/^write\|^median\|^wrk\|^100 reloads/p'
 }
 
 main() {

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -380,8 +381,20 @@ static void reload_now(ml_host_t *h) {
   ml_log(ML_LOG_INFO, "reloaded %s (%d routes)", h->appdir, a->nroutes);
 }
 
+/* --reload and the app does not load (app.lua, or an on_startup hook): the server serves
+ * the error instead (moonlet.load_error) and the watcher loads the fix once it is saved,
+ * as uvicorn's reloader waits. Returns the stand-in, NULL if there is none. */
+static ml_app_t *serve_error(ml_host_t *h, const char *appdir, const char *err) {
+  struct stat st;   /* no directory at all: nothing to wait for */
+  if (!h->cfg.reload || stat(appdir, &st) != 0 || !S_ISDIR(st.st_mode)) return NULL;
+  ml_log(ML_LOG_ERROR, "the app failed to load, answering every request with the error "
+         "until the code is fixed (--reload): %s", err);
+  return ml_app_failed(&h->loop, appdir, err);
+}
+
 int ml_host_load(ml_host_t *h, const char *appdir, char *err, size_t errlen) {
   ml_app_t *a = ml_app_new(&h->loop, appdir, 0, err, errlen);
+  if (!a) a = serve_error(h, appdir, err);
   if (!a) return -1;
   ml_app_free(h->app);
   h->app = a;
@@ -417,6 +430,14 @@ int ml_host_listen(ml_host_t *h, char *err, size_t errlen) {
   h->starting = 1;
   int rc = run_startup(h, h->app, err, errlen);
   h->starting = 0;
+  ml_app_t *stand_in = rc && !h->stopping ? serve_error(h, h->appdir, err) : NULL;
+  if (stand_in) {
+    stand_in->sched.workers = h->workers;
+    ml_app_free(h->app);
+    h->app = stand_in;
+    h->server->ctx = stand_in;
+    rc = 0;
+  }
   if (rc) return -1;
   return ml_server_listen(h->server, err, errlen) ? -1 : 0;
 }

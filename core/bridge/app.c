@@ -83,8 +83,9 @@ static void app_closed_cb(ml_sched_t *s) {
   free(s->owner);
 }
 
-ml_app_t *ml_app_new(uv_loop_t *loop, const char *appdir, int in_pool, char *err,
-                     size_t errlen) {
+/* An app state for appdir, its scheduler ready, nothing loaded yet. */
+static ml_app_t *app_state(uv_loop_t *loop, const char *appdir, int in_pool, char *err,
+                           size_t errlen) {
   ml_app_t *a = ml_xcalloc(1, sizeof *a);
   a->loop = loop;
   a->router = ml_router_new();
@@ -97,11 +98,32 @@ ml_app_t *ml_app_new(uv_loop_t *loop, const char *appdir, int in_pool, char *err
   ml_sched_init(&a->sched, a->L, loop);
   a->sched.owner = a;
   a->sched.in_pool = in_pool;
-  if (ml_lua_load_app(a->L, appdir, err, errlen) || load_routes(a, err, errlen)) {
+  return a;
+}
+
+ml_app_t *ml_app_new(uv_loop_t *loop, const char *appdir, int in_pool, char *err,
+                     size_t errlen) {
+  ml_app_t *a = app_state(loop, appdir, in_pool, err, errlen);
+  if (a && (ml_lua_load_app(a->L, appdir, err, errlen) || load_routes(a, err, errlen))) {
     ml_app_free(a);
     return NULL;
   }
   return a;
+}
+
+ml_app_t *ml_app_failed(uv_loop_t *loop, const char *appdir, const char *error) {
+  char err[1024];
+  ml_app_t *a = app_state(loop, appdir, 0, err, sizeof err);
+  if (!a) return NULL;
+  lua_State *L = a->L;
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "moonlet.load_error");
+  if (lua_pcall(L, 1, 1, 0) == 0) {
+    lua_pushstring(L, error);
+    if (lua_pcall(L, 1, 1, 0) == 0 && load_routes(a, err, sizeof err) == 0) return a;
+  }
+  ml_app_free(a);   /* moonlet's own module failed: nothing better to serve */
+  return NULL;
 }
 
 ml_app_t *ml_app_in(lua_State *L, int idx, uv_loop_t *loop, char *err, size_t errlen) {

@@ -58,6 +58,9 @@ struct ml_app_s {
  * a one-line message in err on failure (its handles still close on loop). */
 ml_app_t *ml_app_new(uv_loop_t *loop, const char *appdir, int in_pool, char *err,
                      size_t errlen);
+/* An app that answers every request with a 500 saying `error` (moonlet.load_error): what
+ * --reload serves while the app in appdir does not load. NULL only if that fails too. */
+ml_app_t *ml_app_failed(uv_loop_t *loop, const char *appdir, const char *error);
 /* An app state in the existing state L (the spec runner's, for the in-process test
  * client) for the app table at idx, its scheduler on loop. ml_sched_init makes the new
  * scheduler L's (ml_sched_of): the caller restores the one before when it needs to.

@@ -233,6 +233,19 @@ function Proc:stderr()
   return read_file(self.dir .. "/stderr") or ""
 end
 
+-- The process's resident memory (VmRSS, kB) and its open descriptors, from /proc.
+function Proc:rss_kb()
+  return tonumber(match(read_file("/proc/" .. self.pid .. "/status") or "", "VmRSS:%s*(%d+)"))
+end
+
+function Proc:fd_count()
+  local n = 0
+  local p = io.popen("ls /proc/" .. self.pid .. "/fd 2>/dev/null")
+  for _ in p:lines() do n = n + 1 end
+  p:close()
+  return n
+end
+
 -- Byte offset of the end of stderr now, for :wait_log(pattern, timeout, mark).
 function Proc:mark()
   return #self:stderr()
