@@ -13,7 +13,7 @@ if os.getenv("DEBUG_APP_MW") == "1" then
   end)
 end
 
-local function failing_dep(req)
+local function failing_dep()
   local cfg = nil
   return cfg.missing   -- a dependency's bug
 end
@@ -26,7 +26,7 @@ for _, kind in ipairs{ "c", "p" } do
     app:get("/" .. kind .. path, o, handler)
   end
   route("/ok", function() return { ok = true } end)
-  route("/boom", function(req)
+  route("/boom", function()
     local t = nil
     return t.field   -- attempt to index a nil value
   end)
