@@ -27,16 +27,21 @@ static int l_status_reason(lua_State *L) {
   return 1;
 }
 
-/* Set once by the host before it loads an app (--reload), read by every Lua state of the
- * process, the pool threads' too: a plain int written before those threads start. */
+/* Set by the host before it loads an app (--debug, --reload), or by the test client for
+ * its lifetime ({ debug = true }); read by every Lua state of the process, the pool
+ * threads' too: a plain int written before those threads start. */
 static int dev_mode;
 
 void ml_core_set_dev_mode(int on) {
   dev_mode = on != 0;
 }
 
-/* dev_mode() -> true under --reload (the development mode: route responses are checked
- * against their `response` schema) */
+int ml_core_dev_mode(void) {
+  return dev_mode;
+}
+
+/* dev_mode() -> true under --debug or --reload (the development mode: route responses are
+ * checked against their `response` schema, a 500 carries its error: error_page.lua) */
 static int l_dev_mode(lua_State *L) {
   lua_pushboolean(L, dev_mode);
   return 1;

@@ -12,9 +12,12 @@
 /* lua_CFunction for package.preload["moonlet.core"]: returns the module table. */
 int ml_core_open(lua_State *L);
 
-/* Turns the development mode (--reload) on or off for the whole process: core.dev_mode().
- * Call it before the first Lua state is made. */
+/* Turns the development mode (--debug, --reload) on or off for the whole process:
+ * core.dev_mode(), ml_core_dev_mode(). Response schemas are checked, and a 500 for a Lua
+ * error carries the error and its traceback (lua/moonlet/error_page.lua). Call it before
+ * the first Lua state is made (or the worker threads start). */
 void ml_core_set_dev_mode(int on);
+int ml_core_dev_mode(void);
 
 /* The files moonlet.core is made of, as lualib.h lists Lua's libraries: each installs its
  * functions into the table on top of the stack. Declared here only, so that core.c needs

@@ -74,6 +74,7 @@ void ml_config_defaults(ml_config_t *cfg) {
   cfg->shared_mem = 64u << 20;
   cfg->block_warn_ms = 100;
   cfg->reload = 0;
+  cfg->debug = 0;
 }
 
 enum { RETIRED_SERVING, RETIRED_HOOKS, RETIRED_DONE };
@@ -265,7 +266,8 @@ ml_host_t *ml_host_new(const ml_config_t *cfg) {
   h->grace_ns = (uint64_t)(cfg->graceful_timeout * 1e9);
   ml_log_level = cfg->log_level;
   ml_shared_configure(cfg->shared_mem);
-  ml_core_set_dev_mode(cfg->reload);   /* response schemas checked (runtime.lua) */
+  /* response schemas checked (runtime.lua), errors in 500s (error_page.lua) */
+  ml_core_set_dev_mode(cfg->reload || cfg->debug);
   uv_loop_init(&h->loop);
   h->loop.data = h;
   uv_async_init(&h->loop, &h->stop_async, stop_cb);

@@ -29,7 +29,10 @@ static const char usage[] =
     "  --pool-queue N          jobs that may wait for a busy pool, then 503 (default 1024)\n"
     "  --shared-mem BYTES      memory for all moonlet.shared dictionaries (default 67108864)\n"
     "  --block-warn MS         warn when a coroutine holds the loop this long (default 100)\n"
-    "  --reload                reload the app when a .lua file in APPDIR changes (development)\n";
+    "  --reload                reload the app when a .lua file in APPDIR changes (development;\n"
+    "                          implies --debug)\n"
+    "  --debug                 development mode: a 500 shows its Lua error and traceback\n"
+    "                          (HTML for a browser, else JSON); never use it in production\n";
 
 static int fail(const char *fmt, const char *a, const char *b) {
   fputs("moonlet: ", stderr);
@@ -62,8 +65,9 @@ static int cmd_serve(int argc, char **argv) {
       fputs(usage, stdout);
       return 0;
     }
-    if (strcmp(a, "--reload") == 0) {
-      cfg.reload = 1;
+    if (strcmp(a, "--reload") == 0 || strcmp(a, "--debug") == 0) {
+      if (a[2] == 'r') cfg.reload = 1;
+      else cfg.debug = 1;
       continue;
     }
     if (i + 1 >= argc) return fail("option %s needs a value%s", a, "");

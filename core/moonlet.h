@@ -36,7 +36,11 @@ typedef struct {
   int pool_queue;              /* jobs that may wait for a busy pool (1024), then 503 */
   size_t shared_mem;           /* bytes all moonlet.shared dictionaries may hold (64 MiB) */
   double block_warn_ms;        /* warn when a coroutine holds the loop this long (100) */
-  int reload;                  /* reload the app when its .lua files change (0) */
+  int reload;                  /* reload the app when its .lua files change (0); implies
+                                * the development mode, as debug does */
+  int debug;                   /* development mode (0): a 500 for a Lua error carries the
+                                * error and its traceback (HTML for a browser, else JSON),
+                                * response schemas are checked. Never in production. */
 } ml_config_t;
 
 typedef struct ml_host_s ml_host_t;

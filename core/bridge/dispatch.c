@@ -1,6 +1,7 @@
 /* A request on the loop (see dispatch.h). */
 #include "dispatch.h"
 #include "app.h"
+#include "error_page.h"
 #include "log.h"
 #include "mem.h"
 #include "lresponse.h"
@@ -35,11 +36,18 @@ static void answered(ml_task_t *t, int status) {
   run_after(a, after, NULL);
 }
 
-static void respond_500(ml_task_t *t, int reusable, const char *why) {
+/* Answers 500 for why (logged already). In development mode, when L can build it (the
+ * task's finished coroutine, see error_page.h), the 500 carries why; L NULL: never. */
+static void respond_500(ml_task_t *t, lua_State *L, int reusable, const char *why) {
   ml_app_t *a = t->sched->owner;
-  ml_server_conn_t *c = ((ml_request_t *)t->owner)->conn;
+  ml_request_t *r = t->owner;
+  ml_server_conn_t *c = r->conn;
+  int keepalive = ml_server_conn_keepalive(c);
+  if (!L || ml_error_page_build(L, r, why, &c->out, &a->scratch, &keepalive, c->head) < 0)
+    ml_resp_error(&c->out, 500, "Internal Server Error", NULL, keepalive, c->head);
+  else if (!keepalive)
+    ml_server_conn_close_after(c);
   int after = request_release(t, reusable);
-  ml_resp_error(&c->out, 500, "Internal Server Error", NULL, ml_server_conn_keepalive(c), c->head);
   ml_server_conn_done(c, 500);
   run_after(a, after, why);
 }
@@ -55,7 +63,7 @@ static void finish(ml_task_t *t) {
                               sizeof err);
   if (status < 0) {
     ml_log(ML_LOG_ERROR, "%s: %s", r->route, err);
-    respond_500(t, 1, err);
+    respond_500(t, t->co, 1, err);
     return;
   }
   if (!keepalive) ml_server_conn_close_after(c);
@@ -96,7 +104,7 @@ static void request_done(ml_task_t *t, int st) {
   char msg[512];   /* t->co goes with t */
   snprintf(msg, sizeof msg, "%s", lua_tostring(t->co, -1) ? lua_tostring(t->co, -1) : "error");
   ml_log(ML_LOG_ERROR, "%s: %s", r->route, msg);
-  respond_500(t, 0, msg);
+  respond_500(t, NULL, 0, msg);
 }
 
 /* A coroutine route: runtime.dispatch(handler, req) in the task's coroutine. */
@@ -153,7 +161,7 @@ static void run_route(ml_app_t *a, ml_task_t *t, const ml_match_t *m) {
   ml_request_t *r = t->owner;
   const ml_route_t *route = &a->routes[m->route];
   if (r->upload && ml_upload_failed(r->upload)) {
-    respond_500(t, 1, "the upload could not be written");
+    respond_500(t, NULL, 1, "the upload could not be written");
   } else if (route->pooled) {
     ml_pooled_route_start(a, t, m, answered);
   } else {

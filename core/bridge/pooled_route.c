@@ -5,6 +5,7 @@
 #include "log.h"
 #include "lresponse.h"
 #include "copy.h"
+#include "error_page.h"
 #include "lstate.h"
 #include "response.h"
 #include "workers.h"
@@ -65,11 +66,13 @@ static void spares_free(ml_sched_t *s, void *data) {
 
 /* --- on a worker thread -------------------------------------------------------------- */
 
-/* Answers 500; why (NULL if it is logged already) goes to the log. */
-static void failed(job_t *j, const char *why) {
-  if (why) ml_log(ML_LOG_ERROR, "pool: %s", why);
+/* Answers 500; why goes to the log unless it is there already (logged). Behind
+ * middleware, why goes back instead, for next(req) (runtime.lua's next_pooled). */
+static void failed(job_t *j, const char *why, int logged) {
+  if (!logged) ml_log(ML_LOG_ERROR, "pool: %s", why);
   j->response.len = 0;
   if (j->values) {
+    ml_buf_addstr(&j->response, why);
     j->status = -1;
     return;
   }
@@ -87,7 +90,7 @@ static void call_handler(ml_app_t *a, const ml_route_t *route, ml_request_t *r,
   lua_rawgeti(L, LUA_REGISTRYINDEX, route->handler_ref);
   ml_request_push(L, r, m, a->req_refs_ref);
   if (lua_pcall(L, 2, 3, 1)) {
-    failed(j, lua_tostring(L, -1) ? lua_tostring(L, -1) : "error");
+    failed(j, lua_tostring(L, -1) ? lua_tostring(L, -1) : "error", 0);
     return;
   }
   char err[256];
@@ -98,9 +101,12 @@ static void call_handler(ml_app_t *a, const ml_route_t *route, ml_request_t *r,
                                sizeof err);
   }
   if (j->status < 0) {
-    char why[1024];
-    snprintf(why, sizeof why, "%s: %s", route->label, err);
-    failed(j, why);
+    ml_log(ML_LOG_ERROR, "pool: %s: %s", route->label, err);
+    /* in development mode the 500 says what is wrong with the response */
+    if (!j->values)
+      j->status = ml_error_page_build(L, r, err, &j->response, &a->scratch, &j->keepalive,
+                                      j->head);
+    if (j->status < 0) failed(j, err, 1);
   }
 }
 
@@ -112,7 +118,7 @@ static void run(ml_worker_t *w, ml_work_t *work) {
   ml_app_t *a = ml_worker_app(w, &load_error);
   j->response.len = 0;
   if (!a) {
-    failed(j, load_error ? load_error : "the app did not load");
+    failed(j, load_error ? load_error : "the app did not load", 0);
     return;
   }
   ml_request_t *r = ml_request_new(&a->spare_requests);
@@ -122,8 +128,10 @@ static void run(ml_worker_t *w, ml_work_t *work) {
   if (route) {
     call_handler(a, route, r, &m, j);
   } else {
-    ml_log(ML_LOG_ERROR, "%s: no such route in the reloaded code", r->route);
-    failed(j, NULL);
+    char why[512];
+    snprintf(why, sizeof why, "%s: no such route in the reloaded code", r->route);
+    ml_log(ML_LOG_ERROR, "%s", why);
+    failed(j, why, 1);
   }
   lua_settop(a->L, 0);
   int after = ml_request_take_after(r);
@@ -172,22 +180,17 @@ static void job_recycle(ml_app_t *a, job_t *j) {
   sp->n++;
 }
 
-/* Pushes the results of a failed request: 500, { detail = "Internal Server Error" }, nil. */
-static void push_500(lua_State *L) {
-  lua_pushinteger(L, 500);
-  lua_createtable(L, 0, 1);
-  lua_pushliteral(L, "Internal Server Error");
-  lua_setfield(L, -2, "detail");
-  lua_pushnil(L);
-}
-
-/* Back on the loop, behind middleware: the results go to the waiting next(req). */
+/* Back on the loop, behind middleware: the results go to the waiting next(req), or nil
+ * and why the request failed (logged already), for which next_pooled answers the 500. */
 static void done_values(job_t *j) {
   ml_task_t *t = j->task;
   int n = j->status < 0 ? -1 : ml_copy_unpack(t->co, j->response.data, j->response.len);
   if (n != 3) {
     if (n > 0) lua_pop(t->co, n);
-    push_500(t->co);
+    lua_pushnil(t->co);
+    if (j->status < 0) lua_pushlstring(t->co, j->response.data, j->response.len);
+    else lua_pushliteral(t->co, "the pool thread's results could not be read");
+    lua_pushnil(t->co);
   }
   job_recycle(t->sched->owner, j);
   ml_task_wake(t, 3);
@@ -254,9 +257,11 @@ void ml_pooled_route_start(ml_app_t *a, ml_task_t *t, const ml_match_t *m,
   t->wait = &j->work;
 }
 
-/* req_pooled(r, g) -> status, body, headers: the innermost next(req) of a pooled route
- * behind middleware. Sends the request (as received) to the workers and waits in the
- * request's coroutine for the handler's results; a full queue gives 503 at once. */
+/* req_pooled(r, g) -> status, body, headers | nil, why: the innermost next(req) of a pooled
+ * route behind middleware. Sends the request (as received) to the workers and waits in the
+ * request's coroutine for the handler's results (nil and why, logged, when there are none
+ * to give: a result that could not be copied back, the app not loaded on the thread); a
+ * full queue gives 503 at once. */
 static int l_req_pooled(lua_State *L) {
   ml_request_t *r = ml_request_check(L);
   ml_task_t *t = ml_task_current(L);

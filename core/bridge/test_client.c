@@ -6,7 +6,8 @@
  * response serialized into the connection (lresponse.c) -> bytes back. The spec blocks
  * while the loop runs, as with any moonlet primitive in a spec (a blocking task).
  *
- *   test_client_new(app, appdir|nil, pool_size, log_level) -> tc
+ *   test_client_new(app, appdir|nil, pool_size, log_level, debug) -> tc
+ *                                 debug: the development mode (core.h) while it is open
  *     tc:connect() -> conn        a new (memory) connection the server serves
  *     tc:lifespan(phase)          runs "startup" / "shutdown" hooks: true | nil, err
  *     tc:activate()               makes the app's scheduler the state's (see ml_sched_bind)
@@ -50,6 +51,7 @@ struct tc_s {
   ml_sched_t *prev;          /* the state's scheduler before (the runner's) */
   runner_hook_t *hook;       /* on prev: ends a client left open */
   int prev_log_level;
+  int prev_dev_mode;         /* like the log level, process-wide: restored on close */
   int closed;
 };
 
@@ -244,6 +246,7 @@ static void tc_end(tc_t *tc) {
   ml_app_free(tc->app);
   ml_workers_free(tc->workers, 10);
   ml_log_level = tc->prev_log_level;
+  ml_core_set_dev_mode(tc->prev_dev_mode);
 }
 
 static int tc_close(lua_State *L) {
@@ -266,17 +269,21 @@ static void runner_closing(ml_sched_t *s, void *data) {
   free(h);
 }
 
-/* test_client_new(app, appdir|nil, pool_size, log_level) */
+/* test_client_new(app, appdir|nil, pool_size, log_level, debug) */
 static int tc_new(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   const char *appdir = luaL_optstring(L, 2, NULL);
   int pool_size = (int)luaL_optinteger(L, 3, 4);
   int log_level = (int)luaL_optinteger(L, 4, ML_LOG_WARN);
+  int prev_dev_mode = ml_core_dev_mode();
   ml_sched_t *prev = ml_sched_of(L);
   if (!prev) return luaL_error(L, "the test client needs moonlet's runtime (moonlet test)");
+  /* before the app's routes are taken (runtime.routes reads it) and its threads start */
+  ml_core_set_dev_mode(lua_toboolean(L, 5));
   char err[1024];
   ml_app_t *a = ml_app_in(L, 1, prev->loop, err, sizeof err);
   if (!a) {
+    ml_core_set_dev_mode(prev_dev_mode);
     ml_sched_bind(prev);
     lua_pushnil(L);
     lua_pushstring(L, err);
@@ -286,6 +293,7 @@ static int tc_new(lua_State *L) {
   tc->app = a;
   tc->prev = prev;
   tc->prev_log_level = ml_log_level;
+  tc->prev_dev_mode = prev_dev_mode;
   ml_log_level = log_level;
   ml_server_config_t sc = {
       .host = "127.0.0.1",

@@ -9,6 +9,7 @@ local Validate = require "moonlet.validate"
 local Stream = require "moonlet.stream"
 local Websocket = require "moonlet.websocket"
 local Openapi = require "moonlet.openapi"
+local ErrorPage = require "moonlet.error_page"
 
 local type, getmetatable, xpcall, tostring, require, error, select, ipairs =
   type, getmetatable, xpcall, tostring, require, error, select, ipairs
@@ -98,7 +99,7 @@ local function on_error(e)
   return tb
 end
 
-local internal_error = { detail = "Internal Server Error" }
+local internal_error = ErrorPage.internal_error
 
 -- What a handler returned -> status, body, headers. A lone value is the body (`return 42`
 -- is the JSON 42); two or more are status, body[, headers], the status checked in C.
@@ -175,7 +176,9 @@ local function finish(req, ok, ...)
     return e.status, { detail = e.detail }, e.headers
   end
   log("error", (req_route(req._r) or "handler") .. ": " .. e)
-  return 500, internal_error, nil
+  -- after a WebSocket's 101 nothing reads it; in development mode it carries the error
+  if rawget(req, "_ws_open") then return 500, internal_error, nil end
+  return ErrorPage.for_request(req, e)
 end
 
 -- A stream body (moonlet.stream, moonlet.sse) is written here, in pieces, by stream.lua.
@@ -206,9 +209,12 @@ handler_next = function(h)
 end
 
 -- the innermost next of a pooled route: the request goes to a pool thread (as received),
--- the handler's results come back
+-- the handler's results come back; nil and why if they could not (logged already: a
+-- result a thread cannot hand back, the app not loaded there)
 next_pooled = function(req)
-  return to_res(req_pooled(req._r, req._g))
+  local status, body, headers = req_pooled(req._r, req._g)
+  if status == nil then return to_res(ErrorPage.for_request(req, body)) end
+  return to_res(status, body, headers)
 end
 
 -- middleware #i returned res: raises unless it is a response

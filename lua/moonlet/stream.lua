@@ -5,6 +5,7 @@
 -- (after the middleware, which may add headers) and calls run, which writes the head and
 -- runs the producer in the request's coroutine. The C side is core/bridge/stream.c.
 local core = require "moonlet.core"
+local ErrorPage = require "moonlet.error_page"
 
 local type, error, tostring, pairs, setmetatable, getmetatable, xpcall, rawget, floor =
   type, error, tostring, pairs, setmetatable, getmetatable, xpcall, rawget, math.floor
@@ -169,12 +170,16 @@ end
 
 -- --- running a stream (runtime.lua's dispatch) ------------------------------------------
 
-local internal_error = { detail = "Internal Server Error" }
-
 local function failed(req, msg)
   local w = rawget(req, "_after")
   if w then w.error = msg end
   log("error", msg)
+end
+
+-- Nothing is written yet: a 500 (with the error in development mode, error_page.lua).
+local function refuse(req, msg)
+  failed(req, msg)
+  return ErrorPage.for_request(req, msg)
 end
 
 -- Answers the request with stream s (status and headers as the handler and middleware
@@ -183,23 +188,20 @@ end
 function _M.run(req, status, s, headers)
   local route = req_route(req._r) or "handler"
   if in_pool() then
-    failed(req, route .. ": a { pool = true } route returned moonlet.stream or moonlet.sse: "
-                .. "streams are produced by coroutines on the event loop; drop pool = true "
-                .. "(or do the blocking work with moonlet.run_in_pool inside the producer)")
-    return 500, internal_error
+    return refuse(req, route .. ": a { pool = true } route returned moonlet.stream or "
+                  .. "moonlet.sse: streams are produced by coroutines on the event loop; drop "
+                  .. "pool = true (or do the blocking work with moonlet.run_in_pool inside "
+                  .. "the producer)")
   end
   local r, g = req._r, req._g
   local body, err = stream_start(r, g, status, s.content_type, headers, s.high_water,
                                  s.keepalive, ": ping\n\n")
-  if body == nil then
-    failed(req, route .. ": " .. err)
-    return 500, internal_error
-  end
+  if body == nil then return refuse(req, route .. ": " .. err) end
   if body then
     local ok, e = xpcall(s.producer, traceback, function(data)
       return stream_send(r, g, data)
     end)
-    if not ok then
+    if not ok then   -- the head is out: the stream is cut short, no page
       failed(req, route .. ": stream producer failed: " .. tostring(e))
       stream_end(r, g, false)
       return status

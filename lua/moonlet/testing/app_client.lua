@@ -17,7 +17,9 @@
 -- `moonlet serve`; the call blocks the spec while the loop runs. app:override applies, as
 -- the app is the same table. Pooled routes run on real pool threads, whose states load
 -- the app's directory: give a directory, or opts.dir with an app table.
--- opts: dir, pool_size (4), log_level (2: warnings; 1 shows the access log), timeout (30 s
+-- opts: dir, pool_size (4), log_level (2: warnings; 1 shows the access log), debug (false:
+-- `moonlet serve --debug`'s development mode, process-wide while the client is open, like
+-- log_level: a 500 carries its error, response schemas are checked), timeout (30 s
 -- per response).
 local core = require "moonlet.core"
 local deps = require "moonlet.deps"
@@ -196,7 +198,8 @@ function _M.client(app_or_dir, opts)
     argerr(1, "client", "expected an app or its directory")
   end
   if dir ~= nil and type(dir) ~= "string" then argerr(2, "client", "dir: expected a string") end
-  local tc, err = core.test_client_new(app, dir, opts.pool_size, opts.log_level)
+  local tc, err = core.test_client_new(app, dir, opts.pool_size, opts.log_level,
+                                      opts.debug == true)
   if not tc then error(err, 2) end
   if not dir and has_pooled(app) then
     tc:close()
