@@ -394,7 +394,18 @@ static ml_app_t *serve_error(ml_host_t *h, const char *appdir, const char *err) 
   return ml_app_failed(&h->loop, appdir, err);
 }
 
+/* --reload: the watcher starts before the code is loaded, so that an edit saved while
+ * the app loads (or before ml_host_run) is a change from what it loaded. */
+static void watch_start(ml_host_t *h, const char *appdir) {
+  if (!h->cfg.reload || h->reload || h->closed) return;
+  struct stat st;
+  if (stat(appdir, &st) != 0 || !S_ISDIR(st.st_mode)) return;
+  h->reload = ml_reload_start(&h->loop, appdir, reload_cb, h);
+  ml_log(ML_LOG_INFO, "watching %s for changes (--reload)", appdir);
+}
+
 int ml_host_load(ml_host_t *h, const char *appdir, char *err, size_t errlen) {
+  watch_start(h, appdir);
   ml_app_t *a = ml_app_new(&h->loop, appdir, 0, err, errlen);
   if (!a) a = serve_error(h, appdir, err);
   if (!a) return -1;
@@ -471,14 +482,12 @@ int ml_host_run(ml_host_t *h) {
     h->watchdog = ml_watchdog_start(&h->app->sched, h->cfg.block_warn_ms);
     ml_watchdog_enforce(h->watchdog, &h->stop_deadline, held_cb, h);
   }
-  if (h->cfg.reload && h->appdir && !h->reload && !h->closed) {
-    h->reload = ml_reload_start(&h->loop, h->appdir, reload_cb, h);
-    ml_log(ML_LOG_INFO, "watching %s for changes (--reload)", h->appdir);
-  }
   /* a stop asked for while the startup hooks ran */
   if (__atomic_load_n(&h->stop_requests, __ATOMIC_SEQ_CST)) uv_async_send(&h->stop_async);
-  while (uv_run(&h->loop, UV_RUN_DEFAULT) && h->reload_pending) {
-    h->reload_pending = 0;
+  /* a change seen while the app loaded or started is reloaded at once */
+  int pending = h->reload_pending;
+  while (pending || (uv_run(&h->loop, UV_RUN_DEFAULT) && h->reload_pending)) {
+    pending = h->reload_pending = 0;
     if (!h->stopping) reload_now(h);
   }
   for (int i = 0; i < h->nretired; i++) h->retired[i].app->sched.monitor = NULL;

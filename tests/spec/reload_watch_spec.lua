@@ -43,7 +43,7 @@ describe("--reload watching the app directory", function()
   end)
   after_each(function() if srv then srv:stop() end srv = nil end)
 
-  it("watches with file system events, not by polling", function()
+  it("watches with events, not polling, from before the app loads (no edit missed)", function()
     srv = t.server{ app = dir, args = { "--reload" } }
     assert.is_nil(srv:stderr():find("polling", 1, true))
     t.write_file(dir .. "/app.lua", app_source("v2"))
@@ -106,6 +106,11 @@ describe("--reload with code that does not load at start", function()
                      res:json().detail)
     end
     srv:wait_log("the app failed to load, answering every request with the error", 5)
+    local page = t.run({ "-c", "curl -s -H 'Accept: text/html' http://127.0.0.1:" .. srv.port
+                               .. "/page" }, { bin = "sh" })
+    assert.matches("<!DOCTYPE html>", page.stdout, 1, true)
+    assert.matches("app failed to load: .*app%.lua:3: unexpected symbol near "
+                   .. "&#39;&lt;eof&gt;&#39;", page.stdout)
     t.write_file(dir .. "/app.lua", app_source("fixed"))
     wait_version(srv, "fixed")
     assert.are.same("fixed", get(srv, "/pooled"))
