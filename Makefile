@@ -15,8 +15,17 @@ CJSON_LIB  := $(firstword $(wildcard /usr/lib/*/liblua5.1-cjson.a) /usr/lib/x86_
 # Debian's Lua 5.1 C modules (busted's lfs, term, system) for `moonlet test`.
 LUA_CDIR   := /usr/lib/$(shell $(CC) -print-multiarch 2>/dev/null)/lua/5.1
 
+# LUA_INCDIR (optional; the rockspec passes luarocks' own) must hold LuaJIT's headers: plain
+# Lua 5.1's lua.h builds a binary that does not match the LuaJIT it links.
+LUA_INCDIR ?=
+ifneq ($(LUA_INCDIR),)
+ifeq ($(wildcard $(LUA_INCDIR)/luajit.h),)
+$(error LUA_INCDIR=$(LUA_INCDIR) has no luajit.h: moonlet builds against LuaJIT; pass LUA_INCDIR=/usr/include/luajit-2.1)
+endif
+endif
+
 CFLAGS  += -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(OPT) -g -Wall -Wextra -Werror \
-           -Wno-missing-field-initializers $(SAN) $(PKGCFG) -I$(LLHTTP_INC) $(CORE_DIRS:%=-iquote %) -iquote $(BUILD)
+           -Wno-missing-field-initializers $(SAN) $(LUA_INCDIR:%=-I%) $(PKGCFG) -I$(LLHTTP_INC) $(CORE_DIRS:%=-iquote %) -iquote $(BUILD)
 LDFLAGS += $(SAN) -rdynamic
 LDLIBS  += $(CJSON_LIB) $(PKGLIBS) -lwslay -lz -lm -lpthread -ldl
 
@@ -28,12 +37,23 @@ CORE_HDR := $(wildcard $(CORE_DIRS:%=%/*.h))
 CORE_SRC := $(filter-out core/main.c,$(wildcard $(CORE_DIRS:%=%/*.c)))
 CORE_OBJ := $(CORE_SRC:core/%.c=$(BUILD)/core/%.o) $(BUILD)/core/lua_embed.o
 LUA_SRC  := $(sort $(wildcard lua/moonlet/*.lua lua/moonlet/testing/*.lua))
+# LuaLS definition files (---@meta) for what only C defines: installed, not compiled in.
+LUA_META := $(sort $(wildcard lua/moonlet/meta/*.lua))
 UNIT_SRC := $(wildcard tests/unit/*_test.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps run test test-asan bench install clean
+.PHONY: all bin deps run test test-asan bench install install-rock clean
+# make install PREFIX=/usr/local [DESTDIR=/tmp/stage]; the rockspec sets BINDIR and LUADIR to
+# its tree's (TREE/bin, TREE/share/lua/5.1).
 PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+LUADIR  ?= $(PREFIX)/share/lua/5.1
+LIBDIR  ?= $(PREFIX)/lib
+INCDIR  ?= $(PREFIX)/include
 all: $(BUILD)/moonlet $(BUILD)/libmoonlet.a $(UNIT_BIN) $(BUILD)/tests/embed_example
+
+# What the rockspec builds: the binary and the library, no tests.
+bin: $(BUILD)/moonlet $(BUILD)/libmoonlet.a
 
 deps:
 	@scripts/deps.sh test
@@ -105,13 +125,19 @@ bench:
 	$(MAKE) all
 	bench/run.sh
 
-# The binary, the embedding library and its header (the Lua side is inside both), and
-# the spec helpers `moonlet test` finds next to the binary (share/lua/5.1/moonlet/testing).
-install: all
-	install -D -m 755 $(BUILD)/moonlet $(DESTDIR)$(PREFIX)/bin/moonlet
-	install -D -m 644 $(BUILD)/libmoonlet.a $(DESTDIR)$(PREFIX)/lib/libmoonlet.a
-	install -D -m 644 core/moonlet.h $(DESTDIR)$(PREFIX)/include/moonlet.h
-	install -D -m 644 -t $(DESTDIR)$(PREFIX)/share/lua/5.1/moonlet/testing lua/moonlet/testing/*.lua
+# install-rock (what `luarocks make` installs): the binary, and the Lua side as files --
+# lua/moonlet/*.lua, testing/ and the LuaLS definitions in meta/ -- for editors, LuaLS and
+# readers (the binary runs its embedded copies of the same files: README "Install").
+# install adds the embedding library and its header.
+install-rock: $(BUILD)/moonlet
+	install -D -m 755 $(BUILD)/moonlet $(DESTDIR)$(BINDIR)/moonlet
+	for f in $(LUA_SRC) $(LUA_META); do \
+	  install -D -m 644 $$f $(DESTDIR)$(LUADIR)/$${f#lua/} || exit 1; \
+	done
+
+install: install-rock $(BUILD)/libmoonlet.a
+	install -D -m 644 $(BUILD)/libmoonlet.a $(DESTDIR)$(LIBDIR)/libmoonlet.a
+	install -D -m 644 core/moonlet.h $(DESTDIR)$(INCDIR)/moonlet.h
 
 clean:
 	rm -rf build build-asan

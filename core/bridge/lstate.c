@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 int luaopen_cjson(lua_State *L);
 #include "core.h"
@@ -48,6 +49,43 @@ int ml_lua_traceback(lua_State *L) {
   return 1;
 }
 
+/* The tree moonlet is installed in, when the running binary is TREE/bin/x and
+ * TREE/share/lua/5.1/moonlet/init.lua exists (make install, luarocks make): writes TREE
+ * into tree and returns 1; 0 otherwise (the checkout's build/moonlet, an embedding host
+ * elsewhere). */
+static int installed_tree(char tree[4096]) {
+  ssize_t len = readlink("/proc/self/exe", tree, 4095);
+  if (len <= 0) return 0;
+  tree[len] = '\0';
+  for (int up = 0; up < 2; up++) {   /* TREE/bin/moonlet -> TREE */
+    char *slash = strrchr(tree, '/');
+    if (!slash || slash == tree) return 0;
+    *slash = '\0';
+  }
+  char probe[4096 + 64];   /* tree (< 4096) and the suffix */
+  struct stat st;
+  snprintf(probe, sizeof probe, "%s/share/lua/5.1/moonlet/init.lua", tree);
+  return stat(probe, &st) == 0;
+}
+
+/* package.path/cpath gain the tree's Lua directories first (APPDIR's go before them), so an
+ * app finds the rocks installed beside moonlet (luarocks --tree TREE install x). moonlet's
+ * own modules are there too, but package.preload comes first: require "moonlet" gets the
+ * embedded copy (README "Install" says why). */
+static void add_tree_paths(lua_State *L) {
+  char tree[4096];
+  if (!installed_tree(tree)) return;
+  lua_getfield(L, -1, "path");
+  lua_pushfstring(L, "%s/share/lua/5.1/?.lua;%s/share/lua/5.1/?/init.lua;%s", tree, tree,
+                  lua_tostring(L, -1));
+  lua_setfield(L, -3, "path");
+  lua_pop(L, 1);
+  lua_getfield(L, -1, "cpath");
+  lua_pushfstring(L, "%s/lib/lua/5.1/?.so;%s", tree, lua_tostring(L, -1));
+  lua_setfield(L, -3, "cpath");
+  lua_pop(L, 1);
+}
+
 lua_State *ml_lua_new(const char *appdir) {
 #ifdef ML_SANITIZE
   lua_State *L = lua_newstate(l_alloc, NULL);
@@ -69,6 +107,7 @@ lua_State *ml_lua_new(const char *appdir) {
     lua_setfield(L, -2, m->module);
   }
   lua_pop(L, 1);   /* preload */
+  add_tree_paths(L);
   if (appdir) {
     lua_pushstring(L, appdir);   /* for app:static's relative directories (static_mount.c) */
     lua_setfield(L, LUA_REGISTRYINDEX, "moonlet.appdir");

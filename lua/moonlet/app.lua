@@ -10,8 +10,62 @@ local Validate = require "moonlet.validate"
 local Websocket = require "moonlet.websocket"
 local schema = require "moonlet.schema"
 
+---A route handler: returns body | status, body[, headers] (a table body is JSON), or a
+---moonlet.response / moonlet.stream / moonlet.sse.
+---@alias moonlet.Handler fun(req: moonlet.Request): any, any?, table?
+
+---@class moonlet.AppOptions
+---@field title? string
+---@field version? string
+---@field description? string
+---@field deps? table<string, fun(req: moonlet.Request): any> dependencies of every route
+---@field openapi? string|false the document's path ("/openapi.json"), false: none
+---@field docs? string|false the docs page's path ("/docs"), false: none
+
+---@class moonlet.RouterOptions
+---@field prefix? string "/users"
+---@field tags? string[]
+---@field deps? table<string, fun(req: moonlet.Request): any>
+
+---A route's options (all optional).
+---@class moonlet.RouteOptions
+---@field pool? boolean run on a pool thread (FastAPI's def)
+---@field deps? table<string, fun(req: moonlet.Request): any> req.deps.name
+---@field params? table<string, moonlet.Schema> path parameters, validated (422)
+---@field query? table<string, moonlet.Schema> query parameters, validated (422)
+---@field headers? table<string, moonlet.Schema> headers, validated (422)
+---@field body? moonlet.Schema the JSON body, validated (422)
+---@field form? table<string, moonlet.Schema> form fields, validated (422)
+---@field response? moonlet.Schema the response, checked under --reload, documented
+---@field max_body? integer bytes (the server's --max-body otherwise)
+---@field summary? string
+---@field description? string
+---@field tags? string[]
+---@field deprecated? boolean
+
+---What route methods return: the route as the app keeps it.
+---@class moonlet.Route
+---@field path string
+---@field methods string "GET,POST"
+
+---The app: routes, middleware, lifespan hooks; APPDIR/app.lua returns it. Also the
+---module moonlet.app (new, router, is_app).
+---@class moonlet.App
+---@field title string
+---@field version string
+---@field state table what the startup hooks set up
+---@field get fun(self: moonlet.App, path: string, opts: moonlet.RouteOptions|moonlet.Handler, handler?: moonlet.Handler): moonlet.Route app:get(path, [opts,] handler)
+---@field head fun(self: moonlet.App, path: string, opts: moonlet.RouteOptions|moonlet.Handler, handler?: moonlet.Handler): moonlet.Route
+---@field post fun(self: moonlet.App, path: string, opts: moonlet.RouteOptions|moonlet.Handler, handler?: moonlet.Handler): moonlet.Route
+---@field put fun(self: moonlet.App, path: string, opts: moonlet.RouteOptions|moonlet.Handler, handler?: moonlet.Handler): moonlet.Route
+---@field patch fun(self: moonlet.App, path: string, opts: moonlet.RouteOptions|moonlet.Handler, handler?: moonlet.Handler): moonlet.Route
+---@field delete fun(self: moonlet.App, path: string, opts: moonlet.RouteOptions|moonlet.Handler, handler?: moonlet.Handler): moonlet.Route
+---@field options fun(self: moonlet.App, path: string, opts: moonlet.RouteOptions|moonlet.Handler, handler?: moonlet.Handler): moonlet.Route
 local _M = {}
 local mt = { __index = _M }
+
+---A router (moonlet.router): routes under a prefix, with tags and deps; app:include(r).
+---@class moonlet.Router: moonlet.App
 
 local METHOD_BITS = { GET = 1, HEAD = 2, POST = 4, PUT = 8, PATCH = 16, DELETE = 32, OPTIONS = 64 }
 _M.METHOD_BITS = METHOD_BITS
@@ -44,8 +98,10 @@ local function doc_path(opts, name, default)
   return p
 end
 
--- moonlet.app{ title = "Demo", version = "1.0.0", description = "...", deps = {...},
---              openapi = "/openapi.json", docs = "/docs" }
+---moonlet.app{ title = "Demo", version = "1.0.0", description = "...", deps = {...},
+---             openapi = "/openapi.json", docs = "/docs" }
+---@param opts? moonlet.AppOptions
+---@return moonlet.App
 function _M.new(opts)
   if opts ~= nil and type(opts) ~= "table" then
     error("bad argument #1 to 'app' (expected a table of options)", 2)
@@ -77,8 +133,10 @@ function _M.new(opts)
   }, mt)
 end
 
--- app:use(function(req, next) ... local res = next(req) ... return res end): middleware,
--- outermost first in the order added (see runtime.routes).
+---app:use(function(req, next) ... local res = next(req) ... return res end): middleware,
+---outermost first in the order added (see runtime.routes).
+---@param mw fun(req: moonlet.Request, next: fun(req: moonlet.Request): moonlet.MiddlewareResponse): moonlet.MiddlewareResponse
+---@return moonlet.App self
 function _M:use(mw)
   if getmetatable(self) ~= mt then
     error("bad argument #1 to 'use' (call it on the app: app:use(fn))", 2)
@@ -90,8 +148,11 @@ function _M:use(mw)
   return self
 end
 
--- app:override(dep, replacement): wherever dep is a dependency (deps options, req:dep),
--- replacement is called instead. For tests.
+---app:override(dep, replacement): wherever dep is a dependency (deps options, req:dep),
+---replacement is called instead. For tests.
+---@param dep function
+---@param replacement? function nil undoes it
+---@return moonlet.App self
 function _M:override(dep, replacement)
   if type(dep) ~= "function" then
     error("bad argument #1 to 'override' (expected the dependency function)", 2)
@@ -103,14 +164,18 @@ function _M:override(dep, replacement)
   return self
 end
 
+---@param x any
+---@return boolean is_app true for what moonlet.app made (not a router)
 function _M.is_app(x)
   return getmetatable(x) == mt
 end
 
 local router_mt = { __index = _M }
 
--- moonlet.router{ prefix = "/users", tags = { "users" }, deps = {...} }: routes added to
--- it get the prefix, the tags and the deps when an app (or another router) includes it.
+---moonlet.router{ prefix = "/users", tags = { "users" }, deps = {...} }: routes added to
+---it get the prefix, the tags and the deps when an app (or another router) includes it.
+---@param opts? moonlet.RouterOptions
+---@return moonlet.Router
 function _M.router(opts)
   if opts ~= nil and type(opts) ~= "table" then
     error("bad argument #1 to 'router' (expected a table of options)", 2)
@@ -207,16 +272,25 @@ local function add(self, methods, path, opts, handler, level)
   return r
 end
 
--- app:route(methods, path, [opts,] handler); methods is "GET" or { "GET", "POST" }.
+---app:route(methods, path, [opts,] handler); methods is "GET" or { "GET", "POST" }.
+---@param methods string|string[]
+---@param path string "/items/{id:int}"
+---@param opts moonlet.RouteOptions|moonlet.Handler the options, or the handler
+---@param handler? moonlet.Handler
+---@return moonlet.Route
 function _M:route(methods, path, opts, handler)
   if handler == nil then opts, handler = nil, opts end
   return add(self, methods, path, opts, handler, 2)
 end
 
--- app:websocket(path, [opts,] handler): handler(ws, req) runs as a coroutine on the loop
--- once the WebSocket handshake is answered (101); path parameters, validation and deps as
--- for any route. opts: see moonlet.websocket's options (subprotocols, origins,
--- idle_timeout, close_timeout, max_message). A GET route: other methods get 405.
+---app:websocket(path, [opts,] handler): handler(ws, req) runs as a coroutine on the loop
+---once the WebSocket handshake is answered (101); path parameters, validation and deps as
+---for any route. opts: see moonlet.websocket's options (subprotocols, origins,
+---idle_timeout, close_timeout, max_message). A GET route: other methods get 405.
+---@param path string
+---@param opts moonlet.WebSocketOptions|fun(ws: moonlet.WebSocket, req: moonlet.Request) the options, or the handler
+---@param handler? fun(ws: moonlet.WebSocket, req: moonlet.Request)
+---@return moonlet.Route
 function _M:websocket(path, opts, handler)
   if handler == nil then opts, handler = nil, opts end
   if opts ~= nil and type(opts) ~= "table" then
@@ -243,8 +317,10 @@ local function router_opts(r, opts)
   return o
 end
 
--- app:include(router) (or router:include(router)): adds the router's routes as they are
--- now, each path under the router's prefix, with its tags and deps.
+---app:include(router) (or router:include(router)): adds the router's routes as they are
+---now, each path under the router's prefix, with its tags and deps.
+---@param r moonlet.Router
+---@return moonlet.App self
 function _M:include(r)
   if getmetatable(r) ~= router_mt then
     error("bad argument #1 to 'include' (expected a moonlet.router)", 2)
@@ -259,9 +335,13 @@ function _M:include(r)
   return self
 end
 
--- app:static("/static", "public", { max_age = 3600, index = "index.html" }): the files
--- under dir (relative to APPDIR, or absolute) answer GET and HEAD at prefix/..., served by
--- C without Lua (so without middleware). index = false: a directory is 404.
+---app:static("/static", "public", { max_age = 3600, index = "index.html" }): the files
+---under dir (relative to APPDIR, or absolute) answer GET and HEAD at prefix/..., served by
+---C without Lua (so without middleware). index = false: a directory is 404.
+---@param prefix string
+---@param dir string
+---@param opts? {max_age?: integer, index?: string|false}
+---@return moonlet.App self
 function _M:static(prefix, dir, opts)
   local function argerr(n, what)
     error("bad argument #" .. n .. " to 'static' (" .. what .. ")", 3)
@@ -310,16 +390,20 @@ local function add_hook(self, list, name, fn)
   list[#list + 1] = fn
 end
 
--- app:on_startup(fn): fn(app) runs once per process, on the loop, as a coroutine (it may
--- sleep, use the db and the HTTP client), before the server accepts its first connection;
--- hooks run one after the other in the order they were added. Never in pool threads.
+---app:on_startup(fn): fn(app) runs once per process, on the loop, as a coroutine (it may
+---sleep, use the db and the HTTP client), before the server accepts its first connection;
+---hooks run one after the other in the order they were added. Never in pool threads.
+---@param fn fun(app: moonlet.App)
+---@return moonlet.App self
 function _M:on_startup(fn)
   add_hook(self, self.startup_hooks, "on_startup", fn)   -- not a tail call: level 3 is kept
   return self
 end
 
--- app:on_shutdown(fn): fn(app) runs on the loop at a graceful stop, after the last request
--- and the background tasks requests spawned have finished (or when --reload retires it).
+---app:on_shutdown(fn): fn(app) runs on the loop at a graceful stop, after the last request
+---and the background tasks requests spawned have finished (or when --reload retires it).
+---@param fn fun(app: moonlet.App)
+---@return moonlet.App self
 function _M:on_shutdown(fn)
   add_hook(self, self.shutdown_hooks, "on_shutdown", fn)
   return self

@@ -11,12 +11,19 @@ local core = require "moonlet.core"
 local setmetatable, type, error, pcall = setmetatable, type, error, pcall
 local sub, find = string.sub, string.find
 
+---moonlet.db: SQLite and PostgreSQL behind one API.
+---@class moonlet.db
 local _M = { _VERSION = "0.1.0" }
 
 local QUERY, EXEC = 0, 1
 
+---A database handle (moonlet.db.open): a pool of connections.
+---@class moonlet.DB
+---@field driver "sqlite"|"postgres"
 local DB = {}
 local db_mt = { __index = DB }
+---A transaction on a connection of its own (db:begin, db:transaction).
+---@class moonlet.Tx
 local Tx = {}
 local tx_mt = { __index = Tx }
 
@@ -26,13 +33,21 @@ local function check_sql(sql, fname)
   end
 end
 
--- db:query(sql, ...) -> array of rows ({ column = value }), or nil, err
+---db:query(sql, ...) -> array of rows ({ column = value }), or nil, err
+---@param sql string `?` placeholders
+---@param ... any the values
+---@return table[]|nil rows
+---@return string? err
 function DB:query(sql, ...)
   check_sql(sql, "query")
   return self._h:run(nil, QUERY, sql, ...)
 end
 
--- db:exec(sql, ...) -> { changes = n, last_id = id|nil }, or nil, err
+---db:exec(sql, ...) -> { changes = n, last_id = id|nil }, or nil, err
+---@param sql string `?` placeholders
+---@param ... any the values
+---@return {changes: integer, last_id: integer?}|nil result
+---@return string? err
 function DB:exec(sql, ...)
   check_sql(sql, "exec")
   return self._h:run(nil, EXEC, sql, ...)
@@ -44,11 +59,21 @@ local function lease_of(tx)
   return lease
 end
 
+---tx:query(sql, ...): db:query in the transaction.
+---@param sql string
+---@param ... any
+---@return table[]|nil rows
+---@return string? err
 function Tx:query(sql, ...)
   check_sql(sql, "query")
   return self._h:run(lease_of(self), QUERY, sql, ...)
 end
 
+---tx:exec(sql, ...): db:exec in the transaction.
+---@param sql string
+---@param ... any
+---@return {changes: integer, last_id: integer?}|nil result
+---@return string? err
 function Tx:exec(sql, ...)
   check_sql(sql, "exec")
   return self._h:run(lease_of(self), EXEC, sql, ...)
@@ -66,7 +91,9 @@ local function commit(h, lease)
   return true
 end
 
--- tx:commit() -> true, or nil, err (then it was rolled back): ends a db:begin() transaction.
+---tx:commit() -> true, or nil, err (then it was rolled back): ends a db:begin() transaction.
+---@return true|nil ok
+---@return string? err
 function Tx:commit()
   if self._managed then error("inside db:transaction: return to commit, raise to roll back", 2) end
   local lease = lease_of(self)
@@ -74,7 +101,9 @@ function Tx:commit()
   return commit(self._h, lease)
 end
 
--- tx:rollback() -> true, or nil, err: ends a db:begin() transaction, undoing it.
+---tx:rollback() -> true, or nil, err: ends a db:begin() transaction, undoing it.
+---@return true|nil ok
+---@return string? err
 function Tx:rollback()
   if self._managed then error("inside db:transaction: raise to roll back", 2) end
   local lease = lease_of(self)
@@ -97,9 +126,11 @@ local function finish(h, lease, ok, ...)
   error(err, 0)
 end
 
--- db:transaction(function(tx) ... end) -> fn's results after COMMIT. If fn raises, the
--- transaction is rolled back and the error raised again. tx:query / tx:exec run on the
--- transaction's own connection. nil, err when BEGIN or COMMIT fails.
+---db:transaction(function(tx) ... end) -> fn's results after COMMIT. If fn raises, the
+---transaction is rolled back and the error raised again. tx:query / tx:exec run on the
+---transaction's own connection. nil, err when BEGIN or COMMIT fails.
+---@param fn fun(tx: moonlet.Tx): ...
+---@return any ...
 function DB:transaction(fn)
   if type(fn) ~= "function" then
     error("bad argument #1 to 'transaction' (expected a function)", 2)
@@ -110,10 +141,12 @@ function DB:transaction(fn)
   return finish(self._h, tx._lease, pcall(fn, tx))
 end
 
--- db:begin() -> tx, or nil, err: a transaction on a connection of its own, until
--- tx:commit() or tx:rollback(); tx:query / tx:exec run in it. One left unfinished is
--- rolled back when tx is garbage collected. Suits a dependency whose req:defer commits
--- or rolls back.
+---db:begin() -> tx, or nil, err: a transaction on a connection of its own, until
+---tx:commit() or tx:rollback(); tx:query / tx:exec run in it. One left unfinished is
+---rolled back when tx is garbage collected. Suits a dependency whose req:defer commits
+---or rolls back.
+---@return moonlet.Tx|nil tx
+---@return string? err
 function DB:begin()
   local h = self._h
   local lease, err = h:acquire()
@@ -127,8 +160,8 @@ function DB:begin()
   return setmetatable({ _h = h, _lease = lease }, tx_mt)
 end
 
--- db:close(): closes idle connections now and busy ones when their statement ends;
--- waiting calls get nil, "closed". The handle cannot be used afterwards.
+---db:close(): closes idle connections now and busy ones when their statement ends;
+---waiting calls get nil, "closed". The handle cannot be used afterwards.
 function DB:close()
   self._h:close()
 end
@@ -142,9 +175,13 @@ local function opt_size(opts, name)
   return n
 end
 
--- moonlet.db.open(url[, opts]) -> db, or nil, err
---   "sqlite:PATH", "sqlite::memory:"        opts.pool_size: connections (files, default 4)
---   "postgres://user:pass@host:port/db?..." (also postgresql://) opts.pool_size (default 10)
+---moonlet.db.open(url[, opts]) -> db, or nil, err
+---  "sqlite:PATH", "sqlite::memory:"        opts.pool_size: connections (files, default 4)
+---  "postgres://user:pass@host:port/db?..." (also postgresql://) opts.pool_size (default 10)
+---@param url string
+---@param opts? {pool_size?: integer}
+---@return moonlet.DB|nil db
+---@return string? err
 function _M.open(url, opts)
   if type(url) ~= "string" then
     error("bad argument #1 to 'open' (expected a database URL)", 2)

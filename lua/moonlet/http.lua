@@ -16,19 +16,42 @@ local concat, sort = table.concat, table.sort
 local find, match, lower, upper, fmt = string.find, string.match, string.lower, string.upper, string.format
 local http_request, json_encode, json_decode = core.http_request, core.json_encode, core.json_decode
 
+---moonlet.http: the HTTP/1.1 client. Expected failures return nil, err; misuse raises.
+---@class moonlet.http
 local _M = { _VERSION = "0.1.0" }
+
+---Options of a request (moonlet.http.request takes method and url in them too).
+---@class moonlet.http.Options
+---@field method? string moonlet.http.request: "GET" by default
+---@field url? string moonlet.http.request: http:// or https://
+---@field headers? table<string, string>
+---@field body? string|table a table is sent as JSON
+---@field timeout? number seconds for the whole request
+---@field connect_timeout? number seconds
+---@field read_timeout? number seconds
+---@field max_size? integer the largest response body accepted, in bytes
+---@field verify? boolean check the server's certificate (https; default true)
+---@field ca_file? string
+---@field keepalive? boolean false: Connection: close
 
 local USER_AGENT = "moonlet/" .. _M._VERSION
 local DEFAULT_PORT = { http = 80, https = 443 }
 local IDEMPOTENT = { GET = true, HEAD = true, PUT = true, DELETE = true, OPTIONS = true, TRACE = true }
 local WITH_BODY = { POST = true, PUT = true, PATCH = true }
 
+---What a request answers.
+---@class moonlet.http.Response
+---@field status integer
+---@field headers table<string, string> lower-case names
+---@field body string
 local Response = {}
 Response.__index = Response
 _M.Response = Response
 
--- res:json() -> the decoded body, or nil, "invalid json at byte N: ..." when it is not
--- strict JSON.
+---res:json() -> the decoded body, or nil, "invalid json at byte N: ..." when it is not
+---strict JSON.
+---@return any value
+---@return string? err
 function Response:json()
   return json_decode(self.body)
 end
@@ -150,6 +173,10 @@ local function request(opts, depth)
   return setmetatable({ status = status, headers = hdrs, body = rbody }, Response)
 end
 
+---moonlet.http.request{ method =, url =, headers =, body =, timeout =, ... } -> res | nil, err
+---@param opts moonlet.http.Options
+---@return moonlet.http.Response|nil res
+---@return string? err "what: detail (where)"
 function _M.request(opts)
   local res, err = request(opts, 1)
   return res, err
@@ -165,36 +192,64 @@ local function with(opts, fname, method, url, body, nbody)
   return res, err
 end
 
--- moonlet.http.get(url[, opts]) -> res | nil, err
+---moonlet.http.get(url[, opts]) -> res | nil, err
+---@param url string
+---@param opts? moonlet.http.Options
+---@return moonlet.http.Response|nil res
+---@return string? err
 function _M.get(url, opts)
   local res, err = with(opts, "get", "GET", url)
   return res, err
 end
 
--- moonlet.http.head(url[, opts]) -> res | nil, err
+---moonlet.http.head(url[, opts]) -> res | nil, err
+---@param url string
+---@param opts? moonlet.http.Options
+---@return moonlet.http.Response|nil res
+---@return string? err
 function _M.head(url, opts)
   local res, err = with(opts, "head", "HEAD", url)
   return res, err
 end
 
--- moonlet.http.delete(url[, opts]) -> res | nil, err
+---moonlet.http.delete(url[, opts]) -> res | nil, err
+---@param url string
+---@param opts? moonlet.http.Options
+---@return moonlet.http.Response|nil res
+---@return string? err
 function _M.delete(url, opts)
   local res, err = with(opts, "delete", "DELETE", url)
   return res, err
 end
 
--- moonlet.http.post(url, body[, opts]) -> res | nil, err   (a table body is sent as JSON)
+---moonlet.http.post(url, body[, opts]) -> res | nil, err   (a table body is sent as JSON)
+---@param url string
+---@param body string|table|nil
+---@param opts? moonlet.http.Options
+---@return moonlet.http.Response|nil res
+---@return string? err
 function _M.post(url, body, opts)
   local res, err = with(opts, "post", "POST", url, body, true)
   return res, err
 end
 
--- moonlet.http.put(url, body[, opts]) / moonlet.http.patch(url, body[, opts])
+---moonlet.http.put(url, body[, opts]) -> res | nil, err
+---@param url string
+---@param body string|table|nil
+---@param opts? moonlet.http.Options
+---@return moonlet.http.Response|nil res
+---@return string? err
 function _M.put(url, body, opts)
   local res, err = with(opts, "put", "PUT", url, body, true)
   return res, err
 end
 
+---moonlet.http.patch(url, body[, opts]) -> res | nil, err
+---@param url string
+---@param body string|table|nil
+---@param opts? moonlet.http.Options
+---@return moonlet.http.Response|nil res
+---@return string? err
 function _M.patch(url, body, opts)
   local res, err = with(opts, "patch", "PATCH", url, body, true)
   return res, err

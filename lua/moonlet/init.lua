@@ -8,6 +8,27 @@ local cjson = require "cjson"
 local setmetatable, getmetatable, type, tostring = setmetatable, getmetatable, type, tostring
 local error, floor = error, math.floor
 
+---The module handlers and apps use: `local moonlet = require "moonlet"`.
+---@class moonlet
+---@field app fun(opts?: moonlet.AppOptions): moonlet.App a new app (see moonlet.App.new)
+---@field router fun(opts?: moonlet.RouterOptions): moonlet.Router routes under a prefix
+---@field middleware moonlet.middleware cors, gzip, request_id
+---@field schema moonlet.schema validation: route options query/params/headers/body
+---@field sleep fun(seconds: number) waits without blocking the loop
+---@field now fun(): number monotonic seconds
+---@field null lightuserdata a JSON null: decodes from null, encodes to null
+---@field spawn fun(fn: function, ...) runs fn(...) as a detached task
+---@field cond fun(): moonlet.Cond a condition tasks wait on
+---@field in_pool fun(): boolean true on a pool thread
+---@field shared moonlet.shared dictionaries shared by every thread
+---@field json moonlet.json
+---@field log moonlet.log
+---@field db moonlet.db SQLite and PostgreSQL
+---@field http moonlet.http the HTTP client
+---@field stream fun(producer: fun(send: moonlet.StreamSend), opts?: moonlet.StreamOptions): moonlet.Stream
+---@field sse fun(producer: fun(emit: moonlet.SseEmit), opts?: moonlet.SseOptions): moonlet.Stream
+---@field http_error_mt table the metatable of moonlet.http_error's values
+---@field response_mt table the metatable of moonlet.response's values
 local _M = { _VERSION = "0.1.0" }
 
 _M.app = App.new
@@ -23,11 +44,13 @@ _M.cond = core.cond   -- c:wait(), c:notify_all(v), c:notify_one(v), c:waiting()
 local select, unpack = select, unpack
 local core_gather, core_timeout, core_run_in_pool = core.gather, core.timeout, core.run_in_pool
 
--- moonlet.gather([opts,] f1, f2, ...) -> r1, r2, ... (the first result of each, in order;
--- nil for a function that returned nothing or nil, err).
--- If one raises, the others are cancelled and gather raises that error; with
--- { return_errors = true } each failure is returned in its place as an error object
--- (moonlet.is_error(v); v.error is the message with its traceback).
+---moonlet.gather([opts,] f1, f2, ...) -> r1, r2, ... (the first result of each, in order;
+---nil for a function that returned nothing or nil, err), the functions run concurrently.
+---If one raises, the others are cancelled and gather raises that error; with
+---{ return_errors = true } each failure is returned in its place as an error object
+---(moonlet.is_error(v); v.error is the message with its traceback).
+---@param ... {return_errors: boolean}|fun(): any options first (optional), then the functions
+---@return any ...
 function _M.gather(...)
   local n = select("#", ...)
   if type((...)) == "table" then n = n - 1 end
@@ -38,6 +61,8 @@ end
 
 local task_error_mt = core.task_error_mt
 task_error_mt.__tostring = function(e) return tostring(e.error) end
+---@param v any
+---@return boolean is_error true for the error objects of gather's { return_errors = true }
 function _M.is_error(v)
   return getmetatable(v) == task_error_mt
 end
@@ -48,8 +73,12 @@ local function timeout_result(done, ok, ...)
   return ...
 end
 
--- moonlet.timeout(seconds, fn, ...) -> fn's results, or nil, "timeout" after cancelling
--- whatever fn was waiting on.
+---moonlet.timeout(seconds, fn, ...) -> fn's results, or nil, "timeout" after cancelling
+---whatever fn was waiting on.
+---@param s number seconds
+---@param fn function
+---@param ... any fn's arguments
+---@return any ...
 function _M.timeout(s, fn, ...)
   return timeout_result(core_timeout(s, fn, ...))
 end
@@ -64,20 +93,30 @@ local function pool_result(ok, ...)
   error(err, 0)
 end
 
--- moonlet.run_in_pool(fn | "module.function", ...) -> fn's results, computed on a pool
--- thread. fn must not use upvalues; arguments and results are copied.
+---moonlet.run_in_pool(fn | "module.function", ...) -> fn's results, computed on a pool
+---thread. fn must not use upvalues; arguments and results are copied. A full pool queue
+---answers 503.
+---@param fn function|string
+---@param ... any
+---@return any ...
 function _M.run_in_pool(fn, ...)
   return pool_result(core_run_in_pool(fn, ...))
 end
 _M.in_pool = core.in_pool
 
--- moonlet.shared.dict(name): a dictionary shared by the loop and every pool thread.
+---moonlet.shared.dict(name): a dictionary shared by the loop and every pool thread.
+---@class moonlet.shared
+---@field dict fun(name: string): moonlet.SharedDict the dictionary called name
 _M.shared = { dict = core.shared_dict }
 
--- moonlet.array(t[, n]): marks t as a JSON array, so an empty one encodes as [] (not {}).
--- Its length is n, kept in t.n, or else its largest index (table.maxn): the nils in
--- between encode as null, so moonlet.array{ nil, 5 } is [null,5].
 local array_mt = core.array_mt
+---moonlet.array(t[, n]): marks t as a JSON array, so an empty one encodes as [] (not {}).
+---Its length is n, kept in t.n, or else its largest index (table.maxn): the nils in
+---between encode as null, so moonlet.array{ nil, 5 } is [null,5].
+---@generic T: table
+---@param t? T
+---@param n? integer
+---@return T
 function _M.array(t, n)
   if t ~= nil and type(t) ~= "table" then
     error("bad argument #1 to 'array' (expected a table)", 2)
@@ -92,14 +131,24 @@ function _M.array(t, n)
   return setmetatable(t, array_mt)
 end
 
+---What moonlet.http_error makes: raise it to answer with its status.
+---@class moonlet.HttpError
+---@field status integer
+---@field detail any
+---@field headers? table<string, string>
+
 local http_error_mt = { __tostring = function(e)
   return "HTTP " .. e.status .. ": " .. tostring(e.detail)
 end }
 _M.http_error_mt = http_error_mt
 
--- error(moonlet.http_error(404, "Item not found")) answers 404 {"detail": "Item not found"};
--- without a detail, the status's reason phrase: {"detail": "Not Found"}.
 local status_reason = core.status_reason
+---error(moonlet.http_error(404, "Item not found")) answers 404 {"detail": "Item not found"};
+---without a detail, the status's reason phrase: {"detail": "Not Found"}.
+---@param status integer 400-599
+---@param detail? any the "detail" of the JSON body
+---@param headers? table<string, string>
+---@return moonlet.HttpError
 function _M.http_error(status, detail, headers)
   if type(status) ~= "number" or status < 400 or status > 599 or floor(status) ~= status then
     error("bad argument #1 to 'http_error' (expected a status 400-599)", 2)
@@ -114,7 +163,9 @@ end
 local response_mt = {}
 _M.response_mt = response_mt
 
--- moonlet.response{ status = 201, headers = {...}, body = "..." | table }
+---moonlet.response{ status = 201, headers = {...}, body = "..." | table }
+---@param t {status?: integer, headers?: table<string, string|string[]>, body?: string|table}
+---@return table response
 function _M.response(t)
   if type(t) ~= "table" then
     error("bad argument #1 to 'response' (expected a table)", 2)
@@ -153,6 +204,11 @@ local function cookie_check(fname, n, v, what, bad)
   end
 end
 
+---moonlet.cookie(name, value[, opts]) -> a Set-Cookie header value.
+---@param name string a token
+---@param value string no control characters, no ';'
+---@param opts? {max_age?: integer, expires?: number|string, path?: string|false, domain?: string, secure?: boolean, http_only?: boolean, same_site?: "lax"|"strict"|"none"|false}
+---@return string set_cookie
 function _M.cookie(name, value, opts)
   -- a name is an RFC 9110 token; a value or attribute has no control characters and no ';'
   cookie_check("cookie", 1, name,
@@ -205,6 +261,12 @@ function _M.cookie(name, value, opts)
   return table.concat(parts, "; ")
 end
 
+---moonlet.json: strict JSON (RFC 8259).
+---@class moonlet.json
+---@field encode fun(v: any): string moonlet.array marks lists; moonlet.null is null
+---@field decode fun(text: string): any raises "invalid json at byte N: ..."
+---@field null lightuserdata
+---@field array fun(t?: table, n?: integer): table moonlet.array
 _M.json = {
   encode = core.json_encode,
   decode = decode,
@@ -213,6 +275,12 @@ _M.json = {
 }
 
 local log = core.log
+---moonlet.log: lines in the server's log, at a level.
+---@class moonlet.log
+---@field debug fun(msg: any)
+---@field info fun(msg: any)
+---@field warn fun(msg: any)
+---@field error fun(msg: any)
 _M.log = {
   debug = function(msg) log("debug", tostring(msg)) end,
   info = function(msg) log("info", tostring(msg)) end,

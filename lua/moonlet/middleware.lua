@@ -13,6 +13,19 @@ local gzip, json_encode, random_id, req_log_id =
   core.gzip, core.json_encode, core.random_id, core.req_log_id
 local is_stream = require("moonlet.stream").is_stream
 
+---What a middleware's next(req) returns and the middleware returns in turn.
+---@class moonlet.MiddlewareResponse
+---@field status integer
+---@field body any
+---@field headers table<string, string|string[]>
+
+---A middleware for app:use.
+---@alias moonlet.Middleware fun(req: moonlet.Request, next: fun(req: moonlet.Request): moonlet.MiddlewareResponse): moonlet.MiddlewareResponse
+
+---moonlet.middleware: constructors for app:use, and the header helpers they use.
+---@class moonlet.middleware
+---@field get_header fun(headers: table, name: string): any a header of a response's headers, any case
+---@field set_header fun(headers: table, name: string, value: any) sets it (lower case), dropping a copy under another case
 local _M = {}
 
 -- --- response headers, whatever case the handler wrote them in -------------------------
@@ -102,6 +115,10 @@ local SAFELISTED = { accept = true, ["accept-language"] = true, ["content-langua
                      ["content-type"] = true }
 local ALL_METHODS = { "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT" }
 
+---moonlet.middleware.cors{ origins = { "https://app.example" }, ... }: CORS headers and
+---preflight answers (OPTIONS with Access-Control-Request-Method).
+---@param opts {origins: string[], methods?: string[], headers?: string[], expose?: string[], credentials?: boolean, max_age?: integer}
+---@return moonlet.Middleware
 function _M.cors(opts)
   opts = check_options("cors", opts, { origins = 1, methods = 1, headers = 1, expose = 1,
                                        credentials = 1, max_age = 1 })
@@ -222,8 +239,14 @@ local function accepts_gzip(ae)
   end
   return false
 end
+---accepts_gzip(accept_encoding) -> true if that Accept-Encoding value accepts gzip.
+---@type fun(ae: string?): boolean
 _M.accepts_gzip = accepts_gzip
 
+---moonlet.middleware.gzip{ min_size = 500, level = 6 }: compresses responses of at least
+---min_size bytes for clients that accept gzip.
+---@param opts? {min_size?: integer, level?: integer}
+---@return moonlet.Middleware
 function _M.gzip(opts)
   opts = check_options("gzip", opts, { min_size = 1, level = 1 })
   local min_size = opts.min_size or 500
@@ -266,6 +289,10 @@ end
 
 -- --- request id -------------------------------------------------------------------------------
 
+---moonlet.middleware.request_id{ header = "x-request-id" }: req.request_id (the client's,
+---if sane, else a new one), in the log lines and in the response's header.
+---@param opts? {header?: string}
+---@return moonlet.Middleware
 function _M.request_id(opts)
   opts = check_options("request_id", opts, { header = 1 })
   local name = opts.header or "x-request-id"

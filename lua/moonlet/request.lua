@@ -14,7 +14,10 @@ local resolve = require("moonlet.deps").resolve
 
 local _M = {}
 
+---req's methods; its fields are in lua/moonlet/meta/request.lua (C makes them).
+---@class moonlet.Request
 local methods = {}
+_M.methods = methods   -- req's methods, listed (the annotations spec walks them)
 local empty_params_mt = { __newindex = function(t, k, v) rawset(t, k, v) end }
 
 -- The lazy fields: core's req_* functions read the request behind req._r while it is
@@ -56,9 +59,11 @@ local function http_error(status, detail)
   return require("moonlet").http_error(status, detail)
 end
 
--- req:json() -> the decoded body (validated, on a route with a body schema); a body that
--- is not strict JSON (RFC 8259), or is nested deeper than a response can be, answers 400
--- {"detail":"Invalid JSON body"}.
+---req:json() -> the decoded body (validated, on a route with a body schema); a body that
+---is not strict JSON (RFC 8259), or is nested deeper than a response can be, answers 400
+---{"detail":"Invalid JSON body"}.
+---@param req moonlet.Request
+---@return any body
 function methods.json(req)
   local cached = rawget(req, "_json")
   if cached ~= nil then return cached end
@@ -70,10 +75,12 @@ function methods.json(req)
   return v
 end
 
--- req:form() -> the fields of an application/x-www-form-urlencoded body (repeated keys ->
--- list), or of a multipart/form-data body: text fields as strings, files as
--- { filename, content_type, size, path } (their bytes are in a temporary file at path,
--- removed when the request ends). The multipart body was parsed as it arrived (C: upload.c).
+---req:form() -> the fields of an application/x-www-form-urlencoded body (repeated keys ->
+---list), or of a multipart/form-data body: text fields as strings, files as
+---{ filename, content_type, size, path } (their bytes are in a temporary file at path,
+---removed when the request ends). The multipart body was parsed as it arrived (C: upload.c).
+---@param req moonlet.Request
+---@return table<string, any> fields
 function methods.form(req)
   local cached = rawget(req, "_form")
   if cached ~= nil then return cached end
@@ -93,8 +100,11 @@ function methods.form(req)
   return f
 end
 
--- req:dep(fn) -> the value of the dependency fn for this request (called once per request,
--- see moonlet/deps.lua).
+---req:dep(fn) -> the value of the dependency fn for this request (called once per request,
+---see moonlet/deps.lua).
+---@param req moonlet.Request
+---@param fn fun(req: moonlet.Request): any
+---@return any value
 function methods.dep(req, fn)
   if type(fn) ~= "function" then error("bad argument #1 to 'dep' (expected a function)", 2) end
   return resolve(req, fn)
@@ -118,12 +128,15 @@ local function after_list(req, name)
   return list
 end
 
--- req:defer(fn[, when]): fn(err) runs after the response has been sent (when = "response",
--- the default) or as soon as the handler has returned or failed, before the response is
--- made (when = "handler": a commit the client must be able to read back; if fn raises,
--- the answer is a 500). Deferred functions run in reverse order; err is nil on success,
--- else what the handler raised (or a reason: "client disconnected"). runtime.finish runs
--- the "handler" ones (marked { fn }), runtime.after the rest.
+---req:defer(fn[, when]): fn(err) runs after the response has been sent (when = "response",
+---the default) or as soon as the handler has returned or failed, before the response is
+---made (when = "handler": a commit the client must be able to read back; if fn raises,
+---the answer is a 500). Deferred functions run in reverse order; err is nil on success,
+---else what the handler raised (or a reason: "client disconnected"). runtime.finish runs
+---the "handler" ones (marked { fn }), runtime.after the rest.
+---@param req moonlet.Request
+---@param fn fun(err: any)
+---@param when? "response"|"handler"
 function methods.defer(req, fn, when)
   if type(fn) ~= "function" then error("bad argument #1 to 'defer' (expected a function)", 2) end
   if when ~= nil and when ~= "response" and when ~= "handler" then
@@ -138,10 +151,13 @@ function methods.defer(req, fn, when)
   end
 end
 
--- req:background([{ pool = true },] fn, ...): fn(...) runs after the response has been
--- sent (and the deferred functions have run), on the loop, or on a pool thread with
--- { pool = true } (then fn is copied as moonlet.run_in_pool copies it). Only when the
--- handler succeeded.
+---req:background([{ pool = true },] fn, ...): fn(...) runs after the response has been
+---sent (and the deferred functions have run), on the loop, or on a pool thread with
+---{ pool = true } (then fn is copied as moonlet.run_in_pool copies it). Only when the
+---handler succeeded.
+---@param req moonlet.Request
+---@param opts {pool: boolean}|function|string the options, or else fn itself
+---@param ... any fn (after opts) and its arguments
 function methods.background(req, opts, ...)
   local fn, first = opts, 2
   local pool = false
@@ -167,8 +183,11 @@ function methods.background(req, opts, ...)
   end
 end
 
--- req:header(name) -> the value of one header (any case), or nil.
--- Without req.headers made yet, only that header is read (no table).
+---req:header(name) -> the value of one header (any case), or nil.
+---Without req.headers made yet, only that header is read (no table).
+---@param req moonlet.Request
+---@param name string
+---@return string? value
 function methods.header(req, name)
   local hs = rawget(req, "headers")
   if hs then return hs[lower(name)] end   -- made already (or converted by validation)

@@ -19,10 +19,30 @@ local huge = math.huge
 
 local null, array_mt = cjson.null, core.array_mt
 
+---A schema (moonlet.schema.string{...}, object{...}, ...): its options as given.
+---@class moonlet.Schema
+
+---Options every schema takes.
+---@class moonlet.SchemaOptions
+---@field optional? boolean
+---@field default? any
+---@field description? string
+---@field example? any
+
+---moonlet.schema: the constructors for route options (query, params, headers, body, form,
+---response), and the validation helpers validate.lua uses.
+---@class moonlet.schema
+---@field push fun(key: string|integer) enter a location (validation)
+---@field pop fun() leave it
+---@field fail fun(etype: string, msg: string, input: any, ctx?: table) records an error at the location
+---@field check_fields fun(list: table, src: table, dst: table, how: table, missing_input?: any) checks compiled fields of src into dst
+---@field copy fun(v: any): any a deep copy of a default value
 local _M = {}
 local schema_mt = {}
 _M.mt = schema_mt
 
+---@param x any
+---@return boolean
 function _M.is_schema(x)
   return getmetatable(x) == schema_mt
 end
@@ -32,7 +52,7 @@ end
 local stack, depth = {}, 0      -- stack[1..depth]: where the value being checked is
 local errs, nerr = {}, 0        -- the errors recorded since reset()
 
--- Starts a validation: no errors, location empty.
+---Starts a validation: no errors, location empty.
 function _M.reset()
   depth, nerr = 0, 0
 end
@@ -55,7 +75,8 @@ local function fail(etype, msg, input, ctx)
 end
 _M.fail = fail
 
--- The errors recorded since reset(), as a new list, or nil when there are none.
+---The errors recorded since reset(), as a new list, or nil when there are none.
+---@return {type: string, loc: any[], msg: string, input: any, ctx?: table}[]|nil
 function _M.errors()
   if nerr == 0 then return nil end
   local out = {}
@@ -185,6 +206,9 @@ local function utf8_len(v)
   end
 end
 
+---s.string{ min_length, max_length, pattern (a Lua pattern), enum }
+---@param opts? moonlet.SchemaOptions|{min_length?: integer, max_length?: integer, pattern?: string, enum?: string[]}
+---@return moonlet.Schema
 function _M.string(opts)
   opts = check_opts("string", 1, opts,
                     STRING_OPTS, "min_length, max_length, pattern, enum, ")
@@ -297,10 +321,14 @@ local function to_number(v)
   return fail("float_type", "Input should be a valid number", v)
 end
 
--- s.integer{ min, max, enum }: whole numbers; "10" -> 10.
+---s.integer{ min, max, enum }: whole numbers; "10" -> 10.
+---@param opts? moonlet.SchemaOptions|{min?: number, max?: number, enum?: integer[]}
+---@return moonlet.Schema
 function _M.integer(opts) return numeric("integer", opts, to_integer) end
 
--- s.number{ min, max, enum }: any number; "1.5" -> 1.5.
+---s.number{ min, max, enum }: any number; "1.5" -> 1.5.
+---@param opts? moonlet.SchemaOptions|{min?: number, max?: number, enum?: number[]}
+---@return moonlet.Schema
 function _M.number(opts) return numeric("number", opts, to_number) end
 
 -- pydantic's strings for booleans (any case)
@@ -308,7 +336,9 @@ local BOOL_STR = {}
 for _, w in ipairs{ "true", "1", "on", "t", "y", "yes" } do BOOL_STR[w] = true end
 for _, w in ipairs{ "false", "0", "off", "f", "n", "no" } do BOOL_STR[w] = false end
 
--- s.boolean{}: true/false; "true"/"false", "1"/"0", "yes"/"no", "on"/"off" and 1/0 too.
+---s.boolean{}: true/false; "true"/"false", "1"/"0", "yes"/"no", "on"/"off" and 1/0 too.
+---@param opts? moonlet.SchemaOptions
+---@return moonlet.Schema
 function _M.boolean(opts)
   opts = check_opts("boolean", 1, opts, {}, "")
   local s = new_schema("boolean", opts)
@@ -343,8 +373,11 @@ end
 
 local ARRAY_OPTS = { min_items = true, max_items = true }
 
--- s.array(item, { min_items, max_items }): a list, each item checked by `item` (loc: its
--- 0-based index, as in pydantic). The result is a moonlet.array (an empty one encodes []).
+---s.array(item, { min_items, max_items }): a list, each item checked by `item` (loc: its
+---0-based index, as in pydantic). The result is a moonlet.array (an empty one encodes []).
+---@param item moonlet.Schema
+---@param opts? moonlet.SchemaOptions|{min_items?: integer, max_items?: integer}
+---@return moonlet.Schema
 function _M.array(item, opts)
   if getmetatable(item) ~= schema_mt then
     argerr("array", 1, "expected the items' schema, e.g. s.array(s.string{})")
@@ -390,9 +423,14 @@ end
 
 -- --------------------------------------------------------------------- field groups
 
--- Compiles { name = schema, ... } into a list of { name, key, schema } sorted by name (the
--- order errors come in). `what` names the table in errors; `key_of` maps a field name to
--- the key it is read from (headers: x_token -> x-token). Returns the list, or nil and why.
+---Compiles { name = schema, ... } into a list of { name, key, schema } sorted by name (the
+---order errors come in). `what` names the table in errors; `key_of` maps a field name to
+---the key it is read from (headers: x_token -> x-token). Returns the list, or nil and why.
+---@param t table<string, moonlet.Schema>
+---@param what string
+---@param key_of? fun(name: string): string
+---@return table|nil list
+---@return string? why
 function _M.fields(t, what, key_of)
   if type(t) ~= "table" or getmetatable(t) == schema_mt then
     return nil, what .. " must be a table of schemas: { name = moonlet.schema.string{} }"
@@ -459,9 +497,12 @@ local function by_name(a, b) return tostring(a) < tostring(b) end
 
 local OBJECT_OPTS = { additional = true }
 
--- s.object({ name = schema, ... }, { additional = false }): a JSON object; the result has
--- the declared fields only (defaults filled). Unknown fields are ignored, or refused with
--- additional = false (extra_forbidden).
+---s.object({ name = schema, ... }, { additional = false }): a JSON object; the result has
+---the declared fields only (defaults filled). Unknown fields are ignored, or refused with
+---additional = false (extra_forbidden).
+---@param fields table<string, moonlet.Schema>
+---@param opts? moonlet.SchemaOptions|{additional?: boolean}
+---@return moonlet.Schema
 function _M.object(fields, opts)
   local list, why = _M.fields(fields, "fields")
   if not list then argerr("object", 1, why) end
@@ -511,7 +552,9 @@ local JSON_NAMES = {
   default = "default", description = "description", example = "example",
 }
 
--- schema.json_schema(s) -> the JSON Schema of s as a table (for OpenAPI).
+---schema.json_schema(s) -> the JSON Schema of s as a table (for OpenAPI).
+---@param s moonlet.Schema
+---@return table
 function _M.json_schema(s)
   if getmetatable(s) ~= schema_mt then
     error("bad argument #1 to 'json_schema' (expected a moonlet.schema)", 2)

@@ -17,6 +17,32 @@ local log, req_route, in_pool, json_encode = core.log, core.req_route, core.in_p
 
 local _M = {}
 
+---What moonlet.stream and moonlet.sse return: a handler returns it.
+---@class moonlet.Stream
+---@field status integer
+---@field headers table<string, string>
+
+---send(data) -> true, or nil, "closed" once the client has left; waits while it is slow.
+---@alias moonlet.StreamSend fun(data: string): true|nil, string?
+
+---An event: data (a table is sent as JSON), event, id, retry (ms).
+---@alias moonlet.SseEvent {data?: any, event?: string, id?: string|number, retry?: integer}
+
+---emit(event) -> true, or nil, "closed".
+---@alias moonlet.SseEmit fun(event: moonlet.SseEvent): true|nil, string?
+
+---@class moonlet.StreamOptions
+---@field status? integer
+---@field headers? table<string, string>
+---@field content_type? string
+---@field high_water? integer bytes buffered before send waits
+
+---@class moonlet.SseOptions
+---@field status? integer
+---@field headers? table<string, string>
+---@field keepalive? number|false seconds between comment pings (15)
+---@field high_water? integer
+
 local stream_mt = {}
 _M.mt = stream_mt
 
@@ -65,8 +91,11 @@ end
 
 local stream_opts = { status = true, headers = true, content_type = true, high_water = true }
 
--- moonlet.stream(producer[, { status, content_type, headers, high_water }]): producer(send)
--- writes the body; send(data) -> true, or nil, "closed" once the client has left.
+---moonlet.stream(producer[, { status, content_type, headers, high_water }]): producer(send)
+---writes the body; send(data) -> true, or nil, "closed" once the client has left.
+---@param producer fun(send: moonlet.StreamSend)
+---@param opts? moonlet.StreamOptions
+---@return moonlet.Stream
 function _M.stream(producer, opts)
   local s = new("stream", producer, opts, stream_opts)
   local ctype = opts and opts.content_type
@@ -145,8 +174,11 @@ _M.event_bytes = event_bytes
 
 local sse_opts = { status = true, headers = true, keepalive = true, high_water = true }
 
--- moonlet.sse(producer[, { keepalive = 15, status, headers, high_water }]): producer(emit)
--- sends events; emit{ data, event, id, retry } -> true, or nil, "closed".
+---moonlet.sse(producer[, { keepalive = 15, status, headers, high_water }]): producer(emit)
+---sends events; emit{ data, event, id, retry } -> true, or nil, "closed".
+---@param producer fun(emit: moonlet.SseEmit)
+---@param opts? moonlet.SseOptions
+---@return moonlet.Stream
 function _M.sse(producer, opts)
   local s = new("sse", producer, opts, sse_opts)
   local keepalive = opts and opts.keepalive

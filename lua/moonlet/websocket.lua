@@ -12,16 +12,33 @@ local ws_handshake, ws_accept, ws_receive, ws_send, ws_ping, ws_close, ws_done =
 
 local _M = {}
 
+---app:websocket's options.
+---@class moonlet.WebSocketOptions: moonlet.RouteOptions
+---@field subprotocols? string[] the server's choices
+---@field origins? string[] allowed Origin values
+---@field idle_timeout? number seconds (60; 0: never)
+---@field close_timeout? number seconds (5)
+---@field max_message? integer bytes (default --ws-max-message)
+
+---The `ws` an app:websocket handler gets.
+---@class moonlet.WebSocket
 local WS = {}
 _M.mt = { __index = WS }
 
--- ws:receive() -> data, "text" | "binary"; or nil, "closed", code, reason once the close
--- handshake began (the peer's code when it closed first, 1006 when it vanished). Waits.
+---ws:receive() -> data, "text" | "binary"; or nil, "closed", code, reason once the close
+---handshake began (the peer's code when it closed first, 1006 when it vanished). Waits.
+---@return string|nil data
+---@return "text"|"binary"|"closed" kind
+---@return integer? code
+---@return string? reason
 function WS:receive()
   return ws_receive(self._u)
 end
 
--- ws:send(text) -> true, or nil, "closed". Waits while the client is slow to read.
+---ws:send(text) -> true, or nil, "closed". Waits while the client is slow to read.
+---@param text string
+---@return true|nil ok
+---@return string? err
 function WS:send(text)
   if type(text) ~= "string" then
     error("bad argument #1 to 'send' (expected a string, got " .. type(text) .. ")", 2)
@@ -29,7 +46,10 @@ function WS:send(text)
   return ws_send(self._u, text, false)
 end
 
--- ws:send_binary(data) -> true, or nil, "closed"
+---ws:send_binary(data) -> true, or nil, "closed"
+---@param data string
+---@return true|nil ok
+---@return string? err
 function WS:send_binary(data)
   if type(data) ~= "string" then
     error("bad argument #1 to 'send_binary' (expected a string, got " .. type(data) .. ")", 2)
@@ -37,13 +57,20 @@ function WS:send_binary(data)
   return ws_send(self._u, data, true)
 end
 
--- ws:ping([data]) -> true, or nil, "closed" (the client's pong is not reported)
+---ws:ping([data]) -> true, or nil, "closed" (the client's pong is not reported)
+---@param data? string
+---@return true|nil ok
+---@return string? err
 function WS:ping(data)
   return ws_ping(self._u, data)
 end
 
--- ws:close([code[, reason]]) -> true, or nil, "closed": begins the close handshake
--- (default 1000); the handler may go on (ws:receive then says "closed").
+---ws:close([code[, reason]]) -> true, or nil, "closed": begins the close handshake
+---(default 1000); the handler may go on (ws:receive then says "closed").
+---@param code? integer
+---@param reason? string
+---@return true|nil ok
+---@return string? err
 function WS:close(code, reason)
   return ws_close(self._u, code, reason)
 end

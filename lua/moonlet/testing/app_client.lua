@@ -35,7 +35,19 @@ local fmt, sub, find, match, gsub, lower, upper, byte, char, rep =
   string.upper, string.byte, string.char, string.rep
 local band, bor, bxor, rshift, lshift = bit.band, bit.bor, bit.bxor, bit.rshift, bit.lshift
 
+---@class moonlet.testing.app_client
 local _M = { _VERSION = "0.1.0" }
+---The in-process test client (t.client): requests through the real server code, no socket.
+---@class moonlet.testing.Client
+---@field app moonlet.App the app (client.app:override(dep, fn))
+---@field cookies table<string, string> the jar Set-Cookie feeds
+---@field get fun(self: moonlet.testing.Client, path: string, o?: table): moonlet.testing.Response
+---@field head fun(self: moonlet.testing.Client, path: string, o?: table): moonlet.testing.Response
+---@field post fun(self: moonlet.testing.Client, path: string, o?: table): moonlet.testing.Response
+---@field put fun(self: moonlet.testing.Client, path: string, o?: table): moonlet.testing.Response
+---@field patch fun(self: moonlet.testing.Client, path: string, o?: table): moonlet.testing.Response
+---@field delete fun(self: moonlet.testing.Client, path: string, o?: table): moonlet.testing.Response
+---@field options fun(self: moonlet.testing.Client, path: string, o?: table): moonlet.testing.Response
 local Client = {}
 Client.__index = Client
 
@@ -67,6 +79,7 @@ local function encode_pairs(t)
   end
   return concat(out, "&")
 end
+---encode_pairs(t) -> "a=1&b=2": a table as an urlencoded query or form (lists repeat).
 _M.encode_pairs = encode_pairs
 
 local function cookie_header(jar, extra)
@@ -187,6 +200,11 @@ local function has_pooled(app)
   return false
 end
 
+---t.client(app_or_dir[, opts]): FastAPI's TestClient, the app in this process (README
+---"Testing your app"). opts: dir, pool_size, log_level, timeout.
+---@return moonlet.testing.Client
+---@param app_or_dir moonlet.App|string
+---@param opts table?
 function _M.client(app_or_dir, opts)
   opts = opts or {}
   if type(opts) ~= "table" then argerr(2, "client", "expected a table of options") end
@@ -243,6 +261,11 @@ local function read_response(self, conn, rest, head)
   end
 end
 
+---client:request(method, path[, o]) -> res. o: query, headers, json, form, body, cookies.
+---@return moonlet.testing.Response
+---@param method string
+---@param path string
+---@param o table?
 function Client:request(method, path, o)
   if type(method) ~= "string" then argerr(1, "request", "expected a method") end
   if type(path) ~= "string" or sub(path, 1, 1) ~= "/" then
@@ -271,6 +294,8 @@ for _, m in ipairs({ "get", "post", "put", "patch", "delete", "head", "options" 
   Client[m] = function(self, path, o) return self:request(method, path, o) end
 end
 
+---Runs the app's startup hooks (raises if one fails).
+---@return true
 function Client:start()
   activate(self)
   if self._started then return true end
@@ -280,6 +305,7 @@ function Client:start()
   return true
 end
 
+---Runs the shutdown hooks (if started), frees the connections, the app state and its pool.
 function Client:close()
   if self._closed then return end
   if self._started then
@@ -301,6 +327,8 @@ end
 -- WebSocket: real frames, masked as a client's must be
 ---------------------------------------------------------------------------
 
+---A WebSocket the test client opened (client:websocket).
+---@class moonlet.testing.WebSocket
 local WS = {}
 WS.__index = WS
 
@@ -342,6 +370,11 @@ local function parse_frame(buf)
   return band(b1, 0x80) ~= 0, band(b1, 0x0f), sub(buf, pos, pos + n - 1), sub(buf, pos + n)
 end
 
+---The WebSocket handshake, then real masked frames: ws, or nil, res when refused.
+---@return moonlet.testing.WebSocket|nil ws
+---@return moonlet.testing.Response? res
+---@param path string
+---@param o table?
 function Client:websocket(path, o)
   o = o or {}
   local headers = {}
@@ -364,20 +397,24 @@ function Client:websocket(path, o)
   return ws
 end
 
+---Sends a text frame.
+---@param text string
 function WS:send(text)
   if self.closed then return nil, "closed" end
   self.conn:send(frame(0x1, tostring(text)))
   return true
 end
 
+---Sends a binary frame.
+---@param data string?
 function WS:send_binary(data)
   if self.closed then return nil, "closed" end
   self.conn:send(frame(0x2, data))
   return true
 end
 
--- The next message: data, "text" | "binary"; or nil, "closed", code once the server
--- closed (its close is answered). Pings are answered with pongs on the way.
+---The next message: data, "text" | "binary"; or nil, "closed", code once the server
+---closed (its close is answered). Pings are answered with pongs on the way.
 function WS:receive()
   if self.closed then return nil, "closed", self.code end
   local parts, kind = {}, nil
@@ -412,7 +449,8 @@ function WS:receive()
   end
 end
 
--- Sends a close (code 1000 unless given) and waits for the server's.
+---Sends a close (code 1000 unless given) and waits for the server's.
+---@param code integer?
 function WS:close(code)
   if self.closed then return true end
   code = code or 1000

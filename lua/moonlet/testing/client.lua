@@ -23,6 +23,7 @@ local gsub, lower, upper, byte = string.gsub, string.lower, string.upper, string
 local ceil, max, min = math.ceil, math.max, math.min
 local bor, band, rshift = bit.bor, bit.band, bit.rshift
 
+---@class moonlet.testing.client
 local _M = { _VERSION = "0.2.0" }
 
 -- Every C name is private (moonlet_t_*) and bound to the libc symbol with __asm__,
@@ -79,6 +80,7 @@ local len1 = ffi.new("unsigned int[1]")
 local function errmsg(e)
   return lower(ffi.string(C.moonlet_t_strerror(e)))
 end
+---errmsg(errno) -> its message ("connection refused").
 _M.errmsg = errmsg
 
 -- A string as Lua source ("a\nb"), for messages; long ones are cut.
@@ -87,6 +89,7 @@ local function quote(s)
   local more = #s > 2000 and fmt("...(%d bytes)", #s) or ""
   return gsub(fmt("%q", sub(s, 1, 2000)), "\\\n", "\\n") .. more
 end
+---quote(s) -> s as Lua source ("a\nb"), for messages; long ones are cut.
 _M.quote = quote
 
 ---------------------------------------------------------------------------
@@ -98,6 +101,7 @@ local function now()
   C.moonlet_t_clock_gettime(CLOCK_MONOTONIC, timespec)
   return tonumber(timespec.tv_sec) + tonumber(timespec.tv_nsec) * 1e-9
 end
+---now() -> monotonic seconds (float).
 _M.now = now
 
 local function sleep(seconds)
@@ -108,6 +112,7 @@ local function sleep(seconds)
     C.moonlet_t_poll(nil, 0, ceil(left * 1000))
   end
 end
+---sleep(seconds): blocks the spec.
 _M.sleep = sleep
 
 -- Lets a spawned server and concurrent() hold thousands of sockets.
@@ -122,16 +127,23 @@ local function raise_nofile(want)
     C.moonlet_t_setrlimit(RLIMIT_NOFILE, rl)
   end
 end
+---raise_nofile(want): lets a spawned server and concurrent() hold thousands of sockets.
 _M.raise_nofile = raise_nofile
 
 ---------------------------------------------------------------------------
 -- HTTP/1.x parsing (shared by the connection and concurrent())
 ---------------------------------------------------------------------------
 
+---A response read by the spec helpers and the test client.
+---@class moonlet.testing.Response
+---@field status integer
+---@field reason string
+---@field headers table<string, string> lower-case names
+---@field body string
 local Response = {}
 Response.__index = Response
 
--- Decoded JSON body; raises with the body if it is not JSON.
+---Decoded JSON body; raises with the body if it is not JSON.
 function Response:json()
   local ok, v = pcall(cjson.decode, self.body)
   if not ok then
@@ -140,7 +152,8 @@ function Response:json()
   return v
 end
 
--- Every value of a header, in order (names are case-insensitive).
+---Every value of a header, in order (names are case-insensitive).
+---@param name string|integer
 function Response:header_values(name)
   name = lower(name)
   local out = {}
@@ -317,6 +330,7 @@ local function parse_response(buf, opts)
   res.raw = sub(buf, 1, stop)
   return res, sub(buf, stop + 1)
 end
+---parse_response(text[, head]) -> res, rest: one HTTP/1.x response parsed from text.
 _M.parse_response = parse_response
 
 -- Parses one HTTP/1.x request (for fake upstreams): { method, target, path,
@@ -350,12 +364,15 @@ local function parse_request(buf)
   req.raw = sub(buf, 1, stop)
   return req, sub(buf, stop + 1)
 end
+---parse_request(text) -> req, rest: one HTTP/1.x request parsed from text.
 _M.parse_request = parse_request
 
 ---------------------------------------------------------------------------
 -- raw TCP connections
 ---------------------------------------------------------------------------
 
+---A raw client connection (t.connect, listener:accept).
+---@class moonlet.testing.Conn
 local Conn = {}
 Conn.__index = Conn
 
@@ -409,8 +426,11 @@ local function new_socket()
   return fd
 end
 
--- Connects to host:port (default 127.0.0.1). Returns a connection, or nil, err
--- ("connection refused", "timeout", ...).
+---Connects to host:port (default 127.0.0.1). Returns a connection, or nil, err
+---("connection refused", "timeout", ...).
+---@param port integer
+---@param host string?
+---@param timeout number?
 function _M.connect(port, host, timeout)
   port = tonumber(port) or error("connect: bad port " .. tostring(port), 2)
   host = host or "127.0.0.1"
@@ -431,7 +451,9 @@ function _M.connect(port, host, timeout)
   return wrap_fd(fd, port, host)
 end
 
--- Sends all of data. Returns true, or nil, "closed" / "timeout" / err.
+---Sends all of data. Returns true, or nil, "closed" / "timeout" / err.
+---@param data string?
+---@param timeout number?
 function Conn:send(data, timeout)
   if self._h[0] < 0 then return nil, "closed" end
   data = tostring(data)
@@ -476,7 +498,8 @@ local function recv_some(self, timeout)
   end
 end
 
--- Buffered bytes first, else whatever arrives: data, or nil, "timeout" / "closed".
+---Buffered bytes first, else whatever arrives: data, or nil, "timeout" / "closed".
+---@param timeout number?
 function Conn:recv(timeout)
   if self.buf ~= "" then
     local data = self.buf
@@ -520,17 +543,20 @@ local function read_parsed(self, timeout, parse, popts)
   end
 end
 
--- Exactly one response (pipelining-safe). read_response(timeout[, opts]) or
--- read_response(opts) with opts.timeout; opts.head = true for a HEAD request.
--- Returns res, or nil, "timeout" / "closed" / "invalid response: ...".
+---Exactly one response (pipelining-safe). read_response(timeout[, opts]) or
+---read_response(opts) with opts.timeout; opts.head = true for a HEAD request.
+---Returns res, or nil, "timeout" / "closed" / "invalid response: ...".
+---@param timeout number?
+---@param opts table?
 function Conn:read_response(timeout, opts)
   if type(timeout) == "table" then timeout, opts = timeout.timeout, timeout end
   opts = opts or {}
   return read_parsed(self, timeout, parse_response, { head = opts.head })
 end
 
--- Only the status line and headers; the body stays buffered (read it with
--- :read_chunk(), :recv() or :read_all()). Returns res without body.
+---Only the status line and headers; the body stays buffered (read it with
+---:read_chunk(), :recv() or :read_all()). Returns res without body.
+---@param timeout number?
 function Conn:read_head(timeout)
   return read_parsed(self, timeout, function(buf)
     local res, pos, need = parse_head(buf)
@@ -540,8 +566,9 @@ function Conn:read_head(timeout)
   end, {})
 end
 
--- The next chunk of a chunked body after :read_head(): its data, or "" for the
--- last chunk (trailers consumed); nil, err otherwise. For streaming / SSE tests.
+---The next chunk of a chunked body after :read_head(): its data, or "" for the
+---last chunk (trailers consumed); nil, err otherwise. For streaming / SSE tests.
+---@param timeout number?
 function Conn:read_chunk(timeout)
   return read_parsed(self, timeout, function(buf)
     local data, pos, need = parse_chunk(buf, 1)
@@ -555,12 +582,14 @@ function Conn:read_chunk(timeout)
   end, {})
 end
 
--- One request (for fake upstreams built with listen()).
+---One request (for fake upstreams built with listen()).
+---@param timeout number?
 function Conn:read_request(timeout)
   return read_parsed(self, timeout, parse_request, {})
 end
 
--- Everything until the peer closes: data, or nil, "timeout", data_so_far.
+---Everything until the peer closes: data, or nil, "timeout", data_so_far.
+---@param timeout number?
 function Conn:read_all(timeout)
   local deadline = now() + (timeout or DEFAULT_TIMEOUT)
   local parts = { self.buf }
@@ -577,8 +606,9 @@ function Conn:read_all(timeout)
   end
 end
 
--- True if the peer closes (EOF or reset) within timeout (default 5 s), false
--- if not. Data arriving meanwhile is kept buffered.
+---True if the peer closes (EOF or reset) within timeout (default 5 s), false
+---if not. Data arriving meanwhile is kept buffered.
+---@param timeout number?
 function Conn:is_closed(timeout)
   local deadline = now() + (timeout or 5)
   while true do
@@ -596,13 +626,13 @@ function Conn:is_closed(timeout)
   end
 end
 
--- Half-close: no more sending (the peer sees EOF), reading still works.
+---Half-close: no more sending (the peer sees EOF), reading still works.
 function Conn:shutdown()
   if self._h[0] >= 0 then C.moonlet_t_shutdown(self.fd, SHUT_WR) end
   return true
 end
 
--- Closes with a TCP RST instead of a FIN (an abruptly vanished client).
+---Closes with a TCP RST instead of a FIN (an abruptly vanished client).
 function Conn:reset()
   if self._h[0] >= 0 then
     local l = ffi.new("struct moonlet_t_linger", 1, 0)
@@ -611,6 +641,7 @@ function Conn:reset()
   return self:close()
 end
 
+---Closes the connection.
 function Conn:close()
   close_holder(self._h)
   return true
@@ -619,9 +650,16 @@ end
 -- A listening socket on 127.0.0.1 (port 0 = any free port): a fake upstream for
 -- tests of moonlet's HTTP client. listener.port, listener:accept(timeout) → conn
 -- or nil, "timeout"; listener:close().
+---A listening socket for fake upstreams (t.listen).
+---@class moonlet.testing.Listener
 local Listener = {}
 Listener.__index = Listener
 
+---t.listen([port[, host]]) -> a listener (a fake upstream), or nil, err.
+---@return moonlet.testing.Listener|nil
+---@return string? err
+---@param port integer
+---@param host string?
 function _M.listen(port, host)
   host = host or "127.0.0.1"
   local sa = sockaddr(host, port or 0)
@@ -640,6 +678,10 @@ function _M.listen(port, host)
   return l
 end
 
+---Waits for a connection: conn, or nil, err.
+---@return moonlet.testing.Conn|nil
+---@return string? err
+---@param timeout number?
 function Listener:accept(timeout)
   local deadline = now() + (timeout or DEFAULT_TIMEOUT)
   while true do
@@ -656,12 +698,13 @@ function Listener:accept(timeout)
   end
 end
 
+---Stops listening.
 function Listener:close()
   close_holder(self._h)
   return true
 end
 
--- A port on 127.0.0.1 that was free a moment ago (for a server that must be given one).
+---A port on 127.0.0.1 that was free a moment ago (for a server that must be given one).
 function _M.free_port()
   local l = assert(_M.listen(0))
   local port = l.port
@@ -692,11 +735,16 @@ local function build_request(port, method, path, opts)
   if not have.connection then lines[#lines + 1] = "Connection: close" end
   return concat(lines, "\r\n") .. "\r\n\r\n" .. (opts.body or "")
 end
+---build_request(port, method, path, opts) -> the raw bytes of a request.
 _M.build_request = build_request
 
--- One request on a fresh connection (Connection: close).
--- opts: headers (name → value or list of values), body, host, timeout.
--- Returns res, or nil, err.
+---One request on a fresh connection (Connection: close).
+---opts: headers (name → value or list of values), body, host, timeout.
+---Returns res, or nil, err.
+---@param port integer
+---@param method string
+---@param path string
+---@param opts table?
 function _M.request(port, method, path, opts)
   opts = opts or {}
   method = upper(method or "GET")
@@ -711,11 +759,15 @@ function _M.request(port, method, path, opts)
   return res, rerr
 end
 
--- Opens n connections at once, sends raw_request on each and waits (one poll()
--- over all of them) until each has a complete response or timeout (default 30 s)
--- passes. Returns { ok = complete 2xx responses, statuses = {status → count},
--- errors = failed or timed-out connections, timeouts = how many of those timed
--- out, error_kinds = {message → count}, elapsed = seconds }.
+---Opens n connections at once, sends raw_request on each and waits (one poll()
+---over all of them) until each has a complete response or timeout (default 30 s)
+---passes. Returns { ok = complete 2xx responses, statuses = {status → count},
+---errors = failed or timed-out connections, timeouts = how many of those timed
+---out, error_kinds = {message → count}, elapsed = seconds }.
+---@param port integer
+---@param n integer?
+---@param raw_request string?
+---@param timeout number?
 function _M.concurrent(port, n, raw_request, timeout)
   n, timeout = n or 1, timeout or 30
   raw_request = raw_request or "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"

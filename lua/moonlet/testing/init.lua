@@ -8,6 +8,11 @@ local client = require "moonlet.testing.client"
 local process = require "moonlet.testing.process"
 local cjson = require "cjson"
 
+---moonlet.testing: the spec helpers (sockets, processes) and the in-process test client.
+---@class moonlet.testing: moonlet.testing.client, moonlet.testing.process
+---@field client fun(app_or_dir: moonlet.App|string, opts?: table): moonlet.testing.Client
+---@field json_decode fun(text: string): any
+---@field null lightuserdata
 local _M = {}
 
 for _, part in ipairs({ client, process }) do

@@ -23,6 +23,7 @@ local fmt, sub, find, match, gmatch, gsub = string.format, string.sub, string.fi
 local max = math.max
 local now, sleep, raise_nofile = client.now, client.sleep, client.raise_nofile
 
+---@class moonlet.testing.process
 local _M = { _VERSION = "0.2.0" }
 
 do
@@ -49,11 +50,13 @@ local function read_file(path)
   f:close()
   return data
 end
+---read_file(path) -> its bytes, or nil.
 _M.read_file = read_file
 
 local function shell_quote(s)
   return "'" .. gsub(tostring(s), "'", "'\\''") .. "'"
 end
+---shell_quote(s) -> s quoted for /bin/sh.
 _M.shell_quote = shell_quote
 
 local function sh_ok(cmd)
@@ -68,7 +71,9 @@ local function popen_read(cmd)
   return out
 end
 
--- Writes text to path (creating missing parent directories); raises on failure.
+---Writes text to path (creating missing parent directories); raises on failure.
+---@param path string
+---@param text string
 function _M.write_file(path, text)
   local f = io.open(path, "wb")
   if not f then
@@ -101,7 +106,7 @@ local function remove_tree(dir)
   end
 end
 
--- A fresh private directory, removed by cleanup() (kept if MOONLET_TEST_KEEP is set).
+---A fresh private directory, removed by cleanup() (kept if MOONLET_TEST_KEEP is set).
 function _M.tmpdir()
   local dir = make_tmpdir("test")
   tmpdirs[#tmpdirs + 1] = dir
@@ -112,6 +117,11 @@ end
 -- processes
 ---------------------------------------------------------------------------
 
+---A process the spec started (t.server, t.spawn, t.start).
+---@class moonlet.testing.Process
+---@field port integer the port a server listens on
+---@field listening boolean
+---@field status integer? the exit status once ended
 local Proc = {}
 Proc.__index = Proc
 
@@ -215,7 +225,7 @@ local function spawn(argv, opts)
   return p
 end
 
--- Exit status (128 + signal number if killed by one), or nil while running.
+---Exit status (128 + signal number if killed by one), or nil while running.
 function Proc:poll()
   if self.status == nil and not self.finished then
     self.status = tonumber(match(read_file(self.dir .. "/status") or "", "%d+"))
@@ -223,21 +233,28 @@ function Proc:poll()
   return self.status
 end
 
+---Everything the process wrote to stdout so far.
+---@return string
 function Proc:stdout()
   if self.finished then return self._stdout end
   return read_file(self.dir .. "/stdout") or ""
 end
 
+---Everything the process wrote to stderr so far.
+---@return string
 function Proc:stderr()
   if self.finished then return self._stderr end
   return read_file(self.dir .. "/stderr") or ""
 end
 
--- The process's resident memory (VmRSS, kB) and its open descriptors, from /proc.
+---The process's resident memory (VmRSS, kB), from /proc.
+---@return integer?
 function Proc:rss_kb()
   return tonumber(match(read_file("/proc/" .. self.pid .. "/status") or "", "VmRSS:%s*(%d+)"))
 end
 
+---The process's open file descriptors, counted in /proc.
+---@return integer
 function Proc:fd_count()
   local n = 0
   local p = io.popen("ls /proc/" .. self.pid .. "/fd 2>/dev/null")
@@ -246,14 +263,17 @@ function Proc:fd_count()
   return n
 end
 
--- Byte offset of the end of stderr now, for :wait_log(pattern, timeout, mark).
+---Byte offset of the end of stderr now, for :wait_log(pattern, timeout, mark).
 function Proc:mark()
   return #self:stderr()
 end
 
--- Waits until a line of stderr (after byte offset `from`, default 0) matches
--- the Lua pattern; returns that line and the offset after it. Raises with the
--- log tail on timeout (default 10 s) or if the process exits first.
+---Waits until a line of stderr (after byte offset `from`, default 0) matches
+---the Lua pattern; returns that line and the offset after it. Raises with the
+---log tail on timeout (default 10 s) or if the process exits first.
+---@param pattern string
+---@param timeout number?
+---@param from integer?
 function Proc:wait_log(pattern, timeout, from)
   timeout = timeout or DEFAULT_TIMEOUT
   local deadline = now() + timeout
@@ -281,7 +301,8 @@ function Proc:wait_log(pattern, timeout, from)
   end
 end
 
--- Sends a signal ("TERM", "INT", "KILL", "HUP", ... or a number) to the process.
+---Sends a signal ("TERM", "INT", "KILL", "HUP", ... or a number) to the process.
+---@param name string|integer
 function Proc:signal(name)
   local sig = SIGNALS[name] or tonumber(name)
   if not sig then error("unknown signal " .. tostring(name), 2) end
@@ -290,7 +311,8 @@ function Proc:signal(name)
   return true
 end
 
--- Exit status, or nil if the process still runs after timeout (default 10 s).
+---Exit status, or nil if the process still runs after timeout (default 10 s).
+---@param timeout number?
 function Proc:wait(timeout)
   local deadline = now() + (timeout or DEFAULT_TIMEOUT)
   while true do
@@ -300,7 +322,7 @@ function Proc:wait(timeout)
   end
 end
 
--- SIGKILL to the process and everything in its process group.
+---SIGKILL to the process and everything in its process group.
 function Proc:kill()
   if not self.finished then
     if self.group then C.moonlet_t_kill(-self.pid, 9) end
@@ -309,7 +331,7 @@ function Proc:kill()
   return self:wait(5)
 end
 
--- Keeps the output in memory, removes the temp dir, forgets the process.
+---Keeps the output in memory, removes the temp dir, forgets the process.
 function Proc:finish()
   if self.finished then return end
   self:poll()
@@ -320,10 +342,11 @@ function Proc:finish()
   untrack(self)
 end
 
--- TERM, up to `grace` (default 15) seconds to exit, then KILL. Returns the exit
--- status (143 = ended by TERM, 137 = by KILL). Safe to call again.
--- Raises when the process's stderr holds an AddressSanitizer/UBSan/LeakSanitizer report
--- (make test-asan): a memory error must fail the suite even if every response was right.
+---TERM, up to `grace` (default 15) seconds to exit, then KILL. Returns the exit
+---status (143 = ended by TERM, 137 = by KILL). Safe to call again.
+---Raises when the process's stderr holds an AddressSanitizer/UBSan/LeakSanitizer report
+---(make test-asan): a memory error must fail the suite even if every response was right.
+---@param grace number?
 function Proc:stop(grace)
   if not self.finished then
     if not self:poll() then
@@ -340,11 +363,18 @@ function Proc:stop(grace)
   return self.status
 end
 
--- Convenience: client.request / client.connect against this server.
+---Convenience: client.request / client.connect against this server.
+---@param method string
+---@param path string
+---@param opts table?
 function Proc:request(method, path, opts)
   return client.request(self.port, method, path, opts)
 end
 
+---t.connect to this server's port.
+---@return moonlet.testing.Conn|nil
+---@return string? err
+---@param timeout number?
 function Proc:connect(timeout)
   return client.connect(self.port, self.host, timeout)
 end
@@ -389,31 +419,37 @@ local function launch(opts, strict)
   end
 end
 
--- Starts `<bin> argv...` in the background (opts: bin, env, cwd, stdin) and returns the
--- process (:poll, :wait, :stdout, :stderr, :wait_log, :kill, :stop): a client that must run
--- alongside the test (a WebSocket reader, ...).
+---Starts `<bin> argv...` in the background (opts: bin, env, cwd, stdin) and returns the
+---process (:poll, :wait, :stdout, :stderr, :wait_log, :kill, :stop): a client that must run
+---alongside the test (a WebSocket reader, ...).
+---@param argv string[]
+---@param opts table?
 function _M.spawn(argv, opts)
   return spawn(argv or {}, opts or {})
 end
 
--- Starts `<bin> serve <app> --host 127.0.0.1 --port 0 <args...>` and waits for
--- "listening on http://HOST:PORT". opts: app, args, env (name → value, false to
--- unset), bin (default $MOONLET_BIN or build/moonlet), cwd, stdin, port, timeout
--- (default 10). Returns the server (.port .host .pid .url); raises with stderr
--- if it exits or times out first.
+---Starts `<bin> serve <app> --host 127.0.0.1 --port 0 <args...>` and waits for
+---"listening on http://HOST:PORT". opts: app, args, env (name → value, false to
+---unset), bin (default $MOONLET_BIN or build/moonlet), cwd, stdin, port, timeout
+---(default 10). Returns the server (.port .host .pid .url); raises with stderr
+---if it exits or times out first.
+---@param opts table?
 function _M.server(opts)
   return launch(opts, true)
 end
 
--- Like server() but never raises on a failed start: returns the process with
--- .listening false; :wait(timeout) then gives its exit status.
+---Like server() but never raises on a failed start: returns the process with
+---.listening false; :wait(timeout) then gives its exit status.
+---@param opts table?
 function _M.start(opts)
   return launch(opts, false)
 end
 
--- Runs `<bin> argv...` to completion. opts: a timeout in seconds (default 10) or
--- a table { timeout, env, bin, cwd, stdin }. Returns { status, stdout, stderr };
--- raises (with stderr) if it does not finish in time.
+---Runs `<bin> argv...` to completion. opts: a timeout in seconds (default 10) or
+---a table { timeout, env, bin, cwd, stdin }. Returns { status, stdout, stderr };
+---raises (with stderr) if it does not finish in time.
+---@param argv string[]
+---@param opts table?
 function _M.run(argv, opts)
   if type(opts) ~= "table" then opts = { timeout = opts } end
   local p = spawn(argv or {}, opts)
@@ -444,6 +480,7 @@ local function stop_all(say)
   end
   return n
 end
+---stop_all([say]) -> how many processes were still running: TERM, 2 s, KILL.
 _M.stop_all = stop_all
 
 local function say(line)
@@ -451,8 +488,8 @@ local function say(line)
   io.stdout:flush()
 end
 
--- Stops what is left running (saying so) and removes the temp dirs; raises if a
--- leftover process's log holds a sanitizer report.
+---Stops what is left running (saying so) and removes the temp dirs; raises if a
+---leftover process's log holds a sanitizer report.
 function _M.cleanup()
   local ok, err = pcall(stop_all, say)
   for _, d in ipairs(tmpdirs) do remove_tree(d) end

@@ -1,0 +1,16 @@
+---@meta _
+-- LuaLS definitions for the fields C makes in `req` (core/bridge/request.c); its methods
+-- are annotated in lua/moonlet/request.lua. Not code: installed for editors only.
+
+---The request a handler receives, on the loop and in the pool alike.
+---@class moonlet.Request
+---@field method string "GET", "POST", ...
+---@field path string the percent-decoded path, without the query string
+---@field url string the request target as received: "/items/a%20b?q=1"
+---@field params table<string, any> path parameters ({id:int} gives a number)
+---@field query table<string, string|string[]> query parameters; a repeated key gives a list
+---@field headers table<string, string> lower-case names; repeated headers joined with ", "
+---@field cookies table<string, string> from every Cookie header
+---@field body string the body ("" when there is none)
+---@field deps table<string, any> the values of the route's dependencies, by name
+---@field request_id? string set by moonlet.middleware.request_id
