@@ -4,7 +4,8 @@
 -- files are tools/new's, compiled in as moonlet.cli.template; "{{name}}" in them becomes
 -- the project's name. NAME must not exist, or be an empty directory.
 --
---   main(args)   args = { NAME }; returns the exit status (2: refused, nothing written)
+--   main(args)   args = { NAME }; returns the exit status (2: refused, nothing written;
+--                or a file that could not be written, the ones before it left in place)
 local ffi = require "ffi"
 local cli = require "moonlet.cli"
 local template = require "moonlet.cli.template"
