@@ -36,9 +36,11 @@ CORE_DIRS := core core/base core/http core/bridge core/sched core/clients
 CORE_HDR := $(wildcard $(CORE_DIRS:%=%/*.h))
 CORE_SRC := $(filter-out core/main.c,$(wildcard $(CORE_DIRS:%=%/*.c)))
 CORE_OBJ := $(CORE_SRC:core/%.c=$(BUILD)/core/%.o) $(BUILD)/core/lua_embed.o
-LUA_SRC  := $(sort $(wildcard lua/moonlet/*.lua lua/moonlet/testing/*.lua))
+LUA_SRC  := $(sort $(wildcard lua/moonlet/*.lua lua/moonlet/testing/*.lua lua/moonlet/cli/*.lua))
 # LuaLS definition files (---@meta) for what only C defines: installed, not compiled in.
 LUA_META := $(sort $(wildcard lua/moonlet/meta/*.lua))
+# The project `moonlet new` writes out: real files, compiled in as one data module.
+NEW_SRC  := $(sort $(wildcard tools/new/*))
 UNIT_SRC := $(wildcard tests/unit/*_test.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
@@ -72,10 +74,13 @@ $(BUILD)/embedgen: tools/embedgen.c
 # The Lua side is compiled into the binary: lua/moonlet/x.lua becomes module "moonlet.x".
 # lua/moonlet/testing/x.lua (the spec helpers, the test client) is "moonlet.testing.x": a
 # user's specs find them in the binary, from any directory.
+# lua/moonlet/cli/x.lua (the commands new and routes) is "moonlet.cli.x"; tools/new's files
+# are the table module "moonlet.cli.template" ({ ["app.lua"] = "...", ... }).
 # The folders are prerequisites too: a file removed from one must leave the binary.
-$(BUILD)/core/lua_embed.c: $(BUILD)/embedgen $(LUA_SRC) lua/moonlet lua/moonlet/testing
+$(BUILD)/core/lua_embed.c: $(BUILD)/embedgen $(LUA_SRC) $(NEW_SRC) lua/moonlet lua/moonlet/testing \
+                           lua/moonlet/cli tools/new
 	@mkdir -p $(dir $@)
-	$(BUILD)/embedgen $@ $(LUA_SRC)
+	$(BUILD)/embedgen $@ $(LUA_SRC) --data moonlet.cli.template tools/new $(NEW_SRC)
 
 $(BUILD)/core/%.o: core/%.c $(CORE_HDR)
 	@mkdir -p $(dir $@)

@@ -12,7 +12,9 @@
 
 static const char usage[] =
     "usage: moonlet serve APPDIR [options]   serve the app in APPDIR (APPDIR/app.lua)\n"
-    "       moonlet test [PATH ...]          run Lua spec files with busted (default: tests/spec)\n"
+    "       moonlet test [PATH ...]          run Lua spec files with busted (default: tests/spec or .)\n"
+    "       moonlet new NAME                 create directory NAME: an app, its spec, a README\n"
+    "       moonlet routes APPDIR            print the app's routes: method, path, mode, handler\n"
     "       moonlet version                  print the version\n"
     "\n"
     "serve options:\n"
@@ -141,18 +143,21 @@ static int cmd_serve(int argc, char **argv) {
 #define ML_LUA_CDIR ""
 #endif
 
-/* moonlet test [busted options] [PATH ...]: busted runs in this state (lua/moonlet/test.lua). */
-static int cmd_test(int argc, char **argv) {
+/* Runs require(module).main(argv, ML_LUA_CDIR) in a Lua state of its own and returns its
+ * exit status: the commands written in Lua (test: lua/moonlet/test.lua, which runs busted;
+ * new and routes: lua/moonlet/cli/). */
+static int cmd_lua(const char *module, int argc, char **argv) {
   lua_State *L = ml_lua_new(".");
   if (!L) return fail("out of memory%s%s", "", "");
-  /* a loop of its own: moonlet primitives (sleep, http, db) block the spec runner */
+  /* a loop of its own: moonlet primitives (sleep, http, db) block the command (the spec
+   * runner, an app's top level) */
   uv_loop_t loop;
   ml_sched_t sched;
   uv_loop_init(&loop);
   ml_sched_init(&sched, L, &loop);
   lua_pushcfunction(L, ml_lua_traceback);
   lua_getglobal(L, "require");
-  lua_pushstring(L, "moonlet.test");
+  lua_pushstring(L, module);
   if (lua_pcall(L, 1, 1, 1)) {
     fprintf(stderr, "moonlet: %s\n", lua_tostring(L, -1));
     lua_close(L);
@@ -183,7 +188,9 @@ int main(int argc, char **argv) {
   }
   const char *cmd = argv[1];
   if (strcmp(cmd, "serve") == 0) return cmd_serve(argc - 2, argv + 2);
-  if (strcmp(cmd, "test") == 0) return cmd_test(argc - 2, argv + 2);
+  if (strcmp(cmd, "test") == 0) return cmd_lua("moonlet.test", argc - 2, argv + 2);
+  if (strcmp(cmd, "new") == 0) return cmd_lua("moonlet.cli.new", argc - 2, argv + 2);
+  if (strcmp(cmd, "routes") == 0) return cmd_lua("moonlet.cli.routes", argc - 2, argv + 2);
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
     printf("moonlet %s\n", MOONLET_VERSION);
     return 0;

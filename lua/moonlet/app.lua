@@ -3,7 +3,7 @@
 -- copies them into the app (or into another router).
 local type, error, ipairs, pairs, setmetatable, getmetatable, tostring =
   type, error, ipairs, pairs, setmetatable, getmetatable, tostring
-local concat, upper, floor = table.concat, string.upper, math.floor
+local concat, upper, find, floor = table.concat, string.upper, string.find, math.floor
 local deps = require "moonlet.deps"
 local core = require "moonlet.core"
 local Validate = require "moonlet.validate"
@@ -168,6 +168,33 @@ end
 ---@return boolean is_app true for what moonlet.app made (not a router)
 function _M.is_app(x)
   return getmetatable(x) == mt
+end
+
+---Runs dir/app.lua in this state, dir on package.path first (its modules) and as the
+---directory app:static's relative paths start from. Returns the app app.lua returns, or
+---nil and the error (file:line for a syntax or runtime error). For the test client and the
+---CLI's commands; `moonlet serve` loads in C (bridge/lstate.c).
+---@param dir string the app's directory
+---@return moonlet.App? app
+---@return string? err
+function _M.load_dir(dir)
+  local entry = dir .. "/?.lua;" .. dir .. "/?/init.lua;"
+  if not find(package.path, entry, 1, true) then package.path = entry .. package.path end
+  local reg = debug.getregistry()
+  local saved = reg["moonlet.appdir"]
+  reg["moonlet.appdir"] = dir
+  local chunk, err = loadfile(dir .. "/app.lua")
+  if not chunk then
+    reg["moonlet.appdir"] = saved
+    return nil, err
+  end
+  local ok, app = pcall(chunk)
+  reg["moonlet.appdir"] = saved
+  if not ok then return nil, tostring(app) end
+  if not _M.is_app(app) then
+    return nil, dir .. "/app.lua must return the app (return moonlet.app{...}), got " .. type(app)
+  end
+  return app
 end
 
 local router_mt = { __index = _M }
@@ -374,7 +401,7 @@ function _M:static(prefix, dir, opts)
   for _, s in ipairs(self.statics) do
     if s.prefix == p then argerr(1, "static files are mounted at " .. prefix .. " already") end
   end
-  self.statics[#self.statics + 1] = { prefix = p, root = root, max_age = max_age,
+  self.statics[#self.statics + 1] = { prefix = p, root = root, dir = dir, max_age = max_age,
                                       index = index or nil }
   return self
 end

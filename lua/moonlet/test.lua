@@ -3,7 +3,7 @@
 -- primitives block on the runner's own loop.
 --
 --   main(args, cdir)   sets the module paths, runs busted's command line on args
---                      (default tests/spec) and returns the exit status.
+--                      (default tests/spec, or . where there is none) and returns the exit status.
 --   output(options)    the default output handler: one line per test, then exactly
 --                      "N passed, N failed" (", N skipped" when tests are pending).
 --                      busted's own handlers stay available: -o TAP, -o junit.
@@ -174,14 +174,19 @@ local function has_path(args)
   return false
 end
 
--- busted's argv: MOONLET_TEST_FILTER as --filter, ours, then tests/spec if no PATH
--- was given.
+-- busted's argv: MOONLET_TEST_FILTER as --filter, ours, then, if no PATH was given,
+-- tests/spec where there is one (this repository's layout), else the current directory
+-- (a project made by `moonlet new`: app_spec.lua beside app.lua).
 local function busted_args(args)
   local argv = { [0] = "moonlet test" }
   local filter = os.getenv("MOONLET_TEST_FILTER")
   if filter and filter ~= "" then argv[1] = "--filter=" .. filter end
   for _, a in ipairs(args) do argv[#argv + 1] = a end
-  if not has_path(args) then argv[#argv + 1] = "tests/spec" end
+  if not has_path(args) then
+    local d = io.open("tests/spec/.", "r")   -- opens where the directory exists
+    argv[#argv + 1] = d and "tests/spec" or "."
+    if d then d:close() end
+  end
   return argv
 end
 

@@ -23,6 +23,7 @@
 -- per response).
 local core = require "moonlet.core"
 local deps = require "moonlet.deps"
+local App = require "moonlet.app"
 local json = require "cjson"
 local bit = require "bit"
 local http = require "moonlet.testing.client"
@@ -173,26 +174,6 @@ end
 -- the client
 ---------------------------------------------------------------------------
 
--- Loads dir/app.lua in this state, its modules found in dir (app:static's relative
--- directories too).
-local function load_dir(dir)
-  local entry = dir .. "/?.lua;" .. dir .. "/?/init.lua;"
-  if not find(package.path, entry, 1, true) then package.path = entry .. package.path end
-  local reg = debug.getregistry()
-  local saved = reg["moonlet.appdir"]
-  reg["moonlet.appdir"] = dir
-  local chunk, err = loadfile(dir .. "/app.lua")
-  if not chunk then
-    reg["moonlet.appdir"] = saved
-    error(err, 3)
-  end
-  local ok, app = pcall(chunk)
-  reg["moonlet.appdir"] = saved
-  if not ok then error(app, 3) end
-  if type(app) ~= "table" then error(dir .. "/app.lua did not return an app", 3) end
-  return app
-end
-
 local function has_pooled(app)
   for _, r in ipairs(app.routes or {}) do
     if r.pooled then return true end
@@ -211,7 +192,9 @@ function _M.client(app_or_dir, opts)
   local app, dir = app_or_dir, opts.dir
   if type(app_or_dir) == "string" then
     dir = gsub(app_or_dir, "/+$", "")
-    app = load_dir(dir)
+    local err
+    app, err = App.load_dir(dir)
+    if not app then error(err, 2) end
   elseif type(app_or_dir) ~= "table" then
     argerr(1, "client", "expected an app or its directory")
   end
