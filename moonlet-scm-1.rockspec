@@ -1,6 +1,6 @@
 -- moonlet as a LuaRocks package. From a checkout (Debian: apt-get install luarocks, and the
 -- build packages of scripts/deps.sh):
---   luarocks --tree DIR make LUA_INCDIR=/usr/include/luajit-2.1
+--   luarocks --lua-version=5.1 --tree DIR make LUA_INCDIR=/usr/include/luajit-2.1
 -- installs DIR/bin/moonlet and the Lua side as files in DIR/share/lua/5.1/moonlet (README
 -- "Install"). The C is compiled against LuaJIT's headers, found as LUAJIT below (luarocks'
 -- own LUA_INCDIR is plain Lua 5.1's unless told otherwise; the Makefile refuses that one).

@@ -16,7 +16,7 @@ pkgs="build-essential pkg-config libluajit-5.1-dev libuv1-dev node-llhttp lua-cj
 # chat page in a real browser) are peers; luarocks installs the rockspec (install_spec).
 case $level in
   test|bench) pkgs="$pkgs lua-busted openssl procps postgresql-common postgresql python3
-                    python3-websockets nodejs chromium luarocks"
+                    python3-websockets nodejs chromium luarocks lua5.1"
     # a nodejs that bundles npm (NodeSource's) conflicts with Debian's npm package
     command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm" ;;
 esac

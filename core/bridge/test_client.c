@@ -17,7 +17,7 @@
  *     conn:close()
  *
  * Ownership: tc_t and conn_t are heap structs the userdata point to; a conn_t goes in the
- * close callback of its timer, a tc_t in tc:close (or __gc, or when the runner's
+ * close callback of its last handle, a tc_t in tc:close (or __gc, or when the runner's
  * scheduler closes: a spec that forgot tc:close still lets the runner's loop end). */
 #include "app.h"
 #include "core.h"
@@ -57,17 +57,19 @@ struct tc_s {
 
 typedef struct {
   ml_server_conn_t *sc;      /* the server's side (a memory connection), NULL once closed */
-  uv_timer_t timer;          /* recv's timeout; a wake-up of a waiter that must not be
-                              * resumed from inside the server (due at once) */
+  uv_timer_t timer;          /* recv's timeout */
+  uv_idle_t arrived;         /* wakes recv's waiter after output or EOF came (see
+                              * conn_arrived) */
   ml_buf_t in;               /* received, not returned by recv yet */
   ml_task_t *waiter;         /* in recv */
-  int eof, closing;
+  int eof, closing, handles;
 } conn_t;
 
 /* --- connections ------------------------------------------------------------------- */
 
 static void conn_closed_cb(uv_handle_t *h) {
   conn_t *c = h->data;
+  if (--c->handles > 0) return;
   ml_buf_free(&c->in);
   free(c);
 }
@@ -78,6 +80,7 @@ static void conn_wake(conn_t *c, const char *why) {
   if (!t) return;
   c->waiter = NULL;
   uv_timer_stop(&c->timer);
+  uv_idle_stop(&c->arrived);
   if (c->in.len) {
     lua_pushlstring(t->co, c->in.data, c->in.len);
     c->in.len = 0;
@@ -94,13 +97,19 @@ static void timeout_cb(uv_timer_t *t) {
   conn_wake(c, c->eof ? "closed" : "timeout");
 }
 
-/* Output or EOF for the waiter. The server calls from inside its own work (a handler's
- * stream write, say): a spec blocked in recv only learns it there (it runs the loop and
- * looks when the loop returns), but a task that yields is resumed from the loop. */
+static void arrived_cb(uv_idle_t *h) {
+  conn_t *c = h->data;
+  uv_idle_stop(h);
+  conn_wake(c, "closed");   /* the bytes, if any came; else the EOF */
+}
+
+/* Output or EOF for the waiter. The server calls from inside its own work, often from
+ * the app's coroutine (a handler's stream write): the waiter is not the running thread
+ * then, and pushing the bytes onto its stack could run a GC step, finalizers included, on
+ * a thread that is not running. So the waiter is woken from the loop, by an idle handle
+ * (which also keeps the loop's poll from blocking meanwhile), at the next idle phase. */
 static void conn_arrived(conn_t *c) {
-  if (!c->waiter) return;
-  if (c->waiter->blocking) conn_wake(c, "closed");
-  else uv_timer_start(&c->timer, timeout_cb, 0, 0);
+  if (c->waiter) uv_idle_start(&c->arrived, arrived_cb);
 }
 
 static void peer_data(void *arg, const char *data, size_t len) {
@@ -122,6 +131,7 @@ static void recv_cancel(ml_task_t *t) {
   conn_t *c = t->wait;
   c->waiter = NULL;
   uv_timer_stop(&c->timer);
+  uv_idle_stop(&c->arrived);
 }
 
 static conn_t *check_conn(lua_State *L) {
@@ -164,6 +174,7 @@ static void conn_free(conn_t *c) {
   if (c->sc) ml_server_conn_hangup(c->sc);
   c->sc = NULL;
   uv_close((uv_handle_t *)&c->timer, conn_closed_cb);
+  uv_close((uv_handle_t *)&c->arrived, conn_closed_cb);
 }
 
 static int conn_close(lua_State *L) {
@@ -185,7 +196,9 @@ static int tc_connect(lua_State *L) {
   tc_t *tc = check_tc(L);
   conn_t *c = ml_xcalloc(1, sizeof *c);
   uv_timer_init(tc->srv.loop, &c->timer);
-  c->timer.data = c;
+  uv_idle_init(tc->srv.loop, &c->arrived);
+  c->timer.data = c->arrived.data = c;
+  c->handles = 2;
   c->sc = ml_server_conn_mem(&tc->srv, &peer, c);
   conn_t **p = lua_newuserdata(L, sizeof *p);
   *p = c;

@@ -217,7 +217,11 @@ void ml_task_wake(ml_task_t *t, int nresults) {
   t->cancel = NULL;
   t->wait = NULL;
   if (t->blocking) {
+    int waiting = t->woken < 0;
     t->woken = nresults;
+    /* its wait runs the loop once at a time: a wake from a callback that runs before the
+     * loop polls (a due timer, an idle handle) must not leave it blocked in that poll */
+    if (waiting) uv_stop(t->sched->loop);
     return;
   }
   ml_task_resume(t, nresults);
