@@ -44,7 +44,7 @@ NEW_SRC  := $(sort $(wildcard tools/new/*))
 UNIT_SRC := $(wildcard tests/unit/*_test.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all bin deps run test test-asan bench install install-rock clean
+.PHONY: all bin deps run test test-asan test-tsan bench install install-rock clean
 # make install PREFIX=/usr/local [DESTDIR=/tmp/stage]; the rockspec sets BINDIR and LUADIR to
 # its tree's (TREE/bin, TREE/share/lua/5.1).
 PREFIX  ?= /usr/local
@@ -52,7 +52,8 @@ BINDIR  ?= $(PREFIX)/bin
 LUADIR  ?= $(PREFIX)/share/lua/5.1
 LIBDIR  ?= $(PREFIX)/lib
 INCDIR  ?= $(PREFIX)/include
-all: $(BUILD)/moonlet $(BUILD)/libmoonlet.a $(UNIT_BIN) $(BUILD)/tests/embed_example
+all: $(BUILD)/moonlet $(BUILD)/libmoonlet.a $(UNIT_BIN) $(BUILD)/tests/embed_example \
+     $(BUILD)/tests/embed_hosts
 
 # What the rockspec builds: the binary and the library, no tests.
 bin: $(BUILD)/moonlet $(BUILD)/libmoonlet.a
@@ -102,7 +103,8 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libmoonlet.a tests/unit/unit.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(BUILD)/libmoonlet.a $(LDLIBS)
 
-$(BUILD)/tests/embed_example: tests/embed_example.c $(BUILD)/libmoonlet.a
+# The embedding programs the suite drives (coroutine_spec.lua, embed_spec.lua).
+$(BUILD)/tests/embed_%: tests/embed_%.c $(BUILD)/libmoonlet.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libmoonlet.a $(LDLIBS)
 
@@ -125,6 +127,18 @@ test-asan: deps
 	  UBSAN_OPTIONS=print_stacktrace=1:log_path=$(CURDIR)/$(BUILD)-asan-logs/ubsan \
 	  scripts/test.sh
 
+# ThreadSanitizer, in its own build directory: the specs that run threads side by side
+# (several hosts in one process, the pool, shared dictionaries, stops from other threads;
+# TSAN_SPECS), or the whole suite with TSAN_SPECS=tests/spec. A report is a failure.
+TSAN_SPECS ?= tests/spec/embed_spec.lua tests/spec/coroutine_spec.lua tests/spec/pool_spec.lua
+test-tsan: deps
+	$(MAKE) all BUILD=build-tsan OPT=-O1 \
+	  SAN="-fsanitize=thread -fno-omit-frame-pointer -DML_SANITIZE"
+	rm -rf $(BUILD)-tsan-logs && mkdir -p $(BUILD)-tsan-logs
+	BUILD=build-tsan SAN_LOGS=$(CURDIR)/$(BUILD)-tsan-logs SPECS="$(TSAN_SPECS)" \
+	  TSAN_OPTIONS=halt_on_error=0:log_path=$(CURDIR)/$(BUILD)-tsan-logs/tsan \
+	  scripts/test.sh
+
 bench:
 	@scripts/deps.sh bench
 	$(MAKE) all
@@ -145,4 +159,4 @@ install: install-rock $(BUILD)/libmoonlet.a
 	install -D -m 644 core/moonlet.h $(DESTDIR)$(INCDIR)/moonlet.h
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-tsan

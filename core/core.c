@@ -29,21 +29,22 @@ static int l_status_reason(lua_State *L) {
 
 /* Set by the host before it loads an app (--debug, --reload), or by the test client for
  * its lifetime ({ debug = true }); read by every Lua state of the process, the pool
- * threads' too: a plain int written before those threads start. */
+ * threads' too. One per process (moonlet.h: the host created last sets it), atomic: a
+ * second host may be created while the first one's threads read it. */
 static int dev_mode;
 
 void ml_core_set_dev_mode(int on) {
-  dev_mode = on != 0;
+  __atomic_store_n(&dev_mode, on != 0, __ATOMIC_RELAXED);
 }
 
 int ml_core_dev_mode(void) {
-  return dev_mode;
+  return __atomic_load_n(&dev_mode, __ATOMIC_RELAXED);
 }
 
 /* dev_mode() -> true under --debug or --reload (the development mode: route responses are
  * checked against their `response` schema, a 500 carries its error: error_page.lua) */
 static int l_dev_mode(lua_State *L) {
-  lua_pushboolean(L, dev_mode);
+  lua_pushboolean(L, ml_core_dev_mode());
   return 1;
 }
 

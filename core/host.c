@@ -1,4 +1,7 @@
-/* The host: a loop, a server and an app wired together (see moonlet.h). Starting binds
+/* The host: a loop, a server and an app wired together (see moonlet.h). The loop is its
+ * own (ml_host_new: ml_host_run runs it) or an embedder's (ml_host_new_on_loop: moonlet
+ * never runs it, so whatever would wait for the loop becomes a callback instead: the
+ * startup hooks, a reload, the end of a stop, the memory's release). Starting binds
  * the port, runs the app's startup hooks, then accepts. Shutdown is graceful, in steps
  * all within graceful_timeout: drain the server (in-flight requests finish), wait for the
  * background tasks requests spawned, run the shutdown hooks, then close every handle so
@@ -29,7 +32,9 @@
 
 struct ml_host_s {
   ml_config_t cfg;
-  uv_loop_t loop;
+  uv_loop_t own_loop;        /* ml_host_new's */
+  uv_loop_t *loop;           /* &own_loop, or the embedder's (borrowed) */
+  int borrowed;
   ml_server_t *server;
   ml_app_t *app;
   ml_workers_t *workers;     /* for pooled routes and run_in_pool, shared by reloads */
@@ -57,7 +62,25 @@ struct ml_host_s {
   uint64_t grace_ns;         /* cfg.graceful_timeout */
   int dropped;               /* what the stop cut short: ml_host_run returns it */
   int forced;                /* the stop did not wait for everything to end */
+  int held_said;             /* held_cb logged (atomic; exit_on_stuck_stop off) */
+  /* a borrowed loop's: what would wait for the loop, done from callbacks instead */
+  uv_timer_t defer;          /* runs defer_cb's work outside any task (DEFER_*) */
+  int deferred;              /* DEFER_* bits */
+  ml_host_listen_cb listen_cb;   /* ml_host_listen_async's, until the hooks end */
+  void *listen_arg;
+  int listen_ok;             /* the hooks' result, and their error */
+  char *listen_err;
+  ml_app_t *loading;         /* a reload's new app while its startup hooks run */
+  int loading_ok;
+  char *loading_err;
+  int reload_again;          /* a change seen while loading: reload once more */
+  ml_host_stop_cb stop_cb;   /* ml_host_on_stop's */
+  void *stop_arg;
+  int open_handles;          /* the host's handles and its server's, not closed yet */
+  int freeing;               /* ml_host_free ran: the memory goes with the last handle */
 };
+
+enum { DEFER_LISTEN = 1, DEFER_RELOAD = 2, DEFER_RELOADED = 4 };
 
 void ml_config_defaults(ml_config_t *cfg) {
   cfg->host = "127.0.0.1";
@@ -75,6 +98,10 @@ void ml_config_defaults(ml_config_t *cfg) {
   cfg->block_warn_ms = 100;
   cfg->reload = 0;
   cfg->debug = 0;
+  cfg->log_cb = NULL;
+  cfg->log_user = NULL;
+  cfg->ignore_sigpipe = 1;
+  cfg->exit_on_stuck_stop = 1;
 }
 
 enum { RETIRED_SERVING, RETIRED_HOOKS, RETIRED_DONE };
@@ -82,24 +109,59 @@ enum { RETIRED_SERVING, RETIRED_HOOKS, RETIRED_DONE };
 enum { STOP_NONE, STOP_REQUESTS, STOP_BACKGROUND, STOP_HOOKS, STOP_DONE };
 
 static void release_signals(ml_host_t *h);
+static void watchdog_stop(ml_host_t *h);
+
+/* The memory of a freed host goes with its last handle (see host_handle_closed_cb). */
+static void host_release(ml_host_t *h) {
+  free(h->server);
+  free(h->appdir);
+  free(h->listen_err);
+  free(h->loading_err);
+  free(h);
+}
+
+static void handle_gone(ml_host_t *h) {
+  if (--h->open_handles == 0 && h->freeing && h->borrowed) host_release(h);
+}
+
+static void host_handle_closed_cb(uv_handle_t *handle) {
+  handle_gone(handle->data);
+}
+
+static void server_closed_cb(ml_server_t *s) {
+  handle_gone(s->data);
+}
+
+/* A reload's new app whose startup hooks still run goes: the host stops. */
+static void cancel_loading(ml_host_t *h) {
+  ml_app_free(h->loading);
+  h->loading = NULL;
+}
 
 /* The end of a stop: everything still on the loop goes, so ml_host_run returns. Tasks
- * still running (spawned at load or by a startup hook, or abandoned) are cancelled here. */
+ * still running (spawned at load or by a startup hook, or abandoned) are cancelled here.
+ * On a borrowed loop the stop callback runs last (not when ml_host_free ends the host):
+ * it may free h, whose memory stays until the loop has run the close callbacks. */
 static void close_handles(ml_host_t *h) {
   if (h->closed) return;
   h->closed = 1;
   release_signals(h);   /* before stop_async goes: the handler wakes the loop with it */
+  cancel_loading(h);
   if (h->app) h->app->sched.background_idle_cb = NULL;
   ml_app_stop(h->app);
   for (int i = 0; i < h->nretired; i++) ml_app_stop(h->retired[i].app);
   ml_workers_detach(h->workers);
   ml_reload_stop(h->reload);
   h->reload = NULL;
-  uv_close((uv_handle_t *)&h->reaper, NULL);
-  uv_close((uv_handle_t *)&h->stop_async, NULL);
-  uv_close((uv_handle_t *)&h->flush, NULL);
-  uv_close((uv_handle_t *)&h->grace, NULL);
-  uv_close((uv_handle_t *)&h->step, NULL);
+  uv_close((uv_handle_t *)&h->reaper, host_handle_closed_cb);
+  uv_close((uv_handle_t *)&h->stop_async, host_handle_closed_cb);
+  uv_close((uv_handle_t *)&h->flush, host_handle_closed_cb);
+  uv_close((uv_handle_t *)&h->grace, host_handle_closed_cb);
+  uv_close((uv_handle_t *)&h->step, host_handle_closed_cb);
+  uv_close((uv_handle_t *)&h->defer, host_handle_closed_cb);
+  if (!h->borrowed) return;
+  watchdog_stop(h);   /* the stop is over: nothing left to enforce (ml_host_run's, else) */
+  if (h->stop_cb && !h->freeing) h->stop_cb(h, h->dropped, h->stop_arg);
 }
 
 /* --- the steps of a graceful stop ------------------------------------------------------
@@ -115,7 +177,7 @@ static void next_step(ml_host_t *h, int step) {
 }
 
 static void background_idle_cb(ml_sched_t *s) {
-  ml_host_t *h = s->loop->data;
+  ml_host_t *h = s->background_idle_arg;
   s->background_idle_cb = NULL;
   next_step(h, STOP_BACKGROUND);
 }
@@ -132,6 +194,7 @@ static void step_cb(uv_timer_t *t) {
     ml_sched_t *s = &h->app->sched;
     if (s->background > 0) {
       s->background_idle_cb = background_idle_cb;
+      s->background_idle_arg = h;
       return;
     }
     h->stop_step = STOP_HOOKS;
@@ -142,7 +205,7 @@ static void step_cb(uv_timer_t *t) {
 }
 
 static void drained_cb(ml_server_t *s) {
-  next_step(s->loop->data, STOP_BACKGROUND);
+  next_step(s->data, STOP_BACKGROUND);
 }
 
 /* --- stopping ---------------------------------------------------------------------------
@@ -183,6 +246,10 @@ static const char *stop_reason(ml_host_t *h, char *buf, size_t len) {
  * background tasks still running are dropped, the shutdown hooks not run (or cut short),
  * and the log says so. */
 static void stop_now(ml_host_t *h) {
+  if (!h->server) {
+    close_handles(h);
+    return;
+  }
   char buf[64];
   const char *why = stop_reason(h, buf, sizeof buf);
   int requests = ml_server_requests(h->server);
@@ -207,6 +274,11 @@ static void grace_cb(uv_timer_t *t) {
 
 static void begin_stop(ml_host_t *h) {
   h->stopping = 1;
+  cancel_loading(h);
+  if (!h->server) {   /* a borrowed loop's host stopped before it listened: nothing to wait for */
+    close_handles(h);
+    return;
+  }
   h->stop_step = STOP_REQUESTS;
   ml_log(ML_LOG_INFO, "shutting down: %d connection(s) open", h->server->nconns);
   /* the grace period counts from the request, which a busy loop may have seen late */
@@ -226,14 +298,18 @@ static void stop_cb(uv_async_t *a) {
 }
 
 /* On the watchdog's thread: past the stop's deadline a handler still holds the loop, and
- * nothing on the loop will run again. The process ends here. */
+ * nothing on the loop will run again. The process ends here (cfg.exit_on_stuck_stop), or
+ * the log says so once and the stop waits for the handler. */
 static void held_cb(void *ctx, const char *route, uint64_t held_ns) {
   ml_host_t *h = ctx;
   char buf[64];
+  int quit = h->cfg.exit_on_stuck_stop;
+  if (!quit && __atomic_exchange_n(&h->held_said, 1, __ATOMIC_SEQ_CST)) return;
   ml_log(ML_LOG_ERROR, "%s: %s holds the event loop (for %.0f ms) and cannot be stopped: "
-         "exiting, dropping %d request(s) still running", stop_reason(h, buf, sizeof buf),
-         route, (double)held_ns / 1e6, ml_server_requests(h->server));
-  _exit(1);
+         "%s %d request(s) still running", stop_reason(h, buf, sizeof buf), route,
+         (double)held_ns / 1e6, quit ? "exiting, dropping" : "waiting for it and its "
+         "(exit_on_stuck_stop is off):", ml_server_requests(h->server));
+  if (quit) _exit(1);
 }
 
 static void stop_signal_cb(int signum) {
@@ -259,31 +335,46 @@ static void flush_cb(uv_prepare_t *p) {
   ml_log_flush();
 }
 
-ml_host_t *ml_host_new(const ml_config_t *cfg) {
+static void defer_cb(uv_timer_t *t);
+
+/* A host on loop, or on a loop of its own if loop is NULL (ml_host_new). */
+static ml_host_t *host_new(const ml_config_t *cfg, uv_loop_t *loop) {
   ml_host_t *h = ml_xcalloc(1, sizeof *h);
-  signal(SIGPIPE, SIG_IGN);
+  if (cfg->ignore_sigpipe) signal(SIGPIPE, SIG_IGN);
   h->cfg = *cfg;
   h->grace_ns = (uint64_t)(cfg->graceful_timeout * 1e9);
-  ml_log_level = cfg->log_level;
+  ml_log_configure(cfg->log_level, cfg->log_cb, cfg->log_user);
   ml_shared_configure(cfg->shared_mem);
   /* response schemas checked (runtime.lua), errors in 500s (error_page.lua) */
   ml_core_set_dev_mode(cfg->reload || cfg->debug);
-  uv_loop_init(&h->loop);
-  h->loop.data = h;
-  uv_async_init(&h->loop, &h->stop_async, stop_cb);
-  h->stop_async.data = h;
-  uv_prepare_init(&h->loop, &h->flush);
+  h->borrowed = loop != NULL;
+  if (!loop) {
+    uv_loop_init(&h->own_loop);
+    loop = &h->own_loop;
+  }
+  h->loop = loop;
+  uv_async_init(h->loop, &h->stop_async, stop_cb);
+  uv_prepare_init(h->loop, &h->flush);
   uv_prepare_start(&h->flush, flush_cb);
   uv_unref((uv_handle_t *)&h->flush);
-  uv_timer_init(&h->loop, &h->grace);
-  h->grace.data = h;
+  uv_timer_init(h->loop, &h->grace);
   uv_unref((uv_handle_t *)&h->grace);
-  uv_timer_init(&h->loop, &h->step);
-  h->step.data = h;
-  uv_timer_init(&h->loop, &h->reaper);
-  h->reaper.data = h;
+  uv_timer_init(h->loop, &h->step);
+  uv_timer_init(h->loop, &h->reaper);
   uv_unref((uv_handle_t *)&h->reaper);
+  uv_timer_init(h->loop, &h->defer);
+  h->stop_async.data = h->flush.data = h->grace.data = h->step.data = h->reaper.data = h;
+  h->defer.data = h;
+  h->open_handles = 6;
   return h;
+}
+
+ml_host_t *ml_host_new(const ml_config_t *cfg) {
+  return host_new(cfg, NULL);
+}
+
+ml_host_t *ml_host_new_on_loop(const ml_config_t *cfg, struct uv_loop_s *loop) {
+  return loop ? host_new(cfg, loop) : NULL;
 }
 
 /* A retired app's shutdown hooks ended: the reaper frees it on its next turn (not here,
@@ -316,13 +407,34 @@ static void reap_cb(uv_timer_t *t) {
   if (h->nretired == 0) uv_timer_stop(&h->reaper);
 }
 
+/* Runs what a borrowed loop's host does outside any task and outside the watcher's
+ * callbacks: the end of ml_host_listen_async, a reload and its end. */
+static void defer(ml_host_t *h, int what) {
+  h->deferred |= what;
+  uv_timer_start(&h->defer, defer_cb, 0, 0);
+}
+
 /* The watcher saw a change. Loading runs app.lua, which may wait (moonlet.db at load
  * time runs the loop): never inside a libuv callback, so stop the loop and let
- * ml_host_run reload between two runs. */
+ * ml_host_run reload between two runs. On a borrowed loop app.lua may not wait
+ * (ML_APP_NO_WAIT): it loads from defer_cb. */
 static void reload_cb(void *ctx) {
   ml_host_t *h = ctx;
+  if (h->borrowed) {
+    if (h->server && !h->starting) defer(h, DEFER_RELOAD);
+    else h->reload_pending = 1;   /* once the startup hooks have ended */
+    return;
+  }
   h->reload_pending = 1;
-  uv_stop(&h->loop);
+  uv_stop(h->loop);
+}
+
+/* The copy of the first line of a startup hook's error, logged with its traceback. */
+static char *startup_error(const char *msg) {
+  ml_log(ML_LOG_ERROR, "on_startup hook failed: %s", msg);
+  char err[1024];
+  ml_err(err, sizeof err, "on_startup hook failed: %.*s", (int)strcspn(msg, "\n"), msg);
+  return ml_xstrdup(err);
 }
 
 typedef struct {
@@ -337,8 +449,9 @@ static void startup_done(ml_app_t *a, int ok, const char *msg, void *ctx) {
   st->done = 1;
   st->ok = ok;
   if (ok) return;
-  ml_log(ML_LOG_ERROR, "on_startup hook failed: %s", msg);
-  ml_err(st->err, st->errlen, "on_startup hook failed: %.*s", (int)strcspn(msg, "\n"), msg);
+  char *e = startup_error(msg);
+  snprintf(st->err, st->errlen, "%s", e);
+  free(e);
 }
 
 /* Runs a's startup hooks, running the loop until they end; it serves whatever else is on
@@ -348,30 +461,15 @@ static void startup_done(ml_app_t *a, int ok, const char *msg, void *ctx) {
 static int run_startup(ml_host_t *h, ml_app_t *a, char *err, size_t errlen) {
   startup_t st = { 0, 0, err, errlen };
   ml_lifespan_start(a, ML_LIFESPAN_STARTUP, startup_done, &st);
-  while (!st.done && !h->stopping) uv_run(&h->loop, UV_RUN_ONCE);
+  while (!st.done && !h->stopping) uv_run(h->loop, UV_RUN_ONCE);
   if (st.done) return st.ok ? 0 : -1;
   ml_app_stop(a);
   return ml_err(err, errlen, "stopping before the startup hooks finished");
 }
 
-/* --reload: load the changed code into a new app and run its startup hooks; new requests
- * go to it, requests in flight finish on the old one, which then runs its shutdown hooks
- * and is freed (see reap_cb). A load error or a failed startup hook keeps the old code
- * serving. */
-static void reload_now(ml_host_t *h) {
-  char err[1024];
-  if (h->nretired == (int)(sizeof h->retired / sizeof h->retired[0])) {
-    ml_log(ML_LOG_WARN, "reload: postponed, old code still has requests running");
-    return;
-  }
-  ml_app_t *a = ml_app_new(&h->loop, h->appdir, 0, err, sizeof err);
-  if (a) a->sched.workers = h->workers;   /* for pooled routes and run_in_pool */
-  if (!a || run_startup(h, a, err, sizeof err)) {
-    if (!h->stopping)
-      ml_log(ML_LOG_ERROR, "reload failed, still serving the previous code: %s", err);
-    ml_app_free(a);
-    return;
-  }
+/* a, loaded and started, replaces the app: new requests go to it, requests in flight
+ * finish on the old one, which then runs its shutdown hooks and is freed (see reap_cb). */
+static void reload_swap(ml_host_t *h, ml_app_t *a) {
   ml_app_t *old = h->app;
   h->app = a;
   h->server->ctx = a;
@@ -383,6 +481,115 @@ static void reload_now(ml_host_t *h) {
   ml_log(ML_LOG_INFO, "reloaded %s (%d routes)", h->appdir, a->nroutes);
 }
 
+static int retired_full(ml_host_t *h) {
+  if (h->nretired < (int)(sizeof h->retired / sizeof h->retired[0])) return 0;
+  ml_log(ML_LOG_WARN, "reload: postponed, old code still has requests running");
+  return 1;
+}
+
+static int app_flags(ml_host_t *h) {
+  return h->borrowed ? ML_APP_NO_WAIT : 0;
+}
+
+/* --reload: load the changed code into a new app and run its startup hooks, then swap it
+ * in (reload_swap). A load error or a failed startup hook keeps the old code serving. */
+static void reload_now(ml_host_t *h) {
+  char err[1024];
+  if (retired_full(h)) return;
+  ml_app_t *a = ml_app_new(h->loop, h->appdir, app_flags(h), err, sizeof err);
+  if (a) a->sched.workers = h->workers;   /* for pooled routes and run_in_pool */
+  if (!a || run_startup(h, a, err, sizeof err)) {
+    if (!h->stopping)
+      ml_log(ML_LOG_ERROR, "reload failed, still serving the previous code: %s", err);
+    ml_app_free(a);
+    return;
+  }
+  reload_swap(h, a);
+}
+
+/* --- a borrowed loop: the same, from callbacks ---------------------------------------- */
+
+static void reload_started(ml_app_t *a, int ok, const char *msg, void *ctx) {
+  ml_host_t *h = ctx;
+  (void)a;
+  h->loading_ok = ok;
+  if (!ok) h->loading_err = startup_error(msg);
+  defer(h, DEFER_RELOADED);   /* not here, inside the hooks' task */
+}
+
+/* reload_now without running the loop: the new app's hooks run, reload_started ends it. */
+static void reload_begin(ml_host_t *h) {
+  char err[1024];
+  if (h->stopping || h->closed) return;
+  if (h->loading) {   /* the one before still starts: this change is loaded after it */
+    h->reload_again = 1;
+    return;
+  }
+  if (retired_full(h)) return;
+  ml_app_t *a = ml_app_new(h->loop, h->appdir, app_flags(h), err, sizeof err);
+  if (!a) {
+    ml_log(ML_LOG_ERROR, "reload failed, still serving the previous code: %s", err);
+    return;
+  }
+  a->sched.workers = h->workers;
+  h->loading = a;
+  ml_lifespan_start(a, ML_LIFESPAN_STARTUP, reload_started, h);
+}
+
+static void reload_end(ml_host_t *h) {
+  ml_app_t *a = h->loading;
+  if (!a) return;   /* the host stopped meanwhile */
+  h->loading = NULL;
+  if (h->loading_ok) {
+    reload_swap(h, a);
+  } else {
+    ml_log(ML_LOG_ERROR, "reload failed, still serving the previous code: %s", h->loading_err);
+    ml_app_free(a);
+  }
+  free(h->loading_err);
+  h->loading_err = NULL;
+  if (h->reload_again) {
+    h->reload_again = 0;
+    reload_begin(h);
+  }
+}
+
+static int listen_finish(ml_host_t *h, int rc, char *err, size_t errlen);
+static void watchdog_start(ml_host_t *h);
+
+/* ml_host_listen_async's hooks ended: accept (or not) and say so. */
+static void listen_end(ml_host_t *h) {
+  char err[1024] = "";
+  if (!h->listen_ok) snprintf(err, sizeof err, "%s", h->listen_err);
+  int rc = listen_finish(h, h->listen_ok ? 0 : -1, err, sizeof err);
+  if (rc == 0) watchdog_start(h);
+  /* a stop asked for meanwhile begins now, a change seen meanwhile is loaded now */
+  if (__atomic_load_n(&h->stop_requests, __ATOMIC_SEQ_CST)) uv_async_send(&h->stop_async);
+  else if (rc == 0 && h->reload_pending) defer(h, DEFER_RELOAD);
+  h->reload_pending = 0;
+  ml_host_listen_cb cb = h->listen_cb;
+  h->listen_cb = NULL;
+  cb(h, rc, rc ? err : NULL, h->listen_arg);   /* last: it may free h */
+}
+
+static void defer_cb(uv_timer_t *t) {
+  ml_host_t *h = t->data;
+  int what = h->deferred;
+  h->deferred = 0;
+  if (h->closed) return;
+  if (what & DEFER_RELOADED) reload_end(h);
+  if (what & DEFER_RELOAD) reload_begin(h);
+  if (what & DEFER_LISTEN) listen_end(h);   /* last: its callback may free h */
+}
+
+static void listen_started(ml_app_t *a, int ok, const char *msg, void *ctx) {
+  ml_host_t *h = ctx;
+  (void)a;
+  h->listen_ok = ok;
+  if (!ok) h->listen_err = startup_error(msg);
+  defer(h, DEFER_LISTEN);
+}
+
 /* --reload and the app does not load (app.lua, or an on_startup hook): the server serves
  * the error instead (moonlet.load_error) and the watcher loads the fix once it is saved,
  * as uvicorn's reloader waits. Returns the stand-in, NULL if there is none. */
@@ -391,7 +598,7 @@ static ml_app_t *serve_error(ml_host_t *h, const char *appdir, const char *err) 
   if (!h->cfg.reload || stat(appdir, &st) != 0 || !S_ISDIR(st.st_mode)) return NULL;
   ml_log(ML_LOG_ERROR, "the app failed to load, answering every request with the error "
          "until the code is fixed (--reload): %s", err);
-  return ml_app_failed(&h->loop, appdir, err);
+  return ml_app_failed(h->loop, appdir, err);
 }
 
 /* --reload: the watcher starts before the code is loaded, so that an edit saved while
@@ -400,13 +607,15 @@ static void watch_start(ml_host_t *h, const char *appdir) {
   if (!h->cfg.reload || h->reload || h->closed) return;
   struct stat st;
   if (stat(appdir, &st) != 0 || !S_ISDIR(st.st_mode)) return;
-  h->reload = ml_reload_start(&h->loop, appdir, reload_cb, h);
+  h->reload = ml_reload_start(h->loop, appdir, reload_cb, h);
   ml_log(ML_LOG_INFO, "watching %s for changes (--reload)", appdir);
 }
 
 int ml_host_load(ml_host_t *h, const char *appdir, char *err, size_t errlen) {
+  if (h->server || h->closed)
+    return ml_err(err, errlen, "ml_host_load: the host listens already, or has stopped");
   watch_start(h, appdir);
-  ml_app_t *a = ml_app_new(&h->loop, appdir, 0, err, errlen);
+  ml_app_t *a = ml_app_new(h->loop, appdir, app_flags(h), err, errlen);
   if (!a) a = serve_error(h, appdir, err);
   if (!a) return -1;
   ml_app_free(h->app);
@@ -414,20 +623,23 @@ int ml_host_load(ml_host_t *h, const char *appdir, char *err, size_t errlen) {
   free(h->appdir);
   h->appdir = ml_xstrdup(appdir);
   if (!h->workers)
-    h->workers = ml_workers_new(&h->loop, appdir, h->cfg.pool_size, h->cfg.pool_queue);
+    h->workers = ml_workers_new(h->loop, appdir, h->cfg.pool_size, h->cfg.pool_queue);
   a->sched.workers = h->workers;   /* for pooled routes and run_in_pool */
   return 0;
 }
 
-int ml_host_listen(ml_host_t *h, char *err, size_t errlen) {
-  if (!h->app) {
-    return ml_err(err, errlen, "no app loaded");
-  }
+/* Binds the port (first, so a port in use is said before any hook runs; connecting is
+ * refused until the hooks are done). Returns 0, or -1 with a message in err. */
+static int bind_server(ml_host_t *h, char *err, size_t errlen) {
+  if (!h->app) return ml_err(err, errlen, "no app loaded");
+  if (h->server || h->closed)
+    return ml_err(err, errlen, "the host listens already, or has stopped");
   h->server = ml_xcalloc(1, sizeof *h->server);
   h->server->dispatch = ml_dispatch;
   h->server->abort = ml_dispatch_abort;
   h->server->body = ml_dispatch_body;
   h->server->ctx = h->app;
+  h->server->data = h;
   ml_server_config_t sc = {
       .host = h->cfg.host,
       .port = h->cfg.port,
@@ -437,11 +649,17 @@ int ml_host_listen(ml_host_t *h, char *err, size_t errlen) {
       .keepalive_timeout_ms = (uint64_t)(h->cfg.keepalive_timeout * 1000),
       .ws_max_message = h->cfg.ws_max_message,
   };
-  if (ml_server_bind(h->server, &h->loop, &sc, err, errlen)) return -1;
-  /* bound first, so a port in use is said before any hook runs; connecting is refused
-   * until the hooks are done */
-  h->starting = 1;
-  int rc = run_startup(h, h->app, err, errlen);
+  int rc = ml_server_bind(h->server, h->loop, &sc, err, errlen);
+  if (h->server->handles_open) {   /* its memory goes when they are closed */
+    h->open_handles++;
+    h->server->on_closed = server_closed_cb;
+  }
+  return rc;
+}
+
+/* The startup hooks ended (rc 0) or failed (-1, err says why): with --reload a failed
+ * app is replaced by its stand-in; then the server accepts. Returns 0 or -1 (err). */
+static int listen_finish(ml_host_t *h, int rc, char *err, size_t errlen) {
   h->starting = 0;
   ml_app_t *stand_in = rc && !h->stopping ? serve_error(h, h->appdir, err) : NULL;
   if (stand_in) {
@@ -453,6 +671,34 @@ int ml_host_listen(ml_host_t *h, char *err, size_t errlen) {
   }
   if (rc) return -1;
   return ml_server_listen(h->server, err, errlen) ? -1 : 0;
+}
+
+int ml_host_listen(ml_host_t *h, char *err, size_t errlen) {
+  if (h->borrowed)
+    return ml_err(err, errlen, "ml_host_listen: the host is on the embedder's loop "
+                  "(ml_host_new_on_loop), which moonlet does not run: use ml_host_listen_async");
+  if (bind_server(h, err, errlen)) return -1;
+  h->starting = 1;
+  return listen_finish(h, run_startup(h, h->app, err, errlen), err, errlen);
+}
+
+int ml_host_listen_async(ml_host_t *h, ml_host_listen_cb cb, void *arg, char *err,
+                         size_t errlen) {
+  if (!h->borrowed)
+    return ml_err(err, errlen, "ml_host_listen_async: the host has a loop of its own "
+                  "(ml_host_new): use ml_host_listen");
+  if (!cb) return ml_err(err, errlen, "ml_host_listen_async: no callback");
+  if (bind_server(h, err, errlen)) return -1;
+  h->starting = 1;
+  h->listen_cb = cb;
+  h->listen_arg = arg;
+  ml_lifespan_start(h->app, ML_LIFESPAN_STARTUP, listen_started, h);
+  return 0;
+}
+
+void ml_host_on_stop(ml_host_t *h, ml_host_stop_cb cb, void *arg) {
+  h->stop_cb = cb;
+  h->stop_arg = arg;
 }
 
 int ml_host_port(const ml_host_t *h) {
@@ -477,22 +723,37 @@ int ml_host_handle_signals(ml_host_t *h) {
   return 0;
 }
 
+/* The watchdog watches the current app from the moment the host serves; its thread also
+ * ends a stop the loop cannot do (held_cb). */
+static void watchdog_start(ml_host_t *h) {
+  if (!h->app || h->watchdog) return;
+  h->watchdog = ml_watchdog_start(&h->app->sched, h->cfg.block_warn_ms);
+  ml_watchdog_enforce(h->watchdog, &h->stop_deadline, held_cb, h);
+}
+
+static void watchdog_stop(ml_host_t *h) {
+  if (!h->watchdog) return;
+  for (int i = 0; i < h->nretired; i++) h->retired[i].app->sched.monitor = NULL;
+  ml_watchdog_stop(h->watchdog);   /* and the current app's */
+  h->watchdog = NULL;
+}
+
 int ml_host_run(ml_host_t *h) {
-  if (h->app && !h->watchdog) {
-    h->watchdog = ml_watchdog_start(&h->app->sched, h->cfg.block_warn_ms);
-    ml_watchdog_enforce(h->watchdog, &h->stop_deadline, held_cb, h);
+  if (h->borrowed) {
+    ml_log(ML_LOG_ERROR, "ml_host_run: the host is on the embedder's loop "
+           "(ml_host_new_on_loop): the embedder runs it (uv_run)");
+    return UV_EINVAL;
   }
+  watchdog_start(h);
   /* a stop asked for while the startup hooks ran */
   if (__atomic_load_n(&h->stop_requests, __ATOMIC_SEQ_CST)) uv_async_send(&h->stop_async);
   /* a change seen while the app loaded or started is reloaded at once */
   int pending = h->reload_pending;
-  while (pending || (uv_run(&h->loop, UV_RUN_DEFAULT) && h->reload_pending)) {
+  while (pending || (uv_run(h->loop, UV_RUN_DEFAULT) && h->reload_pending)) {
     pending = h->reload_pending = 0;
     if (!h->stopping) reload_now(h);
   }
-  for (int i = 0; i < h->nretired; i++) h->retired[i].app->sched.monitor = NULL;
-  ml_watchdog_stop(h->watchdog);   /* and the current app's */
-  h->watchdog = NULL;
+  watchdog_stop(h);
   ml_log_flush();
   return h->dropped;
 }
@@ -501,18 +762,28 @@ void ml_host_stop(ml_host_t *h) {
   request_stop(h);
 }
 
+/* Own loop: runs it until everything closed, then frees all. Borrowed loop: the memory
+ * goes in the last close callback (handle_gone), when the embedder's loop runs them. */
 void ml_host_free(ml_host_t *h) {
   if (!h) return;
+  h->freeing = 1;
   if (h->server) ml_server_close_all(h->server);
   close_handles(h);
+  watchdog_stop(h);
   ml_app_free(h->app);   /* first: cancelling its tasks may cancel jobs of the workers */
+  h->app = NULL;
   for (int i = 0; i < h->nretired; i++) ml_app_free(h->retired[i].app);
+  h->nretired = 0;
   /* forced: no more waits */
   ml_workers_free(h->workers, h->forced ? 0 : h->cfg.graceful_timeout);
-  uv_run(&h->loop, UV_RUN_DEFAULT);   /* let close callbacks run */
-  uv_loop_close(&h->loop);
+  h->workers = NULL;
   ml_log_flush();
-  free(h->server);
-  free(h->appdir);
-  free(h);
+  if (h->borrowed) {
+    if (h->open_handles == 0) host_release(h);
+    return;
+  }
+  uv_run(h->loop, UV_RUN_DEFAULT);   /* let close callbacks run */
+  uv_loop_close(h->loop);
+  ml_log_flush();
+  host_release(h);
 }

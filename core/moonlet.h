@@ -1,5 +1,6 @@
 /* moonlet — embedding API.
  *
+ * A host on a loop of its own (ml_host_run runs it on the calling thread):
  *   ml_config_t cfg;
  *   ml_config_defaults(&cfg);
  *   cfg.port = 0;                          // any free port
@@ -11,14 +12,18 @@
  *   ml_host_run(h);                        // until ml_host_stop (any thread) or a signal
  *   ml_host_free(h);
  *
- * A host owns one libuv loop and runs it on the thread that calls ml_host_run. Creating a
- * host ignores SIGPIPE for the process (a write to a closed socket must not kill it).
+ * A host owns one libuv loop and runs it on the thread that calls ml_host_run, or lives
+ * on the embedder's loop (ml_host_new_on_loop, below). Creating a host ignores SIGPIPE
+ * for the process unless cfg.ignore_sigpipe is 0 (see there).
  * A stop is never held up by a handler that never yields: when the stop is due (after
  * graceful_timeout, or at once when asked twice) and a handler still holds the loop, the
- * watchdog's thread logs it and ends the process with _exit(1), since nothing else can. */
+ * watchdog's thread logs it and ends the process with _exit(1), since nothing else can
+ * (cfg.exit_on_stuck_stop; 0: it logs it once and the stop waits for the handler). */
 #ifndef MOONLET_H
 #define MOONLET_H
 #include <stddef.h>
+
+struct uv_loop_s;   /* libuv's uv_loop_t */
 
 #define MOONLET_VERSION "0.1.0"
 
@@ -41,6 +46,25 @@ typedef struct {
   int debug;                   /* development mode (0): a 500 for a Lua error carries the
                                 * error and its traceback (HTML for a browser, else JSON),
                                 * response schemas are checked. Never in production. */
+  /* --- logging, signals, several hosts (README "Embedding") ---
+   * log_level, log_cb, log_user, the development mode (debug, reload) and shared_mem are
+   * the process's, not the host's: ml_host_new* sets them for every host, the one created
+   * last wins. moonlet.shared dictionaries are the process's too (one name, one
+   * dictionary, for all hosts). Everything else is the host's own. */
+  void (*log_cb)(int level, const char *line, void *user);
+                               /* NULL (stderr): every log line, access log included, goes
+                                * to log_cb instead: level as log_level, the line without
+                                * timestamp, level or newline (a traceback has newlines
+                                * inside). Called on any moonlet thread (the loop's, pool
+                                * threads, the watchdog's), one call at a time under a lock
+                                * of moonlet's: it must not call into moonlet. */
+  void *log_user;              /* log_cb's user */
+  int ignore_sigpipe;          /* 1: ml_host_new* ignores SIGPIPE process-wide (SIG_IGN,
+                                * never restored). 0: moonlet leaves signals alone and the
+                                * embedder must ignore or handle SIGPIPE: libuv writes with
+                                * write(2), which raises it when a client is gone. */
+  int exit_on_stuck_stop;      /* 1: _exit(1) when a stop cannot happen (see above); 0: the
+                                * stop logs it once and waits for the handler */
 } ml_config_t;
 
 typedef struct ml_host_s ml_host_t;
@@ -71,5 +95,51 @@ int ml_host_run(ml_host_t *h);
  * again, stops at once. Safe from any thread and from a signal handler; asked for while
  * ml_host_listen runs the startup hooks, it begins when ml_host_run does. */
 void ml_host_stop(ml_host_t *h);
+/* Own loop: ends the host now (a stop not done yet drops what still runs), waits for the
+ * pool threads (up to graceful_timeout), closes the loop and frees everything. Borrowed
+ * loop: see below. */
 void ml_host_free(ml_host_t *h);
+
+/* --- the embedder's loop ---------------------------------------------------------------
+ *   ml_host_t *h = ml_host_new_on_loop(&cfg, loop);
+ *   ml_host_on_stop(h, stopped_cb, arg);               // optional
+ *   if (ml_host_load(h, "apps/hello", err, sizeof err) ||
+ *       ml_host_listen_async(h, listening_cb, arg, err, sizeof err)) ...
+ *   uv_run(loop, UV_RUN_DEFAULT);                       // the embedder's, as always
+ *
+ * The host lives on the embedder's loop, driven by its uv_run: moonlet never runs that
+ * loop, so ml_host_run refuses (returns UV_EINVAL) and ml_host_listen says to use
+ * ml_host_listen_async. app.lua may not wait at load time (a moonlet primitive at its
+ * top level raises: wait in app:on_startup). Every moonlet function on such a host is
+ * called on the loop's thread, except ml_host_stop (any thread, signal handlers too).
+ * The pool threads and the watchdog's thread stay moonlet's.
+ * Handles moonlet adds to the loop: an async (the stop's wake-up; it keeps the loop alive
+ * while the host lives), a prepare (log flushing) and timers (the stop's steps, the
+ * reload), unreferenced where they must not keep it alive; the listening socket, a
+ * prepare and a check measuring the loop's stalls (which turn on UV_METRICS_IDLE_TIME
+ * for the loop), one TCP handle and one timer per connection; the app's tasks' timers;
+ * an async for the pool's results; --reload's fs_event handles and timer; and the
+ * handles of what the app's code starts (HTTP client, databases, ...). After ml_host_free
+ * they are all closing: once the loop has run their close callbacks (uv_run returns when
+ * nothing else is on it) uv_loop_close succeeds, and the host's memory is gone. */
+typedef void (*ml_host_listen_cb)(ml_host_t *h, int status, const char *err, void *arg);
+typedef void (*ml_host_stop_cb)(ml_host_t *h, int dropped, void *arg);
+
+/* A host on loop, which the embedder runs (NULL if loop is NULL). */
+ml_host_t *ml_host_new_on_loop(const ml_config_t *cfg, struct uv_loop_s *loop);
+/* ml_host_listen without waiting: binds now (ml_host_port is then the bound port; a port
+ * in use returns -1 with err, and cb is never called), starts the app's startup hooks and
+ * returns 0. When they have ended, on the loop: the host accepts connections and cb(h,
+ * 0, NULL, arg) runs; or a hook failed (its traceback is logged) and cb(h, -1, "one-line
+ * message", arg) runs, the host accepts nothing (free it). A stop asked for meanwhile
+ * begins right after cb; cb never runs if the host is freed first. Borrowed loop only. */
+int ml_host_listen_async(ml_host_t *h, ml_host_listen_cb cb, void *arg, char *err,
+                         size_t errlen);
+/* cb(h, dropped, arg) runs on the loop when a stop is over (dropped: what ml_host_run
+ * would return); the host's handles are closing then. It may call ml_host_free. Not
+ * called when ml_host_free itself ends the host. Borrowed loop only. */
+void ml_host_on_stop(ml_host_t *h, ml_host_stop_cb cb, void *arg);
+/* ml_host_free on a borrowed loop, on the loop's thread, outside moonlet's callbacks or
+ * from cb above: ends the host as on an own loop, never runs the loop; the memory goes
+ * when the loop has run the close callbacks. */
 #endif

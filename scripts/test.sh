@@ -5,6 +5,7 @@
 BUILD=${BUILD:-build}
 export MOONLET_BIN="$BUILD/moonlet"
 export MOONLET_EMBED_BIN="$BUILD/tests/embed_example"
+export MOONLET_EMBED_HOSTS_BIN="$BUILD/tests/embed_hosts"
 passed=0
 failed=0
 log=$(mktemp)

@@ -1,5 +1,6 @@
 /* Log lines: "2026-11-22T01:02:03.456Z LEVEL message". Buffered (see log.h); a mutex
- * makes it safe from pool threads. Errors flush at once: they may precede a crash. */
+ * makes it safe from pool threads. Errors flush at once: they may precede a crash. With a
+ * callback (ml_log_configure) each line goes to it at once, bare. */
 #include "log.h"
 #include "buf.h"
 #include <pthread.h>
@@ -13,6 +14,8 @@ int ml_log_level = ML_LOG_INFO;
 
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static ml_buf_t log_buf;
+static ml_log_fn log_cb;     /* written under log_lock, atomically */
+static void *log_user;
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
 int ml_log_parse_level(const char *name) {
@@ -31,8 +34,39 @@ static void flush_locked(void) {
   log_buf.len = 0;
 }
 
+void ml_log_configure(int level, ml_log_fn cb, void *user) {
+  pthread_mutex_lock(&log_lock);
+  if (log_buf.len && cb) flush_locked();   /* lines before the switch stay on stderr */
+  log_user = user;
+  __atomic_store_n(&log_cb, cb, __ATOMIC_RELEASE);
+  __atomic_store_n(&ml_log_level, level, __ATOMIC_RELAXED);
+  pthread_mutex_unlock(&log_lock);
+}
+
+/* A line for the callback: the message alone, kept whole however long. */
+static void log_to_cb(int level, const char *fmt, va_list ap) {
+  char msg[2048];
+  va_list cp;
+  va_copy(cp, ap);
+  int mn = vsnprintf(msg, sizeof msg, fmt, cp);
+  va_end(cp);
+  char *line = msg;
+  if (mn >= (int)sizeof msg) {
+    line = ml_xmalloc((size_t)mn + 1);
+    vsnprintf(line, (size_t)mn + 1, fmt, ap);
+  }
+  pthread_mutex_lock(&log_lock);
+  if (log_cb) log_cb(level, mn < 0 ? "" : line, log_user);
+  pthread_mutex_unlock(&log_lock);
+  if (line != msg) free(line);
+}
+
 void ml_logv(int level, const char *fmt, va_list ap) {
-  if (level < ml_log_level) return;
+  if (!ml_log_enabled(level)) return;
+  if (__atomic_load_n(&log_cb, __ATOMIC_ACQUIRE)) {
+    log_to_cb(level, fmt, ap);
+    return;
+  }
   struct timeval tv;
   gettimeofday(&tv, NULL);
   struct tm tm;

@@ -1,12 +1,23 @@
-/* Logging to stderr. Lines are buffered and flushed once per loop turn (ml_log_flush from
- * the host's prepare handle) so an access-log line costs no syscall of its own. */
+/* Logging to stderr, or to an embedder's callback (ml_log_configure). Lines for stderr are
+ * buffered and flushed once per loop turn (ml_log_flush from the host's prepare handle) so
+ * an access-log line costs no syscall of its own. The log is one per process: the level
+ * and the callback are the last ml_log_configure's (moonlet.h: the host created last). */
 #ifndef ML_LOG_H
 #define ML_LOG_H
 #include <stdarg.h>
 
 enum { ML_LOG_DEBUG, ML_LOG_INFO, ML_LOG_WARN, ML_LOG_ERROR };
 
-extern int ml_log_level;
+extern int ml_log_level;   /* read and written with __atomic_*: see ml_log_enabled */
+
+/* Where lines go instead of stderr: cb(level, line, user), the line without a newline,
+ * timestamp or level, on whichever thread logs it, one call at a time (under the log's
+ * lock: cb must not log through moonlet). */
+typedef void (*ml_log_fn)(int level, const char *line, void *user);
+void ml_log_configure(int level, ml_log_fn cb, void *user);
+static inline int ml_log_enabled(int level) {
+  return level >= __atomic_load_n(&ml_log_level, __ATOMIC_RELAXED);
+}
 
 int ml_log_parse_level(const char *name);   /* "info" -> ML_LOG_INFO, -1 if unknown */
 void ml_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

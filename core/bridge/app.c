@@ -84,7 +84,7 @@ static void app_closed_cb(ml_sched_t *s) {
 }
 
 /* An app state for appdir, its scheduler ready, nothing loaded yet. */
-static ml_app_t *app_state(uv_loop_t *loop, const char *appdir, int in_pool, char *err,
+static ml_app_t *app_state(uv_loop_t *loop, const char *appdir, int flags, char *err,
                            size_t errlen) {
   ml_app_t *a = ml_xcalloc(1, sizeof *a);
   a->loop = loop;
@@ -97,13 +97,14 @@ static ml_app_t *app_state(uv_loop_t *loop, const char *appdir, int in_pool, cha
   }
   ml_sched_init(&a->sched, a->L, loop);
   a->sched.owner = a;
-  a->sched.in_pool = in_pool;
+  a->sched.in_pool = (flags & ML_APP_POOL) != 0;
+  a->sched.no_wait = (flags & ML_APP_NO_WAIT) != 0;
   return a;
 }
 
-ml_app_t *ml_app_new(uv_loop_t *loop, const char *appdir, int in_pool, char *err,
+ml_app_t *ml_app_new(uv_loop_t *loop, const char *appdir, int flags, char *err,
                      size_t errlen) {
-  ml_app_t *a = app_state(loop, appdir, in_pool, err, errlen);
+  ml_app_t *a = app_state(loop, appdir, flags, err, errlen);
   if (a && (ml_lua_load_app(a->L, appdir, err, errlen) || load_routes(a, err, errlen))) {
     ml_app_free(a);
     return NULL;

@@ -53,10 +53,13 @@ struct ml_app_s {
   void *lifespan_ctx;
 };
 
-/* Loads APPDIR into a new state whose scheduler runs on loop; in_pool is 1 for a worker
- * thread's state (moonlet.in_pool() is true from the start, app.lua included). NULL with
+/* ml_app_new's flags. ML_APP_POOL: a worker thread's state (moonlet.in_pool() is true from
+ * the start, app.lua included). ML_APP_NO_WAIT: nobody may run loop but its owner (an
+ * embedder's loop, ml_host_new_on_loop), so app.lua raises if it waits at load time. */
+enum { ML_APP_POOL = 1, ML_APP_NO_WAIT = 2 };
+/* Loads APPDIR into a new state whose scheduler runs on loop (flags: ML_APP_*). NULL with
  * a one-line message in err on failure (its handles still close on loop). */
-ml_app_t *ml_app_new(uv_loop_t *loop, const char *appdir, int in_pool, char *err,
+ml_app_t *ml_app_new(uv_loop_t *loop, const char *appdir, int flags, char *err,
                      size_t errlen);
 /* An app that answers every request with a 500 saying `error` (moonlet.load_error): what
  * --reload serves while the app in appdir does not load. NULL only if that fails too. */

@@ -258,7 +258,7 @@ static void tc_end(tc_t *tc) {
   if (ml_sched_of(tc->app->L) == &tc->app->sched) ml_sched_bind(tc->prev);
   ml_app_free(tc->app);
   ml_workers_free(tc->workers, 10);
-  ml_log_level = tc->prev_log_level;
+  __atomic_store_n(&ml_log_level, tc->prev_log_level, __ATOMIC_RELAXED);
   ml_core_set_dev_mode(tc->prev_dev_mode);
 }
 
@@ -305,9 +305,9 @@ static int tc_new(lua_State *L) {
   tc_t *tc = ml_xcalloc(1, sizeof *tc);
   tc->app = a;
   tc->prev = prev;
-  tc->prev_log_level = ml_log_level;
+  tc->prev_log_level = __atomic_load_n(&ml_log_level, __ATOMIC_RELAXED);
   tc->prev_dev_mode = prev_dev_mode;
-  ml_log_level = log_level;
+  __atomic_store_n(&ml_log_level, log_level, __ATOMIC_RELAXED);
   ml_server_config_t sc = {
       .host = "127.0.0.1",
       .max_body = 1 << 20,

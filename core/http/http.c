@@ -15,6 +15,7 @@
 #include "router.h"
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <pthread.h>
 #include <strings.h>
 
 #define H(p) ((ml_http_t *)(p)->data)
@@ -203,25 +204,26 @@ static int on_message_complete(llhttp_t *p) {
 }
 
 static llhttp_settings_t settings;
+static pthread_once_t settings_once = PTHREAD_ONCE_INIT;
+
+static void settings_init(void) {   /* once per process: hosts on other threads read them */
+  llhttp_settings_init(&settings);
+  settings.on_message_begin = on_message_begin;
+  settings.on_url = on_url;
+  settings.on_version_complete = on_version_complete;
+  settings.on_header_field = on_header_field;
+  settings.on_header_value = on_header_value;
+  settings.on_header_value_complete = on_header_value_complete;
+  settings.on_headers_complete = on_headers_complete;
+  settings.on_body = on_body;
+  settings.on_chunk_extension_name = on_chunk_extension;
+  settings.on_chunk_extension_value = on_chunk_extension;
+  settings.on_chunk_header = on_chunk_header;
+  settings.on_message_complete = on_message_complete;
+}
 
 void ml_http_init(ml_http_t *h, size_t max_header, size_t max_body, void *owner) {
-  if (!settings.on_message_complete) {   /* filled once; only read afterwards */
-    llhttp_settings_t s;
-    llhttp_settings_init(&s);
-    s.on_message_begin = on_message_begin;
-    s.on_url = on_url;
-    s.on_version_complete = on_version_complete;
-    s.on_header_field = on_header_field;
-    s.on_header_value = on_header_value;
-    s.on_header_value_complete = on_header_value_complete;
-    s.on_headers_complete = on_headers_complete;
-    s.on_body = on_body;
-    s.on_chunk_extension_name = on_chunk_extension;
-    s.on_chunk_extension_value = on_chunk_extension;
-    s.on_chunk_header = on_chunk_header;
-    s.on_message_complete = on_message_complete;
-    settings = s;
-  }
+  pthread_once(&settings_once, settings_init);
   memset(h, 0, sizeof *h);
   llhttp_init(&h->parser, HTTP_REQUEST, &settings);
   h->parser.data = h;

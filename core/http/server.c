@@ -122,6 +122,11 @@ static void stall_check_cb(uv_check_t *c) {
 
 /* Without libuv's idle-time metric every wait would look like a stall: then deadlines
  * stay on the loop's clock. */
+static void server_handle_closed_cb(uv_handle_t *h) {
+  ml_server_t *s = h->data;
+  if (--s->handles_open == 0 && s->on_closed) s->on_closed(s);
+}
+
 static void stall_watch_start(ml_server_t *s) {
   if (uv_loop_configure(s->loop, UV_METRICS_IDLE_TIME) < 0) return;
   uv_prepare_init(s->loop, &s->stall_prepare);
@@ -134,13 +139,14 @@ static void stall_watch_start(ml_server_t *s) {
   s->stall_sample_ns = uv_hrtime();
   s->stall_idle_ns = uv_metrics_idle_time(s->loop);
   s->stall_watch = 1;
+  s->handles_open += 2;
 }
 
 static void stall_watch_stop(ml_server_t *s) {
   if (!s->stall_watch) return;
   s->stall_watch = 0;
-  uv_close((uv_handle_t *)&s->stall_prepare, NULL);
-  uv_close((uv_handle_t *)&s->stall_check, NULL);
+  uv_close((uv_handle_t *)&s->stall_prepare, server_handle_closed_cb);
+  uv_close((uv_handle_t *)&s->stall_check, server_handle_closed_cb);
 }
 
 /* --- timeouts --------------------------------------------------------------------------
@@ -409,7 +415,7 @@ void ml_server_conn_done(ml_server_conn_t *c, int status) {
   c->task = NULL;
   c->task_abort = NULL;
   double ms = (double)(uv_hrtime() - c->start_ns) / 1e6;
-  if (ml_log_level <= ML_LOG_INFO) {
+  if (ml_log_enabled(ML_LOG_INFO)) {
     size_t plen = c->http.url_len;
     const char *url = ml_http_url(&c->http);
     const char *q = memchr(url, '?', plen);
@@ -660,6 +666,7 @@ int ml_server_bind(ml_server_t *s, uv_loop_t *loop, const ml_server_config_t *cf
   uv_tcp_init(loop, &s->listener);
   s->listener.data = s;
   s->listening = 1;
+  s->handles_open++;
   stall_watch_start(s);
   rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);
   struct sockaddr_storage bound;
@@ -688,7 +695,7 @@ int ml_server_listen(ml_server_t *s, char *err, size_t errlen) {
 static void stop_listening(ml_server_t *s) {
   if (s->listening) {
     s->listening = 0;
-    uv_close((uv_handle_t *)&s->listener, NULL);
+    uv_close((uv_handle_t *)&s->listener, server_handle_closed_cb);
   }
 }
 

@@ -124,7 +124,12 @@ struct ml_server_s {
   ml_abort_fn abort;
   ml_body_fn body;
   void *ctx;
+  void *data;                /* the owner's (the host's) */
   void (*on_drained)(ml_server_t *s);   /* after ml_server_drain, when the last conn closed */
+  /* after ml_server_close_all, when the server's own handles are closed: only then may its
+   * memory go (its connections' memory goes with their own handles) */
+  void (*on_closed)(ml_server_t *s);
+  int handles_open;          /* the listener and the stall handles not closed yet */
   char readbuf[65536];       /* shared by all connections: every read is parsed at once */
 };
 
@@ -153,7 +158,8 @@ int ml_server_listen(ml_server_t *s, char *err, size_t errlen);
 /* Stops accepting, closes idle connections, lets in-flight requests finish. */
 void ml_server_drain(ml_server_t *s);
 /* Closes every connection now (in-flight work is aborted), the listener and the handles
- * that measure stalls. Calling it again does nothing more. */
+ * that measure stalls; s->on_closed runs when these are closed (s->handles_open is 0:
+ * none were open). Calling it again does nothing more. */
 void ml_server_close_all(ml_server_t *s);
 
 /* Requests dispatched and not answered yet (their connections open). Any thread. */

@@ -201,6 +201,12 @@ int ml_task_wait(lua_State *L, ml_task_t *t, ml_cancel_fn cancel, void *wait) {
   t->cancel = cancel;
   t->wait = wait;
   if (!t->blocking) return lua_yield(L, 0);
+  if (t->sched->no_wait) {   /* what the primitive started is cancelled */
+    ml_task_cancel(t);
+    t->wait = NULL;
+    return luaL_error(L, "moonlet: app.lua waits while it loads, which would run the "
+                      "embedder's loop (ml_host_new_on_loop): wait in app:on_startup instead");
+  }
   t->woken = -1;
   while (t->woken < 0) {
     if (uv_run(t->sched->loop, UV_RUN_ONCE) == 0 && t->woken < 0) {

@@ -82,6 +82,8 @@ struct ml_sched_s {
    * pooled routes and run_in_pool go (loop states), and whether this state is a worker's */
   struct ml_workers_s *workers;
   int in_pool;               /* 1 in a worker thread's state */
+  int no_wait;               /* the loop is an embedder's: code outside any task (app.lua
+                              * at load time) may not wait, which would run it */
   ml_sched_monitor_t *monitor;    /* NULL: nobody watches */
   /* moonlet.spawn's tasks that a request started, directly or through another such task,
    * still running: a graceful stop waits for them (tasks spawned at load or by a startup
@@ -89,6 +91,7 @@ struct ml_sched_s {
    * the count drops to 0. */
   int background;
   void (*background_idle_cb)(ml_sched_t *s);
+  void *background_idle_arg;      /* for background_idle_cb */
   ml_sched_hook_t *close_hooks;   /* see ml_sched_on_close */
 };
 

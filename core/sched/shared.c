@@ -40,11 +40,15 @@ typedef struct dict_s {
 
 static pthread_mutex_t dicts_lock = PTHREAD_MUTEX_INITIALIZER;
 static dict_t *dicts;
-static size_t capacity = 64u << 20;
+static size_t capacity = 64u << 20;   /* atomic: one budget per process, the last host's */
 static size_t used;          /* atomic */
 
 void ml_shared_configure(size_t bytes) {
-  capacity = bytes;
+  __atomic_store_n(&capacity, bytes, __ATOMIC_RELAXED);
+}
+
+static size_t shared_capacity(void) {
+  return __atomic_load_n(&capacity, __ATOMIC_RELAXED);
 }
 
 static size_t entry_cost(const entry_t *e) {
@@ -179,7 +183,7 @@ static int no_memory(lua_State *L, dict_t *d) {
   pthread_mutex_unlock(&d->lock);
   lua_pushnil(L);
   lua_pushfstring(L, "no memory: shared dictionaries are full (--shared-mem %d bytes)",
-                  (int)(capacity > 0x7fffffff ? 0x7fffffff : capacity));
+                  (int)(shared_capacity() > 0x7fffffff ? 0x7fffffff : shared_capacity()));
   return 2;
 }
 
@@ -227,11 +231,11 @@ static int store(lua_State *L, int only_new) {
   }
   size_t cost = sizeof(entry_t) + klen + vlen + ENTRY_OVERHEAD;
   size_t freed = *pe ? entry_cost(*pe) : 0;
-  if (__atomic_load_n(&used, __ATOMIC_RELAXED) + cost - freed > capacity) {
+  if (__atomic_load_n(&used, __ATOMIC_RELAXED) + cost - freed > shared_capacity()) {
     sweep_expired(d, now);
     pe = find(d, k, klen, h, now);
     freed = *pe ? entry_cost(*pe) : 0;
-    if (__atomic_load_n(&used, __ATOMIC_RELAXED) + cost - freed > capacity) return no_memory(L, d);
+    if (__atomic_load_n(&used, __ATOMIC_RELAXED) + cost - freed > shared_capacity()) return no_memory(L, d);
   }
   entry_t *e = ml_xmalloc(sizeof *e + klen + vlen);
   memcpy(e->key, k, klen);

@@ -18,9 +18,10 @@
 
 struct ml_watchdog_s {
   ml_sched_monitor_t monitor;     /* first: the scheduler calls it (begin, end) */
-  volatile uint64_t busy_since;   /* uv_hrtime() when the running resume began, 0 if idle */
-  volatile int busy_route;
-  ml_sched_t *volatile busy_sched;   /* whose resume: the thread looks at w->sched's only */
+  /* written by the loop's thread, read by the watchdog's: all three atomic */
+  uint64_t busy_since;       /* uv_hrtime() when the running resume began, 0 if idle */
+  int busy_route;
+  ml_sched_t *busy_sched;    /* whose resume: the thread looks at w->sched's only */
   uint64_t reported_since;        /* the busy_since of the last stall reported (atomic) */
   uint64_t warn_ns;               /* 0: no stall warnings */
   pthread_t thread;
@@ -73,14 +74,14 @@ static void enforce(ml_watchdog_t *w, ml_sched_t *s, uint64_t since, int route, 
 
 static void resume_begin(ml_sched_monitor_t *m, ml_sched_t *s, int route) {
   ml_watchdog_t *w = (ml_watchdog_t *)m;
-  w->busy_sched = s;
-  w->busy_route = route;
+  __atomic_store_n(&w->busy_sched, s, __ATOMIC_RELAXED);
+  __atomic_store_n(&w->busy_route, route, __ATOMIC_RELAXED);
   __atomic_store_n(&w->busy_since, uv_hrtime(), __ATOMIC_SEQ_CST);
 }
 
 static void resume_end(ml_sched_monitor_t *m, ml_sched_t *s, int route) {
   ml_watchdog_t *w = (ml_watchdog_t *)m;
-  uint64_t since = w->busy_since;
+  uint64_t since = __atomic_load_n(&w->busy_since, __ATOMIC_RELAXED);   /* ours */
   __atomic_store_n(&w->busy_since, 0, __ATOMIC_SEQ_CST);
   if (!w->warn_ns) return;
   uint64_t ns = uv_hrtime() - since;
@@ -104,10 +105,10 @@ static void *watch(void *arg) {
     pthread_cond_timedwait(&w->cond, &w->lock, &ts);
     ml_sched_t *s = w->sched;   /* ml_watchdog_watch may have moved it (reload) */
     uint64_t since = __atomic_load_n(&w->busy_since, __ATOMIC_SEQ_CST);
-    int route = w->busy_route;
+    int route = __atomic_load_n(&w->busy_route, __ATOMIC_RELAXED);
     /* a retired app's handler (after a reload): its labels may be gone; the loop reports
      * its stall when it ends */
-    if (w->busy_sched != s) continue;
+    if (__atomic_load_n(&w->busy_sched, __ATOMIC_RELAXED) != s) continue;
     uint64_t now = uv_hrtime();
     if (!since || now <= since) continue;
     /* A stall that ends within the first second is reported by the loop with its exact

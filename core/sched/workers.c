@@ -47,7 +47,7 @@ struct ml_workers_s {
 /* Builds the thread's app state on its loop; on failure w->load_error says why. */
 static void worker_load(ml_worker_t *w, const char *what) {
   char err[1024];
-  w->app = ml_app_new(&w->loop, w->pool->appdir, 1, err, sizeof err);
+  w->app = ml_app_new(&w->loop, w->pool->appdir, ML_APP_POOL, err, sizeof err);
   if (w->app) return;
   w->load_error = ml_xstrdup(err);
   ml_log(ML_LOG_ERROR, "pool: %s%s", what, err);
