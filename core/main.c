@@ -143,7 +143,7 @@ static int cmd_serve(int argc, char **argv) {
 
 /* moonlet test [busted options] [PATH ...]: busted runs in this state (lua/moonlet/test.lua). */
 static int cmd_test(int argc, char **argv) {
-  lua_State *L = ml_lua_new(".");
+  lua_State *L = ml_lua_new(".", NULL);
   if (!L) return fail("out of memory%s%s", "", "");
   /* a loop of its own: moonlet primitives (sleep, http, db) block the spec runner */
   uv_loop_t loop;

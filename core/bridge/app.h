@@ -12,6 +12,7 @@
 #include <uv.h>
 
 typedef struct ml_app_s ml_app_t;
+typedef struct ml_preload_s ml_preload_t;
 
 typedef struct {
   char *pattern;             /* "/items/{id:int}" */
@@ -54,10 +55,11 @@ struct ml_app_s {
 };
 
 /* Loads APPDIR into a new state whose scheduler runs on loop; in_pool is 1 for a worker
- * thread's state (moonlet.in_pool() is true from the start, app.lua included). NULL with
- * a one-line message in err on failure (its handles still close on loop). */
-ml_app_t *ml_app_new(uv_loop_t *loop, const char *appdir, int in_pool, char *err,
-                     size_t errlen);
+ * thread's state (moonlet.in_pool() is true from the start, app.lua included); the
+ * embedder's modules in preload (may be NULL) are in its package.preload. NULL with a
+ * one-line message in err on failure (its handles still close on loop). */
+ml_app_t *ml_app_new(uv_loop_t *loop, const char *appdir, int in_pool,
+                     const ml_preload_t *preload, char *err, size_t errlen);
 /* An app that answers every request with a 500 saying `error` (moonlet.load_error): what
  * --reload serves while the app in appdir does not load. NULL only if that fails too. */
 ml_app_t *ml_app_failed(uv_loop_t *loop, const char *appdir, const char *error);
