@@ -13,7 +13,10 @@
 #include "core.h"
 #include "server.h"
 #include "dispatch.h"
+#include "events.h"
 #include "log.h"
+#include "post.h"
+#include "preload.h"
 #include "reload.h"
 #include "shared.h"
 #include "watchdog.h"
@@ -36,6 +39,8 @@ struct ml_host_s {
   ml_watchdog_t *watchdog;
   char *appdir;
   ml_reload_t *reload;
+  ml_preload_t *preload;     /* ml_host_preload's modules, for every state; NULL: none */
+  ml_post_t *post;           /* ml_host_post and ml_host_emit: calls from other threads */
   struct {                   /* replaced by a reload: their requests end, then their */
     ml_app_t *app;           /* shutdown hooks run, then they are freed */
     int state;               /* RETIRED_* */
@@ -90,6 +95,7 @@ static void close_handles(ml_host_t *h) {
   h->closed = 1;
   release_signals(h);   /* before stop_async goes: the handler wakes the loop with it */
   if (h->app) h->app->sched.background_idle_cb = NULL;
+  ml_post_close(h->post);   /* what was posted runs now, while the app still does */
   ml_app_stop(h->app);
   for (int i = 0; i < h->nretired; i++) ml_app_stop(h->retired[i].app);
   ml_workers_detach(h->workers);
@@ -271,6 +277,7 @@ ml_host_t *ml_host_new(const ml_config_t *cfg) {
   uv_loop_init(&h->loop);
   h->loop.data = h;
   uv_async_init(&h->loop, &h->stop_async, stop_cb);
+  h->post = ml_post_new(&h->loop);
   h->stop_async.data = h;
   uv_prepare_init(&h->loop, &h->flush);
   uv_prepare_start(&h->flush, flush_cb);
@@ -364,7 +371,7 @@ static void reload_now(ml_host_t *h) {
     ml_log(ML_LOG_WARN, "reload: postponed, old code still has requests running");
     return;
   }
-  ml_app_t *a = ml_app_new(&h->loop, h->appdir, 0, err, sizeof err);
+  ml_app_t *a = ml_app_new(&h->loop, h->appdir, 0, h->preload, err, sizeof err);
   if (a) a->sched.workers = h->workers;   /* for pooled routes and run_in_pool */
   if (!a || run_startup(h, a, err, sizeof err)) {
     if (!h->stopping)
@@ -406,7 +413,7 @@ static void watch_start(ml_host_t *h, const char *appdir) {
 
 int ml_host_load(ml_host_t *h, const char *appdir, char *err, size_t errlen) {
   watch_start(h, appdir);
-  ml_app_t *a = ml_app_new(&h->loop, appdir, 0, err, errlen);
+  ml_app_t *a = ml_app_new(&h->loop, appdir, 0, h->preload, err, errlen);
   if (!a) a = serve_error(h, appdir, err);
   if (!a) return -1;
   ml_app_free(h->app);
@@ -414,7 +421,8 @@ int ml_host_load(ml_host_t *h, const char *appdir, char *err, size_t errlen) {
   free(h->appdir);
   h->appdir = ml_xstrdup(appdir);
   if (!h->workers)
-    h->workers = ml_workers_new(&h->loop, appdir, h->cfg.pool_size, h->cfg.pool_queue);
+    h->workers = ml_workers_new(&h->loop, appdir, h->preload, h->cfg.pool_size,
+                                h->cfg.pool_queue);
   a->sched.workers = h->workers;   /* for pooled routes and run_in_pool */
   return 0;
 }
@@ -512,7 +520,40 @@ void ml_host_free(ml_host_t *h) {
   uv_run(&h->loop, UV_RUN_DEFAULT);   /* let close callbacks run */
   uv_loop_close(&h->loop);
   ml_log_flush();
+  ml_post_free(h->post);
+  ml_preload_free(h->preload);
   free(h->server);
   free(h->appdir);
   free(h);
+}
+
+/* --- the embedder's modules, calls from its threads (post.c, preload.c, events.c) ------ */
+
+/* Before ml_host_load only: every state the host makes copies the list as it is then. */
+int ml_host_preload(ml_host_t *h, const char *name, lua_CFunction open) {
+  if (h->appdir) return -1;
+  if (!h->preload) h->preload = ml_preload_new();
+  return ml_preload_add(h->preload, name, open);
+}
+
+int ml_host_set_userdata(ml_host_t *h, void *userdata) {
+  if (h->appdir) return -1;
+  if (!h->preload) h->preload = ml_preload_new();
+  ml_preload_set_userdata(h->preload, userdata);
+  return 0;
+}
+
+void *ml_host_userdata(const ml_host_t *h) {
+  return ml_preload_userdata(h->preload);
+}
+
+/* Refused from the first stop request on; the queue itself refuses once closed. */
+int ml_host_post(ml_host_t *h, ml_post_cb fn, void *arg) {
+  if (!fn || __atomic_load_n(&h->stop_requests, __ATOMIC_SEQ_CST)) return -1;
+  return ml_post_push(h->post, fn, arg);
+}
+
+int ml_host_emit(ml_host_t *h, const char *event, const char *json) {
+  if (!event || !*event || __atomic_load_n(&h->stop_requests, __ATOMIC_SEQ_CST)) return -1;
+  return ml_events_emit(h->post, &h->app, event, json);
 }
