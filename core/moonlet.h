@@ -106,8 +106,9 @@ void *ml_lua_userdata(lua_State *L);
 typedef void (*ml_post_cb)(void *arg);
 /* Runs fn(arg) on the loop's thread, soon: callbacks run in the order they were posted
  * (from one thread; posts from several threads interleave), each exactly once, outside
- * any Lua code; posts made while the loop is busy are taken together (one wake-up). fn may call any ml_host_* function but
- * ml_host_free, and may post again (that runs on a later turn). Callable from any thread,
+ * any Lua code; posts made while the loop is busy are taken together (one wake-up). fn
+ * may stop the host and post again (that runs on a later turn), never free it nor run the
+ * loop (ml_host_run, ml_host_load, ml_host_listen). Callable from any thread,
  * the loop's included, from the moment ml_host_new returns until ml_host_free is called
  * (no thread may be inside ml_host_post or ml_host_emit once it is). Returns 0, or -1 once
  * a stop has been asked for (ml_host_stop, a signal): then fn is never called. A callback
