@@ -1246,7 +1246,7 @@ bench_reload() {
 # on the same server; then bench/post_bench.c: threads posting callbacks to the loop as fast
 # as they can, timed until the last one ran.
 bench_embed() {
-  local fifo=$TMP/embed.in pid port ratio cost verdict line threads n sent ran secs rate
+  local fifo=$TMP/embed.in pid port ratio cost verdict line threads n sent ran secs rate call
   local fmt='%-34s %12s %10s %8s   %s\n'
   section "embed: a route calling a preloaded C function vs the same route without (wrk -t1 -c64)"
   command -v wrk >/dev/null || die "wrk not installed (scripts/deps.sh bench)"
@@ -1265,6 +1265,7 @@ bench_embed() {
   done
   [ -n "$port" ] || { cat "$TMP/embed.err" >&2; die "embed_host did not start"; }
   wrk_abba embed "http://127.0.0.1:$port/plain" "$pid" "http://127.0.0.1:$port/cfn" "$pid"
+  call=$(curl -s -m 30 "http://127.0.0.1:$port/call_ns?n=10000000")
   exec 7>&-
   stop_pid "$pid"
   abba_table "route" "/plain (Lua only)" "/cfn (a C function)"
@@ -1274,6 +1275,11 @@ bench_embed() {
   printf '%-22s %10s   target <= 1.05 (req/s, plain / with the C call): %s\n' "cost ratio" \
     "$ratio" "$verdict"
   printf '%-22s %10s   (server CPU per request, with the C call / plain)\n' "CPU ratio" "$cost"
+  # the call alone, out of the noise of a loaded machine: its ns against /plain's CPU/request
+  call=$(echo "$call" | sed -n 's/.*"c":\([0-9.]*\).*/\1/p')
+  printf '%-22s %10s   ns per call (a loop of 10M in a route): %s of /plain'"'"'s CPU per request\n' \
+    "the C call alone" "$(awk -v c="$call" 'BEGIN { printf "%.1f", c }')" \
+    "$(awk -v c="$call" -v u="$WA_US" 'BEGIN { printf "%.1f%%", c / 10 / u }')"
 
   section "embed: ml_host_post from other threads to the loop (bench/post_bench.c)"
   [ -x "$BUILD/bench/post_bench" ] || die "$BUILD/bench/post_bench not found: run make first"

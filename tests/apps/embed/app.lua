@@ -27,6 +27,16 @@ end)
 -- the same route with and without a call into the C module (bench/run.sh "embed")
 app:get("/plain", function() return { n = 1 } end)
 app:get("/cfn", function() return { n = hostinfo.one() } end)
+-- the C call alone, n times in a loop, against the same loop in Lua: ns per call
+app:get("/call_ns", function(req)
+  local n, one, s = tonumber(req.query.n) or 1e6, hostinfo.one, 0
+  local t0 = moonlet.now()
+  for _ = 1, n do s = s + one() end
+  local t1 = moonlet.now()
+  for _ = 1, n do s = s + 1 end
+  local t2 = moonlet.now()
+  return { c = (t1 - t0) / n * 1e9, lua = (t2 - t1) / n * 1e9, sum = s }
+end)
 
 app:on_event("tick", function(v)
   seen.tick = seen.tick or {}
