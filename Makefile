@@ -1,6 +1,7 @@
 # moonlet — build, test, bench, run.
-# `make` builds build/moonlet and build/libmoonlet.a; `make run` / `make test` install
-# their Debian dependencies first (scripts/deps.sh, apt-get, only what is missing).
+# `make` builds build/moonlet, build/libmoonlet.a and build/libmoonlet.so (the embedding
+# library, README "Embedding"); `make run` / `make test` install their Debian dependencies
+# first (scripts/deps.sh, apt-get, only what is missing).
 
 CC      ?= cc
 BUILD   ?= build
@@ -24,8 +25,11 @@ $(error LUA_INCDIR=$(LUA_INCDIR) has no luajit.h: moonlet builds against LuaJIT;
 endif
 endif
 
+# -fPIC: the same objects make the static archive and the shared library;
+# -fno-semantic-interposition keeps calls inside the library as direct (and inlinable) as
+# in the binary.
 CFLAGS  += -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(OPT) -g -Wall -Wextra -Werror \
-           -Wno-missing-field-initializers $(SAN) $(LUA_INCDIR:%=-I%) $(PKGCFG) -I$(LLHTTP_INC) $(CORE_DIRS:%=-iquote %) -iquote $(BUILD)
+           -Wno-missing-field-initializers -fPIC -fno-semantic-interposition $(SAN) $(LUA_INCDIR:%=-I%) $(PKGCFG) -I$(LLHTTP_INC) $(CORE_DIRS:%=-iquote %) -iquote $(BUILD)
 LDFLAGS += $(SAN) -rdynamic
 LDLIBS  += $(CJSON_LIB) $(PKGLIBS) -lwslay -lz -lm -lpthread -ldl
 
@@ -41,6 +45,12 @@ LUA_SRC  := $(sort $(wildcard lua/moonlet/*.lua lua/moonlet/testing/*.lua lua/mo
 LUA_META := $(sort $(wildcard lua/moonlet/meta/*.lua))
 # The project `moonlet new` writes out: real files, compiled in as one data module.
 NEW_SRC  := $(sort $(wildcard tools/new/*))
+# The shared library: soname libmoonlet.so.$(SOMAJOR); it exports the API of moonlet.h only
+# (core/libmoonlet.map). It links lua-cjson's shared library, not its static archive (not
+# position-independent): that one needs no Lua core of its own and binds to LuaJIT's.
+SOMAJOR  := 0
+VERSION  := $(shell sed -n 's/^\#define MOONLET_VERSION "\(.*\)"/\1/p' core/moonlet.h)
+SO_LIBS  := -llua5.1-cjson $(PKGLIBS) -lwslay -lz -lm -lpthread -ldl
 UNIT_SRC := $(wildcard tests/unit/*_test.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
@@ -52,8 +62,10 @@ BINDIR  ?= $(PREFIX)/bin
 LUADIR  ?= $(PREFIX)/share/lua/5.1
 LIBDIR  ?= $(PREFIX)/lib
 INCDIR  ?= $(PREFIX)/include
-all: $(BUILD)/moonlet $(BUILD)/libmoonlet.a $(UNIT_BIN) $(BUILD)/tests/embed_example \
-     $(BUILD)/tests/embed_hosts
+PCDIR   ?= $(LIBDIR)/pkgconfig
+all: $(BUILD)/moonlet $(BUILD)/libmoonlet.a $(BUILD)/libmoonlet.so $(UNIT_BIN) \
+     $(BUILD)/tests/embed_example $(BUILD)/tests/embed_hosts $(BUILD)/tests/embed_host \
+     $(BUILD)/bench/post_bench
 
 # What the rockspec builds: the binary and the library, no tests.
 bin: $(BUILD)/moonlet $(BUILD)/libmoonlet.a
@@ -96,6 +108,14 @@ $(BUILD)/libmoonlet.a: $(CORE_OBJ) $(BUILD)/libllhttp.a
 	rm -f $@
 	ar rcs $@ $(CORE_OBJ) $(BUILD)/llhttp/*.o
 
+$(BUILD)/libmoonlet.so.$(VERSION): $(CORE_OBJ) $(BUILD)/libllhttp.a core/libmoonlet.map
+	$(CC) -shared $(SAN) -Wl,-soname,libmoonlet.so.$(SOMAJOR) -Wl,--version-script=core/libmoonlet.map \
+	  -Wl,--no-undefined -o $@ $(CORE_OBJ) $(BUILD)/llhttp/*.o $(SO_LIBS)
+
+$(BUILD)/libmoonlet.so: $(BUILD)/libmoonlet.so.$(VERSION)
+	ln -sf libmoonlet.so.$(VERSION) $(BUILD)/libmoonlet.so.$(SOMAJOR)
+	ln -sf libmoonlet.so.$(VERSION) $@
+
 $(BUILD)/moonlet: $(BUILD)/core/main.o $(BUILD)/libmoonlet.a
 	$(CC) $(LDFLAGS) -o $@ $< $(BUILD)/libmoonlet.a $(LDLIBS)
 
@@ -103,8 +123,13 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libmoonlet.a tests/unit/unit.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(BUILD)/libmoonlet.a $(LDLIBS)
 
-# The embedding programs the suite drives (coroutine_spec.lua, embed_spec.lua).
+# The embedding programs the suite drives (coroutine_spec.lua, embed_spec.lua,
+# embedding_spec.lua).
 $(BUILD)/tests/embed_%: tests/embed_%.c $(BUILD)/libmoonlet.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libmoonlet.a $(LDLIBS)
+
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libmoonlet.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libmoonlet.a $(LDLIBS)
 
@@ -147,16 +172,23 @@ bench:
 # install-rock (what `luarocks make` installs): the binary, and the Lua side as files --
 # lua/moonlet/*.lua, testing/ and the LuaLS definitions in meta/ -- for editors, LuaLS and
 # readers (the binary runs its embedded copies of the same files: README "Install").
-# install adds the embedding library and its header.
+# install adds the embedding library (static and shared), its header and moonlet.pc.
 install-rock: $(BUILD)/moonlet
 	install -D -m 755 $(BUILD)/moonlet $(DESTDIR)$(BINDIR)/moonlet
 	for f in $(LUA_SRC) $(LUA_META); do \
 	  install -D -m 644 $$f $(DESTDIR)$(LUADIR)/$${f#lua/} || exit 1; \
 	done
 
-install: install-rock $(BUILD)/libmoonlet.a
+install: install-rock $(BUILD)/libmoonlet.a $(BUILD)/libmoonlet.so
 	install -D -m 644 $(BUILD)/libmoonlet.a $(DESTDIR)$(LIBDIR)/libmoonlet.a
+	install -D -m 755 $(BUILD)/libmoonlet.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libmoonlet.so.$(VERSION)
+	ln -sf libmoonlet.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libmoonlet.so.$(SOMAJOR)
+	ln -sf libmoonlet.so.$(SOMAJOR) $(DESTDIR)$(LIBDIR)/libmoonlet.so
 	install -D -m 644 core/moonlet.h $(DESTDIR)$(INCDIR)/moonlet.h
+	mkdir -p $(DESTDIR)$(PCDIR)
+	sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))|' \
+	    -e 's|@INCDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCDIR))|; s|@VERSION@|$(VERSION)|' \
+	    core/moonlet.pc.in >$(DESTDIR)$(PCDIR)/moonlet.pc
 
 clean:
 	rm -rf build build-asan build-tsan

@@ -23,7 +23,7 @@ BUILD=${BUILD:-build}
 MOONLET=$BUILD/moonlet
 DURATION=${BENCH_DURATION:-10s}
 SECTIONS="hello sleep_burst seed cpu pool_overhead routes validation framework fanout stream"
-SECTIONS="$SECTIONS sqlite pg static websocket test_client reload"
+SECTIONS="$SECTIONS sqlite pg static websocket test_client reload embed"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/moonlet-bench.XXXXXX")
 STARTED=""   # pids of the processes this script started and has not stopped yet
@@ -1237,6 +1237,63 @@ bench_test_client() {
 bench_reload() {
   section "reload: from a saved file to the new code answering (--reload)"
   "$MOONLET" test bench/reload_bench.lua 2>&1 | sed -n '/^write\|^median\|^wrk\|^100 reloads/p'
+}
+
+# ---------------------------------------------------------------------------- embed
+
+# Embedding (issue 17): a C program (tests/embed_host.c, serving tests/apps/embed) with a
+# preloaded C module: GET /cfn returns { n = hostinfo.one() }, GET /plain { n = 1 }, A/B/B/A
+# on the same server; then bench/post_bench.c: threads posting callbacks to the loop as fast
+# as they can, timed until the last one ran.
+bench_embed() {
+  local fifo=$TMP/embed.in pid port ratio cost verdict line threads n sent ran secs rate call
+  local fmt='%-34s %12s %10s %8s   %s\n'
+  section "embed: a route calling a preloaded C function vs the same route without (wrk -t1 -c64)"
+  command -v wrk >/dev/null || die "wrk not installed (scripts/deps.sh bench)"
+  [ -x "$BUILD/tests/embed_host" ] || die "$BUILD/tests/embed_host not found: run make first"
+  mkfifo "$fifo"
+  exec 7<>"$fifo"   # embed_host serves until its stdin ends: held open here
+  "$BUILD/tests/embed_host" tests/apps/embed --log-level 2 --pool-size 1 <"$fifo" \
+    >"$TMP/embed.out" 2>"$TMP/embed.err" &
+  pid=$!
+  STARTED="$STARTED $pid"
+  port=""
+  for _ in $(seq 100); do
+    port=$(sed -n 's#^listening on http://127\.0\.0\.1:\([0-9][0-9]*\).*#\1#p' "$TMP/embed.out")
+    [ -n "$port" ] && break
+    sleep 0.05
+  done
+  [ -n "$port" ] || { cat "$TMP/embed.err" >&2; die "embed_host did not start"; }
+  wrk_abba embed "http://127.0.0.1:$port/plain" "$pid" "http://127.0.0.1:$port/cfn" "$pid"
+  call=$(curl -s -m 30 "http://127.0.0.1:$port/call_ns?n=10000000")
+  exec 7>&-
+  stop_pid "$pid"
+  abba_table "route" "/plain (Lua only)" "/cfn (a C function)"
+  ratio=$(awk -v a="$WA_RPS" -v b="$WB_RPS" 'BEGIN { printf "%.3f", a / b }')
+  cost=$(awk -v a="$WA_US" -v b="$WB_US" 'BEGIN { printf "%.2f", b / a }')
+  verdict=$(awk -v r="$ratio" 'BEGIN { print (r <= 1.05 ? "met" : "NOT met") }')
+  printf '%-22s %10s   target <= 1.05 (req/s, plain / with the C call): %s\n' "cost ratio" \
+    "$ratio" "$verdict"
+  printf '%-22s %10s   (server CPU per request, with the C call / plain)\n' "CPU ratio" "$cost"
+  # the call alone, out of the noise of a loaded machine: its ns against /plain's CPU/request
+  call=$(echo "$call" | sed -n 's/.*"c":\([0-9.]*\).*/\1/p')
+  printf '%-22s %10s   ns per call (a loop of 10M in a route): %s of /plain'"'"'s CPU per request\n' \
+    "the C call alone" "$(awk -v c="$call" 'BEGIN { printf "%.1f", c }')" \
+    "$(awk -v c="$call" -v u="$WA_US" 'BEGIN { printf "%.1f%%", c / 10 / u }')"
+
+  section "embed: ml_host_post from other threads to the loop (bench/post_bench.c)"
+  [ -x "$BUILD/bench/post_bench" ] || die "$BUILD/bench/post_bench not found: run make first"
+  printf "$fmt" "posting threads x callbacks" "callbacks/s" "lost" "seconds" "target"
+  for threads in 1 4; do
+    n=$(( 2000000 / threads ))
+    line=$(run_fg "$BUILD/bench/post_bench" apps/hello "$threads" "$n" | grep '^post ')
+    read -r _ _ _ sent ran secs <<<"$line"
+    rate=$(awk -v r="$ran" -v s="$secs" 'BEGIN { printf "%.0f", r / s }')
+    verdict=$(awk -v r="$rate" -v l="$(( sent - ran ))" \
+      'BEGIN { print (r >= 500000 && l == 0 ? "met" : "NOT met") }')
+    printf "$fmt" "$threads x $n" "$rate" "$(( sent - ran ))" "$secs" \
+      ">= 500,000/s, none lost: $verdict"
+  done
 }
 
 main() {

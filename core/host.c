@@ -16,7 +16,10 @@
 #include "core.h"
 #include "server.h"
 #include "dispatch.h"
+#include "events.h"
 #include "log.h"
+#include "post.h"
+#include "preload.h"
 #include "reload.h"
 #include "shared.h"
 #include "watchdog.h"
@@ -41,6 +44,8 @@ struct ml_host_s {
   ml_watchdog_t *watchdog;
   char *appdir;
   ml_reload_t *reload;
+  ml_preload_t *preload;     /* ml_host_preload's modules, for every state; NULL: none */
+  ml_post_t *post;           /* ml_host_post and ml_host_emit: calls from other threads */
   struct {                   /* replaced by a reload: their requests end, then their */
     ml_app_t *app;           /* shutdown hooks run, then they are freed */
     int state;               /* RETIRED_* */
@@ -113,6 +118,8 @@ static void watchdog_stop(ml_host_t *h);
 
 /* The memory of a freed host goes with its last handle (see host_handle_closed_cb). */
 static void host_release(ml_host_t *h) {
+  ml_post_free(h->post);
+  ml_preload_free(h->preload);
   free(h->server);
   free(h->appdir);
   free(h->listen_err);
@@ -148,6 +155,7 @@ static void close_handles(ml_host_t *h) {
   release_signals(h);   /* before stop_async goes: the handler wakes the loop with it */
   cancel_loading(h);
   if (h->app) h->app->sched.background_idle_cb = NULL;
+  ml_post_close(h->post);   /* what was posted runs now, while the app still does */
   ml_app_stop(h->app);
   for (int i = 0; i < h->nretired; i++) ml_app_stop(h->retired[i].app);
   ml_workers_detach(h->workers);
@@ -354,6 +362,7 @@ static ml_host_t *host_new(const ml_config_t *cfg, uv_loop_t *loop) {
   }
   h->loop = loop;
   uv_async_init(h->loop, &h->stop_async, stop_cb);
+  h->post = ml_post_new(h->loop);
   uv_prepare_init(h->loop, &h->flush);
   uv_prepare_start(&h->flush, flush_cb);
   uv_unref((uv_handle_t *)&h->flush);
@@ -496,7 +505,7 @@ static int app_flags(ml_host_t *h) {
 static void reload_now(ml_host_t *h) {
   char err[1024];
   if (retired_full(h)) return;
-  ml_app_t *a = ml_app_new(h->loop, h->appdir, app_flags(h), err, sizeof err);
+  ml_app_t *a = ml_app_new(h->loop, h->appdir, app_flags(h), h->preload, err, sizeof err);
   if (a) a->sched.workers = h->workers;   /* for pooled routes and run_in_pool */
   if (!a || run_startup(h, a, err, sizeof err)) {
     if (!h->stopping)
@@ -526,7 +535,7 @@ static void reload_begin(ml_host_t *h) {
     return;
   }
   if (retired_full(h)) return;
-  ml_app_t *a = ml_app_new(h->loop, h->appdir, app_flags(h), err, sizeof err);
+  ml_app_t *a = ml_app_new(h->loop, h->appdir, app_flags(h), h->preload, err, sizeof err);
   if (!a) {
     ml_log(ML_LOG_ERROR, "reload failed, still serving the previous code: %s", err);
     return;
@@ -615,7 +624,7 @@ int ml_host_load(ml_host_t *h, const char *appdir, char *err, size_t errlen) {
   if (h->server || h->closed)
     return ml_err(err, errlen, "ml_host_load: the host listens already, or has stopped");
   watch_start(h, appdir);
-  ml_app_t *a = ml_app_new(h->loop, appdir, app_flags(h), err, errlen);
+  ml_app_t *a = ml_app_new(h->loop, appdir, app_flags(h), h->preload, err, errlen);
   if (!a) a = serve_error(h, appdir, err);
   if (!a) return -1;
   ml_app_free(h->app);
@@ -623,7 +632,8 @@ int ml_host_load(ml_host_t *h, const char *appdir, char *err, size_t errlen) {
   free(h->appdir);
   h->appdir = ml_xstrdup(appdir);
   if (!h->workers)
-    h->workers = ml_workers_new(h->loop, appdir, h->cfg.pool_size, h->cfg.pool_queue);
+    h->workers = ml_workers_new(h->loop, appdir, h->preload, h->cfg.pool_size,
+                                h->cfg.pool_queue);
   a->sched.workers = h->workers;   /* for pooled routes and run_in_pool */
   return 0;
 }
@@ -786,4 +796,35 @@ void ml_host_free(ml_host_t *h) {
   uv_loop_close(h->loop);
   ml_log_flush();
   host_release(h);
+}
+
+/* --- the embedder's modules, calls from its threads (post.c, preload.c, events.c) ------ */
+
+/* Before ml_host_load only: every state the host makes copies the list as it is then. */
+int ml_host_preload(ml_host_t *h, const char *name, lua_CFunction open) {
+  if (h->appdir) return -1;
+  if (!h->preload) h->preload = ml_preload_new();
+  return ml_preload_add(h->preload, name, open);
+}
+
+int ml_host_set_userdata(ml_host_t *h, void *userdata) {
+  if (h->appdir) return -1;
+  if (!h->preload) h->preload = ml_preload_new();
+  ml_preload_set_userdata(h->preload, userdata);
+  return 0;
+}
+
+void *ml_host_userdata(const ml_host_t *h) {
+  return ml_preload_userdata(h->preload);
+}
+
+/* Refused from the first stop request on; the queue itself refuses once closed. */
+int ml_host_post(ml_host_t *h, ml_post_cb fn, void *arg) {
+  if (!fn || __atomic_load_n(&h->stop_requests, __ATOMIC_SEQ_CST)) return -1;
+  return ml_post_push(h->post, fn, arg);
+}
+
+int ml_host_emit(ml_host_t *h, const char *event, const char *json) {
+  if (!event || !*event || __atomic_load_n(&h->stop_requests, __ATOMIC_SEQ_CST)) return -1;
+  return ml_events_emit(h->post, &h->app, event, json);
 }

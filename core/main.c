@@ -147,7 +147,7 @@ static int cmd_serve(int argc, char **argv) {
  * exit status: the commands written in Lua (test: lua/moonlet/test.lua, which runs busted;
  * new and routes: lua/moonlet/cli/). */
 static int cmd_lua(const char *module, int argc, char **argv) {
-  lua_State *L = ml_lua_new(".");
+  lua_State *L = ml_lua_new(".", NULL);
   if (!L) return fail("out of memory%s%s", "", "");
   /* a loop of its own: moonlet primitives (sleep, http, db) block the command (the spec
    * runner, an app's top level) */

@@ -21,6 +21,7 @@
  * (cfg.exit_on_stuck_stop; 0: it logs it once and the stop waits for the handler). */
 #ifndef MOONLET_H
 #define MOONLET_H
+#include <lua.h>
 #include <stddef.h>
 
 struct uv_loop_s;   /* libuv's uv_loop_t */
@@ -142,4 +143,74 @@ void ml_host_on_stop(ml_host_t *h, ml_host_stop_cb cb, void *arg);
 /* ml_host_free on a borrowed loop, on the loop's thread, outside moonlet's callbacks or
  * from cb above: ends the host as on an own loop, never runs the loop; the memory goes
  * when the loop has run the close callbacks. */
+
+/* --- the embedder's C functions in Lua, calls from its threads --------------------------
+ * Which Lua states run at the same time: the loop's state runs on the thread that runs the
+ * loop (ml_host_run), one state at a time; every pool thread (cfg.pool_size of them, made
+ * as pooled routes and run_in_pool need them) has a state of its own, running at the same
+ * time as the loop's and as each other's. A --reload makes new states (the loop's at once,
+ * each pool thread's before its next job) while the old loop state still finishes its
+ * requests. A preloaded module's functions may therefore run on several threads at once:
+ * whatever C state they share must be thread-safe (a mutex, atomics). */
+
+/* Makes `require "name"` in every Lua state of h (the loop's, each pool thread's, the
+ * states of every --reload) call open(name) the first time that state requires it, as
+ * package.preload does: open returns the module (a table of C functions, usually). open
+ * runs on the thread of the state it is called in. The user pointer (ml_host_set_userdata)
+ * is open's upvalue 1 (lua_touserdata(L, lua_upvalueindex(1))), and ml_lua_userdata(L)
+ * gives it to any C function of any of h's states. Call before ml_host_load, on the thread
+ * that made h; name is copied. Returns 0, or -1: called after ml_host_load, name NULL or
+ * empty or one of moonlet's own ("moonlet", "moonlet.*", "cjson"), open NULL. Called again
+ * with the same name, the later open wins. */
+int ml_host_preload(ml_host_t *h, const char *name, lua_CFunction open);
+/* The embedder's pointer for its modules (see ml_host_preload); moonlet never reads nor
+ * frees it, and it must stay valid while h's states run (until ml_host_free returns).
+ * Before ml_host_load only: returns 0, or -1 when called after it. */
+int ml_host_set_userdata(ml_host_t *h, void *userdata);
+/* The pointer given to ml_host_set_userdata (NULL if none). Any thread. */
+void *ml_host_userdata(const ml_host_t *h);
+/* The embedder's pointer, from a C function running in any Lua state of a host (NULL in
+ * a state no host made, or when none was set). On the state's own thread. */
+void *ml_lua_userdata(lua_State *L);
+
+typedef void (*ml_post_cb)(void *arg);
+/* Runs fn(arg) on the loop's thread, soon: callbacks run in the order they were posted
+ * (from one thread; posts from several threads interleave), each exactly once, outside
+ * any Lua code; posts made while the loop is busy are taken together (one wake-up). fn
+ * may stop the host and post again (that runs on a later turn), never free it nor run the
+ * loop (ml_host_run, ml_host_load, ml_host_listen). Callable from any thread,
+ * the loop's included, from the moment ml_host_new returns until ml_host_free is called
+ * (no thread may be inside ml_host_post or ml_host_emit once it is). Returns 0, or -1 once
+ * a stop has been asked for (ml_host_stop, a signal): then fn is never called. A callback
+ * posted before that runs, at the latest when the stop ends (or in ml_host_free). arg is
+ * the caller's: moonlet only passes it to fn. */
+int ml_host_post(ml_host_t *h, ml_post_cb fn, void *arg);
+/* Calls the function the app registered with app:on_event(event, fn) as a coroutine on
+ * the loop (fn may sleep, query a database, notify SSE or WebSocket handlers through a
+ * moonlet.cond, write moonlet.shared), with json decoded: a JSON text (NUL-terminated,
+ * strict RFC 8259), or NULL for nil. The app serving when the event arrives gets it (after
+ * a --reload, the new code). An event the app has no handler for is logged at debug level;
+ * an error in fn is logged with its traceback. Any thread, as ml_host_post, through which
+ * it goes: events keep their order. event and json are copied. Returns 0, or -1: a stop
+ * was asked for, event NULL or empty, json not one JSON text (logged as a warning). */
+int ml_host_emit(ml_host_t *h, const char *event, const char *json);
+
+/* Threads and ownership, function by function (libuv's rule: a handle's functions on its
+ * loop's thread, unless said otherwise):
+ *   ml_config_defaults          any thread; fills the caller's struct.
+ *   ml_host_new                 any thread; cfg is copied (its strings are not: cfg.host
+ *                               must live until ml_host_listen returns); the caller owns h
+ *                               and frees it with ml_host_free.
+ *   ml_host_preload,            the thread that made h, before ml_host_load.
+ *   ml_host_set_userdata
+ *   ml_host_load, ml_host_listen, ml_host_handle_signals, ml_host_run
+ *                               the thread that runs the loop (the one that made h, or the
+ *                               one it is handed to); appdir is copied, err is the caller's.
+ *   ml_host_port, ml_host_userdata   any thread.
+ *   ml_host_stop                any thread, a signal handler too.
+ *   ml_host_post, ml_host_emit  any thread (see above).
+ *   ml_host_free                the loop's thread, after ml_host_run returned (or instead of
+ *                               it); no other thread may use h then. It frees what h made:
+ *                               loop, states, pool threads (waiting up to graceful_timeout
+ *                               for their handlers to return), the user pointer excepted. */
 #endif

@@ -84,12 +84,12 @@ static void app_closed_cb(ml_sched_t *s) {
 }
 
 /* An app state for appdir, its scheduler ready, nothing loaded yet. */
-static ml_app_t *app_state(uv_loop_t *loop, const char *appdir, int flags, char *err,
-                           size_t errlen) {
+static ml_app_t *app_state(uv_loop_t *loop, const char *appdir, int flags,
+                           const ml_preload_t *preload, char *err, size_t errlen) {
   ml_app_t *a = ml_xcalloc(1, sizeof *a);
   a->loop = loop;
   a->router = ml_router_new();
-  a->L = ml_lua_new(appdir);
+  a->L = ml_lua_new(appdir, preload);
   if (!a->L) {
     snprintf(err, errlen, "cannot create a Lua state (out of memory)");
     ml_app_free(a);
@@ -102,9 +102,9 @@ static ml_app_t *app_state(uv_loop_t *loop, const char *appdir, int flags, char 
   return a;
 }
 
-ml_app_t *ml_app_new(uv_loop_t *loop, const char *appdir, int flags, char *err,
-                     size_t errlen) {
-  ml_app_t *a = app_state(loop, appdir, flags, err, errlen);
+ml_app_t *ml_app_new(uv_loop_t *loop, const char *appdir, int flags,
+                     const ml_preload_t *preload, char *err, size_t errlen) {
+  ml_app_t *a = app_state(loop, appdir, flags, preload, err, errlen);
   if (a && (ml_lua_load_app(a->L, appdir, err, errlen) || load_routes(a, err, errlen))) {
     ml_app_free(a);
     return NULL;
@@ -114,7 +114,7 @@ ml_app_t *ml_app_new(uv_loop_t *loop, const char *appdir, int flags, char *err,
 
 ml_app_t *ml_app_failed(uv_loop_t *loop, const char *appdir, const char *error) {
   char err[1024];
-  ml_app_t *a = app_state(loop, appdir, 0, err, sizeof err);
+  ml_app_t *a = app_state(loop, appdir, 0, NULL, err, sizeof err);
   if (!a) return NULL;
   lua_State *L = a->L;
   lua_getglobal(L, "require");

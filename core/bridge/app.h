@@ -12,6 +12,7 @@
 #include <uv.h>
 
 typedef struct ml_app_s ml_app_t;
+typedef struct ml_preload_s ml_preload_t;
 
 typedef struct {
   char *pattern;             /* "/items/{id:int}" */
@@ -57,10 +58,11 @@ struct ml_app_s {
  * the start, app.lua included). ML_APP_NO_WAIT: nobody may run loop but its owner (an
  * embedder's loop, ml_host_new_on_loop), so app.lua raises if it waits at load time. */
 enum { ML_APP_POOL = 1, ML_APP_NO_WAIT = 2 };
-/* Loads APPDIR into a new state whose scheduler runs on loop (flags: ML_APP_*). NULL with
- * a one-line message in err on failure (its handles still close on loop). */
-ml_app_t *ml_app_new(uv_loop_t *loop, const char *appdir, int flags, char *err,
-                     size_t errlen);
+/* Loads APPDIR into a new state whose scheduler runs on loop (flags: ML_APP_*); the
+ * embedder's modules in preload (may be NULL) are in its package.preload. NULL with a
+ * one-line message in err on failure (its handles still close on loop). */
+ml_app_t *ml_app_new(uv_loop_t *loop, const char *appdir, int flags,
+                     const ml_preload_t *preload, char *err, size_t errlen);
 /* An app that answers every request with a 500 saying `error` (moonlet.load_error): what
  * --reload serves while the app in appdir does not load. NULL only if that fails too. */
 ml_app_t *ml_app_failed(uv_loop_t *loop, const char *appdir, const char *error);

@@ -427,16 +427,22 @@ static int check_value(reader_t *r, int depth) {
   return rc;
 }
 
+int ml_json_check(const char *s, size_t len, char *err, size_t errlen) {
+  reader_t r = {s, s + len, NULL};
+  if (check_value(&r, 0) == 0 && r.p < r.end) fail(&r, "unexpected character after the value");
+  if (!r.why) return 0;
+  return ml_err(err, errlen, "invalid json at byte %d: %s", (int)(r.p - s) + 1, r.why);
+}
+
 /* json_decode(s) -> the value, or nil and "invalid json at byte N: why". The text is
  * checked here (see reader_t), then decoded by cjson.decode, the closure's upvalue. */
 static int l_decode(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
-  reader_t r = {s, s + len, NULL};
-  if (check_value(&r, 0) == 0 && r.p < r.end) fail(&r, "unexpected character after the value");
-  if (r.why) {
+  char why[128];
+  if (ml_json_check(s, len, why, sizeof why)) {
     lua_pushnil(L);
-    lua_pushfstring(L, "invalid json at byte %d: %s", (int)(r.p - s) + 1, r.why);
+    lua_pushstring(L, why);
     return 2;
   }
   lua_pushvalue(L, lua_upvalueindex(1));

@@ -18,4 +18,9 @@ int ml_json_is_marked(lua_State *L, int idx);
  * (functions, userdata, NaN, cycles/too deep, mixed or non-string keys). */
 int ml_json_encode(lua_State *L, int idx, ml_buf_t *out, char *err, size_t errlen);
 
+/* Checks that s is one JSON text as json_decode takes it (strict RFC 8259, nested at most
+ * as deep as the encoder goes). No Lua state: any thread. Returns 0, or -1 with
+ * "invalid json at byte N: why" in err. */
+int ml_json_check(const char *s, size_t len, char *err, size_t errlen);
+
 #endif

@@ -3,6 +3,7 @@
 #include "err.h"
 #include "json.h"
 #include "lua_embed.h"
+#include "preload.h"
 #include <lauxlib.h>
 #include <lualib.h>
 #include <stdio.h>
@@ -86,7 +87,7 @@ static void add_tree_paths(lua_State *L) {
   lua_pop(L, 1);
 }
 
-lua_State *ml_lua_new(const char *appdir) {
+lua_State *ml_lua_new(const char *appdir, const ml_preload_t *preload) {
 #ifdef ML_SANITIZE
   lua_State *L = lua_newstate(l_alloc, NULL);
   if (!L) L = luaL_newstate();   /* LuaJIT builds without GC64 refuse foreign allocators */
@@ -119,6 +120,7 @@ lua_State *ml_lua_new(const char *appdir) {
   lua_pop(L, 1);   /* package */
   lua_newtable(L);   /* the array marker metatable, shared by json and moonlet.array */
   lua_setfield(L, LUA_REGISTRYINDEX, ML_ARRAY_MT);
+  ml_preload_install(preload, L);
   return L;
 }
 

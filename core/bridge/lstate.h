@@ -5,9 +5,12 @@
 #include <lua.h>
 #include <stddef.h>
 
+typedef struct ml_preload_s ml_preload_t;
+
 /* A new state. In sanitizer builds (ML_SANITIZE) Lua's heap comes from malloc so ASan
- * watches it. `appdir` (may be NULL) goes first on package.path. NULL on out of memory. */
-lua_State *ml_lua_new(const char *appdir);
+ * watches it. `appdir` (may be NULL) goes first on package.path; the embedder's modules in
+ * `preload` (may be NULL) go into package.preload. NULL on out of memory. */
+lua_State *ml_lua_new(const char *appdir, const ml_preload_t *preload);
 
 /* Runs APPDIR/app.lua and leaves the app it returns on the stack. Returns 0, or -1 with a
  * one-line message (file:line for syntax and runtime errors) in err. */

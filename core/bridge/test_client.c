@@ -323,7 +323,7 @@ static int tc_new(lua_State *L) {
   tc->srv.body = ml_dispatch_body;
   tc->srv.ctx = a;
   if (appdir) {
-    tc->workers = ml_workers_new(prev->loop, appdir, pool_size, 1024);
+    tc->workers = ml_workers_new(prev->loop, appdir, NULL, pool_size, 1024);
     a->sched.workers = tc->workers;
   }
   tc->hook = ml_xcalloc(1, sizeof *tc->hook);

@@ -40,6 +40,7 @@ struct ml_workers_s {
   int generation;            /* bumped by ml_workers_reload */
   ml_worker_t *workers;
   char *appdir;
+  const ml_preload_t *preload;   /* the embedder's modules (the host's), for every state */
 };
 
 /* --- the worker thread side ---------------------------------------------------------- */
@@ -47,7 +48,8 @@ struct ml_workers_s {
 /* Builds the thread's app state on its loop; on failure w->load_error says why. */
 static void worker_load(ml_worker_t *w, const char *what) {
   char err[1024];
-  w->app = ml_app_new(&w->loop, w->pool->appdir, ML_APP_POOL, err, sizeof err);
+  w->app = ml_app_new(&w->loop, w->pool->appdir, ML_APP_POOL, w->pool->preload, err,
+                      sizeof err);
   if (w->app) return;
   w->load_error = ml_xstrdup(err);
   ml_log(ML_LOG_ERROR, "pool: %s%s", what, err);
@@ -167,7 +169,8 @@ static void done_cb(uv_async_t *a) {
   }
 }
 
-ml_workers_t *ml_workers_new(uv_loop_t *loop, const char *appdir, int size, int max_queue) {
+ml_workers_t *ml_workers_new(uv_loop_t *loop, const char *appdir, const ml_preload_t *preload,
+                             int size, int max_queue) {
   ml_workers_t *p = ml_xcalloc(1, sizeof *p);
   ml_list_init(&p->queue);
   ml_list_init(&p->done);
@@ -175,6 +178,7 @@ ml_workers_t *ml_workers_new(uv_loop_t *loop, const char *appdir, int size, int 
   p->size = size > 0 ? size : 1;
   p->max_queue = max_queue;
   p->appdir = ml_xstrdup(appdir);
+  p->preload = preload;
   p->workers = ml_xcalloc((size_t)p->size, sizeof *p->workers);
   p->idle = ml_xcalloc((size_t)p->size, sizeof *p->idle);
   pthread_mutex_init(&p->lock, NULL);

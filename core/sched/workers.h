@@ -16,6 +16,7 @@ typedef struct ml_workers_s ml_workers_t;
 typedef struct ml_worker_s ml_worker_t;
 typedef struct ml_work_s ml_work_t;
 typedef struct ml_app_s ml_app_t;
+typedef struct ml_preload_s ml_preload_t;
 
 /* On a worker thread, outside any libuv callback (its waits may run the thread's loop). */
 typedef void (*ml_work_fn)(ml_worker_t *w, ml_work_t *job);
@@ -32,8 +33,10 @@ struct ml_work_s {
 };
 
 /* Threads start when jobs need them, up to `size`; `max_queue` jobs may wait for a busy
- * thread. The memory goes in ml_workers_free. */
-ml_workers_t *ml_workers_new(uv_loop_t *loop, const char *appdir, int size, int max_queue);
+ * thread. Each thread's state gets the embedder's modules in preload (may be NULL; the
+ * caller's, it must outlive the workers). The memory goes in ml_workers_free. */
+ml_workers_t *ml_workers_new(uv_loop_t *loop, const char *appdir, const ml_preload_t *preload,
+                             int size, int max_queue);
 /* Stops the threads (each finishes its job first; gives up waiting after `wait_s`, then
  * leaves them to the end of the process). Jobs still held get done(job, UV_ECANCELED). */
 void ml_workers_free(ml_workers_t *p, double wait_s);

@@ -130,6 +130,7 @@ function _M.new(opts)
     state = {},                -- what the startup hooks set up (see on_startup)
     startup_hooks = {},
     shutdown_hooks = {},
+    event_handlers = {},       -- app:on_event: name -> fn (ml_host_emit)
   }, mt)
 end
 
@@ -433,6 +434,32 @@ end
 ---@return moonlet.App self
 function _M:on_shutdown(fn)
   add_hook(self, self.shutdown_hooks, "on_shutdown", fn)
+  return self
+end
+
+---app:on_event(name, fn): fn(value) runs on the loop, as a coroutine (it may sleep, use the
+---db, notify a moonlet.cond), each time the C program that embeds moonlet calls
+---ml_host_emit(h, name, json) from any of its threads; value is the JSON decoded (nil when
+---it passed none). One handler per name; its errors are logged with a traceback. Never in
+---pool threads.
+---@param name string
+---@param fn fun(value: any)
+---@return moonlet.App self
+function _M:on_event(name, fn)
+  if getmetatable(self) ~= mt then
+    error("bad argument #1 to 'on_event' (event handlers belong to the app, not to a router)",
+          2)
+  end
+  if type(name) ~= "string" or name == "" then
+    error("bad argument #1 to 'on_event' (expected an event name)", 2)
+  end
+  if type(fn) ~= "function" then
+    error("bad argument #2 to 'on_event' (expected a function)", 2)
+  end
+  if self.event_handlers[name] then
+    error("bad argument #1 to 'on_event' (event " .. name .. " has a handler already)", 2)
+  end
+  self.event_handlers[name] = fn
   return self
 end
 

@@ -1,6 +1,7 @@
 -- What C calls: routes(app) when loading, dispatch(handler, req) for every request (on
 -- the loop and on pool threads alike), resolve(name) for run_in_pool by name,
--- lifespan(app, phase) for the startup and shutdown hooks (on the loop only).
+-- lifespan(app, phase) for the startup and shutdown hooks (on the loop only); event(app,
+-- name, json) for ml_host_emit.
 local moonlet = require "moonlet"
 local App = require "moonlet.app"
 local request = require "moonlet.request"
@@ -294,6 +295,24 @@ function _M.lifespan(app, phase)
     end
   end
   return true
+end
+
+-- An event from the embedding C program (ml_host_emit, bridge/events.c), in a task C
+-- spawned for it on the loop: the handler app:on_event registered for name gets the JSON
+-- text decoded (nil when there is none); its errors are logged with their traceback.
+function _M.event(app, name, text)
+  local fn = app.event_handlers and app.event_handlers[name]
+  if not fn then
+    log("debug", "event " .. name .. ": the app has no on_event handler for it")
+    return
+  end
+  local value, why
+  if text ~= nil then
+    value, why = core.json_decode(text)
+    if why then return log("error", "event " .. name .. ": " .. why) end
+  end
+  local ok, err = xpcall(fn, traceback, value)
+  if not ok then log("error", "on_event(\"" .. name .. "\") handler failed: " .. tostring(err)) end
 end
 
 -- "module.function" -> the function (run_in_pool by name).

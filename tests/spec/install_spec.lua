@@ -143,7 +143,8 @@ describe("install", function()
     sh("make -s install BUILD=" .. q(bin_dir) .. " PREFIX=/usr/local DESTDIR=" .. q(dest),
        { timeout = 120 })
     local tree = dest .. "/usr/local"
-    local want = { "bin/moonlet", "include/moonlet.h", "lib/libmoonlet.a" }
+    local want = { "bin/moonlet", "include/moonlet.h", "lib/libmoonlet.a",
+                   "lib/libmoonlet.so.0.1.0", "lib/pkgconfig/moonlet.pc" }
     for _, f in ipairs(lua_files) do want[#want + 1] = "share/lua/5.1/" .. f end
     table.sort(want)
     assert.are.same(want, files_under(tree))
