@@ -284,9 +284,17 @@ build_burst() {
 # (per request, sent -> response, s) and B_DETAIL (burst's stderr line). Its output is kept
 # in $TMP/NAME.burst and $TMP/NAME.burst.err.
 burst_run() {
-  local name=$1 port=$2 n=$3 path=$4 timeout=${5:-30} rc=0 out
+  local name=$1 port=$2 n=$3 path=$4 timeout=${5:-30} rc=0
   run_fg "$BURST" 127.0.0.1 "$port" "$n" "$path" "$timeout" \
     >"$TMP/$name.burst" 2>"$TMP/$name.burst.err" || rc=$?
+  burst_parse "$name" "$rc" "$path"
+}
+
+# burst_parse NAME STATUS PATH: the B_* figures of burst_run from $TMP/NAME.burst and
+# $TMP/NAME.burst.err, for a burst run another way (in the background); STATUS: its exit
+# status (dies when above 1).
+burst_parse() {
+  local name=$1 rc=$2 path=$3 out
   out=$(cat "$TMP/$name.burst")
   if [ "$rc" -gt 1 ] || [ -z "$out" ]; then
     cat "$TMP/$name.burst.err" >&2

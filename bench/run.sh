@@ -538,6 +538,7 @@ PY
   moonlet_log stream
 }
 
+# ---------------------------------------------------------------------------- databases
 
 # 7. SQLite: /hello latency (wrk -t1 -c4) alone, then while bench/burst sends rounds of
 #    1,000 concurrent /item/{i} back to back, then while wrk -c1000 keeps 1,000 /item/ID in

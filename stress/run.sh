@@ -3,7 +3,8 @@
 # `make test`). Each scenario prints a table and a verdict against its target.
 #
 # Every server binds 127.0.0.1 only, every load is bounded, and everything the script
-# started is stopped on exit (trap). The app is stress/apps/stress; the clients are
+# started is stopped on exit (trap). The apps are stress/apps/stress and tests/apps/stall
+# (the routes that hold the event loop); the clients are
 # stress/client.c (slowloris, held connections, endless requests, SQLite writes),
 # bench/burst.c (N concurrent requests) and wrk; nginx (nginx-light) where a test applies.
 #
@@ -25,6 +26,7 @@ DURATION=10s
 LIB_NAME=stress
 QUICK=${STRESS_QUICK:-0}
 APP=stress/apps/stress
+STALL_APP=tests/apps/stall
 SCENARIOS="slowloris conns soak kill9 sigterm stall endless stuck"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/moonlet-stress.XXXXXX")
@@ -284,28 +286,33 @@ stress_kill9() {
   echo "  'committed but not acknowledged': in flight when the kill came (allowed)."
 }
 
-# sigterm: wrk -c32 on /hello, then 200 concurrent /sleep?s=2 (bench/burst), SIGTERM while
-# they are in flight: every one of them must be answered, wrk must lose no request it sent
+# sigterm: wrk -c32 on /hello, then 200 concurrent /sleep?s=3 (bench/burst), SIGTERM once
+# the app counts them all in flight (GET /inflight): every one of them must be answered, wrk must lose no request it sent
 # (a read error), and the server exit 0. nginx: the same wrk, and SIGQUIT (its graceful stop).
 stress_sigterm() {
-  local n=200 fmt m_read m_conn n_read="" n_status="" n_after="" ok=0
-  section "SIGTERM under load: wrk -c32 on /hello and $n requests in flight (/sleep?s=2)"
+  local n=200 fmt m_read m_conn n_read="" n_status="" n_after="" ok=0 inflight=0 m_status m_after
+  section "SIGTERM under load: wrk -c32 on /hello and $n requests in flight (/sleep?s=3)"
   start_moonlet sigterm "$APP"
   wrk_bg sigterm 6 32 "http://127.0.0.1:$ML_PORT/hello"
   sleep 1
-  "$BURST" 127.0.0.1 "$ML_PORT" "$n" "/sleep?s=2" 15 \
+  "$BURST" 127.0.0.1 "$ML_PORT" "$n" "/sleep?s=3" 15 \
     >"$TMP/sigterm.burst" 2>"$TMP/sigterm.burst.err" &
   local bpid=$!
   STARTED="$STARTED $bpid"
-  sleep 0.5
+  for _ in $(seq 100); do
+    inflight=$(curl -s -m 2 "http://127.0.0.1:$ML_PORT/inflight" | tr -dc 0-9)
+    [ "${inflight:-0}" -lt "$n" ] || break
+    sleep 0.05
+  done
   kill -TERM "$ML_PID"
   wait_exit "$ML_PID" 15
-  wait "$bpid" || true
+  m_status=$EXIT_STATUS m_after=$EXIT_AFTER
+  local brc=0
+  wait "$bpid" || brc=$?
   forget_pid "$bpid"
   wait "$WRK_PID" 2>/dev/null || true
   forget_pid "$WRK_PID"
-  B_DONE=$(sed -n 's/.*completed=\([0-9]*\).*/\1/p' "$TMP/sigterm.burst")
-  B_ERRORS=$(sed -n 's/.*errors=\([0-9]*\).*/\1/p' "$TMP/sigterm.burst")
+  burst_parse sigterm "$brc" "/sleep?s=3"
   m_read=$(awk '/Socket errors:/ { gsub(/,/, ""); print $6 + $10 }' "$TMP/sigterm.wrk")
   m_conn=$(awk '/requests in/ { print $1 }' "$TMP/sigterm.wrk")
 
@@ -322,16 +329,16 @@ stress_sigterm() {
   fmt='%-44s %14s %14s\n'
   printf "$fmt" "what" "moonlet" "nginx (QUIT)"
   printf "$fmt" "--------------------------------------------" "--------------" "--------------"
-  printf "$fmt" "/sleep?s=2 requests in flight at the signal" "$n" "-"
-  printf "$fmt" "  answered 200" "${B_DONE:-0}" "-"
-  printf "$fmt" "  lost (errors)" "${B_ERRORS:-?}" "-"
+  printf "$fmt" "/sleep?s=3 requests in flight at the signal" "${inflight:-0}/$n" "-"
+  printf "$fmt" "  answered 200" "$B_DONE" "-"
+  printf "$fmt" "  lost (errors)" "$B_ERRORS" "-"
   printf "$fmt" "wrk -c32 requests answered" "${m_conn:-0}" \
     "$(awk '/requests in/ { print $1 }' "$TMP/sigterm_ng.wrk")"
   printf "$fmt" "wrk requests lost (read errors, timeouts)" "${m_read:-0}" "${n_read:-0}"
-  printf "$fmt" "exit status, seconds after the signal" "$EXIT_STATUS, $EXIT_AFTER" \
+  printf "$fmt" "exit status, seconds after the signal" "$m_status, $m_after" \
     "$n_status, $n_after"
-  [ "${B_DONE:-0}" = "$n" ] && [ "${B_ERRORS:-}" = 0 ] && [ "${m_read:-1}" = 0 ] &&
-    [ "$EXIT_STATUS" = 0 ] && ok=1
+  [ "${inflight:-0}" = "$n" ] && [ "$B_DONE" = "$n" ] && [ "$B_ERRORS" = 0 ] &&
+    [ "${m_read:-1}" = 0 ] && [ "$m_status" = 0 ] && ok=1
   printf "$fmt" "target: 0 lost, exit 0" "$(verdict "$ok" sigterm)" ""
   echo "wrk's write errors after the stop (the listener is closed) are not counted: they are"
   echo "  requests never sent. A read error is a request sent and never answered."
@@ -343,7 +350,7 @@ stress_sigterm() {
 stress_stall() {
   local n=100 fmt blocked
   section "loop stall: /block?s=2 holds the event loop while $n requests to /hello arrive"
-  start_moonlet stall "$APP"
+  start_moonlet stall "$STALL_APP"
   curl -s -m 10 -o "$TMP/stall.block" -w '%{http_code}' "http://127.0.0.1:$ML_PORT/block?s=2" \
     >"$TMP/stall.code" &
   local cpid=$!
@@ -404,7 +411,7 @@ stress_stuck() {
   printf "$fmt" "--------------------" "----------------" "------------" \
     "----------------------------------------" "-------"
   for path in "/spin" "/sleep?s=3600"; do
-    start_moonlet stuck "$APP" "" --graceful-timeout 30
+    start_moonlet stuck "$STALL_APP" "" --graceful-timeout 30
     curl -s -m 30 -o /dev/null "http://127.0.0.1:$ML_PORT$path" &
     local cpid=$!
     STARTED="$STARTED $cpid"

@@ -1,34 +1,23 @@
--- The app stress/run.sh (make stress) drives: a fast route, routes that wait, hold the
--- event loop or never return, a body sink, and SQLite writes that are acknowledged only
--- once committed. STRESS_DB: the SQLite file of /rows (default: no /rows route).
+-- The app stress/run.sh (make stress) drives: a fast route, a route that waits (and counts
+-- the requests waiting in it), a body sink, and SQLite writes acknowledged only once
+-- committed. STRESS_DB: the SQLite file of /rows (without it, no /rows route). The routes
+-- that hold the event loop are tests/apps/stall's.
 local moonlet = require "moonlet"
-local ffi = require "ffi"
-
-pcall(ffi.cdef, "int poll(void *fds, unsigned long nfds, int timeout);")
 
 local app = moonlet.app{ title = "stress" }
 
 app:get("/hello", function() return { message = "hello" } end)
 
--- waits s seconds without holding the loop
+-- waits s seconds without holding the loop; /inflight: how many wait now
+local waiting = 0
 app:get("/sleep", function(req)
   local s = tonumber(req.query.s) or 1
+  waiting = waiting + 1
   moonlet.sleep(s)
+  waiting = waiting - 1
   return { slept = s }
 end)
-
--- holds the whole event loop for s seconds: the blocking mistake
-app:get("/block", function(req)
-  local s = tonumber(req.query.s) or 1
-  ffi.C.poll(nil, 0, math.floor(s * 1000))
-  return { blocked = s }
-end)
-
--- never yields, never returns
-app:get("/spin", function()
-  local n = 0
-  while true do n = n + 1 end
-end)
+app:get("/inflight", function() return { waiting = waiting } end)
 
 -- a body sink: the size of what arrived
 app:post("/echo", function(req) return { bytes = #req.body } end)
