@@ -8,7 +8,7 @@
 # stress/client.c (slowloris, held connections, endless requests, SQLite writes),
 # bench/burst.c (N concurrent requests) and wrk; nginx (nginx-light) where a test applies.
 #
-#   stress/run.sh                          every scenario (~8 min on 2 cores)
+#   stress/run.sh                          every scenario (~4 min on 2 cores)
 #   STRESS_QUICK=1 stress/run.sh           smaller counts, shorter runs (~1.5 min)
 #   STRESS_ONLY=soak,kill9 stress/run.sh   some scenarios
 #   BUILD=build-asan stress/run.sh         another build directory (default build)
