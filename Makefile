@@ -54,7 +54,7 @@ SO_LIBS  := -llua5.1-cjson $(PKGLIBS) -lwslay -lz -lm -lpthread -ldl
 UNIT_SRC := $(wildcard tests/unit/*_test.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all bin deps run test test-asan test-tsan bench install install-rock clean
+.PHONY: all bin deps run test test-asan test-tsan bench stress install install-rock clean
 # make install PREFIX=/usr/local [DESTDIR=/tmp/stage]; the rockspec sets BINDIR and LUADIR to
 # its tree's (TREE/bin, TREE/share/lua/5.1).
 PREFIX  ?= /usr/local
@@ -168,6 +168,13 @@ bench:
 	@scripts/deps.sh bench
 	$(MAKE) all
 	bench/run.sh
+
+# The stress suite (README "Reliability"): bounded, loopback only, not part of `make test`;
+# STRESS_QUICK=1 for a short pass, STRESS_ONLY=soak,kill9 for some scenarios.
+stress:
+	@scripts/deps.sh stress
+	$(MAKE) all
+	stress/run.sh
 
 # install-rock (what `luarocks make` installs): the binary, and the Lua side as files --
 # lua/moonlet/*.lua, testing/ and the LuaLS definitions in meta/ -- for editors, LuaLS and

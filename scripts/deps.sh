@@ -2,7 +2,7 @@
 # Installs the Debian packages moonlet builds, tests and benchmarks with.
 # Only what is missing is installed; apt-get update runs first when anything is.
 # Not root: apt-get runs through sudo (it asks for your password).
-# Usage: scripts/deps.sh [build|test|bench]   (each level includes the ones before)
+# Usage: scripts/deps.sh [build|test|bench|stress]   (each level includes the ones before)
 set -e
 level=${1:-test}
 
@@ -15,13 +15,17 @@ pkgs="build-essential pkg-config libluajit-5.1-dev libuv1-dev node-llhttp lua-cj
 # specs talk to), node with npm's eventsource (an EventSource client) and chromium (the
 # chat page in a real browser) are peers; luarocks installs the rockspec (install_spec).
 case $level in
-  test|bench) pkgs="$pkgs lua-busted openssl procps postgresql-common postgresql python3
+  test|bench|stress) pkgs="$pkgs lua-busted openssl procps postgresql-common postgresql python3
                     python3-websockets nodejs chromium luarocks lua5.1"
     # a nodejs that bundles npm (NodeSource's) conflicts with Debian's npm package
     command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm" ;;
 esac
 case $level in
-  bench) pkgs="$pkgs wrk nginx-light" ;;
+  bench|stress) pkgs="$pkgs wrk nginx-light" ;;
+esac
+# stress: the sqlite3 shell checks the database a kill -9 left (stress/run.sh)
+case $level in
+  stress) pkgs="$pkgs sqlite3" ;;
 esac
 
 installed() {   # dpkg-query prints "install ok installed" only for a fully installed package
@@ -45,7 +49,7 @@ esac
 # build/node (specs run node with NODE_PATH=build/node/node_modules). puppeteer-core
 # downloads no browser.
 npm_deps() {
-  case $level in test|bench) ;; *) return 0 ;; esac
+  case $level in test|bench|stress) ;; *) return 0 ;; esac
   dir=$(dirname "$0")/../build/node
   [ -f "$dir/node_modules/eventsource/package.json" ] &&
     [ -f "$dir/node_modules/puppeteer-core/package.json" ] &&

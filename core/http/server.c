@@ -18,6 +18,9 @@
 #define LINGER_MS 2000
 #define ML_LISTEN_BACKLOG 4096   /* the kernel caps it at net.core.somaxconn */
 #define STALL_MS 100             /* callbacks may run this long at a stretch: not a stall */
+/* A stop gives an idle keep-alive connection this long for one last request (answered with
+ * Connection: close): a busy client's next request may be on its way already. */
+#define DRAIN_IDLE_MS 250
 
 static void conn_process(ml_server_conn_t *c, const char *data, size_t len);
 static void conn_flush(ml_server_conn_t *c);
@@ -709,7 +712,12 @@ void ml_server_drain(ml_server_t *s) {
       c->upgrade->on_drain(c->upgrade_arg);
       continue;
     }
-    if (!c->inflight && !c->writing && !c->http.in_message && !c->out.len) conn_close(c);
+    if (c->inflight || c->writing || c->http.in_message || c->out.len) continue;
+    /* Idle. Closing it now would lose a request the client sent as the stop came (it is
+     * in the kernel's buffer, or on its way): a reset where an answer was due. */
+    if (c->mem || c->lingering) conn_close(c);
+    else timer_set(c, c->srv->cfg.keepalive_timeout_ms < DRAIN_IDLE_MS
+                          ? c->srv->cfg.keepalive_timeout_ms : DRAIN_IDLE_MS);
   }
   if (s->nconns == 0 && s->on_drained) s->on_drained(s);
 }

@@ -60,6 +60,22 @@ describe("graceful shutdown", function()
     assert.are.same(0, srv:wait(5))
   end)
 
+  it("answers a request sent on an idle keep-alive connection as the stop comes", function()
+    -- a busy client sends its next request the moment it has a response: closing the idle
+    -- connection at the stop would reset that request (wrk lost one per connection)
+    local srv = t.server{ app = "apps/hello" }
+    local c = t.connect(srv.port)
+    c:send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert.are.same(200, assert(c:read_response(5)).status)
+    srv:signal("TERM")
+    t.sleep(0.05)
+    c:send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+    local res = assert(c:read_response(5))
+    assert.are.same({ 200, "close" }, { res.status, res.headers["connection"] })
+    c:close()
+    assert.are.same(0, srv:wait(5))
+  end)
+
   it("gives up on requests after --graceful-timeout, says how many and exits 1", function()
     local srv = t.server{ app = "apps/hello", args = { "--graceful-timeout", "0.3" } }
     local c = t.connect(srv.port)
