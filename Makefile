@@ -54,7 +54,8 @@ SO_LIBS  := -llua5.1-cjson $(PKGLIBS) -lwslay -lz -lm -lpthread -ldl
 UNIT_SRC := $(wildcard tests/unit/*_test.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all bin deps run test test-asan test-tsan bench stress install install-rock clean
+.PHONY: all bin deps run test test-asan test-tsan fuzz fuzz-build bench stress install install-rock \
+        clean
 # make install PREFIX=/usr/local [DESTDIR=/tmp/stage]; the rockspec sets BINDIR and LUADIR to
 # its tree's (TREE/bin, TREE/share/lua/5.1).
 PREFIX  ?= /usr/local
@@ -139,7 +140,7 @@ run:
 	$(BUILD)/moonlet serve apps/hello --host 127.0.0.1 --port 8000
 
 test: deps
-	$(MAKE) all
+	$(MAKE) all fuzz-build
 	BUILD=$(BUILD) scripts/test.sh
 
 # The same suite under AddressSanitizer + UBSan, in its own build directory.
@@ -163,6 +164,31 @@ test-tsan: deps
 	BUILD=build-tsan SAN_LOGS=$(CURDIR)/$(BUILD)-tsan-logs SPECS="$(TSAN_SPECS)" \
 	  TSAN_OPTIONS=halt_on_error=0:log_path=$(CURDIR)/$(BUILD)-tsan-logs/tsan \
 	  scripts/test.sh
+
+# libFuzzer targets (fuzz/*.c, README "Fuzzing"), built with clang into $(BUILD)/fuzz: the
+# library is compiled again with coverage for the fuzzer, ASan and UBSan. `make fuzz` runs
+# each target for FUZZ_SECONDS over its corpus (fuzz/corpus/NAME, where what it finds
+# stays), then prints the request path's coverage; `make test` replays every corpus.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD   := $(BUILD)/fuzz
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+                -fno-omit-frame-pointer -DML_SANITIZE
+FUZZ_NAMES   := $(sort $(basename $(notdir $(wildcard fuzz/*.c))))
+FUZZ_BIN     := $(FUZZ_NAMES:%=$(FUZZ_BUILD)/%)
+
+$(FUZZ_BUILD)/lib/libmoonlet.a: $(CORE_SRC) $(CORE_HDR) $(LUA_SRC)
+	$(MAKE) $@ BUILD=$(FUZZ_BUILD)/lib CC=$(FUZZ_CC) OPT=-O1 \
+	  SAN="-fsanitize=fuzzer-no-link $(FUZZ_SAN)"
+
+$(FUZZ_BUILD)/%: fuzz/%.c $(wildcard fuzz/*.h) $(FUZZ_BUILD)/lib/libmoonlet.a
+	$(FUZZ_CC) $(filter-out -Werror,$(CFLAGS)) -Werror -O1 -Ifuzz \
+	  -fsanitize=fuzzer $(FUZZ_SAN) -rdynamic -o $@ $< $(FUZZ_BUILD)/lib/libmoonlet.a $(LDLIBS)
+
+fuzz-build: $(FUZZ_BIN)
+
+fuzz: fuzz-build
+	BUILD=$(BUILD) FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh run $(FUZZ_NAMES)
 
 bench:
 	@scripts/deps.sh bench

@@ -1,5 +1,6 @@
 #!/bin/sh
-# Runs the whole suite: the C unit tests, then the Lua specs (real binary, real sockets).
+# Runs the whole suite: the C unit tests, the fuzz targets over their corpora, then the Lua
+# specs (real binary, real sockets).
 # Every part prints "N passed, N failed" last; this script adds them up and prints the
 # total as its own last line. Exit status 0 only if nothing failed.
 BUILD=${BUILD:-build}
@@ -30,6 +31,18 @@ for t in "$BUILD"/tests/*_test; do
   sed '$d' "$log"
   tally "$t"
 done
+
+# The libFuzzer targets (make fuzz-build) over their corpora, a few seconds each: a crash
+# found once stays found (README "Fuzzing"). Already under ASan and UBSan: not again in
+# make test-asan.
+if [ -z "$SPECS" ] && [ -z "$SAN_LOGS" ]; then
+  echo "== fuzz"
+  names=$(for f in fuzz/*.c; do basename "$f" .c; done)
+  # shellcheck disable=SC2086
+  BUILD=$BUILD scripts/fuzz.sh test $names >"$log" 2>&1
+  sed '$d' "$log"
+  tally fuzz
+fi
 
 echo "== specs"
 "$MOONLET_BIN" test ${SPECS:-tests/spec} 2>&1 | tee "$log" | sed '$d'

@@ -81,7 +81,7 @@ static int get_u32(ml_copy_reader_t *r, uint32_t *v) {
 }
 
 static int unpack(lua_State *L, ml_copy_reader_t *r, int depth) {
-  if (r->p >= r->end || depth > MAX_DEPTH + 1 || !lua_checkstack(L, 3)) return -1;
+  if (r->p >= r->end || !lua_checkstack(L, 3)) return -1;
   char tag = *r->p++;
   switch (tag) {
   case 'n': lua_pushnil(L); return 0;
@@ -106,11 +106,15 @@ static int unpack(lua_State *L, ml_copy_reader_t *r, int depth) {
   case 'h':
   case 'a': {
     uint32_t count;
-    if (get_u32(r, &count)) return -1;
+    /* as deep as pack goes, no deeper: what unpacks packs again */
+    if (depth >= MAX_DEPTH || get_u32(r, &count)) return -1;
     lua_createtable(L, 0, count > 64 ? 64 : (int)count);
     for (uint32_t i = 0; i < count; i++) {
       if (unpack(L, r, depth + 1) || unpack(L, r, depth + 1)) return -1;
-      if (lua_isnil(L, -2)) return -1;
+      /* keys Lua refuses (lua_rawset would raise): pack never makes them */
+      if (lua_isnil(L, -2) || (lua_type(L, -2) == LUA_TNUMBER && lua_tonumber(L, -2) !=
+                                lua_tonumber(L, -2)))
+        return -1;
       lua_rawset(L, -3);
     }
     if (tag == 'a') {

@@ -37,8 +37,8 @@ static int add_header(ml_buf_t *out, const char *name, size_t nlen, const char *
                   name);
   }
   if (!ml_header_value_ok(val, vlen)) {
-    return ml_err(err, errlen, "response header '%.*s' has a value with CR, LF or NUL", (int)nlen,
-                  name);
+    return ml_err(err, errlen, "response header '%.*s' has a value with a control character "
+                  "(CR, LF, NUL, ...)", (int)nlen, name);
   }
   /* moonlet frames the message itself; Connection: close is honoured, not copied */
   if (is_header(name, nlen, "connection")) {

@@ -4,7 +4,7 @@
  *        │ no                                                                      │
  *   uv_getaddrinfo (skipped for IP literals) → uv_tcp_connect, each address in     │
  *   turn → TLS handshake (https) ──────────────────────────────────────────────────┴→
- *   write the request → read: (decrypt) → llhttp (HTTP_RESPONSE) → req_succeed
+ *   write the request → read: (decrypt) → the response reader (httpc_resp.c) → req_succeed
  *
  * Ending a request pushes (status, headers, body) or (nil, message) on its task, gives the
  * connection back to the pool (the response was complete, the server keeps the connection
@@ -26,17 +26,15 @@
 #include "headers.h"
 #include "buf.h"
 #include "httpc_conn.h"
+#include "httpc_resp.h"
 #include "sched.h"
 #include <assert.h>
 #include <lauxlib.h>
-#include <llhttp.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
-
-#define MAX_HEADER_BYTES (64 * 1024)
 
 typedef struct hc_req_s hc_req_t;
 
@@ -65,13 +63,7 @@ struct hc_req_s {
   int started;                       /* the task waits: failures are delivered at once */
   int deferred;                      /* a failure waits for the timer to deliver it */
   int reused, retried;
-  /* the response */
-  llhttp_t parser;
-  int got_bytes, headers_done, complete, has_length;
-  uint64_t expected;                 /* Content-Length */
-  ml_headers_t headers;
-  size_t header_bytes;
-  ml_buf_t body;
+  ml_httpc_resp_t resp;              /* the response (httpc_resp.h) */
   char err[512];
 };
 
@@ -146,8 +138,7 @@ static void req_unref(hc_req_t *r) {
   free(r->key);
   free(r->label);
   ml_buf_free(&r->wire);
-  ml_headers_free(&r->headers);
-  ml_buf_free(&r->body);
+  ml_httpc_resp_free(&r->resp);
   free(r);
 }
 
@@ -221,12 +212,12 @@ static int tls_has_more(ml_httpc_conn_t *c) {
  * it in what was read. */
 static void req_succeed(hc_req_t *r, int clean) {
   ml_httpc_conn_t *c = r->conn;
-  int reuse = c && clean && r->keepalive && llhttp_should_keep_alive(&r->parser) &&
+  int reuse = c && clean && r->keepalive && ml_httpc_resp_keepalive(&r->resp) &&
               !(c->tls && tls_has_more(c));
   lua_State *co = r->task->co;
-  lua_pushinteger(co, r->parser.status_code);
-  ml_headers_push(co, &r->headers);
-  lua_pushlstring(co, r->body.data ? r->body.data : "", r->body.len);
+  lua_pushinteger(co, r->resp.parser.status_code);
+  ml_headers_push(co, &r->resp.headers);
+  lua_pushlstring(co, r->resp.body.data ? r->resp.body.data : "", r->resp.body.len);
   if (c) {
     r->conn = NULL;
     if (reuse) ml_httpc_conn_checkin(r->conns, c);
@@ -238,15 +229,11 @@ static void req_succeed(hc_req_t *r, int clean) {
 /* A reused connection failed before any response byte: the server had closed it. Once,
  * for idempotent methods, the request goes again on a fresh connection. */
 static int req_retry(hc_req_t *r) {
-  if (!r->reused || r->retried || r->got_bytes || !r->idempotent) return 0;
+  if (!r->reused || r->retried || r->resp.got_bytes || !r->idempotent) return 0;
   req_drop_conn(r);
   r->reused = 0;
   r->retried = 1;
-  llhttp_reset(&r->parser);
-  r->headers_done = r->complete = r->has_length = 0;
-  ml_headers_clear(&r->headers, 0);
-  r->body.len = 0;
-  r->header_bytes = 0;
+  ml_httpc_resp_reset(&r->resp);
   req_resolve(r);
   return 1;
 }
@@ -263,25 +250,12 @@ static void req_on_close(hc_req_t *r, int status) {
     req_fail(r, "read: %s (%s)", uv_strerror(status), r->label);
     return;
   }
-  if (r->got_bytes && !r->complete) {
-    llhttp_errno_t e = llhttp_finish(&r->parser);   /* a close-delimited body ends here */
-    if ((e == HPE_OK || e == HPE_PAUSED) && r->complete) {
-      req_succeed(r, 0);
-      return;
-    }
+  if (ml_httpc_resp_eof(&r->resp) == ML_HTTPC_RESP_DONE) {
+    req_succeed(r, 0);
+    return;
   }
-  if (!r->got_bytes)
-    req_fail(r, "closed: connection closed before any response (%s)", r->label);
-  else if (!r->headers_done)
-    req_fail(r, "closed: connection closed in the response headers (%s)", r->label);
-  else if (r->has_length)
-    req_fail(r, "closed: connection closed after %zu of %llu body bytes (%s)", r->body.len,
-             (unsigned long long)r->expected, r->label);
-  else if (r->parser.flags & F_CHUNKED)
-    req_fail(r, "closed: connection closed after %zu body bytes, before the end of the "
-                "chunked body (%s)", r->body.len, r->label);
-  else
-    req_fail(r, "closed: connection closed after %zu body bytes (%s)", r->body.len, r->label);
+  snprintf(r->err, sizeof r->err, "%s", r->resp.err);
+  req_fail_err(r);
 }
 
 /* --- requests: time ------------------------------------------------------------------ */
@@ -304,13 +278,13 @@ static void timer_cb(uv_timer_t *h) {
     return;
   }
   if (uv_now(r->conns->loop) >= r->total_deadline) {
-    if (r->got_bytes)
+    if (r->resp.got_bytes)
       req_fail(r, "timeout: response not complete within %g s (%s)", r->total_s, r->label);
     else
       req_fail(r, "timeout: no response within %g s (%s)", r->total_s, r->label);
   } else if (r->phase == PH_CONNECT) {
     req_fail(r, "timeout: no connection within %g s (%s)", r->connect_s, r->where);
-  } else if (r->got_bytes) {
+  } else if (r->resp.got_bytes) {
     req_fail(r, "timeout: no data for %g s (%s)", r->read_s, r->label);
   } else {
     req_fail(r, "timeout: no response within %g s (%s)", r->read_s, r->label);
@@ -319,108 +293,19 @@ static void timer_cb(uv_timer_t *h) {
 
 /* --- requests: the response ---------------------------------------------------------- */
 
-#define R(p) ((hc_req_t *)(p)->data)
-
-static int too_large(hc_req_t *r, const char *what, size_t limit) {
-  snprintf(r->err, sizeof r->err, "too large: response %s over %zu bytes (%s)", what, limit,
-           r->label);
-  return HPE_USER;
-}
-
-static int on_message_begin(llhttp_t *p) {
-  hc_req_t *r = R(p);
-  ml_headers_clear(&r->headers, 0);
-  r->body.len = 0;
-  r->headers_done = 0;
-  r->has_length = 0;
-  return 0;
-}
-
-static int on_header_field(llhttp_t *p, const char *at, size_t len) {
-  hc_req_t *r = R(p);
-  r->header_bytes += len + 4;
-  if (r->header_bytes > MAX_HEADER_BYTES) return too_large(r, "headers", MAX_HEADER_BYTES);
-  ml_headers_name(&r->headers, at, len);
-  return 0;
-}
-
-static int on_header_value(llhttp_t *p, const char *at, size_t len) {
-  hc_req_t *r = R(p);
-  r->header_bytes += len;
-  if (r->header_bytes > MAX_HEADER_BYTES) return too_large(r, "headers", MAX_HEADER_BYTES);
-  ml_headers_value(&r->headers, at, len);
-  return 0;
-}
-
-static int on_header_value_complete(llhttp_t *p) {
-  ml_headers_value_done(&R(p)->headers);   /* llhttp refuses an empty name in a response */
-  return 0;
-}
-
-/* Returns 1 for "no body" (HEAD, 204, 304: RFC 9110 6.4.1, whatever Content-Length says),
- * as llhttp asks. */
-static int on_headers_complete(llhttp_t *p) {
-  hc_req_t *r = R(p);
-  if (p->status_code == 101) {
-    snprintf(r->err, sizeof r->err, "invalid response: unexpected 101 switching protocols (%s)",
-             r->label);
-    return HPE_USER;
-  }
-  r->headers_done = 1;
-  int final = p->status_code >= 200;
-  int bodyless = r->head || p->status_code == 204 || p->status_code == 304;
-  if (final && bodyless) return 1;
-  if (p->flags & F_CONTENT_LENGTH) {
-    r->has_length = 1;
-    r->expected = p->content_length;
-    if (final && p->content_length > r->max_size) return too_large(r, "body", r->max_size);
-  }
-  return 0;
-}
-
-static int on_body(llhttp_t *p, const char *at, size_t len) {
-  hc_req_t *r = R(p);
-  if (r->body.len + len > r->max_size) return too_large(r, "body", r->max_size);
-  ml_buf_add(&r->body, at, len);
-  return 0;
-}
-
-static int on_message_complete(llhttp_t *p) {
-  hc_req_t *r = R(p);
-  if (p->status_code < 200) return 0;   /* 100 Continue and friends: the real one follows */
-  r->complete = 1;
-  return HPE_PAUSED;
-}
-
-static llhttp_settings_t settings;
-
-static void settings_init(void) {
-  llhttp_settings_t s;
-  llhttp_settings_init(&s);
-  s.on_message_begin = on_message_begin;
-  s.on_header_field = on_header_field;
-  s.on_header_value = on_header_value;
-  s.on_header_value_complete = on_header_value_complete;
-  s.on_headers_complete = on_headers_complete;
-  s.on_body = on_body;
-  s.on_message_complete = on_message_complete;
-  settings = s;
-}
-
 /* Response bytes (plain text). Returns 1 when they ended the request. */
 static int req_on_data(hc_req_t *r, const char *data, size_t len) {
-  r->got_bytes = 1;
   r->phase_start = uv_now(r->conns->loop);
   req_arm(r);
-  r->err[0] = 0;
-  llhttp_errno_t e = llhttp_execute(&r->parser, data, len);
-  if (e == HPE_OK) return 0;
-  if (e == HPE_PAUSED && r->complete) {
-    req_succeed(r, llhttp_get_error_pos(&r->parser) == data + len);
+  int clean = 0;
+  int rc = ml_httpc_resp_feed(&r->resp, data, len, &clean);
+  if (rc == ML_HTTPC_RESP_MORE) return 0;
+  if (rc == ML_HTTPC_RESP_DONE) {
+    req_succeed(r, clean);
     return 1;
   }
-  if (r->err[0]) req_fail_err(r);
-  else req_fail(r, "invalid response: %s (%s)", llhttp_get_error_reason(&r->parser), r->label);
+  snprintf(r->err, sizeof r->err, "%s", r->resp.err);
+  req_fail_err(r);
   return 1;
 }
 
@@ -637,8 +522,6 @@ static int opt_bool(lua_State *L, const char *name, int def) {
   return v;
 }
 
-static uv_once_t settings_once = UV_ONCE_INIT;
-
 /* http_request(spec) -> status, headers, body | nil, message (see httpc.h). Misuse raises
  * before anything is allocated; every other failure comes back as nil, message. */
 static int l_http_request(lua_State *L) {
@@ -680,9 +563,7 @@ static int l_http_request(lua_State *L) {
   }
   ml_buf_addc(&key, 0);
   r->key = key.data;
-  uv_once(&settings_once, settings_init);
-  llhttp_init(&r->parser, HTTP_RESPONSE, &settings);
-  r->parser.data = r;
+  ml_httpc_resp_init(&r->resp, r->head, r->max_size, r->label);
   ml_sched_t *s = t->sched;
   r->conns = ml_httpc_conns_of(L, s);
   r->task = t;

@@ -139,6 +139,10 @@ static void add_pct_decoded(ml_buf_t *out, const char *s, size_t len) {
 /* Appends a filename parameter's value v to out, NUL-terminated: filename* (RFC 5987:
  * charset'language'percent-encoded) is decoded, filename is taken as it is. */
 static void add_filename(ml_buf_t *out, const ml_buf_t *v, int star) {
+  if (!v->len) {   /* filename="": v->data may be NULL, no pointer arithmetic on it */
+    ml_buf_addc(out, '\0');
+    return;
+  }
   const char *end = v->data + v->len;
   const char *q1 = star ? memchr(v->data, '\'', v->len) : NULL;
   const char *q2 = q1 ? memchr(q1 + 1, '\'', (size_t)(end - q1 - 1)) : NULL;

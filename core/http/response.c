@@ -139,8 +139,13 @@ int ml_header_name_ok(const char *s, size_t len) {
   return 1;
 }
 
+/* RFC 9110 5.5: a field value is visible characters, obs-text, spaces and tabs; any other
+ * control character (not only CR and LF) makes the response unreadable to a strict client
+ * (llhttp refuses it). */
 int ml_header_value_ok(const char *s, size_t len) {
-  for (size_t i = 0; i < len; i++)
-    if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0') return 0;
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if ((c < 0x20 && c != '\t') || c == 0x7f) return 0;
+  }
   return 1;
 }

@@ -21,7 +21,8 @@ void ml_resp_end(ml_buf_t *out, int status, size_t content_length, int keepalive
 void ml_resp_error(ml_buf_t *out, int status, const char *detail, const char *allow,
                    int keepalive, int head);
 
-/* 1 if a header name is a valid token and the value has no CR, LF or NUL. */
+/* 1 if a header name is a valid token, and if the value has no control character but tabs
+ * (CR, LF, NUL, DEL, ...). */
 int ml_header_name_ok(const char *s, size_t len);
 int ml_header_value_ok(const char *s, size_t len);
 #endif
