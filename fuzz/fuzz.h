@@ -25,7 +25,7 @@
 static inline lua_State *fuzz_lua(const char *src) {
   static lua_State *L;
   if (L) return L;
-  L = ml_lua_new(NULL);
+  L = ml_lua_new(NULL, NULL);
   FUZZ_CHECK(L != NULL, "no Lua state");
   if (luaL_dostring(L, "core = require 'moonlet.core'") ||
       (src && luaL_dostring(L, src))) {

@@ -33,12 +33,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc, (void)argv;
   const char *dir = getenv("FUZZ_APP") ? getenv("FUZZ_APP") : "fuzz/app";
   const char *log = getenv("FUZZ_LOG");
-  ml_log_level = log && *log == '1' ? ML_LOG_DEBUG : ML_LOG_ERROR + 1;
+  ml_log_configure(log && *log == '1' ? ML_LOG_DEBUG : ML_LOG_ERROR + 1, NULL, NULL);
   uv_loop_init(&loop);
   char err[1024];
-  app = ml_app_new(&loop, dir, 0, err, sizeof err);
+  app = ml_app_new(&loop, dir, 0, NULL, err, sizeof err);
   FUZZ_CHECK(app != NULL, "%s (run from the repository's top, or set FUZZ_APP)", err);
-  app->sched.workers = ml_workers_new(&loop, dir, 2, 64);
+  app->sched.workers = ml_workers_new(&loop, dir, NULL, 2, 64);
   ml_server_config_t cfg = {
       .host = "127.0.0.1",
       .max_body = 64 << 10,

@@ -100,7 +100,7 @@ static void abort_task(void *ctx, void *task) {
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc, (void)argv;
-  ml_log_level = getenv("FUZZ_LOG") ? ML_LOG_DEBUG : ML_LOG_ERROR + 1;
+  ml_log_configure(getenv("FUZZ_LOG") ? ML_LOG_DEBUG : ML_LOG_ERROR + 1, NULL, NULL);
   uv_loop_init(&loop);
   ml_server_config_t cfg = {
       .host = "127.0.0.1",
