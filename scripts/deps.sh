@@ -14,10 +14,11 @@ pkgs="build-essential pkg-config libluajit-5.1-dev libuv1-dev node-llhttp lua-cj
 # gzip reads what the gzip middleware wrote), python3-websockets (the WebSocket client the
 # specs talk to), node with npm's eventsource (an EventSource client) and chromium (the
 # chat page in a real browser) are peers; luarocks installs the rockspec (install_spec);
-# clang builds the libFuzzer targets (fuzz/, make fuzz; make test replays their corpora).
+# clang (with its sanitizer and libFuzzer runtimes, libclang-rt-14-dev: not pulled in by
+# clang itself) builds the libFuzzer targets (fuzz/, make fuzz; make test replays them).
 case $level in
   test|bench|stress) pkgs="$pkgs lua-busted openssl procps postgresql-common postgresql python3
-                    python3-websockets nodejs chromium luarocks lua5.1 clang"
+                    python3-websockets nodejs chromium luarocks lua5.1 clang libclang-rt-14-dev"
     # a nodejs that bundles npm (NodeSource's) conflicts with Debian's npm package
     command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm" ;;
 esac
