@@ -66,6 +66,11 @@ typedef struct {
                                 * write(2), which raises it when a client is gone. */
   int exit_on_stuck_stop;      /* 1: _exit(1) when a stop cannot happen (see above); 0: the
                                 * stop logs it once and waits for the handler */
+  int access_log;              /* 1 text (default), 2 JSON lines, 0 none; written at the info
+                                * level, through log_cb when there is one */
+  const char *access_log_file; /* NULL (stderr), or the file access log lines are appended
+                                * to (opened by ml_host_listen; the process's, as log_cb);
+                                * ml_host_handle_signals makes SIGUSR1 reopen it */
 } ml_config_t;
 
 typedef struct ml_host_s ml_host_t;
