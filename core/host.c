@@ -386,7 +386,7 @@ static ml_host_t *host_new(const ml_config_t *cfg, uv_loop_t *loop) {
   uv_unref((uv_handle_t *)&h->reaper);
   uv_timer_init(h->loop, &h->defer);
   h->stop_async.data = h->flush.data = h->grace.data = h->step.data = h->reaper.data = h;
-  h->defer.data = h;
+  h->defer.data = h->usr1.data = h;
   h->open_handles = 7;
   return h;
 }
