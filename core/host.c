@@ -111,6 +111,8 @@ void ml_config_defaults(ml_config_t *cfg) {
   cfg->exit_on_stuck_stop = 1;
   cfg->access_log = ML_ACCESS_TEXT;
   cfg->access_log_file = NULL;
+  cfg->proxy_headers = 0;
+  cfg->forwarded_allow_ips = "127.0.0.1";
 }
 
 enum { RETIRED_SERVING, RETIRED_HOOKS, RETIRED_DONE };
@@ -367,6 +369,7 @@ static ml_host_t *host_new(const ml_config_t *cfg, uv_loop_t *loop) {
   ml_shared_configure(cfg->shared_mem);
   /* response schemas checked (runtime.lua), errors in 500s (error_page.lua) */
   ml_core_set_dev_mode(cfg->reload || cfg->debug);
+  ml_core_set_proxy(cfg->proxy_headers, cfg->forwarded_allow_ips);
   h->borrowed = loop != NULL;
   if (!loop) {
     uv_loop_init(&h->own_loop);

@@ -24,6 +24,10 @@ static const char usage[] =
     "  --log-level LEVEL       debug, info (access log), warn or error (default info)\n"
     "  --access-log FORMAT     text, json (one object a line) or off (default text)\n"
     "  --access-log-file PATH  append the access log to PATH, not stderr (SIGUSR1 reopens it)\n"
+    "  --proxy-headers         req.client, req.scheme from X-Forwarded-For/-Proto, Forwarded\n"
+    "                          when the peer is in --forwarded-allow-ips\n"
+    "  --forwarded-allow-ips L trusted proxies: a comma list of addresses, * for any\n"
+    "                          (default 127.0.0.1)\n"
     "  --max-body BYTES        largest request body (default 1048576) -> 413\n"
     "  --ws-max-message BYTES  largest WebSocket message (default 1048576) -> close 1009\n"
     "  --graceful-timeout S    seconds a stop (SIGINT/SIGTERM) may take: requests, background\n"
@@ -70,6 +74,10 @@ static int cmd_serve(int argc, char **argv) {
       fputs(usage, stdout);
       return 0;
     }
+    if (strcmp(a, "--proxy-headers") == 0) {
+      cfg.proxy_headers = 1;
+      continue;
+    }
     if (strcmp(a, "--reload") == 0 || strcmp(a, "--debug") == 0) {
       if (a[2] == 'r') cfg.reload = 1;
       else cfg.debug = 1;
@@ -90,6 +98,8 @@ static int cmd_serve(int argc, char **argv) {
     } else if (strcmp(a, "--access-log") == 0) {
       cfg.access_log = ml_access_parse(v);
       if (cfg.access_log < 0) return fail("--access-log: expected text, json or off, got '%s'%s", v, "");
+    } else if (strcmp(a, "--forwarded-allow-ips") == 0) {
+      cfg.forwarded_allow_ips = v;
     } else if (strcmp(a, "--access-log-file") == 0) {
       cfg.access_log_file = v;
     } else if (strcmp(a, "--max-body") == 0) {

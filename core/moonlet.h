@@ -71,6 +71,10 @@ typedef struct {
   const char *access_log_file; /* NULL (stderr), or the file access log lines are appended
                                 * to (opened by ml_host_listen; the process's, as log_cb);
                                 * ml_host_handle_signals makes SIGUSR1 reopen it */
+  int proxy_headers;           /* 1: req.client and req.scheme come from X-Forwarded-For,
+                                * X-Forwarded-Proto or Forwarded when the peer is trusted */
+  const char *forwarded_allow_ips; /* the trusted peers: "127.0.0.1" (default), a comma list
+                                * of addresses, or "*" for any; both the process's */
 } ml_config_t;
 
 typedef struct ml_host_s ml_host_t;

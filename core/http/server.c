@@ -443,6 +443,11 @@ static void client_name(ml_server_conn_t *c) {
   }
 }
 
+const char *ml_server_conn_client(ml_server_conn_t *c) {
+  if (!c->client[0]) client_name(c);
+  return c->client;
+}
+
 static void acc_record(ml_server_conn_t *c, int status) {
   if (!ml_log_enabled(ML_LOG_INFO)) return;
   if (c->acc.pending) acc_emit(c);

@@ -180,6 +180,9 @@ void ml_server_close_all(ml_server_t *s);
 /* Requests dispatched and not answered yet (their connections open). Any thread. */
 int ml_server_requests(const ml_server_t *s);
 
+/* The peer's "1.2.3.4:5678" or "[::1]:5678" ("-" if unknown: a memory connection, or
+ * a client gone already); asked of the kernel once per connection. */
+const char *ml_server_conn_client(ml_server_conn_t *c);
 /* The current request's id, added to its access log line as " id=..." (cut to 71 bytes).
  * Most requests have none: the connection keeps a copy only while one has it. */
 void ml_server_conn_log_id(ml_server_conn_t *c, const char *id, size_t len);
