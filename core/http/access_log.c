@@ -1,7 +1,9 @@
 /* Access log lines. Text: `GET /p?q=1 200 0.52ms 1234B 127.0.0.1:5678 "curl/8.5" id=x`
- * (the method, path, status and time first, as moonlet always wrote them); JSON: one
- * object with time, client, method, path, status, bytes, duration_ms, user_agent, id.
- * Strings are escaped as JSON strings in both (a client chooses its path and agent). */
+ * (the method, path, status and time first, as moonlet always wrote them), then
+ * ` (detail)` for a request refused before its handler; JSON: one object with time,
+ * client, method, path, status, bytes, duration_ms, user_agent, id (and error). The agent
+ * is a JSON string in both (a client chooses it; the parser lets no space or control
+ * character into a path). */
 #include "access_log.h"
 #include "log.h"
 #include <stdio.h>
@@ -68,6 +70,11 @@ static void add_text(ml_buf_t *b, const ml_access_t *r) {
     ml_buf_addstr(b, " id=");
     ml_buf_add(b, r->id, r->id_len);
   }
+  if (r->detail) {
+    ml_buf_addstr(b, " (");
+    ml_buf_add(b, r->detail, r->detail_len);
+    ml_buf_addc(b, ')');
+  }
 }
 
 static void add_json(ml_buf_t *b, const ml_access_t *r) {
@@ -82,6 +89,7 @@ static void add_json(ml_buf_t *b, const ml_access_t *r) {
   ml_buf_add(b, num, (size_t)n);
   add_field(b, ",\"user_agent\":", r->ua, r->ua_len);
   add_field(b, ",\"id\":", r->id, r->id_len);
+  if (r->detail) add_field(b, ",\"error\":", r->detail, r->detail_len);
   ml_buf_addc(b, '}');
 }
 

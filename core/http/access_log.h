@@ -19,6 +19,8 @@ typedef struct {
   size_t ua_len;
   const char *id;            /* the request id (NULL: none), id_len bytes */
   size_t id_len;
+  const char *detail;        /* why a request was refused before its handler (NULL: none) */
+  size_t detail_len;
 } ml_access_t;
 
 /* "text" -> ML_ACCESS_TEXT, "json", "off"; -1 if unknown. */

@@ -26,7 +26,7 @@
 static void conn_process(ml_server_conn_t *c, const char *data, size_t len);
 static void conn_flush(ml_server_conn_t *c);
 static void conn_close(ml_server_conn_t *c);
-static void acc_record(ml_server_conn_t *c, int status);
+static void acc_record(ml_server_conn_t *c, int status, const char *detail);
 static void acc_emit(ml_server_conn_t *c);
 static void client_name(ml_server_conn_t *c);
 static void timer_set(ml_server_conn_t *c, uint64_t ms);
@@ -74,7 +74,7 @@ static void conn_close(ml_server_conn_t *c) {
   if (c->closing) return;
   if (c->acc.pending) acc_emit(c);   /* its last bytes may not have left: logged anyway */
   /* abandoned by the client (or cut by a stop): 499 as nginx logs it */
-  if (c->inflight && c->srv->cfg.access_log) acc_record(c, c->upgrade ? 101 : 499);
+  if (c->inflight && c->srv->cfg.access_log) acc_record(c, c->upgrade ? 101 : 499, NULL);
   if (c->acc.pending) acc_emit(c);
   c->closing = 1;
   c->drain_fn = NULL;   /* a waiter for the output learns of the close from the abort */
@@ -326,11 +326,15 @@ void ml_server_conn_hangup(ml_server_conn_t *c) {
   conn_close(c);
 }
 
+/* A request refused before its dispatch: its access log line says why at its end. */
 static void reply_error(ml_server_conn_t *c, int status, const char *detail) {
+  c->out_base = c->sent + c->out.len + (c->writing ? c->wbuf.len : 0);
+  if (!c->http.in_message) c->start_ns = uv_hrtime();   /* refused at its first byte */
   ml_resp_error(&c->out, status, detail, NULL, 0, 0);
-  ml_log(ML_LOG_INFO, "%s %.*s %d (%s)", c->http.method_name ? c->http.method_name : "-",
-         (int)(c->http.url_len > 200 ? 200 : c->http.url_len), c->http.url_len ? ml_http_url(&c->http) : "",
-         status, detail);
+  if (c->srv->cfg.access_log) {
+    if (!c->client[0]) client_name(c);
+    acc_record(c, status, detail);
+  }
   c->close_after_write = 1;
   c->body_held = 0;   /* the body is abandoned (its upload is gone): linger reads on */
   read_stop(c);
@@ -448,7 +452,7 @@ const char *ml_server_conn_client(ml_server_conn_t *c) {
   return c->client;
 }
 
-static void acc_record(ml_server_conn_t *c, int status) {
+static void acc_record(ml_server_conn_t *c, int status, const char *detail) {
   if (!ml_log_enabled(ML_LOG_INFO)) return;
   if (c->acc.pending) acc_emit(c);
   size_t ua_len = 0;
@@ -459,6 +463,7 @@ static void acc_record(ml_server_conn_t *c, int status) {
   if (url_len) ml_buf_add(b, ml_http_url(&c->http), url_len);
   if (ua) ml_buf_add(b, ua, ua_len);
   if (c->log_id) ml_buf_addstr(b, c->log_id);
+  if (detail) ml_buf_addstr(b, detail);
   c->acc.start_ns = c->start_ns;
   uint64_t end = c->sent + c->out.len + (c->writing ? c->wbuf.len : 0);
   c->acc.bytes = end > c->out_base ? end - c->out_base : 0;
@@ -468,6 +473,7 @@ static void acc_record(ml_server_conn_t *c, int status) {
   c->acc.ua_len = ua ? (uint32_t)ua_len : 0;
   c->acc.has_ua = ua != NULL;
   c->acc.id_len = c->log_id ? (uint32_t)strlen(c->log_id) : 0;
+  c->acc.detail_len = detail ? (uint32_t)strlen(detail) : 0;
   c->acc.pending = 1;
 }
 
@@ -486,6 +492,8 @@ static void acc_emit(ml_server_conn_t *c) {
       .ua_len = c->acc.ua_len,
       .id = c->acc.id_len ? s + c->acc.url_len + c->acc.ua_len : NULL,
       .id_len = c->acc.id_len,
+      .detail = c->acc.detail_len ? s + c->acc.url_len + c->acc.ua_len + c->acc.id_len : NULL,
+      .detail_len = c->acc.detail_len,
   };
   ml_access_write(c->srv->cfg.access_log, &r);
 }
@@ -495,7 +503,7 @@ void ml_server_conn_done(ml_server_conn_t *c, int status) {
   c->direct = 0;
   c->task = NULL;
   c->task_abort = NULL;
-  if (c->srv->cfg.access_log && !c->closing) acc_record(c, status);
+  if (c->srv->cfg.access_log && !c->closing) acc_record(c, status, NULL);
   if (c->log_id) {
     free(c->log_id);
     c->log_id = NULL;

@@ -76,7 +76,7 @@ struct ml_server_conn_s {
     uint64_t start_ns, bytes;
     const char *method;
     int status;
-    uint32_t url_len, ua_len, id_len;
+    uint32_t url_len, ua_len, id_len, detail_len;
     unsigned pending : 1, has_ua : 1;
   } acc;
   ml_buf_t acc_strs;

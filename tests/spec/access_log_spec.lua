@@ -66,6 +66,29 @@ describe("access log", function()
     assert.is_falsy(srv:stderr():find("GET /text", 1, true))
   end)
 
+  it("a request refused before its handler says why, in text and in JSON", function()
+    for _, format in ipairs({ "text", "json" }) do
+      local srv = t.server{ app = "tests/apps/basic", args = { "--access-log", format } }
+      local mark = srv:mark()
+      local c = t.connect(srv.port)
+      assert(c:send("GET /text?no=host HTTP/1.1\r\nX-A: 1\r\n\r\n"))
+      local res = c:read_response()
+      assert.are.same(400, res.status)
+      c:close()
+      if format == "text" then
+        local line = srv:wait_log("GET /text", 5, mark)
+        assert.is_truthy(line:find('GET /text?no=host 400 ', 1, true))
+        assert.is_truthy(line:find(' (Missing Host header)', 1, true))
+      else
+        local o = cjson.decode((srv:wait_log('^{"time"', 5, mark)))
+        assert.are.same({ "GET", "/text?no=host", 400, "Missing Host header" },
+                        { o.method, o.path, o.status, o.error })
+        assert.is_true(o.bytes > 0)
+      end
+      srv:stop()
+    end
+  end)
+
   it("logs 499 for a request the client abandoned", function()
     local srv = t.server{ app = "tests/apps/basic" }
     local mark = srv:mark()
