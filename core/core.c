@@ -1,8 +1,10 @@
 /* The "moonlet.core" module (see core.h). */
 #include "core.h"
 #include "log.h"
+#include "mem.h"
 #include "response.h"
 #include <lauxlib.h>
+#include <string.h>
 #include <uv.h>
 
 /* --- misc ---------------------------------------------------------------------------- */
@@ -41,6 +43,28 @@ int ml_core_dev_mode(void) {
   return __atomic_load_n(&dev_mode, __ATOMIC_RELAXED);
 }
 
+/* --proxy-headers and --forwarded-allow-ips, the process's as the development mode is;
+ * the allow list's string is never freed (a host created later may replace it while a
+ * thread reads the old one). */
+static int proxy_on;
+static const char *proxy_allow = "127.0.0.1";
+
+void ml_core_set_proxy(int on, const char *allow) {
+  const char *old = __atomic_load_n(&proxy_allow, __ATOMIC_ACQUIRE);
+  if (allow && strcmp(allow, old) != 0)
+    __atomic_store_n(&proxy_allow, ml_xstrdup(allow), __ATOMIC_RELEASE);
+  __atomic_store_n(&proxy_on, on != 0, __ATOMIC_RELAXED);
+}
+
+/* proxy() -> false, or true and the trusted addresses ("127.0.0.1,10.0.0.2", "*") */
+static int l_proxy(lua_State *L) {
+  int on = __atomic_load_n(&proxy_on, __ATOMIC_RELAXED);
+  lua_pushboolean(L, on);
+  if (!on) return 1;
+  lua_pushstring(L, __atomic_load_n(&proxy_allow, __ATOMIC_ACQUIRE));
+  return 2;
+}
+
 /* dev_mode() -> true under --debug or --reload (the development mode: route responses are
  * checked against their `response` schema, a 500 carries its error: error_page.lua) */
 static int l_dev_mode(lua_State *L) {
@@ -51,7 +75,8 @@ static int l_dev_mode(lua_State *L) {
 int ml_core_open(lua_State *L) {
   static const luaL_Reg fns[] = {{"log", l_log}, {"now", l_now},
                                  {"status_reason", l_status_reason},
-                                 {"dev_mode", l_dev_mode}, {NULL, NULL}};
+                                 {"dev_mode", l_dev_mode}, {"proxy", l_proxy},
+                                 {NULL, NULL}};
   lua_newtable(L);
   luaL_register(L, NULL, fns);
   ml_json_open(L);

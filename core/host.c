@@ -15,6 +15,7 @@
 #include "app.h"
 #include "core.h"
 #include "server.h"
+#include "access_log.h"
 #include "dispatch.h"
 #include "events.h"
 #include "log.h"
@@ -55,6 +56,7 @@ struct ml_host_s {
   uv_async_t stop_async;
   struct sigaction old_sigint, old_sigterm;   /* given back when the stop is over */
   uv_prepare_t flush;        /* flushes the log once per loop turn */
+  uv_signal_t usr1;          /* SIGUSR1 reopens the access log (ml_host_handle_signals) */
   uv_timer_t grace;
   uv_timer_t step;           /* takes a stop to its next step, outside any task */
   int signals, stopping, closed;
@@ -107,6 +109,10 @@ void ml_config_defaults(ml_config_t *cfg) {
   cfg->log_user = NULL;
   cfg->ignore_sigpipe = 1;
   cfg->exit_on_stuck_stop = 1;
+  cfg->access_log = ML_ACCESS_TEXT;
+  cfg->access_log_file = NULL;
+  cfg->proxy_headers = 0;
+  cfg->forwarded_allow_ips = "127.0.0.1";
 }
 
 enum { RETIRED_SERVING, RETIRED_HOOKS, RETIRED_DONE };
@@ -164,6 +170,7 @@ static void close_handles(ml_host_t *h) {
   uv_close((uv_handle_t *)&h->reaper, host_handle_closed_cb);
   uv_close((uv_handle_t *)&h->stop_async, host_handle_closed_cb);
   uv_close((uv_handle_t *)&h->flush, host_handle_closed_cb);
+  uv_close((uv_handle_t *)&h->usr1, host_handle_closed_cb);
   uv_close((uv_handle_t *)&h->grace, host_handle_closed_cb);
   uv_close((uv_handle_t *)&h->step, host_handle_closed_cb);
   uv_close((uv_handle_t *)&h->defer, host_handle_closed_cb);
@@ -338,6 +345,13 @@ static void release_signals(ml_host_t *h) {
   __atomic_compare_exchange_n(&signal_host, &mine, NULL, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
 }
 
+/* logrotate moved the access log: reopened here, on the loop, not in a signal handler */
+static void usr1_cb(uv_signal_t *sig, int signum) {
+  (void)sig;
+  (void)signum;
+  ml_log_access_reopen();
+}
+
 static void flush_cb(uv_prepare_t *p) {
   (void)p;
   ml_log_flush();
@@ -355,6 +369,7 @@ static ml_host_t *host_new(const ml_config_t *cfg, uv_loop_t *loop) {
   ml_shared_configure(cfg->shared_mem);
   /* response schemas checked (runtime.lua), errors in 500s (error_page.lua) */
   ml_core_set_dev_mode(cfg->reload || cfg->debug);
+  ml_core_set_proxy(cfg->proxy_headers, cfg->forwarded_allow_ips);
   h->borrowed = loop != NULL;
   if (!loop) {
     uv_loop_init(&h->own_loop);
@@ -365,6 +380,7 @@ static ml_host_t *host_new(const ml_config_t *cfg, uv_loop_t *loop) {
   h->post = ml_post_new(h->loop);
   uv_prepare_init(h->loop, &h->flush);
   uv_prepare_start(&h->flush, flush_cb);
+  uv_signal_init(h->loop, &h->usr1);
   uv_unref((uv_handle_t *)&h->flush);
   uv_timer_init(h->loop, &h->grace);
   uv_unref((uv_handle_t *)&h->grace);
@@ -373,8 +389,8 @@ static ml_host_t *host_new(const ml_config_t *cfg, uv_loop_t *loop) {
   uv_unref((uv_handle_t *)&h->reaper);
   uv_timer_init(h->loop, &h->defer);
   h->stop_async.data = h->flush.data = h->grace.data = h->step.data = h->reaper.data = h;
-  h->defer.data = h;
-  h->open_handles = 6;
+  h->defer.data = h->usr1.data = h;
+  h->open_handles = 7;
   return h;
 }
 
@@ -658,7 +674,11 @@ static int bind_server(ml_host_t *h, char *err, size_t errlen) {
       .header_timeout_ms = (uint64_t)(h->cfg.header_timeout * 1000),
       .keepalive_timeout_ms = (uint64_t)(h->cfg.keepalive_timeout * 1000),
       .ws_max_message = h->cfg.ws_max_message,
+      .access_log = h->cfg.access_log,
   };
+  if (h->cfg.access_log && h->cfg.access_log_file &&
+      ml_log_access_open(h->cfg.access_log_file, err, errlen) < 0)
+    return -1;
   int rc = ml_server_bind(h->server, h->loop, &sc, err, errlen);
   if (h->server->handles_open) {   /* its memory goes when they are closed */
     h->open_handles++;
@@ -730,6 +750,8 @@ int ml_host_handle_signals(ml_host_t *h) {
     return -1;
   }
   h->signals = 1;
+  if (h->cfg.access_log_file && uv_signal_start(&h->usr1, usr1_cb, SIGUSR1) == 0)
+    uv_unref((uv_handle_t *)&h->usr1);
   return 0;
 }
 

@@ -1,6 +1,7 @@
 /* The moonlet CLI: a thin layer over the embedding API in moonlet.h. */
 #include "moonlet.h"
 #include "log.h"
+#include "access_log.h"
 #include "lstate.h"
 #include "sched.h"
 #include <errno.h>
@@ -21,6 +22,12 @@ static const char usage[] =
     "  --host ADDR             address to listen on (default 127.0.0.1)\n"
     "  --port N                port (default 8000; 0 picks a free one)\n"
     "  --log-level LEVEL       debug, info (access log), warn or error (default info)\n"
+    "  --access-log FORMAT     text, json (one object a line) or off (default text)\n"
+    "  --access-log-file PATH  append the access log to PATH, not stderr (SIGUSR1 reopens it)\n"
+    "  --proxy-headers         req.client, req.scheme from X-Forwarded-For/-Proto, Forwarded\n"
+    "                          when the peer is in --forwarded-allow-ips\n"
+    "  --forwarded-allow-ips L trusted proxies: a comma list of addresses, * for any\n"
+    "                          (default 127.0.0.1)\n"
     "  --max-body BYTES        largest request body (default 1048576) -> 413\n"
     "  --ws-max-message BYTES  largest WebSocket message (default 1048576) -> close 1009\n"
     "  --graceful-timeout S    seconds a stop (SIGINT/SIGTERM) may take: requests, background\n"
@@ -67,6 +74,10 @@ static int cmd_serve(int argc, char **argv) {
       fputs(usage, stdout);
       return 0;
     }
+    if (strcmp(a, "--proxy-headers") == 0) {
+      cfg.proxy_headers = 1;
+      continue;
+    }
     if (strcmp(a, "--reload") == 0 || strcmp(a, "--debug") == 0) {
       if (a[2] == 'r') cfg.reload = 1;
       else cfg.debug = 1;
@@ -84,6 +95,13 @@ static int cmd_serve(int argc, char **argv) {
     } else if (strcmp(a, "--log-level") == 0) {
       cfg.log_level = ml_log_parse_level(v);
       if (cfg.log_level < 0) return fail("--log-level: expected debug, info, warn or error, got '%s'%s", v, "");
+    } else if (strcmp(a, "--access-log") == 0) {
+      cfg.access_log = ml_access_parse(v);
+      if (cfg.access_log < 0) return fail("--access-log: expected text, json or off, got '%s'%s", v, "");
+    } else if (strcmp(a, "--forwarded-allow-ips") == 0) {
+      cfg.forwarded_allow_ips = v;
+    } else if (strcmp(a, "--access-log-file") == 0) {
+      cfg.access_log_file = v;
     } else if (strcmp(a, "--max-body") == 0) {
       if (parse_number(v, 0, 1e12, &d) || d != (double)(size_t)d)
         return fail("--max-body: expected a number of bytes, got '%s'%s", v, "");

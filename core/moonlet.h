@@ -66,6 +66,15 @@ typedef struct {
                                 * write(2), which raises it when a client is gone. */
   int exit_on_stuck_stop;      /* 1: _exit(1) when a stop cannot happen (see above); 0: the
                                 * stop logs it once and waits for the handler */
+  int access_log;              /* 1 text (default), 2 JSON lines, 0 none; written at the info
+                                * level, through log_cb when there is one */
+  const char *access_log_file; /* NULL (stderr), or the file access log lines are appended
+                                * to (opened by ml_host_listen; the process's, as log_cb);
+                                * ml_host_handle_signals makes SIGUSR1 reopen it */
+  int proxy_headers;           /* 1: req.client and req.scheme come from X-Forwarded-For,
+                                * X-Forwarded-Proto or Forwarded when the peer is trusted */
+  const char *forwarded_allow_ips; /* the trusted peers: "127.0.0.1" (default), a comma list
+                                * of addresses, or "*" for any; both the process's */
 } ml_config_t;
 
 typedef struct ml_host_s ml_host_t;

@@ -5,6 +5,7 @@
 #ifndef ML_LOG_H
 #define ML_LOG_H
 #include <stdarg.h>
+#include <stddef.h>
 
 enum { ML_LOG_DEBUG, ML_LOG_INFO, ML_LOG_WARN, ML_LOG_ERROR };
 
@@ -23,4 +24,14 @@ int ml_log_parse_level(const char *name);   /* "info" -> ML_LOG_INFO, -1 if unkn
 void ml_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void ml_logv(int level, const char *fmt, va_list ap);
 void ml_log_flush(void);
+/* An access log line (no newline): to the callback as an info line, else to the access
+ * log's file if one is open, else to stderr; with the timestamp and level first unless
+ * bare (JSON lines stand alone). Buffered like the rest, flushed by ml_log_flush. */
+void ml_log_access(const char *line, size_t len, int bare);
+/* Access log lines go to path from now on (opened to append, created 0644). Returns 0,
+ * or -1 with a message in err. */
+int ml_log_access_open(const char *path, char *err, size_t errlen);
+/* Opens the access log's path again (logrotate moved the file): from the loop, never from
+ * a signal handler. The old file stays in use if the open fails (logged). */
+void ml_log_access_reopen(void);
 #endif

@@ -41,6 +41,7 @@ void ml_request_from_conn(ml_request_t *r, ml_server_conn_t *c) {
   r->form_count = -1;
   if (r->upload) r->form = ml_upload_fields(r->upload, &r->form_len, &r->form_count);
   r->conn = c;
+  r->peer = NULL;
   r->ws = NULL;
 }
 
@@ -221,6 +222,9 @@ void ml_request_pack(const ml_request_t *r, const ml_match_t *m, ml_request_copy
   cp->path_len = r->path_len;
   cp->route_off = b->len;
   ml_buf_add(b, r->route, strlen(r->route) + 1);
+  const char *peer = r->peer ? r->peer : r->conn ? ml_server_conn_client(r->conn) : "-";
+  cp->peer_off = b->len;
+  ml_buf_add(b, peer, strlen(peer) + 1);
   cp->nparams = m->nparams;
   for (int i = 0; i < m->nparams; i++) {
     cp->params[i].name_off = b->len;
@@ -255,6 +259,7 @@ void ml_request_unpack(ml_request_t *r, const ml_request_copy_t *cp, ml_match_t 
   r->form_count = cp->form_count;
   r->upload = NULL;   /* the files belong to the job on the loop */
   r->route = base + cp->route_off;
+  r->peer = base + cp->peer_off;
   r->conn = NULL;
   m->nparams = cp->nparams;
   for (int i = 0; i < cp->nparams; i++) {
@@ -291,6 +296,13 @@ ml_request_t *ml_request_check(lua_State *L) {
 static int l_req_url(lua_State *L) {
   ml_request_t *r = ml_request_check(L);
   lua_pushlstring(L, r->target, r->target_len);
+  return 1;
+}
+
+/* req_peer(r, g) -> the peer's "1.2.3.4:5678" / "[::1]:5678", "-" if unknown */
+static int l_req_peer(lua_State *L) {
+  ml_request_t *r = ml_request_check(L);
+  lua_pushstring(L, r->peer ? r->peer : r->conn ? ml_server_conn_client(r->conn) : "-");
   return 1;
 }
 
@@ -494,6 +506,7 @@ void ml_request_open(lua_State *L) {
       {"req_form", l_req_form}, {"req_cookies", l_req_cookies},
       {"req_after", l_req_after}, {"req_log_id", l_req_log_id},
       {"random_id", l_random_id}, {"req_parts", l_req_parts},
-      {"req_header", l_req_header}, {NULL, NULL}};
+      {"req_header", l_req_header}, {"req_peer", l_req_peer},
+      {NULL, NULL}};
   luaL_register(L, NULL, fns);
 }

@@ -38,6 +38,8 @@ struct ml_request_s {
   /* public */
   const char *route;         /* the route's label ("GET /items/{id}"), for logs */
   ml_server_conn_t *conn;           /* on the loop: its connection; NULL once the client left */
+  const char *peer;          /* a copy's peer address (ml_server_conn_client); NULL on the
+                              * loop, where req_peer asks the connection */
   ml_match_t *match;         /* a pooled route behind middleware: its match, for the hop
                               * (owned; NULL for the others: 656 bytes most never need) */
   int after_ref;             /* registry ref of its after-work (req:defer, req:background)
@@ -59,6 +61,7 @@ typedef struct {
                                 the multipart parts (the files stay where they are) */
   const char *method;
   size_t target_len, path_off, path_len, route_off, body_off, body_len, form_off, form_len;
+  size_t peer_off;
   int form_count;
   int nparams;
   struct {

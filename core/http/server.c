@@ -5,6 +5,7 @@
  * server could read, not the time it was stalled (see live_now). A connection is freed only
  * in the close callback of the last of its two handles. */
 #include "server.h"
+#include "access_log.h"
 #include "mem.h"
 #include "log.h"
 #include "response.h"
@@ -25,6 +26,9 @@
 static void conn_process(ml_server_conn_t *c, const char *data, size_t len);
 static void conn_flush(ml_server_conn_t *c);
 static void conn_close(ml_server_conn_t *c);
+static void acc_record(ml_server_conn_t *c, int status, const char *detail);
+static void acc_emit(ml_server_conn_t *c);
+static void client_name(ml_server_conn_t *c);
 static void timer_set(ml_server_conn_t *c, uint64_t ms);
 static void read_start(ml_server_conn_t *c);
 
@@ -33,6 +37,7 @@ static void handle_closed_cb(uv_handle_t *h) {
   if (--c->handles_open > 0) return;
   if (c->upgrade) c->upgrade->on_gone(c->upgrade_arg);
   free(c->log_id);
+  ml_buf_free(&c->acc_strs);
   ml_http_free(&c->http);
   ml_buf_free(&c->pending);
   ml_buf_free(&c->out);
@@ -67,6 +72,10 @@ int ml_server_requests(const ml_server_t *s) {
 /* Closes now. In-flight work is aborted first so nothing will touch c again. */
 static void conn_close(ml_server_conn_t *c) {
   if (c->closing) return;
+  if (c->acc.pending) acc_emit(c);   /* its last bytes may not have left: logged anyway */
+  /* abandoned by the client (or cut by a stop): 499 as nginx logs it */
+  if (c->inflight && c->srv->cfg.access_log) acc_record(c, c->upgrade ? 101 : 499, NULL);
+  if (c->acc.pending) acc_emit(c);
   c->closing = 1;
   c->drain_fn = NULL;   /* a waiter for the output learns of the close from the abort */
   /* an upgraded connection's owner learns it here instead (c->upgrade stays: on_gone) */
@@ -317,11 +326,15 @@ void ml_server_conn_hangup(ml_server_conn_t *c) {
   conn_close(c);
 }
 
+/* A request refused before its dispatch: its access log line says why at its end. */
 static void reply_error(ml_server_conn_t *c, int status, const char *detail) {
+  c->out_base = c->sent + c->out.len + (c->writing ? c->wbuf.len : 0);
+  if (!c->http.in_message) c->start_ns = uv_hrtime();   /* refused at its first byte */
   ml_resp_error(&c->out, status, detail, NULL, 0, 0);
-  ml_log(ML_LOG_INFO, "%s %.*s %d (%s)", c->http.method_name ? c->http.method_name : "-",
-         (int)(c->http.url_len > 200 ? 200 : c->http.url_len), c->http.url_len ? ml_http_url(&c->http) : "",
-         status, detail);
+  if (c->srv->cfg.access_log) {
+    if (!c->client[0]) client_name(c);
+    acc_record(c, status, detail);
+  }
   c->close_after_write = 1;
   c->body_held = 0;   /* the body is abandoned (its upload is gone): linger reads on */
   read_stop(c);
@@ -373,7 +386,8 @@ static void conn_process(ml_server_conn_t *c, const char *data, size_t len) {
     if (!c->writing) timer_clear(c);
     request_start(c);
     c->head = c->http.method == ML_M_HEAD;
-    c->start_ns = uv_hrtime();
+    c->out_base = c->sent + c->out.len + (c->writing ? c->wbuf.len : 0);
+    if (!c->client[0] && c->srv->cfg.access_log) client_name(c);
     c->srv->dispatch(c->srv->ctx, c);
     if (c->upgrade) {   /* upgraded at once: the rest of the bytes are the new protocol's */
       if (len) c->upgrade->on_read(c->upgrade_arg, data, len);
@@ -412,20 +426,84 @@ void ml_server_conn_log_id(ml_server_conn_t *c, const char *id, size_t len) {
   c->log_id[len] = '\0';
 }
 
+/* --- the access log ----------------------------------------------------------------------
+ * A response's line is recorded when it is done and written once its last byte is (the
+ * time counts the writing), or when the next response is done, or at the close. */
+
+static void client_name(ml_server_conn_t *c) {
+  struct sockaddr_storage sa;
+  int len = sizeof sa;
+  char ip[48];
+  strcpy(c->client, "-");
+  if (c->mem || uv_tcp_getpeername(&c->io.tcp, (struct sockaddr *)&sa, &len) < 0) return;
+  if (sa.ss_family == AF_INET6) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&sa;
+    if (uv_ip6_name(a, ip, sizeof ip) == 0)
+      snprintf(c->client, sizeof c->client, "[%s]:%d", ip, ntohs(a->sin6_port));
+  } else {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)&sa;
+    if (uv_ip4_name(a, ip, sizeof ip) == 0)
+      snprintf(c->client, sizeof c->client, "%s:%d", ip, ntohs(a->sin_port));
+  }
+}
+
+const char *ml_server_conn_client(ml_server_conn_t *c) {
+  if (!c->client[0]) client_name(c);
+  return c->client;
+}
+
+static void acc_record(ml_server_conn_t *c, int status, const char *detail) {
+  if (!ml_log_enabled(ML_LOG_INFO)) return;
+  if (c->acc.pending) acc_emit(c);
+  size_t ua_len = 0;
+  const char *ua = c->http.headers_done ? ml_http_header(&c->http, "user-agent", &ua_len) : NULL;
+  uint32_t url_len = c->http.url_len > 4096 ? 4096 : c->http.url_len;
+  ml_buf_t *b = &c->acc_strs;
+  b->len = 0;
+  if (url_len) ml_buf_add(b, ml_http_url(&c->http), url_len);
+  if (ua) ml_buf_add(b, ua, ua_len);
+  if (c->log_id) ml_buf_addstr(b, c->log_id);
+  if (detail) ml_buf_addstr(b, detail);
+  c->acc.start_ns = c->start_ns;
+  uint64_t end = c->sent + c->out.len + (c->writing ? c->wbuf.len : 0);
+  c->acc.bytes = end > c->out_base ? end - c->out_base : 0;
+  c->acc.method = c->http.method_name ? c->http.method_name : "-";
+  c->acc.status = status;
+  c->acc.url_len = url_len;
+  c->acc.ua_len = ua ? (uint32_t)ua_len : 0;
+  c->acc.has_ua = ua != NULL;
+  c->acc.id_len = c->log_id ? (uint32_t)strlen(c->log_id) : 0;
+  c->acc.detail_len = detail ? (uint32_t)strlen(detail) : 0;
+  c->acc.pending = 1;
+}
+
+static void acc_emit(ml_server_conn_t *c) {
+  c->acc.pending = 0;
+  const char *s = c->acc_strs.len ? c->acc_strs.data : "";
+  ml_access_t r = {
+      .method = c->acc.method,
+      .url = s,
+      .url_len = c->acc.url_len,
+      .status = c->acc.status,
+      .bytes = c->acc.bytes,
+      .ms = (double)(uv_hrtime() - c->acc.start_ns) / 1e6,
+      .client = c->client[0] ? c->client : "-",
+      .ua = c->acc.has_ua ? s + c->acc.url_len : NULL,
+      .ua_len = c->acc.ua_len,
+      .id = c->acc.id_len ? s + c->acc.url_len + c->acc.ua_len : NULL,
+      .id_len = c->acc.id_len,
+      .detail = c->acc.detail_len ? s + c->acc.url_len + c->acc.ua_len + c->acc.id_len : NULL,
+      .detail_len = c->acc.detail_len,
+  };
+  ml_access_write(c->srv->cfg.access_log, &r);
+}
+
 void ml_server_conn_done(ml_server_conn_t *c, int status) {
   request_end(c);
   c->direct = 0;
   c->task = NULL;
   c->task_abort = NULL;
-  double ms = (double)(uv_hrtime() - c->start_ns) / 1e6;
-  if (ml_log_enabled(ML_LOG_INFO)) {
-    size_t plen = c->http.url_len;
-    const char *url = ml_http_url(&c->http);
-    const char *q = memchr(url, '?', plen);
-    if (q) plen = (size_t)(q - url);
-    ml_log(ML_LOG_INFO, "%s %.*s %d %.2fms%s%s", c->http.method_name, (int)plen,
-           url, status, ms, c->log_id ? " id=" : "", c->log_id ? c->log_id : "");
-  }
+  if (c->srv->cfg.access_log && !c->closing) acc_record(c, status, NULL);
   if (c->log_id) {
     free(c->log_id);
     c->log_id = NULL;
@@ -510,6 +588,7 @@ void ml_server_conn_progress(ml_server_conn_t *c) {
 static void write_cb(uv_write_t *req, int status) {
   ml_server_conn_t *c = req->data;
   c->writing = 0;
+  if (status >= 0) c->sent += c->wbuf.len;
   c->wbuf.len = 0;
   if (c->closing) return;
   if (status < 0) {
@@ -527,6 +606,7 @@ static void conn_write_out(ml_server_conn_t *c) {
   if (c->closing || c->writing) return;
   if (c->out.len && c->mem) {   /* the peer takes it all, as a socket with room would */
     if (c->peer) c->peer->on_data(c->peer_arg, c->out.data, c->out.len);
+    c->sent += c->out.len;
     c->out.len = 0;
     if (c->out.cap > 256 * 1024) ml_buf_reset(&c->out, 0);
   } else if (c->out.len) {
@@ -537,6 +617,7 @@ static void conn_write_out(ml_server_conn_t *c) {
       return;
     }
     if (n < 0) n = 0;
+    c->sent += (uint64_t)n;
     if ((size_t)n < c->out.len) {
       ml_buf_t tmp = c->wbuf;
       c->wbuf = c->out;
@@ -558,6 +639,7 @@ static void conn_write_out(ml_server_conn_t *c) {
     c->out.len = 0;
     if (c->out.cap > 256 * 1024) ml_buf_reset(&c->out, 0);
   }
+  if (c->acc.pending) acc_emit(c);   /* every byte is written */
   if (c->close_after_write) {
     if (!c->inflight) conn_linger(c);
     return;
@@ -586,6 +668,7 @@ static void conn_flush(ml_server_conn_t *c) {
 
 static void on_begin(ml_http_t *h) {
   ml_server_conn_t *c = h->owner;
+  c->start_ns = uv_hrtime();
   timer_set(c, c->srv->cfg.header_timeout_ms);
 }
 

@@ -66,7 +66,21 @@ struct ml_server_conn_s {
   void *task;                /* the app's in-flight work, NULL when idle */
   void (*task_abort)(void *task);   /* when set, aborts c->task instead of the server's
                                      * abort (work that is not the app's: static files) */
-  uint64_t start_ns;         /* request start, for the access log */
+  uint64_t start_ns;         /* the request's first byte read, for the access log */
+  uint64_t sent;             /* bytes the kernel (or the peer) took, for the access log */
+  uint64_t out_base;         /* c->sent + the unsent output when the request was dispatched:
+                              * where its response starts */
+  /* a response done and not all written yet: its access log line waits for the last byte
+   * (the url, user agent and id are copied into acc_strs: the next request may be parsed) */
+  struct {
+    uint64_t start_ns, bytes;
+    const char *method;
+    int status;
+    uint32_t url_len, ua_len, id_len, detail_len;
+    unsigned pending : 1, has_ua : 1;
+  } acc;
+  ml_buf_t acc_strs;
+  char client[64];           /* the peer's "address:port" for the access log, "" until asked */
   char *log_id;              /* owned: the request's id in the access log (NULL for none):
                               * see ml_server_conn_log_id */
   uint64_t deadline;         /* live time (ms) the connection times out at, 0 for none */
@@ -101,6 +115,7 @@ typedef struct {
   uint64_t header_timeout_ms;
   uint64_t keepalive_timeout_ms;
   size_t ws_max_message;     /* a WebSocket message's limit (--ws-max-message) -> 1009 */
+  int access_log;            /* ML_ACCESS_* (access_log.h): 0 writes none */
 } ml_server_config_t;
 
 struct ml_server_s {
@@ -165,6 +180,9 @@ void ml_server_close_all(ml_server_t *s);
 /* Requests dispatched and not answered yet (their connections open). Any thread. */
 int ml_server_requests(const ml_server_t *s);
 
+/* The peer's "1.2.3.4:5678" or "[::1]:5678" ("-" if unknown: a memory connection, or
+ * a client gone already); asked of the kernel once per connection. */
+const char *ml_server_conn_client(ml_server_conn_t *c);
 /* The current request's id, added to its access log line as " id=..." (cut to 71 bytes).
  * Most requests have none: the connection keeps a copy only while one has it. */
 void ml_server_conn_log_id(ml_server_conn_t *c, const char *id, size_t len);

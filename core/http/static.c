@@ -211,6 +211,7 @@ static void send_done(uv_work_t *w, int status) {
   if (j->c) {
     j->off += j->sent;
     j->remaining -= j->sent;
+    if (j->sent && !j->copy) j->c->sent += (uint64_t)j->sent;   /* for the access log */
     if (j->sent) ml_server_conn_progress(j->c);
     if (j->errnum == EPIPE || j->errnum == ECONNRESET) {   /* the client left */
       ml_server_conn_close_after(j->c);

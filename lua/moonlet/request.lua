@@ -2,6 +2,7 @@
 -- method, path, params (when the route has any) and body at once; url, query and headers
 -- and cookies on first use, then cached in req. This module adds the methods.
 local core = require "moonlet.core"
+local proxy = require "moonlet.proxy"
 
 local rawset, rawget, setmetatable, error, require, type, select, getmetatable, pairs,
       tostring =
@@ -28,6 +29,8 @@ local lazy = {
   query = core.req_query,
   headers = core.req_headers,
   cookies = core.req_cookies,
+  client = proxy.client,     -- { host = "1.2.3.4", port = 5678 } (proxy.lua)
+  scheme = proxy.scheme,     -- "http", or what a trusted proxy says
 }
 
 local function index(req, key)
