@@ -110,24 +110,17 @@ bench_sleep_burst() {
   STARTED="$STARTED $sampler"
 
   ovf0=$(listen_overflows)
-  run_fg "$burst" 127.0.0.1 "$ML_PORT" "$n" "/sleep?s=1" 30 >"$TMP/burst.out" 2>"$TMP/burst.err" ||
-    rc=$?
+  run_fg "$burst" 127.0.0.1 "$ML_PORT" "$n" "/sleep?s=1" 30 >"$TMP/burst.burst" \
+    2>"$TMP/burst.burst.err" || rc=$?
   ovf=$(( $(listen_overflows) - ovf0 ))
   rss1=$(rss_kb "$ML_PID")
   hwm=$(rss_kb "$ML_PID" VmHWM)
   stop_pid "$sampler"
   sampled=$(cat "$TMP/rss_max")
   peak=$(printf '%s\n' "$sampled" "$rss1" "$hwm" | sort -n | tail -1)
-  out=$(cat "$TMP/burst.out")
-  detail=$(tail -1 "$TMP/burst.err")
-  if [ "$rc" -gt 1 ] || [ -z "$out" ]; then
-    cat "$TMP/burst.err" >&2
-    die "burst failed (status $rc)"
-  fi
-
-  completed=$(echo "$out" | sed -n 's/.*completed=\([0-9]*\).*/\1/p')
-  errors=$(echo "$out" | sed -n 's/.*errors=\([0-9]*\).*/\1/p')
-  total=$(echo "$out" | sed -n 's/.*first_send_to_last_response=\([0-9.]*\).*/\1/p')
+  burst_parse burst "$rc" "/sleep?s=1"
+  out=$(cat "$TMP/burst.burst")
+  completed=$B_DONE errors=$B_ERRORS total=$B_TIME detail=$B_DETAIL
   growth=$(( peak - rss0 ))
   t_ok=$(awk -v t="$total" -v c="$completed" -v n="$n" 'BEGIN { print (t < 1.3 && c == n ? "met" : "NOT met") }')
   g_ok=$(awk -v g="$growth" 'BEGIN { print (g / 1024 < 80 ? "met" : "NOT met") }')

@@ -104,15 +104,7 @@ local function build(self, method, path, o)
     if q ~= "" then target = target .. (find(path, "?", 1, true) and "&" or "?") .. q end
   end
   local lines = { method .. " " .. target .. " HTTP/1.1" }
-  local have = {}
-  for k, v in pairs(o.headers or {}) do
-    have[lower(k)] = true
-    if type(v) == "table" then
-      for _, x in ipairs(v) do lines[#lines + 1] = k .. ": " .. tostring(x) end
-    else
-      lines[#lines + 1] = k .. ": " .. tostring(v)
-    end
-  end
+  local have = http.header_lines(lines, o.headers)
   local body = o.body
   local ctype
   if o.json ~= nil then

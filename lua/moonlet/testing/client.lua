@@ -712,12 +712,11 @@ function _M.free_port()
   return port
 end
 
-local function build_request(port, method, path, opts)
-  local lines = { fmt("%s %s HTTP/1.1", method, path) }
-  local have = {}
-  local headers = opts.headers or {}
-  local names = {}
-  for k in pairs(headers) do names[#names + 1] = k end
+-- Appends "Name: value" lines for headers (name → value or list of values, a list
+-- repeating the name) to lines, names sorted; returns the set of the lower-case names.
+local function header_lines(lines, headers)
+  local have, names = {}, {}
+  for k in pairs(headers or {}) do names[#names + 1] = k end
   sort(names)
   for _, k in ipairs(names) do
     local v = headers[k]
@@ -728,6 +727,14 @@ local function build_request(port, method, path, opts)
       lines[#lines + 1] = k .. ": " .. tostring(v)
     end
   end
+  return have
+end
+---header_lines(lines, headers) -> have: the header lines of a request appended to lines.
+_M.header_lines = header_lines
+
+local function build_request(port, method, path, opts)
+  local lines = { fmt("%s %s HTTP/1.1", method, path) }
+  local have = header_lines(lines, opts.headers)
   if not have.host then lines[#lines + 1] = fmt("Host: %s:%d", opts.host or "127.0.0.1", port) end
   if opts.body and not have["content-length"] and not have["transfer-encoding"] then
     lines[#lines + 1] = "Content-Length: " .. #opts.body
