@@ -35,8 +35,9 @@ LDLIBS  += $(CJSON_LIB) $(PKGLIBS) -lwslay -lz -lm -lpthread -ldl
 
 # core/: the host and the CLI; base/ (buffers, lists, errors, logging), http/ (the server and
 # its HTTP/1.1 engine), bridge/ (Lua states, apps, requests, responses), sched/ (the
-# scheduler and the primitives on it), clients/ (HTTP client, databases).
-CORE_DIRS := core core/base core/http core/bridge core/sched core/clients
+# scheduler and the primitives on it), clients/ (HTTP client, databases), prod/ (production:
+# worker processes, metrics).
+CORE_DIRS := core core/base core/http core/bridge core/sched core/clients core/prod
 CORE_HDR := $(wildcard $(CORE_DIRS:%=%/*.h))
 CORE_SRC := $(filter-out core/main.c,$(wildcard $(CORE_DIRS:%=%/*.c)))
 CORE_OBJ := $(CORE_SRC:core/%.c=$(BUILD)/core/%.o) $(BUILD)/core/lua_embed.o
