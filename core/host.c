@@ -829,6 +829,13 @@ int ml_host_preload(ml_host_t *h, const char *name, lua_CFunction open) {
   return ml_preload_add(h->preload, name, open);
 }
 
+int ml_host_preload_ffi(ml_host_t *h, const char *name, const char *cdef, const char *ctype,
+                        const void *api) {
+  if (h->appdir) return -1;
+  if (!h->preload) h->preload = ml_preload_new();
+  return ml_preload_add_ffi(h->preload, name, cdef, ctype, api);
+}
+
 int ml_host_set_userdata(ml_host_t *h, void *userdata) {
   if (h->appdir) return -1;
   if (!h->preload) h->preload = ml_preload_new();

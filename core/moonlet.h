@@ -172,6 +172,23 @@ void ml_host_on_stop(ml_host_t *h, ml_host_stop_cb cb, void *arg);
  * empty or one of moonlet's own ("moonlet", "moonlet.*", "cjson"), open NULL. Called again
  * with the same name, the later open wins. */
 int ml_host_preload(ml_host_t *h, const char *name, lua_CFunction open);
+/* ml_host_preload for C functions the JIT calls at full speed: `require "name"` returns
+ * the embedder's struct api seen through LuaJIT's FFI as a `ctype *`, after ffi.cdef(cdef)
+ * in that state (once per state; cdef declares ctype and what its members use):
+ *   struct hostapi { int (*one)(void); double (*scale)(double); };
+ *   static const struct hostapi api = { one, scale };
+ *   ml_host_preload_ffi(h, "hostapi", "struct hostapi { int (*one)(void); "
+ *                       "double (*scale)(double); };", "struct hostapi", &api);
+ *   -- Lua: local hostapi = require "hostapi"; local n = hostapi.one()
+ * A call through a function-pointer member compiles into the JIT's trace, where a
+ * lua_CFunction's call ends the trace (it costs a trace exit, ~1,000 instructions: README
+ * "Embedding"). The FFI's rules apply: numbers convert, a `const char *` result needs
+ * ffi.string, 64-bit integers come back as cdata. The functions run on the thread of the
+ * state that calls them, several at once (see above). cdef and ctype are copied; api must
+ * stay valid until ml_host_free returns. Same rules as ml_host_preload otherwise: before
+ * ml_host_load; -1 for a reserved or empty name or a NULL argument; same name: later wins. */
+int ml_host_preload_ffi(ml_host_t *h, const char *name, const char *cdef, const char *ctype,
+                        const void *api);
 /* The embedder's pointer for its modules (see ml_host_preload); moonlet never reads nor
  * frees it, and it must stay valid while h's states run (until ml_host_free returns).
  * Before ml_host_load only: returns 0, or -1 when called after it. */
@@ -211,6 +228,7 @@ int ml_host_emit(ml_host_t *h, const char *event, const char *json);
  *                               must live until ml_host_listen returns); the caller owns h
  *                               and frees it with ml_host_free.
  *   ml_host_preload,            the thread that made h, before ml_host_load.
+ *   ml_host_preload_ffi,
  *   ml_host_set_userdata
  *   ml_host_load, ml_host_listen, ml_host_handle_signals, ml_host_run
  *                               the thread that runs the loop (the one that made h, or the

@@ -1,5 +1,6 @@
 /* A C program that embeds moonlet the way issue 17 asks, for embedding_spec.lua: it
- * preloads a C module ("hostinfo") with a user pointer into every Lua state, and calls into
+ * preloads a C module ("hostinfo") with a user pointer into every Lua state (and the same
+ * functions through the FFI: "hostffi", ml_host_preload_ffi), and calls into
  * the loop from threads of its own (ml_host_post, ml_host_emit).
  * Usage: embed_host APPDIR [--reload] [--log-level N] [--pool-size N]
  * Prints "listening on http://127.0.0.1:PORT", then reads commands on stdin, one a line,
@@ -68,6 +69,28 @@ static int open_hostinfo(lua_State *L) {
   lua_setfield(L, -2, "upvalue_ok");
   return 1;
 }
+
+/* --- the same through the FFI (ml_host_preload_ffi) -------------------------------------- */
+
+struct hostffi {
+  int (*one)(void);
+  double (*scale)(double);
+  const char *(*name)(void);
+  long (*add)(long);
+};
+
+#define HOSTFFI_CDEF \
+  "struct hostffi { int (*one)(void); double (*scale)(double); const char *(*name)(void); " \
+  "long (*add)(long); };"
+
+static info_t *ffi_info;   /* the module's C state: the same as hostinfo's */
+
+static int ffi_one(void) { return 1; }
+static double ffi_scale(double x) { return x * 2.5; }
+static const char *ffi_name(void) { return ffi_info->name; }
+static long ffi_add(long n) { return atomic_fetch_add(&ffi_info->total, n) + n; }
+
+static const struct hostffi hostffi = {ffi_one, ffi_scale, ffi_name, ffi_add};
 
 /* --- calls from other threads ---------------------------------------------------------- */
 
@@ -191,6 +214,13 @@ int main(int argc, char **argv) {
     fprintf(stderr, "embed_host: ml_host_preload\n");
     return 2;
   }
+  ffi_info = &info;
+  if (ml_host_preload_ffi(host, "hostffi", HOSTFFI_CDEF, "struct hostffi", &hostffi) ||
+      ml_host_preload_ffi(host, "cjson", HOSTFFI_CDEF, "struct hostffi", &hostffi) == 0 ||
+      ml_host_preload_ffi(host, "x", HOSTFFI_CDEF, "struct hostffi", NULL) == 0) {
+    fprintf(stderr, "embed_host: ml_host_preload_ffi\n");
+    return 2;
+  }
   if (ml_host_load(host, argv[1], err, sizeof err) || ml_host_listen(host, err, sizeof err)) {
     fprintf(stderr, "embed_host: %s\n", err);
     ml_host_free(host);
@@ -198,6 +228,7 @@ int main(int argc, char **argv) {
   }
   /* after the load: refused, the states are made already */
   if (ml_host_preload(host, "late", open_hostinfo) != -1 ||
+      ml_host_preload_ffi(host, "late", HOSTFFI_CDEF, "struct hostffi", &hostffi) != -1 ||
       ml_host_set_userdata(host, NULL) != -1 || ml_host_userdata(host) != &info) {
     fprintf(stderr, "embed_host: a preload after ml_host_load was not refused\n");
     return 2;

@@ -82,6 +82,20 @@ local function get(port, path)
   return res:json()
 end
 
+-- 200 POSTs to path_a at once, then 200 to path_b; returns how much the module's total
+-- (read with a POST to read_path) grew meanwhile.
+local function adds_at_once(port, path_a, path_b, read_path)
+  local function total() return assert(t.request(port, "POST", read_path)):json().total end
+  local function posts(path)
+    return t.concurrent(port, 200, "POST " .. path .. " HTTP/1.1\r\nHost: x\r\n" ..
+                        "Content-Length: 0\r\nConnection: close\r\n\r\n")
+  end
+  local before = total()
+  local a, b = posts(path_a), posts(path_b)
+  assert.are.same({ 200, 200 }, { a.ok, b.ok })
+  return total() - before
+end
+
 describe("ml_host_preload", function()
   local h
   lazy_setup(function() h = embed_host("tests/apps/embed", "--pool-size 2") end)
@@ -109,13 +123,27 @@ describe("ml_host_preload", function()
   end)
 
   it("its C state is shared by states running at once on several threads", function()
-    local before = assert(t.request(h.port, "POST", "/add?n=0")):json().total
-    local a = t.concurrent(h.port, 200, "POST /pool/add?n=1 HTTP/1.1\r\nHost: x\r\n" ..
-                           "Content-Length: 0\r\nConnection: close\r\n\r\n")
-    local b = t.concurrent(h.port, 200, "POST /add?n=1 HTTP/1.1\r\nHost: x\r\n" ..
-                           "Content-Length: 0\r\nConnection: close\r\n\r\n")
-    assert.are.same({ 200, 200 }, { a.ok, b.ok })
-    assert.are.same(before + 400, assert(t.request(h.port, "POST", "/add?n=0")):json().total)
+    assert.are.same(400, adds_at_once(h.port, "/pool/add?n=1", "/add?n=1", "/add?n=0"))
+  end)
+end)
+
+describe("ml_host_preload_ffi", function()
+  local h
+  lazy_setup(function() h = embed_host("tests/apps/embed", "--pool-size 2") end)
+  lazy_teardown(function() if h then h.finish() end end)
+
+  it("require gives the embedder's struct of C functions through the FFI, loop and pool", function()
+    for _, path in ipairs{ "/ffi/state", "/pool/ffi/state" } do
+      for _ = 1, 5 do
+        assert.are.same({ one = 1, scale = 10, name = "embed_host", same = true,
+                          pool = path:find("pool") ~= nil }, get(h.port, path))
+      end
+    end
+  end)
+
+  it("calls the same C functions as the Lua C module, from states on several threads", function()
+    -- the FFI's add and the Lua C module's share one C count
+    assert.are.same(600, adds_at_once(h.port, "/pool/ffi/add?n=1", "/ffi/add?n=2", "/add?n=0"))
   end)
 end)
 
@@ -130,6 +158,7 @@ describe("ml_host_preload with --reload", function()
     t.write_file(dir .. "/app.lua", src:gsub("\nreturn app\n$", [[
 
 app:get("/v2", function() return { name = require("hostinfo").name() } end)
+app:get("/v2/ffi", function() return { one = require("hostffi").one() } end)
 app:get("/v2/pool", { pool = true }, function()
   return { name = require("hostinfo").name(), id = require("hostinfo").state_id }
 end)
@@ -140,6 +169,8 @@ return app
       return res and res.status == 200
     end, 15)
     assert.are.same({ name = "embed_host" }, get(h.port, "/v2"))
+    assert.are.same({ one = 1 }, get(h.port, "/v2/ffi"))   -- the new states declare it too
+    assert.are.same("embed_host", get(h.port, "/ffi/state").name)
     assert.is_true(get(h.port, "/state").id > first)
     assert.are.same("embed_host", get(h.port, "/v2/pool").name)
     assert.are.same(0, (h.finish()))

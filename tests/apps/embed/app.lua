@@ -24,9 +24,25 @@ app:post("/pool/add", { pool = true }, function(req)
   return { total = hostinfo.add(tonumber(req.query.n)) }
 end)
 
--- the same route with and without a call into the C module (bench/run.sh "embed")
+-- the same C state through the FFI (ml_host_preload_ffi): from the loop, the pool, a reload
+local hostffi = require "hostffi"
+local function ffi_state()
+  local m = require "hostffi"
+  return { one = m.one(), scale = m.scale(4), name = require("ffi").string(m.name()),
+           same = m == hostffi, pool = moonlet.in_pool() }
+end
+app:get("/ffi/state", ffi_state)
+app:get("/pool/ffi/state", { pool = true }, ffi_state)
+app:post("/ffi/add", function(req) return { total = tonumber(hostffi.add(tonumber(req.query.n))) } end)
+app:post("/pool/ffi/add", { pool = true }, function(req)
+  return { total = tonumber(hostffi.add(tonumber(req.query.n))) }
+end)
+
+-- the same route with and without a call into the C module (bench/run.sh "embed"), and
+-- with the call through the FFI
 app:get("/plain", function() return { n = 1 } end)
 app:get("/cfn", function() return { n = hostinfo.one() } end)
+app:get("/ffi", function() return { n = hostffi.one() } end)
 -- the C call alone, n times in a loop, against the same loop in Lua: ns per call
 app:get("/call_ns", function(req)
   local n, one, s = tonumber(req.query.n) or 1e6, hostinfo.one, 0
