@@ -113,6 +113,7 @@ void ml_config_defaults(ml_config_t *cfg) {
   cfg->access_log_file = NULL;
   cfg->proxy_headers = 0;
   cfg->forwarded_allow_ips = "127.0.0.1";
+  cfg->listen_fd = -1;
 }
 
 enum { RETIRED_SERVING, RETIRED_HOOKS, RETIRED_DONE };
@@ -675,10 +676,13 @@ static int bind_server(ml_host_t *h, char *err, size_t errlen) {
       .keepalive_timeout_ms = (uint64_t)(h->cfg.keepalive_timeout * 1000),
       .ws_max_message = h->cfg.ws_max_message,
       .access_log = h->cfg.access_log,
+      .listen_fd = h->cfg.listen_fd,
   };
   if (h->cfg.access_log && h->cfg.access_log_file &&
-      ml_log_access_open(h->cfg.access_log_file, err, errlen) < 0)
+      ml_log_access_open(h->cfg.access_log_file, err, errlen) < 0) {
+    if (h->cfg.listen_fd >= 0) close(h->cfg.listen_fd);   /* ours from here on (moonlet.h) */
     return -1;
+  }
   int rc = ml_server_bind(h->server, h->loop, &sc, err, errlen);
   if (h->server->handles_open) {   /* its memory goes when they are closed */
     h->open_handles++;

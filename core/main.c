@@ -4,6 +4,8 @@
 #include "access_log.h"
 #include "lstate.h"
 #include "sched.h"
+#include "supervisor.h"
+#include "worker.h"
 #include <errno.h>
 #include <lauxlib.h>
 #include <stdio.h>
@@ -34,7 +36,11 @@ static const char usage[] =
     "                          tasks, on_shutdown hooks (default 10)\n"
     "  --header-timeout S      seconds a client has to send a header block (default 10)\n"
     "  --keepalive-timeout S   seconds an idle keep-alive connection stays open (default 5)\n"
-    "  --pool-size N           threads for { pool = true } routes and run_in_pool (default 40)\n"
+    "  --workers N             N worker processes on the port, under a supervisor that\n"
+    "                          restarts them and reloads them on SIGHUP (0: one per core;\n"
+    "                          default: none, one process)\n"
+    "  --pool-size N           threads for { pool = true } routes and run_in_pool (default 40,\n"
+    "                          per worker)\n"
     "  --pool-queue N          jobs that may wait for a busy pool, then 503 (default 1024)\n"
     "  --shared-mem BYTES      memory for all moonlet.shared dictionaries (default 67108864)\n"
     "  --block-warn MS         warn when a coroutine holds the loop this long (default 100)\n"
@@ -43,8 +49,10 @@ static const char usage[] =
     "  --debug                 development mode: a 500 shows its Lua error and traceback\n"
     "                          (HTML for a browser, else JSON); never use it in production\n";
 
+static char who[40] = "moonlet";   /* "moonlet [worker 1]" in a worker process */
+
 static int fail(const char *fmt, const char *a, const char *b) {
-  fputs("moonlet: ", stderr);
+  fprintf(stderr, "%s: ", who);
   fprintf(stderr, fmt, a, b);
   fputc('\n', stderr);
   return 2;
@@ -59,10 +67,36 @@ static int parse_number(const char *s, double min, double max, double *out) {
   return 0;
 }
 
+/* --workers N: a supervisor runs the workers, each `moonlet serve` with the same
+ * arguments but --workers (see core/prod/supervisor.h). Returns the exit status. */
+static int supervise(const ml_config_t *cfg, int workers, int argc, char **argv) {
+  char **args = malloc(((size_t)argc + 1) * sizeof *args);
+  if (!args) return fail("out of memory%s%s", "", "");
+  int n = 0;
+  args[n++] = "serve";
+  for (int i = 0; i < argc; i++) {
+    if (strcmp(argv[i], "--workers") == 0) i++;
+    else args[n++] = argv[i];
+  }
+  ml_supervisor_config_t sc = {
+      .host = cfg->host, .port = cfg->port, .workers = workers, .args = args, .nargs = n};
+  ml_supervisor_t *sup = ml_supervisor_new(&sc);
+  free(args);
+  char err[512];
+  if (ml_supervisor_bind(sup, err, sizeof err)) {
+    ml_supervisor_free(sup);
+    return fail("%s%s", err, "");
+  }
+  int status = ml_supervisor_run(sup);
+  ml_supervisor_free(sup);
+  return status;
+}
+
 static int cmd_serve(int argc, char **argv) {
   ml_config_t cfg;
   ml_config_defaults(&cfg);
   const char *appdir = NULL;
+  int workers = -1;   /* no --workers: one process */
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
     if (a[0] != '-') {
@@ -125,6 +159,10 @@ static int cmd_serve(int argc, char **argv) {
       if (parse_number(v, 0, 1e12, &d) || d != (double)(size_t)d)
         return fail("--shared-mem: expected a number of bytes, got '%s'%s", v, "");
       cfg.shared_mem = (size_t)d;
+    } else if (strcmp(a, "--workers") == 0) {
+      if (parse_number(v, 0, 1024, &d) || d != (int)d)
+        return fail("--workers: expected a number of processes 0-1024, got '%s'%s", v, "");
+      workers = d ? (int)d : (int)uv_available_parallelism();
     } else if (strcmp(a, "--block-warn") == 0) {
       if (parse_number(v, 0, 1e7, &d)) return fail("--block-warn: expected milliseconds, got '%s'%s", v, "");
       cfg.block_warn_ms = d;
@@ -133,23 +171,40 @@ static int cmd_serve(int argc, char **argv) {
     }
   }
   if (!appdir) return fail("serve: missing APPDIR%s%s (see moonlet --help)", "", "");
+  if (workers >= 0 && cfg.reload)
+    return fail("--workers and --reload do not go together%s%s: --reload is for development "
+                "(one process); reload workers with SIGHUP", "", "");
   /* every connection is a file descriptor: take all the kernel allows this process */
   struct rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
   }
+  if (workers >= 0) return supervise(&cfg, workers, argc, argv);
+  char err[1024];
+  ml_worker_t worker;   /* run by a supervisor? */
+  int is_worker = ml_worker_init(&worker, err, sizeof err);
+  if (is_worker < 0) return fail("%s%s", err, "");
+  if (is_worker == 0) {
+    cfg.listen_fd = worker.listen_fd;
+    snprintf(who, sizeof who, "moonlet [worker %d]", worker.slot);
+  }
   ml_host_t *h = ml_host_new(&cfg);
   if (!h) return fail("out of memory%s%s", "", "");
-  char err[1024];
   if (ml_host_load(h, appdir, err, sizeof err) || ml_host_listen(h, err, sizeof err)) {
     ml_host_free(h);
     return fail("%s%s", err, "");
   }
   ml_host_handle_signals(h);
-  int v6 = strchr(cfg.host, ':') != NULL;
-  printf("listening on http://%s%s%s:%d\n", v6 ? "[" : "", cfg.host, v6 ? "]" : "", ml_host_port(h));
-  fflush(stdout);
+  if (is_worker == 0) {   /* the supervisor says "listening on" once all are ready */
+    ml_worker_signals();
+    ml_worker_ready(&worker);
+  } else {
+    int v6 = strchr(cfg.host, ':') != NULL;
+    printf("listening on http://%s%s%s:%d\n", v6 ? "[" : "", cfg.host, v6 ? "]" : "",
+           ml_host_port(h));
+    fflush(stdout);
+  }
   int dropped = ml_host_run(h);
   ml_host_free(h);
   return dropped ? 1 : 0;   /* a stop that dropped requests says so to the supervisor too */

@@ -75,6 +75,17 @@ typedef struct {
                                 * X-Forwarded-Proto or Forwarded when the peer is trusted */
   const char *forwarded_allow_ips; /* the trusted peers: "127.0.0.1" (default), a comma list
                                 * of addresses, or "*" for any; both the process's */
+  int listen_fd;               /* -1 (default): ml_host_listen binds host:port. >= 0: a TCP
+                                * socket already bound (and maybe listening) that the host
+                                * serves on instead, binding nothing (host and port are
+                                * then unused; ml_host_port says the socket's port): how
+                                * `moonlet serve --workers` hands each worker its socket,
+                                * and how a program given a socket by its parent (systemd
+                                * socket activation, say) serves it. The host takes the
+                                * descriptor over from ml_host_listen on: it closes it
+                                * when it stops listening, or when ml_host_listen fails.
+                                * Other processes may hold the same socket and accept on
+                                * it too (the kernel hands each connection to one). */
 } ml_config_t;
 
 typedef struct ml_host_s ml_host_t;

@@ -24,6 +24,8 @@ static const char *const level_names[] = {"debug", "info", "warn", "error"};
 static int access_fd = -1;
 static char *access_path;
 static ml_buf_t access_buf;
+/* ml_log_set_tag's "[worker 2] ", "" for none: set before any other thread logs */
+static char log_tag[40];
 
 int ml_log_parse_level(const char *name) {
   for (int i = 0; i < 4; i++)
@@ -47,15 +49,22 @@ static void flush_locked(void) {
   if (access_buf.len && access_fd >= 0) write_all(access_fd, &access_buf);
 }
 
-/* "2026-11-22T01:02:03.456Z info  " into head (64 bytes); returns its length. */
+#define HEAD_MAX 96
+/* "2026-11-22T01:02:03.456Z info  " and the tag into head (HEAD_MAX bytes); returns its
+ * length. */
 static int format_head(char *head, int level) {
   struct timeval tv;
   gettimeofday(&tv, NULL);
   struct tm tm;
   gmtime_r(&tv.tv_sec, &tm);
-  return snprintf(head, 64, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %-5s ", tm.tm_year + 1900,
-                  tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                  (int)(tv.tv_usec / 1000), level_names[level]);
+  return snprintf(head, HEAD_MAX, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %-5s %s",
+                  tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                  tm.tm_sec, (int)(tv.tv_usec / 1000), level_names[level], log_tag);
+}
+
+void ml_log_set_tag(const char *tag) {
+  snprintf(log_tag, sizeof log_tag, "%s%s%s", tag && *tag ? "[" : "", tag ? tag : "",
+           tag && *tag ? "] " : "");
 }
 
 void ml_log_configure(int level, ml_log_fn cb, void *user) {
@@ -91,7 +100,7 @@ void ml_logv(int level, const char *fmt, va_list ap) {
     log_to_cb(level, fmt, ap);
     return;
   }
-  char head[64];
+  char head[HEAD_MAX];
   int hn = format_head(head, level);
   char msg[2048];
   va_list cp;
@@ -131,7 +140,7 @@ void ml_log_access(const char *line, size_t len, int bare) {
     ml_log(ML_LOG_INFO, "%.*s", (int)len, line);
     return;
   }
-  char head[64];
+  char head[HEAD_MAX];
   int hn = bare ? 0 : format_head(head, ML_LOG_INFO);
   pthread_mutex_lock(&log_lock);
   ml_buf_t *b = access_fd >= 0 ? &access_buf : &log_buf;

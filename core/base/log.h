@@ -24,6 +24,11 @@ int ml_log_parse_level(const char *name);   /* "info" -> ML_LOG_INFO, -1 if unkn
 void ml_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void ml_logv(int level, const char *fmt, va_list ap);
 void ml_log_flush(void);
+/* Every stderr line of this process says who wrote it after its level: tag "worker 2"
+ * gives "... info  [worker 2] message" (a worker process of --workers); NULL or "" none.
+ * Access log lines in JSON and the callback's lines carry no tag. Call it before other
+ * threads log. */
+void ml_log_set_tag(const char *tag);
 /* An access log line (no newline): to the callback as an info line, else to the access
  * log's file if one is open, else to stderr; with the timestamp and level first unless
  * bare (JSON lines stand alone). Buffered like the rest, flushed by ml_log_flush. */

@@ -316,6 +316,7 @@ static int tc_new(lua_State *L) {
       .header_timeout_ms = 3600 * 1000,
       .keepalive_timeout_ms = 3600 * 1000,
       .ws_max_message = 1 << 20,
+      .listen_fd = -1,
   };
   ml_server_init(&tc->srv, prev->loop, &sc);
   tc->srv.dispatch = ml_dispatch;

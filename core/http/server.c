@@ -744,17 +744,29 @@ int ml_server_bind(ml_server_t *s, uv_loop_t *loop, const ml_server_config_t *cf
                    size_t errlen) {
   ml_server_init(s, loop, cfg);
   struct sockaddr_storage addr;
-  int rc = uv_ip4_addr(cfg->host, cfg->port, (struct sockaddr_in *)&addr);
-  if (rc < 0) rc = uv_ip6_addr(cfg->host, cfg->port, (struct sockaddr_in6 *)&addr);
-  if (rc < 0)
-    return ml_err(err, errlen, "invalid --host address '%s' (use an IPv4 or IPv6 address)",
-                  cfg->host);
+  int rc = 0;
+  if (cfg->listen_fd < 0) {
+    rc = uv_ip4_addr(cfg->host, cfg->port, (struct sockaddr_in *)&addr);
+    if (rc < 0) rc = uv_ip6_addr(cfg->host, cfg->port, (struct sockaddr_in6 *)&addr);
+    if (rc < 0)
+      return ml_err(err, errlen, "invalid --host address '%s' (use an IPv4 or IPv6 address)",
+                    cfg->host);
+  }
   uv_tcp_init(loop, &s->listener);
   s->listener.data = s;
   s->listening = 1;
   s->handles_open++;
   stall_watch_start(s);
-  rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);
+  if (cfg->listen_fd >= 0) {
+    rc = uv_tcp_open(&s->listener, cfg->listen_fd);
+    if (rc < 0) {   /* the handle never owned it */
+      close(cfg->listen_fd);
+      return ml_err(err, errlen, "cannot serve on descriptor %d: %s", cfg->listen_fd,
+                    uv_strerror(rc));
+    }
+  } else {
+    rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);
+  }
   struct sockaddr_storage bound;
   int blen = sizeof bound;
   if (rc == 0) rc = uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &blen);

@@ -116,6 +116,8 @@ typedef struct {
   uint64_t keepalive_timeout_ms;
   size_t ws_max_message;     /* a WebSocket message's limit (--ws-max-message) -> 1009 */
   int access_log;            /* ML_ACCESS_* (access_log.h): 0 writes none */
+  int listen_fd;             /* >= 0: serve on this bound socket (host and port unused), -1:
+                              * bind host:port; ml_server_bind takes it over either way */
 } ml_server_config_t;
 
 struct ml_server_s {
@@ -149,8 +151,10 @@ struct ml_server_s {
 };
 
 /* Binds the listening socket (s->port is then the bound port) without accepting: until
- * ml_server_listen, connecting is refused. A port in use is reported here. Returns 0, or
- * -1 with a one-line message in err (see err.h). */
+ * ml_server_listen, connecting is refused. A port in use is reported here. With
+ * cfg->listen_fd >= 0 it binds nothing: that socket (bound, maybe listening already: a
+ * supervisor's, see core/prod/) becomes the listener, and is closed with it (or here, on
+ * failure). Returns 0, or -1 with a one-line message in err (see err.h). */
 int ml_server_bind(ml_server_t *s, uv_loop_t *loop, const ml_server_config_t *cfg,
                    char *err, size_t errlen);
 /* Prepares s for connections of its own making only (ml_server_conn_mem), without a
