@@ -15,15 +15,17 @@ pkgs="build-essential pkg-config libluajit-5.1-dev libuv1-dev node-llhttp lua-cj
 # specs talk to), node with npm's eventsource (an EventSource client) and chromium (the
 # chat page in a real browser) are peers; luarocks installs the rockspec (install_spec);
 # clang (with its sanitizer and libFuzzer runtimes, libclang-rt-14-dev: not pulled in by
-# clang itself) builds the libFuzzer targets (fuzz/, make fuzz; make test replays them).
+# clang itself) builds the libFuzzer targets (fuzz/, make fuzz; make test replays them);
+# wrk is the load under which workers_spec.lua reloads --workers with SIGHUP.
 case $level in
   test|bench|stress) pkgs="$pkgs lua-busted openssl procps postgresql-common postgresql python3
-                    python3-websockets nodejs chromium luarocks lua5.1 clang libclang-rt-14-dev"
+                    python3-websockets nodejs chromium luarocks lua5.1 clang libclang-rt-14-dev
+                    wrk"
     # a nodejs that bundles npm (NodeSource's) conflicts with Debian's npm package
     command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm" ;;
 esac
 case $level in
-  bench|stress) pkgs="$pkgs wrk nginx-light" ;;
+  bench|stress) pkgs="$pkgs nginx-light" ;;
 esac
 # stress: the sqlite3 shell checks the database a kill -9 left (stress/run.sh)
 case $level in
