@@ -23,7 +23,7 @@ BUILD=${BUILD:-build}
 MOONLET=$BUILD/moonlet
 DURATION=${BENCH_DURATION:-10s}
 SECTIONS="hello sleep_burst seed cpu pool_overhead routes validation framework fanout stream"
-SECTIONS="$SECTIONS sqlite pg static websocket test_client reload embed"
+SECTIONS="$SECTIONS sqlite pg static websocket test_client reload embed workers"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/moonlet-bench.XXXXXX")
 STARTED=""   # pids of the processes this script started and has not stopped yet
@@ -960,6 +960,51 @@ bench_embed() {
     printf "$fmt" "$threads x $n" "$rate" "$(( sent - ran ))" "$secs" \
       ">= 500,000/s, none lost: $verdict"
   done
+}
+
+# ---------------------------------------------------------------------------- workers
+
+# --workers 2 vs --workers 1 on GET /hello: server CPU per request (the supervisor's and
+# every worker's user+system time over the run, / requests), runs in the order 1, 2, 2, 1
+# (each half of $DURATION) so drifting background load weighs on both alike.
+bench_workers() {
+  local n run half pid pids1 pids2 port1 port2 us1="" us2="" rps1="" rps2="" err=0 a b ratio verdict fmt
+  half=$(( $(seconds "$DURATION") / 2 ))
+  [ "$half" -ge 2 ] || half=2
+  section "GET /hello: --workers 2 vs --workers 1, server CPU per request (wrk -t1 -c64, 1,2,2,1 x ${half}s)"
+  command -v wrk >/dev/null || die "wrk not installed (scripts/deps.sh bench)"
+  start_moonlet workers1 apps/hello "" --workers 1 --access-log off
+  pids1="$ML_PID $(pgrep -P "$ML_PID" | tr '\n' ' ')" port1=$ML_PORT
+  start_moonlet workers2 apps/hello "" --workers 2 --access-log off
+  pids2="$ML_PID $(pgrep -P "$ML_PID" | tr '\n' ' ')" port2=$ML_PORT
+  for run in 1 2 2 1; do
+    if [ "$run" = 1 ]; then
+      # shellcheck disable=SC2086 # the supervisor and its workers, one pid a word
+      DURATION=${half}s wrk_run "workers_$run" "http://127.0.0.1:$port1/hello" $pids1
+    else
+      # shellcheck disable=SC2086
+      DURATION=${half}s wrk_run "workers_$run" "http://127.0.0.1:$port2/hello" $pids2
+    fi
+    n=$(awk -v c="${W_CPU%\%}" -v r="$W_RPS" 'BEGIN { printf "%.2f", c * 1e4 / r }')
+    err=$(( err + W_ERRORS ))
+    if [ "$run" = 1 ]; then us1="$us1 $n" rps1="$rps1 $W_RPS"; else us2="$us2 $n" rps2="$rps2 $W_RPS"; fi
+  done
+  for pid in $pids1 $pids2; do kill -0 "$pid" 2>/dev/null || echo "!! process $pid exited during the runs"; done
+  stop_pid "${pids2%% *}"
+  stop_pid "${pids1%% *}"
+  a=$(echo "$us1" | awk '{ printf "%.2f", ($1 + $2) / 2 }')
+  b=$(echo "$us2" | awk '{ printf "%.2f", ($1 + $2) / 2 }')
+  ratio=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f", b / a }')
+  verdict=$(awk -v r="$ratio" 'BEGIN { print (r <= 1.10 ? "met" : "NOT met") }')
+  fmt='%-22s %18s %26s\n'
+  printf "$fmt" "" "CPU us/request" "req/s (the two runs)"
+  printf "$fmt" "----------------------" "------------------" "--------------------------"
+  printf "$fmt" "--workers 1" "$a" "$(echo "$rps1" | sed 's/^ //; s/ / \/ /')"
+  printf "$fmt" "--workers 2" "$b" "$(echo "$rps2" | sed 's/^ //; s/ / \/ /')"
+  printf '%-22s %18s   target <= 1.10: %s; errors (all runs): %s\n' "ratio 2/1" "$ratio" "$verdict" "$err"
+  echo "server CPU = user+system of the supervisor and its workers (/proc/PID/stat) over each run;"
+  echo "wrk (one thread) shares the machine's $(nproc) CPUs with them, so req/s says little here."
+  moonlet_log workers2
 }
 
 main() {

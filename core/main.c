@@ -80,6 +80,7 @@ static int supervise(const ml_config_t *cfg, int workers, int argc, char **argv)
   }
   ml_supervisor_config_t sc = {
       .host = cfg->host, .port = cfg->port, .workers = workers, .args = args, .nargs = n};
+  ml_log_configure(cfg->log_level, NULL, NULL);   /* the supervisor's own lines */
   ml_supervisor_t *sup = ml_supervisor_new(&sc);
   free(args);
   char err[512];
