@@ -530,6 +530,7 @@ uv_loop_t *ml_supervisor_loop(ml_supervisor_t *sup) {
 }
 
 int ml_supervisor_run(ml_supervisor_t *sup) {
+  signal(SIGPIPE, SIG_IGN);   /* stdout may be a pipe whose reader left (as in a worker) */
   for (int i = 0; i < 4; i++) uv_signal_start(&sup->sig[i], signal_cb, watched[i]);
   uv_prepare_start(&sup->flush, flush_cb);
   ml_log(ML_LOG_INFO, "supervisor (pid %d): starting %d worker(s)", (int)getpid(), sup->n);
