@@ -199,6 +199,50 @@ describe("serve --workers", function()
     assert.are.equal(0, srv:stop())
   end)
 
+  it("coalesces SIGHUPs that come during a reload into one more reload", function()
+    -- workers that take 0.4 s to start: the reload is still running when the others come
+    local dir = t.tmpdir()
+    t.write_file(dir .. "/app.lua", (app_source("v1"):gsub("\nreturn app", [[
+
+app:on_startup(function() moonlet.sleep(0.4) end)
+return app]])))
+    local srv = t.server{ app = dir, args = { "--workers", "2", "--access-log", "off" } }
+    local at = srv:mark()
+    assert(srv:signal("HUP"))
+    srv:wait_log("reload: starting generation 2", 5, at)
+    for _ = 1, 2 do
+      t.sleep(0.05)   -- apart: the kernel merges a signal sent while one is pending
+      assert(srv:signal("HUP"))
+    end
+    srv:wait_log("reload: SIGHUP during a reload: one more reload when it is over", 5, at)
+    srv:wait_log("reload: generation 2 ready, stopping generation 1", 5, at)
+    srv:wait_log("reload: generation 3 ready, stopping generation 2", 5, at)
+    eventually("generation 2 gone", function() return #children(srv.pid) == 2 end)
+    t.sleep(0.3)
+    assert.is_nil(srv:stderr():find("generation 4", at + 1, true))
+    assert.are.equal(200, assert(t.request(srv.port, "GET", "/pid")).status)
+    assert.are.equal(0, srv:stop())
+  end)
+
+  it("stops at once on a second SIGINT, dropping what runs, exiting 1", function()
+    local srv = t.server{ app = APP, args = { "--workers", "2" } }
+    local c = assert(srv:connect())
+    c:send("GET /slow?s=30 HTTP/1.1\r\nHost: x\r\n\r\n")
+    t.sleep(0.2)
+    assert(srv:signal("INT"))
+    srv:wait_log("shutting down: stopping 2 worker%(s%)", 5)
+    t.sleep(0.2)
+    assert.is_nil(srv:poll())   -- the first one waits for the request
+    assert(srv:signal("INT"))
+    assert.are.equal(1, srv:wait(5))
+    srv:wait_log("asked to stop again: the workers stop now", 1)
+    srv:wait_log("%[worker %d%] asked to stop again: closing 1 connection%(s%), dropping 1 "
+                 .. "request%(s%) still running", 1)
+    srv:wait_log("warn  worker %d %(pid %d+%) exited with status 1", 1)
+    c:close()
+    srv:finish()
+  end)
+
   it("stops on SIGTERM after an in-flight request completes, exiting 0", function()
     local srv = t.server{ app = APP, args = { "--workers", "2" } }
     local c = assert(srv:connect())
