@@ -4,6 +4,7 @@
 #include "err.h"
 #include "log.h"
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,10 @@ int ml_worker_init(ml_worker_t *w, char *err, size_t errlen) {
   long parent = take_env("MOONLET_SUPERVISOR_PID", 1);
   if (w->listen_fd < 0 || w->ready_fd < 0 || w->slot < 0 || w->metrics_slot < 0 || parent < 0)
     return ml_err(err, errlen, "worker: malformed MOONLET_* variables from the supervisor");
+  /* not for what the app may run (os.execute, io.popen): a child holding the socket
+   * would keep the port bound after every moonlet process is gone */
+  fcntl(w->listen_fd, F_SETFD, FD_CLOEXEC);
+  fcntl(w->ready_fd, F_SETFD, FD_CLOEXEC);
   /* the signal's disposition first, then the parent's death: dying between the two
    * would otherwise end this process with SIGTERM's default action, which is fine too */
   signal(SIGINT, SIG_IGN);

@@ -88,6 +88,13 @@ describe("serve --workers", function()
     end)
     assert.are.same(kids, keys(pids))
     assert.is_nil(pids[srv.pid])
+    -- a worker's socket (descriptor 3) is close-on-exec: what the app runs does not get it
+    for _, pid in ipairs(kids) do
+      local info = assert(t.read_file(fmt("/proc/%d/fdinfo/3", pid)))
+      local flags = tonumber(info:match("flags:%s*(%d+)"), 8)
+      assert.are.equal(1, math.floor(flags / (2 * 8^6)) % 2, info)   -- O_CLOEXEC, 02000000
+      assert.matches("socket:", io.popen(fmt("readlink /proc/%d/fd/3", pid)):read("*a"))
+    end
     -- their log lines say which worker wrote them
     srv:wait_log("info  %[worker 0%] GET /pid 200", 5)
     srv:wait_log("info  %[worker 1%] GET /pid 200", 5)
