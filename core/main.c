@@ -4,12 +4,14 @@
 #include "access_log.h"
 #include "lstate.h"
 #include "sched.h"
+#include "shared.h"
 #include <errno.h>
 #include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 static const char usage[] =
     "usage: moonlet serve APPDIR [options]   serve the app in APPDIR (APPDIR/app.lua)\n"
@@ -57,6 +59,20 @@ static int parse_number(const char *s, double min, double max, double *out) {
   if (errno || end == s || *end || v < min || v > max) return -1;
   *out = v;
   return 0;
+}
+
+/* A worker of --workers: the supervisor passes the moonlet.shared region's descriptor in
+ * MOONLET_SHARED_FD; it is mapped before the app loads (whose top level may use a
+ * dictionary), and neither the descriptor nor the variable reaches the app's own child processes. */
+static int attach_shared_region(void) {
+  const char *fd = getenv("MOONLET_SHARED_FD");
+  if (!fd) return 0;
+  char err[256];
+  int n = atoi(fd);
+  int rc = ml_shared_region_attach(n, err, sizeof err);
+  if (rc == 0) close(n);   /* the mapping stays; the app's children get no descriptor */
+  unsetenv("MOONLET_SHARED_FD");
+  return rc ? fail("%s%s", err, "") : 0;
 }
 
 static int cmd_serve(int argc, char **argv) {
@@ -142,6 +158,10 @@ static int cmd_serve(int argc, char **argv) {
   ml_host_t *h = ml_host_new(&cfg);
   if (!h) return fail("out of memory%s%s", "", "");
   char err[1024];
+  if (attach_shared_region()) {
+    ml_host_free(h);
+    return 2;
+  }
   if (ml_host_load(h, appdir, err, sizeof err) || ml_host_listen(h, err, sizeof err)) {
     ml_host_free(h);
     return fail("%s%s", err, "");
