@@ -2,6 +2,7 @@
  * its payload: fnext, fprev (offsets, 0 ends a list: offset 0 is the region header, never a
  * block). */
 #include "shared_heap.h"
+#include "err.h"
 #include <assert.h>
 
 typedef struct {
@@ -144,4 +145,41 @@ size_t ml_shheap_free_owned(ml_shr_t *r, uint32_t owner) {
   }
   ml_shr_mark(&r->busy_heap, 0);
   return n;
+}
+
+int ml_shheap_check(const ml_shr_t *r, char *err, size_t errlen) {
+  uint64_t used = 0, nfree = 0, prev = 0, prev_free = 0, off = r->heap_start;
+  for (; off < r->heap_end; off += B(off)->size) {
+    const blk_t *b = B(off);
+    if (b->size < MIN_BLOCK || b->size % 8 || off + b->size > r->heap_end)
+      return ml_err(err, errlen, "block at %llu: size %llu", (unsigned long long)off,
+                    (unsigned long long)b->size);
+    if (b->prev_size != prev)
+      return ml_err(err, errlen, "block at %llu: prev_size %llu, previous block %llu",
+                    (unsigned long long)off, (unsigned long long)b->prev_size,
+                    (unsigned long long)prev);
+    if (!b->used && prev_free)
+      return ml_err(err, errlen, "block at %llu: two free blocks touch", (unsigned long long)off);
+    if (b->used) used += b->size;
+    else nfree++;
+    prev = b->size;
+    prev_free = !b->used;
+  }
+  if (off != r->heap_end) return ml_err(err, errlen, "blocks end at %llu, not at the heap's end",
+                                        (unsigned long long)off);
+  if (used != r->heap_used)
+    return ml_err(err, errlen, "heap_used %llu, used blocks %llu",
+                  (unsigned long long)r->heap_used, (unsigned long long)used);
+  uint64_t listed = 0;
+  for (unsigned i = 0; i < ML_SHR_NBINS; i++)
+    for (uint64_t f = r->bins[i], back = 0; f; back = f, f = B(f)->fnext, listed++) {
+      if (B(f)->used || bin_of(B(f)->size) != i || B(f)->fprev != back)
+        return ml_err(err, errlen, "free list %u: block at %llu does not belong", i,
+                      (unsigned long long)f);
+      if (listed > nfree) return ml_err(err, errlen, "free lists longer than the free blocks");
+    }
+  if (listed != nfree)
+    return ml_err(err, errlen, "%llu free blocks, %llu listed", (unsigned long long)nfree,
+                  (unsigned long long)listed);
+  return 0;
 }

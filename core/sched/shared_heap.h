@@ -28,6 +28,10 @@ size_t ml_shheap_usable(ml_shr_t *r, uint64_t p);
 /* Frees every block tagged with owner by walking the heap (a dictionary whose own links
  * cannot be trusted any more); returns how many. */
 size_t ml_shheap_free_owned(ml_shr_t *r, uint32_t owner);
+/* 0 if the tags are consistent: the blocks tile the heap, each prev_size is right, no two
+ * free blocks touch, heap_used adds up and the free lists hold exactly the free blocks;
+ * else -1 with what is wrong in err. Reads only (tests, and a debugger's friend). */
+int ml_shheap_check(const ml_shr_t *r, char *err, size_t errlen);
 /* The largest payload this heap could ever hold (everything else free). */
 size_t ml_shheap_max_payload(const ml_shr_t *r);
 #endif
