@@ -33,8 +33,10 @@ static inline ent_t *E(uint64_t off) { return ML_SHR_AT(off); }
 static inline uint64_t *slots_of(ml_shr_dict_t *d) { return ML_SHR_AT(d->slots); }
 static inline int expired(const ent_t *e, uint64_t now) { return e->expires && e->expires <= now; }
 
-#define BUSY(r, i) ml_shr_mark(&(r)->busy_dict, (uint32_t)(i) + 1)
-#define IDLE(r) ml_shr_mark(&(r)->busy_dict, 0)
+/* BUSY(d) before the first store into d's chains, list or table; the operation ends with
+ * IDLE, so a get that finds its entry already the most recent writes no marker at all. */
+#define BUSY(d) ml_shr_mark(&ML_SHR->busy_dict, (uint32_t)((d) - ML_SHR->dicts) + 1)
+#define IDLE(r) do { if ((r)->busy_dict) ml_shr_mark(&(r)->busy_dict, 0); } while (0)
 
 static uint64_t deadline(double ttl, uint64_t now) {
   return ttl > 0 ? now + (uint64_t)(ttl * 1e9) : 0;
@@ -61,6 +63,7 @@ static void lru_push(ml_shr_dict_t *d, uint64_t off) {
 
 static void lru_touch(ml_shr_dict_t *d, uint64_t off) {
   if (d->lru_head == off) return;
+  BUSY(d);
   lru_unlink(d, off);
   lru_push(d, off);
 }
@@ -77,6 +80,7 @@ static uint64_t *link_of(ml_shr_dict_t *d, uint64_t off) {
 /* Unlinks the entry *pe points at and frees it. */
 static void drop(ml_shr_t *r, ml_shr_dict_t *d, uint64_t *pe) {
   uint64_t off = *pe;
+  BUSY(d);
   *pe = E(off)->hnext;
   lru_unlink(d, off);
   d->count--;
@@ -84,7 +88,7 @@ static void drop(ml_shr_t *r, ml_shr_dict_t *d, uint64_t *pe) {
 }
 
 /* The link holding key k, or the 0 at its chain's end; NULL if the dictionary has no
- * table yet. With now != 0 an expired entry met on the way is dropped (BUSY set). */
+ * table yet. With now != 0 an expired entry met on the way is dropped. */
 static uint64_t *find(ml_shr_t *r, ml_shr_dict_t *d, const char *k, size_t klen, uint32_t h,
                       uint64_t now) {
   if (!d->slots) return NULL;
@@ -108,6 +112,7 @@ static int grow(ml_shr_t *r, int i, ml_shr_dict_t *d) {
   uint64_t n = d->nslots ? d->nslots * 2 : FIRST_SLOTS;
   uint64_t s = ml_shheap_alloc(r, n * sizeof(uint64_t), (uint32_t)i + 1);
   if (!s) return -1;
+  BUSY(d);
   uint64_t *slots = ML_SHR_AT(s);
   memset(slots, 0, n * sizeof *slots);
   for (uint64_t j = 0; j < d->nslots; j++) {
@@ -167,12 +172,13 @@ static void fill(ent_t *e, uint32_t h, const char *k, size_t klen, const ml_sval
 }
 
 /* Stores a new entry for a key that *pe (NULL: no table yet) shows absent, or replaces the
- * entry *pe points at. Lock held, BUSY set. */
+ * entry *pe points at. Lock held. */
 static int put(ml_shr_t *r, int i, ml_shr_dict_t *d, uint64_t *pe, uint32_t h, const char *k,
                size_t klen, const ml_sval_t *v, uint64_t expires, int flags, uint64_t now,
                int *forcible) {
   size_t need = sizeof(ent_t) + klen + (v->type == ML_SV_STR ? v->len : 0);
   uint64_t old = pe ? *pe : 0;
+  BUSY(d);
   if (old && ml_shheap_usable(r, old) >= need && ml_shheap_usable(r, old) < need + 64) {
     fill(E(old), h, k, klen, v, expires);   /* fits its old block: rewritten in place */
     lru_touch(d, old);
@@ -207,9 +213,12 @@ static int put(ml_shr_t *r, int i, ml_shr_dict_t *d, uint64_t *pe, uint32_t h, c
   return ML_SD_OK;
 }
 
+/* An entry that could not fit even in an empty region (or whose length does not fit its
+ * field): no eviction can help it. */
 static int too_large(size_t klen, const ml_sval_t *v) {
-  if (!v || v->type != ML_SV_STR) return 0;
-  return v->len > UINT32_MAX || sizeof(ent_t) + klen + v->len > ml_shheap_max_payload(ML_SHR);
+  if (!v) return 0;
+  size_t vlen = v->type == ML_SV_STR ? v->len : 0;
+  return vlen > UINT32_MAX || sizeof(ent_t) + klen + vlen > ml_shheap_max_payload(ML_SHR);
 }
 
 /* --- the API --- */
@@ -265,7 +274,6 @@ int ml_sdict_get(int i, const char *k, size_t klen, ml_sval_copy_t *out) {
   uint32_t h = ml_hash(k, klen);
   int rc = ML_SD_NOT_FOUND;
   ml_shr_lock();
-  BUSY(r, i);
   uint64_t *pe = find(r, d, k, klen, h, uv_hrtime());
   if (pe && *pe) {
     copy_out(E(*pe), out);
@@ -286,7 +294,6 @@ int ml_sdict_set(int i, const char *k, size_t klen, const ml_sval_t *v, double t
   uint64_t now = uv_hrtime();
   int rc = ML_SD_OK;
   ml_shr_lock();
-  BUSY(r, i);
   expire_tail(r, d, now, 2);
   uint64_t *pe = find(r, d, k, klen, h, now);
   if (pe && *pe && (flags & ML_SD_ADD)) rc = ML_SD_EXISTS;
@@ -308,7 +315,6 @@ int ml_sdict_incr(int i, const char *k, size_t klen, double by, const double *in
   uint64_t now = uv_hrtime();
   int rc = ML_SD_OK;
   ml_shr_lock();
-  BUSY(r, i);
   uint64_t *pe = find(r, d, k, klen, h, now);
   if (pe && *pe) {
     ent_t *e = E(*pe);
@@ -352,7 +358,6 @@ int ml_sdict_expire(int i, const char *k, size_t klen, double ttl) {
   uint64_t now = uv_hrtime();
   int rc = ML_SD_NOT_FOUND;
   ml_shr_lock();
-  BUSY(r, i);
   uint64_t *pe = find(r, &r->dicts[i], k, klen, h, now);
   if (pe && *pe) {
     E(*pe)->expires = deadline(ttl, now);
@@ -384,7 +389,7 @@ void ml_sdict_flush_all(int i) {
   ml_shr_t *r = ML_SHR;
   ml_shr_dict_t *d = &r->dicts[i];
   ml_shr_lock();
-  BUSY(r, i);
+  BUSY(d);
   for (uint64_t off = d->lru_head; off;) {
     uint64_t next = E(off)->lnext;
     ml_shheap_free(r, off);

@@ -1,7 +1,8 @@
 -- moonlet.shared through the real binary: the OpenResty-style methods (safe_set, safe_add,
 -- ttl, expire, capacity, free_space), LRU eviction in a small --shared-mem, exact counts
--- from coroutine and pool routes at once. (The region itself, other processes and a
--- process dying with the lock: tests/unit/shared_test.c.)
+-- from coroutine and pool routes at once; one region mapped by two server processes
+-- (tests/support/shared_workers_spec.lua). (The allocator, 4 processes x 4 threads and
+-- processes dying with the lock, idle or mid-change: tests/unit/shared_test.c.)
 local t = require "moonlet.testing"
 
 describe("moonlet.shared", function()
@@ -52,5 +53,21 @@ describe("moonlet.shared", function()
     local r = t.concurrent(srv.port, n, "GET /incr?n=" .. per .. " HTTP/1.1\r\nHost: x\r\n\r\n", 20)
     assert.are.same(n, r.ok)
     assert.are.same({ v = n * per }, get("/total"))
+  end)
+end)
+
+describe("moonlet.shared across processes", function()
+  it("is one set of dictionaries for every process mapping the region (MOONLET_SHARED_FD)", function()
+    -- its own runner: a process has one region, and this one may have made its own
+    local r = t.run({ "test", "tests/support/shared_workers_spec.lua" }, 60)
+    assert.matches("\n2 passed, 0 failed", r.stdout, 1, true)
+    assert.are.same(0, r.status, r.stdout .. r.stderr)
+  end)
+
+  it("makes a worker given a descriptor that is no region exit 2 with why", function()
+    local r = t.run({ "serve", "tests/apps/shared", "--port", "0" },
+                    { env = { MOONLET_SHARED_FD = "0" } })   -- stdin: /dev/null
+    assert.are.same(2, r.status)
+    assert.matches("descriptor 0 is not a region", r.stderr, 1, true)
   end)
 end)

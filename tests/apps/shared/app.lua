@@ -75,5 +75,15 @@ app:get("/incr", function(req)
   return { ok = true }
 end)
 app:get("/total", function() return { v = counters:get("total") } end)
+-- holds the loop for ?s= seconds doing nothing but incr (the region's lock taken and given
+-- back millions of times): a process killed meanwhile is likely to die holding it
+app:get("/spin", function(req)
+  local t0, n = moonlet.now(), 0
+  while moonlet.now() - t0 < tonumber(req.query.s) do
+    for _ = 1, 1000 do counters:incr("spin", 1, 0) end
+    n = n + 1000
+  end
+  return { n = n }
+end)
 
 return app
