@@ -56,6 +56,14 @@ describe("moonlet.shared", function()
   end)
 end)
 
+describe("--shared-mem", function()
+  it("too small for the region's directory fails at the first dictionary use, saying so", function()
+    local r = t.run({ "serve", "tests/apps/shared", "--port", "0", "--shared-mem", "1000" })
+    assert.are.same(2, r.status)
+    assert.matches("app%.lua:7: moonlet%.shared: %-%-shared%-mem 1000: too small, at least %d+ bytes", r.stderr)
+  end)
+end)
+
 describe("moonlet.shared across processes", function()
   it("is one set of dictionaries for every process mapping the region (MOONLET_SHARED_FD)", function()
     -- its own runner: a process has one region, and this one may have made its own
