@@ -143,6 +143,13 @@ static void expire_tail(ml_shr_t *r, ml_shr_dict_t *d, uint64_t now, int max) {
   }
 }
 
+/* Drops expired entries near the LRU end of every dictionary: dead to everyone, so their
+ * room may go to any dictionary, even to a write that must not evict. */
+static void reclaim_expired(ml_shr_t *r, uint64_t now) {
+  for (int j = 0; j < ML_SHR_MAX_DICTS; j++)
+    if (r->dicts[j].used && r->dicts[j].lru_tail) expire_tail(r, &r->dicts[j], now, EXPIRED_SCAN);
+}
+
 /* A block of bytes for dictionary i: evicts (unless safe) expired entries near the LRU
  * end, then the least recently used ones, until it fits. 0 if it never does. */
 static uint64_t alloc_evicting(ml_shr_t *r, int i, ml_shr_dict_t *d, size_t bytes, int safe,
@@ -172,7 +179,9 @@ static void fill(ent_t *e, uint32_t h, const char *k, size_t klen, const ml_sval
 }
 
 /* Stores a new entry for a key that *pe (NULL: no table yet) shows absent, or replaces the
- * entry *pe points at. Lock held. */
+ * entry *pe points at. Room comes from free blocks, then from expired entries of any
+ * dictionary, then (unless ML_SD_SAFE) from this dictionary's live entries, least recently
+ * used first. Lock held. */
 static int put(ml_shr_t *r, int i, ml_shr_dict_t *d, uint64_t *pe, uint32_t h, const char *k,
                size_t klen, const ml_sval_t *v, uint64_t expires, int flags, uint64_t now,
                int *forcible) {
@@ -186,12 +195,18 @@ static int put(ml_shr_t *r, int i, ml_shr_dict_t *d, uint64_t *pe, uint32_t h, c
   }
   int safe = flags & ML_SD_SAFE;
   uint64_t off = ml_shheap_alloc(r, need, (uint32_t)i + 1);
+  if (!off) {
+    reclaim_expired(r, now);
+    if (old) pe = link_of(d, old);   /* old is live, but its chain may have changed */
+    off = ml_shheap_alloc(r, need, (uint32_t)i + 1);
+  }
   if (!off && old && !safe) {   /* the old value goes anyway: its room first */
     drop(r, d, pe);
     old = 0;
   }
   if (!off) off = alloc_evicting(r, i, d, need, safe, now, forcible);
   if (!off) return ML_SD_NO_MEMORY;
+  BUSY(d);   /* reclaiming may have named another dictionary meanwhile */
   fill(E(off), h, k, klen, v, expires);
   if (old) {   /* nothing was evicted (else old would be gone): pe still holds */
     E(off)->hnext = E(old)->hnext;

@@ -4,9 +4,10 @@
  * of any process that maps the region. Nothing here runs Lua: values come in as
  * ml_sval_t (borrowed) and go out copied into the caller's ml_sval_copy_t.
  *
- * Writes that need room evict: expired entries of the same dictionary first (from the LRU
- * end), then its least recently used ones, until the new entry fits; ML_SD_SAFE writes
- * never evict. get and incr make an entry the most recently used. */
+ * Writes that need room take it from expired entries first (near the LRU end of every
+ * dictionary: nobody can read them any more), then evict the least recently used entries
+ * of their own dictionary until the new entry fits; ML_SD_SAFE writes never evict a live
+ * entry. get and incr make an entry the most recently used. */
 #ifndef ML_SHARED_DICT_H
 #define ML_SHARED_DICT_H
 #include "buf.h"

@@ -198,6 +198,31 @@ TEST(ttl_expiry) {
   CHECK_EQ_INT(ml_sdict_expire(d, "nope", 4, 1), ML_SD_NOT_FOUND);
 }
 
+TEST(expired_entries_of_any_dictionary_make_room) {
+  int cache = dict("cache"), sessions = dict("sessions");
+  static char big[20000];
+  memset(big, 'c', sizeof big);
+  char key[16];
+  int n = 0, forcible;
+  for (; n < 100; n++) {   /* "cache" fills the region with entries that expire at once */
+    snprintf(key, sizeof key, "c%d", n);
+    ml_sval_t sv = {.type = ML_SV_STR, .str = big, .len = sizeof big};
+    if (ml_sdict_set(cache, key, strlen(key), &sv, 0.01, ML_SD_SAFE, &forcible) != ML_SD_OK) break;
+  }
+  CHECK(n >= 3 && n < 100);
+  usleep(20000);
+  int stored = 0;   /* a write that must not evict still gets the dead entries' room */
+  for (int i = 0; i < n; i++) {
+    snprintf(key, sizeof key, "s%d", i);
+    if (set_str(sessions, key, big, sizeof big, ML_SD_SAFE, &forcible) == ML_SD_OK) stored++;
+    CHECK_EQ_INT(forcible, 0);
+  }
+  CHECK_EQ_INT(stored, n);
+  heap_ok();
+  ml_sdict_flush_all(sessions);
+  ml_sdict_flush_all(cache);
+}
+
 /* A child takes the lock (mode: see ml_shared_debug_lock), says so through a pipe and is
  * killed there with SIGKILL. Returns 1 if it all went that way. */
 static int child_dies_holding_lock(const char *name, int mode) {
@@ -288,6 +313,7 @@ int main(void) {
   RUN(counts_exact_across_processes_and_threads);
   RUN(lru_eviction_and_safe_set);
   RUN(ttl_expiry);
+  RUN(expired_entries_of_any_dictionary_make_room);
   RUN(killed_holding_the_lock);
   RUN(killed_in_the_middle_of_a_change);
   return UNIT_DONE();
