@@ -16,7 +16,9 @@ typedef struct {
 #define MIN_BLOCK 48      /* a tag and the two links, rounded up to 16 */
 #define FIT_SCAN 16       /* blocks looked at in a request's own class before a larger one */
 
-static inline blk_t *B(uint64_t off) { return ML_SHR_AT(off); }
+/* The block at off in the region r that every function here is given (not through
+ * ml_shr_base: the region is laid out before it is published). */
+#define B(off) ((blk_t *)((char *)r + (off)))
 
 static unsigned bin_of(uint64_t size) { return 63u - (unsigned)__builtin_clzll(size); }
 

@@ -41,10 +41,7 @@ static int region_init(char *base, size_t size, int shared, char *err, size_t er
   r->size = size;
   r->heap_start = heap_start();
   r->heap_end = size & ~(size_t)7;
-  char *old = ml_shr_base;   /* the heap addresses through ml_shr_base */
-  ml_shr_base = base;
   ml_shheap_init(r);
-  ml_shr_base = old;
   __atomic_store_n(&r->magic, ML_SHR_MAGIC, __ATOMIC_RELEASE);
   return 0;
 }
