@@ -8,7 +8,7 @@
  *   [ the heap (shared_heap.c): entries and hash-slot arrays, each block tagged with the
  *     dictionary that owns it ]
  *
- * Locking: ONE process-shared robust mutex for the whole region. Every operation is short
+ * Locking: ONE mutex for the whole region (robust and process-shared, see below). Every operation is short
  * (a hash lookup, a copy, at worst a few evictions; never Lua, never a syscall), so the lock
  * is held for a microsecond or less and one lock costs less than two (a dictionary's and
  * the allocator's, taken in turn by every write). One lock also makes recovering from a
@@ -26,7 +26,8 @@
  * allocator: the free lists may be torn) empties the whole region; busy_dict (inside one
  * dictionary's hash chains or LRU list) empties that dictionary and gives back the blocks
  * tagged with it (the heap itself is intact then). Both are logged at error with what was
- * lost. A dead owner with no marker set was only reading: nothing to repair. */
+ * lost. A dead owner with no marker set had changed no link (it read, or stored one
+ * aligned word: an incr's number, an expiry): nothing to repair. */
 #ifndef ML_SHARED_REGION_H
 #define ML_SHARED_REGION_H
 #include <pthread.h>
