@@ -49,6 +49,13 @@ static int fail(lua_State *L, int rc) {
   return 2;
 }
 
+/* n, or nil and the message of rc. */
+static int number_or_fail(lua_State *L, int rc, double n) {
+  if (rc != ML_SD_OK) return fail(L, rc);
+  lua_pushnumber(L, n);
+  return 1;
+}
+
 /* dict:get(key) -> value or nil */
 static int l_get(lua_State *L) {
   int d;
@@ -126,12 +133,11 @@ static int l_incr(lua_State *L) {
   int has_init = !lua_isnoneornil(L, 4);
   double init = has_init ? luaL_checknumber(L, 4) : 0;
   double ttl = check_ttl(L, 5);
-  double v;
+  double v = 0;
   int forcible = 0;
   int rc = ml_sdict_incr(d, k, klen, by, has_init ? &init : NULL, ttl, &v, &forcible);
-  if (rc != ML_SD_OK) return fail(L, rc);
+  if (rc != ML_SD_OK || !forcible) return number_or_fail(L, rc, v);
   lua_pushnumber(L, v);
-  if (!forcible) return 1;
   lua_pushnil(L);
   lua_pushboolean(L, 1);
   return 3;
@@ -142,11 +148,9 @@ static int l_ttl(lua_State *L) {
   int d;
   size_t klen;
   const char *k = check_key(L, &d, &klen);
-  double left;
+  double left = 0;
   int rc = ml_sdict_ttl(d, k, klen, &left);
-  if (rc != ML_SD_OK) return fail(L, rc);
-  lua_pushnumber(L, left);
-  return 1;
+  return number_or_fail(L, rc, left);
 }
 
 /* dict:expire(key, ttl) -> true | nil, "not found"; ttl 0: never expires */
