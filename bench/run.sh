@@ -23,7 +23,7 @@ BUILD=${BUILD:-build}
 MOONLET=$BUILD/moonlet
 DURATION=${BENCH_DURATION:-10s}
 SECTIONS="hello sleep_burst seed cpu pool_overhead routes validation framework fanout stream"
-SECTIONS="$SECTIONS sqlite pg static websocket test_client reload embed workers"
+SECTIONS="$SECTIONS sqlite pg static websocket test_client reload shared embed workers"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/moonlet-bench.XXXXXX")
 STARTED=""   # pids of the processes this script started and has not stopped yet
@@ -895,6 +895,13 @@ bench_test_client() {
 bench_reload() {
   section "reload: from a saved file to the new code answering (--reload)"
   "$MOONLET" test bench/reload_bench.lua 2>&1 | sed -n '/^write\|^median\|^wrk\|^100 reloads/p'
+}
+
+# moonlet.shared from one Lua loop (the single-process fast path): ns per operation, and set
+# in a full dictionary (each write evicts): bench/shared_bench.lua.
+bench_shared() {
+  section "shared: moonlet.shared operations from one Lua loop (1e6 each, best of 3)"
+  "$MOONLET" test bench/shared_bench.lua 2>&1 | sed -n '/ns\/op$/p'
 }
 
 # ---------------------------------------------------------------------------- embed

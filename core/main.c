@@ -6,12 +6,14 @@
 #include "sched.h"
 #include "supervisor.h"
 #include "worker.h"
+#include "shared.h"
 #include <errno.h>
 #include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 static const char usage[] =
     "usage: moonlet serve APPDIR [options]   serve the app in APPDIR (APPDIR/app.lua)\n"
@@ -42,7 +44,8 @@ static const char usage[] =
     "  --pool-size N           threads for { pool = true } routes and run_in_pool (default 40,\n"
     "                          per worker)\n"
     "  --pool-queue N          jobs that may wait for a busy pool, then 503 (default 1024)\n"
-    "  --shared-mem BYTES      memory for all moonlet.shared dictionaries (default 67108864)\n"
+    "  --shared-mem BYTES      the shared-memory region of all moonlet.shared dictionaries\n"
+    "                          (default 67108864)\n"
     "  --block-warn MS         warn when a coroutine holds the loop this long (default 100)\n"
     "  --reload                reload the app when a .lua file in APPDIR changes (development;\n"
     "                          implies --debug)\n"
@@ -84,13 +87,31 @@ static int supervise(const ml_config_t *cfg, int workers, int argc, char **argv)
   ml_supervisor_t *sup = ml_supervisor_new(&sc);
   free(args);
   char err[512];
-  if (ml_supervisor_bind(sup, err, sizeof err)) {
+  /* moonlet.shared: one region for every worker, mapped before any is spawned */
+  int shared_fd = -1;
+  if (ml_supervisor_bind(sup, err, sizeof err) ||
+      (shared_fd = ml_shared_region_create(cfg->shared_mem, err, sizeof err)) < 0 ||
+      ml_supervisor_pass_fd(sup, shared_fd, "MOONLET_SHARED_FD")) {
     ml_supervisor_free(sup);
     return fail("%s%s", err, "");
   }
   int status = ml_supervisor_run(sup);
   ml_supervisor_free(sup);
   return status;
+}
+
+/* A worker of --workers: the supervisor passes the moonlet.shared region's descriptor in
+ * MOONLET_SHARED_FD; it is mapped before the app loads (whose top level may use a
+ * dictionary), and neither the descriptor nor the variable reaches the app's own child processes. */
+static int attach_shared_region(void) {
+  const char *fd = getenv("MOONLET_SHARED_FD");
+  if (!fd) return 0;
+  char err[256];
+  int n = atoi(fd);
+  int rc = ml_shared_region_attach(n, err, sizeof err);
+  if (rc == 0) close(n);   /* the mapping stays; the app's children get no descriptor */
+  unsetenv("MOONLET_SHARED_FD");
+  return rc ? fail("%s%s", err, "") : 0;
 }
 
 static int cmd_serve(int argc, char **argv) {
@@ -192,6 +213,10 @@ static int cmd_serve(int argc, char **argv) {
   }
   ml_host_t *h = ml_host_new(&cfg);
   if (!h) return fail("out of memory%s%s", "", "");
+  if (attach_shared_region()) {
+    ml_host_free(h);
+    return 2;
+  }
   if (ml_host_load(h, appdir, err, sizeof err) || ml_host_listen(h, err, sizeof err)) {
     ml_host_free(h);
     return fail("%s%s", err, "");

@@ -40,7 +40,9 @@ typedef struct {
   double keepalive_timeout;    /* seconds an idle keep-alive connection is kept (5) */
   int pool_size;               /* threads for { pool = true } routes and run_in_pool (40) */
   int pool_queue;              /* jobs that may wait for a busy pool (1024), then 503 */
-  size_t shared_mem;           /* bytes all moonlet.shared dictionaries may hold (64 MiB) */
+  size_t shared_mem;           /* bytes of the shared-memory region all moonlet.shared
+                                * dictionaries live in (64 MiB); allocated at the first
+                                * dictionary use, with the size configured then */
   double block_warn_ms;        /* warn when a coroutine holds the loop this long (100) */
   int reload;                  /* reload the app when its .lua files change (0); implies
                                 * the development mode, as debug does */
@@ -50,8 +52,9 @@ typedef struct {
   /* --- logging, signals, several hosts (README "Embedding") ---
    * log_level, log_cb, log_user, the development mode (debug, reload) and shared_mem are
    * the process's, not the host's: ml_host_new* sets them for every host, the one created
-   * last wins. moonlet.shared dictionaries are the process's too (one name, one
-   * dictionary, for all hosts). Everything else is the host's own. */
+   * last wins (shared_mem: the last one before the first dictionary use). moonlet.shared
+   * dictionaries are the process's too (one name, one dictionary, for all hosts).
+   * Everything else is the host's own. */
   void (*log_cb)(int level, const char *line, void *user);
                                /* NULL (stderr): every log line, access log included, goes
                                 * to log_cb instead: level as log_level, the line without

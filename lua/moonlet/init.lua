@@ -104,7 +104,7 @@ function _M.run_in_pool(fn, ...)
 end
 _M.in_pool = core.in_pool
 
----moonlet.shared.dict(name): a dictionary shared by the loop and every pool thread.
+---moonlet.shared.dict(name): a dictionary shared by the loop, every pool thread and worker.
 ---@class moonlet.shared
 ---@field dict fun(name: string): moonlet.SharedDict the dictionary called name
 _M.shared = { dict = core.shared_dict }

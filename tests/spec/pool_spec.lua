@@ -198,7 +198,7 @@ describe("moonlet.shared", function()
     assert.are.same({ ok = true, finalized = true }, res:json())
   end)
 
-  it("says so when full", function()
+  it("says so when full (safe_set)", function()
     local r = assert(t.request(srv.port, "GET", "/shared/fill")):json()
     assert.is_truthy(r.stored > 100 and r.stored < 2000, "stored " .. r.stored)
     assert.matches("no memory.*%-%-shared%-mem 2000000", r.err)

@@ -25,51 +25,92 @@ function Cond:notify_one(v) end
 ---@return integer n the number of tasks waiting
 function Cond:waiting() end
 
----A dictionary shared by the loop and every pool thread (moonlet.shared.dict(name)), held in
----C under a lock. Values are strings, numbers or booleans; ttl is in seconds.
+---A dictionary shared by the loop, every pool thread and every worker process
+---(moonlet.shared.dict(name)), held in one shared-memory region of --shared-mem bytes under
+---a lock. Values are strings, numbers or booleans; ttl is in seconds (0: never expires).
 ---@class moonlet.SharedDict
 local SharedDict = {}
 
+---Makes key the most recently used.
 ---@param key string
 ---@return string|number|boolean|nil value nil when absent or expired
 function SharedDict:get(key) end
 
----Stores value under key (nil deletes it).
+---Stores value under key (nil deletes it); when the region is full, evicts this
+---dictionary's expired, then least recently used, entries until it fits.
 ---@param key string
 ---@param value string|number|boolean|nil
 ---@param ttl? number seconds until it expires
 ---@return true|nil ok
----@return string? err "no memory ..." when --shared-mem is used up
+---@return string? err "no memory ..." (nothing left to evict) | "too large ..."
+---@return boolean? forcible true when live entries were evicted
 function SharedDict:set(key, value, ttl) end
 
----Stores value only if key is absent.
+---Stores value only if key is absent (evicting as set does).
 ---@param key string
 ---@param value string|number|boolean
 ---@param ttl? number
 ---@return true|nil ok
----@return string? err "exists"
+---@return string? err "exists" | "no memory ..." | "too large ..."
+---@return boolean? forcible
 function SharedDict:add(key, value, ttl) end
 
----Adds `by` atomically (increments from any thread are never lost).
+---As set, but never evicts: nil, "no memory ..." when the region is full.
+---@param key string
+---@param value string|number|boolean|nil
+---@param ttl? number
+---@return true|nil ok
+---@return string? err
+---@return false? forcible
+function SharedDict:safe_set(key, value, ttl) end
+
+---As add, but never evicts.
+---@param key string
+---@param value string|number|boolean
+---@param ttl? number
+---@return true|nil ok
+---@return string? err "exists" | "no memory ..." | "too large ..."
+---@return false? forcible
+function SharedDict:safe_add(key, value, ttl) end
+
+---Adds `by` atomically (increments from any thread or worker are never lost).
 ---@param key string
 ---@param by number
 ---@param init? number the value to start from when key is absent (else: nil, "not found")
----@param ttl? number
+---@param ttl? number applies when init creates the key
 ---@return number|nil value the new value
----@return string? err "not found" | "not a number"
+---@return string? err "not found" | "not a number" | "no memory ..."
+---@return boolean? forcible true when creating the key evicted live entries
 function SharedDict:incr(key, by, init, ttl) end
 
 ---@param key string
 ---@return true
 function SharedDict:delete(key) end
 
+---@param key string
+---@return number|nil seconds left (0: never expires)
+---@return string? err "not found"
+function SharedDict:ttl(key) end
+
+---@param key string
+---@param ttl number seconds from now (0: never expires)
+---@return true|nil ok
+---@return string? err "not found"
+function SharedDict:expire(key, ttl) end
+
 ---@param max? integer at most this many (0 or nil: all)
----@return string[] keys the live keys
+---@return string[] keys the live keys, most recently used first
 function SharedDict:keys(max) end
 
 ---Removes every entry.
 ---@return true
 function SharedDict:flush_all() end
+
+---@return number bytes of the region all dictionaries share (--shared-mem)
+function SharedDict:capacity() end
+
+---@return number bytes of the region no dictionary uses now
+function SharedDict:free_space() end
 
 ---The C functions of "moonlet.core" that the public API hands out unchanged.
 ---@class moonlet.core

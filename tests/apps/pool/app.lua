@@ -131,7 +131,7 @@ end)
 app:get("/shared/fill", function()
   local d = moonlet.shared.dict("fill")
   for i = 1, 100000 do
-    local ok, err = d:set("k" .. i, string.rep("x", 1000))
+    local ok, err = d:safe_set("k" .. i, string.rep("x", 1000))
     if not ok then return { stored = i - 1, err = err } end
   end
   return { stored = 100000 }
