@@ -19,6 +19,7 @@
 #include "dispatch.h"
 #include "events.h"
 #include "log.h"
+#include "metrics.h"
 #include "post.h"
 #include "preload.h"
 #include "reload.h"
@@ -113,6 +114,8 @@ void ml_config_defaults(ml_config_t *cfg) {
   cfg->access_log_file = NULL;
   cfg->proxy_headers = 0;
   cfg->forwarded_allow_ips = "127.0.0.1";
+  cfg->metrics_port = 0;
+  cfg->metrics_host = NULL;
 }
 
 enum { RETIRED_SERVING, RETIRED_HOOKS, RETIRED_DONE };
@@ -167,6 +170,7 @@ static void close_handles(ml_host_t *h) {
   ml_workers_detach(h->workers);
   ml_reload_stop(h->reload);
   h->reload = NULL;
+  if (h->cfg.metrics_port) ml_metrics_serve_close();
   uv_close((uv_handle_t *)&h->reaper, host_handle_closed_cb);
   uv_close((uv_handle_t *)&h->stop_async, host_handle_closed_cb);
   uv_close((uv_handle_t *)&h->flush, host_handle_closed_cb);
@@ -639,6 +643,9 @@ static void watch_start(ml_host_t *h, const char *appdir) {
 int ml_host_load(ml_host_t *h, const char *appdir, char *err, size_t errlen) {
   if (h->server || h->closed)
     return ml_err(err, errlen, "ml_host_load: the host listens already, or has stopped");
+  /* metrics record from before the app loads: what app.lua opens is counted, and so is
+   * what it closes */
+  if (h->cfg.metrics_port && ml_metrics_region_own(err, errlen)) return -1;
   watch_start(h, appdir);
   ml_app_t *a = ml_app_new(h->loop, appdir, app_flags(h), h->preload, err, errlen);
   if (!a) a = serve_error(h, appdir, err);
@@ -675,6 +682,7 @@ static int bind_server(ml_host_t *h, char *err, size_t errlen) {
       .keepalive_timeout_ms = (uint64_t)(h->cfg.keepalive_timeout * 1000),
       .ws_max_message = h->cfg.ws_max_message,
       .access_log = h->cfg.access_log,
+      .metrics = ml_metrics_on(),   /* off: not even a call per request */
   };
   if (h->cfg.access_log && h->cfg.access_log_file &&
       ml_log_access_open(h->cfg.access_log_file, err, errlen) < 0)
@@ -684,6 +692,9 @@ static int bind_server(ml_host_t *h, char *err, size_t errlen) {
     h->open_handles++;
     h->server->on_closed = server_closed_cb;
   }
+  if (rc == 0 && h->cfg.metrics_port)
+    rc = ml_metrics_serve(h->loop, h->cfg.metrics_host ? h->cfg.metrics_host : h->cfg.host,
+                          h->cfg.metrics_port, err, errlen);
   return rc;
 }
 

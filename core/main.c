@@ -3,6 +3,7 @@
 #include "log.h"
 #include "access_log.h"
 #include "lstate.h"
+#include "metrics.h"
 #include "sched.h"
 #include <errno.h>
 #include <lauxlib.h>
@@ -28,6 +29,9 @@ static const char usage[] =
     "                          when the peer is in --forwarded-allow-ips\n"
     "  --forwarded-allow-ips L trusted proxies: a comma list of addresses, * for any\n"
     "                          (default 127.0.0.1)\n"
+    "  --metrics-port N        serve Prometheus metrics on GET /metrics at this port (default\n"
+    "                          0: off)\n"
+    "  --metrics-host ADDR     address the metrics port listens on (default: --host's)\n"
     "  --max-body BYTES        largest request body (default 1048576) -> 413\n"
     "  --ws-max-message BYTES  largest WebSocket message (default 1048576) -> close 1009\n"
     "  --graceful-timeout S    seconds a stop (SIGINT/SIGTERM) may take: requests, background\n"
@@ -98,6 +102,12 @@ static int cmd_serve(int argc, char **argv) {
     } else if (strcmp(a, "--access-log") == 0) {
       cfg.access_log = ml_access_parse(v);
       if (cfg.access_log < 0) return fail("--access-log: expected text, json or off, got '%s'%s", v, "");
+    } else if (strcmp(a, "--metrics-port") == 0) {
+      if (parse_number(v, 0, 65535, &d) || d != (int)d)
+        return fail("--metrics-port: expected a port number 0-65535, got '%s'%s", v, "");
+      cfg.metrics_port = (int)d;
+    } else if (strcmp(a, "--metrics-host") == 0) {
+      cfg.metrics_host = v;
     } else if (strcmp(a, "--forwarded-allow-ips") == 0) {
       cfg.forwarded_allow_ips = v;
     } else if (strcmp(a, "--access-log-file") == 0) {
@@ -139,9 +149,18 @@ static int cmd_serve(int argc, char **argv) {
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
   }
+  char err[1024];
+  /* a worker of the supervisor (--workers): it records into its slot of the supervisor's
+   * metrics region, from before its app loads */
+  const char *mfd = getenv("MOONLET_METRICS_FD"), *mslot = getenv("MOONLET_METRICS_SLOT");
+  if (mfd && mslot) {
+    if (ml_metrics_region_attach(atoi(mfd), atoi(mslot), err, sizeof err))
+      return fail("%s%s", err, "");
+    unsetenv("MOONLET_METRICS_FD");
+    unsetenv("MOONLET_METRICS_SLOT");
+  }
   ml_host_t *h = ml_host_new(&cfg);
   if (!h) return fail("out of memory%s%s", "", "");
-  char err[1024];
   if (ml_host_load(h, appdir, err, sizeof err) || ml_host_listen(h, err, sizeof err)) {
     ml_host_free(h);
     return fail("%s%s", err, "");

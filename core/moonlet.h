@@ -75,6 +75,12 @@ typedef struct {
                                 * X-Forwarded-Proto or Forwarded when the peer is trusted */
   const char *forwarded_allow_ips; /* the trusted peers: "127.0.0.1" (default), a comma list
                                 * of addresses, or "*" for any; both the process's */
+  int metrics_port;            /* 0 (off), or the port ml_host_listen serves Prometheus
+                                * metrics on (GET /metrics, README "Metrics"), on a listening
+                                * socket of its own; the metrics are the process's: one host
+                                * a process may serve them */
+  const char *metrics_host;    /* NULL: cfg.host; the address metrics_port listens on (it
+                                * must live until ml_host_listen returns) */
 } ml_config_t;
 
 typedef struct ml_host_s ml_host_t;
