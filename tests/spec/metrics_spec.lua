@@ -150,41 +150,50 @@ describe("metrics", function()
     srv:stop()
   end)
 
-  it("pool threads busy and the pool's queue", function()
-    local srv, mport = start({ "--pool-size", "1" })
+  -- Two requests at once for a resource there is one of: the first holds it (the `busy`
+  -- gauge at 1), the second waits (`waiting` at 1); both answered, both gauges back to 0.
+  local function one_holds_one_waits(args, first, second, busy, waiting)
+    local srv, mport = start(args)
+    local m = scrape(mport)
+    assert.are.same({ 0, 0 }, { m[busy], m[waiting] })
     local c1, c2 = assert(t.connect(srv.port)), assert(t.connect(srv.port))
-    assert(c1:send("GET /pooled-sleep?s=1 HTTP/1.1\r\nHost: x\r\n\r\n"))
-    scrape_until(mport, function(x) return x.moonlet_pool_threads_busy == 1 end, "a busy thread")
-    assert(c2:send("GET /pooled-sleep?s=0.1 HTTP/1.1\r\nHost: x\r\n\r\n"))
-    scrape_until(mport, function(x) return x.moonlet_pool_queue_length == 1 end, "a queued job")
+    assert(c1:send("GET " .. first .. " HTTP/1.1\r\nHost: x\r\n\r\n"))
+    scrape_until(mport, function(x) return x[busy] == 1 end, busy .. " 1")
+    assert(c2:send("GET " .. second .. " HTTP/1.1\r\nHost: x\r\n\r\n"))
+    m = scrape_until(mport, function(x) return x[waiting] == 1 end, waiting .. " 1")
+    assert.are.same(1, m[busy])
     assert.are.same(200, c1:read_response(5).status)
     assert.are.same(200, c2:read_response(5).status)
-    scrape_until(mport, function(x)
-      return x.moonlet_pool_threads_busy == 0 and x.moonlet_pool_queue_length == 0
-    end, "an idle pool")
+    scrape_until(mport, function(x) return x[busy] == 0 and x[waiting] == 0 end, "both 0")
     c1:close()
     c2:close()
     srv:stop()
+  end
+
+  it("pool threads busy and the pool's queue (a pool of 1)", function()
+    one_holds_one_waits({ "--pool-size", "1" }, "/pooled-sleep?s=1", "/pooled-sleep?s=0.1",
+                        "moonlet_pool_threads_busy", "moonlet_pool_queue_length")
   end)
 
   it("database connections in use and statements waiting (SQLite, a pool of 1)", function()
+    one_holds_one_waits({}, "/db/hold?s=0.8", "/db/hold?s=0.1",
+                        "moonlet_db_connections_in_use", "moonlet_db_waiting")
+  end)
+
+  it("HTTP-client connections in use, then idle in the client's pool", function()
     local srv, mport = start()
-    local m = scrape(mport)
-    assert.are.same(0, m.moonlet_db_connections_in_use)
-    local c1, c2 = assert(t.connect(srv.port)), assert(t.connect(srv.port))
-    assert(c1:send("GET /db/hold?s=0.8 HTTP/1.1\r\nHost: x\r\n\r\n"))
-    scrape_until(mport, function(x) return x.moonlet_db_connections_in_use == 1 end,
-                 "a connection in use")
-    assert(c2:send("GET /db/hold?s=0.1 HTTP/1.1\r\nHost: x\r\n\r\n"))
-    m = scrape_until(mport, function(x) return x.moonlet_db_waiting == 1 end, "a waiter")
-    assert.are.same(1, m.moonlet_db_connections_in_use)
-    assert.are.same({ one = 1 }, c1:read_response(5):json())
-    assert.are.same({ one = 1 }, c2:read_response(5):json())
-    scrape_until(mport, function(x)
-      return x.moonlet_db_connections_in_use == 0 and x.moonlet_db_waiting == 0
-    end, "the connection back in the pool")
-    c1:close()
-    c2:close()
+    local url = ("http://127.0.0.1:%d/sleep?s=0.5"):format(srv.port)   -- its own /sleep
+    local c = assert(t.connect(srv.port))
+    assert(c:send("GET /fetch?url=" .. url .. " HTTP/1.1\r\nHost: x\r\n\r\n"))
+    local m = scrape_until(mport, function(x)
+      return x.moonlet_http_client_connections_in_use == 1
+    end, "a client connection in use")
+    assert.are.same(0, m.moonlet_http_client_connections_idle)
+    assert.are.same({ status = 200 }, c:read_response(5):json())
+    m = scrape_until(mport, function(x) return x.moonlet_http_client_connections_idle == 1 end,
+                     "an idle client connection")
+    assert.are.same(0, m.moonlet_http_client_connections_in_use)
+    c:close()
     srv:stop()
   end)
 

@@ -30,6 +30,12 @@ app:get("/block", function(req)
   return { blocked = true }
 end)
 
+-- a request of moonlet's HTTP client to ?url=: its connection stays in the client's pool
+app:get("/fetch", function(req)
+  local res, err = moonlet.http.get(req.query.url, { timeout = 5 })
+  return { status = res and res.status, err = err }
+end)
+
 -- a connection of the pool leased while the handler sleeps
 app:get("/db/hold", function(req)
   return db:transaction(function(tx)
