@@ -21,9 +21,9 @@ static void serve_closed_cb(ml_server_t *s) {
 /* GET (or HEAD) /metrics, with or without a query: the page; anything else 404 or 405. */
 static void serve_dispatch(void *ctx, ml_server_conn_t *c) {
   (void)ctx;
-  const char *url = ml_http_url(&c->http);
-  size_t len = c->http.url_len, plen = strcspn(url, "?");
-  if (plen > len) plen = len;
+  const char *url = ml_http_url(&c->http);   /* url_len bytes, no NUL after them */
+  const char *q = memchr(url, '?', c->http.url_len);
+  size_t plen = q ? (size_t)(q - url) : c->http.url_len;
   int keepalive = ml_server_conn_keepalive(c);
   int status = 200;
   if (plen != 8 || memcmp(url, "/metrics", 8) != 0) {
