@@ -23,7 +23,7 @@ BUILD=${BUILD:-build}
 MOONLET=$BUILD/moonlet
 DURATION=${BENCH_DURATION:-10s}
 SECTIONS="hello sleep_burst seed cpu pool_overhead routes validation framework fanout stream"
-SECTIONS="$SECTIONS sqlite pg static websocket test_client reload embed"
+SECTIONS="$SECTIONS sqlite pg static websocket test_client reload embed metrics"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/moonlet-bench.XXXXXX")
 STARTED=""   # pids of the processes this script started and has not stopped yet
@@ -960,6 +960,35 @@ bench_embed() {
     printf "$fmt" "$threads x $n" "$rate" "$(( sent - ran ))" "$secs" \
       ">= 500,000/s, none lost: $verdict"
   done
+}
+
+# Metrics on (--metrics-port) vs off: GET /hello, two servers side by side, ABBA.
+bench_metrics() {
+  local off_pid off_port mport ratio verdict scraped
+  section "metrics: GET /hello with --metrics-port vs without (wrk -t1 -c64, ABBA)"
+  command -v wrk >/dev/null || die "wrk not installed (scripts/deps.sh bench)"
+  start_moonlet metrics_off apps/hello
+  off_pid=$ML_PID off_port=$ML_PORT
+  mport=$(free_port)
+  start_moonlet metrics_on apps/hello "" --metrics-port "$mport"
+  wrk_abba metrics "http://127.0.0.1:$off_port/hello" "$off_pid" \
+    "http://127.0.0.1:$ML_PORT/hello" "$ML_PID"
+  # what the runs recorded: every /hello of the server with metrics (warm-ups included)
+  scraped=$(curl -s "http://127.0.0.1:$mport/metrics" |
+    awk -F' ' '/^moonlet_http_requests_total\{route="\/hello",method="GET",code="2xx"\}/ { print $2 }')
+  kill -0 "$off_pid" 2>/dev/null || echo "!! moonlet (metrics off) exited during the runs"
+  kill -0 "$ML_PID" 2>/dev/null || echo "!! moonlet (metrics on) exited during the runs"
+  stop_pid "$off_pid"
+  stop_pid "$ML_PID"
+  abba_table "server" "metrics off" "metrics on"
+  ratio=$(awk -v a="$WB_RPS" -v b="$WA_RPS" 'BEGIN { printf "%.2f", a / b }')
+  verdict=$(awk -v r="$ratio" 'BEGIN { print (r >= 0.95 ? "met" : "NOT met") }')
+  printf '%-22s %10s   target >= 0.95: %s\n' "ratio on/off" "$ratio" "$verdict"
+  printf '%-22s %10s   (server CPU per request, on / off)\n' "CPU ratio" \
+    "$(awk -v a="$WB_US" -v b="$WA_US" 'BEGIN { printf "%.2f", a / b }')"
+  echo "both servers run side by side, loaded one at a time in the order off, on, on, off"
+  echo "($W_HALF each, 1 s warm-up each); req/s = mean of the two. /metrics counted"
+  echo "${scraped:-?} GET /hello 2xx on the server with metrics."
 }
 
 main() {

@@ -791,7 +791,7 @@ int ml_server_bind(ml_server_t *s, uv_loop_t *loop, const ml_server_config_t *cf
   s->listener.data = s;
   s->listening = 1;
   s->handles_open++;
-  stall_watch_start(s);
+  if (!cfg->loop_clock) stall_watch_start(s);
   rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);
   struct sockaddr_storage bound;
   int blen = sizeof bound;

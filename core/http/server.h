@@ -126,6 +126,9 @@ typedef struct {
   int access_log;            /* ML_ACCESS_* (access_log.h): 0 writes none */
   int metrics;               /* 1: its requests, connections and loop turns are recorded
                               * (metrics.h; nothing while metrics are off) */
+  int loop_clock;            /* 1: no stall watch of its own, deadlines on the loop's clock:
+                              * a side listener on a loop whose main server has one (the
+                              * metrics'), which need not sample every turn twice more */
 } ml_server_config_t;
 
 struct ml_server_s {
