@@ -327,7 +327,7 @@ bench_pool_overhead() {
 # 6. 1,000 routes must not slow /hello: a generated app with /hello and 1,000 other routes
 #    against apps/hello, one after the other.
 bench_routes() {
-  local dir=$TMP/routes_app h_pid h_port ratio verdict code1 code2 code3
+  local dir=$TMP/routes_app h_pid h_port code1 code2 code3
   section "GET /hello with 1,000 other routes vs apps/hello (wrk -t1 -c64 --latency)"
   command -v wrk >/dev/null || die "wrk not installed (scripts/deps.sh bench)"
   mkdir -p "$dir"
@@ -359,12 +359,7 @@ bench_routes() {
   stop_pid "$ML_PID"
 
   abba_table "app" "apps/hello (4 routes)" "/hello + 1,000 routes"
-  ratio=$(awk -v a="$WB_RPS" -v b="$WA_RPS" 'BEGIN { printf "%.2f", a / b }')
-  verdict=$(awk -v r="$ratio" 'BEGIN { print (r >= 0.95 ? "met" : "NOT met") }')
-  printf '%-22s %10s   target >= 0.95 (no measurable slowdown): %s\n' "ratio 1,000/hello" \
-    "$ratio" "$verdict"
-  printf '%-22s %10s   (server CPU per request, 1,000 routes / apps/hello)\n' "CPU ratio" \
-    "$(awk -v a="$WB_US" -v b="$WA_US" 'BEGIN { printf "%.2f", a / b }')"
+  abba_ratio "ratio 1,000/hello" " (no measurable slowdown)" "1,000 routes / apps/hello"
   echo "both servers run side by side, loaded one at a time in the order apps/hello, 1,000 routes,"
   echo "1,000 routes, apps/hello ($W_HALF each, 1 s warm-up each); req/s = mean of the two;"
   echo "CPU us/req = the server's user+system CPU time per request (other load on the machine"
@@ -964,7 +959,7 @@ bench_embed() {
 
 # Metrics on (--metrics-port) vs off: GET /hello, two servers side by side, ABBA.
 bench_metrics() {
-  local off_pid off_port mport ratio verdict scraped
+  local off_pid off_port mport scraped
   section "metrics: GET /hello with --metrics-port vs without (wrk -t1 -c64, ABBA)"
   command -v wrk >/dev/null || die "wrk not installed (scripts/deps.sh bench)"
   start_moonlet metrics_off apps/hello
@@ -981,11 +976,7 @@ bench_metrics() {
   stop_pid "$off_pid"
   stop_pid "$ML_PID"
   abba_table "server" "metrics off" "metrics on"
-  ratio=$(awk -v a="$WB_RPS" -v b="$WA_RPS" 'BEGIN { printf "%.2f", a / b }')
-  verdict=$(awk -v r="$ratio" 'BEGIN { print (r >= 0.95 ? "met" : "NOT met") }')
-  printf '%-22s %10s   target >= 0.95: %s\n' "ratio on/off" "$ratio" "$verdict"
-  printf '%-22s %10s   (server CPU per request, on / off)\n' "CPU ratio" \
-    "$(awk -v a="$WB_US" -v b="$WA_US" 'BEGIN { printf "%.2f", a / b }')"
+  abba_ratio "ratio on/off" "" "on / off"
   echo "both servers run side by side, loaded one at a time in the order off, on, on, off"
   echo "($W_HALF each, 1 s warm-up each); req/s = mean of the two. /metrics counted"
   echo "${scraped:-?} GET /hello 2xx on the server with metrics."
