@@ -49,11 +49,11 @@ local function scrape_until(port, check, what)
   error("metrics never showed " .. what)
 end
 
-local function start(args)
+local function start(args, app)
   local mport = free_port()
   local all = { "--metrics-port", tostring(mport), "--access-log", "off" }
   for _, a in ipairs(args or {}) do all[#all + 1] = a end
-  return t.server{ app = APP, args = all }, mport
+  return t.server{ app = app or APP, args = all }, mport
 end
 
 local function requests(m, route, method, code)
@@ -68,9 +68,11 @@ local function listening_sockets(pid)
   for ino in ls:read("*a"):gmatch("socket:%[(%d+)%]") do inodes[ino] = true end
   ls:close()
   local n = 0
+  -- sl local remote st tx:rx tr:when retrnsmt uid timeout inode ...; st 0A is LISTEN
+  local pat = "^%s*%d+:%s+%S+%s+%S+%s+(%x%x)" .. ("%s+%S+"):rep(5) .. "%s+(%d+)"
   for _, f in ipairs({ "/proc/net/tcp", "/proc/net/tcp6" }) do
     for line in (t.read_file(f) or ""):gmatch("[^\n]+") do
-      local st, ino = line:match("^%s*%d+:%s+%S+%s+%S+%s+(%x%x)%s+%S+%s+%S+%s+%S+%s+%S+%s+%S+%s+(%d+)")
+      local st, ino = line:match(pat)
       if st == "0A" and inodes[ino] then n = n + 1 end
     end
   end
@@ -194,6 +196,52 @@ describe("metrics", function()
                      "an idle client connection")
     assert.are.same(0, m.moonlet_http_client_connections_in_use)
     c:close()
+    srv:stop()
+  end)
+
+  it("a reload keeps counting: a template seen again gets its series back", function()
+    local dir = t.tmpdir()
+    local code = [[
+      local app = require("moonlet").app{}
+      app:get("/a/{id}", function(req) return { id = req.params.id, v = %d } end)
+      return app
+    ]]
+    t.write_file(dir .. "/app.lua", code:format(1))
+    local srv, mport = start({ "--reload" }, dir)
+    assert.are.same(1, srv:request("GET", "/a/x"):json().v)
+    local mark = srv:mark()
+    t.write_file(dir .. "/app.lua", code:format(2))
+    srv:wait_log("reloaded", 10, mark)
+    assert.are.same(2, srv:request("GET", "/a/y"):json().v)
+    assert.are.same(2, requests(scrape(mport), "/a/{id}", "GET", "2xx"))
+    srv:stop()
+  end)
+
+  it("a bounded number of series: past 512 templates, route=\"(other)\"", function()
+    local dir = t.tmpdir()
+    local lines = { 'local app = require("moonlet").app{}' }
+    for i = 1, 515 do
+      lines[#lines + 1] = ('app:get("/r%d/{id}", function() return "ok" end)'):format(i)
+    end
+    lines[#lines + 1] = "return app"
+    t.write_file(dir .. "/app.lua", table.concat(lines, "\n"))
+    local srv, mport = start({}, dir)
+    local c = assert(t.connect(srv.port))
+    for i = 1, 515 do
+      assert(c:send(("GET /r%d/%d HTTP/1.1\r\nHost: x\r\n\r\n"):format(i, i)))
+      assert.are.same(200, c:read_response(5).status)
+    end
+    c:close()
+    local m = scrape(mport)
+    local routes = 0
+    for k in pairs(m) do
+      if k:find('^moonlet_http_requests_total{route="/r%d+/{id}"') then routes = routes + 1 end
+    end
+    -- 512 series a process: "(no route)", "(other)" and the first 510 templates requested
+    assert.are.same(510, routes)
+    assert.are.same(5, requests(m, "(other)", "GET", "2xx"))
+    assert.are.same(1, requests(m, "/r510/{id}", "GET", "2xx"))
+    assert.is_nil(requests(m, "/r511/{id}", "GET", "2xx"))
     srv:stop()
   end)
 
