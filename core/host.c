@@ -86,6 +86,7 @@ struct ml_host_s {
   void *stop_arg;
   int open_handles;          /* the host's handles and its server's, not closed yet */
   int freeing;               /* ml_host_free ran: the memory goes with the last handle */
+  int metrics_serving;       /* cfg.metrics_port: this host's ml_metrics_serve worked */
 };
 
 enum { DEFER_LISTEN = 1, DEFER_RELOAD = 2, DEFER_RELOADED = 4 };
@@ -170,7 +171,7 @@ static void close_handles(ml_host_t *h) {
   ml_workers_detach(h->workers);
   ml_reload_stop(h->reload);
   h->reload = NULL;
-  if (h->cfg.metrics_port) ml_metrics_serve_close();
+  if (h->metrics_serving) ml_metrics_serve_close();
   uv_close((uv_handle_t *)&h->reaper, host_handle_closed_cb);
   uv_close((uv_handle_t *)&h->stop_async, host_handle_closed_cb);
   uv_close((uv_handle_t *)&h->flush, host_handle_closed_cb);
@@ -692,9 +693,11 @@ static int bind_server(ml_host_t *h, char *err, size_t errlen) {
     h->open_handles++;
     h->server->on_closed = server_closed_cb;
   }
-  if (rc == 0 && h->cfg.metrics_port)
+  if (rc == 0 && h->cfg.metrics_port) {
     rc = ml_metrics_serve(h->loop, h->cfg.metrics_host ? h->cfg.metrics_host : h->cfg.host,
                           h->cfg.metrics_port, err, errlen);
+    h->metrics_serving = rc == 0;
+  }
   return rc;
 }
 

@@ -134,7 +134,8 @@ void ml_host_free(ml_host_t *h);
  * reload), unreferenced where they must not keep it alive; the listening socket, a
  * prepare and a check measuring the loop's stalls (which turn on UV_METRICS_IDLE_TIME
  * for the loop), one TCP handle and one timer per connection; the app's tasks' timers;
- * an async for the pool's results; --reload's fs_event handles and timer; and the
+ * an async for the pool's results; --reload's fs_event handles and timer; with
+ * cfg.metrics_port, the metrics' listening socket and its connections' handles; and the
  * handles of what the app's code starts (HTTP client, databases, ...). After ml_host_free
  * they are all closing: once the loop has run their close callbacks (uv_run returns when
  * nothing else is on it) uv_loop_close succeeds, and the host's memory is gone. */
