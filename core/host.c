@@ -86,7 +86,8 @@ struct ml_host_s {
   void *stop_arg;
   int open_handles;          /* the host's handles and its server's, not closed yet */
   int freeing;               /* ml_host_free ran: the memory goes with the last handle */
-  int metrics_serving;       /* cfg.metrics_port: this host's ml_metrics_serve worked */
+  int metrics_own;           /* cfg.metrics_port and no supervisor's region: the host serves */
+  int metrics_serving;       /* ... and its ml_metrics_serve worked */
 };
 
 enum { DEFER_LISTEN = 1, DEFER_RELOAD = 2, DEFER_RELOADED = 4 };
@@ -646,7 +647,11 @@ int ml_host_load(ml_host_t *h, const char *appdir, char *err, size_t errlen) {
     return ml_err(err, errlen, "ml_host_load: the host listens already, or has stopped");
   /* metrics record from before the app loads: what app.lua opens is counted, and so is
    * what it closes */
-  if (h->cfg.metrics_port && ml_metrics_region_own(err, errlen)) return -1;
+  if (h->cfg.metrics_port && !h->metrics_own) {
+    int rc = ml_metrics_region_own(err, errlen);
+    if (rc < 0) return -1;
+    h->metrics_own = rc == 0;   /* a worker's are the supervisor's to serve */
+  }
   watch_start(h, appdir);
   ml_app_t *a = ml_app_new(h->loop, appdir, app_flags(h), h->preload, err, errlen);
   if (!a) a = serve_error(h, appdir, err);
@@ -693,7 +698,7 @@ static int bind_server(ml_host_t *h, char *err, size_t errlen) {
     h->open_handles++;
     h->server->on_closed = server_closed_cb;
   }
-  if (rc == 0 && h->cfg.metrics_port) {
+  if (rc == 0 && h->metrics_own) {
     rc = ml_metrics_serve(h->loop, h->cfg.metrics_host ? h->cfg.metrics_host : h->cfg.host,
                           h->cfg.metrics_port, err, errlen);
     h->metrics_serving = rc == 0;

@@ -18,6 +18,7 @@ const uint64_t ml_metrics_bound_ns[ML_METRICS_NBUCKETS - 1] = {
 
 static ml_metrics_header_t *region;   /* mapped here; NULL: none */
 static ml_metrics_slot_t *mine;       /* the slot this process records into; NULL: off */
+static int worker;                    /* mine is in a supervisor's region (attach) */
 static pthread_mutex_t series_lock = PTHREAD_MUTEX_INITIALIZER;
 
 ml_metrics_header_t *ml_metrics_region(void) {
@@ -80,13 +81,14 @@ int ml_metrics_region_attach(int fd, int slot, char *err, size_t errlen) {
   }
   if (slot < 0 || (uint32_t)slot >= region->nslots)
     return ml_err(err, errlen, "metrics: slot %d of %u", slot, region->nslots);
+  worker = 1;
   slot_take(slot);
   return 0;
 }
 
 /* ml_metrics_region_create then attach, for a host without a supervisor. */
 int ml_metrics_region_own(char *err, size_t errlen) {
-  if (mine) return 0;
+  if (mine) return worker;   /* else a host before this one made it: it is this one's too */
   if (!region && ml_metrics_region_create(1, err, errlen) < 0) return -1;
   slot_take(0);
   return 0;

@@ -37,8 +37,9 @@ void ml_metrics_slot_gone(int slot);
 
 /* --- the host's -------------------------------------------------------------------------- */
 
-/* A host without a supervisor: a region of one slot, recorded into here (nothing when
- * this process records into a slot already). Returns 0 or -1 + err. */
+/* A host without a supervisor: a region of one slot, recorded into here. Returns 0 (the
+ * host serves it), 1 when this process records into a supervisor's region already (a
+ * worker: the supervisor serves the metrics), or -1 + err. */
 int ml_metrics_region_own(char *err, size_t errlen);
 
 /* ml_metrics_serve's port (after port 0: the bound one); -1 when it does not serve. */
