@@ -318,6 +318,60 @@ describe("metrics", function()
                                     .. "address already in use"):format(l.port), 1, true))
   end)
 
+  it("the supervisor's hand-off: a worker records into the slot MOONLET_METRICS_* name",
+     function()
+    -- the spec runner is the supervisor here: moonlet's own functions, through the FFI
+    local ffi = require "ffi"
+    pcall(ffi.cdef, [[
+      typedef struct { char *data; size_t len; size_t cap; } ml_spec_buf_t;
+      int ml_metrics_region_create(int nslots, char *err, size_t errlen);
+      void ml_metrics_render(ml_spec_buf_t *b);
+      void ml_metrics_slot_gone(int slot);
+      int fcntl(int fd, int cmd, ...);
+      void free(void *p);
+    ]])
+    local C = ffi.C
+    local function render()
+      local b = ffi.new("ml_spec_buf_t")
+      C.ml_metrics_render(b)
+      local text = ffi.string(b.data, b.len)
+      C.free(b.data)
+      return parse(text)
+    end
+    local err = ffi.new("char[256]")
+    local fd = C.ml_metrics_region_create(3, err, 256)
+    assert(fd >= 0, ffi.string(err))
+    local F_SETFD, FD_CLOEXEC = 2, 1
+    C.fcntl(fd, F_SETFD, ffi.new("int", 0))   -- the worker inherits it
+    local srv = t.server{ app = APP, args = { "--metrics-port", tostring(free_port()) },
+                          env = { MOONLET_METRICS_FD = tostring(fd), MOONLET_METRICS_SLOT = "2" } }
+    C.fcntl(fd, F_SETFD, ffi.new("int", FD_CLOEXEC))
+    assert.are.same(1, listening_sockets(srv.pid))   -- the supervisor serves, not a worker
+    assert.are.same(200, srv:request("GET", "/items/1").status)
+    assert.are.same(200, srv:request("GET", "/items/2").status)
+    local c = assert(t.connect(srv.port))
+    assert(c:send("GET /sleep?s=1 HTTP/1.1\r\nHost: x\r\n\r\n"))
+    local m
+    for _ = 1, 300 do
+      m = render()
+      if m.moonlet_http_requests_in_flight == 1 then break end
+      t.sleep(0.01)
+    end
+    assert.are.same(1, m.moonlet_http_requests_in_flight)
+    assert.are.same(2, requests(m, "/items/{id:int}", "GET", "2xx"))
+    assert.is_true(m['process_resident_memory_bytes{worker="2"}'] > 1e6)
+    assert.is_nil(m['process_resident_memory_bytes{worker="0"}'])
+    srv:kill()   -- gone while a request is in flight: its gauges go, its counters stay
+    c:close()
+    assert.are.same(1, render().moonlet_http_requests_in_flight)   -- what it left behind
+    C.ml_metrics_slot_gone(2)
+    m = render()
+    assert.are.same(0, m.moonlet_http_requests_in_flight)
+    assert.are.same(0, m.moonlet_http_connections)
+    assert.are.same(2, requests(m, "/items/{id:int}", "GET", "2xx"))
+    assert.is_nil(m['process_resident_memory_bytes{worker="2"}'])
+  end)
+
   it("a worker whose MOONLET_METRICS_FD is no metrics region exits 2, saying so", function()
     local r = t.run({ "serve", APP, "--port", "0" },
                     { env = { MOONLET_METRICS_FD = "0", MOONLET_METRICS_SLOT = "0" } })
