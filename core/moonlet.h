@@ -75,7 +75,7 @@ typedef struct {
                                 * X-Forwarded-Proto or Forwarded when the peer is trusted */
   const char *forwarded_allow_ips; /* the trusted peers: "127.0.0.1" (default), a comma list
                                 * of addresses, or "*" for any; both the process's */
-  int metrics_port;            /* 0 (off), or the port ml_host_listen serves Prometheus
+  int metrics_port;            /* 0 (off), or the port ml_host_listen(_async) serves Prometheus
                                 * metrics on (GET /metrics, README "Metrics"), on a listening
                                 * socket of its own; the metrics are the process's: one host
                                 * a process may serve them */
