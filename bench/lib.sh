@@ -214,6 +214,18 @@ abba_table() {
   printf "$fmt" "$3" "$WB_RPS" "$WB_RUNS" "$WB_P99" "$WB_ERRORS" "$WB_CPU" "$WB_US"
 }
 
+# abba_ratio LABEL NOTE CPU_NOTE: after wrk_abba, B's req/s over A's against the >= 0.95
+# target (NOTE follows the target), then B's server CPU per request over A's (CPU_NOTE says
+# which over which).
+abba_ratio() {
+  local ratio verdict
+  ratio=$(awk -v a="$WB_RPS" -v b="$WA_RPS" 'BEGIN { printf "%.2f", a / b }')
+  verdict=$(awk -v r="$ratio" 'BEGIN { print (r >= 0.95 ? "met" : "NOT met") }')
+  printf '%-22s %10s   target >= 0.95%s: %s\n' "$1" "$ratio" "$2" "$verdict"
+  printf '%-22s %10s   (server CPU per request, %s)\n' "CPU ratio" \
+    "$(awk -v a="$WB_US" -v b="$WA_US" 'BEGIN { printf "%.2f", a / b }')" "$3"
+}
+
 # start_nginx: nginx in the foreground (worker_processes 1) with its own prefix in $TMP/nginx,
 # on a free port of 127.0.0.1; sets NG_PID and NG_PORT.
 # NG_EXTRA: more server-block lines (a location), empty by default; NG_CONNS: its

@@ -23,7 +23,7 @@ BUILD=${BUILD:-build}
 MOONLET=$BUILD/moonlet
 DURATION=${BENCH_DURATION:-10s}
 SECTIONS="hello sleep_burst seed cpu pool_overhead routes validation framework fanout stream"
-SECTIONS="$SECTIONS sqlite pg static websocket test_client reload shared embed workers"
+SECTIONS="$SECTIONS sqlite pg static websocket test_client reload shared embed workers metrics"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/moonlet-bench.XXXXXX")
 STARTED=""   # pids of the processes this script started and has not stopped yet
@@ -327,7 +327,7 @@ bench_pool_overhead() {
 # 6. 1,000 routes must not slow /hello: a generated app with /hello and 1,000 other routes
 #    against apps/hello, one after the other.
 bench_routes() {
-  local dir=$TMP/routes_app h_pid h_port ratio verdict code1 code2 code3
+  local dir=$TMP/routes_app h_pid h_port code1 code2 code3
   section "GET /hello with 1,000 other routes vs apps/hello (wrk -t1 -c64 --latency)"
   command -v wrk >/dev/null || die "wrk not installed (scripts/deps.sh bench)"
   mkdir -p "$dir"
@@ -359,12 +359,7 @@ bench_routes() {
   stop_pid "$ML_PID"
 
   abba_table "app" "apps/hello (4 routes)" "/hello + 1,000 routes"
-  ratio=$(awk -v a="$WB_RPS" -v b="$WA_RPS" 'BEGIN { printf "%.2f", a / b }')
-  verdict=$(awk -v r="$ratio" 'BEGIN { print (r >= 0.95 ? "met" : "NOT met") }')
-  printf '%-22s %10s   target >= 0.95 (no measurable slowdown): %s\n' "ratio 1,000/hello" \
-    "$ratio" "$verdict"
-  printf '%-22s %10s   (server CPU per request, 1,000 routes / apps/hello)\n' "CPU ratio" \
-    "$(awk -v a="$WB_US" -v b="$WA_US" 'BEGIN { printf "%.2f", a / b }')"
+  abba_ratio "ratio 1,000/hello" " (no measurable slowdown)" "1,000 routes / apps/hello"
   echo "both servers run side by side, loaded one at a time in the order apps/hello, 1,000 routes,"
   echo "1,000 routes, apps/hello ($W_HALF each, 1 s warm-up each); req/s = mean of the two;"
   echo "CPU us/req = the server's user+system CPU time per request (other load on the machine"
@@ -1012,6 +1007,31 @@ bench_workers() {
   echo "server CPU = user+system of the supervisor and its workers (/proc/PID/stat) over each run;"
   echo "wrk (one thread) shares the machine's $(nproc) CPUs with them, so req/s says little here."
   moonlet_log workers2
+}
+
+# Metrics on (--metrics-port) vs off: GET /hello, two servers side by side, ABBA.
+bench_metrics() {
+  local off_pid off_port mport scraped
+  section "metrics: GET /hello with --metrics-port vs without (wrk -t1 -c64, ABBA)"
+  command -v wrk >/dev/null || die "wrk not installed (scripts/deps.sh bench)"
+  start_moonlet metrics_off apps/hello
+  off_pid=$ML_PID off_port=$ML_PORT
+  mport=$(free_port)
+  start_moonlet metrics_on apps/hello "" --metrics-port "$mport"
+  wrk_abba metrics "http://127.0.0.1:$off_port/hello" "$off_pid" \
+    "http://127.0.0.1:$ML_PORT/hello" "$ML_PID"
+  # what the runs recorded: every /hello of the server with metrics (warm-ups included)
+  scraped=$(curl -s "http://127.0.0.1:$mport/metrics" |
+    awk -F' ' '/^moonlet_http_requests_total\{route="\/hello",method="GET",code="2xx"\}/ { print $2 }')
+  kill -0 "$off_pid" 2>/dev/null || echo "!! moonlet (metrics off) exited during the runs"
+  kill -0 "$ML_PID" 2>/dev/null || echo "!! moonlet (metrics on) exited during the runs"
+  stop_pid "$off_pid"
+  stop_pid "$ML_PID"
+  abba_table "server" "metrics off" "metrics on"
+  abba_ratio "ratio on/off" "" "on / off"
+  echo "both servers run side by side, loaded one at a time in the order off, on, on, off"
+  echo "($W_HALF each, 1 s warm-up each); req/s = mean of the two. /metrics counted"
+  echo "${scraped:-?} GET /hello 2xx on the server with metrics."
 }
 
 main() {

@@ -19,6 +19,7 @@
 #include "dispatch.h"
 #include "events.h"
 #include "log.h"
+#include "metrics.h"
 #include "post.h"
 #include "preload.h"
 #include "reload.h"
@@ -85,6 +86,8 @@ struct ml_host_s {
   void *stop_arg;
   int open_handles;          /* the host's handles and its server's, not closed yet */
   int freeing;               /* ml_host_free ran: the memory goes with the last handle */
+  int metrics_own;           /* cfg.metrics_port and no supervisor's region: the host serves */
+  int metrics_serving;       /* ... and its ml_metrics_serve worked */
 };
 
 enum { DEFER_LISTEN = 1, DEFER_RELOAD = 2, DEFER_RELOADED = 4 };
@@ -114,6 +117,8 @@ void ml_config_defaults(ml_config_t *cfg) {
   cfg->proxy_headers = 0;
   cfg->forwarded_allow_ips = "127.0.0.1";
   cfg->listen_fd = -1;
+  cfg->metrics_port = 0;
+  cfg->metrics_host = NULL;
 }
 
 enum { RETIRED_SERVING, RETIRED_HOOKS, RETIRED_DONE };
@@ -168,6 +173,7 @@ static void close_handles(ml_host_t *h) {
   ml_workers_detach(h->workers);
   ml_reload_stop(h->reload);
   h->reload = NULL;
+  if (h->metrics_serving) ml_metrics_serve_close();
   uv_close((uv_handle_t *)&h->reaper, host_handle_closed_cb);
   uv_close((uv_handle_t *)&h->stop_async, host_handle_closed_cb);
   uv_close((uv_handle_t *)&h->flush, host_handle_closed_cb);
@@ -640,6 +646,13 @@ static void watch_start(ml_host_t *h, const char *appdir) {
 int ml_host_load(ml_host_t *h, const char *appdir, char *err, size_t errlen) {
   if (h->server || h->closed)
     return ml_err(err, errlen, "ml_host_load: the host listens already, or has stopped");
+  /* metrics record from before the app loads: what app.lua opens is counted, and so is
+   * what it closes */
+  if (h->cfg.metrics_port && !h->metrics_own) {
+    int rc = ml_metrics_region_own(err, errlen);
+    if (rc < 0) return -1;
+    h->metrics_own = rc == 0;   /* a worker's are the supervisor's to serve */
+  }
   watch_start(h, appdir);
   ml_app_t *a = ml_app_new(h->loop, appdir, app_flags(h), h->preload, err, errlen);
   if (!a) a = serve_error(h, appdir, err);
@@ -677,6 +690,7 @@ static int bind_server(ml_host_t *h, char *err, size_t errlen) {
       .ws_max_message = h->cfg.ws_max_message,
       .access_log = h->cfg.access_log,
       .listen_fd = h->cfg.listen_fd,
+      .metrics = ml_metrics_on(),   /* off: not even a call per request */
   };
   if (h->cfg.access_log && h->cfg.access_log_file &&
       ml_log_access_open(h->cfg.access_log_file, err, errlen) < 0) {
@@ -687,6 +701,11 @@ static int bind_server(ml_host_t *h, char *err, size_t errlen) {
   if (h->server->handles_open) {   /* its memory goes when they are closed */
     h->open_handles++;
     h->server->on_closed = server_closed_cb;
+  }
+  if (rc == 0 && h->metrics_own) {
+    rc = ml_metrics_serve(h->loop, h->cfg.metrics_host ? h->cfg.metrics_host : h->cfg.host,
+                          h->cfg.metrics_port, err, errlen);
+    h->metrics_serving = rc == 0;
   }
   return rc;
 }

@@ -3,6 +3,7 @@
 #include "log.h"
 #include "access_log.h"
 #include "lstate.h"
+#include "metrics.h"
 #include "sched.h"
 #include "supervisor.h"
 #include "worker.h"
@@ -32,6 +33,9 @@ static const char usage[] =
     "                          when the peer is in --forwarded-allow-ips\n"
     "  --forwarded-allow-ips L trusted proxies: a comma list of addresses, * for any\n"
     "                          (default 127.0.0.1)\n"
+    "  --metrics-port N        serve Prometheus metrics on GET /metrics at this port (default\n"
+    "                          0: off)\n"
+    "  --metrics-host ADDR     address the metrics port listens on (default: --host's)\n"
     "  --max-body BYTES        largest request body (default 1048576) -> 413\n"
     "  --ws-max-message BYTES  largest WebSocket message (default 1048576) -> close 1009\n"
     "  --graceful-timeout S    seconds a stop (SIGINT/SIGTERM) may take: requests, background\n"
@@ -70,6 +74,30 @@ static int parse_number(const char *s, double min, double max, double *out) {
   return 0;
 }
 
+/* --metrics-port with --workers: the supervisor serves the workers' region; a worker gone
+ * leaves no gauge behind (its counters stay), and the listener closes with the supervisor. */
+static void metrics_worker_gone(void *arg, int slot, int metrics_slot, int pid) {
+  (void)arg, (void)slot, (void)pid;
+  ml_metrics_slot_gone(metrics_slot);
+}
+
+static void metrics_stop(void *arg) {
+  (void)arg;
+  ml_metrics_serve_close();
+}
+
+static int supervise_metrics(ml_supervisor_t *sup, const ml_config_t *cfg, int workers,
+                             char *err, size_t errlen) {
+  /* two slots a worker: a reload's new generation records beside the old one */
+  int fd = ml_metrics_region_create(2 * workers, err, errlen);
+  if (fd < 0 || ml_supervisor_pass_fd(sup, fd, "MOONLET_METRICS_FD")) return -1;
+  const char *host = cfg->metrics_host ? cfg->metrics_host : cfg->host;
+  if (ml_metrics_serve(ml_supervisor_loop(sup), host, cfg->metrics_port, err, errlen)) return -1;
+  ml_supervisor_on_worker_exit(sup, metrics_worker_gone, NULL);
+  ml_supervisor_on_stop(sup, metrics_stop, NULL);
+  return 0;
+}
+
 /* --workers N: a supervisor runs the workers, each `moonlet serve` with the same
  * arguments but --workers (see core/prod/supervisor.h). Returns the exit status. */
 static int supervise(const ml_config_t *cfg, int workers, int argc, char **argv) {
@@ -91,7 +119,8 @@ static int supervise(const ml_config_t *cfg, int workers, int argc, char **argv)
   int shared_fd = -1;
   if (ml_supervisor_bind(sup, err, sizeof err) ||
       (shared_fd = ml_shared_region_create(cfg->shared_mem, err, sizeof err)) < 0 ||
-      ml_supervisor_pass_fd(sup, shared_fd, "MOONLET_SHARED_FD")) {
+      ml_supervisor_pass_fd(sup, shared_fd, "MOONLET_SHARED_FD") ||
+      (cfg->metrics_port && supervise_metrics(sup, cfg, workers, err, sizeof err))) {
     ml_supervisor_free(sup);
     return fail("%s%s", err, "");
   }
@@ -154,6 +183,12 @@ static int cmd_serve(int argc, char **argv) {
     } else if (strcmp(a, "--access-log") == 0) {
       cfg.access_log = ml_access_parse(v);
       if (cfg.access_log < 0) return fail("--access-log: expected text, json or off, got '%s'%s", v, "");
+    } else if (strcmp(a, "--metrics-port") == 0) {
+      if (parse_number(v, 0, 65535, &d) || d != (int)d)
+        return fail("--metrics-port: expected a port number 0-65535, got '%s'%s", v, "");
+      cfg.metrics_port = (int)d;
+    } else if (strcmp(a, "--metrics-host") == 0) {
+      cfg.metrics_host = v;
     } else if (strcmp(a, "--forwarded-allow-ips") == 0) {
       cfg.forwarded_allow_ips = v;
     } else if (strcmp(a, "--access-log-file") == 0) {
@@ -210,6 +245,17 @@ static int cmd_serve(int argc, char **argv) {
   if (is_worker == 0) {
     cfg.listen_fd = worker.listen_fd;
     snprintf(who, sizeof who, "moonlet [worker %d]", worker.slot);
+  }
+  /* a worker of the supervisor (--workers): it records into its slot of the supervisor's
+   * metrics region, from before its app loads */
+  const char *mfd = getenv("MOONLET_METRICS_FD"), *mslot = getenv("MOONLET_METRICS_SLOT");
+  if (mfd && mslot) {
+    int fd = atoi(mfd);
+    if (ml_metrics_region_attach(fd, atoi(mslot), err, sizeof err))
+      return fail("%s%s", err, "");
+    close(fd);   /* the mapping stays; the app's children get no descriptor */
+    unsetenv("MOONLET_METRICS_FD");
+    unsetenv("MOONLET_METRICS_SLOT");
   }
   ml_host_t *h = ml_host_new(&cfg);
   if (!h) return fail("out of memory%s%s", "", "");

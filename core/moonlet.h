@@ -89,6 +89,12 @@ typedef struct {
                                 * when it stops listening, or when ml_host_listen fails.
                                 * Other processes may hold the same socket and accept on
                                 * it too (the kernel hands each connection to one). */
+  int metrics_port;            /* 0 (off), or the port ml_host_listen(_async) serves Prometheus
+                                * metrics on (GET /metrics, README "Metrics"), on a listening
+                                * socket of its own; the metrics are the process's: one host
+                                * a process may serve them */
+  const char *metrics_host;    /* NULL: cfg.host; the address metrics_port listens on (it
+                                * must live until ml_host_listen returns) */
 } ml_config_t;
 
 typedef struct ml_host_s ml_host_t;
@@ -142,7 +148,8 @@ void ml_host_free(ml_host_t *h);
  * reload), unreferenced where they must not keep it alive; the listening socket, a
  * prepare and a check measuring the loop's stalls (which turn on UV_METRICS_IDLE_TIME
  * for the loop), one TCP handle and one timer per connection; the app's tasks' timers;
- * an async for the pool's results; --reload's fs_event handles and timer; and the
+ * an async for the pool's results; --reload's fs_event handles and timer; with
+ * cfg.metrics_port, the metrics' listening socket and its connections' handles; and the
  * handles of what the app's code starts (HTTP client, databases, ...). After ml_host_free
  * they are all closing: once the loop has run their close callbacks (uv_run returns when
  * nothing else is on it) uv_loop_close succeeds, and the host's memory is gone. */

@@ -16,11 +16,13 @@ pkgs="build-essential pkg-config libluajit-5.1-dev libuv1-dev node-llhttp lua-cj
 # chat page in a real browser) are peers; luarocks installs the rockspec (install_spec);
 # clang (with its sanitizer and libFuzzer runtimes, libclang-rt-14-dev: not pulled in by
 # clang itself) builds the libFuzzer targets (fuzz/, make fuzz; make test replays them);
-# wrk is the load under which workers_spec.lua reloads --workers with SIGHUP.
+# wrk is the load under which workers_spec.lua reloads --workers with SIGHUP; prometheus
+# ships promtool, which checks what /metrics serves (metrics_spec; the server itself is not
+# started: no recommends, and the specs never run it).
 case $level in
   test|bench|stress) pkgs="$pkgs lua-busted openssl procps postgresql-common postgresql python3
                     python3-websockets nodejs chromium luarocks lua5.1 clang libclang-rt-14-dev
-                    wrk"
+                    wrk prometheus"
     # a nodejs that bundles npm (NodeSource's) conflicts with Debian's npm package
     command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm" ;;
 esac

@@ -41,6 +41,7 @@ static int load_routes(ml_app_t *a, char *err, size_t errlen) {
     lua_pop(L, 3);
     ml_route_t *r = &a->routes[i];
     r->pattern = ml_xstrdup(lua_tostring(L, -2));
+    r->metric = ML_ROUTE_METRIC_UNSET;
     r->methods = ml_xstrdup(lua_tostring(L, -1));
     lua_pushfstring(L, "%s %s", r->methods, r->pattern);
     r->label = ml_xstrdup(lua_tostring(L, -1));

@@ -25,7 +25,12 @@ typedef struct {
   size_t max_body;           /* { max_body = N } bytes; 0: the server's limit */
   ml_static_t *serve_static; /* app:static: the mount this route serves (C, no Lua); NULL */
   volatile int stalls;       /* times it blocked the event loop (watchdog) */
+  int metric;                /* its metrics series (metrics.h), resolved by its first request
+                              * on the loop; ML_ROUTE_METRIC_UNSET before; atomic (the
+                              * watchdog's thread reads it) */
 } ml_route_t;
+
+#define ML_ROUTE_METRIC_UNSET (-2)
 
 struct ml_app_s {
   /* read-only, set by ml_app_new */

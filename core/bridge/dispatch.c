@@ -5,6 +5,7 @@
 #include "log.h"
 #include "mem.h"
 #include "lresponse.h"
+#include "metrics.h"
 #include "multipart.h"
 #include "pooled_route.h"
 #include "response.h"
@@ -205,7 +206,10 @@ void ml_dispatch(void *ctx, ml_server_conn_t *c) {
     respond_unrouted(c, rc, m.allow);
     return;
   }
-  const ml_route_t *route = &a->routes[m.route];
+  ml_route_t *route = &a->routes[m.route];
+  if (route->metric == ML_ROUTE_METRIC_UNSET)   /* once: by its template, never its path */
+    __atomic_store_n(&route->metric, ml_metrics_series(route->pattern), __ATOMIC_RELAXED);
+  c->metric_series = route->metric;
   if (route->serve_static) {   /* app:static: served in C, without Lua (static.h) */
     const char *path = r->path;
     size_t path_len = r->path_len;

@@ -9,6 +9,7 @@
  * closed, the connection dropped, a statement of its transaction cancelled). */
 #include "db.h"
 #include "mem.h"
+#include "metrics.h"
 #include <assert.h>
 #include <lauxlib.h>
 #include <stdio.h>
@@ -22,6 +23,18 @@ typedef struct ml_db_lease_s {   /* Lua userdata */
 
 static void conn_available(ml_db_conn_t *c);
 static void conn_assign(ml_db_conn_t *c, ml_db_job_t *j);
+
+/* The metrics' in-use gauge follows c: connecting, running a job or leased (on, 1), or
+ * idle (0); called wherever c's state or lease changes. */
+static void conn_mark(ml_db_conn_t *c, int on) {
+  if (c->in_use == on) return;
+  c->in_use = on;
+  ml_metrics_gauge(ML_G_DB_IN_USE, on ? 1 : -1);
+}
+
+static void conn_mark_state(ml_db_conn_t *c) {
+  conn_mark(c, c->state != ML_DB_IDLE || c->lease);
+}
 
 static int push_error(lua_State *L, const char *msg) {
   lua_pushnil(L);
@@ -72,7 +85,10 @@ static void job_fail(ml_db_job_t *j, const char *msg) {
 /* The first job waiting for a connection, taken out of the line; NULL when none waits. */
 static ml_db_job_t *fifo_take(ml_db_t *db) {
   ml_db_job_t *j = ml_list_first(&db->waiting, ml_db_job_t, link);
-  if (j) ml_list_remove(&j->link);
+  if (j) {
+    ml_list_remove(&j->link);
+    ml_metrics_gauge(ML_G_DB_WAITING, -1);
+  }
   return j;
 }
 
@@ -88,6 +104,7 @@ static void job_cancel(ml_task_t *t) {
   }
   if (!c) {
     ml_list_remove(&j->link);
+    ml_metrics_gauge(ML_G_DB_WAITING, -1);
     job_free(j);
   } else if (c->state == ML_DB_CONNECTING) {   /* the connection comes up for the next one */
     c->job = NULL;
@@ -104,6 +121,7 @@ static void push_lease(lua_State *L, ml_db_conn_t *c) {
   l->db = c->db;
   l->c = c;
   c->lease = l;
+  conn_mark(c, 1);
   c->db->refs++;
   luaL_getmetatable(L, c->db->driver->lease_mt);
   lua_setmetatable(L, -2);
@@ -113,6 +131,7 @@ static void lease_end(ml_db_conn_t *c) {
   if (!c->lease) return;
   c->lease->c = NULL;
   c->lease = NULL;
+  conn_mark_state(c);
 }
 
 /* --- connections ----------------------------------------------------------------------- */
@@ -141,6 +160,7 @@ static ml_db_conn_t *conn_new(ml_db_t *db, ml_db_job_t *j, char *err) {
   }
   ml_list_unshift(&db->conns, &c->link);
   db->nconns++;
+  conn_mark_state(c);
   db->refs++;
   return c;
 }
@@ -168,6 +188,7 @@ static void conn_drop(ml_db_conn_t *c) {
   }
   ml_list_remove(&c->link);
   db->nconns--;
+  conn_mark(c, 0);
   db->driver->disconnect(c);
   free(c);
   fifo_spawn(db);
@@ -180,8 +201,10 @@ static int conn_send(ml_db_conn_t *c, ml_db_job_t *j, char *err) {
   c->state = ML_DB_BUSY;
   c->job = j;
   j->conn = c;
+  conn_mark(c, 1);
   if (c->db->driver->send(c, j, err) == 0) return 0;
   c->state = ML_DB_IDLE;
+  conn_mark_state(c);
   c->job = NULL;
   j->conn = NULL;
   return -1;
@@ -269,6 +292,7 @@ void ml_db_conn_ready(ml_db_conn_t *c) {
   assert(c->state == ML_DB_CONNECTING);
   c->state = ML_DB_IDLE;
   c->job = NULL;
+  conn_mark_state(c);
   if (j) conn_assign(c, j);
   else conn_available(c);
 }
@@ -293,6 +317,7 @@ void ml_db_job_done(ml_db_conn_t *c) {
   assert(c->state == ML_DB_BUSY);
   c->state = ML_DB_IDLE;
   c->job = NULL;
+  conn_mark_state(c);
   /* Outside a transaction of moonlet's, no statement may hand an open transaction (a
    * script whose COMMIT an error skipped, an interrupted one) to the connection's next
    * user: it is rolled back first. */
@@ -355,6 +380,7 @@ static int job_submit(lua_State *L, ml_db_t *db, ml_db_job_t *j, ml_db_conn_t *c
     if (c->state == ML_DB_CONNECTING) return ml_task_wait(L, j->task, job_cancel, j);
   } else if (!c) {
     ml_list_push(&db->waiting, &j->link);
+    ml_metrics_gauge(ML_G_DB_WAITING, 1);
     return ml_task_wait(L, j->task, job_cancel, j);
   }
   if (j->kind == ML_DB_ACQUIRE) {

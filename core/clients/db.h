@@ -82,6 +82,7 @@ struct ml_db_conn_s {        /* a connection */
   int held;                  /* ml_db_conn_hold: serves nobody until ml_db_conn_unhold */
   int waking;                /* ml_db_job_done is waking its task: c must outlive that */
   int drop_later;            /* dropped while waking */
+  int in_use;                /* counted in the metrics' in-use gauge (see conn_mark) */
   ml_list_t link;            /* in the handle's conns */
 };
 

@@ -5,6 +5,7 @@
  * too, closes those idle longer than ML_HTTPC_IDLE_TIMEOUT_MS. */
 #include "httpc_conn.h"
 #include "mem.h"
+#include "metrics.h"
 #include <errno.h>
 #include <lauxlib.h>
 #include <stdlib.h>
@@ -26,6 +27,14 @@ static void idle_unlink(ml_httpc_conn_t *c) {
   ml_list_remove(&c->link);
   c->idle_in = NULL;
   p->nidle--;
+  ml_metrics_gauge(ML_G_HTTPC_IDLE, -1);
+}
+
+/* c carries a request (1) or not any more (0), for the metrics. */
+static void set_in_use(ml_httpc_conn_t *c, int on) {
+  if (c->in_use == on) return;
+  c->in_use = on;
+  ml_metrics_gauge(ML_G_HTTPC_IN_USE, on ? 1 : -1);
 }
 
 /* --- connections --------------------------------------------------------------------- */
@@ -38,6 +47,7 @@ ml_httpc_conn_t *ml_httpc_conn_new(ml_httpc_conns_t *p, const char *key, void *r
   c->key = ml_xstrdup(key);
   c->req = req;
   uv_tcp_nodelay(&c->tcp, 1);
+  set_in_use(c, 1);
   return c;
 }
 
@@ -52,6 +62,7 @@ void ml_httpc_conn_close(ml_httpc_conn_t *c) {
   if (c->closing) return;
   c->closing = 1;
   idle_unlink(c);
+  set_in_use(c, 0);
   c->req = NULL;
   uv_close((uv_handle_t *)&c->tcp, conn_closed_cb);
 }
@@ -97,6 +108,7 @@ ml_httpc_conn_t *ml_httpc_conn_checkout(ml_httpc_conns_t *p, const char *key) {
       idle_unlink(c);
       if (now - c->idle_since < ML_HTTPC_IDLE_TIMEOUT_MS && conn_alive(c)) {
         uv_ref((uv_handle_t *)&c->tcp);
+        set_in_use(c, 1);
         return c;
       }
       ml_httpc_conn_close(c);
@@ -117,10 +129,12 @@ void ml_httpc_conn_checkin(ml_httpc_conns_t *p, ml_httpc_conn_t *c) {
   if (p->nidle >= ML_HTTPC_IDLE_TOTAL)
     ml_httpc_conn_close(ml_list_last(&p->idle, ml_httpc_conn_t, link));
   c->req = NULL;
+  set_in_use(c, 0);
   c->idle_in = p;
   c->idle_since = uv_now(p->loop);
   ml_list_unshift(&p->idle, &c->link);
   p->nidle++;
+  ml_metrics_gauge(ML_G_HTTPC_IDLE, 1);
   uv_unref((uv_handle_t *)&c->tcp);   /* an idle connection keeps no loop running */
   if (!uv_is_active((uv_handle_t *)&p->sweep))
     uv_timer_start(&p->sweep, sweep_cb, ML_HTTPC_IDLE_TIMEOUT_MS, 0);

@@ -43,6 +43,7 @@ struct ml_httpc_conn_s {
   ml_list_t link;                    /* in the pool's idle list */
   int ready;                         /* connected (and TLS handshake done) */
   int closing;
+  int in_use;                        /* counted in the metrics' in-use gauge */
 };
 
 /* The pool of L's state, made on first use on the scheduler's loop. */

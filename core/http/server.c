@@ -8,6 +8,7 @@
 #include "access_log.h"
 #include "mem.h"
 #include "log.h"
+#include "metrics.h"
 #include "response.h"
 #include "router.h"
 #include <errno.h>
@@ -28,6 +29,8 @@ static void conn_flush(ml_server_conn_t *c);
 static void conn_close(ml_server_conn_t *c);
 static void acc_record(ml_server_conn_t *c, int status, const char *detail);
 static void acc_emit(ml_server_conn_t *c);
+static void met_record(ml_server_conn_t *c, int series, int status);
+static void met_emit(ml_server_conn_t *c);
 static void client_name(ml_server_conn_t *c);
 static void timer_set(ml_server_conn_t *c, uint64_t ms);
 static void read_start(ml_server_conn_t *c);
@@ -49,6 +52,7 @@ static void handle_closed_cb(uv_handle_t *h) {
 static void server_unlink(ml_server_t *s, ml_server_conn_t *c) {
   ml_list_remove(&c->link);
   s->nconns--;
+  if (s->cfg.metrics) ml_metrics_gauge(ML_G_CONNECTIONS, -1);
   if (s->draining && s->nconns == 0 && s->on_drained) s->on_drained(s);
 }
 
@@ -56,13 +60,16 @@ static void server_unlink(ml_server_t *s, ml_server_conn_t *c) {
  * s->requests counts them for a stop that must say what it dropped. */
 static void request_start(ml_server_conn_t *c) {
   c->inflight = 1;
+  c->metric_series = ML_METRICS_NO_ROUTE;
   __atomic_add_fetch(&c->srv->requests, 1, __ATOMIC_RELAXED);
+  if (c->srv->cfg.metrics) ml_metrics_gauge(ML_G_INFLIGHT, 1);
 }
 
 static void request_end(ml_server_conn_t *c) {
   if (!c->inflight) return;
   c->inflight = 0;
   __atomic_sub_fetch(&c->srv->requests, 1, __ATOMIC_RELAXED);
+  if (c->srv->cfg.metrics) ml_metrics_gauge(ML_G_INFLIGHT, -1);
 }
 
 int ml_server_requests(const ml_server_t *s) {
@@ -76,6 +83,9 @@ static void conn_close(ml_server_conn_t *c) {
   /* abandoned by the client (or cut by a stop): 499 as nginx logs it */
   if (c->inflight && c->srv->cfg.access_log) acc_record(c, c->upgrade ? 101 : 499, NULL);
   if (c->acc.pending) acc_emit(c);
+  if (c->met.pending) met_emit(c);
+  if (c->inflight && c->srv->cfg.metrics) met_record(c, c->metric_series, c->upgrade ? 101 : 499);
+  if (c->met.pending) met_emit(c);
   c->closing = 1;
   c->drain_fn = NULL;   /* a waiter for the output learns of the close from the abort */
   /* an upgraded connection's owner learns it here instead (c->upgrade stays: on_gone) */
@@ -117,15 +127,21 @@ static uint64_t live_now(const ml_server_t *s) {
 static void stall_sample(ml_server_t *s) {
   uint64_t now = uv_hrtime(), idle = uv_metrics_idle_time(s->loop);
   uint64_t wall = now - s->stall_sample_ns, waited = idle - s->stall_idle_ns;
-  uint64_t busy_ms = wall > waited ? (wall - waited) / 1000000 : 0;
+  uint64_t busy_ns = wall > waited ? wall - waited : 0, busy_ms = busy_ns / 1000000;
+  s->turn_busy_ns += busy_ns;
   s->stall_sample_ns = now;
   s->stall_idle_ns = idle;
   if (busy_ms > STALL_MS) s->stalled_ms += busy_ms - STALL_MS;
   uv_update_time(s->loop);   /* the clock and the stalls now count up to the same moment */
 }
 
+/* Before the poll: a turn of the loop is over (its busy time is the event-loop lag of
+ * the metrics). */
 static void stall_prepare_cb(uv_prepare_t *p) {
-  stall_sample(p->data);
+  ml_server_t *s = p->data;
+  stall_sample(s);
+  if (s->cfg.metrics) ml_metrics_loop_turn(s->turn_busy_ns);
+  s->turn_busy_ns = 0;
 }
 
 static void stall_check_cb(uv_check_t *c) {
@@ -335,6 +351,7 @@ static void reply_error(ml_server_conn_t *c, int status, const char *detail) {
     if (!c->client[0]) client_name(c);
     acc_record(c, status, detail);
   }
+  if (c->srv->cfg.metrics) met_record(c, ML_METRICS_NO_ROUTE, status);
   c->close_after_write = 1;
   c->body_held = 0;   /* the body is abandoned (its upload is gone): linger reads on */
   read_stop(c);
@@ -498,7 +515,26 @@ static void acc_emit(ml_server_conn_t *c) {
   ml_access_write(c->srv->cfg.access_log, &r);
 }
 
+/* --- metrics: as the access log, a response is recorded once its last byte is written --- */
+
+static void met_record(ml_server_conn_t *c, int series, int status) {
+  if (c->met.pending) met_emit(c);
+  c->met.start_ns = c->start_ns;
+  c->met.series = series;
+  c->met.method = c->http.method;
+  c->met.status = status;
+  c->met.pending = 1;
+}
+
+static void met_emit(ml_server_conn_t *c) {
+  c->met.pending = 0;
+  ml_metrics_request(c->met.series, c->met.method, c->met.status,
+                     uv_hrtime() - c->met.start_ns);
+}
+
 void ml_server_conn_done(ml_server_conn_t *c, int status) {
+  if (c->srv->cfg.metrics && c->inflight && !c->closing)
+    met_record(c, c->metric_series, status);
   request_end(c);
   c->direct = 0;
   c->task = NULL;
@@ -640,6 +676,7 @@ static void conn_write_out(ml_server_conn_t *c) {
     if (c->out.cap > 256 * 1024) ml_buf_reset(&c->out, 0);
   }
   if (c->acc.pending) acc_emit(c);   /* every byte is written */
+  if (c->met.pending) met_emit(c);
   if (c->close_after_write) {
     if (!c->inflight) conn_linger(c);
     return;
@@ -698,6 +735,7 @@ static ml_server_conn_t *conn_start(ml_server_t *s, uv_stream_t *listener) {
   c->handles_open = 2;
   ml_list_unshift(&s->conns, &c->link);
   s->nconns++;
+  if (s->cfg.metrics) ml_metrics_gauge(ML_G_CONNECTIONS, 1);
   if (listener && uv_accept(listener, (uv_stream_t *)&c->io.tcp) < 0) {
     conn_close(c);
     return NULL;
@@ -756,7 +794,7 @@ int ml_server_bind(ml_server_t *s, uv_loop_t *loop, const ml_server_config_t *cf
   s->listener.data = s;
   s->listening = 1;
   s->handles_open++;
-  stall_watch_start(s);
+  if (!cfg->loop_clock) stall_watch_start(s);
   if (cfg->listen_fd >= 0) {
     rc = uv_tcp_open(&s->listener, cfg->listen_fd);
     if (rc < 0) {   /* the handle never owned it */

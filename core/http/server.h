@@ -80,6 +80,14 @@ struct ml_server_conn_s {
     unsigned pending : 1, has_ua : 1;
   } acc;
   ml_buf_t acc_strs;
+  /* public: the current request's metrics series (metrics.h), ML_METRICS_NO_ROUTE until
+   * the dispatch function names its route's */
+  int metric_series;
+  struct {                   /* a response done, recorded once its last byte is written */
+    uint64_t start_ns;
+    int series, method, status;
+    unsigned pending : 1;
+  } met;
   char client[64];           /* the peer's "address:port" for the access log, "" until asked */
   char *log_id;              /* owned: the request's id in the access log (NULL for none):
                               * see ml_server_conn_log_id */
@@ -118,6 +126,11 @@ typedef struct {
   int access_log;            /* ML_ACCESS_* (access_log.h): 0 writes none */
   int listen_fd;             /* >= 0: serve on this bound socket (host and port unused), -1:
                               * bind host:port; ml_server_bind takes it over either way */
+  int metrics;               /* 1: its requests, connections and loop turns are recorded
+                              * (metrics.h; nothing while metrics are off) */
+  int loop_clock;            /* 1: no stall watch of its own, deadlines on the loop's clock:
+                              * a side listener on a loop whose main server has one (the
+                              * metrics'), which need not sample every turn twice more */
 } ml_server_config_t;
 
 struct ml_server_s {
@@ -136,6 +149,7 @@ struct ml_server_s {
   uint64_t stall_sample_ns;     /* uv_hrtime() at the last sample */
   uint64_t stall_idle_ns;       /* uv_metrics_idle_time() at the last sample */
   uint64_t stalled_ms;          /* loop time lost to stalls: connection deadlines skip it */
+  uint64_t turn_busy_ns;        /* the loop's busy time in this turn so far (metrics) */
   int stall_watch;              /* the two handles above are open */
   ml_dispatch_fn dispatch;
   ml_abort_fn abort;

@@ -84,6 +84,8 @@ struct ml_supervisor_s {
   uv_prepare_t flush;
   int closed;                /* close_all ran */
   ml_supervisor_exit_cb exit_cb;
+  void (*stop_cb)(void *arg);  /* ml_supervisor_on_stop's */
+  void *stop_arg;
   void *exit_arg;
 };
 
@@ -217,6 +219,7 @@ static void close_all(ml_supervisor_t *sup) {
   for (int i = 0; i < 4; i++) uv_close((uv_handle_t *)&sup->sig[i], NULL);
   for (int i = 0; i < sup->n; i++) uv_close((uv_handle_t *)&sup->slots[i].restart, NULL);
   uv_close((uv_handle_t *)&sup->flush, NULL);
+  if (sup->stop_cb) sup->stop_cb(sup->stop_arg);
 }
 
 /* The generation `next` is complete: it serves, the one before stops. */
@@ -523,6 +526,11 @@ int ml_supervisor_pass_fd(ml_supervisor_t *sup, int fd, const char *env_name) {
 void ml_supervisor_on_worker_exit(ml_supervisor_t *sup, ml_supervisor_exit_cb cb, void *arg) {
   sup->exit_cb = cb;
   sup->exit_arg = arg;
+}
+
+void ml_supervisor_on_stop(ml_supervisor_t *sup, void (*cb)(void *arg), void *arg) {
+  sup->stop_cb = cb;
+  sup->stop_arg = arg;
 }
 
 uv_loop_t *ml_supervisor_loop(ml_supervisor_t *sup) {

@@ -49,6 +49,10 @@ int ml_supervisor_port(const ml_supervisor_t *sup);
 int ml_supervisor_pass_fd(ml_supervisor_t *sup, int fd, const char *env_name);
 /* cb(arg, ...) on every worker exit (one hook; NULL removes it). */
 void ml_supervisor_on_worker_exit(ml_supervisor_t *sup, ml_supervisor_exit_cb cb, void *arg);
+/* cb(arg) on the supervisor's loop once, when the supervisor closes its own handles: the
+ * last worker of a stop has exited (or ml_supervisor_free runs). The place to close the
+ * caller's handles on the loop (a metrics listener), so that ml_supervisor_run returns. */
+void ml_supervisor_on_stop(ml_supervisor_t *sup, void (*cb)(void *arg), void *arg);
 /* The supervisor's loop, for handles of the caller's (a metrics listener, ...): they must
  * be closed, or unreferenced, for ml_supervisor_run to return. */
 uv_loop_t *ml_supervisor_loop(ml_supervisor_t *sup);

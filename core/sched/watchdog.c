@@ -8,6 +8,7 @@
 #include "mem.h"
 #include "app.h"
 #include "log.h"
+#include "metrics.h"
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,7 +52,10 @@ static void report(ml_watchdog_t *w, ml_sched_t *s, uint64_t since, uint64_t ns,
                    int running) {
   if (__atomic_exchange_n(&w->reported_since, since, __ATOMIC_SEQ_CST) == since) return;
   ml_route_t *r = route_of(s, route);
-  if (r) __atomic_add_fetch(&r->stalls, 1, __ATOMIC_RELAXED);
+  if (r) {
+    __atomic_add_fetch(&r->stalls, 1, __ATOMIC_RELAXED);
+    ml_metrics_stall(__atomic_load_n(&r->metric, __ATOMIC_RELAXED));
+  }
   char label[512];
   ml_log(ML_LOG_WARN, "%s blocked the event loop for %.0f ms%s: use moonlet.sleep or "
          "other moonlet primitives, { pool = true } or moonlet.run_in_pool for blocking work",

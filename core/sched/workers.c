@@ -6,6 +6,7 @@
 #include "mem.h"
 #include "app.h"
 #include "log.h"
+#include "metrics.h"
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,6 +94,7 @@ static ml_work_t *queue_take(ml_workers_t *p) {
   if (!j) return NULL;
   ml_list_remove(&j->link);
   p->queued--;
+  ml_metrics_gauge(ML_G_POOL_QUEUED, -1);
   j->state = JOB_RUNNING;
   return j;
 }
@@ -129,7 +131,9 @@ static void *worker_main(void *arg) {
       worker_load(w, "reload: ");
       w->generation = generation;
     }
+    ml_metrics_gauge(ML_G_POOL_BUSY, 1);
     j->work(w, j);
+    ml_metrics_gauge(ML_G_POOL_BUSY, -1);
     pthread_mutex_lock(&p->lock);
     j->state = JOB_DONE;
     ml_list_push(&p->done, &j->link);
@@ -215,6 +219,7 @@ int ml_workers_submit(ml_workers_t *p, ml_work_t *j, ml_work_fn work, ml_work_do
   j->cancelled = 0;
   ml_list_push(&p->queue, &j->link);
   p->queued++;
+  ml_metrics_gauge(ML_G_POOL_QUEUED, 1);
   if (p->nidle > 0) {   /* wake the thread that went idle last: its caches are warm */
     ml_worker_t *w = p->idle[--p->nidle];
     w->idle = 0;
@@ -236,6 +241,7 @@ void ml_workers_cancel(ml_workers_t *p, ml_work_t *j) {
   }
   ml_list_remove(&j->link);
   p->queued--;
+  ml_metrics_gauge(ML_G_POOL_QUEUED, -1);
   pthread_mutex_unlock(&p->lock);
   job_done(p, j, UV_ECANCELED);
 }
@@ -267,6 +273,7 @@ static void list_cancel(ml_workers_t *p, ml_list_t *list) {
   ml_work_t *j;
   while ((j = ml_list_first(list, ml_work_t, link))) {
     ml_list_remove(&j->link);
+    if (list == &p->queue) ml_metrics_gauge(ML_G_POOL_QUEUED, -1);
     j->cancelled = 1;
     job_done(p, j, UV_ECANCELED);
   }
