@@ -239,15 +239,8 @@ static int cmd_serve(int argc, char **argv) {
   }
   if (workers >= 0) return supervise(&cfg, workers, argc, argv);
   char err[1024];
-  ml_worker_t worker;   /* run by a supervisor? */
-  int is_worker = ml_worker_init(&worker, err, sizeof err);
-  if (is_worker < 0) return fail("%s%s", err, "");
-  if (is_worker == 0) {
-    cfg.listen_fd = worker.listen_fd;
-    snprintf(who, sizeof who, "moonlet [worker %d]", worker.slot);
-  }
-  /* a worker of the supervisor (--workers): it records into its slot of the supervisor's
-   * metrics region, from before its app loads */
+  /* a worker of the supervisor (--workers) with --metrics-port: it records into its slot
+   * of the supervisor's metrics region, from before its app loads */
   const char *mfd = getenv("MOONLET_METRICS_FD"), *mslot = getenv("MOONLET_METRICS_SLOT");
   if (mfd && mslot) {
     int fd = atoi(mfd);
@@ -255,7 +248,14 @@ static int cmd_serve(int argc, char **argv) {
       return fail("%s%s", err, "");
     close(fd);   /* the mapping stays; the app's children get no descriptor */
     unsetenv("MOONLET_METRICS_FD");
-    unsetenv("MOONLET_METRICS_SLOT");
+  }
+  ml_worker_t worker;   /* run by a supervisor? */
+  int is_worker = ml_worker_init(&worker, err, sizeof err);
+  if (is_worker < 0) return fail("%s%s", err, "");
+  unsetenv("MOONLET_METRICS_SLOT");   /* read: ml_worker_init took it already, or above */
+  if (is_worker == 0) {
+    cfg.listen_fd = worker.listen_fd;
+    snprintf(who, sizeof who, "moonlet [worker %d]", worker.slot);
   }
   ml_host_t *h = ml_host_new(&cfg);
   if (!h) return fail("out of memory%s%s", "", "");

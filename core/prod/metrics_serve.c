@@ -67,6 +67,7 @@ int ml_metrics_serve(uv_loop_t *loop, const char *host, int port, char *err, siz
       .header_timeout_ms = 10000,
       .keepalive_timeout_ms = 30000,   /* Prometheus keeps its connection between scrapes */
       .loop_clock = 1,
+      .listen_fd = -1,   /* bind host:port */
   };
   if (ml_server_bind(s, loop, &sc, e, sizeof e) || ml_server_listen(s, e, sizeof e)) {
     if (s->handles_open) {

@@ -380,3 +380,60 @@ describe("metrics", function()
                      r.stderr:find("shared memory: descriptor 0 is not a region", 1, true))
   end)
 end)
+
+describe("--metrics-port with --workers", function()
+  -- the worker processes of the supervisor pid
+  local function workers(pid)
+    local out, p = {}, io.popen("ps -o pid= --ppid " .. pid)
+    for line in p:lines() do out[#out + 1] = tonumber(line:match("%d+")) end
+    p:close()
+    return out
+  end
+
+  local function process_series(m)
+    local n = 0
+    for k in pairs(m) do if k:find("^process_resident_memory_bytes{") then n = n + 1 end end
+    return n
+  end
+
+  it("the supervisor sums its workers' slots, through kills and reloads", function()
+    local srv, mport = start({ "--workers", "2" })
+    for i = 1, 40 do   -- new connections: the kernel spreads them over both workers
+      assert.are.same(200, t.request(srv.port, "GET", "/items/" .. i).status)
+    end
+    local m, res = scrape(mport)
+    assert.are.same(40, requests(m, "/items/{id:int}", "GET", "2xx"))
+    assert.are.same(40, m['moonlet_http_request_duration_seconds_count{route="/items/{id:int}"}'])
+    assert.are.same(2, process_series(m))   -- one per live worker
+    local r = t.run({ "check", "metrics" }, { bin = "promtool", stdin = res.body })
+    assert.are.same(0, r.status, r.stdout .. r.stderr)
+
+    -- a request held on one worker, then every worker killed: their gauges go, counts stay
+    local conn = assert(t.connect(srv.port))
+    assert(conn:send("GET /sleep?s=30 HTTP/1.1\r\nHost: x\r\n\r\n"))
+    scrape_until(mport, function(x) return x.moonlet_http_requests_in_flight == 1 end,
+                 "the held request in flight")
+    for _, pid in ipairs(workers(srv.pid)) do os.execute("kill -9 " .. pid) end
+    m = scrape_until(mport, function(x)
+      return x.moonlet_http_requests_in_flight == 0 and x.moonlet_http_connections == 0
+    end, "no gauge left by the killed workers")
+    assert.are.same(40, requests(m, "/items/{id:int}", "GET", "2xx"))
+    conn:close()
+
+    -- the restarted workers, then a reload's new generation (other slots), count on
+    srv:wait_log("restarting", 5)
+    for i = 1, 5 do
+      local res2 = t.request(srv.port, "GET", "/items/" .. i, { timeout = 5 })
+      assert.are.same(200, res2 and res2.status)
+    end
+    srv:signal("HUP")
+    srv:wait_log("reload: generation 2 ready", 10)
+    for i = 1, 5 do assert.are.same(200, t.request(srv.port, "GET", "/items/" .. i).status) end
+    m = scrape_until(mport, function(x) return process_series(x) == 2 end,
+                     "the old generation gone")
+    assert.are.same(50, requests(m, "/items/{id:int}", "GET", "2xx"))
+    -- the supervisor closes its metrics listener when it stops
+    assert.are.same(0, srv:stop())
+    assert.is_nil(t.request(mport, "GET", "/metrics", { timeout = 1 }))
+  end)
+end)
