@@ -773,8 +773,9 @@ int ml_host_handle_signals(ml_host_t *h) {
     return -1;
   }
   h->signals = 1;
-  if (h->cfg.access_log_file && uv_signal_start(&h->usr1, usr1_cb, SIGUSR1) == 0)
-    uv_unref((uv_handle_t *)&h->usr1);
+  /* always: a logrotate postrotate's SIGUSR1 must not kill a moonlet logging to stderr
+   * (the default action); without --access-log-file there is nothing to reopen */
+  if (uv_signal_start(&h->usr1, usr1_cb, SIGUSR1) == 0) uv_unref((uv_handle_t *)&h->usr1);
   return 0;
 }
 

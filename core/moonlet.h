@@ -111,8 +111,9 @@ int ml_host_load(ml_host_t *h, const char *appdir, char *err, size_t errlen);
 int ml_host_listen(ml_host_t *h, char *err, size_t errlen);
 /* The bound port (useful after port 0). */
 int ml_host_port(const ml_host_t *h);
-/* SIGINT and SIGTERM call ml_host_stop (from a signal handler of its own, not the loop).
- * One host per process; the previous handlers come back when its stop is over. Returns
+/* SIGINT and SIGTERM call ml_host_stop (from a signal handler of its own, not the loop);
+ * SIGUSR1 reopens cfg.access_log_file (on the loop; without one it is ignored, not
+ * fatal). One host per process; the previous handlers come back when its stop is over. Returns
  * 0, or -1 if sigaction failed. */
 int ml_host_handle_signals(ml_host_t *h);
 /* Serves until stopped. Returns 0, or how much the stop cut short when graceful_timeout

@@ -66,6 +66,15 @@ describe("access log", function()
     assert.is_falsy(srv:stderr():find("GET /text", 1, true))
   end)
 
+  it("SIGUSR1 without a file changes nothing (logrotate's postrotate never kills it)", function()
+    local srv = t.server{ app = "tests/apps/basic" }
+    assert(srv:signal("USR1"))
+    t.sleep(0.1)
+    assert.are.same(200, srv:request("GET", "/text?after=usr1").status)
+    srv:wait_log("GET /text%?after=usr1 200", 5)
+    assert.are.same(0, srv:stop())
+  end)
+
   it("a request refused before its handler says why, in text and in JSON", function()
     for _, format in ipairs({ "text", "json" }) do
       local srv = t.server{ app = "tests/apps/basic", args = { "--access-log", format } }
