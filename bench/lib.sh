@@ -82,7 +82,7 @@ start_moonlet() {
   STARTED="$STARTED $ML_PID"
   ML_PORT=""
   for _ in $(seq 100); do
-    ML_PORT=$(sed -n 's#^listening on http://127\.0\.0\.1:\([0-9][0-9]*\).*#\1#p' "$TMP/moonlet-$name.out")
+    ML_PORT=$(sed -n 's#^listening on https\{0,1\}://127\.0\.0\.1:\([0-9][0-9]*\).*#\1#p' "$TMP/moonlet-$name.out")
     [ -n "$ML_PORT" ] && return 0
     kill -0 "$ML_PID" 2>/dev/null || break
     sleep 0.05

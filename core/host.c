@@ -386,6 +386,7 @@ static void hup_cb(uv_signal_t *sig, int signum) {
 int ml_host_reload_tls(ml_host_t *h, char *err, size_t errlen) {
   if (!h->tls_cert || !h->server)
     return ml_err(err, errlen, "the host does not serve TLS (cfg.tls_cert, --tls-cert)");
+  if (h->closed) return ml_err(err, errlen, "the host has stopped");
   SSL_CTX *ctx = ml_tls_server_ctx_new(h->tls_cert, h->tls_key, err, errlen);
   if (!ctx) return -1;
   ml_server_set_tls(h->server, ctx);
