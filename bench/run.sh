@@ -1038,7 +1038,7 @@ bench_metrics() {
 # TLS: GET /hello on keep-alive connections over HTTPS (--tls-cert, a throwaway P-256
 # certificate) vs plain HTTP, two servers of the same build side by side, ABBA.
 bench_tls() {
-  local plain_pid plain_port ratio verdict cipher
+  local plain_pid plain_port pid cipher
   section "tls: GET /hello over HTTPS vs plain HTTP, keep-alive (wrk -t1 -c64, ABBA)"
   command -v wrk >/dev/null || die "wrk not installed (scripts/deps.sh bench)"
   command -v openssl >/dev/null || die "openssl not installed (scripts/deps.sh test)"
@@ -1052,16 +1052,12 @@ bench_tls() {
     sed -n 's/^\(Protocol version\|Ciphersuite\): *//p' | paste -sd' ')
   wrk_abba tls "http://127.0.0.1:$plain_port/hello" "$plain_pid" \
     "https://127.0.0.1:$ML_PORT/hello" "$ML_PID"
-  kill -0 "$plain_pid" 2>/dev/null || echo "!! moonlet (plain) exited during the runs"
-  kill -0 "$ML_PID" 2>/dev/null || echo "!! moonlet (tls) exited during the runs"
-  stop_pid "$plain_pid"
-  stop_pid "$ML_PID"
+  for pid in "$plain_pid" "$ML_PID"; do
+    kill -0 "$pid" 2>/dev/null || echo "!! moonlet (pid $pid) exited during the runs"
+    stop_pid "$pid"
+  done
   abba_table "server" "plain HTTP" "HTTPS"
-  ratio=$(awk -v a="$WB_RPS" -v b="$WA_RPS" 'BEGIN { printf "%.2f", a / b }')
-  verdict=$(awk -v r="$ratio" 'BEGIN { print (r >= 0.70 ? "met" : "NOT met") }')
-  printf '%-22s %10s   target >= 0.70: %s\n' "ratio HTTPS/plain" "$ratio" "$verdict"
-  printf '%-22s %10s   (server CPU per request, HTTPS / plain)\n' "CPU ratio" \
-    "$(awk -v a="$WB_US" -v b="$WA_US" 'BEGIN { printf "%.2f", a / b }')"
+  abba_ratio "ratio HTTPS/plain" "" "HTTPS / plain" 0.70
   echo "negotiated: ${cipher:-?} (wrk's OpenSSL and the system's policy). Keep-alive: one"
   echo "handshake per wrk connection, then records; wrk's own TLS shares the machine's CPUs."
 }
