@@ -146,6 +146,9 @@ SSL_CTX *ml_tls_server_ctx_new(const char *cert_file, const char *key_file, char
   SSL_CTX *ctx = ctx_new(TLS_server_method(), err, errlen);
   if (!ctx) return NULL;
   SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+  /* an idle connection gives its record buffers back (as nginx does): 29 -> 20 kB per idle
+   * keep-alive connection, for ~1.4k instructions more per request (callgrind) */
+  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
   /* a session resumed must come from this program's cache (required with client
    * certificates, harmless without) */
   static const unsigned char sid_ctx[] = "moonlet";

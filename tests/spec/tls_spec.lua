@@ -78,15 +78,17 @@ local function py(port, ca, script, arg)
 end
 
 describe("TLS serving", function()
-  local pki, srv, files
+  local pki, srv, files, mport
   lazy_setup(function()
     pki = tls.make_pki(t.tmpdir(), { ip = "127.0.0.1", dns = "localhost", intermediate = true })
     files = t.tmpdir()
     local blob = {}
     for i = 1, 40000 do blob[i] = fmt("%08d line of a static file\n", i) end   -- ~1.3 MB
     t.write_file(files .. "/blob.txt", concat(blob))
+    mport = t.free_port()
     srv = t.server{ app = APP, env = { TLS_STATIC_DIR = files },
-                    args = { "--tls-cert", pki.cert, "--tls-key", pki.key, "--header-timeout", "1" } }
+                    args = { "--tls-cert", pki.cert, "--tls-key", pki.key, "--header-timeout", "1",
+                             "--metrics-port", tostring(mport) } }
   end)
   lazy_teardown(function() if srv then srv:stop() end end)
 
@@ -100,8 +102,11 @@ describe("TLS serving", function()
     -- a pooled route's req is a copy made for its thread: the scheme goes with it
     r = curl{ "--cacert", pki.ca, srv.url .. "/pool/scheme" }
     assert.are.same('{"scheme":"https"}', r.stdout, r.stderr)
-    -- and the access log works unchanged
+    -- the access log and the metrics (served in plain HTTP on their own port) as ever
     srv:wait_log("GET /pool/scheme 200", 5)
+    local m = assert(t.request(mport, "GET", "/metrics")).body
+    assert.matches('moonlet_http_requests_total{route="/pool/scheme",method="GET",code="2xx"} 1',
+                   m, 1, true)
   end)
 
   it("negotiates TLS 1.3 and 1.2 with ALPN http/1.1 and sends the intermediate", function()
