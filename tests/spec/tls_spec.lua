@@ -366,5 +366,13 @@ print(st, body.decode(), flush=True)
     until seen == "moonlet new cert" or t.now() > deadline
     assert.are.same("moonlet new cert", seen)
     assert.are.same("hello over tls", curl{ "--cacert", new.ca, srv.url .. "/hello" }.stdout)
+    -- broken files at the next reload: the new workers fail before they serve, the
+    -- generation serving goes on with the certificate it has
+    t.write_file(dir .. "/key.pem", "garbage\n")
+    local mark = srv:mark()
+    assert(srv:signal("HUP"))
+    srv:wait_log("before it was ready; generation %d+ keeps serving", 15, mark)
+    assert.are.same("moonlet new cert", served_subject(srv.port))
+    assert.are.same("hello over tls", curl{ "--cacert", new.ca, srv.url .. "/hello" }.stdout)
   end)
 end)
