@@ -1038,7 +1038,7 @@ bench_metrics() {
 # TLS: GET /hello on keep-alive connections over HTTPS (--tls-cert, a throwaway P-256
 # certificate) vs plain HTTP, two servers of the same build side by side, ABBA.
 bench_tls() {
-  local plain_pid plain_port pid cipher
+  local plain_pid plain_port pid cipher tls_port
   section "tls: GET /hello over HTTPS vs plain HTTP, keep-alive (wrk -t1 -c64, ABBA)"
   command -v wrk >/dev/null || die "wrk not installed (scripts/deps.sh bench)"
   command -v openssl >/dev/null || die "openssl not installed (scripts/deps.sh test)"
@@ -1056,10 +1056,25 @@ bench_tls() {
     kill -0 "$pid" 2>/dev/null || echo "!! moonlet (pid $pid) exited during the runs"
     stop_pid "$pid"
   done
-  abba_table "server" "plain HTTP" "HTTPS"
+  abba_table "moonlet" "plain HTTP" "HTTPS"
   abba_ratio "ratio HTTPS/plain" "" "HTTPS / plain" 0.70
   echo "negotiated: ${cipher:-?} (wrk's OpenSSL and the system's policy). Keep-alive: one"
   echo "handshake per wrk connection, then records; wrk's own TLS shares the machine's CPUs."
+  command -v nginx >/dev/null || return 0
+  # the same client against nginx, plain and TLS ports of one server block: how much of the
+  # ratio is the client's and the machine's
+  tls_port=$(free_port)
+  NG_EXTRA="        listen 127.0.0.1:$tls_port ssl;
+        ssl_certificate $TMP/tls.pem;
+        ssl_certificate_key $TMP/tls.key;" start_nginx
+  pid=$(pgrep -P "$NG_PID" | head -1)   # its worker: the CPU column
+  wrk_abba tls_nginx "http://127.0.0.1:$NG_PORT/hello" "${pid:-$NG_PID}" \
+    "https://127.0.0.1:$tls_port/hello" "${pid:-$NG_PID}"
+  stop_pid "$NG_PID"
+  echo
+  abba_table "nginx (reference)" "plain HTTP" "HTTPS"
+  printf '%-22s %10s   (the same wrk against nginx: a client-bound ratio shows here too)\n' \
+    "ratio HTTPS/plain" "$(awk -v a="$WB_RPS" -v b="$WA_RPS" 'BEGIN { printf "%.2f", a / b }')"
 }
 
 main() {
