@@ -223,6 +223,23 @@ asyncio.run(main())
     assert.matches("The plain HTTP request was sent to HTTPS port", all, 1, true)
   end)
 
+  it("closes a connection whose records do not decrypt, and serves on", function()
+    local out = py(srv.port, pki.ca, [[
+import os
+s = connect()
+f = s.makefile("rb")
+s.sendall(get("/hello"))
+print(read_resp(f)[0])
+os.write(s.fileno(), b"\x17\x03\x03\x00\x20" + os.urandom(32))   # a forged record
+try:
+    print("eof", s.recv(100) == b"")
+except (ssl.SSLError, ConnectionError) as e:
+    print("eof", True)
+]])
+    assert.are.same("200\neof True\n", out)
+    assert.are.same("hello over tls", curl{ "--cacert", pki.ca, srv.url .. "/hello" }.stdout)
+  end)
+
   it("closes a client that says nothing, or stops mid-handshake, after the header timeout", function()
     local silent = assert(t.connect(srv.port))
     local partial = assert(t.connect(srv.port))
