@@ -127,6 +127,24 @@ describe("TLS serving", function()
     assert.matches("Verify return code: 0 %(ok%)", out)
   end)
 
+  it("resumes sessions: TLS 1.3 tickets and the TLS 1.2 session cache", function()
+    local out = py(srv.port, pki.ca, [[
+for ver in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+    ctx.maximum_version = ver
+    sess = None
+    for _ in range(2):
+        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                            server_hostname="127.0.0.1", session=sess)
+        f = s.makefile("rb")
+        s.sendall(get("/hello"))   # a TLS 1.3 ticket arrives after the handshake
+        read_resp(f)
+        print(s.version(), s.session_reused)
+        sess = s.session
+        s.close()
+]])
+    assert.are.same("TLSv1.3 False\nTLSv1.3 True\nTLSv1.2 False\nTLSv1.2 True\n", out)
+  end)
+
   it("refuses TLS 1.1, and ALPN without http/1.1", function()
     -- SECLEVEL=0 lets this client offer TLS 1.1 at all: the refusal is the server's alert
     local out = s_client(srv.port, "-tls1_1 -cipher DEFAULT@SECLEVEL=0")
