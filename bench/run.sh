@@ -24,6 +24,7 @@ MOONLET=$BUILD/moonlet
 DURATION=${BENCH_DURATION:-10s}
 SECTIONS="hello sleep_burst seed cpu pool_overhead routes validation framework fanout stream"
 SECTIONS="$SECTIONS sqlite pg static websocket test_client reload shared embed workers metrics"
+SECTIONS="$SECTIONS tls"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/moonlet-bench.XXXXXX")
 STARTED=""   # pids of the processes this script started and has not stopped yet
@@ -1032,6 +1033,48 @@ bench_metrics() {
   echo "both servers run side by side, loaded one at a time in the order off, on, on, off"
   echo "($W_HALF each, 1 s warm-up each); req/s = mean of the two. /metrics counted"
   echo "${scraped:-?} GET /hello 2xx on the server with metrics."
+}
+
+# TLS: GET /hello on keep-alive connections over HTTPS (--tls-cert, a throwaway P-256
+# certificate) vs plain HTTP, two servers of the same build side by side, ABBA.
+bench_tls() {
+  local plain_pid plain_port pid cipher tls_port
+  section "tls: GET /hello over HTTPS vs plain HTTP, keep-alive (wrk -t1 -c64, ABBA)"
+  command -v wrk >/dev/null || die "wrk not installed (scripts/deps.sh bench)"
+  command -v openssl >/dev/null || die "openssl not installed (scripts/deps.sh test)"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+    -keyout "$TMP/tls.key" -out "$TMP/tls.pem" >/dev/null 2>&1 || die "openssl req failed"
+  start_moonlet tls_plain apps/hello
+  plain_pid=$ML_PID plain_port=$ML_PORT
+  start_moonlet tls apps/hello "" --tls-cert "$TMP/tls.pem" --tls-key "$TMP/tls.key"
+  cipher=$(timeout 10 openssl s_client -connect "127.0.0.1:$ML_PORT" -brief </dev/null 2>&1 |
+    sed -n 's/^\(Protocol version\|Ciphersuite\): *//p' | paste -sd' ')
+  wrk_abba tls "http://127.0.0.1:$plain_port/hello" "$plain_pid" \
+    "https://127.0.0.1:$ML_PORT/hello" "$ML_PID"
+  for pid in "$plain_pid" "$ML_PID"; do
+    kill -0 "$pid" 2>/dev/null || echo "!! moonlet (pid $pid) exited during the runs"
+    stop_pid "$pid"
+  done
+  abba_table "moonlet" "plain HTTP" "HTTPS"
+  abba_ratio "ratio HTTPS/plain" "" "HTTPS / plain" 0.70
+  echo "negotiated: ${cipher:-?} (wrk's OpenSSL and the system's policy). Keep-alive: one"
+  echo "handshake per wrk connection, then records; wrk's own TLS shares the machine's CPUs."
+  command -v nginx >/dev/null || return 0
+  # the same client against nginx, plain and TLS ports of one server block: how much of the
+  # ratio is the client's and the machine's
+  tls_port=$(free_port)
+  NG_EXTRA="        listen 127.0.0.1:$tls_port ssl;
+        ssl_certificate $TMP/tls.pem;
+        ssl_certificate_key $TMP/tls.key;" start_nginx
+  pid=$(pgrep -P "$NG_PID" | head -1)   # its worker: the CPU column
+  wrk_abba tls_nginx "http://127.0.0.1:$NG_PORT/hello" "${pid:-$NG_PID}" \
+    "https://127.0.0.1:$tls_port/hello" "${pid:-$NG_PID}"
+  stop_pid "$NG_PID"
+  echo
+  abba_table "nginx (reference)" "plain HTTP" "HTTPS"
+  printf '%-22s %10s   (the same wrk against nginx: a client-bound ratio shows here too)\n' \
+    "ratio HTTPS/plain" "$(awk -v a="$WB_RPS" -v b="$WA_RPS" 'BEGIN { printf "%.2f", a / b }')"
 }
 
 main() {

@@ -24,6 +24,7 @@
 #include "preload.h"
 #include "reload.h"
 #include "shared.h"
+#include "tls.h"
 #include "watchdog.h"
 #include "workers.h"
 #include <errno.h>
@@ -58,6 +59,8 @@ struct ml_host_s {
   struct sigaction old_sigint, old_sigterm;   /* given back when the stop is over */
   uv_prepare_t flush;        /* flushes the log once per loop turn */
   uv_signal_t usr1;          /* SIGUSR1 reopens the access log (ml_host_handle_signals) */
+  uv_signal_t hup;           /* SIGHUP reloads the TLS certificate (ditto) */
+  char *tls_cert, *tls_key;  /* cfg.tls_cert and cfg.tls_key, copied at the bind */
   uv_timer_t grace;
   uv_timer_t step;           /* takes a stop to its next step, outside any task */
   int signals, stopping, closed;
@@ -119,6 +122,8 @@ void ml_config_defaults(ml_config_t *cfg) {
   cfg->listen_fd = -1;
   cfg->metrics_port = 0;
   cfg->metrics_host = NULL;
+  cfg->tls_cert = NULL;
+  cfg->tls_key = NULL;
 }
 
 enum { RETIRED_SERVING, RETIRED_HOOKS, RETIRED_DONE };
@@ -134,6 +139,8 @@ static void host_release(ml_host_t *h) {
   ml_preload_free(h->preload);
   free(h->server);
   free(h->appdir);
+  free(h->tls_cert);
+  free(h->tls_key);
   free(h->listen_err);
   free(h->loading_err);
   free(h);
@@ -178,6 +185,7 @@ static void close_handles(ml_host_t *h) {
   uv_close((uv_handle_t *)&h->stop_async, host_handle_closed_cb);
   uv_close((uv_handle_t *)&h->flush, host_handle_closed_cb);
   uv_close((uv_handle_t *)&h->usr1, host_handle_closed_cb);
+  uv_close((uv_handle_t *)&h->hup, host_handle_closed_cb);
   uv_close((uv_handle_t *)&h->grace, host_handle_closed_cb);
   uv_close((uv_handle_t *)&h->step, host_handle_closed_cb);
   uv_close((uv_handle_t *)&h->defer, host_handle_closed_cb);
@@ -359,6 +367,32 @@ static void usr1_cb(uv_signal_t *sig, int signum) {
   ml_log_access_reopen();
 }
 
+/* SIGHUP: renewed certificates (certbot's deploy hook, say). A process without TLS has
+ * nothing it could reload in place (code reloads are --workers' or --reload's): it says
+ * so rather than die, SIGHUP's default. */
+static void hup_cb(uv_signal_t *sig, int signum) {
+  (void)signum;
+  ml_host_t *h = sig->data;
+  char err[512];
+  if (!h->tls_cert) {
+    ml_log(ML_LOG_INFO, "SIGHUP: nothing to reload (use --workers for code reloads)");
+  } else if (ml_host_reload_tls(h, err, sizeof err) == 0) {
+    ml_log(ML_LOG_INFO, "SIGHUP: TLS certificate reloaded from %s", h->tls_cert);
+  } else {
+    ml_log(ML_LOG_ERROR, "SIGHUP: %s; still serving the certificate loaded before", err);
+  }
+}
+
+int ml_host_reload_tls(ml_host_t *h, char *err, size_t errlen) {
+  if (!h->tls_cert || !h->server)
+    return ml_err(err, errlen, "the host does not serve TLS (cfg.tls_cert, --tls-cert)");
+  if (h->closed) return ml_err(err, errlen, "the host has stopped");
+  SSL_CTX *ctx = ml_tls_server_ctx_new(h->tls_cert, h->tls_key, err, errlen);
+  if (!ctx) return -1;
+  ml_server_set_tls(h->server, ctx);
+  return 0;
+}
+
 static void flush_cb(uv_prepare_t *p) {
   (void)p;
   ml_log_flush();
@@ -388,6 +422,7 @@ static ml_host_t *host_new(const ml_config_t *cfg, uv_loop_t *loop) {
   uv_prepare_init(h->loop, &h->flush);
   uv_prepare_start(&h->flush, flush_cb);
   uv_signal_init(h->loop, &h->usr1);
+  uv_signal_init(h->loop, &h->hup);
   uv_unref((uv_handle_t *)&h->flush);
   uv_timer_init(h->loop, &h->grace);
   uv_unref((uv_handle_t *)&h->grace);
@@ -396,8 +431,8 @@ static ml_host_t *host_new(const ml_config_t *cfg, uv_loop_t *loop) {
   uv_unref((uv_handle_t *)&h->reaper);
   uv_timer_init(h->loop, &h->defer);
   h->stop_async.data = h->flush.data = h->grace.data = h->step.data = h->reaper.data = h;
-  h->defer.data = h->usr1.data = h;
-  h->open_handles = 7;
+  h->defer.data = h->usr1.data = h->hup.data = h;
+  h->open_handles = 8;
   return h;
 }
 
@@ -697,7 +732,23 @@ static int bind_server(ml_host_t *h, char *err, size_t errlen) {
     if (h->cfg.listen_fd >= 0) close(h->cfg.listen_fd);   /* ours from here on (moonlet.h) */
     return -1;
   }
+  SSL_CTX *tls = NULL;
+  if (h->cfg.tls_cert || h->cfg.tls_key) {
+    if (!h->cfg.tls_cert || !h->cfg.tls_key) {
+      ml_err(err, errlen, "%s", h->cfg.tls_cert ? "--tls-cert needs --tls-key (cfg.tls_key)"
+                                                : "--tls-key needs --tls-cert (cfg.tls_cert)");
+    } else {
+      tls = ml_tls_server_ctx_new(h->cfg.tls_cert, h->cfg.tls_key, err, errlen);
+    }
+    if (!tls) {
+      if (h->cfg.listen_fd >= 0) close(h->cfg.listen_fd);   /* ours from here on (moonlet.h) */
+      return -1;
+    }
+    h->tls_cert = ml_xstrdup(h->cfg.tls_cert);
+    h->tls_key = ml_xstrdup(h->cfg.tls_key);
+  }
   int rc = ml_server_bind(h->server, h->loop, &sc, err, errlen);
+  ml_server_set_tls(h->server, tls);   /* the server owns it, bound or not */
   if (h->server->handles_open) {   /* its memory goes when they are closed */
     h->open_handles++;
     h->server->on_closed = server_closed_cb;
@@ -776,6 +827,7 @@ int ml_host_handle_signals(ml_host_t *h) {
   /* always: a logrotate postrotate's SIGUSR1 must not kill a moonlet logging to stderr
    * (the default action); without --access-log-file there is nothing to reopen */
   if (uv_signal_start(&h->usr1, usr1_cb, SIGUSR1) == 0) uv_unref((uv_handle_t *)&h->usr1);
+  if (uv_signal_start(&h->hup, hup_cb, SIGHUP) == 0) uv_unref((uv_handle_t *)&h->hup);
   return 0;
 }
 

@@ -8,6 +8,7 @@
 #include "supervisor.h"
 #include "worker.h"
 #include "shared.h"
+#include "tls.h"
 #include <errno.h>
 #include <lauxlib.h>
 #include <stdio.h>
@@ -33,6 +34,9 @@ static const char usage[] =
     "                          when the peer is in --forwarded-allow-ips\n"
     "  --forwarded-allow-ips L trusted proxies: a comma list of addresses, * for any\n"
     "                          (default 127.0.0.1)\n"
+    "  --tls-cert FILE         serve HTTPS: the PEM certificate chain (server's first); needs\n"
+    "                          --tls-key; SIGHUP reloads both (default: plain HTTP)\n"
+    "  --tls-key FILE          the PEM private key of --tls-cert\n"
     "  --metrics-port N        serve Prometheus metrics on GET /metrics at this port (default\n"
     "                          0: off)\n"
     "  --metrics-host ADDR     address the metrics port listens on (default: --host's)\n"
@@ -110,7 +114,8 @@ static int supervise(const ml_config_t *cfg, int workers, int argc, char **argv)
     else args[n++] = argv[i];
   }
   ml_supervisor_config_t sc = {
-      .host = cfg->host, .port = cfg->port, .workers = workers, .args = args, .nargs = n};
+      .host = cfg->host, .port = cfg->port, .workers = workers, .args = args, .nargs = n,
+      .https = cfg->tls_cert != NULL};
   ml_log_configure(cfg->log_level, NULL, NULL);   /* the supervisor's own lines */
   ml_supervisor_t *sup = ml_supervisor_new(&sc);
   free(args);
@@ -191,6 +196,10 @@ static int cmd_serve(int argc, char **argv) {
       cfg.metrics_host = v;
     } else if (strcmp(a, "--forwarded-allow-ips") == 0) {
       cfg.forwarded_allow_ips = v;
+    } else if (strcmp(a, "--tls-cert") == 0) {
+      cfg.tls_cert = v;
+    } else if (strcmp(a, "--tls-key") == 0) {
+      cfg.tls_key = v;
     } else if (strcmp(a, "--access-log-file") == 0) {
       cfg.access_log_file = v;
     } else if (strcmp(a, "--max-body") == 0) {
@@ -237,6 +246,14 @@ static int cmd_serve(int argc, char **argv) {
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
   }
+  if ((cfg.tls_cert != NULL) != (cfg.tls_key != NULL))
+    return fail("%s%s", cfg.tls_cert ? "--tls-cert needs --tls-key" : "--tls-key needs --tls-cert", "");
+  if (cfg.tls_cert) {   /* said now, once, rather than by every worker */
+    char err[512];
+    SSL_CTX *ctx = ml_tls_server_ctx_new(cfg.tls_cert, cfg.tls_key, err, sizeof err);
+    if (!ctx) return fail("%s%s", err, "");
+    SSL_CTX_free(ctx);
+  }
   if (workers >= 0) return supervise(&cfg, workers, argc, argv);
   char err[1024];
   /* a worker of the supervisor (--workers) with --metrics-port: it records into its slot
@@ -273,8 +290,8 @@ static int cmd_serve(int argc, char **argv) {
     ml_worker_ready(&worker);
   } else {
     int v6 = strchr(cfg.host, ':') != NULL;
-    printf("listening on http://%s%s%s:%d\n", v6 ? "[" : "", cfg.host, v6 ? "]" : "",
-           ml_host_port(h));
+    printf("listening on %s://%s%s%s:%d\n", cfg.tls_cert ? "https" : "http", v6 ? "[" : "",
+           cfg.host, v6 ? "]" : "", ml_host_port(h));
     fflush(stdout);
   }
   int dropped = ml_host_run(h);

@@ -95,6 +95,13 @@ typedef struct {
                                 * a process may serve them */
   const char *metrics_host;    /* NULL: cfg.host; the address metrics_port listens on (it
                                 * must live until ml_host_listen returns) */
+  const char *tls_cert;        /* NULL (plain HTTP), or a PEM file: the server's certificate
+                                * and then its chain; with tls_key the host serves HTTPS only
+                                * (TLS 1.2 and 1.3, ALPN http/1.1, README "TLS"). Both or
+                                * neither; ml_host_listen fails when the files cannot be
+                                * loaded or do not match. Copied by ml_host_listen (a reload
+                                * reads the same paths again: ml_host_reload_tls) */
+  const char *tls_key;         /* NULL, or the PEM private key of tls_cert */
 } ml_config_t;
 
 typedef struct ml_host_s ml_host_t;
@@ -113,9 +120,17 @@ int ml_host_listen(ml_host_t *h, char *err, size_t errlen);
 int ml_host_port(const ml_host_t *h);
 /* SIGINT and SIGTERM call ml_host_stop (from a signal handler of its own, not the loop);
  * SIGUSR1 reopens cfg.access_log_file (on the loop; without one it is ignored, not
- * fatal). One host per process; the previous handlers come back when its stop is over. Returns
+ * fatal); SIGHUP reloads the TLS certificate and key (ml_host_reload_tls, on the loop;
+ * without TLS it logs that there is nothing to reload, never fatal). One host per process; the previous handlers come back when its stop is over. Returns
  * 0, or -1 if sigaction failed. */
 int ml_host_handle_signals(ml_host_t *h);
+/* Reads cfg.tls_cert and cfg.tls_key again (the same paths: renewed files) into a new
+ * TLS context, which new connections use from now on; open connections keep the one they
+ * were made with, undisturbed. Returns 0, or -1 with a one-line message in err: the host
+ * does not serve TLS (or does not listen yet), or the files cannot be loaded or do not
+ * match; the certificate in use then stays. On the loop's thread (from any other, go
+ * through ml_host_post). */
+int ml_host_reload_tls(ml_host_t *h, char *err, size_t errlen);
 /* Serves until stopped. Returns 0, or how much the stop cut short when graceful_timeout
  * ended or the stop was asked for again: requests dropped + background tasks abandoned,
  * + 1 if the on_shutdown hooks did not run or did not finish. */
@@ -255,6 +270,7 @@ int ml_host_emit(ml_host_t *h, const char *event, const char *json);
  *   ml_host_load, ml_host_listen, ml_host_handle_signals, ml_host_run
  *                               the thread that runs the loop (the one that made h, or the
  *                               one it is handed to); appdir is copied, err is the caller's.
+ *   ml_host_reload_tls          the loop's thread, once ml_host_listen(_async) bound.
  *   ml_host_port, ml_host_userdata   any thread.
  *   ml_host_stop                any thread, a signal handler too.
  *   ml_host_post, ml_host_emit  any thread (see above).

@@ -42,6 +42,7 @@ void ml_request_from_conn(ml_request_t *r, ml_server_conn_t *c) {
   if (r->upload) r->form = ml_upload_fields(r->upload, &r->form_len, &r->form_count);
   r->conn = c;
   r->peer = NULL;
+  r->tls = ml_server_conn_is_tls(c);
   r->ws = NULL;
 }
 
@@ -224,6 +225,7 @@ void ml_request_pack(const ml_request_t *r, const ml_match_t *m, ml_request_copy
   ml_buf_add(b, r->route, strlen(r->route) + 1);
   const char *peer = r->peer ? r->peer : r->conn ? ml_server_conn_client(r->conn) : "-";
   cp->peer_off = b->len;
+  cp->tls = r->tls;
   ml_buf_add(b, peer, strlen(peer) + 1);
   cp->nparams = m->nparams;
   for (int i = 0; i < m->nparams; i++) {
@@ -260,6 +262,7 @@ void ml_request_unpack(ml_request_t *r, const ml_request_copy_t *cp, ml_match_t 
   r->upload = NULL;   /* the files belong to the job on the loop */
   r->route = base + cp->route_off;
   r->peer = base + cp->peer_off;
+  r->tls = cp->tls;
   r->conn = NULL;
   m->nparams = cp->nparams;
   for (int i = 0; i < cp->nparams; i++) {
@@ -303,6 +306,14 @@ static int l_req_url(lua_State *L) {
 static int l_req_peer(lua_State *L) {
   ml_request_t *r = ml_request_check(L);
   lua_pushstring(L, r->peer ? r->peer : r->conn ? ml_server_conn_client(r->conn) : "-");
+  return 1;
+}
+
+/* req_scheme(r, g) -> "https" for a request that came over TLS, else "http" (a proxy's
+ * word is proxy.lua's) */
+static int l_req_scheme(lua_State *L) {
+  ml_request_t *r = ml_request_check(L);
+  lua_pushstring(L, r->tls ? "https" : "http");
   return 1;
 }
 
@@ -507,6 +518,7 @@ void ml_request_open(lua_State *L) {
       {"req_after", l_req_after}, {"req_log_id", l_req_log_id},
       {"random_id", l_random_id}, {"req_parts", l_req_parts},
       {"req_header", l_req_header}, {"req_peer", l_req_peer},
+      {"req_scheme", l_req_scheme},
       {NULL, NULL}};
   luaL_register(L, NULL, fns);
 }

@@ -40,6 +40,7 @@ struct ml_request_s {
   ml_server_conn_t *conn;           /* on the loop: its connection; NULL once the client left */
   const char *peer;          /* a copy's peer address (ml_server_conn_client); NULL on the
                               * loop, where req_peer asks the connection */
+  int tls;                   /* 1: it came over TLS (req.scheme "https") */
   ml_match_t *match;         /* a pooled route behind middleware: its match, for the hop
                               * (owned; NULL for the others: 656 bytes most never need) */
   int after_ref;             /* registry ref of its after-work (req:defer, req:background)
@@ -62,6 +63,7 @@ typedef struct {
   const char *method;
   size_t target_len, path_off, path_len, route_off, body_off, body_len, form_off, form_len;
   size_t peer_off;
+  int tls;
   int form_count;
   int nparams;
   struct {

@@ -3,7 +3,8 @@
  * header_timeout of its first byte (slowloris), a body must keep moving, and an idle
  * keep-alive connection is closed after keepalive_timeout. These timeouts count the time the
  * server could read, not the time it was stalled (see live_now). A connection is freed only
- * in the close callback of the last of its two handles. */
+ * in the close callback of the last of its two handles. A TLS connection's bytes go through
+ * its session between the socket and the parser (see "TLS" below). */
 #include "server.h"
 #include "access_log.h"
 #include "mem.h"
@@ -11,6 +12,7 @@
 #include "metrics.h"
 #include "response.h"
 #include "router.h"
+#include "tls.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -34,6 +36,8 @@ static void met_emit(ml_server_conn_t *c);
 static void client_name(ml_server_conn_t *c);
 static void timer_set(ml_server_conn_t *c, uint64_t ms);
 static void read_start(ml_server_conn_t *c);
+static void tls_read(ml_server_conn_t *c, const char *data, size_t n);
+static void tls_close_notify(ml_server_conn_t *c);
 
 static void handle_closed_cb(uv_handle_t *h) {
   ml_server_conn_t *c = h->data;
@@ -46,6 +50,8 @@ static void handle_closed_cb(uv_handle_t *h) {
   ml_buf_free(&c->out);
   ml_buf_free(&c->wbuf);
   ml_buf_free(&c->fed);
+  ml_tls_free(c->tls);
+  ml_buf_free(&c->tls_out);
   free(c);
 }
 
@@ -249,6 +255,7 @@ static void conn_linger(ml_server_conn_t *c) {
     return;
   }
   c->lingering = 1;
+  if (c->tls) tls_close_notify(c);
   uv_shutdown_t *req = ml_xmalloc(sizeof *req);   /* few connections linger: not in c */
   req->data = c;
   if (uv_shutdown(req, (uv_stream_t *)&c->io.tcp, shutdown_cb) < 0) {
@@ -310,7 +317,8 @@ static void read_cb(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
     conn_close(c);
     return;
   }
-  conn_read(c, buf->base, (size_t)n);
+  if (c->tls) tls_read(c, buf->base, (size_t)n);
+  else conn_read(c, buf->base, (size_t)n);
 }
 
 /* A memory connection reads what its peer fed, all of it at once (a socket's read of
@@ -344,7 +352,7 @@ void ml_server_conn_hangup(ml_server_conn_t *c) {
 
 /* A request refused before its dispatch: its access log line says why at its end. */
 static void reply_error(ml_server_conn_t *c, int status, const char *detail) {
-  c->out_base = c->sent + c->out.len + (c->writing ? c->wbuf.len : 0);
+  c->out_base = c->sent + c->out.len + c->wplain;
   if (!c->http.in_message) c->start_ns = uv_hrtime();   /* refused at its first byte */
   ml_resp_error(&c->out, status, detail, NULL, 0, 0);
   if (c->srv->cfg.access_log) {
@@ -355,6 +363,82 @@ static void reply_error(ml_server_conn_t *c, int status, const char *detail) {
   c->close_after_write = 1;
   c->body_held = 0;   /* the body is abandoned (its upload is gone): linger reads on */
   read_stop(c);
+}
+
+/* --- TLS -------------------------------------------------------------------------------
+ * A TLS connection's reads go through tls_read: ciphertext in, the plaintext of all the
+ * records it completes handed to conn_read at once, as a socket's read would be (so a
+ * read stopped meanwhile leaves nothing behind in the session). Its writes are encrypted
+ * in conn_write_out. The handshake runs under the header timeout armed at the accept. */
+
+static void conn_flush(ml_server_conn_t *c);
+
+/* A plain-HTTP request on the TLS port: answered in plain HTTP (the session goes), as
+ * nginx does, and the connection closes. */
+static void tls_plain_request(ml_server_conn_t *c) {
+  ml_tls_free(c->tls);
+  c->tls = NULL;
+  reply_error(c, 400, "The plain HTTP request was sent to HTTPS port");
+  conn_flush(c);
+}
+
+static void tls_read(ml_server_conn_t *c, const char *data, size_t n) {
+  if (c->lingering || c->close_after_write) return;   /* discard, as conn_read does */
+  if (!c->tls_seen) {
+    c->tls_seen = 1;
+    /* a TLS record starts with its type (22: handshake); a request with its method */
+    if (data[0] >= 'A' && data[0] <= 'Z') {
+      tls_plain_request(c);
+      return;
+    }
+  }
+  ml_tls_feed(c->tls, data, n);
+  if (!c->tls_ready) {
+    int rc = ml_tls_handshake(c->tls);
+    if (rc < 0) {   /* its alert goes out, then the connection closes */
+      ml_log(ML_LOG_DEBUG, "tls handshake with %s failed: %s", ml_server_conn_client(c),
+             ml_tls_error(c->tls));
+      c->close_after_write = 1;
+      read_stop(c);
+      conn_flush(c);
+      return;
+    }
+    c->tls_ready = rc == 0;
+    if (!c->tls_ready) {   /* its next flight goes out; more is due from the client */
+      conn_flush(c);
+      return;
+    }
+  }
+  ml_buf_t *p = &c->srv->tls_plain;
+  p->len = 0;
+  int end = 0;
+  for (;;) {
+    ml_buf_reserve(p, 16384);
+    int m = ml_tls_read(c->tls, p->data + p->len, p->cap - p->len);
+    if (m > 0) {
+      p->len += (size_t)m;
+    } else {
+      if (m < 0 && m != ML_TLS_CLOSED)
+        ml_log(ML_LOG_DEBUG, "tls: %s from %s", ml_tls_error(c->tls), ml_server_conn_client(c));
+      end = m < 0;   /* close_notify is the client's EOF; a bad record ends it too */
+      break;
+    }
+  }
+  if (p->len) conn_read(c, p->data, p->len);
+  if (end) conn_close(c);   /* after what came before it, as a socket's EOF */
+  else conn_flush(c);       /* what the session has to say (tickets after the handshake) */
+}
+
+/* The connection ends: close_notify before the FIN (a client reading to the end of the
+ * connection can tell the end from a truncation). Best effort: the output is empty here,
+ * so the socket has room for these few bytes. */
+static void tls_close_notify(ml_server_conn_t *c) {
+  ml_tls_shutdown(c->tls);
+  c->tls_out.len = 0;
+  if (!ml_tls_take(c->tls, &c->tls_out)) return;
+  uv_buf_t b = uv_buf_init(c->tls_out.data, (unsigned)c->tls_out.len);
+  uv_try_write((uv_stream_t *)&c->io.tcp, &b, 1);
+  c->tls_out.len = 0;
 }
 
 void ml_server_conn_hold(void *conn, int on) {
@@ -403,7 +487,7 @@ static void conn_process(ml_server_conn_t *c, const char *data, size_t len) {
     if (!c->writing) timer_clear(c);
     request_start(c);
     c->head = c->http.method == ML_M_HEAD;
-    c->out_base = c->sent + c->out.len + (c->writing ? c->wbuf.len : 0);
+    c->out_base = c->sent + c->out.len + c->wplain;
     if (!c->client[0] && c->srv->cfg.access_log) client_name(c);
     c->srv->dispatch(c->srv->ctx, c);
     if (c->upgrade) {   /* upgraded at once: the rest of the bytes are the new protocol's */
@@ -482,7 +566,7 @@ static void acc_record(ml_server_conn_t *c, int status, const char *detail) {
   if (c->log_id) ml_buf_addstr(b, c->log_id);
   if (detail) ml_buf_addstr(b, detail);
   c->acc.start_ns = c->start_ns;
-  uint64_t end = c->sent + c->out.len + (c->writing ? c->wbuf.len : 0);
+  uint64_t end = c->sent + c->out.len + c->wplain;
   c->acc.bytes = end > c->out_base ? end - c->out_base : 0;
   c->acc.method = c->http.method_name ? c->http.method_name : "-";
   c->acc.status = status;
@@ -607,7 +691,7 @@ void ml_server_conn_send(ml_server_conn_t *c, const void *data, size_t len) {
 }
 
 int ml_server_conn_dup_fd(ml_server_conn_t *c) {
-  if (c->mem) return UV_ENOTSOCK;
+  if (c->mem || c->tls) return UV_ENOTSOCK;   /* no socket, or its bytes need encrypting */
   uv_os_fd_t fd;
   int rc = uv_fileno((uv_handle_t *)&c->io.tcp, &fd);
   if (rc < 0) return rc;
@@ -624,7 +708,8 @@ void ml_server_conn_progress(ml_server_conn_t *c) {
 static void write_cb(uv_write_t *req, int status) {
   ml_server_conn_t *c = req->data;
   c->writing = 0;
-  if (status >= 0) c->sent += c->wbuf.len;
+  if (status >= 0) c->sent += c->wplain;
+  c->wplain = 0;
   c->wbuf.len = 0;
   if (c->closing) return;
   if (status < 0) {
@@ -637,7 +722,10 @@ static void write_cb(uv_write_t *req, int status) {
 }
 
 /* Hands c->out to the kernel: uv_try_write first (no request object in the common case),
- * uv_write for the rest. Then arms the timer that fits the connection's state. */
+ * uv_write for the rest. Under TLS the bytes written are the records of c->out, encrypted
+ * as one batch, and of whatever else the session has to say (its handshake, alerts); the
+ * response bytes count as sent when their records are. Then arms the timer that fits the
+ * connection's state. */
 static void conn_write_out(ml_server_conn_t *c) {
   if (c->closing || c->writing) return;
   if (c->out.len && c->mem) {   /* the peer takes it all, as a socket with room would */
@@ -645,20 +733,41 @@ static void conn_write_out(ml_server_conn_t *c) {
     c->sent += c->out.len;
     c->out.len = 0;
     if (c->out.cap > 256 * 1024) ml_buf_reset(&c->out, 0);
-  } else if (c->out.len) {
-    uv_buf_t b = uv_buf_init(c->out.data, (unsigned)c->out.len);
-    int n = uv_try_write((uv_stream_t *)&c->io.tcp, &b, 1);
-    if (n < 0 && n != UV_EAGAIN) {
-      conn_close(c);
-      return;
+  } else if (c->out.len || c->tls) {
+    ml_buf_t *src = &c->out;
+    size_t plain = c->out.len;
+    if (c->tls) {
+      plain = c->tls_ready ? c->out.len : 0;   /* nothing is sent before the handshake */
+      if (plain && ml_tls_write(c->tls, c->out.data, plain) < 0) {
+        ml_log(ML_LOG_DEBUG, "tls: %s", ml_tls_error(c->tls));
+        conn_close(c);
+        return;
+      }
+      if (plain) {
+        c->out.len = 0;
+        if (c->out.cap > 256 * 1024) ml_buf_reset(&c->out, 0);
+      }
+      ml_tls_take(c->tls, &c->tls_out);
+      src = &c->tls_out;
     }
-    if (n < 0) n = 0;
-    c->sent += (uint64_t)n;
-    if ((size_t)n < c->out.len) {
+    int n = 0;
+    if (src->len) {
+      uv_buf_t b = uv_buf_init(src->data, (unsigned)src->len);
+      n = uv_try_write((uv_stream_t *)&c->io.tcp, &b, 1);
+      if (n < 0 && n != UV_EAGAIN) {
+        conn_close(c);
+        return;
+      }
+      if (n < 0) n = 0;
+    }
+    if ((size_t)n < src->len) {
+      size_t done = c->tls ? 0 : (size_t)n;   /* records count when all of them left */
+      c->sent += done;
+      c->wplain = plain - done;
       ml_buf_t tmp = c->wbuf;
-      c->wbuf = c->out;
-      c->out = tmp;
-      c->out.len = 0;
+      c->wbuf = *src;
+      *src = tmp;
+      src->len = 0;
       ml_buf_consume(&c->wbuf, (size_t)n);
       uv_buf_t wb = uv_buf_init(c->wbuf.data, (unsigned)c->wbuf.len);
       c->wreq.data = c;
@@ -672,8 +781,9 @@ static void conn_write_out(ml_server_conn_t *c) {
       timer_set(c, c->srv->cfg.header_timeout_ms);
       return;
     }
-    c->out.len = 0;
-    if (c->out.cap > 256 * 1024) ml_buf_reset(&c->out, 0);
+    c->sent += plain;
+    src->len = 0;
+    if (src->cap > 256 * 1024) ml_buf_reset(src, 0);
   }
   if (c->acc.pending) acc_emit(c);   /* every byte is written */
   if (c->met.pending) met_emit(c);
@@ -681,6 +791,7 @@ static void conn_write_out(ml_server_conn_t *c) {
     if (!c->inflight) conn_linger(c);
     return;
   }
+  if (c->tls && !c->tls_ready) return;   /* the handshake's deadline (the accept's) runs */
   if (c->inflight) {   /* all written: no deadline while in flight (a response in pieces,
                         * a stream or a WebSocket, may pause), but for a body written directly */
     if (!c->direct) timer_clear(c);
@@ -745,6 +856,10 @@ static ml_server_conn_t *conn_start(ml_server_t *s, uv_stream_t *listener) {
   c->http.on_headers = on_headers;
   c->http.on_body_head = on_body_head;
   if (listener) uv_tcp_nodelay(&c->io.tcp, 1);
+  if (listener && s->tls && !(c->tls = ml_tls_accept(s->tls))) {
+    conn_close(c);
+    return NULL;
+  }
   c->read_stopped = 1;
   read_start(c);
   timer_set(c, s->cfg.header_timeout_ms);
@@ -861,4 +976,11 @@ void ml_server_close_all(ml_server_t *s) {
   s->on_drained = NULL;
   ml_server_conn_t *c;
   while ((c = ml_list_first(&s->conns, ml_server_conn_t, link))) conn_close(c);
+  ml_server_set_tls(s, NULL);   /* the sessions still closing hold their own references */
+  ml_buf_free(&s->tls_plain);
+}
+
+void ml_server_set_tls(ml_server_t *s, SSL_CTX *ctx) {
+  SSL_CTX_free(s->tls);   /* NULL does nothing */
+  s->tls = ctx;
 }

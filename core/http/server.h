@@ -1,7 +1,8 @@
 /* Connections and the listener (server.c). A connection reads, feeds the parser, hands
  * each complete request to the host's dispatch function, and writes responses in order:
  * one request in flight at a time, pipelined bytes kept until it is done, all responses
- * that are ready written with one write. */
+ * that are ready written with one write. A server with a TLS context (ml_server_set_tls)
+ * serves HTTPS: its connections' bytes go through a TLS session on the way in and out. */
 #ifndef ML_SERVER_H
 #define ML_SERVER_H
 #include "buf.h"
@@ -11,6 +12,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+struct ssl_ctx_st;           /* OpenSSL's SSL_CTX */
+typedef struct ml_tls_s ml_tls_t;
 typedef struct ml_server_s ml_server_t;
 typedef struct ml_server_conn_s ml_server_conn_t;
 
@@ -62,6 +65,8 @@ struct ml_server_conn_s {
   ml_buf_t pending;          /* received while a request was in flight, not parsed yet */
   ml_buf_t out;              /* responses not handed to the kernel yet */
   ml_buf_t wbuf;             /* the bytes of the uv_write in progress */
+  size_t wplain;             /* of the response bytes in c->out, those the uv_write in
+                              * progress carries (wbuf holds their records under TLS) */
   ml_list_t link;            /* in the server's conns */
   void *task;                /* the app's in-flight work, NULL when idle */
   void (*task_abort)(void *task);   /* when set, aborts c->task instead of the server's
@@ -113,6 +118,11 @@ struct ml_server_conn_s {
   void *peer_arg;
   ml_buf_t fed;
   unsigned mem : 1;
+  /* a TLS connection's session (NULL for plain HTTP), its records not written yet, and
+   * where its handshake is: the first byte seen, done */
+  ml_tls_t *tls;
+  ml_buf_t tls_out;
+  unsigned tls_seen : 1, tls_ready : 1;
 };
 
 typedef struct {
@@ -161,6 +171,8 @@ struct ml_server_s {
    * memory go (its connections' memory goes with their own handles) */
   void (*on_closed)(ml_server_t *s);
   int handles_open;          /* the listener and the stall handles not closed yet */
+  struct ssl_ctx_st *tls;    /* owned: new connections' TLS context, NULL for plain HTTP */
+  ml_buf_t tls_plain;        /* what one read decrypted, handed to the connection at once */
   char readbuf[65536];       /* shared by all connections: every read is parsed at once */
 };
 
@@ -186,6 +198,18 @@ void ml_server_init(ml_server_t *s, uv_loop_t *loop, const ml_server_config_t *c
 ml_server_conn_t *ml_server_conn_mem(ml_server_t *s, const ml_server_peer_t *p, void *arg);
 void ml_server_conn_feed(ml_server_conn_t *c, const char *data, size_t len);
 void ml_server_conn_hangup(ml_server_conn_t *c);
+/* Serves HTTPS from now on: connections accepted from now on are TLS sessions of ctx
+ * (tls.h, ml_tls_server_ctx_new), the server owns ctx. Called again (a certificate
+ * reload), the new context replaces the old one for new connections; those open keep the
+ * context they were made with (OpenSSL counts its references) and are not disturbed.
+ * The handshake must end within cfg.header_timeout_ms of the accept. A client that speaks
+ * plain HTTP gets a plain-HTTP 400 ("The plain HTTP request was sent to HTTPS port") and
+ * the connection closes. ctx NULL: plain HTTP for new connections. On the loop's thread. */
+void ml_server_set_tls(ml_server_t *s, struct ssl_ctx_st *ctx);
+/* 1 if c is a TLS connection (its request came over HTTPS). */
+static inline int ml_server_conn_is_tls(const ml_server_conn_t *c) {
+  return c->tls != NULL;
+}
 /* Accepts connections on the bound socket. Returns 0, or -1 with a message in err. */
 int ml_server_listen(ml_server_t *s, char *err, size_t errlen);
 /* Stops accepting, closes idle connections, lets in-flight requests finish. */
@@ -228,8 +252,8 @@ void ml_server_conn_on_drain(ml_server_conn_t *c, void (*fn)(void *arg), void *a
  * Once nothing is unsent (ml_server_conn_on_drain with low 0), a request may write the rest
  * of its response to the socket itself, through a duplicate of its descriptor:
  * ml_server_conn_dup_fd returns one (non-blocking, close-on-exec; the caller closes it) or
- * a negative libuv error (UV_ENOTSOCK for a memory connection: write with
- * ml_server_conn_send there). Being a duplicate, it names the same connection even after the
+ * a negative libuv error (UV_ENOTSOCK for a memory connection or a TLS one, whose bytes
+ * must be encrypted: write with ml_server_conn_send there). Being a duplicate, it names the same connection even after the
  * connection closed, so a threadpool thread may write to it safely. The caller waits for
  * writability itself (a uv_poll on the duplicate) and calls ml_server_conn_progress when it
  * starts and each time bytes left: a client that takes none for the header timeout is

@@ -70,6 +70,7 @@ struct ml_supervisor_s {
   uv_loop_t loop;
   char *host;
   int port, n;
+  int https;                 /* the workers serve TLS: "listening on https://" */
   char **argv;               /* exe, args..., NULL */
   slot_t *slots;
   passed_fd_t *passed;
@@ -240,8 +241,8 @@ static void generation_ready(ml_supervisor_t *sup) {
     int v6 = strchr(sup->host, ':') != NULL;
     ml_log(ML_LOG_INFO, "%d worker(s) serving", sup->n);
     ml_log_flush();
-    printf("listening on http://%s%s%s:%d\n", v6 ? "[" : "", sup->host, v6 ? "]" : "",
-           sup->port);
+    printf("listening on %s://%s%s%s:%d\n", sup->https ? "https" : "http", v6 ? "[" : "",
+           sup->host, v6 ? "]" : "", sup->port);
     fflush(stdout);
   } else {
     ml_log(ML_LOG_INFO, "reload: generation %d ready, stopping generation %d", sup->gen, old);
@@ -487,6 +488,7 @@ static void flush_cb(uv_prepare_t *p) {
 ml_supervisor_t *ml_supervisor_new(const ml_supervisor_config_t *cfg) {
   ml_supervisor_t *sup = ml_xcalloc(1, sizeof *sup);
   sup->host = ml_xstrdup(cfg->host);
+  sup->https = cfg->https;
   sup->port = cfg->port;
   sup->n = cfg->workers > 0 ? cfg->workers : 1;
   sup->slots = ml_xcalloc((size_t)sup->n, sizeof *sup->slots);

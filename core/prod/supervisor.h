@@ -28,6 +28,7 @@ typedef struct {
   char **args;               /* a worker's arguments after the program: "serve", APPDIR,
                               * options (without --workers); copied */
   int nargs;
+  int https;                 /* 1: the workers serve TLS ("listening on https://...") */
 } ml_supervisor_config_t;
 
 /* Called on the supervisor's loop when a worker process has exited (after the

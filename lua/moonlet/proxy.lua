@@ -1,10 +1,11 @@
--- req.client and req.scheme (lazy fields of request.lua): the peer's address and "http",
--- or, under --proxy-headers when the peer is in --forwarded-allow-ips, what the proxy says
+-- req.client and req.scheme (lazy fields of request.lua): the peer's address and "http"
+-- ("https" on a --tls-cert server), or, under --proxy-headers when the peer is in --forwarded-allow-ips, what the proxy says
 -- in RFC 7239 Forwarded (first) or X-Forwarded-For / X-Forwarded-Proto. As uvicorn: the
 -- client is the rightmost address of the chain that is not a trusted proxy (the leftmost
 -- if all are); a forwarded client's port is 0 unless Forwarded gives one.
 local core = require "moonlet.core"
-local req_peer, req_header, proxy_conf = core.req_peer, core.req_header, core.proxy
+local req_peer, req_header, req_scheme, proxy_conf = core.req_peer, core.req_header,
+  core.req_scheme, core.proxy
 local tonumber, ipairs, lower, match, gmatch = tonumber, ipairs, string.lower, string.match,
   string.gmatch
 
@@ -88,7 +89,7 @@ function _M.scheme(r, g)
     local _, proto = from_proxy(r, g, allow)
     if proto then return proto end
   end
-  return "http"
+  return req_scheme(r, g)
 end
 
 return _M

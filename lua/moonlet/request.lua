@@ -30,7 +30,7 @@ local lazy = {
   headers = core.req_headers,
   cookies = core.req_cookies,
   client = proxy.client,     -- { host = "1.2.3.4", port = 5678 } (proxy.lua)
-  scheme = proxy.scheme,     -- "http", or what a trusted proxy says
+  scheme = proxy.scheme,     -- "http" ("https" over TLS), or what a trusted proxy says
 }
 
 local function index(req, key)

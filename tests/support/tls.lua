@@ -1,5 +1,6 @@
 -- TLS fixtures for specs: a throwaway CA and server certificate made with the openssl
--- CLI, and `openssl s_server -WWW` serving a directory over https on 127.0.0.1.
+-- CLI (an intermediate CA too, if asked), and `openssl s_server -WWW` serving a directory
+-- over https on 127.0.0.1.
 --
 --   local tls = require "tests.support.tls"
 --   local pki = tls.make_pki(t.tmpdir(), { dns = "localhost" })   -- pki.ca, pki.cert, pki.key
@@ -21,7 +22,10 @@ local function openssl(dir, args)
 end
 
 -- A CA and a server certificate it signs, for the names in opts.dns (a string or list) and
--- the IP addresses in opts.ip. Returns { dir, ca, cert, key } (file paths).
+-- the IP addresses in opts.ip; its subject is CN=opts.cn (default "moonlet test server").
+-- With opts.intermediate the CA signs an intermediate CA that signs the server's
+-- certificate, and the cert file holds the chain a server sends: the server's certificate,
+-- then the intermediate's. Returns { dir, ca, cert, key } (file paths).
 function _M.make_pki(dir, opts)
   opts = opts or {}
   local san = {}
@@ -36,11 +40,26 @@ function _M.make_pki(dir, opts)
   end
   openssl(dir, req{ "-x509", "-days", "2", "-subj", "/CN=moonlet test CA", "-keyout", "ca.key",
                     "-out", "ca.pem" })
-  openssl(dir, req{ "-subj", "/CN=moonlet test server", "-keyout", "server.key", "-out", "server.csr" })
+  local signer = "ca"
+  if opts.intermediate then
+    openssl(dir, req{ "-subj", "/CN=moonlet test intermediate CA", "-keyout", "inter.key",
+                      "-out", "inter.csr" })
+    t.write_file(dir .. "/inter.ext", "basicConstraints=critical,CA:TRUE,pathlen:0\n"
+                 .. "keyUsage=critical,keyCertSign,cRLSign\n")
+    openssl(dir, { "x509", "-req", "-in", "inter.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                   "-CAcreateserial", "-days", "2", "-extfile", "inter.ext", "-out", "inter.pem" })
+    signer = "inter"
+  end
+  openssl(dir, req{ "-subj", "/CN=" .. (opts.cn or "moonlet test server"), "-keyout", "server.key",
+                    "-out", "server.csr" })
   t.write_file(dir .. "/server.ext", "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n"
                .. "extendedKeyUsage=serverAuth\nsubjectAltName=" .. concat(san, ",") .. "\n")
-  openssl(dir, { "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-days", "2", "-extfile", "server.ext", "-out", "server.pem" })
+  openssl(dir, { "x509", "-req", "-in", "server.csr", "-CA", signer .. ".pem", "-CAkey",
+                 signer .. ".key", "-CAcreateserial", "-days", "2", "-extfile", "server.ext",
+                 "-out", "server.pem" })
+  if opts.intermediate then   -- the chain: the server's certificate first
+    t.write_file(dir .. "/server.pem", t.read_file(dir .. "/server.pem") .. t.read_file(dir .. "/inter.pem"))
+  end
   return { dir = dir, ca = dir .. "/ca.pem", cert = dir .. "/server.pem", key = dir .. "/server.key" }
 end
 

@@ -13,7 +13,7 @@
 ---@field cookies table<string, string> from every Cookie header
 ---@field client {host: string, port: integer} the peer's address, or the client a trusted
 ---proxy names (--proxy-headers; port 0 when it gives none)
----@field scheme string "http", or what a trusted proxy says (X-Forwarded-Proto, Forwarded)
+---@field scheme string "http" ("https" with --tls-cert), or what a trusted proxy says (X-Forwarded-Proto, Forwarded)
 ---@field body string the body ("" when there is none)
 ---@field deps table<string, any> the values of the route's dependencies, by name
 ---@field request_id? string set by moonlet.middleware.request_id

@@ -391,14 +391,14 @@ local function launch(opts, strict)
   p.listening = false
   local timeout = opts.timeout or DEFAULT_TIMEOUT
   local deadline = now() + timeout
-  local pat = "listening on http://%[?([^%s/%]]+)%]?:(%d+)"
+  local pat = "listening on (https?)://%[?([^%s/%]]+)%]?:(%d+)"
   while true do
     local exited = p:poll()
-    local host, port = match(p:stdout(), pat)
-    if not host then host, port = match(p:stderr(), pat) end
+    local scheme, host, port = match(p:stdout(), pat)
+    if not host then scheme, host, port = match(p:stderr(), pat) end
     if host then
       p.host, p.port, p.listening = host, tonumber(port), true
-      p.url = fmt("http://%s:%d", host, p.port)
+      p.url = fmt("%s://%s:%d", scheme, host, p.port)
       return p
     end
     if exited then
@@ -429,9 +429,10 @@ function _M.spawn(argv, opts)
 end
 
 ---Starts `<bin> serve <app> --host 127.0.0.1 --port 0 <args...>` and waits for
----"listening on http://HOST:PORT". opts: app, args, env (name → value, false to
+---"listening on http://HOST:PORT" (https:// with --tls-cert). opts: app, args, env (name → value, false to
 ---unset), bin (default $MOONLET_BIN or build/moonlet), cwd, stdin, port, timeout
----(default 10). Returns the server (.port .host .pid .url); raises with stderr
+---(default 10). Returns the server (.port .host .pid .url: "http://HOST:PORT" or
+---"https://..."); raises with stderr
 ---if it exits or times out first.
 ---@param opts table?
 function _M.server(opts)
