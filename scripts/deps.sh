@@ -18,16 +18,14 @@ pkgs="build-essential pkg-config libluajit-5.1-dev libuv1-dev node-llhttp lua-cj
 # clang itself) builds the libFuzzer targets (fuzz/, make fuzz; make test replays them);
 # wrk is the load under which workers_spec.lua reloads --workers with SIGHUP; prometheus
 # ships promtool, which checks what /metrics serves (metrics_spec; the server itself is not
-# started: no recommends, and the specs never run it).
+# started: no recommends, and the specs never run it); nginx-light is the load balancer in
+# front of two hosts in multihost_spec (and the speed ceiling in bench).
 case $level in
   test|bench|stress) pkgs="$pkgs lua-busted openssl procps postgresql-common postgresql python3
                     python3-websockets nodejs chromium luarocks lua5.1 clang libclang-rt-14-dev
-                    wrk prometheus"
+                    wrk prometheus nginx-light"
     # a nodejs that bundles npm (NodeSource's) conflicts with Debian's npm package
     command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm" ;;
-esac
-case $level in
-  bench|stress) pkgs="$pkgs nginx-light" ;;
 esac
 # stress: the sqlite3 shell checks the database a kill -9 left (stress/run.sh)
 case $level in
