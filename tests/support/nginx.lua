@@ -6,6 +6,8 @@
 --   ng.port        where it listens
 --   ng:access()    the access log so far: { { status =, request =, upstream = { "addr", ... },
 --                  upstream_status = { "200", ... } }, ... } (several upstreams: it retried)
+--   ng:reload(site)  runs another site (SIGHUP), returns once the old worker has finished
+--                  its requests and exited: every request after that runs the new one
 --   ng:stop()      stops it at once (its processes are gone when it returns)
 -- site: the lines of nginx's http block to run (upstream, map, server blocks): the file a
 -- deployment would put in /etc/nginx/conf.d/. Its first `listen PORT;` is replaced by the
@@ -45,7 +47,7 @@ local function main_conf(dir, temps)
 worker_processes 1;
 worker_rlimit_nofile %d;
 pid %s/nginx.pid;
-error_log %s/error.log warn;
+error_log %s/error.log notice;
 events { worker_connections %d; }
 http {
     log_format spec '$status "$request" "$upstream_addr" "$upstream_status"';
@@ -56,6 +58,13 @@ http {
 ]], CONNS * 2 + 64, dir, dir, CONNS, dir, temps, dir)
 end
 
+-- Writes the site with our port in its `listen` line; returns the text.
+local function site_conf(site, port, level)
+  local conf, n = gsub(site, "listen%s+[^;]+;", "listen 127.0.0.1:" .. port .. ";", 1)
+  if n ~= 1 then error("the site has no `listen PORT;` line", level + 1) end
+  return conf
+end
+
 function _M.start(site)
   local bin = binary()
   local dir = t.tmpdir()
@@ -64,12 +73,12 @@ function _M.start(site)
   local last
   for _ = 1, 5 do                -- another process may take the free port first
     local port = t.free_port()
-    local conf, n = gsub(site, "listen%s+[^;]+;", "listen 127.0.0.1:" .. port .. ";", 1)
-    if n ~= 1 then error("the site has no `listen PORT;` line", 2) end
+    local conf = site_conf(site, port, 2)
     t.write_file(dir .. "/site.conf", conf)
     local p = t.spawn({ "-p", dir .. "/", "-e", dir .. "/error.log", "-c", dir .. "/nginx.conf",
                         "-g", "daemon off;" }, { bin = bin })
-    local self = setmetatable({ port = port, dir = dir, proc = p, site = conf }, nginx_mt)
+    local self = setmetatable({ port = port, dir = dir, proc = p, site = conf, bin = bin },
+                              nginx_mt)
     local deadline = t.now() + 10
     while t.now() < deadline and not p:poll() do
       local c = t.connect(port)
@@ -97,6 +106,27 @@ function Nginx:access()
     end
   end
   return out
+end
+
+function Nginx:reload(site)
+  local conf = site_conf(site, self.port, 2)
+  local log = self.dir .. "/error.log"
+  local from = #(t.read_file(log) or "") + 1
+  t.write_file(self.dir .. "/site.conf", conf)
+  assert(self.proc:signal("HUP"))
+  local deadline = t.now() + 15
+  while t.now() < deadline do
+    local text = (t.read_file(log) or ""):sub(from)
+    if text:find("[emerg]", 1, true) then error("nginx refused the site:\n" .. text, 2) end
+    -- the master starts a new worker with the site, then the old one drains and exits
+    if text:find("start worker process", 1, true) and text:find("exited with code 0", 1, true)
+    then
+      self.site = conf
+      return self
+    end
+    t.sleep(0.02)
+  end
+  error("nginx did not reload within 15 s:\n" .. (t.read_file(log) or ""):sub(from), 2)
 end
 
 function Nginx:stop()
