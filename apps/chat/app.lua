@@ -53,9 +53,9 @@ end
 local function listen(sub)
   while true do
     for msg in sub:messages() do deliver(msg.data) end
+    moonlet.log.warn("chat: the subscription to Redis channel " .. CHANNEL .. " ended ("
+                     .. tostring(sub.err) .. "); subscribing again")
     sub:close()
-    moonlet.log.warn("chat: the subscription to Redis channel " .. CHANNEL .. " ended; "
-                     .. "subscribing again")
     repeat
       moonlet.sleep(1)
       local err

@@ -264,3 +264,27 @@ describe("a host with --workers, stopping", function()
     assert.are.equal(0, h:wait(10))
   end)
 end)
+
+describe("a host whose Redis restarts", function()
+  it("subscribes again, and its clients hear what is said after", function()
+    local rs = redis.start()
+    local port = rs.port
+    local h = t.server{ app = "apps/chat", env = { REDIS_URL = rs.url } }
+    local at = h:mark()
+    rs:stop()
+    h:wait_log("chat: the subscription to Redis channel chat ended %(redis: ", 10, at)
+    local again = t.spawn({ "--port", tostring(port), "--bind", "127.0.0.1", "--save", "",
+                            "--appendonly", "no" }, { bin = "redis-server" })
+    h:wait_log("chat: subscribed to Redis channel chat again", 15, at)
+    local w = t.spawn({ "tests/support/chat_watcher.py", tostring(h.port) },
+                      { bin = "/usr/bin/python3" })
+    w:wait_log("^ready$", 20)
+    local res = assert(h:request("POST", "/messages", {
+      headers = { ["content-type"] = "application/json" }, body = '{"text":"back"}' }))
+    assert.are.same(201, res.status, res.body)
+    assert.are.same(0, w:wait(30), w:stderr())
+    assert.are.same("back", t.json_decode(w:stdout()).ws)
+    assert.are.equal(0, h:stop())
+    again:stop()
+  end)
+end)
