@@ -253,7 +253,7 @@ describe("a host with --workers, stopping", function()
     -- the workers close their listeners first; the supervisor its sockets: nothing queues
     -- where no process will accept it (a load balancer tries another host at once)
     local refused
-    for _ = 1, 100 do
+    for _ = 1, 150 do                   -- 3 s at most; the streams hold the stop 5 s
       local c, err = t.connect(h.port, nil, 1)
       if c then c:close() else refused = err; break end
       t.sleep(0.02)
