@@ -27,8 +27,11 @@ case $level in
     # a nodejs that bundles npm (NodeSource's) conflicts with Debian's npm package
     command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm" ;;
 esac
+# bench: nginx is the speed ceiling; FastAPI, uvicorn and redis-py (redis.asyncio) are
+# the Python side of the redis section (Debian's python3; redis-benchmark comes with
+# redis-server, a test dependency)
 case $level in
-  bench|stress) pkgs="$pkgs nginx-light" ;;
+  bench|stress) pkgs="$pkgs nginx-light python3-fastapi python3-uvicorn python3-redis" ;;
 esac
 # stress: the sqlite3 shell checks the database a kill -9 left (stress/run.sh)
 case $level in
