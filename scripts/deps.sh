@@ -29,6 +29,12 @@ case $level in
     # a nodejs that bundles npm (NodeSource's) conflicts with Debian's npm package
     command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm" ;;
 esac
+# bench: FastAPI, uvicorn and redis-py (redis.asyncio) are the Python side of the redis
+# section (Debian's python3; redis-benchmark comes with redis-server, and nginx, the speed
+# ceiling, with nginx-light: test dependencies)
+case $level in
+  bench|stress) pkgs="$pkgs python3-fastapi python3-uvicorn python3-redis" ;;
+esac
 # stress: the sqlite3 shell checks the database a kill -9 left (stress/run.sh)
 case $level in
   stress) pkgs="$pkgs sqlite3" ;;

@@ -124,8 +124,9 @@ void ml_redis_push_reply(lua_State *L, const redisReply *reply);
 /* Installs redis_subscribe into the table on top of the stack, and the subscription's
  * metatable. */
 void ml_redis_sub_open(lua_State *L);
-/* c, which delivered to sub, is going: sub learns it (and drops c's reference). */
-void ml_redis_sub_conn_gone(ml_redis_sub_t *sub);
+/* c, which delivered to sub, is going: sub learns it, with why if nothing told it
+ * before (and drops c's reference). */
+void ml_redis_sub_conn_gone(ml_redis_sub_t *sub, const char *why);
 /* c (ML_REDIS_SUB) connected: it sends the subscription. */
 void ml_redis_sub_connected(ml_redis_sub_t *sub);
 #endif

@@ -81,13 +81,14 @@ static void timer_stop(ml_redis_conn_t *c) {
   c->timer = NULL;
 }
 
-/* hiredis is done with c's context: c goes, then its subscription learns it. */
-static void conn_free(ml_redis_conn_t *c) {
+/* hiredis is done with c's context: c goes, then its subscription learns it (why: what
+ * went wrong, if its subscription may not know yet). */
+static void conn_free(ml_redis_conn_t *c, const char *why) {
   ml_redis_sub_t *sub = c->sub;
   conn_unlink(c);
   timer_stop(c);
   free(c);
-  if (sub) ml_redis_sub_conn_gone(sub);
+  if (sub) ml_redis_sub_conn_gone(sub, why);
 }
 
 static void connect_cb(const redisAsyncContext *ac, int status) {
@@ -96,8 +97,10 @@ static void connect_cb(const redisAsyncContext *ac, int status) {
   timer_stop(c);
   if (status != REDIS_OK) {
     /* hiredis fails its pending commands next, with ac->errstr, and frees ac */
+    char err[ML_REDIS_ERRLEN];
+    ml_redis_conn_error(ac, err);
     ((redisAsyncContext *)ac)->data = NULL;
-    conn_free(c);
+    conn_free(c, err);
     return;
   }
   if (c->sub) ml_redis_sub_connected(c->sub);
@@ -108,7 +111,7 @@ static void disconnect_cb(const redisAsyncContext *ac, int status) {
   ml_redis_conn_t *c = ac->data;
   if (!c) return;
   ((redisAsyncContext *)ac)->data = NULL;
-  conn_free(c);
+  conn_free(c, "redis: closed");
 }
 
 static void connect_timeout_cb(uv_timer_t *h) {
@@ -215,8 +218,10 @@ void ml_redis_conn_kill(ml_redis_conn_t *c, const char *why) {
   } else {
     /* hiredis runs no connect or disconnect callback here: the commands' callbacks run
      * (c still there for their message), then c goes */
+    char why_copy[ML_REDIS_ERRLEN];   /* conn_free frees c, then tells its subscription */
+    snprintf(why_copy, sizeof why_copy, "%s", c->why[0] ? c->why : "redis: closed");
     redisAsyncFree(ac);
-    conn_free(c);
+    conn_free(c, why_copy);
   }
 }
 

@@ -196,9 +196,9 @@ void ml_redis_sub_connected(ml_redis_sub_t *s) {
   if (r != REDIS_OK) ml_redis_conn_kill(s->c, NULL);
 }
 
-void ml_redis_sub_conn_gone(ml_redis_sub_t *s) {
+void ml_redis_sub_conn_gone(ml_redis_sub_t *s, const char *why) {
   s->c = NULL;
-  sub_fail(s, "redis: closed");
+  sub_fail(s, why);
   sub_unref(s);
 }
 
@@ -241,6 +241,7 @@ static int l_next(lua_State *L) {
   }
   if (s->closed) return push_error(L, "closed");
   if (s->err[0]) return push_error(L, s->err);
+  if (!s->c) return push_error(L, "redis: closed");
   if (s->task) return luaL_error(L, "another task waits on this subscription");
   uint64_t ms = lua_isnoneornil(L, 2) ? UINT64_MAX : ml_sched_check_ms(L, 2);
   ml_task_t *t = ml_task_current(L);

@@ -118,6 +118,7 @@ end
 ---@class moonlet.redis.Client
 local Client = {}
 local client_mt = { __index = Client }
+local pipeline_mt = {}   -- r:pipeline's p: its __index is Pipeline (below)
 _M.Client = Client
 
 ---moonlet.redis.connect(url_or_opts) -> client, or nil, err when the server cannot be
@@ -193,7 +194,7 @@ end
 ---@return string? err
 function Client:pipeline(fn)
   if type(fn) ~= "function" then argerr("pipeline", 1, "expected a function(p)") end
-  local p = setmetatable({}, _M.Pipeline_mt)
+  local p = setmetatable({}, pipeline_mt)
   fn(p)
   return self._c:pipeline(p)
 end
@@ -209,6 +210,7 @@ end
 ---@field err? string why messages() ended, when it did
 local Sub = {}
 local sub_mt = { __index = Sub }
+_M.Subscription = Sub
 
 ---A message of a subscription.
 ---@class moonlet.redis.Message
@@ -271,8 +273,12 @@ end
 ---What r:pipeline's function gets: the same shortcuts, and p:call(cmd, ...).
 ---@class moonlet.redis.Pipeline
 local Pipeline = {}
-_M.Pipeline_mt = { __index = Pipeline }
+pipeline_mt.__index = Pipeline
+_M.Pipeline = Pipeline
 
+---p:call(cmd, ...): queues any command (its reply goes to its place in the array).
+---@param cmd string
+---@param ... string|number
 function Pipeline:call(cmd, ...)
   if type(cmd) ~= "string" then argerr("call", 1, "expected a command name") end
   self[#self + 1] = { cmd, ... }

@@ -108,6 +108,24 @@ describe("redis", function()
     end)
   end
 
+  for _, prefix in ipairs({ "", "/pool" }) do
+    it("works under moonlet.timeout, moonlet.gather and moonlet.spawn; misuse raises ("
+       .. (prefix == "" and "coroutine route" or "pooled route") .. ")", function()
+      rs:cli("DEL", "prim:n")
+      local out = get(srv, prefix .. "/primitives")
+      assert.are.same({ true, "timeout" }, out.blpop)
+      assert.are.same("kept", out.kept)
+      assert.are.same({ true, "timeout" }, out.stalled)
+      assert.are.same("after", out.next)
+      assert.are.same({ 1, 50, 50 }, out.gather)
+      assert.are.same({ true, "closed" }, out.closed)
+      assert.are.same({ true, "closed" }, out.after)
+      assert.matches("SUBSCRIBE is not for r:call: use r:subscribe", out.raises[1])
+      assert.matches("bad argument #3 to redis command %(expected a string or a number, got table%)",
+                     out.raises[2])
+    end)
+  end
+
   it("password: connects with it, fails without it or with a wrong one", function()
     local secure = require("tests.support.redis").start{ password = "s3cr:et" }
     local ok, e = pcall(function()

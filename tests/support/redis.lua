@@ -20,7 +20,8 @@ function _M.start(opts)
   opts = opts or {}
   local self = setmetatable({ password = opts.password, port = t.free_port() }, redis_mt)
   local args = { "--port", tostring(self.port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--protected-mode", "no", "--dir", t.tmpdir() }
+                 "--appendonly", "no", "--protected-mode", "no", "--dir", t.tmpdir(),
+                 "--enable-debug-command", "local" }   -- DEBUG SLEEP: a server that stalls
   if opts.password then
     args[#args + 1] = "--requirepass"
     args[#args + 1] = opts.password

@@ -122,4 +122,42 @@ app:get("/sse", function(req)
   end)
 end)
 
+-- GET /primitives: moonlet.timeout and moonlet.gather around redis calls, a subscription
+-- closed by another task while one waits, and the misuse that raises
+both("get", "/primitives", function(req)
+  local r = client(req)
+  local out = {}
+  -- a BLPOP given up by moonlet.timeout: its connection is closed, so the push after it is
+  -- not eaten by it
+  local v, e = moonlet.timeout(0.1, function() return r:blpop("prim:q", 0) end)
+  out.blpop = { v == nil, e }
+  r:rpush("prim:q", "kept")
+  out.kept = r:lpop("prim:q")
+  -- a command on the shared connection given up while the server stalls: its reply is
+  -- thrown away when it comes, and the next reply goes to the next command
+  r:set("prim:s", "after")
+  v, e = moonlet.timeout(0.05, function() return r:call("DEBUG", "SLEEP", 0.3) end)
+  out.stalled = { v == nil, e }
+  out.next = r:get("prim:s")
+  -- 50 INCRs at once from one request
+  local fns = {}
+  for i = 1, 50 do fns[i] = function() return r:incr("prim:n") end end
+  local got = { moonlet.gather(unpack(fns)) }
+  table.sort(got)
+  out.gather = { got[1], got[50], #got }
+  -- a subscription another task closes
+  local sub = assert(r:subscribe("prim:ch"))
+  moonlet.spawn(function() moonlet.sleep(0.05); sub:close() end)
+  v, e = sub:next(5)
+  out.closed = { v == nil, e }
+  v, e = sub:next()
+  out.after = { v == nil, e }
+  -- misuse raises
+  out.raises = {
+    select(2, pcall(r.call, r, "SUBSCRIBE", "x")),
+    select(2, pcall(r.call, r, "SET", "k", {})),
+  }
+  return out
+end)
+
 return app
