@@ -134,8 +134,8 @@ describe("two hosts behind nginx, Redis between them", function()
     -- 2 hosts x 2 workers, each subscribed by its startup hook before `listening on`
     assert.are.same("chat\n" .. 2 * WORKERS, redis_cli(rs, "PUBSUB", "NUMSUB", "chat"))
     local watchers = {}
-    for i = 1, 3 do
-      watchers[i] = t.spawn({ "tests/support/chat_watcher.py", tostring(i == 3 and ng.port or a.port) },
+    for i, port in ipairs{ a.port, a.port, ng.port } do
+      watchers[i] = t.spawn({ "tests/support/chat_watcher.py", tostring(port) },
                             { bin = "/usr/bin/python3" })
     end
     for _, w in ipairs(watchers) do w:wait_log("^ready$", 20) end

@@ -58,7 +58,7 @@ http {
 ]], CONNS * 2 + 64, dir, dir, CONNS, dir, temps, dir)
 end
 
--- Writes the site with our port in its `listen` line; returns the text.
+-- The site with our port in its first `listen` line.
 local function site_conf(site, port, level)
   local conf, n = gsub(site, "listen%s+[^;]+;", "listen 127.0.0.1:" .. port .. ";", 1)
   if n ~= 1 then error("the site has no `listen PORT;` line", level + 1) end
@@ -77,8 +77,7 @@ function _M.start(site)
     t.write_file(dir .. "/site.conf", conf)
     local p = t.spawn({ "-p", dir .. "/", "-e", dir .. "/error.log", "-c", dir .. "/nginx.conf",
                         "-g", "daemon off;" }, { bin = bin })
-    local self = setmetatable({ port = port, dir = dir, proc = p, site = conf, bin = bin },
-                              nginx_mt)
+    local self = setmetatable({ port = port, dir = dir, proc = p, site = conf }, nginx_mt)
     local deadline = t.now() + 10
     while t.now() < deadline and not p:poll() do
       local c = t.connect(port)
