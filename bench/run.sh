@@ -7,6 +7,7 @@
 #   bench/run.sh                       all sections
 #   BENCH_ONLY=hello bench/run.sh      one section (comma-separated list: hello,sleep_burst)
 #   BENCH_PG_POOL=16 bench/run.sh      connections of the pg section (moonlet's pool, pgbench -c)
+#   BENCH_REDIS_N=300000 bench/run.sh  requests of each redis-benchmark test (redis section)
 #   BENCH_DURATION=3s bench/run.sh     shorter wrk runs (default 10s)
 #   BUILD=build-asan bench/run.sh      another build directory (default build)
 #
@@ -24,7 +25,7 @@ MOONLET=$BUILD/moonlet
 DURATION=${BENCH_DURATION:-10s}
 SECTIONS="hello sleep_burst seed cpu pool_overhead routes validation framework fanout stream"
 SECTIONS="$SECTIONS sqlite pg static websocket test_client reload shared embed workers metrics"
-SECTIONS="$SECTIONS tls"
+SECTIONS="$SECTIONS tls redis"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/moonlet-bench.XXXXXX")
 STARTED=""   # pids of the processes this script started and has not stopped yet
@@ -1075,6 +1076,83 @@ bench_tls() {
   abba_table "nginx (reference)" "plain HTTP" "HTTPS"
   printf '%-22s %10s   (the same wrk against nginx: a client-bound ratio shows here too)\n' \
     "ratio HTTPS/plain" "$(awk -v a="$WB_RPS" -v b="$WA_RPS" 'BEGIN { printf "%.2f", a / b }')"
+}
+
+# GET and SET through moonlet.redis from coroutine routes vs redis-benchmark on the same
+# throwaway server, and vs FastAPI with redis-py's asyncio client on the same routes.
+bench_redis() {
+  local port rurl n out rb_get rb_set m_get m_set m_get_cpu m_set_cpu f_get f_set f_pid f_port
+  local fmt check rs_pid py=/usr/bin/python3
+  n=${BENCH_REDIS_N:-300000}
+  section "redis: GET/SET through moonlet.redis vs redis-benchmark and FastAPI + redis.asyncio (wrk -t1 -c64 -d$DURATION)"
+  command -v wrk >/dev/null || die "wrk not installed (scripts/deps.sh bench)"
+  command -v redis-server >/dev/null || die "redis-server not installed (scripts/deps.sh bench)"
+  "$py" -c 'import fastapi, uvicorn, redis.asyncio' 2>/dev/null ||
+    die "FastAPI, uvicorn or redis-py missing for $py (scripts/deps.sh bench)"
+  port=$(free_port)
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$TMP" \
+    --logfile "$TMP/redis.log" &
+  rs_pid=$!
+  STARTED="$STARTED $rs_pid"
+  for _ in $(seq 100); do redis-cli -p "$port" ping 2>/dev/null | grep -q PONG && break; sleep 0.05; done
+  rurl=redis://127.0.0.1:$port
+
+  # redis-benchmark first, alone with the server
+  out=$(run_fg timeout -k 5 300 redis-benchmark -h 127.0.0.1 -p "$port" -t get,set -c 64 -n "$n" --csv) ||
+    die "redis-benchmark failed"
+  rb_set=$(echo "$out" | awk -F'"' '$2 == "SET" { printf "%.0f", $4 }')
+  rb_get=$(echo "$out" | awk -F'"' '$2 == "GET" { printf "%.0f", $4 }')
+  [ -n "$rb_get" ] && [ -n "$rb_set" ] || { echo "$out" >&2; die "cannot parse redis-benchmark --csv"; }
+
+  REDIS_URL=$rurl start_moonlet redis bench/apps/redis_getset
+  check=$(curl -s -m 5 "http://127.0.0.1:$ML_PORT/set")
+  [ "$check" = OK ] || die "moonlet GET /set answered '$check'"
+  wrk_run redis_set "http://127.0.0.1:$ML_PORT/set" "$ML_PID"
+  m_set=$(printf '%.0f' "$W_RPS") m_set_cpu=$W_CPU
+  [ "$W_ERRORS" = 0 ] || echo "!! moonlet /set: $W_ERRORS errors"
+  wrk_run redis_get "http://127.0.0.1:$ML_PORT/get" "$ML_PID"
+  m_get=$(printf '%.0f' "$W_RPS") m_get_cpu=$W_CPU
+  [ "$W_ERRORS" = 0 ] || echo "!! moonlet /get: $W_ERRORS errors"
+  kill -0 "$ML_PID" 2>/dev/null || echo "!! moonlet exited during the runs"
+  stop_pid "$ML_PID"
+
+  f_port=$(free_port)
+  (cd bench/apps && REDIS_URL=$rurl exec "$py" -m uvicorn redis_fastapi:app --host 127.0.0.1 \
+    --port "$f_port" --log-level warning --no-access-log) >"$TMP/fastapi.out" 2>&1 &
+  f_pid=$!
+  STARTED="$STARTED $f_pid"
+  for _ in $(seq 200); do port_open "$f_port" && break; sleep 0.05; done
+  check=$(curl -s -m 5 "http://127.0.0.1:$f_port/set")
+  [ "$check" = OK ] || { cat "$TMP/fastapi.out" >&2; die "FastAPI GET /set answered '$check'"; }
+  wrk_run fastapi_set "http://127.0.0.1:$f_port/set" "$f_pid"
+  f_set=$(printf '%.0f' "$W_RPS")
+  wrk_run fastapi_get "http://127.0.0.1:$f_port/get" "$f_pid"
+  f_get=$(printf '%.0f' "$W_RPS")
+  stop_pid "$f_pid"
+  stop_pid "$rs_pid"
+
+  fmt='%-58s %10s %10s\n'
+  printf "$fmt" "client" "GET req/s" "SET req/s"
+  printf "$fmt" "----------------------------------------------------------" "----------" "----------"
+  printf "$fmt" "redis-benchmark -t get,set -c 64 -n $n (Redis protocol)" "$rb_get" "$rb_set"
+  printf "$fmt" "moonlet: HTTP GET /get, /set -> moonlet.redis (CPU $m_get_cpu, $m_set_cpu)" "$m_get" "$m_set"
+  printf "$fmt" "FastAPI (uvicorn, 1 process) -> redis.asyncio" "$f_get" "$f_set"
+  ratio_line() {   # NAME A B TARGET
+    local r1 r2 v
+    r1=$(awk -v a="$2" -v b="$3" 'BEGIN { printf "%.2f", a / b }')
+    r2=$(awk -v a="$4" -v b="$5" 'BEGIN { printf "%.2f", a / b }')
+    v=$(awk -v x="$r1" -v y="$r2" -v t="$6" 'BEGIN { print (x >= t && y >= t ? "met" : "NOT met") }')
+    printf '%-58s %10s %10s   target >= %s: %s\n' "$1" "$r1" "$r2" "$6" "$v"
+  }
+  ratio_line "ratio moonlet / redis-benchmark" "$m_get" "$rb_get" "$m_set" "$rb_set" 0.5
+  ratio_line "ratio moonlet / FastAPI" "$m_get" "$f_get" "$m_set" "$f_set" 3
+  echo "one throwaway redis-server (no persistence) on 127.0.0.1; each moonlet and FastAPI"
+  echo "  request is a whole HTTP request (wrk -t1 -c64, 1 s warm-up) that does one GET or SET;"
+  echo "  redis-benchmark speaks the Redis protocol only, 64 connections. moonlet: one state, its"
+  echo "  64 concurrent requests multiplexed on one Redis connection; FastAPI: one uvicorn"
+  echo "  process, redis-py's pool (up to 64 connections). Clients and servers share the"
+  echo "  machine's $(nproc) CPUs."
+  moonlet_log redis
 }
 
 main() {

@@ -98,5 +98,6 @@ int ml_core_open(lua_State *L) {
   ml_httpc_open(L);
   ml_db_sqlite_open(L);
   ml_db_pg_open(L);
+  ml_redis_open(L);
   return 1;
 }

@@ -41,6 +41,7 @@ void ml_shared_open(lua_State *L);        /* sched/shared.c: shared_dict */
 void ml_httpc_open(lua_State *L);         /* clients/httpc.c: http_request */
 void ml_db_sqlite_open(lua_State *L);     /* clients/db_sqlite.c: db_sqlite_open */
 void ml_db_pg_open(lua_State *L);         /* clients/db_pg.c: db_pg_open */
+void ml_redis_open(lua_State *L);         /* clients/redis.c: redis_client, redis_subscribe */
 /* --proxy-headers (on) and --forwarded-allow-ips (allow; NULL keeps the last), for every
  * Lua state of the process (req.client, req.scheme: lua/moonlet/proxy.lua). */
 void ml_core_set_proxy(int on, const char *allow);

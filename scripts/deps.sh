@@ -6,10 +6,10 @@
 set -e
 level=${1:-test}
 
-# build: the compiler, the libraries moonlet links, curl for the README's examples, and
-# media-types (/etc/mime.types, the static files' Content-Type).
+# build: the compiler, the libraries moonlet links (hiredis: moonlet.redis), curl for the
+# README's examples, and media-types (/etc/mime.types, the static files' Content-Type).
 pkgs="build-essential pkg-config libluajit-5.1-dev libuv1-dev node-llhttp lua-cjson-dev
-      libsqlite3-dev libpq-dev libssl-dev zlib1g-dev libwslay-dev curl media-types"
+      libsqlite3-dev libpq-dev libssl-dev zlib1g-dev libwslay-dev libhiredis-dev curl media-types"
 # test: busted runs the specs (`moonlet test`); openssl, procps, PostgreSQL, python3 (its
 # gzip reads what the gzip middleware wrote), python3-websockets (the WebSocket client the
 # specs talk to), node with npm's eventsource (an EventSource client) and chromium (the
@@ -18,16 +18,22 @@ pkgs="build-essential pkg-config libluajit-5.1-dev libuv1-dev node-llhttp lua-cj
 # clang itself) builds the libFuzzer targets (fuzz/, make fuzz; make test replays them);
 # wrk is the load under which workers_spec.lua reloads --workers with SIGHUP; prometheus
 # ships promtool, which checks what /metrics serves (metrics_spec; the server itself is not
-# started: no recommends, and the specs never run it).
+# started: no recommends, and the specs never run it); redis-server (with redis-cli) is the
+# throwaway server of redis_spec and multihost_spec (tests/support/redis.lua starts it on a
+# free port); nginx-light is the load balancer in front of two hosts in multihost_spec
+# (and the speed ceiling in bench).
 case $level in
   test|bench|stress) pkgs="$pkgs lua-busted openssl procps postgresql-common postgresql python3
                     python3-websockets nodejs chromium luarocks lua5.1 clang libclang-rt-14-dev
-                    wrk prometheus"
+                    wrk prometheus redis-server nginx-light"
     # a nodejs that bundles npm (NodeSource's) conflicts with Debian's npm package
     command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm" ;;
 esac
+# bench: FastAPI, uvicorn and redis-py (redis.asyncio) are the Python side of the redis
+# section (Debian's python3; redis-benchmark comes with redis-server, and nginx, the speed
+# ceiling, with nginx-light: test dependencies)
 case $level in
-  bench|stress) pkgs="$pkgs nginx-light" ;;
+  bench|stress) pkgs="$pkgs python3-fastapi python3-uvicorn python3-redis" ;;
 esac
 # stress: the sqlite3 shell checks the database a kill -9 left (stress/run.sh)
 case $level in

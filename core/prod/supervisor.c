@@ -16,8 +16,8 @@
  * again by the next one for the same reason.
  *
  * Ownership: a worker_t is freed in the close callback of the last of its two handles;
- * the slots' sockets and the passed descriptors (the caller's) stay open until
- * ml_supervisor_free, which closes the sockets only. */
+ * the slots' sockets stay open until a stop begins (SIGTERM, SIGINT; close_slots) or
+ * ml_supervisor_free, the passed descriptors (the caller's) until the caller closes them. */
 #include "supervisor.h"
 #include "err.h"
 #include "list.h"
@@ -449,6 +449,19 @@ static void restart_cb(uv_timer_t *t) {
 
 /* --- signals -------------------------------------------------------------------------- */
 
+/* At a stop no worker will accept again. Held open, the sockets would take connections
+ * into their queues until the supervisor exits (a graceful stop lasts as long as its
+ * longest request: an event stream holds it --graceful-timeout) and then reset them, after
+ * a load balancer had sent its request: a POST it may not retry is lost. Closed, once the
+ * workers have closed their copies too (the first thing their stop does), the port refuses
+ * connections and a load balancer tries another host. */
+static void close_slots(ml_supervisor_t *sup) {
+  for (int i = 0; i < sup->n; i++) {
+    if (sup->slots[i].fd >= 0) close(sup->slots[i].fd);
+    sup->slots[i].fd = -1;
+  }
+}
+
 static void signal_cb(uv_signal_t *h, int signum) {
   ml_supervisor_t *sup = h->data;
   if (signum == SIGUSR1) {
@@ -473,6 +486,7 @@ static void signal_cb(uv_signal_t *h, int signum) {
   if (sup->phase != PHASE_STOPPING) {
     sup->phase = PHASE_STOPPING;
     for (int i = 0; i < sup->n; i++) uv_timer_stop(&sup->slots[i].restart);
+    close_slots(sup);
   }
   stop_workers(sup, -1, sup->stop_asked > 1);
   if (ml_list_empty(&sup->workers)) close_all(sup);

@@ -25,6 +25,7 @@ local error, floor = error, math.floor
 ---@field log moonlet.log
 ---@field db moonlet.db SQLite and PostgreSQL
 ---@field http moonlet.http the HTTP client
+---@field redis moonlet.redis the Redis client
 ---@field stream fun(producer: fun(send: moonlet.StreamSend), opts?: moonlet.StreamOptions): moonlet.Stream
 ---@field sse fun(producer: fun(emit: moonlet.SseEmit), opts?: moonlet.SseOptions): moonlet.Stream
 ---@field http_error_mt table the metatable of moonlet.http_error's values
@@ -293,5 +294,8 @@ _M.db = require "moonlet.db"
 
 -- moonlet.http: the HTTP client (request, get, post, ...; see lua/moonlet/http.lua).
 _M.http = require "moonlet.http"
+
+-- moonlet.redis: the Redis client (connect, call, pipeline, subscribe; lua/moonlet/redis.lua).
+_M.redis = require "moonlet.redis"
 
 return _M

@@ -1,0 +1,139 @@
+---@meta moonlet.redis
+-- LuaLS definitions for the shortcuts of moonlet.redis (lua/moonlet/redis.lua makes them in
+-- a loop from its SHORTCUTS list, which an editor cannot follow): r:get(k) is
+-- r:call("GET", k), and so on; in r:pipeline's function, p:get(k) queues it. Not code:
+-- installed for editors only.
+
+---@class moonlet.redis.Client
+---@field get fun(self: moonlet.redis.Client, ...: string|number): any, string? GET
+---@field set fun(self: moonlet.redis.Client, ...: string|number): any, string? SET
+---@field del fun(self: moonlet.redis.Client, ...: string|number): any, string? DEL
+---@field incr fun(self: moonlet.redis.Client, ...: string|number): any, string? INCR
+---@field incrby fun(self: moonlet.redis.Client, ...: string|number): any, string? INCRBY
+---@field decr fun(self: moonlet.redis.Client, ...: string|number): any, string? DECR
+---@field decrby fun(self: moonlet.redis.Client, ...: string|number): any, string? DECRBY
+---@field expire fun(self: moonlet.redis.Client, ...: string|number): any, string? EXPIRE
+---@field pexpire fun(self: moonlet.redis.Client, ...: string|number): any, string? PEXPIRE
+---@field ttl fun(self: moonlet.redis.Client, ...: string|number): any, string? TTL
+---@field pttl fun(self: moonlet.redis.Client, ...: string|number): any, string? PTTL
+---@field exists fun(self: moonlet.redis.Client, ...: string|number): any, string? EXISTS
+---@field mget fun(self: moonlet.redis.Client, ...: string|number): any, string? MGET
+---@field mset fun(self: moonlet.redis.Client, ...: string|number): any, string? MSET
+---@field setnx fun(self: moonlet.redis.Client, ...: string|number): any, string? SETNX
+---@field setex fun(self: moonlet.redis.Client, ...: string|number): any, string? SETEX
+---@field getset fun(self: moonlet.redis.Client, ...: string|number): any, string? GETSET
+---@field append fun(self: moonlet.redis.Client, ...: string|number): any, string? APPEND
+---@field strlen fun(self: moonlet.redis.Client, ...: string|number): any, string? STRLEN
+---@field keys fun(self: moonlet.redis.Client, ...: string|number): any, string? KEYS
+---@field type fun(self: moonlet.redis.Client, ...: string|number): any, string? TYPE
+---@field hget fun(self: moonlet.redis.Client, ...: string|number): any, string? HGET
+---@field hset fun(self: moonlet.redis.Client, ...: string|number): any, string? HSET
+---@field hdel fun(self: moonlet.redis.Client, ...: string|number): any, string? HDEL
+---@field hgetall fun(self: moonlet.redis.Client, key: string): table<string, string>|nil, string? HGETALL as { field = value }
+---@field hincrby fun(self: moonlet.redis.Client, ...: string|number): any, string? HINCRBY
+---@field hmget fun(self: moonlet.redis.Client, ...: string|number): any, string? HMGET
+---@field hexists fun(self: moonlet.redis.Client, ...: string|number): any, string? HEXISTS
+---@field hkeys fun(self: moonlet.redis.Client, ...: string|number): any, string? HKEYS
+---@field hvals fun(self: moonlet.redis.Client, ...: string|number): any, string? HVALS
+---@field hlen fun(self: moonlet.redis.Client, ...: string|number): any, string? HLEN
+---@field lpush fun(self: moonlet.redis.Client, ...: string|number): any, string? LPUSH
+---@field rpush fun(self: moonlet.redis.Client, ...: string|number): any, string? RPUSH
+---@field lpop fun(self: moonlet.redis.Client, ...: string|number): any, string? LPOP
+---@field rpop fun(self: moonlet.redis.Client, ...: string|number): any, string? RPOP
+---@field llen fun(self: moonlet.redis.Client, ...: string|number): any, string? LLEN
+---@field lrange fun(self: moonlet.redis.Client, ...: string|number): any, string? LRANGE
+---@field lrem fun(self: moonlet.redis.Client, ...: string|number): any, string? LREM
+---@field ltrim fun(self: moonlet.redis.Client, ...: string|number): any, string? LTRIM
+---@field lindex fun(self: moonlet.redis.Client, ...: string|number): any, string? LINDEX
+---@field blpop fun(self: moonlet.redis.Client, ...: string|number): any, string? BLPOP
+---@field brpop fun(self: moonlet.redis.Client, ...: string|number): any, string? BRPOP
+---@field sadd fun(self: moonlet.redis.Client, ...: string|number): any, string? SADD
+---@field srem fun(self: moonlet.redis.Client, ...: string|number): any, string? SREM
+---@field smembers fun(self: moonlet.redis.Client, ...: string|number): any, string? SMEMBERS
+---@field sismember fun(self: moonlet.redis.Client, ...: string|number): any, string? SISMEMBER
+---@field scard fun(self: moonlet.redis.Client, ...: string|number): any, string? SCARD
+---@field zadd fun(self: moonlet.redis.Client, ...: string|number): any, string? ZADD
+---@field zrange fun(self: moonlet.redis.Client, ...: string|number): any, string? ZRANGE
+---@field zrangebyscore fun(self: moonlet.redis.Client, ...: string|number): any, string? ZRANGEBYSCORE
+---@field zrem fun(self: moonlet.redis.Client, ...: string|number): any, string? ZREM
+---@field zscore fun(self: moonlet.redis.Client, ...: string|number): any, string? ZSCORE
+---@field zincrby fun(self: moonlet.redis.Client, ...: string|number): any, string? ZINCRBY
+---@field zcard fun(self: moonlet.redis.Client, ...: string|number): any, string? ZCARD
+---@field zrank fun(self: moonlet.redis.Client, ...: string|number): any, string? ZRANK
+---@field publish fun(self: moonlet.redis.Client, ...: string|number): any, string? PUBLISH
+---@field ping fun(self: moonlet.redis.Client, ...: string|number): any, string? PING
+---@field flushdb fun(self: moonlet.redis.Client, ...: string|number): any, string? FLUSHDB
+---@field dbsize fun(self: moonlet.redis.Client, ...: string|number): any, string? DBSIZE
+---@field eval fun(self: moonlet.redis.Client, ...: string|number): any, string? EVAL
+---@field evalsha fun(self: moonlet.redis.Client, ...: string|number): any, string? EVALSHA
+---@field xadd fun(self: moonlet.redis.Client, ...: string|number): any, string? XADD
+---@field xrange fun(self: moonlet.redis.Client, ...: string|number): any, string? XRANGE
+---@field xlen fun(self: moonlet.redis.Client, ...: string|number): any, string? XLEN
+local Client = {}
+
+---@class moonlet.redis.Pipeline
+---@field get fun(self: moonlet.redis.Pipeline, ...: string|number) queues GET
+---@field set fun(self: moonlet.redis.Pipeline, ...: string|number) queues SET
+---@field del fun(self: moonlet.redis.Pipeline, ...: string|number) queues DEL
+---@field incr fun(self: moonlet.redis.Pipeline, ...: string|number) queues INCR
+---@field incrby fun(self: moonlet.redis.Pipeline, ...: string|number) queues INCRBY
+---@field decr fun(self: moonlet.redis.Pipeline, ...: string|number) queues DECR
+---@field decrby fun(self: moonlet.redis.Pipeline, ...: string|number) queues DECRBY
+---@field expire fun(self: moonlet.redis.Pipeline, ...: string|number) queues EXPIRE
+---@field pexpire fun(self: moonlet.redis.Pipeline, ...: string|number) queues PEXPIRE
+---@field ttl fun(self: moonlet.redis.Pipeline, ...: string|number) queues TTL
+---@field pttl fun(self: moonlet.redis.Pipeline, ...: string|number) queues PTTL
+---@field exists fun(self: moonlet.redis.Pipeline, ...: string|number) queues EXISTS
+---@field mget fun(self: moonlet.redis.Pipeline, ...: string|number) queues MGET
+---@field mset fun(self: moonlet.redis.Pipeline, ...: string|number) queues MSET
+---@field setnx fun(self: moonlet.redis.Pipeline, ...: string|number) queues SETNX
+---@field setex fun(self: moonlet.redis.Pipeline, ...: string|number) queues SETEX
+---@field getset fun(self: moonlet.redis.Pipeline, ...: string|number) queues GETSET
+---@field append fun(self: moonlet.redis.Pipeline, ...: string|number) queues APPEND
+---@field strlen fun(self: moonlet.redis.Pipeline, ...: string|number) queues STRLEN
+---@field keys fun(self: moonlet.redis.Pipeline, ...: string|number) queues KEYS
+---@field type fun(self: moonlet.redis.Pipeline, ...: string|number) queues TYPE
+---@field hget fun(self: moonlet.redis.Pipeline, ...: string|number) queues HGET
+---@field hset fun(self: moonlet.redis.Pipeline, ...: string|number) queues HSET
+---@field hdel fun(self: moonlet.redis.Pipeline, ...: string|number) queues HDEL
+---@field hgetall fun(self: moonlet.redis.Pipeline, ...: string|number) queues HGETALL
+---@field hincrby fun(self: moonlet.redis.Pipeline, ...: string|number) queues HINCRBY
+---@field hmget fun(self: moonlet.redis.Pipeline, ...: string|number) queues HMGET
+---@field hexists fun(self: moonlet.redis.Pipeline, ...: string|number) queues HEXISTS
+---@field hkeys fun(self: moonlet.redis.Pipeline, ...: string|number) queues HKEYS
+---@field hvals fun(self: moonlet.redis.Pipeline, ...: string|number) queues HVALS
+---@field hlen fun(self: moonlet.redis.Pipeline, ...: string|number) queues HLEN
+---@field lpush fun(self: moonlet.redis.Pipeline, ...: string|number) queues LPUSH
+---@field rpush fun(self: moonlet.redis.Pipeline, ...: string|number) queues RPUSH
+---@field lpop fun(self: moonlet.redis.Pipeline, ...: string|number) queues LPOP
+---@field rpop fun(self: moonlet.redis.Pipeline, ...: string|number) queues RPOP
+---@field llen fun(self: moonlet.redis.Pipeline, ...: string|number) queues LLEN
+---@field lrange fun(self: moonlet.redis.Pipeline, ...: string|number) queues LRANGE
+---@field lrem fun(self: moonlet.redis.Pipeline, ...: string|number) queues LREM
+---@field ltrim fun(self: moonlet.redis.Pipeline, ...: string|number) queues LTRIM
+---@field lindex fun(self: moonlet.redis.Pipeline, ...: string|number) queues LINDEX
+---@field blpop fun(self: moonlet.redis.Pipeline, ...: string|number) queues BLPOP
+---@field brpop fun(self: moonlet.redis.Pipeline, ...: string|number) queues BRPOP
+---@field sadd fun(self: moonlet.redis.Pipeline, ...: string|number) queues SADD
+---@field srem fun(self: moonlet.redis.Pipeline, ...: string|number) queues SREM
+---@field smembers fun(self: moonlet.redis.Pipeline, ...: string|number) queues SMEMBERS
+---@field sismember fun(self: moonlet.redis.Pipeline, ...: string|number) queues SISMEMBER
+---@field scard fun(self: moonlet.redis.Pipeline, ...: string|number) queues SCARD
+---@field zadd fun(self: moonlet.redis.Pipeline, ...: string|number) queues ZADD
+---@field zrange fun(self: moonlet.redis.Pipeline, ...: string|number) queues ZRANGE
+---@field zrangebyscore fun(self: moonlet.redis.Pipeline, ...: string|number) queues ZRANGEBYSCORE
+---@field zrem fun(self: moonlet.redis.Pipeline, ...: string|number) queues ZREM
+---@field zscore fun(self: moonlet.redis.Pipeline, ...: string|number) queues ZSCORE
+---@field zincrby fun(self: moonlet.redis.Pipeline, ...: string|number) queues ZINCRBY
+---@field zcard fun(self: moonlet.redis.Pipeline, ...: string|number) queues ZCARD
+---@field zrank fun(self: moonlet.redis.Pipeline, ...: string|number) queues ZRANK
+---@field publish fun(self: moonlet.redis.Pipeline, ...: string|number) queues PUBLISH
+---@field ping fun(self: moonlet.redis.Pipeline, ...: string|number) queues PING
+---@field flushdb fun(self: moonlet.redis.Pipeline, ...: string|number) queues FLUSHDB
+---@field dbsize fun(self: moonlet.redis.Pipeline, ...: string|number) queues DBSIZE
+---@field eval fun(self: moonlet.redis.Pipeline, ...: string|number) queues EVAL
+---@field evalsha fun(self: moonlet.redis.Pipeline, ...: string|number) queues EVALSHA
+---@field xadd fun(self: moonlet.redis.Pipeline, ...: string|number) queues XADD
+---@field xrange fun(self: moonlet.redis.Pipeline, ...: string|number) queues XRANGE
+---@field xlen fun(self: moonlet.redis.Pipeline, ...: string|number) queues XLEN
+local Pipeline = {}
