@@ -121,13 +121,13 @@ local client_mt = { __index = Client }
 local pipeline_mt = {}   -- r:pipeline's p: its __index is Pipeline (below)
 _M.Client = Client
 
----moonlet.redis.connect(url_or_opts) -> client, or nil, err when the server cannot be
----reached (nor authenticated to). Connections are kept per Lua state: connecting again to
----the same URL is cheap.
----@param opts string|moonlet.redis.Options "redis://[[user]:password@]host[:port][/db][?timeout=s&connect_timeout=s]"
----@return moonlet.redis.Client|nil client
----@return string? err
-function _M.connect(opts)
+local C_CLIENTS_MAX = 256
+local c_clients, n_c_clients = {}, 0   -- this state's C clients by URL (a connect's parse)
+
+-- The C client for opts: URLs seen before skip the parsing.
+local function c_client(opts)
+  local c = c_clients[opts]
+  if c then return c end
   local o = opts
   if type(opts) == "string" then
     local err
@@ -145,9 +145,24 @@ function _M.connect(opts)
   if o.user ~= nil and o.password == nil then argerr("connect", 1, "a user needs a password") end
   local user, password = o.user and tostring(o.user), o.password and tostring(o.password)
   local key = fmt("%s:%d/%d %q %q", host, port, db, user or "", password or "")
-  local c = redis_client(key, host, port, user, password, db,
+  c = redis_client(key, host, port, user, password, db,
     seconds(o.connect_timeout, DEFAULT_CONNECT_TIMEOUT, "connect_timeout"),
     seconds(o.timeout, DEFAULT_TIMEOUT, "timeout"))
+  if type(opts) == "string" and n_c_clients < C_CLIENTS_MAX then
+    c_clients[opts] = c
+    n_c_clients = n_c_clients + 1
+  end
+  return c
+end
+
+---moonlet.redis.connect(url_or_opts) -> client, or nil, err when the server cannot be
+---reached (nor authenticated to). Connections are kept per Lua state: connecting again to
+---the same URL is cheap.
+---@param opts string|moonlet.redis.Options "redis://[[user]:password@]host[:port][/db][?timeout=s&connect_timeout=s]"
+---@return moonlet.redis.Client|nil client
+---@return string? err
+function _M.connect(opts)
+  local c = c_client(opts)
   if not c:ready() then   -- the first connect of this state, or after the connection broke
     local ok, err = c:call(false, "PING")
     if not ok then return nil, err end
@@ -199,10 +214,13 @@ function Client:pipeline(fn)
   return self._c:pipeline(p)
 end
 
+-- What a closed client's calls find: raises on any use.
+local closed = setmetatable({}, { __index = function() error("the redis client is closed", 3) end })
+
 ---r:close(): this client is done (its calls raise after); the connections stay for the
 ---state's other clients of the same URL.
 function Client:close()
-  self._c:close()
+  self._c = closed
 end
 
 ---A subscription (r:subscribe, r:psubscribe): messages in the order they came.

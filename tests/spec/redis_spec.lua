@@ -123,6 +123,8 @@ describe("redis", function()
       assert.matches("SUBSCRIBE is not for r:call: use r:subscribe", out.raises[1])
       assert.matches("bad argument #3 to redis command %(expected a string or a number, got table%)",
                      out.raises[2])
+      assert.matches("the redis client is closed", out.raises[3])
+      assert.are.same("after", out.open)
     end)
   end
 
