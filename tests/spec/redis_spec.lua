@@ -156,6 +156,22 @@ describe("redis", function()
     assert.is_true(took >= 0.25 and took < 5, "took " .. took .. " s")
   end)
 
+  it("times out a connect that never completes (connect_timeout= in the URL)", function()
+    local full = t.spawn({ "tests/support/full_backlog.py", "20" }, { bin = "python3" })
+    local deadline, port = t.now() + 10, nil
+    repeat
+      port = full:stdout():match("(%d+)")
+      if not port then t.sleep(0.05) end
+    until port or t.now() > deadline or full:poll()
+    assert(port, "full_backlog.py printed no port: " .. full:stderr())
+    local t0 = t.now()
+    local res = get(srv, "/connect?url=" .. enc("redis://127.0.0.1:" .. port .. "?connect_timeout=0.3"))
+    local took = t.now() - t0
+    full:stop(1)
+    assert.are.same({ err = "redis: connect timeout" }, res)
+    assert.is_true(took >= 0.25 and took < 5, "took " .. took .. " s")
+  end)
+
   it("serves many concurrent requests on one shared connection", function()
     local before = clients(rs)
     local body = cjson.encode({ "INCR", "concurrent" })
