@@ -19,8 +19,8 @@ local core = require "moonlet.core"
 
 local type, tostring, tonumber, error, select = type, tostring, tonumber, error, select
 local setmetatable, ipairs = setmetatable, ipairs
-local upper, match, gmatch, gsub, char, find = string.upper, string.match, string.gmatch, string.gsub, string.char, string.find
-local fmt = string.format
+local upper, match, gmatch, gsub = string.upper, string.match, string.gmatch, string.gsub
+local char, find, fmt = string.char, string.find, string.format
 local redis_client, redis_subscribe = core.redis_client, core.redis_subscribe
 
 ---moonlet.redis: a Redis client. Expected failures return nil, err; misuse raises.
@@ -214,6 +214,9 @@ function Client:pipeline(fn)
   return self._c:pipeline(p)
 end
 
+-- MULTI ... EXEC in one pipeline is one write on one connection: a transaction.
+local IN_PIPELINE = { MULTI = true, EXEC = true, DISCARD = true }
+
 -- What a closed client's calls find: raises on any use.
 local closed = setmetatable({}, { __index = function() error("the redis client is closed", 3) end })
 
@@ -299,6 +302,12 @@ _M.Pipeline = Pipeline
 ---@param ... string|number
 function Pipeline:call(cmd, ...)
   if type(cmd) ~= "string" then argerr("call", 1, "expected a command name") end
+  local name = upper(cmd)
+  local why = REFUSED[name]
+  if not why and blocks(name, ...) then why = "it would hold the shared connection: use r:call" end
+  if why and not IN_PIPELINE[name] then
+    error("moonlet.redis: " .. name .. " is not for a pipeline: " .. why, 2)
+  end
   self[#self + 1] = { cmd, ... }
 end
 
@@ -335,7 +344,11 @@ for _, name in ipairs(SHORTCUTS) do
   else
     Client[name] = function(self, ...) return self._c:call(own, cmd, ...) end
   end
-  Pipeline[name] = function(self, ...) self[#self + 1] = { cmd, ... } end
+  if own then
+    Pipeline[name] = function(self, ...) return Pipeline.call(self, cmd, ...) end   -- raises
+  else
+    Pipeline[name] = function(self, ...) self[#self + 1] = { cmd, ... } end
+  end
 end
 
 return _M

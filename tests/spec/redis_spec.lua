@@ -124,6 +124,8 @@ describe("redis", function()
       assert.matches("bad argument #3 to redis command %(expected a string or a number, got table%)",
                      out.raises[2])
       assert.matches("the redis client is closed", out.raises[3])
+      assert.matches("BLPOP is not for a pipeline: it would hold the shared connection", out.raises[4])
+      assert.matches("SUBSCRIBE is not for a pipeline: use r:subscribe", out.raises[5])
       assert.are.same("after", out.open)
     end)
   end
@@ -158,7 +160,7 @@ describe("redis", function()
 
   it("times out a connect that never completes (connect_timeout= in the URL)", function()
     local full = t.spawn({ "tests/support/full_backlog.py", "20" }, { bin = "python3" })
-    local deadline, port = t.now() + 10, nil
+    local deadline, port = t.now() + 10
     repeat
       port = full:stdout():match("(%d+)")
       if not port then t.sleep(0.05) end

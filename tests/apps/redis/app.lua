@@ -159,6 +159,8 @@ both("get", "/primitives", function(req)
     select(2, pcall(r.call, r, "SUBSCRIBE", "x")),
     select(2, pcall(r.call, r, "SET", "k", {})),
     select(2, pcall(r2.get, r2, "prim:s")),
+    select(2, pcall(r.pipeline, r, function(p) p:blpop("prim:q", 0) end)),
+    select(2, pcall(r.pipeline, r, function(p) p:call("subscribe", "x") end)),
   }
   out.open = r:get("prim:s")
   return out
