@@ -184,6 +184,35 @@ describe("redis", function()
     assert.is_true(clients(rs) <= before + 1, "more connections than the shared one")
   end)
 
+  it("fans a message out to 100 SSE subscribers, and every subscription ends when they leave", function()
+    local numsub = function() return rs:cli("PUBSUB", "NUMSUB", "fan"):match("\n(%d+)") end
+    local fds = srv:fd_count()
+    local conns = {}
+    for i = 1, 100 do
+      conns[i] = t.connect(srv.port)
+      conns[i]:send("GET /sse?ch=fan HTTP/1.1\r\nHost: x\r\n\r\n")
+    end
+    local deadline = t.now() + 10
+    while numsub() ~= "100" and t.now() < deadline do t.sleep(0.05) end
+    assert.are.same("100", numsub())
+    assert.are.same("100", rs:cli("PUBLISH", "fan", "to all"):match("%d+"))
+    local got = 0
+    for _, c in ipairs(conns) do
+      local data = ""
+      deadline = t.now() + 5
+      while not data:find("data: to all", 1, true) and t.now() < deadline do
+        data = data .. (c:recv(1) or "")
+      end
+      if data:find("data: to all", 1, true) then got = got + 1 end
+      c:close()
+    end
+    assert.are.same(100, got)
+    deadline = t.now() + 5
+    while (numsub() ~= "0" or srv:fd_count() > fds + 1) and t.now() < deadline do t.sleep(0.05) end
+    assert.are.same("0", numsub())
+    assert.is_true(srv:fd_count() <= fds + 1, "fds: " .. srv:fd_count() .. " > " .. fds .. " + 1")
+  end)
+
   for _, prefix in ipairs({ "", "/pool" }) do
     local mode = prefix == "" and "coroutine route" or "pooled route"
     it("subscribes and receives messages from another connection and redis-cli (" .. mode .. ")", function()
