@@ -16,7 +16,7 @@ description = {
   detailed = [[
 Routes written in Lua run as coroutines on a libuv event loop, or on a pool of threads with
 Lua states of their own; validation, dependencies, middleware, OpenAPI, WebSocket, SSE, an
-HTTP client, SQLite and PostgreSQL, hot reload. The rock installs the `moonlet` binary and
+HTTP client, SQLite and PostgreSQL, Redis with pub/sub, hot reload. The rock installs the `moonlet` binary and
 its Lua modules with LuaLS annotations (point LuaLS's workspace.library at share/lua/5.1).
 ]],
   homepage = "https://example.invalid/moonlet",
@@ -27,7 +27,8 @@ dependencies = {
   "lua ~> 5.1",
 }
 -- Debian packages (scripts/deps.sh build): libluajit-5.1-dev, libuv1-dev, libssl-dev,
--- libsqlite3-dev, libpq-dev, libwslay-dev, zlib1g-dev, node-llhttp, lua-cjson-dev.
+-- libsqlite3-dev, libpq-dev, libwslay-dev, libhiredis-dev, zlib1g-dev, node-llhttp,
+-- lua-cjson-dev.
 external_dependencies = {
   LUAJIT = { header = "luajit-2.1/luajit.h" },
   LIBUV = { header = "uv.h" },
@@ -35,6 +36,7 @@ external_dependencies = {
   SQLITE = { header = "sqlite3.h" },
   PQ = { header = "postgresql/libpq-fe.h" },
   WSLAY = { header = "wslay/wslay.h" },
+  HIREDIS = { header = "hiredis/async.h" },
   ZLIB = { header = "zlib.h" },
 }
 build = {

@@ -1,6 +1,7 @@
 /* moonlet.redis's Lua API in C (lua/moonlet/redis.lua builds the documented API on it):
  *   redis_client(key, host, port, user|nil, password|nil, db, connect_s|nil, timeout_s|nil)
- *       -> client (no I/O: the pool of this state for key, made on first use)
+ *       -> client (no I/O: the pool of this state for key, made on first use; it lives as
+ *          long as the state)
  *   client:ready() -> whether its shared connection is up
  *   client:call(own, cmd, ...) -> reply | nil, err    (own: on a connection of its own)
  *   client:pipeline({ {cmd, ...}, ... }) -> { reply, ... } | nil, err
@@ -144,9 +145,7 @@ static void req_timeout_cb(uv_timer_t *h) {
 }
 
 static ml_redis_client_t *check_client(lua_State *L) {
-  ml_redis_client_t *cl = luaL_checkudata(L, 1, ML_REDIS_CLIENT_MT);
-  if (!cl->pool) luaL_error(L, "the redis client is closed");
-  return cl;
+  return luaL_checkudata(L, 1, ML_REDIS_CLIENT_MT);
 }
 
 /* The arguments of a command, as hiredis takes them. Numbers are written out whole when
@@ -303,12 +302,6 @@ static int l_ready(lua_State *L) {
   return 1;
 }
 
-static int l_close(lua_State *L) {
-  ml_redis_client_t *cl = luaL_checkudata(L, 1, ML_REDIS_CLIENT_MT);
-  cl->pool = NULL;
-  return 0;
-}
-
 static uint64_t opt_ms(lua_State *L, int idx) {
   if (lua_isnoneornil(L, idx)) return 0;
   return ml_sched_check_ms(L, idx);
@@ -337,7 +330,6 @@ void ml_redis_open(lua_State *L) {
   static const luaL_Reg methods[] = {{"call", l_call},
                                      {"pipeline", l_pipeline},
                                      {"ready", l_ready},
-                                     {"close", l_close},
                                      {NULL, NULL}};
   luaL_newmetatable(L, ML_REDIS_CLIENT_MT);
   lua_newtable(L);

@@ -103,7 +103,7 @@ int ml_redis_conn_ready(const ml_redis_conn_t *c);
 void ml_redis_conn_error(const redisAsyncContext *ac, char *err);
 
 /* A client (Lua userdata, ML_REDIS_CLIENT_MT): a pool and the timeouts of the connect
- * that made it. */
+ * that made it. Pools live as long as their state, so a client's pool is always there. */
 typedef struct {
   ml_redis_pool_t *pool;
   uint64_t connect_ms;       /* 0: no deadline */

@@ -273,7 +273,6 @@ static int l_gc(lua_State *L) {
 /* redis_subscribe(client, pattern, name, ...) */
 static int l_subscribe(lua_State *L) {
   ml_redis_client_t *cl = luaL_checkudata(L, 1, ML_REDIS_CLIENT_MT);
-  if (!cl->pool) return luaL_error(L, "the redis client is closed");
   int pattern = lua_toboolean(L, 2);
   int n = lua_gettop(L) - 2;
   luaL_argcheck(L, n >= 1, 3, "expected a channel");

@@ -19,8 +19,8 @@ local core = require "moonlet.core"
 
 local type, tostring, tonumber, error, select = type, tostring, tonumber, error, select
 local setmetatable, ipairs = setmetatable, ipairs
-local upper, match, gmatch, gsub, char, find = string.upper, string.match, string.gmatch, string.gsub, string.char, string.find
-local fmt = string.format
+local upper, match, gmatch, gsub = string.upper, string.match, string.gmatch, string.gsub
+local char, find, fmt = string.char, string.find, string.format
 local redis_client, redis_subscribe = core.redis_client, core.redis_subscribe
 
 ---moonlet.redis: a Redis client. Expected failures return nil, err; misuse raises.
@@ -121,13 +121,13 @@ local client_mt = { __index = Client }
 local pipeline_mt = {}   -- r:pipeline's p: its __index is Pipeline (below)
 _M.Client = Client
 
----moonlet.redis.connect(url_or_opts) -> client, or nil, err when the server cannot be
----reached (nor authenticated to). Connections are kept per Lua state: connecting again to
----the same URL is cheap.
----@param opts string|moonlet.redis.Options "redis://[[user]:password@]host[:port][/db][?timeout=s&connect_timeout=s]"
----@return moonlet.redis.Client|nil client
----@return string? err
-function _M.connect(opts)
+local C_CLIENTS_MAX = 256
+local c_clients, n_c_clients = {}, 0   -- this state's C clients by URL (a connect's parse)
+
+-- The C client for opts: URLs seen before skip the parsing.
+local function c_client(opts)
+  local c = c_clients[opts]
+  if c then return c end
   local o = opts
   if type(opts) == "string" then
     local err
@@ -145,9 +145,24 @@ function _M.connect(opts)
   if o.user ~= nil and o.password == nil then argerr("connect", 1, "a user needs a password") end
   local user, password = o.user and tostring(o.user), o.password and tostring(o.password)
   local key = fmt("%s:%d/%d %q %q", host, port, db, user or "", password or "")
-  local c = redis_client(key, host, port, user, password, db,
+  c = redis_client(key, host, port, user, password, db,
     seconds(o.connect_timeout, DEFAULT_CONNECT_TIMEOUT, "connect_timeout"),
     seconds(o.timeout, DEFAULT_TIMEOUT, "timeout"))
+  if type(opts) == "string" and n_c_clients < C_CLIENTS_MAX then
+    c_clients[opts] = c
+    n_c_clients = n_c_clients + 1
+  end
+  return c
+end
+
+---moonlet.redis.connect(url_or_opts) -> client, or nil, err when the server cannot be
+---reached (nor authenticated to). Connections are kept per Lua state: connecting again to
+---the same URL is cheap.
+---@param opts string|moonlet.redis.Options "redis://[[user]:password@]host[:port][/db][?timeout=s&connect_timeout=s]"
+---@return moonlet.redis.Client|nil client
+---@return string? err
+function _M.connect(opts)
+  local c = c_client(opts)
   if not c:ready() then   -- the first connect of this state, or after the connection broke
     local ok, err = c:call(false, "PING")
     if not ok then return nil, err end
@@ -199,10 +214,16 @@ function Client:pipeline(fn)
   return self._c:pipeline(p)
 end
 
+-- MULTI ... EXEC in one pipeline is one write on one connection: a transaction.
+local IN_PIPELINE = { MULTI = true, EXEC = true, DISCARD = true }
+
+-- What a closed client's calls find: raises on any use.
+local closed = setmetatable({}, { __index = function() error("the redis client is closed", 3) end })
+
 ---r:close(): this client is done (its calls raise after); the connections stay for the
 ---state's other clients of the same URL.
 function Client:close()
-  self._c:close()
+  self._c = closed
 end
 
 ---A subscription (r:subscribe, r:psubscribe): messages in the order they came.
@@ -281,6 +302,12 @@ _M.Pipeline = Pipeline
 ---@param ... string|number
 function Pipeline:call(cmd, ...)
   if type(cmd) ~= "string" then argerr("call", 1, "expected a command name") end
+  local name = upper(cmd)
+  local why = REFUSED[name]
+  if not why and blocks(name, ...) then why = "it would hold the shared connection: use r:call" end
+  if why and not IN_PIPELINE[name] then
+    error("moonlet.redis: " .. name .. " is not for a pipeline: " .. why, 2)
+  end
   self[#self + 1] = { cmd, ... }
 end
 
@@ -317,7 +344,11 @@ for _, name in ipairs(SHORTCUTS) do
   else
     Client[name] = function(self, ...) return self._c:call(own, cmd, ...) end
   end
-  Pipeline[name] = function(self, ...) self[#self + 1] = { cmd, ... } end
+  if own then
+    Pipeline[name] = function(self, ...) return Pipeline.call(self, cmd, ...) end   -- raises
+  else
+    Pipeline[name] = function(self, ...) self[#self + 1] = { cmd, ... } end
+  end
 end
 
 return _M

@@ -123,6 +123,10 @@ describe("redis", function()
       assert.matches("SUBSCRIBE is not for r:call: use r:subscribe", out.raises[1])
       assert.matches("bad argument #3 to redis command %(expected a string or a number, got table%)",
                      out.raises[2])
+      assert.matches("the redis client is closed", out.raises[3])
+      assert.matches("BLPOP is not for a pipeline: it would hold the shared connection", out.raises[4])
+      assert.matches("SUBSCRIBE is not for a pipeline: use r:subscribe", out.raises[5])
+      assert.are.same("after", out.open)
     end)
   end
 
@@ -154,6 +158,22 @@ describe("redis", function()
     assert.is_true(took >= 0.25 and took < 5, "took " .. took .. " s")
   end)
 
+  it("times out a connect that never completes (connect_timeout= in the URL)", function()
+    local full = t.spawn({ "tests/support/full_backlog.py", "20" }, { bin = "python3" })
+    local deadline, port = t.now() + 10
+    repeat
+      port = full:stdout():match("(%d+)")
+      if not port then t.sleep(0.05) end
+    until port or t.now() > deadline or full:poll()
+    assert(port, "full_backlog.py printed no port: " .. full:stderr())
+    local t0 = t.now()
+    local res = get(srv, "/connect?url=" .. enc("redis://127.0.0.1:" .. port .. "?connect_timeout=0.3"))
+    local took = t.now() - t0
+    full:stop(1)
+    assert.are.same({ err = "redis: connect timeout" }, res)
+    assert.is_true(took >= 0.25 and took < 5, "took " .. took .. " s")
+  end)
+
   it("serves many concurrent requests on one shared connection", function()
     local before = clients(rs)
     local body = cjson.encode({ "INCR", "concurrent" })
@@ -162,6 +182,35 @@ describe("redis", function()
     assert.are.same(200, r.ok)
     assert.are.same("200", rs:cli("GET", "concurrent"):match("%d+"))
     assert.is_true(clients(rs) <= before + 1, "more connections than the shared one")
+  end)
+
+  it("fans a message out to 100 SSE subscribers, and every subscription ends when they leave", function()
+    local numsub = function() return rs:cli("PUBSUB", "NUMSUB", "fan"):match("\n(%d+)") end
+    local fds = srv:fd_count()
+    local conns = {}
+    for i = 1, 100 do
+      conns[i] = t.connect(srv.port)
+      conns[i]:send("GET /sse?ch=fan HTTP/1.1\r\nHost: x\r\n\r\n")
+    end
+    local deadline = t.now() + 10
+    while numsub() ~= "100" and t.now() < deadline do t.sleep(0.05) end
+    assert.are.same("100", numsub())
+    assert.are.same("100", rs:cli("PUBLISH", "fan", "to all"):match("%d+"))
+    local got = 0
+    for _, c in ipairs(conns) do
+      local data = ""
+      deadline = t.now() + 5
+      while not data:find("data: to all", 1, true) and t.now() < deadline do
+        data = data .. (c:recv(1) or "")
+      end
+      if data:find("data: to all", 1, true) then got = got + 1 end
+      c:close()
+    end
+    assert.are.same(100, got)
+    deadline = t.now() + 5
+    while (numsub() ~= "0" or srv:fd_count() > fds + 1) and t.now() < deadline do t.sleep(0.05) end
+    assert.are.same("0", numsub())
+    assert.is_true(srv:fd_count() <= fds + 1, "fds: " .. srv:fd_count() .. " > " .. fds .. " + 1")
   end)
 
   for _, prefix in ipairs({ "", "/pool" }) do

@@ -152,11 +152,17 @@ both("get", "/primitives", function(req)
   out.closed = { v == nil, e }
   v, e = sub:next()
   out.after = { v == nil, e }
-  -- misuse raises
+  -- misuse raises; a closed client raises, the others of its URL go on
+  local r2 = client(req)
+  r2:close()
   out.raises = {
     select(2, pcall(r.call, r, "SUBSCRIBE", "x")),
     select(2, pcall(r.call, r, "SET", "k", {})),
+    select(2, pcall(r2.get, r2, "prim:s")),
+    select(2, pcall(r.pipeline, r, function(p) p:blpop("prim:q", 0) end)),
+    select(2, pcall(r.pipeline, r, function(p) p:call("subscribe", "x") end)),
   }
+  out.open = r:get("prim:s")
   return out
 end)
 
