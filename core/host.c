@@ -43,7 +43,8 @@ struct ml_host_s {
   int borrowed;
   ml_server_t *server;
   ml_app_t *app;
-  ml_workers_t *workers;     /* for pooled routes and run_in_pool, shared by reloads */
+  ml_workers_t *workers;     /* the pool: pooled routes' threads, shared by reloads */
+  ml_workers_t *executor;    /* run_in_pool's threads, shared by reloads */
   ml_watchdog_t *watchdog;
   char *appdir;
   ml_reload_t *reload;
@@ -124,6 +125,7 @@ void ml_config_defaults(ml_config_t *cfg) {
   cfg->metrics_host = NULL;
   cfg->tls_cert = NULL;
   cfg->tls_key = NULL;
+  cfg->executor_size = 128;
 }
 
 enum { RETIRED_SERVING, RETIRED_HOOKS, RETIRED_DONE };
@@ -178,6 +180,7 @@ static void close_handles(ml_host_t *h) {
   ml_app_stop(h->app);
   for (int i = 0; i < h->nretired; i++) ml_app_stop(h->retired[i].app);
   ml_workers_detach(h->workers);
+  ml_workers_detach(h->executor);
   ml_reload_stop(h->reload);
   h->reload = NULL;
   if (h->metrics_serving) ml_metrics_serve_close();
@@ -541,6 +544,7 @@ static void reload_swap(ml_host_t *h, ml_app_t *a) {
   h->app = a;
   h->server->ctx = a;
   ml_workers_reload(h->workers);
+  ml_workers_reload(h->executor);
   ml_watchdog_watch(h->watchdog, &a->sched);
   h->retired[h->nretired].app = old;
   h->retired[h->nretired++].state = RETIRED_SERVING;
@@ -554,6 +558,12 @@ static int retired_full(ml_host_t *h) {
   return 1;
 }
 
+/* a's pooled routes go to the pool, its run_in_pool jobs to the executor. */
+static void use_threads(ml_host_t *h, ml_app_t *a) {
+  a->sched.workers = h->workers;
+  a->sched.executor = h->executor;
+}
+
 static int app_flags(ml_host_t *h) {
   return h->borrowed ? ML_APP_NO_WAIT : 0;
 }
@@ -564,7 +574,7 @@ static void reload_now(ml_host_t *h) {
   char err[1024];
   if (retired_full(h)) return;
   ml_app_t *a = ml_app_new(h->loop, h->appdir, app_flags(h), h->preload, err, sizeof err);
-  if (a) a->sched.workers = h->workers;   /* for pooled routes and run_in_pool */
+  if (a) use_threads(h, a);
   if (!a || run_startup(h, a, err, sizeof err)) {
     if (!h->stopping)
       ml_log(ML_LOG_ERROR, "reload failed, still serving the previous code: %s", err);
@@ -598,7 +608,7 @@ static void reload_begin(ml_host_t *h) {
     ml_log(ML_LOG_ERROR, "reload failed, still serving the previous code: %s", err);
     return;
   }
-  a->sched.workers = h->workers;
+  use_threads(h, a);
   h->loading = a;
   ml_lifespan_start(a, ML_LIFESPAN_STARTUP, reload_started, h);
 }
@@ -696,10 +706,13 @@ int ml_host_load(ml_host_t *h, const char *appdir, char *err, size_t errlen) {
   h->app = a;
   free(h->appdir);
   h->appdir = ml_xstrdup(appdir);
-  if (!h->workers)
+  if (!h->workers) {   /* no thread starts before a job needs it */
     h->workers = ml_workers_new(h->loop, appdir, h->preload, h->cfg.pool_size,
-                                h->cfg.pool_queue);
-  a->sched.workers = h->workers;   /* for pooled routes and run_in_pool */
+                                h->cfg.pool_queue, ML_WORKERS_POOL);
+    h->executor = ml_workers_new(h->loop, appdir, h->preload, h->cfg.executor_size,
+                                 h->cfg.pool_queue, ML_WORKERS_EXECUTOR);
+  }
+  use_threads(h, a);
   return 0;
 }
 
@@ -767,7 +780,7 @@ static int listen_finish(ml_host_t *h, int rc, char *err, size_t errlen) {
   h->starting = 0;
   ml_app_t *stand_in = rc && !h->stopping ? serve_error(h, h->appdir, err) : NULL;
   if (stand_in) {
-    stand_in->sched.workers = h->workers;
+    use_threads(h, stand_in);
     ml_app_free(h->app);
     h->app = stand_in;
     h->server->ctx = stand_in;
@@ -882,9 +895,14 @@ void ml_host_free(ml_host_t *h) {
   h->app = NULL;
   for (int i = 0; i < h->nretired; i++) ml_app_free(h->retired[i].app);
   h->nretired = 0;
-  /* forced: no more waits */
-  ml_workers_free(h->workers, h->forced ? 0 : h->cfg.graceful_timeout);
+  /* forced: no more waits; else both share graceful_timeout */
+  double wait = h->forced ? 0 : h->cfg.graceful_timeout;
+  uint64_t t0 = uv_hrtime();
+  ml_workers_free(h->workers, wait);
+  wait -= (double)(uv_hrtime() - t0) / 1e9;
+  ml_workers_free(h->executor, wait > 0 ? wait : 0);
   h->workers = NULL;
+  h->executor = NULL;
   ml_log_flush();
   if (h->borrowed) {
     if (h->open_handles == 0) host_release(h);

@@ -49,9 +49,11 @@ static const char usage[] =
     "  --workers N             N worker processes on the port, under a supervisor that\n"
     "                          restarts them and reloads them on SIGHUP (0: one per core;\n"
     "                          default: none, one process)\n"
-    "  --pool-size N           threads for { pool = true } routes and run_in_pool (default 40,\n"
-    "                          per worker)\n"
-    "  --pool-queue N          jobs that may wait for a busy pool, then 503 (default 1024)\n"
+    "  --pool-size N           threads for { pool = true } routes (default 40, per worker)\n"
+    "  --executor-size N       threads for moonlet.run_in_pool, apart from the pool's\n"
+    "                          (default 128, per worker; started as calls need them)\n"
+    "  --pool-queue N          jobs that may wait for busy threads, then 503 (default 1024,\n"
+    "                          for the pool and for the executor each)\n"
     "  --shared-mem BYTES      the shared-memory region of all moonlet.shared dictionaries\n"
     "                          (default 67108864)\n"
     "  --block-warn MS         warn when a coroutine holds the loop this long (default 100)\n"
@@ -216,11 +218,14 @@ static int cmd_serve(int argc, char **argv) {
       if (a[2] == 'g') cfg.graceful_timeout = d;
       else if (a[2] == 'h') cfg.header_timeout = d;
       else cfg.keepalive_timeout = d;
-    } else if (strcmp(a, "--pool-size") == 0 || strcmp(a, "--pool-queue") == 0) {
-      if (parse_number(v, a[7] == 's' ? 1 : 0, 100000, &d) || d != (int)d)
+    } else if (strcmp(a, "--pool-size") == 0 || strcmp(a, "--pool-queue") == 0 ||
+               strcmp(a, "--executor-size") == 0) {
+      int queue = strcmp(a, "--pool-queue") == 0;
+      if (parse_number(v, queue ? 0 : 1, 100000, &d) || d != (int)d)
         return fail("%s: expected a whole number, got '%s'", a, v);
-      if (a[7] == 's') cfg.pool_size = (int)d;
-      else cfg.pool_queue = (int)d;
+      if (queue) cfg.pool_queue = (int)d;
+      else if (a[2] == 'e') cfg.executor_size = (int)d;
+      else cfg.pool_size = (int)d;
     } else if (strcmp(a, "--shared-mem") == 0) {
       if (parse_number(v, 0, 1e12, &d) || d != (double)(size_t)d)
         return fail("--shared-mem: expected a number of bytes, got '%s'%s", v, "");

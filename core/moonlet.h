@@ -38,8 +38,10 @@ typedef struct {
   double graceful_timeout;     /* seconds a graceful stop may take in all (10) */
   double header_timeout;       /* seconds for a request's header block to arrive (10) */
   double keepalive_timeout;    /* seconds an idle keep-alive connection is kept (5) */
-  int pool_size;               /* threads for { pool = true } routes and run_in_pool (40) */
-  int pool_queue;              /* jobs that may wait for a busy pool (1024), then 503 */
+  int pool_size;               /* threads for { pool = true } routes (40); run_in_pool has
+                                * threads of its own (executor_size) */
+  int pool_queue;              /* jobs that may wait for a busy pool (1024), then 503; the
+                                * executor's queue holds as many */
   size_t shared_mem;           /* bytes of the shared-memory region all moonlet.shared
                                 * dictionaries live in (64 MiB); allocated at the first
                                 * dictionary use, with the size configured then */
@@ -102,6 +104,11 @@ typedef struct {
                                 * loaded or do not match. Copied by ml_host_listen (a reload
                                 * reads the same paths again: ml_host_reload_tls) */
   const char *tls_key;         /* NULL, or the PEM private key of tls_cert */
+  int executor_size;           /* threads for moonlet.run_in_pool (128), apart from the
+                                * pool_size threads of { pool = true } routes, as FastAPI
+                                * keeps run_in_executor apart from `def` routes; started
+                                * when jobs need them, each with a Lua state of its own.
+                                * Its queue holds pool_queue jobs too, then 503. */
 } ml_config_t;
 
 typedef struct ml_host_s ml_host_t;
@@ -193,16 +200,17 @@ void ml_host_on_stop(ml_host_t *h, ml_host_stop_cb cb, void *arg);
 /* --- the embedder's C functions in Lua, calls from its threads --------------------------
  * Which Lua states run at the same time: the loop's state runs on the thread that runs the
  * loop (ml_host_run), one state at a time; every pool thread (cfg.pool_size of them, made
- * as pooled routes and run_in_pool need them) has a state of its own, running at the same
- * time as the loop's and as each other's. A --reload makes new states (the loop's at once,
- * each pool thread's before its next job) while the old loop state still finishes its
+ * as pooled routes need them) and every executor thread (cfg.executor_size, made as
+ * run_in_pool needs them) has a state of its own, running at the same time as the loop's
+ * and as each other's. A --reload makes new states (the loop's at once, each pool or
+ * executor thread's before its next job) while the old loop state still finishes its
  * requests. A preloaded module's functions may therefore run on several threads at once:
  * whatever C state they share must be thread-safe (a mutex, atomics). */
 
-/* Makes `require "name"` in every Lua state of h (the loop's, each pool thread's, the
- * states of every --reload) call open(name) the first time that state requires it, as
- * package.preload does: open returns the module (a table of C functions, usually). open
- * runs on the thread of the state it is called in. The user pointer (ml_host_set_userdata)
+/* Makes `require "name"` in every Lua state of h (the loop's, each pool or executor
+ * thread's, the states of every --reload) call open(name) the first time that state
+ * requires it, as package.preload does: open returns the module (a table of C functions,
+ * usually). open runs on the thread of the state it is called in. The user pointer (ml_host_set_userdata)
  * is open's upvalue 1 (lua_touserdata(L, lua_upvalueindex(1))), and ml_lua_userdata(L)
  * gives it to any C function of any of h's states. Call before ml_host_load, on the thread
  * that made h; name is copied. Returns 0, or -1: called after ml_host_load, name NULL or
@@ -276,6 +284,7 @@ int ml_host_emit(ml_host_t *h, const char *event, const char *json);
  *   ml_host_post, ml_host_emit  any thread (see above).
  *   ml_host_free                the loop's thread, after ml_host_run returned (or instead of
  *                               it); no other thread may use h then. It frees what h made:
- *                               loop, states, pool threads (waiting up to graceful_timeout
- *                               for their handlers to return), the user pointer excepted. */
+ *                               loop, states, pool and executor threads (waiting up to
+ *                               graceful_timeout in all for their handlers to return), the
+ *                               user pointer excepted. */
 #endif

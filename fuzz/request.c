@@ -38,7 +38,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   char err[1024];
   app = ml_app_new(&loop, dir, 0, NULL, err, sizeof err);
   FUZZ_CHECK(app != NULL, "%s (run from the repository's top, or set FUZZ_APP)", err);
-  app->sched.workers = ml_workers_new(&loop, dir, NULL, 2, 64);
+  app->sched.workers = ml_workers_new(&loop, dir, NULL, 2, 64, ML_WORKERS_POOL);
+  app->sched.executor = ml_workers_new(&loop, dir, NULL, 2, 64, ML_WORKERS_EXECUTOR);
   ml_server_config_t cfg = {
       .host = "127.0.0.1",
       .max_body = 64 << 10,

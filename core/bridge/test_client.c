@@ -47,7 +47,8 @@ typedef struct {
 struct tc_s {
   ml_app_t *app;
   ml_server_t srv;
-  ml_workers_t *workers;
+  ml_workers_t *workers;     /* pooled routes' threads */
+  ml_workers_t *executor;    /* run_in_pool's threads */
   ml_sched_t *prev;          /* the state's scheduler before (the runner's) */
   runner_hook_t *hook;       /* on prev: ends a client left open */
   int prev_log_level;
@@ -252,12 +253,14 @@ static void tc_end(tc_t *tc) {
   tc->closed = 1;
   if (tc->hook) tc->hook->tc = NULL;
   ml_workers_detach(tc->workers);
+  ml_workers_detach(tc->executor);
   ml_server_close_all(&tc->srv);
   ml_app_stop(tc->app);
   while (!tc->app->sched.handles_closed) uv_run(tc->srv.loop, UV_RUN_NOWAIT);
   if (ml_sched_of(tc->app->L) == &tc->app->sched) ml_sched_bind(tc->prev);
   ml_app_free(tc->app);
   ml_workers_free(tc->workers, 10);
+  ml_workers_free(tc->executor, 10);
   __atomic_store_n(&ml_log_level, tc->prev_log_level, __ATOMIC_RELAXED);
   ml_core_set_dev_mode(tc->prev_dev_mode);
 }
@@ -282,11 +285,12 @@ static void runner_closing(ml_sched_t *s, void *data) {
   free(h);
 }
 
-/* test_client_new(app, appdir|nil, pool_size, log_level, debug) */
+/* test_client_new(app, appdir|nil, pool_size, log_level, debug, executor_size) */
 static int tc_new(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   const char *appdir = luaL_optstring(L, 2, NULL);
   int pool_size = (int)luaL_optinteger(L, 3, 4);
+  int executor_size = (int)luaL_optinteger(L, 6, 4);
   int log_level = (int)luaL_optinteger(L, 4, ML_LOG_WARN);
   int prev_dev_mode = ml_core_dev_mode();
   ml_sched_t *prev = ml_sched_of(L);
@@ -324,8 +328,11 @@ static int tc_new(lua_State *L) {
   tc->srv.body = ml_dispatch_body;
   tc->srv.ctx = a;
   if (appdir) {
-    tc->workers = ml_workers_new(prev->loop, appdir, NULL, pool_size, 1024);
+    tc->workers = ml_workers_new(prev->loop, appdir, NULL, pool_size, 1024, ML_WORKERS_POOL);
+    tc->executor = ml_workers_new(prev->loop, appdir, NULL, executor_size, 1024,
+                                  ML_WORKERS_EXECUTOR);
     a->sched.workers = tc->workers;
+    a->sched.executor = tc->executor;
   }
   tc->hook = ml_xcalloc(1, sizeof *tc->hook);
   tc->hook->hook.fn = runner_closing;

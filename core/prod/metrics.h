@@ -64,6 +64,8 @@ enum {
   ML_G_CONNECTIONS,          /* open client connections */
   ML_G_POOL_BUSY,            /* pool threads running a job */
   ML_G_POOL_QUEUED,          /* jobs waiting for a pool thread */
+  ML_G_EXECUTOR_BUSY,        /* executor threads running a run_in_pool job */
+  ML_G_EXECUTOR_QUEUED,      /* run_in_pool jobs waiting for an executor thread */
   ML_G_DB_IN_USE,            /* database connections connecting, running or leased */
   ML_G_DB_WAITING,           /* database jobs waiting for a connection */
   ML_G_HTTPC_IN_USE,         /* HTTP-client connections carrying a request */

@@ -82,8 +82,8 @@ static void run(ml_worker_t *w, ml_work_t *work) {
   j->out.len = 0;
   if (!a) {   /* (false, message), packed without a state */
     char msg[1200];
-    int len = snprintf(msg, sizeof msg, "run_in_pool: the pool's Lua state failed to load "
-                       "the app: %s", load_error ? load_error : "?");
+    int len = snprintf(msg, sizeof msg, "run_in_pool: the executor's Lua state failed to "
+                       "load the app: %s", load_error ? load_error : "?");
     ml_copy_put_bool(&j->out, 0);
     ml_copy_put_str(&j->out, msg, len < (int)sizeof msg ? (size_t)len : sizeof msg - 1);
     return;
@@ -135,7 +135,7 @@ static void done(ml_work_t *work, int status) {
 }
 
 static void cancel(ml_task_t *t) {
-  ml_workers_cancel(t->sched->workers, t->wait);
+  ml_workers_cancel(t->sched->executor, t->wait);
 }
 
 static int dump_writer(lua_State *L, const void *p, size_t sz, void *ud) {
@@ -188,7 +188,7 @@ static int l_run_in_pool(lua_State *L) {
   ml_sched_t *s = ml_sched_of(L);
   int nargs = lua_gettop(L) - 1;
   if (s && s->in_pool) return call_here(L, s, nargs);
-  if (!s || !s->workers) return luaL_error(L, "run_in_pool: no worker pool in this state");
+  if (!s || !s->executor) return luaL_error(L, "run_in_pool: no executor in this state");
   if (ft == LUA_TFUNCTION) {
     if (lua_iscfunction(L, 1))
       return luaL_argerror(L, 1, "a C function cannot be sent to the pool");
@@ -205,10 +205,10 @@ static int l_run_in_pool(lua_State *L) {
     return luaL_error(L, "run_in_pool: an argument %s", err);
   }
   j->task = t;
-  if (ml_workers_submit(s->workers, &j->work, run, done)) {
+  if (ml_workers_submit(s->executor, &j->work, run, done)) {
     call_free(j);
     lua_pushboolean(L, 0);
-    lua_pushliteral(L, "pool queue is full");
+    lua_pushliteral(L, "executor queue is full");
     lua_pushliteral(L, "queue_full");   /* the code moonlet.run_in_pool checks (err.h) */
     return 3;
   }

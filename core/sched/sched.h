@@ -78,10 +78,12 @@ struct ml_sched_s {
   void (*closed_cb)(ml_sched_t *s);   /* after ml_sched_close, when its handles are closed */
   int closed;                /* ml_sched_close ran */
   int handles_closed;        /* ... and its last handle has closed */
-  /* the scheduler's executor, as an asyncio loop has its default executor: where
-   * pooled routes and run_in_pool go (loop states), and whether this state is a worker's */
+  /* where pooled routes go (workers: the pool, AnyIO's thread limiter) and run_in_pool's
+   * jobs (executor, as an asyncio loop has its default executor), in loop states; and
+   * whether this state is a thread's of either */
   struct ml_workers_s *workers;
-  int in_pool;               /* 1 in a worker thread's state */
+  struct ml_workers_s *executor;
+  int in_pool;               /* 1 in a pool or executor thread's state */
   int no_wait;               /* the loop is an embedder's: code outside any task (app.lua
                               * at load time) may not wait, which would run it */
   ml_sched_monitor_t *monitor;    /* NULL: nobody watches */

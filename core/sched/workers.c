@@ -42,6 +42,8 @@ struct ml_workers_s {
   ml_worker_t *workers;
   char *appdir;
   const ml_preload_t *preload;   /* the embedder's modules (the host's), for every state */
+  const char *name;          /* "pool" or "executor" (ML_WORKERS_*), for logs */
+  int gauge_busy, gauge_queued;   /* its metrics gauges */
 };
 
 /* --- the worker thread side ---------------------------------------------------------- */
@@ -53,7 +55,7 @@ static void worker_load(ml_worker_t *w, const char *what) {
                       sizeof err);
   if (w->app) return;
   w->load_error = ml_xstrdup(err);
-  ml_log(ML_LOG_ERROR, "pool: %s%s", what, err);
+  ml_log(ML_LOG_ERROR, "%s: %s%s", w->pool->name, what, err);
 }
 
 /* Frees the thread's app state; its loop (and wake handle) stay for the next one. */
@@ -94,7 +96,7 @@ static ml_work_t *queue_take(ml_workers_t *p) {
   if (!j) return NULL;
   ml_list_remove(&j->link);
   p->queued--;
-  ml_metrics_gauge(ML_G_POOL_QUEUED, -1);
+  ml_metrics_gauge(p->gauge_queued, -1);
   j->state = JOB_RUNNING;
   return j;
 }
@@ -131,9 +133,9 @@ static void *worker_main(void *arg) {
       worker_load(w, "reload: ");
       w->generation = generation;
     }
-    ml_metrics_gauge(ML_G_POOL_BUSY, 1);
+    ml_metrics_gauge(p->gauge_busy, 1);
     j->work(w, j);
-    ml_metrics_gauge(ML_G_POOL_BUSY, -1);
+    ml_metrics_gauge(p->gauge_busy, -1);
     pthread_mutex_lock(&p->lock);
     j->state = JOB_DONE;
     ml_list_push(&p->done, &j->link);
@@ -174,8 +176,12 @@ static void done_cb(uv_async_t *a) {
 }
 
 ml_workers_t *ml_workers_new(uv_loop_t *loop, const char *appdir, const ml_preload_t *preload,
-                             int size, int max_queue) {
+                             int size, int max_queue, int kind) {
   ml_workers_t *p = ml_xcalloc(1, sizeof *p);
+  int executor = kind == ML_WORKERS_EXECUTOR;
+  p->name = executor ? "executor" : "pool";
+  p->gauge_busy = executor ? ML_G_EXECUTOR_BUSY : ML_G_POOL_BUSY;
+  p->gauge_queued = executor ? ML_G_EXECUTOR_QUEUED : ML_G_POOL_QUEUED;
   ml_list_init(&p->queue);
   ml_list_init(&p->done);
   p->loop = loop;
@@ -201,7 +207,7 @@ static void thread_start(ml_workers_t *p) {
   pthread_attr_init(&attr);
   pthread_attr_setstacksize(&attr, 1 << 20);
   if (pthread_create(&w->thread, &attr, worker_main, w) == 0) p->nthreads++;
-  else ml_log(ML_LOG_WARN, "pool: cannot start a thread (%d running)", p->nthreads);
+  else ml_log(ML_LOG_WARN, "%s: cannot start a thread (%d running)", p->name, p->nthreads);
   pthread_attr_destroy(&attr);
 }
 
@@ -219,7 +225,7 @@ int ml_workers_submit(ml_workers_t *p, ml_work_t *j, ml_work_fn work, ml_work_do
   j->cancelled = 0;
   ml_list_push(&p->queue, &j->link);
   p->queued++;
-  ml_metrics_gauge(ML_G_POOL_QUEUED, 1);
+  ml_metrics_gauge(p->gauge_queued, 1);
   if (p->nidle > 0) {   /* wake the thread that went idle last: its caches are warm */
     ml_worker_t *w = p->idle[--p->nidle];
     w->idle = 0;
@@ -241,7 +247,7 @@ void ml_workers_cancel(ml_workers_t *p, ml_work_t *j) {
   }
   ml_list_remove(&j->link);
   p->queued--;
-  ml_metrics_gauge(ML_G_POOL_QUEUED, -1);
+  ml_metrics_gauge(p->gauge_queued, -1);
   pthread_mutex_unlock(&p->lock);
   job_done(p, j, UV_ECANCELED);
 }
@@ -273,7 +279,7 @@ static void list_cancel(ml_workers_t *p, ml_list_t *list) {
   ml_work_t *j;
   while ((j = ml_list_first(list, ml_work_t, link))) {
     ml_list_remove(&j->link);
-    if (list == &p->queue) ml_metrics_gauge(ML_G_POOL_QUEUED, -1);
+    if (list == &p->queue) ml_metrics_gauge(p->gauge_queued, -1);
     j->cancelled = 1;
     job_done(p, j, UV_ECANCELED);
   }
@@ -292,7 +298,8 @@ void ml_workers_free(ml_workers_t *p, double wait_s) {
   int all = p->exited == p->nthreads;
   pthread_mutex_unlock(&p->lock);
   if (!all) {   /* a handler that never returns: leave the process to end it */
-    ml_log(ML_LOG_WARN, "pool: %d thread(s) still busy at shutdown", p->nthreads - p->exited);
+    ml_log(ML_LOG_WARN, "%s: %d thread(s) still busy at shutdown", p->name,
+           p->nthreads - p->exited);
     uv_close((uv_handle_t *)&p->async, NULL);
     return;
   }

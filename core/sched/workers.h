@@ -4,7 +4,8 @@
  * of its own). A job is a struct of its user's that embeds an ml_work_t; the thread runs
  * work(worker, job), then the loop that submitted it runs done(job, status) (uv_async).
  * The loop never waits. The workers know nothing of what a job is: pooled_route.c and
- * run_in_pool.c are their users.
+ * run_in_pool.c are their users. A host has two instances: the pool (pooled routes) and the
+ * executor (run_in_pool), as FastAPI keeps `def` routes and run_in_executor apart.
  * Ownership: a job is its user's until ml_workers_submit returns 0, then the workers' until
  * done is called: the user may read and write it again only in work and done. */
 #ifndef ML_WORKERS_H
@@ -32,11 +33,16 @@ struct ml_work_s {
   ml_list_t link;            /* in the queue, then in the done list */
 };
 
+/* Which instance: names it in logs and picks its metrics gauges (ML_G_POOL_* or
+ * ML_G_EXECUTOR_*). */
+enum { ML_WORKERS_POOL, ML_WORKERS_EXECUTOR };
+
 /* Threads start when jobs need them, up to `size`; `max_queue` jobs may wait for a busy
  * thread. Each thread's state gets the embedder's modules in preload (may be NULL; the
- * caller's, it must outlive the workers). The memory goes in ml_workers_free. */
+ * caller's, it must outlive the workers). kind is ML_WORKERS_*. The memory goes in
+ * ml_workers_free. */
 ml_workers_t *ml_workers_new(uv_loop_t *loop, const char *appdir, const ml_preload_t *preload,
-                             int size, int max_queue);
+                             int size, int max_queue, int kind);
 /* Stops the threads (each finishes its job first; gives up waiting after `wait_s`, then
  * leaves them to the end of the process). Jobs still held get done(job, UV_ECANCELED). */
 void ml_workers_free(ml_workers_t *p, double wait_s);

@@ -177,6 +177,12 @@ describe("metrics", function()
                         "moonlet_pool_threads_busy", "moonlet_pool_queue_length")
   end)
 
+  it("executor threads busy and the executor's queue (an executor of 1)", function()
+    one_holds_one_waits({ "--executor-size", "1" }, "/executor-sleep?s=1",
+                        "/executor-sleep?s=0.1", "moonlet_executor_threads_busy",
+                        "moonlet_executor_queue_length")
+  end)
+
   it("database connections in use and statements waiting (SQLite, a pool of 1)", function()
     one_holds_one_waits({}, "/db/hold?s=0.8", "/db/hold?s=0.1",
                         "moonlet_db_connections_in_use", "moonlet_db_waiting")

@@ -125,8 +125,8 @@ describe("backpressure", function()
   for _, case in ipairs{ { "a pooled route", "/p/sleep" }, { "run_in_pool", "/rip/sleep" } } do
     local what, path = case[1], case[2]
     it("answers 503 with Retry-After when the queue is full: " .. what, function()
-      local srv = t.server{ app = "tests/apps/pool",
-                            args = { "--pool-size", "1", "--pool-queue", "1" } }
+      local srv = t.server{ app = "tests/apps/pool", args = { "--pool-size", "1",
+                            "--executor-size", "1", "--pool-queue", "1" } }
       local c1 = t.connect(srv.port)
       c1:send("GET " .. path .. "?s=0.6 HTTP/1.1\r\nHost: x\r\n\r\n")
       t.sleep(0.1)

@@ -17,7 +17,7 @@
 -- `moonlet serve`; the call blocks the spec while the loop runs. app:override applies, as
 -- the app is the same table. Pooled routes run on real pool threads, whose states load
 -- the app's directory: give a directory, or opts.dir with an app table.
--- opts: dir, pool_size (4), log_level (2: warnings; 1 shows the access log), debug (false:
+-- opts: dir, pool_size (4), executor_size (4: run_in_pool's threads), log_level (2: warnings; 1 shows the access log), debug (false:
 -- `moonlet serve --debug`'s development mode, process-wide while the client is open, like
 -- log_level: a 500 carries its error, response schemas are checked), timeout (30 s
 -- per response).
@@ -174,7 +174,7 @@ local function has_pooled(app)
 end
 
 ---t.client(app_or_dir[, opts]): FastAPI's TestClient, the app in this process (README
----"Testing your app"). opts: dir, pool_size, log_level, timeout.
+---"Testing your app"). opts: dir, pool_size, executor_size, log_level, timeout.
 ---@return moonlet.testing.Client
 ---@param app_or_dir moonlet.App|string
 ---@param opts table?
@@ -192,7 +192,7 @@ function _M.client(app_or_dir, opts)
   end
   if dir ~= nil and type(dir) ~= "string" then argerr(2, "client", "dir: expected a string") end
   local tc, err = core.test_client_new(app, dir, opts.pool_size, opts.log_level,
-                                      opts.debug == true)
+                                      opts.debug == true, opts.executor_size)
   if not tc then error(err, 2) end
   if not dir and has_pooled(app) then
     tc:close()

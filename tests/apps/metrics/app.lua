@@ -19,6 +19,11 @@ app:get("/pooled-sleep", { pool = true }, function(req)
   return { slept = true }
 end)
 
+-- a run_in_pool call holding an executor thread
+app:get("/executor-sleep", function(req)
+  moonlet.run_in_pool(function(s) require("moonlet").sleep(s) end, tonumber(req.query.s) or 1)
+  return { ok = true }
+end)
 app:get("/sleep", function(req)
   moonlet.sleep(tonumber(req.query.s) or 1)
   return { slept = true }

@@ -146,4 +146,13 @@ app:get("/rip/sleep", function(req)
   return { done = done }
 end)
 
+-- which Lua state runs: a number each state takes once, as it loads (the executor spec)
+STATE_ID = counters:incr("state_ids", 1, 0)
+app:get("/p/state", { pool = true }, function()
+  return { route = STATE_ID, call = moonlet.run_in_pool(function() return STATE_ID end) }
+end)
+app:get("/rip/state", function()
+  return { route = STATE_ID, call = moonlet.run_in_pool(function() return STATE_ID end) }
+end)
+
 return app
