@@ -2,7 +2,7 @@
  * preloads a C module ("hostinfo") with a user pointer into every Lua state (and the same
  * functions through the FFI: "hostffi", ml_host_preload_ffi), and calls into
  * the loop from threads of its own (ml_host_post, ml_host_emit).
- * Usage: embed_host APPDIR [--reload] [--log-level N] [--pool-size N]
+ * Usage: embed_host APPDIR [--reload] [--log-level N] [--pool-size N] [--executor-size N]
  * Prints "listening on http://127.0.0.1:PORT", then reads commands on stdin, one a line,
  * and answers each with one line:
  *   emit NAME [JSON]      ml_host_emit from a thread of its own -> "emit RC"
@@ -195,7 +195,8 @@ static void *serve(void *h) {
 
 int main(int argc, char **argv) {
   if (argc < 2) {
-    fprintf(stderr, "usage: embed_host APPDIR [--reload] [--log-level N] [--pool-size N]\n");
+    fprintf(stderr, "usage: embed_host APPDIR [--reload] [--log-level N] [--pool-size N] "
+                    "[--executor-size N]\n");
     return 2;
   }
   ml_config_t cfg;
@@ -205,6 +206,8 @@ int main(int argc, char **argv) {
     if (strcmp(argv[i], "--reload") == 0) cfg.reload = 1;
     else if (strcmp(argv[i], "--log-level") == 0 && i + 1 < argc) cfg.log_level = atoi(argv[++i]);
     else if (strcmp(argv[i], "--pool-size") == 0 && i + 1 < argc) cfg.pool_size = atoi(argv[++i]);
+    else if (strcmp(argv[i], "--executor-size") == 0 && i + 1 < argc)
+      cfg.executor_size = atoi(argv[++i]);
   }
   static info_t info = {.name = "embed_host"};
   host = ml_host_new(&cfg);

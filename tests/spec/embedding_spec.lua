@@ -98,7 +98,9 @@ end
 
 describe("ml_host_preload", function()
   local h
-  lazy_setup(function() h = embed_host("tests/apps/embed", "--pool-size 2") end)
+  lazy_setup(function()
+    h = embed_host("tests/apps/embed", "--pool-size 2 --executor-size 1")
+  end)
   lazy_teardown(function() if h then h.finish() end end)
 
   it("require gives the C module in the loop's state, with the user pointer", function()
@@ -108,7 +110,7 @@ describe("ml_host_preload", function()
     assert.are.same(s.id, get(h.port, "/state").id)   -- opened once in that state
   end)
 
-  it("and in every pool thread's state: pooled routes and run_in_pool", function()
+  it("and in every pool and executor thread's state: pooled routes and run_in_pool", function()
     for _, path in ipairs{ "/pool/state", "/run_in_pool/state" } do
       for _ = 1, 10 do
         local s = get(h.port, path)
@@ -117,9 +119,10 @@ describe("ml_host_preload", function()
         assert.is_true(s.upvalue_ok)
       end
     end
-    -- open ran once per state: the loop's and at most the two pool threads'
+    -- open ran once per state: the loop's, at most the two pool threads' and the executor
+    -- thread's (run_in_pool)
     local opens = get(h.port, "/opens").opens
-    assert.is_true(opens >= 2 and opens <= 3, "opens " .. opens)
+    assert.is_true(opens >= 3 and opens <= 4, "opens " .. opens)
   end)
 
   it("its C state is shared by states running at once on several threads", function()

@@ -196,4 +196,16 @@ describe("test client", function()
     assert.has_error(function() t.client(pooled) end,
       "bad argument #2 to 'client' (dir: pooled routes ({ pool = true }) need the app's directory)")
   end)
+
+  it("runs run_in_pool on executor threads, pooled routes on pool threads", function()
+    local c2 = t.client("tests/apps/pool", { pool_size = 1, executor_size = 1 })
+    local rip = c2:get("/rip/state"):json()
+    assert.are_not.same(rip.route, rip.call)   -- the loop's state, then the executor's
+    local pooled = c2:get("/p/state"):json()
+    assert.are.same(pooled.route, pooled.call)   -- inline on the pool thread
+    assert.are_not.same(rip.call, pooled.route)  -- two threads, two states
+    assert.are.same(rip.call, c2:get("/rip/state"):json().call)   -- one executor thread
+    assert.are.same({ done = true }, c2:get("/rip/sleep?s=0.05"):json())
+    c2:close()
+  end)
 end)
