@@ -19,7 +19,7 @@ local error, floor = error, math.floor
 ---@field null lightuserdata a JSON null: decodes from null, encodes to null
 ---@field spawn fun(fn: function, ...) runs fn(...) as a detached task
 ---@field cond fun(): moonlet.Cond a condition tasks wait on
----@field in_pool fun(): boolean true on a pool thread
+---@field in_pool fun(): boolean true on a pool or executor thread
 ---@field shared moonlet.shared dictionaries shared by every thread
 ---@field json moonlet.json
 ---@field log moonlet.log
@@ -94,9 +94,10 @@ local function pool_result(ok, ...)
   error(err, 0)
 end
 
----moonlet.run_in_pool(fn | "module.function", ...) -> fn's results, computed on a pool
----thread. fn must not use upvalues; arguments and results are copied. A full pool queue
----answers 503.
+---moonlet.run_in_pool(fn | "module.function", ...) -> fn's results, computed on an
+---executor thread (--executor-size, apart from the pool of pooled routes; on a pool or
+---executor thread fn simply runs there). fn must not use upvalues; arguments and results
+---are copied. A full executor queue answers 503.
 ---@param fn function|string
 ---@param ... any
 ---@return any ...

@@ -155,9 +155,9 @@ function methods.defer(req, fn, when)
 end
 
 ---req:background([{ pool = true },] fn, ...): fn(...) runs after the response has been
----sent (and the deferred functions have run), on the loop, or on a pool thread with
----{ pool = true } (then fn is copied as moonlet.run_in_pool copies it). Only when the
----handler succeeded.
+---sent (and the deferred functions have run), on the loop, or with { pool = true } on an
+---executor thread, as moonlet.run_in_pool runs it (fn is copied as it copies it). Only
+---when the handler succeeded.
 ---@param req moonlet.Request
 ---@param opts {pool: boolean}|function|string the options, or else fn itself
 ---@param ... any fn (after opts) and its arguments
