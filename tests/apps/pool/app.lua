@@ -146,13 +146,12 @@ app:get("/rip/sleep", function(req)
   return { done = done }
 end)
 
--- which Lua state runs: a number each state takes once, as it loads (the executor spec)
-STATE_ID = counters:incr("state_ids", 1, 0)
-app:get("/p/state", { pool = true }, function()
-  return { route = STATE_ID, call = moonlet.run_in_pool(function() return STATE_ID end) }
-end)
-app:get("/rip/state", function()
-  return { route = STATE_ID, call = moonlet.run_in_pool(function() return STATE_ID end) }
-end)
+-- which Lua state runs the route, and which one its run_in_pool call (the executor spec)
+local function states()
+  return { route = require("helpers").state_id,
+           call = moonlet.run_in_pool(function() return require("helpers").state_id end) }
+end
+app:get("/p/state", { pool = true }, states)
+app:get("/rip/state", states)
 
 return app
