@@ -126,14 +126,16 @@ peers_stop() {
   done
 }
 
-# peer_label PEER: its name in the tables
+# peer_label PEER: its name in the tables (with its PostgreSQL client when PEER_PG=1)
 peer_label() {
-  case $1 in
-    moonlet) echo "moonlet" ;;
-    nginx_ret) echo "nginx return 200 (no Lua)" ;;
-    nginx_lua) echo "nginx + Lua module" ;;
-    fastapi) echo "FastAPI (uvicorn)" ;;
-    node) echo "Node http" ;;
+  case ${PEER_PG:-0}:$1 in
+    *:moonlet) echo "moonlet" ;;
+    *:nginx_ret) echo "nginx return 200 (no Lua)" ;;
+    *:nginx_lua) echo "nginx + Lua module" ;;
+    0:fastapi) echo "FastAPI (uvicorn)" ;;
+    1:fastapi) echo "FastAPI (uvicorn) + asyncpg" ;;
+    0:node) echo "Node http" ;;
+    1:node) echo "Node http + pg" ;;
   esac
 }
 
@@ -345,6 +347,7 @@ bench_peers_sleep() {
 bench_peers_pg() {
   local c=${BENCH_PG_POOL:-16} scale=10 t targets="" accounts out tps check secs
   local -A T_URL=() T_CPU=() R_RPS=() R_P99=() R_US=() R_ERR=() P_PIDS=()
+  local PEER_PG=1
   section "peers: PostgreSQL point select, GET /account/{id}: moonlet vs FastAPI + asyncpg vs Node + pg ($c connections each)"
   peers_header
   command -v wrk >/dev/null || die "wrk not installed (scripts/deps.sh bench)"
