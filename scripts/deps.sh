@@ -101,7 +101,7 @@ nginx_lua_deps() {
   for deb in "$root"/debs/*.deb; do dpkg-deb -x "$deb" "$root/nginx-lua"; done
 }
 
-[ -z "$missing" ] && { npm_deps; npm_bench_deps; nginx_lua_deps; exit 0; }
+[ -z "$missing" ] && { npm_deps; nginx_lua_deps; exit 0; }
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
