@@ -135,14 +135,18 @@ cpu_ticks() {
 # wrk_run NAME URL [PID...]: warm up 1 s, then wrk -t1 -c64 -d$DURATION --latency.
 # Sets W_RPS, W_P99, W_ERRORS (socket errors + non-2xx/3xx), and W_CPU: the CPU use of
 # the PIDs (the server's processes) during the measured run, in % of one CPU.
-# wrk's output is kept in $TMP/NAME.wrk.
+# wrk's output is kept in $TMP/NAME.wrk. W_CONNS: other than 64 connections; W_SCRIPT: a
+# wrk Lua script (-s) for both runs.
 wrk_run() {
-  local name=$1 url=$2 limit c0 c1 t0 t1
+  local name=$1 url=$2 limit c0 c1 t0 t1 conns=${W_CONNS:-64}
+  local -a script=()
   shift 2
+  [ -z "${W_SCRIPT:-}" ] || script=(-s "$W_SCRIPT")
   limit=$(( $(seconds "$DURATION") + 30 ))
-  run_fg timeout -k 5 10 wrk -t1 -c64 -d1s "$url" >/dev/null 2>&1 || true
+  run_fg timeout -k 5 10 wrk -t1 -c"$conns" -d1s "${script[@]}" "$url" >/dev/null 2>&1 || true
   c0=$(cpu_ticks "$@") t0=$(date +%s.%N)
-  run_fg timeout -k 5 "$limit" wrk -t1 -c64 -d"$DURATION" --latency "$url" >"$TMP/$name.wrk" 2>&1 ||
+  run_fg timeout -k 5 "$limit" wrk -t1 -c"$conns" -d"$DURATION" --latency "${script[@]}" "$url" \
+    >"$TMP/$name.wrk" 2>&1 ||
     { cat "$TMP/$name.wrk" >&2; die "wrk against $url failed"; }
   c1=$(cpu_ticks "$@") t1=$(date +%s.%N)
   W_CPU=$(awk -v c="$(( c1 - c0 ))" -v hz="$(getconf CLK_TCK)" -v t0="$t0" -v t1="$t1" \
@@ -229,9 +233,11 @@ abba_ratio() {
 # start_nginx: nginx in the foreground (worker_processes 1) with its own prefix in $TMP/nginx,
 # on a free port of 127.0.0.1; sets NG_PID and NG_PORT.
 # NG_EXTRA: more server-block lines (a location), empty by default; NG_CONNS: its
-# worker_connections (default 1024).
+# worker_connections (default 1024). NG_MAIN and NG_HTTP: more lines in the main and http
+# contexts (load_module, lua_package_path); NG_HELLO=0: no `return 200` /hello of its own
+# (NG_EXTRA has one); NG_ENV: VAR=value words nginx runs with (LD_LIBRARY_PATH=...).
 start_nginx() {
-  local dir=$TMP/nginx port temps="" m
+  local dir=$TMP/nginx port temps="" m hello
   mkdir -p "$dir"
   for m in client_body proxy fastcgi uwsgi scgi; do
     # only the temp paths of modules this nginx has (nginx-light lacks some)
@@ -243,7 +249,13 @@ start_nginx() {
   for _ in 1 2 3 4 5 6 7 8; do
     port=$(( 20000 + RANDOM % 12000 ))   # below the ephemeral range (32768-)
     port_open "$port" && continue
+    hello='        location = /hello {
+            default_type application/json;
+            return 200 '"'"'{"message":"hello"}'"'"';
+        }'
+    [ "${NG_HELLO:-1}" = 1 ] || hello=""
     cat >"$dir/nginx.conf" <<EOF
+${NG_MAIN:-}
 worker_processes 1;
 worker_rlimit_nofile $(( ${NG_CONNS:-1024} * 2 + 64 ));
 pid $dir/nginx.pid;
@@ -251,20 +263,19 @@ error_log $dir/error.log warn;
 events { worker_connections ${NG_CONNS:-1024}; }
 http {
     access_log off;
+${NG_HTTP:-}
 $temps    keepalive_requests 1000000;
     keepalive_timeout 65;
     server {
         listen 127.0.0.1:$port;
         server_name _;
-        location = /hello {
-            default_type application/json;
-            return 200 '{"message":"hello"}';
-        }
+$hello
 ${NG_EXTRA:-}
     }
 }
 EOF
-    nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" -g 'daemon off;' \
+    # shellcheck disable=SC2086 # NG_ENV: words for env
+    env ${NG_ENV:-} nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" -g 'daemon off;' \
       >"$dir/stdout" 2>&1 &
     NG_PID=$!
     STARTED="$STARTED $NG_PID"

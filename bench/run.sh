@@ -9,6 +9,8 @@
 #   BENCH_PG_POOL=16 bench/run.sh      connections of the pg section (moonlet's pool, pgbench -c)
 #   BENCH_REDIS_N=300000 bench/run.sh  requests of each redis-benchmark test (redis section)
 #   BENCH_DURATION=3s bench/run.sh     shorter wrk runs (default 10s)
+#   BENCH_ONLY=peers_hello,peers_seed,peers_sleep,peers_pg bench/run.sh
+#                                      moonlet beside nginx+lua, FastAPI and Node (bench/peers.sh)
 #   BUILD=build-asan bench/run.sh      another build directory (default build)
 #
 # Adding a section: write a function bench_NAME that prints its own table (use the helpers
@@ -25,7 +27,7 @@ MOONLET=$BUILD/moonlet
 DURATION=${BENCH_DURATION:-10s}
 SECTIONS="hello sleep_burst seed cpu pool_overhead routes validation framework fanout stream"
 SECTIONS="$SECTIONS sqlite pg static websocket test_client reload shared embed workers metrics"
-SECTIONS="$SECTIONS tls redis"
+SECTIONS="$SECTIONS tls redis peers_hello peers_seed peers_sleep peers_pg"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/moonlet-bench.XXXXXX")
 STARTED=""   # pids of the processes this script started and has not stopped yet
@@ -33,6 +35,8 @@ PG_DIR=""    # the throwaway PostgreSQL cluster of bench_pg (start_pg), while it
 
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
+# shellcheck source=bench/peers.sh
+. bench/peers.sh
 
 cleanup() {
   local pid
@@ -693,6 +697,21 @@ pg_ticks() {
   echo $(( live + ${14} + ${15} ))
 }
 
+# pg_bench_db SCALE: start_pg, then user and database "bench" (password bench) holding the
+# tables of pgbench -i -s SCALE (SCALE x 100,000 accounts), prewarmed. Used by bench_pg and
+# bench_peers_pg (each stops the cluster with stop_pg when done).
+pg_bench_db() {
+  start_pg
+  pg_psql "CREATE USER bench PASSWORD 'bench'" >/dev/null
+  pg_psql "CREATE DATABASE bench OWNER bench" >/dev/null
+  PGPASSWORD=bench run_fg pgbench -i -s "$1" -q -h 127.0.0.1 -p "$PG_PORT" -U bench bench \
+    >"$TMP/pgbench-init.out" 2>&1 || { cat "$TMP/pgbench-init.out" >&2; die "pgbench -i failed"; }
+  # every page of the table and its index in shared buffers, for all clients alike
+  pg_psql "CREATE EXTENSION IF NOT EXISTS pg_prewarm" bench >/dev/null 2>&1 &&
+    pg_psql "SELECT pg_prewarm('pgbench_accounts') + pg_prewarm('pgbench_accounts_pkey')" bench \
+      >/dev/null 2>&1 || echo "(pg_prewarm not available: the first run warms the cache)"
+}
+
 # 8. PostgreSQL point select through moonlet (bench/apps/pg_read, pool of C connections,
 #    wrk -t1 -c64 with random ids) beside pgbench -S with C connections, on one throwaway
 #    cluster (pgbench -i -s 10: 1,000,000 accounts).
@@ -707,15 +726,7 @@ bench_pg() {
   section "PostgreSQL point select: moonlet (bench/apps/pg_read) vs pgbench -S, $c connections each"
   command -v wrk >/dev/null || die "wrk not installed (scripts/deps.sh bench)"
   command -v pgbench >/dev/null || die "pgbench not installed (the postgresql-client package)"
-  start_pg
-  pg_psql "CREATE USER bench PASSWORD 'bench'" >/dev/null
-  pg_psql "CREATE DATABASE bench OWNER bench" >/dev/null
-  PGPASSWORD=bench run_fg pgbench -i -s "$scale" -q -h 127.0.0.1 -p "$PG_PORT" -U bench bench \
-    >"$TMP/pgbench-init.out" 2>&1 || { cat "$TMP/pgbench-init.out" >&2; die "pgbench -i failed"; }
-  # every page of the table and its index in shared buffers, for both clients alike
-  pg_psql "CREATE EXTENSION IF NOT EXISTS pg_prewarm" bench >/dev/null 2>&1 &&
-    pg_psql "SELECT pg_prewarm('pgbench_accounts') + pg_prewarm('pgbench_accounts_pkey')" bench \
-      >/dev/null 2>&1 || echo "(pg_prewarm not available: the first run warms the cache)"
+  pg_bench_db "$scale"
 
   db_url="postgres://bench:bench@127.0.0.1:$PG_PORT/bench?sslmode=disable"
   BENCH_PG_URL=$db_url BENCH_PG_POOL=$c start_moonlet pg bench/apps/pg_read 4096

@@ -31,9 +31,10 @@ case $level in
 esac
 # bench: FastAPI, uvicorn and redis-py (redis.asyncio) are the Python side of the redis
 # section (Debian's python3; redis-benchmark comes with redis-server, and nginx, the speed
-# ceiling, with nginx-light: test dependencies)
+# ceiling, with nginx-light: test dependencies); FastAPI with asyncpg is a peer of the peers
+# sections (bench/peers.sh), with nginx's Lua module (nginx_lua_deps below) and Node.
 case $level in
-  bench|stress) pkgs="$pkgs python3-fastapi python3-uvicorn python3-redis" ;;
+  bench|stress) pkgs="$pkgs python3-fastapi python3-uvicorn python3-redis python3-asyncpg" ;;
 esac
 # stress: the sqlite3 shell checks the database a kill -9 left (stress/run.sh)
 case $level in
@@ -59,25 +60,48 @@ esac
 # drives Debian's chromium; @seriousme/openapi-schema-validator and ajv: check /openapi.json
 # against the OpenAPI 3.1 and JSON Schema 2020-12 specifications), from the npm registry into
 # build/node (specs run node with NODE_PATH=build/node/node_modules). puppeteer-core
-# downloads no browser.
+# downloads no browser. bench: pg too (Node's PostgreSQL client, bench/peers.sh's peers_pg);
+# one npm install for all of them (a second one would prune what the first installed).
 npm_deps() {
   case $level in test|bench|stress) ;; *) return 0 ;; esac
   dir=$(dirname "$0")/../build/node
+  bench_npm=""
+  case $level in bench|stress) bench_npm="pg@8" ;; esac
   [ -f "$dir/node_modules/eventsource/package.json" ] &&
     [ -f "$dir/node_modules/puppeteer-core/package.json" ] &&
     [ -f "$dir/node_modules/@seriousme/openapi-schema-validator/package.json" ] &&
-    [ -f "$dir/node_modules/ajv/package.json" ] && return 0
-  echo "deps: npm install eventsource puppeteer-core openapi-schema-validator ajv into build/node"
+    [ -f "$dir/node_modules/ajv/package.json" ] &&
+    { [ -z "$bench_npm" ] || [ -f "$dir/node_modules/pg/package.json" ]; } && return 0
+  echo "deps: npm install eventsource puppeteer-core openapi-schema-validator ajv $bench_npm into build/node"
   mkdir -p "$dir"
   # node trusts its own CA list only: add the system's (a TLS-inspecting proxy's CA is there)
   if [ -z "${NODE_EXTRA_CA_CERTS:-}" ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then
     export NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
   fi
   npm install --prefix "$dir" --no-save --no-audit --no-fund eventsource@2 puppeteer-core@24 \
-    @seriousme/openapi-schema-validator@2 ajv@8
+    @seriousme/openapi-schema-validator@2 ajv@8 $bench_npm
 }
 
-[ -z "$missing" ] && { npm_deps; exit 0; }
+# bench: nginx's Lua module (Debian's libnginx-mod-http-lua, lua-nginx-module 0.10) is a
+# peer of bench/peers.sh. Installing it would swap Debian's LuaJIT, which moonlet builds
+# with (libluajit-5.1-dev), for OpenResty's (lua-resty-core depends on libluajit2-5.1-2, which
+# conflicts with it): so unless it is installed already, its .debs (with OpenResty's LuaJIT)
+# are fetched with apt-get download and unpacked into build/peers/nginx-lua, and the bench
+# runs nginx with LD_LIBRARY_PATH pointing there. Nothing outside build/ changes.
+nginx_lua_deps() {
+  case $level in bench|stress) ;; *) return 0 ;; esac
+  [ -f /usr/share/nginx/modules/ngx_http_lua_module.so ] ||
+    [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] && return 0
+  root=$(cd "$(dirname "$0")/.." && pwd)/build/peers
+  [ -f "$root/nginx-lua/usr/lib/nginx/modules/ngx_http_lua_module.so" ] && return 0
+  echo "deps: apt-get download libnginx-mod-http-lua (and its Lua libraries) into build/peers/nginx-lua"
+  mkdir -p "$root/debs" "$root/nginx-lua"
+  (cd "$root/debs" && apt-get download libnginx-mod-http-lua libnginx-mod-http-ndk \
+    lua-resty-core lua-resty-lrucache libluajit2-5.1-2)
+  for deb in "$root"/debs/*.deb; do dpkg-deb -x "$deb" "$root/nginx-lua"; done
+}
+
+[ -z "$missing" ] && { npm_deps; nginx_lua_deps; exit 0; }
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -107,3 +131,4 @@ esac
 # shellcheck disable=SC2086
 apt_install $missing
 npm_deps
+nginx_lua_deps
