@@ -10,6 +10,21 @@
 /* --- misc ---------------------------------------------------------------------------- */
 
 /* log(level, message) with level "debug" | "info" | "warn" | "error" */
+void ml_core_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc) {
+  if (luaL_newmetatable(L, name)) {
+    if (methods) {
+      lua_newtable(L);
+      luaL_register(L, NULL, methods);
+      lua_setfield(L, -2, "__index");
+    }
+    if (gc) {
+      lua_pushcfunction(L, gc);
+      lua_setfield(L, -2, "__gc");
+    }
+  }
+  lua_pop(L, 1);
+}
+
 static int l_log(lua_State *L) {
   int level = ml_log_parse_level(luaL_checkstring(L, 1));
   luaL_argcheck(L, level >= 0, 1, "expected debug, info, warn or error");

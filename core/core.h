@@ -7,6 +7,7 @@
  * req_route). Handlers use them through `moonlet`. */
 #ifndef ML_CORE_H
 #define ML_CORE_H
+#include <lauxlib.h>
 #include <lua.h>
 
 /* lua_CFunction for package.preload["moonlet.core"]: returns the module table. */
@@ -18,6 +19,11 @@ int ml_core_open(lua_State *L);
  * the first Lua state is made (or the worker threads start). */
 void ml_core_set_dev_mode(int on);
 int ml_core_dev_mode(void);
+
+/* Registers the metatable `name` of a userdata type moonlet.core hands out, once per
+ * state: `methods` (may be NULL) become its __index table, `gc` (may be NULL) its __gc.
+ * Leaves the stack as it was. */
+void ml_core_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc);
 
 /* The files moonlet.core is made of, as lualib.h lists Lua's libraries: each installs its
  * functions into the table on top of the stack. Declared here only, so that core.c needs

@@ -352,20 +352,8 @@ void ml_test_client_open(lua_State *L) {
       { "close", tc_close }, { NULL, NULL } };
   static const luaL_Reg conn_methods[] = {
       { "send", conn_send }, { "recv", conn_recv }, { "close", conn_close }, { NULL, NULL } };
-  luaL_newmetatable(L, TC_MT);
-  lua_newtable(L);
-  luaL_register(L, NULL, tc_methods);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, tc_close);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
-  luaL_newmetatable(L, CONN_MT);
-  lua_newtable(L);
-  luaL_register(L, NULL, conn_methods);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, conn_close);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
+  ml_core_class(L, TC_MT, tc_methods, tc_close);
+  ml_core_class(L, CONN_MT, conn_methods, conn_close);
   lua_pushcfunction(L, tc_new);
   lua_setfield(L, -2, "test_client_new");
 }

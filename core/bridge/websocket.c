@@ -362,9 +362,6 @@ void ml_websocket_open(lua_State *L) {
       {"ws_receive", l_ws_receive},     {"ws_send", l_ws_send},
       {"ws_ping", l_ws_ping},           {"ws_close", l_ws_close},
       {"ws_done", l_ws_done},           {NULL, NULL}};
-  luaL_newmetatable(L, WS_MT);
-  lua_pushcfunction(L, l_ws_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
+  ml_core_class(L, WS_MT, NULL, l_ws_gc);
   luaL_register(L, NULL, fns);
 }

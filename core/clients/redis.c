@@ -331,11 +331,7 @@ void ml_redis_open(lua_State *L) {
                                      {"pipeline", l_pipeline},
                                      {"ready", l_ready},
                                      {NULL, NULL}};
-  luaL_newmetatable(L, ML_REDIS_CLIENT_MT);
-  lua_newtable(L);
-  luaL_register(L, NULL, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  ml_core_class(L, ML_REDIS_CLIENT_MT, methods, NULL);
   lua_pushcfunction(L, l_client);
   lua_setfield(L, -2, "redis_client");
   ml_redis_sub_open(L);

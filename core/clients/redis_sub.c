@@ -14,6 +14,7 @@
  * be after the userdata was collected. Closing (sub:close, __gc) kills the connection:
  * Redis forgets its subscriptions with it. */
 #include "redis.h"
+#include "core.h"
 #include "mem.h"
 #include <lauxlib.h>
 #include <stdlib.h>
@@ -311,13 +312,7 @@ static int l_subscribe(lua_State *L) {
 
 void ml_redis_sub_open(lua_State *L) {
   static const luaL_Reg methods[] = {{"next", l_next}, {"close", l_close}, {NULL, NULL}};
-  luaL_newmetatable(L, SUB_MT);
-  lua_newtable(L);
-  luaL_register(L, NULL, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, l_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
+  ml_core_class(L, SUB_MT, methods, l_gc);
   lua_pushcfunction(L, l_subscribe);
   lua_setfield(L, -2, "redis_subscribe");
 }

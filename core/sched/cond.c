@@ -106,12 +106,7 @@ void ml_cond_open(lua_State *L) {
                                      {"notify_one", l_notify_one},
                                      {"waiting", l_waiting},
                                      {NULL, NULL}};
-  if (luaL_newmetatable(L, COND_MT)) {
-    lua_newtable(L);
-    luaL_register(L, NULL, methods);
-    lua_setfield(L, -2, "__index");
-  }
-  lua_pop(L, 1);
+  ml_core_class(L, COND_MT, methods, NULL);
   lua_pushcfunction(L, l_cond);
   lua_setfield(L, -2, "cond");
 }

@@ -242,15 +242,12 @@ void ml_shared_open(lua_State *L) {
       {"delete", l_delete},     {"ttl", l_ttl},         {"expire", l_expire},
       {"keys", l_keys},         {"flush_all", l_flush_all}, {"capacity", l_capacity},
       {"free_space", l_free_space}, {NULL, NULL}};
-  if (luaL_newmetatable(L, DICT_MT)) {
-    lua_newtable(L);
-    luaL_register(L, NULL, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushliteral(L, "moonlet.shared.dict");
-    lua_setfield(L, -2, "__metatable");
-  }
+  ml_core_class(L, DICT_MT, methods, NULL);
+  luaL_getmetatable(L, DICT_MT);
+  lua_pushcfunction(L, l_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pushliteral(L, "moonlet.shared.dict");
+  lua_setfield(L, -2, "__metatable");
   lua_pop(L, 1);
   lua_pushcfunction(L, l_dict);
   lua_setfield(L, -2, "shared_dict");
