@@ -82,9 +82,11 @@ $(BUILD)/llhttp/%.o: $(LLHTTP_SRC)/%.c
 $(BUILD)/libllhttp.a: $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o $(BUILD)/llhttp/llhttp.o
 	ar rcs $@ $^
 
+# embedgen compiles the Lua side to bytecode with the LuaJIT the binary links.
 $(BUILD)/embedgen: tools/embedgen.c
 	@mkdir -p $(dir $@)
-	$(CC) -O1 -Wall -Wextra -Werror -o $@ $<
+	$(CC) -O1 -Wall -Wextra -Werror $(LUA_INCDIR:%=-I%) $(shell pkg-config --cflags luajit 2>/dev/null) \
+	  -o $@ $< $(shell pkg-config --libs luajit 2>/dev/null)
 
 # The Lua side is compiled into the binary: lua/moonlet/x.lua becomes module "moonlet.x".
 # lua/moonlet/testing/x.lua (the spec helpers, the test client) is "moonlet.testing.x": a

@@ -6,7 +6,7 @@
 typedef struct {
   const char *module;   /* "moonlet.app" */
   const char *chunk;    /* "@lua/moonlet/app.lua", for tracebacks */
-  const char *src;
+  const char *src;      /* LuaJIT bytecode (tools/embedgen.c) */
   size_t len;
 } ml_embedded_t;
 
