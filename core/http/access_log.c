@@ -77,6 +77,13 @@ static void add_text(ml_buf_t *b, const ml_access_t *r) {
   }
 }
 
+/* ml_access_set_worker's slot, -1 outside a worker process */
+static int access_worker = -1;
+
+void ml_access_set_worker(int slot) {
+  access_worker = slot;
+}
+
 static void add_json(ml_buf_t *b, const ml_access_t *r) {
   char num[96];
   ml_buf_addstr(b, "{\"time\":");
@@ -90,6 +97,10 @@ static void add_json(ml_buf_t *b, const ml_access_t *r) {
   add_field(b, ",\"user_agent\":", r->ua, r->ua_len);
   add_field(b, ",\"id\":", r->id, r->id_len);
   if (r->detail) add_field(b, ",\"error\":", r->detail, r->detail_len);
+  if (access_worker >= 0) {
+    n = snprintf(num, sizeof num, ",\"worker\":%d", access_worker);
+    ml_buf_add(b, num, (size_t)n);
+  }
   ml_buf_addc(b, '}');
 }
 

@@ -25,6 +25,9 @@ typedef struct {
 
 /* "text" -> ML_ACCESS_TEXT, "json", "off"; -1 if unknown. */
 int ml_access_parse(const char *name);
+/* A worker process of --workers (core/prod/worker.c) gives its slot: JSON lines then carry
+ * "worker":N (text lines carry the log's "[worker N]" tag). Set before any thread logs. */
+void ml_access_set_worker(int slot);
 /* Formats r as one line and hands it to the log (ml_log_access). */
 void ml_access_write(int format, const ml_access_t *r);
 #endif

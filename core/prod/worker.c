@@ -1,6 +1,7 @@
 /* The worker side of --workers (see worker.h): what the supervisor passed, and the one
  * byte that says the worker serves. */
 #include "worker.h"
+#include "access_log.h"
 #include "err.h"
 #include "log.h"
 #include <errno.h>
@@ -47,6 +48,7 @@ int ml_worker_init(ml_worker_t *w, char *err, size_t errlen) {
   char tag[24];
   snprintf(tag, sizeof tag, "worker %d", w->slot);
   ml_log_set_tag(tag);
+  ml_access_set_worker(w->slot);
   return 0;
 }
 

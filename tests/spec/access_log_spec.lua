@@ -34,6 +34,7 @@ describe("access log", function()
     assert.is_truthy(o.time:match("^%d+%-%d+%-%d+T[%d:.]+Z$"))
     assert.is_true(o.bytes > #res.body and o.duration_ms >= 0)
     assert.are.same(cjson.null, o.id)
+    assert.is_nil(o.worker)   -- one process: no worker field
     srv:stop()
   end)
 

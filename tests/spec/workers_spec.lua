@@ -338,6 +338,27 @@ return app]])))
     assert.are.equal(0, srv:stop())
   end)
 
+  it("tags the access log with the worker's slot: [worker N] in text, \"worker\": N in JSON",
+     function()
+    local dir = t.tmpdir()
+    local text, json = dir .. "/text.log", dir .. "/json.log"
+    local a = t.server{ app = APP, args = { "--workers", "2", "--access-log-file", text } }
+    local b = t.server{ app = APP, args = { "--workers", "2", "--access-log", "json",
+                                            "--access-log-file", json } }
+    get(a)
+    get(b)
+    eventually("a line in each log", function()
+      return (t.read_file(text) or ""):find("GET /pid") and (t.read_file(json) or ""):find("/pid")
+    end)
+    assert.are.equal(0, a:stop())
+    assert.are.equal(0, b:stop())
+    assert.matches("%[worker [01]%] GET /pid", t.read_file(text))
+    local line = t.read_file(json):match("[^\n]*/pid[^\n]*")
+    local o = require("cjson").decode(line)
+    assert.are.same("/pid", o.path)
+    assert.is_truthy(o.worker == 0 or o.worker == 1)
+  end)
+
   it("serves IPv6 hosts as IPv4 ones", function()
     if not sh("grep -q '^0*1 .* lo$' /proc/net/if_inet6") then
       pending("no ::1 here")
