@@ -60,7 +60,7 @@ static int on_version_complete(llhttp_t *p) {
 static int on_url(llhttp_t *p, const char *at, size_t len) {
   ml_http_t *h = H(p);
   if (count_header_bytes(h, len)) return HPE_USER;
-  ml_buf_add(&h->headers.store, at, len);
+  ml_headers_raw(&h->headers, at, len);
   h->url_len += (uint32_t)len;
   return 0;
 }
