@@ -304,7 +304,8 @@ build_burst() {
 # burst_run NAME PORT N PATH [TIMEOUT_S]: N concurrent GET PATH to 127.0.0.1:PORT with
 # bench/burst (one connection each; call build_burst first). Sets B_TIME (first request sent
 # -> last response received, s), B_DONE (2xx responses), B_ERRORS, B_LAT_MIN and B_LAT_MAX
-# (per request, sent -> response, s) and B_DETAIL (burst's stderr line). Its output is kept
+# (per request, sent -> response, s), B_SENT (the last request sent, s after the first) and
+# B_DETAIL (burst's stderr line). Its output is kept
 # in $TMP/NAME.burst and $TMP/NAME.burst.err.
 burst_run() {
   local name=$1 port=$2 n=$3 path=$4 timeout=${5:-30} rc=0
@@ -328,6 +329,7 @@ burst_parse() {
   B_TIME=$(echo "$out" | sed -n 's/.*first_send_to_last_response=\([0-9.]*\).*/\1/p')
   B_DETAIL=$(tail -1 "$TMP/$name.burst.err")
   B_LAT_MIN=$(echo "$B_DETAIL" | sed -n 's/.*latency_min=\([0-9.]*\)s.*/\1/p')
+  B_SENT=$(echo "$B_DETAIL" | sed -n 's/.*last_send_after_first=\([0-9.]*\)s.*/\1/p')
   B_LAT_MAX=$(echo "$B_DETAIL" | sed -n 's/.* max=\([0-9.]*\)s.*/\1/p')
 }
 

@@ -295,8 +295,8 @@ bench_peers_seed() {
 
 # 3. 10,000 concurrent GET /sleep?s=1 on every peer, a fresh server each run, A B C D D C B A.
 bench_peers_sleep() {
-  local n=10000 t run fmt rss0 hwm kb pid
-  local -A WALL=() KB=() ERRS=() RSS0=() PEAK=()
+  local n=10000 t run fmt rss0 hwm kb pid c0 us
+  local -A WALL=() KB=() ERRS=() RSS0=() PEAK=() SENT=() CPU=()
   section "peers: 10,000 concurrent GET /sleep?s=1 (bench/burst: one connection per request)"
   peers_header
   build_burst
@@ -309,21 +309,26 @@ bench_peers_sleep() {
     [ "$t" != nginx_lua ] || pid=$(pgrep -P "$P_PID" | head -1)
     sleep 0.3
     rss0=$(rss_kb "$pid")
+    c0=$(cpu_ticks "$pid")
     burst_run "peers_sleep_$t" "$P_PORT" "$n" "/sleep?s=1" 60
+    us=$(awk -v c="$(( $(cpu_ticks "$pid") - c0 ))" -v hz="$(getconf CLK_TCK)" -v n="$n" \
+      'BEGIN { printf "%.0f", c / hz * 1e6 / n }')
     hwm=$(rss_kb "$pid" VmHWM)
     kill -0 "$P_PID" 2>/dev/null || echo "!! $t exited during the burst"
     stop_pid "$P_PID"
     kb=$(awk -v a="$hwm" -v b="$rss0" -v n="$n" 'BEGIN { printf "%.2f", (a - b) / n }')
     WALL[$t]="${WALL[$t]:-} $B_TIME" KB[$t]="${KB[$t]:-} $kb"
+    SENT[$t]="${SENT[$t]:-} $B_SENT" CPU[$t]="${CPU[$t]:-} $us"
     ERRS[$t]=$(( ${ERRS[$t]:-0} + n - B_DONE )) RSS0[$t]=$(mb "$rss0") PEAK[$t]=$(mb "$hwm")
   done
-  fmt='%-22s %15s %17s %10s %14s %13s\n'
-  printf "$fmt" "server" "wall s (runs)" "KB/conn (runs)" "failed" "RSS before MB" "RSS peak MB"
-  printf "$fmt" "----------------------" "---------------" "-----------------" "----------" \
-    "--------------" "-------------"
+  fmt='%-22s %15s %15s %13s %17s %8s %14s %13s\n'
+  printf "$fmt" "server" "wall s (runs)" "last sent s" "CPU us/conn" "KB/conn (runs)" "failed" \
+    "RSS before MB" "RSS peak MB"
+  printf "$fmt" "----------------------" "---------------" "---------------" "-------------" \
+    "-----------------" "--------" "--------------" "-------------"
   for t in $PEERS; do
-    printf "$fmt" "$(peer_label "$t")" "$(range "${WALL[$t]}")" "$(range "${KB[$t]}")" \
-      "${ERRS[$t]}" "${RSS0[$t]}" "${PEAK[$t]}"
+    printf "$fmt" "$(peer_label "$t")" "$(range "${WALL[$t]}")" "$(range "${SENT[$t]}")" \
+      "$(range "${CPU[$t]}")" "$(range "${KB[$t]}")" "${ERRS[$t]}" "${RSS0[$t]}" "${PEAK[$t]}"
   done
   if [ -n "${WALL[nginx_lua]:-}" ]; then
     local w kbm
@@ -338,6 +343,9 @@ bench_peers_sleep() {
   echo "  before) / $n of the process holding the connections (nginx: its worker); RSS: the"
   echo "  last run. Open-files limit $(( n + 1024 )) for each; each peer's own listen backlog"
   echo "  (burst reconnects after 100 ms when a SYN is dropped). moonlet: apps/hello."
+  echo "last sent = when the client had sent its last request (s after the first): no server"
+  echo "  answers before that + 1 s; CPU us/conn = the server's CPU time during the burst / $n"
+  echo "  (accept, request, timer, response, close)."
   moonlet_log peers_sleep_moonlet
 }
 

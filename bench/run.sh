@@ -143,11 +143,11 @@ bench_sleep_burst() {
   echo "moonlet's open-files limit: $(awk '/^Max open files/ { print $4 }' "/proc/$ML_PID/limits")" \
     "(set by run.sh with ulimit -n)"
   # the spread of the sends is the client's connect rate; the latency is the server's share
-  echo "$detail" | awk -v ovf="$ovf" '{
+  echo "$detail" | awk -v ovf="$ovf" -v q="$(cat /proc/sys/net/core/somaxconn 2>/dev/null || echo '?')" '{
     for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
     printf "requests sent over %s (first to last send); per request, sent -> response:", v["last_send_after_first"]
     printf " min %s, p50 %s, p99 %s, max %s\n", v["latency_min"], v["p50"], v["p99"], v["max"]
-    printf "listen queue (backlog 1024) full: %d connection attempts dropped (kernel ListenOverflows), %d connects restarted after 100 ms\n", ovf, v["connect_retries"]
+    printf "listen queue (backlog 4096, capped by net.core.somaxconn = %s) full: %d connection attempts dropped (kernel ListenOverflows), %d connects restarted after 100 ms\n", q, ovf, v["connect_retries"]
     n = split("connect reset early_close status timeout parse", ek, " ")
     for (i = 1; i <= n; i++) if (ek[i] in v) printf "errors %s: %s\n", ek[i], v[ek[i]] }'
   if ! kill -0 "$ML_PID" 2>/dev/null; then

@@ -35,6 +35,9 @@ struct ml_request_s {
   const char *form;          /* the parts of a multipart body (upload.h's packed fields) */
   size_t form_len;
   int form_count;            /* how many; -1 when the body was not taken as multipart */
+  /* public (beside form_count: no padding) */
+  int after_ref;             /* registry ref of its after-work (req:defer, req:background)
+                              * in the state its req lives in; 0 if none */
   /* public */
   const char *route;         /* the route's label ("GET /items/{id}"), for logs */
   ml_server_conn_t *conn;           /* on the loop: its connection; NULL once the client left */
@@ -43,8 +46,6 @@ struct ml_request_s {
   int tls;                   /* 1: it came over TLS (req.scheme "https") */
   ml_match_t *match;         /* a pooled route behind middleware: its match, for the hop
                               * (owned; NULL for the others: 656 bytes most never need) */
-  int after_ref;             /* registry ref of its after-work (req:defer, req:background)
-                              * in the state its req lives in; 0 if none */
   struct ml_ws_s *ws;        /* an app:websocket route's, once it answered 101 (websocket.h):
                               * the connection is then the WebSocket's, not the request's */
   /* private */

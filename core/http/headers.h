@@ -26,6 +26,8 @@ void ml_headers_clear(ml_headers_t *h, size_t keep);
  * upgraded connection's request). The store may move. */
 void ml_headers_shrink(ml_headers_t *h);
 void ml_headers_free(ml_headers_t *h);
+/* Bytes of the owner's own before the first header (the request URL's pieces). */
+void ml_headers_raw(ml_headers_t *h, const char *at, size_t len);
 /* A piece of a name; starts a new header after a value. */
 void ml_headers_name(ml_headers_t *h, const char *at, size_t len);
 /* A piece of the current header's value. */

@@ -60,7 +60,7 @@ static int on_version_complete(llhttp_t *p) {
 static int on_url(llhttp_t *p, const char *at, size_t len) {
   ml_http_t *h = H(p);
   if (count_header_bytes(h, len)) return HPE_USER;
-  ml_buf_add(&h->headers.store, at, len);
+  ml_headers_raw(&h->headers, at, len);
   h->url_len += (uint32_t)len;
   return 0;
 }
@@ -278,8 +278,12 @@ const char *ml_http_header(const ml_http_t *h, const char *name, size_t *len) {
 }
 
 /* RFC 3986 2.2, 2.3: the characters a reg-name holds besides %XX. */
+/* Every request's Host goes through this, a byte at a time: letters, digits and '.' (all
+ * of a name or an IPv4 address) are decided without a call. */
 static int unreserved_or_sub_delim(char c) {
-  return isalnum((unsigned char)c) || (c && strchr("-._~!$&'()*+,;=", c));
+  unsigned char u = (unsigned char)c;
+  if ((u >= '0' && u <= '9') || ((u | 0x20) >= 'a' && (u | 0x20) <= 'z') || u == '.') return 1;
+  return c && strchr("-_~!$&'()*+,;=", c);
 }
 
 static int reg_name_ok(const char *s, size_t len) {

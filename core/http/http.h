@@ -19,7 +19,6 @@ typedef int (*ml_http_body_cb)(ml_http_t *h, const char **detail);
 struct ml_http_s {
   llhttp_t parser;
   ml_headers_t headers;          /* its store holds the url first, then the headers */
-  uint32_t url_len;              /* the url starts at store offset 0 */
   ml_buf_t body;                 /* the body, unless an upload takes it */
   ml_upload_t *upload;           /* takes the body as it arrives (see on_body_head) */
   size_t body_bytes;             /* the body's so far, wherever it went */
@@ -35,6 +34,7 @@ struct ml_http_s {
   size_t max_body;               /* this request's body limit (on_body_head may change it) */
   size_t max_body_default, max_header;
   int error_status;              /* 400, 413, 417, 431, 501, 505 after ML_HTTP_ERROR */
+  uint32_t url_len;              /* the url starts at store offset 0 */
   const char *error_detail;
   void *owner;                   /* the connection */
   ml_http_event_cb on_begin;     /* first byte of a request */

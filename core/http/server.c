@@ -49,7 +49,8 @@ static void handle_closed_cb(uv_handle_t *h) {
   ml_buf_free(&c->pending);
   ml_buf_free(&c->out);
   ml_buf_free(&c->wbuf);
-  ml_buf_free(&c->fed);
+  if (c->mem) ml_buf_free(&c->mem->fed);
+  free(c->mem);
   ml_tls_free(c->tls);
   ml_buf_free(&c->tls_out);
   free(c);
@@ -110,10 +111,10 @@ static void conn_close(ml_server_conn_t *c) {
   uv_close((uv_handle_t *)&c->io, handle_closed_cb);
   uv_close((uv_handle_t *)&c->timer, handle_closed_cb);
   server_unlink(c->srv, c);
-  if (c->peer) {   /* a memory connection's peer sees its EOF */
-    const ml_server_peer_t *p = c->peer;
-    c->peer = NULL;
-    p->on_close(c->peer_arg);
+  if (c->mem && c->mem->peer) {   /* a memory connection's peer sees its EOF */
+    const ml_server_peer_t *p = c->mem->peer;
+    c->mem->peer = NULL;
+    p->on_close(c->mem->arg);
   }
 }
 
@@ -289,7 +290,7 @@ static void read_start(ml_server_conn_t *c) {
   if (c->read_stopped && !c->closing && !c->body_held) {
     c->read_stopped = 0;
     if (!c->mem) uv_read_start((uv_stream_t *)&c->io.tcp, alloc_cb, read_cb);
-    else if (c->fed.len) uv_idle_start(&c->io.idle, fed_cb);
+    else if (c->mem->fed.len) uv_idle_start(&c->io.idle, fed_cb);
   }
 }
 
@@ -322,18 +323,19 @@ static void read_cb(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
 }
 
 /* A memory connection reads what its peer fed, all of it at once (a socket's read of
- * that size would hand it over the same way). The bytes are taken out of c->fed first:
+ * that size would hand it over the same way). The bytes are taken out of its fed first:
  * the peer may feed more meanwhile. */
 static void fed_cb(uv_idle_t *idle) {
   ml_server_conn_t *c = idle->data;
   uv_idle_stop(idle);
-  if (!c->fed.len) return;
-  ml_buf_t data = c->fed;
-  c->fed = (ml_buf_t){0};
+  ml_buf_t *fed = &c->mem->fed;   /* the connection, and its mem, outlive the read */
+  if (!fed->len) return;
+  ml_buf_t data = *fed;
+  *fed = (ml_buf_t){0};
   conn_read(c, data.data, data.len);
-  if (c->fed.cap == 0) {   /* nothing fed meanwhile: the buffer serves the next feed */
+  if (fed->cap == 0) {   /* nothing fed meanwhile: the buffer serves the next feed */
     data.len = 0;
-    c->fed = data;
+    *fed = data;
   } else {
     ml_buf_free(&data);
   }
@@ -341,12 +343,12 @@ static void fed_cb(uv_idle_t *idle) {
 
 void ml_server_conn_feed(ml_server_conn_t *c, const char *data, size_t len) {
   if (c->closing || !len) return;
-  ml_buf_add(&c->fed, data, len);
+  ml_buf_add(&c->mem->fed, data, len);
   if (!c->read_stopped) uv_idle_start(&c->io.idle, fed_cb);
 }
 
 void ml_server_conn_hangup(ml_server_conn_t *c) {
-  c->peer = NULL;
+  c->mem->peer = NULL;
   conn_close(c);
 }
 
@@ -488,7 +490,10 @@ static void conn_process(ml_server_conn_t *c, const char *data, size_t len) {
     request_start(c);
     c->head = c->http.method == ML_M_HEAD;
     c->out_base = c->sent + c->out.len + c->wplain;
-    if (!c->client[0] && c->srv->cfg.access_log) client_name(c);
+    /* named now, while the peer is surely there, if its access log line will be written
+     * (one getpeername per connection: 10,000 of them in a burst of new connections) */
+    if (!c->client[0] && c->srv->cfg.access_log && ml_log_enabled(ML_LOG_INFO))
+      client_name(c);
     c->srv->dispatch(c->srv->ctx, c);
     if (c->upgrade) {   /* upgraded at once: the rest of the bytes are the new protocol's */
       if (len) c->upgrade->on_read(c->upgrade_arg, data, len);
@@ -705,8 +710,10 @@ void ml_server_conn_progress(ml_server_conn_t *c) {
   timer_set(c, c->srv->cfg.header_timeout_ms);
 }
 
+/* A uv_write's end (a close cancels it: status UV_ECANCELED, before the close callback). */
 static void write_cb(uv_write_t *req, int status) {
   ml_server_conn_t *c = req->data;
+  free(req);
   c->writing = 0;
   if (status >= 0) c->sent += c->wplain;
   c->wplain = 0;
@@ -722,14 +729,15 @@ static void write_cb(uv_write_t *req, int status) {
 }
 
 /* Hands c->out to the kernel: uv_try_write first (no request object in the common case),
- * uv_write for the rest. Under TLS the bytes written are the records of c->out, encrypted
+ * uv_write for the rest, with a request allocated for it (a connection that is not writing,
+ * a waiting one, carries none). Under TLS the bytes written are the records of c->out, encrypted
  * as one batch, and of whatever else the session has to say (its handshake, alerts); the
  * response bytes count as sent when their records are. Then arms the timer that fits the
  * connection's state. */
 static void conn_write_out(ml_server_conn_t *c) {
   if (c->closing || c->writing) return;
   if (c->out.len && c->mem) {   /* the peer takes it all, as a socket with room would */
-    if (c->peer) c->peer->on_data(c->peer_arg, c->out.data, c->out.len);
+    if (c->mem->peer) c->mem->peer->on_data(c->mem->arg, c->out.data, c->out.len);
     c->sent += c->out.len;
     c->out.len = 0;
     if (c->out.cap > 256 * 1024) ml_buf_reset(&c->out, 0);
@@ -770,8 +778,10 @@ static void conn_write_out(ml_server_conn_t *c) {
       src->len = 0;
       ml_buf_consume(&c->wbuf, (size_t)n);
       uv_buf_t wb = uv_buf_init(c->wbuf.data, (unsigned)c->wbuf.len);
-      c->wreq.data = c;
-      if (uv_write(&c->wreq, (uv_stream_t *)&c->io.tcp, &wb, 1, write_cb) < 0) {
+      uv_write_t *wreq = ml_xmalloc(sizeof *wreq);   /* write_cb frees it */
+      wreq->data = c;
+      if (uv_write(wreq, (uv_stream_t *)&c->io.tcp, &wb, 1, write_cb) < 0) {
+        free(wreq);
         conn_close(c);
         return;
       }
@@ -838,7 +848,7 @@ static int on_body_head(ml_http_t *h, const char **detail) {
 static ml_server_conn_t *conn_start(ml_server_t *s, uv_stream_t *listener) {
   ml_server_conn_t *c = ml_xcalloc(1, sizeof *c);
   c->srv = s;
-  c->mem = !listener;
+  if (!listener) c->mem = ml_xcalloc(1, sizeof *c->mem);
   if (c->mem) uv_idle_init(s->loop, &c->io.idle);
   else uv_tcp_init(s->loop, &c->io.tcp);
   uv_timer_init(s->loop, &c->timer);
@@ -888,8 +898,8 @@ void ml_server_init(ml_server_t *s, uv_loop_t *loop, const ml_server_config_t *c
 
 ml_server_conn_t *ml_server_conn_mem(ml_server_t *s, const ml_server_peer_t *p, void *arg) {
   ml_server_conn_t *c = conn_start(s, NULL);
-  c->peer = p;
-  c->peer_arg = arg;
+  c->mem->peer = p;
+  c->mem->arg = arg;
   return c;
 }
 

@@ -52,6 +52,14 @@ typedef struct {
   void (*on_close)(void *arg);
 } ml_server_peer_t;
 
+/* A memory connection's peer (NULL once it hung up) and the bytes it fed that the server
+ * has not read yet. */
+typedef struct ml_server_mem_s {
+  const ml_server_peer_t *peer;
+  void *arg;
+  ml_buf_t fed;
+} ml_server_mem_t;
+
 struct ml_server_conn_s {
   union {
     uv_tcp_t tcp;            /* a socket's connection */
@@ -59,7 +67,6 @@ struct ml_server_conn_s {
   } io;
   uv_timer_t timer;          /* header, body-idle, keep-alive and linger timeouts; an
                               * upgraded connection's owner's wake-ups too */
-  uv_write_t wreq;
   ml_server_t *srv;
   ml_http_t http;
   ml_buf_t pending;          /* received while a request was in flight, not parsed yet */
@@ -112,12 +119,10 @@ struct ml_server_conn_s {
   /* an upgraded connection (WebSocket): who its bytes go to, NULL for HTTP */
   const ml_server_upgrade_t *upgrade;
   void *upgrade_arg;
-  /* a connection without a socket (ml_server_conn_mem): its peer (NULL once it hung up)
-   * and the bytes it fed that the server has not read yet */
-  const ml_server_peer_t *peer;
-  void *peer_arg;
-  ml_buf_t fed;
-  unsigned mem : 1;
+  /* a connection without a socket (ml_server_conn_mem): its peer's side, NULL for a
+   * socket's (owned; apart: 40 bytes that the connections a server holds by the thousand
+   * never need) */
+  struct ml_server_mem_s *mem;
   /* a TLS connection's session (NULL for plain HTTP), its records not written yet, and
    * where its handshake is: the first byte seen, done */
   ml_tls_t *tls;

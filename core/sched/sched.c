@@ -32,6 +32,7 @@ void ml_sched_init(ml_sched_t *s, lua_State *L, uv_loop_t *loop) {
   uv_timer_init(loop, &s->root_timer);
   s->root_timer.data = &s->root;
   s->root.timer = &s->root_timer;
+  ml_sleep_init(s);
   ml_sched_bind(s);
 }
 
@@ -92,6 +93,7 @@ void ml_sched_close(ml_sched_t *s) {
     h->fn(s, h->data);
     h = next;
   }
+  ml_sleep_close(s);
   uv_close((uv_handle_t *)&s->root_timer, root_closed_cb);
 }
 

@@ -42,8 +42,9 @@ struct ml_task_s {
   int woken;                 /* blocking: number of results pushed, -1 while waiting */
   ml_cancel_fn cancel;       /* set while waiting */
   void *wait;                /* the primitive's state while waiting */
-  uv_timer_t *timer;         /* sleep, timeout, a stream's turn: made on first use
-                              * (ml_task_timer; most tasks never sleep), kept for reuse */
+  uv_timer_t *timer;         /* timeout, a stream's turn: made on first use
+                              * (ml_task_timer; most tasks never need one), kept for reuse */
+  int sleep_slot;            /* sleep.c: its place in sched->sleepers + 1, 0 when awake */
   ml_done_fn on_done;
   void *owner;               /* what on_done needs (a connection, a gather, ...) */
   ml_task_t *parent;         /* gather/timeout: the waiting task */
@@ -95,6 +96,13 @@ struct ml_sched_s {
   void (*background_idle_cb)(ml_sched_t *s);
   void *background_idle_arg;      /* for background_idle_cb */
   ml_sched_hook_t *close_hooks;   /* see ml_sched_on_close */
+  /* moonlet.sleep's sleeping tasks (sleep.c): one timer for all of them, due at the
+   * earliest deadline, and a binary heap of them by deadline */
+  uv_timer_t sleep_timer;
+  struct ml_sleeper_s *sleepers;
+  int nsleepers, sleepers_cap;
+  uint64_t sleep_seq;        /* the order of the sleep calls */
+  int sleep_firing;          /* waking the due sleepers now */
 };
 
 /* Binds a scheduler to L (registry) and loop. */
@@ -143,6 +151,11 @@ ml_task_t *ml_task_child(lua_State *L, ml_sched_t *s, int nargs, ml_done_fn done
 void ml_spawn(lua_State *L, ml_sched_t *s, int nargs, int background);
 /* The argument at idx as whole milliseconds: a number of seconds from 0 to 1e9 (raises). */
 uint64_t ml_sched_check_ms(lua_State *L, int idx);
+
+/* sleep.c's part of the scheduler: its timer, opened by ml_sched_init and closed by
+ * ml_sched_close. */
+void ml_sleep_init(ml_sched_t *s);
+void ml_sleep_close(ml_sched_t *s);
 
 /* The primitives built on the scheduler alone sit beside it (sleep.c, spawn.c, gather.c,
  * timeout.c); their ml_*_open functions, and ml_sched_open's, are listed in core.h. */
