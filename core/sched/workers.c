@@ -110,10 +110,19 @@ static ml_work_t *queue_take(ml_workers_t *p) {
 
 static void thread_start(ml_workers_t *p);
 
+/* Whether the thread's loop has anything to run besides waiting for jobs. */
+static int has_background(ml_worker_t *w) {
+  uv_unref((uv_handle_t *)&w->wake);
+  int alive = uv_loop_alive(&w->loop);
+  uv_ref((uv_handle_t *)&w->wake);
+  return alive;
+}
+
 /* Sends one more thread to the queue (lock held), unless one is on its way already: the
- * one that went idle last (its caches are warm), else a new one while there are fewer than
- * size and none is starting (a thread loads the app first: one at a time, so a burst of
- * short jobs does not start all of them at once). */
+ * one that went idle last (its caches are warm); else, while there are fewer than size, a
+ * new one for each queued job that no thread starting already will take (a thread loads
+ * the app first, for milliseconds: jobs that each hold a thread, 40 concurrent 1 s sleeps,
+ * must not wait for one load after another). */
 static void wake_one(ml_workers_t *p) {
   if (p->nidle > 0) {
     if (p->waking > 0) return;
@@ -122,7 +131,7 @@ static void wake_one(ml_workers_t *p) {
     w->woken = 1;
     p->waking++;
     uv_async_send(&w->wake);
-  } else if (p->nthreads < p->size && p->starting == 0) {
+  } else if (p->nthreads < p->size && p->starting < p->queued) {
     thread_start(p);
   }
 }
@@ -174,6 +183,14 @@ static void *worker_main(void *arg) {
     int first = ml_list_empty(&p->done);
     ml_list_push(&p->done, &j->link);
     if (first) uv_async_send(&p->async);
+    /* what the state runs in the background (its timers and sockets, the work a request
+     * left for after its response) gets a turn between jobs: a thread that never finds
+     * the queue empty, as the cascade makes likelier, would starve it */
+    if (has_background(w)) {
+      pthread_mutex_unlock(&p->lock);
+      uv_run(&w->loop, UV_RUN_NOWAIT);
+      pthread_mutex_lock(&p->lock);
+    }
   }
   pthread_mutex_unlock(&p->lock);
   worker_unload(w);

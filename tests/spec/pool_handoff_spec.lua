@@ -76,6 +76,33 @@ describe("the pool's hand-off", function()
   end)
 end)
 
+describe("a pool thread that never finds the queue empty", function()
+  it("still runs its state's background work between jobs", function()
+    local srv = t.server{ app = APP, args = { "--pool-size", "1" } }
+    assert.are.same({ spawned = true }, srv:request("GET", "/p/bg"):json())
+    -- 20 connections x 50 pipelined jobs of 2 ms of CPU each: the one thread's queue holds
+    -- about 20 jobs for 2 s; its background task's 50 ms sleep ends meanwhile
+    local conns, per = {}, 50
+    local batch = string.rep("GET /p/spin?ms=2 HTTP/1.1\r\nHost: x\r\n\r\n", per)
+    for i = 1, 20 do
+      conns[i] = assert(t.connect(srv.port))
+      assert(conns[i]:send(batch))
+    end
+    t.sleep(0.5)
+    local v = srv:request("GET", "/shared/get?k=bg"):json().v
+    local checked = t.now()
+    local last
+    for i = 1, 20 do
+      for _ = 1, per do assert.are.same(200, assert(conns[i]:read_response(30)).status) end
+      conns[i]:close()
+    end
+    last = t.now()
+    assert.is_truthy(last - checked > 0.2, "the jobs were over before the check: no test")
+    assert.are.same(1, v, "the background task did not run while the thread was busy")
+    srv:stop()
+  end)
+end)
+
 describe("the pool's hand-off at a graceful stop", function()
   it("runs the jobs still queued and answers them before the server exits", function()
     local srv = t.server{ app = APP, args = { "--pool-size", "1" } }
