@@ -139,8 +139,8 @@ static void wake_one(ml_workers_t *p) {
 /* A worker thread. Between jobs it waits on its own loop, not on a condition variable, so
  * what its state started in the background (moonlet.spawn at app load, a spawned task's
  * timers and sockets) keeps running while the thread is idle; a submitted job wakes it
- * through w->wake. Jobs run outside any libuv callback, so their blocking waits may run
- * the loop themselves. */
+ * through w->wake (one thread at a time: wake_one). Jobs run outside any libuv callback,
+ * so their blocking waits may run the loop themselves. */
 static void *worker_main(void *arg) {
   ml_worker_t *w = arg;
   ml_workers_t *p = w->pool;
