@@ -160,7 +160,7 @@ test-asan: deps
 # (several hosts in one process, the pool and the executor, shared dictionaries, stops from
 # other threads; TSAN_SPECS), or the whole suite with TSAN_SPECS=tests/spec. A report is a failure.
 TSAN_SPECS ?= tests/spec/embed_spec.lua tests/spec/coroutine_spec.lua tests/spec/pool_spec.lua \
-              tests/spec/executor_spec.lua
+              tests/spec/executor_spec.lua tests/spec/pool_handoff_spec.lua
 test-tsan: deps
 	$(MAKE) all BUILD=build-tsan OPT=-O1 \
 	  SAN="-fsanitize=thread -fno-omit-frame-pointer -DML_SANITIZE"

@@ -23,6 +23,7 @@ struct ml_worker_s {
   int generation;            /* the code generation its app state loaded (ml_workers_reload) */
   uv_async_t wake;           /* on its own loop: a job is waiting for this idle thread */
   int idle;                  /* on the idle stack */
+  int woken;                 /* sent for a job: counts in pool->waking until it looks */
 };
 
 struct ml_workers_s {
@@ -38,6 +39,12 @@ struct ml_workers_s {
   int size, nthreads, stopping, exited;
   ml_worker_t **idle;        /* idle threads, most recently idle last (woken first) */
   int nidle;
+  int waking;                /* idle threads woken for the queue that have not looked at
+                              * it yet: while one is on its way, a submission wakes no
+                              * other (it takes the job, then wakes the next if more are
+                              * queued: a cascade, one wake-up per thread needed rather
+                              * than one per job) */
+  int starting;              /* threads started that have not looked at the queue yet */
   int generation;            /* bumped by ml_workers_reload */
   ml_worker_t *workers;
   char *appdir;
@@ -101,11 +108,39 @@ static ml_work_t *queue_take(ml_workers_t *p) {
   return j;
 }
 
+static void thread_start(ml_workers_t *p);
+
+/* Whether the thread's loop has anything to run besides waiting for jobs. */
+static int has_background(ml_worker_t *w) {
+  uv_unref((uv_handle_t *)&w->wake);
+  int alive = uv_loop_alive(&w->loop);
+  uv_ref((uv_handle_t *)&w->wake);
+  return alive;
+}
+
+/* Sends one more thread to the queue (lock held), unless one is on its way already: the
+ * one that went idle last (its caches are warm); else, while there are fewer than size, a
+ * new one for each queued job that no thread starting already will take (a thread loads
+ * the app first, for milliseconds: jobs that each hold a thread, 40 concurrent 1 s sleeps,
+ * must not wait for one load after another). */
+static void wake_one(ml_workers_t *p) {
+  if (p->nidle > 0) {
+    if (p->waking > 0) return;
+    ml_worker_t *w = p->idle[--p->nidle];
+    w->idle = 0;
+    w->woken = 1;
+    p->waking++;
+    uv_async_send(&w->wake);
+  } else if (p->nthreads < p->size && p->starting < p->queued) {
+    thread_start(p);
+  }
+}
+
 /* A worker thread. Between jobs it waits on its own loop, not on a condition variable, so
  * what its state started in the background (moonlet.spawn at app load, a spawned task's
  * timers and sockets) keeps running while the thread is idle; a submitted job wakes it
- * through w->wake. Jobs run outside any libuv callback, so their blocking waits may run
- * the loop themselves. */
+ * through w->wake (one thread at a time: wake_one). Jobs run outside any libuv callback,
+ * so their blocking waits may run the loop themselves. */
 static void *worker_main(void *arg) {
   ml_worker_t *w = arg;
   ml_workers_t *p = w->pool;
@@ -113,10 +148,16 @@ static void *worker_main(void *arg) {
   uv_async_init(&w->loop, &w->wake, wake_cb);
   worker_load(w, "");
   pthread_mutex_lock(&p->lock);
+  p->starting--;
   w->generation = p->generation;
   for (;;) {
     if (w->idle) idle_remove(p, w);
+    if (w->woken) {
+      w->woken = 0;
+      p->waking--;
+    }
     ml_work_t *j = queue_take(p);
+    if (j && p->queued > 0) wake_one(p);   /* the cascade */
     if (!j) {
       if (p->stopping) break;
       w->idle = 1;
@@ -138,8 +179,18 @@ static void *worker_main(void *arg) {
     ml_metrics_gauge(p->gauge_busy, -1);
     pthread_mutex_lock(&p->lock);
     j->state = JOB_DONE;
+    /* done_cb takes the whole list: only the job that finds it empty needs to signal */
+    int first = ml_list_empty(&p->done);
     ml_list_push(&p->done, &j->link);
-    uv_async_send(&p->async);
+    if (first) uv_async_send(&p->async);
+    /* what the state runs in the background (its timers and sockets, the work a request
+     * left for after its response) gets a turn between jobs: a thread that never finds
+     * the queue empty, as the cascade makes likelier, would starve it */
+    if (has_background(w)) {
+      pthread_mutex_unlock(&p->lock);
+      uv_run(&w->loop, UV_RUN_NOWAIT);
+      pthread_mutex_lock(&p->lock);
+    }
   }
   pthread_mutex_unlock(&p->lock);
   worker_unload(w);
@@ -206,8 +257,10 @@ static void thread_start(ml_workers_t *p) {
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   pthread_attr_setstacksize(&attr, 1 << 20);
-  if (pthread_create(&w->thread, &attr, worker_main, w) == 0) p->nthreads++;
-  else ml_log(ML_LOG_WARN, "%s: cannot start a thread (%d running)", p->name, p->nthreads);
+  if (pthread_create(&w->thread, &attr, worker_main, w) == 0) {
+    p->nthreads++;
+    p->starting++;
+  } else ml_log(ML_LOG_WARN, "%s: cannot start a thread (%d running)", p->name, p->nthreads);
   pthread_attr_destroy(&attr);
 }
 
@@ -226,13 +279,7 @@ int ml_workers_submit(ml_workers_t *p, ml_work_t *j, ml_work_fn work, ml_work_do
   ml_list_push(&p->queue, &j->link);
   p->queued++;
   ml_metrics_gauge(p->gauge_queued, 1);
-  if (p->nidle > 0) {   /* wake the thread that went idle last: its caches are warm */
-    ml_worker_t *w = p->idle[--p->nidle];
-    w->idle = 0;
-    uv_async_send(&w->wake);
-  } else if (p->nthreads < p->size) {
-    thread_start(p);
-  }
+  wake_one(p);
   pthread_mutex_unlock(&p->lock);
   if (p->outstanding++ == 0 && !p->detached) uv_ref((uv_handle_t *)&p->async);
   return 0;

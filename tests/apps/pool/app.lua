@@ -152,6 +152,21 @@ local function states()
            call = moonlet.run_in_pool(function() return require("helpers").state_id end) }
 end
 app:get("/p/state", { pool = true }, states)
+
+-- pool_handoff_spec: a pooled job that holds its thread's CPU for ms milliseconds, and one
+-- that leaves a background task on its thread (it counts in "bg" after a 50 ms sleep)
+app:get("/p/spin", { pool = true }, function(req)
+  local until_t = os.clock() + (tonumber(req.query.ms) or 1) / 1000
+  while os.clock() < until_t do end
+  return { spun = true }
+end)
+app:get("/p/bg", { pool = true }, function()
+  moonlet.spawn(function()
+    moonlet.sleep(0.05)
+    counters:incr("bg", 1, 0)
+  end)
+  return { spawned = true }
+end)
 app:get("/rip/state", states)
 
 return app
