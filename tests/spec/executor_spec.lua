@@ -8,6 +8,17 @@ local function hold(port, path)
   return c
 end
 
+-- Waits until the executor job of a /rip/sleep?...&tag=TAG started (it counts itself in the
+-- shared dictionary): a thread that starts and loads its state can take a while (TSan).
+local function started(port, tag)
+  local function ran()
+    return assert(t.request(port, "GET", "/shared/get?k=ran:" .. tag)):json().v
+  end
+  local deadline = os.time() + 10
+  while ran() ~= 1 and os.time() < deadline do t.sleep(0.02) end
+  assert.are.same(1, ran(), "the job tagged " .. tag .. " never started")
+end
+
 -- the response a connection from hold gets; the connection closes
 local function answer(c)
   local res = assert(c:read_response(5))
@@ -34,10 +45,10 @@ describe("the executor", function()
   it("answers 503 when its queue is full, while the pool still serves", function()
     local srv = t.server{ app = "tests/apps/pool",
                           args = { "--pool-size", "4", "--executor-size", "1", "--pool-queue", "1" } }
-    local c1 = hold(srv.port, "/rip/sleep?s=0.6")   -- runs
-    t.sleep(0.1)
-    local c2 = hold(srv.port, "/rip/sleep?s=0.1")   -- waits
-    t.sleep(0.1)
+    local c1 = hold(srv.port, "/rip/sleep?s=1&tag=c1")   -- runs
+    started(srv.port, "c1")
+    local c2 = hold(srv.port, "/rip/sleep?s=0.1")        -- waits
+    t.sleep(0.2)
     local res = assert(t.request(srv.port, "GET", "/rip/sleep?s=0.1"))
     assert.are.same(503, res.status)
     assert.are.same("1", res.headers["retry-after"])
@@ -52,8 +63,8 @@ describe("the executor", function()
                           args = { "--pool-size", "2", "--executor-size", "1", "--pool-queue", "0" } }
     local from_loop = assert(t.request(srv.port, "GET", "/rip/state")):json()
     assert.are_not.same(from_loop.route, from_loop.call)   -- the loop's state, then an executor's
-    local c = hold(srv.port, "/rip/sleep?s=0.8")          -- the executor's one thread is busy
-    t.sleep(0.1)
+    local c = hold(srv.port, "/rip/sleep?s=1&tag=c")      -- the executor's one thread is busy
+    started(srv.port, "c")
     assert.are.same(503, assert(t.request(srv.port, "GET", "/rip/sleep?s=0.1")).status)
     local res = assert(t.request(srv.port, "GET", "/p/state"))
     assert.are.same(200, res.status)

@@ -127,12 +127,18 @@ describe("backpressure", function()
     it("answers 503 with Retry-After when the queue is full: " .. what, function()
       local srv = t.server{ app = "tests/apps/pool", args = { "--pool-size", "1",
                             "--executor-size", "1", "--pool-queue", "1" } }
+      -- c1's job runs (its thread started and took it: slow under TSan), then c2's is queued
+      local function ran(tag)
+        return assert(t.request(srv.port, "GET", "/shared/get?k=ran:" .. tag)):json().v
+      end
       local c1 = t.connect(srv.port)
-      c1:send("GET " .. path .. "?s=0.6 HTTP/1.1\r\nHost: x\r\n\r\n")
-      t.sleep(0.1)
+      c1:send("GET " .. path .. "?s=1&tag=c1 HTTP/1.1\r\nHost: x\r\n\r\n")
+      local deadline = os.time() + 10
+      while ran("c1") ~= 1 and os.time() < deadline do t.sleep(0.02) end
+      assert.are.same(1, ran("c1"))
       local c2 = t.connect(srv.port)
-      c2:send("GET " .. path .. "?s=0.1 HTTP/1.1\r\nHost: x\r\n\r\n")
-      t.sleep(0.1)
+      c2:send("GET " .. path .. "?s=0.1&tag=c2 HTTP/1.1\r\nHost: x\r\n\r\n")
+      t.sleep(0.2)
       local res = assert(t.request(srv.port, "GET", path .. "?s=0.1"))
       assert.are.same(503, res.status)
       assert.are.same("1", res.headers["retry-after"])

@@ -139,10 +139,12 @@ end)
 
 -- a run_in_pool call that holds its thread for ?s= seconds (the backpressure spec)
 app:get("/rip/sleep", function(req)
-  local done = moonlet.run_in_pool(function(s)
-    require("moonlet").sleep(s)
+  local done = moonlet.run_in_pool(function(s, tag)
+    local m = require("moonlet")
+    m.shared.dict("counters"):incr("ran:" .. tag, 1, 0)
+    m.sleep(s)
     return true
-  end, tonumber(req.query.s))
+  end, tonumber(req.query.s), req.query.tag or "-")
   return { done = done }
 end)
 
