@@ -4,6 +4,7 @@
 #include "db_pg_sql.h"
 #include "buf.h"
 #include <string.h>
+#include <strings.h>
 
 static int ident_char(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
@@ -93,4 +94,35 @@ char *ml_db_pg_sql_rewrite(const char *sql, size_t len, int *count, int *multi) 
   ml_buf_addc(&out, '\0');
   *count = n;
   return out.data;
+}
+
+int ml_db_pg_sql_pipelinable(const char *sql) {
+  static const char *const safe[] = {"SELECT", "WITH", "VALUES", "TABLE", "INSERT", "UPDATE",
+                                     "DELETE"};
+  const char *p = sql;
+  for (;;) {   /* blanks, comments, parentheses */
+    if (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '(') {
+      p++;
+    } else if (p[0] == '-' && p[1] == '-') {
+      while (*p && *p != '\n') p++;
+    } else if (p[0] == '/' && p[1] == '*') {
+      int depth = 0;
+      while (*p) {
+        if (p[0] == '/' && p[1] == '*') { depth++; p += 2; continue; }
+        if (p[0] == '*' && p[1] == '/') {
+          p += 2;
+          if (--depth == 0) break;
+          continue;
+        }
+        p++;
+      }
+    } else {
+      break;
+    }
+  }
+  size_t n = 0;
+  while (ident_char(p[n]) && p[n] != '$') n++;
+  for (size_t i = 0; i < sizeof safe / sizeof *safe; i++)
+    if (strlen(safe[i]) == n && strncasecmp(p, safe[i], n) == 0) return 1;
+  return 0;
 }
