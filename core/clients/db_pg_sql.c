@@ -11,6 +11,15 @@ static int ident_char(char c) {
          c == '_' || c == '$' || (unsigned char)c >= 0x80;
 }
 
+/* Whether c may start a literal, a quoted name, a comment, a dollar quote, a placeholder
+ * or a new command: the rewrite copies runs of other characters in one go. */
+static int may_start(char c) {
+  switch (c) {
+  case '\'': case '"': case '-': case '/': case '$': case '?': case ';': return 1;
+  default: return 0;
+  }
+}
+
 /* Length of a dollar-quote tag ($$ or $name$) starting at p, or 0 when p is not one. */
 static size_t dollar_tag(const char *p, const char *end) {
   const char *q = p + 1;
@@ -85,9 +94,11 @@ char *ml_db_pg_sql_rewrite(const char *sql, size_t len, int *count, int *multi) 
     } else if (c == ';') {
       semi = 1;
       p++;
-    } else {
-      if (semi && multi && c != ' ' && c != '\t' && c != '\n' && c != '\r') *multi = 1;
-      p++;
+    } else {   /* a run up to the next character that may start one of the above */
+      do {
+        if (semi && multi && *p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') *multi = 1;
+        p++;
+      } while (p < end && !may_start(*p));
     }
     ml_buf_add(&out, start, (size_t)(p - start));
   }
