@@ -236,10 +236,12 @@ static int conn_append(ml_db_conn_t *c, ml_db_job_t *j, char *err) {
   return r;
 }
 
-/* A new statement j finds every connection busy: the one with the fewest jobs may take it. */
+/* A new statement j finds every connection busy: the one with the fewest jobs may take it,
+ * unless others wait in line already (j goes behind them: under a steady stream of
+ * statements a connection would otherwise never drain for a waiting transaction). */
 static int conn_pipe(ml_db_t *db, ml_db_job_t *j, char *err) {
   ml_db_conn_t *best = NULL;
-  if (j->kind != ML_DB_RUN) return 0;
+  if (j->kind != ML_DB_RUN || !ml_list_empty(&db->waiting)) return 0;
   ml_list_each(l, &db->conns) {
     ml_db_conn_t *c = ml_list_item(l, ml_db_conn_t, link);
     if (conn_pipeable(c) && (!best || c->njobs < best->njobs)) best = c;

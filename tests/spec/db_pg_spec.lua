@@ -325,6 +325,28 @@ describe("postgres", function()
       answer(head)
     end)
 
+    it("queues statements behind a transaction waiting for the connection (never starved)", function()
+      local sql = "SELECT ?::int - 1 AS n"
+      q(pl, sql, { 0 })
+      local head = slow(0.8)
+      local tx = t.connect(pl.port)
+      tx:send("GET /tx?name=behind HTTP/1.1\r\nHost: x\r\n\r\n")
+      local deadline = t.now() + 3
+      while waiting() ~= 1 and t.now() < deadline do t.sleep(0.02) end
+      assert.are.same(1, waiting())
+      -- the transaction waits for the connection: these wait behind it, not on the pipeline
+      local cs = {}
+      for i = 1, 3 do cs[i] = send_q(sql, { i }) end
+      deadline = t.now() + 3
+      while waiting() ~= 4 and t.now() < deadline do t.sleep(0.02) end
+      assert.are.same(4, waiting())
+      assert.are.same({ ok = true, a = 1, b = "second", after = 1 },
+                      assert(tx:read_response(10)):json())
+      tx:close()
+      for i = 1, 3 do assert.are.same({ res = { { n = i - 1 } } }, answer(cs[i])) end
+      answer(head)
+    end)
+
     it("fails only the pipelined statement that fails", function()
       local sql = "SELECT 10 / ?::int AS r"
       q(pl, sql, { 1 })
