@@ -6,7 +6,7 @@
 #
 #   bench/run.sh                       all sections
 #   BENCH_ONLY=hello bench/run.sh      one section (comma-separated list: hello,sleep_burst)
-#   BENCH_PG_POOL=8 BENCH_PG_PIPELINE=8 BENCH_PG_CLIENTS=16 bench/run.sh
+#   BENCH_PG_POOL=4 BENCH_PG_PIPELINE=16 BENCH_PG_CLIENTS=16 bench/run.sh
 #                                      the pg section: moonlet's pool and pipeline, pgbench -c
 #   BENCH_REDIS_N=300000 bench/run.sh  requests of each redis-benchmark test (redis section)
 #   BENCH_DURATION=3s bench/run.sh     shorter wrk runs (default 10s)
@@ -718,7 +718,7 @@ pg_bench_db() {
 #    with random ids) beside pgbench -S with C connections (all three modes) and with P
 #    (-M prepared), on one throwaway cluster (pgbench -i -s 10: 1,000,000 accounts).
 bench_pg() {
-  local c=${BENCH_PG_CLIENTS:-16} pool=${BENCH_PG_POOL:-8} pipeline=${BENCH_PG_PIPELINE:-8}
+  local c=${BENCH_PG_CLIENTS:-16} pool=${BENCH_PG_POOL:-4} pipeline=${BENCH_PG_PIPELINE:-16}
   local scale=10 secs url check m_rps m_p99 m_err m_cpu m_pg n runs
   local c0 c1 p0 p1 a0 a1 t0 t1 mode out tps lat fail pg all best ratio verdict fmt rows=""
   local m_all load
