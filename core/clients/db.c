@@ -147,6 +147,7 @@ static ml_db_conn_t *conn_new(ml_db_t *db, ml_db_job_t *j, char *err) {
   ml_db_conn_t *c = ml_xcalloc(1, db->driver->conn_size);
   c->db = db;
   c->state = ML_DB_CONNECTING;
+  ml_list_init(&c->queue);
   int r = db->driver->connect(c, err);
   if (r < 0) {
     free(c);
@@ -200,14 +201,74 @@ static int conn_send(ml_db_conn_t *c, ml_db_job_t *j, char *err) {
   assert(c->state == ML_DB_IDLE);
   c->state = ML_DB_BUSY;
   c->job = j;
+  c->njobs = 1;
   j->conn = c;
   conn_mark(c, 1);
   if (c->db->driver->send(c, j, err) == 0) return 0;
   c->state = ML_DB_IDLE;
   conn_mark_state(c);
   c->job = NULL;
+  c->njobs = 0;
   j->conn = NULL;
   return -1;
+}
+
+/* Pipelining (db->pipeline > 1): may busy c take more statements? Not when leased, held,
+ * full, or running db.c's own ROLLBACK. */
+static int conn_pipeable(const ml_db_conn_t *c) {
+  const ml_db_t *db = c->db;
+  return db->pipeline > 1 && db->driver->append && !db->closed && c->state == ML_DB_BUSY &&
+         !c->lease && !c->held && !c->dirty && !c->drop_later && c->job->kind == ML_DB_RUN &&
+         c->njobs < db->pipeline;
+}
+
+/* Statement j goes behind pipeable c's jobs if the driver takes it there: it waits only
+ * for the results ahead of its own. 1 sent, 0 not, -1 with err (c was dropped). */
+static int conn_append(ml_db_conn_t *c, ml_db_job_t *j, char *err) {
+  int r = c->db->driver->append(c, j, err);
+  if (r > 0) {
+    j->conn = c;
+    ml_list_push(&c->queue, &j->link);
+    c->njobs++;
+  } else if (r < 0) {
+    ml_db_conn_failed(c, err);
+  }
+  return r;
+}
+
+/* A new statement j finds every connection busy: the one with the fewest jobs may take it,
+ * unless others wait in line already (j goes behind them: under a steady stream of
+ * statements a connection would otherwise never drain for a waiting transaction). */
+static int conn_pipe(ml_db_t *db, ml_db_job_t *j, char *err) {
+  ml_db_conn_t *best = NULL;
+  if (j->kind != ML_DB_RUN || !ml_list_empty(&db->waiting)) return 0;
+  ml_list_each(l, &db->conns) {
+    ml_db_conn_t *c = ml_list_item(l, ml_db_conn_t, link);
+    if (conn_pipeable(c) && (!best || c->njobs < best->njobs)) best = c;
+  }
+  return best ? conn_append(best, j, err) : 0;
+}
+
+/* Busy c has room: waiters go behind its jobs, first come first, while the driver takes
+ * them (under load the line drains a pipeline at a time, not a statement at a time). */
+static void fifo_pipe(ml_db_conn_t *c) {
+  ml_db_t *db = c->db;
+  ml_db_job_t *j;
+  char err[ML_DB_ERRLEN];
+  while (conn_pipeable(c) && (j = ml_list_first(&db->waiting, ml_db_job_t, link)) &&
+         j->kind == ML_DB_RUN) {
+    ml_list_remove(&j->link);
+    int r = conn_append(c, j, err);
+    if (r == 0) {   /* back to the front of the line */
+      ml_list_unshift(&db->waiting, &j->link);
+      return;
+    }
+    ml_metrics_gauge(ML_G_DB_WAITING, -1);
+    if (r < 0) {
+      job_fail(j, err);
+      return;
+    }
+  }
 }
 
 /* Starts a ROLLBACK on idle c (nobody waits for it); -1 when c cannot serve. */
@@ -244,7 +305,10 @@ static void conn_assign(ml_db_conn_t *c, ml_db_job_t *j) {
     ml_task_wake(t, 1);
     return;
   }
-  if (conn_send(c, j, err) == 0) return;
+  if (conn_send(c, j, err) == 0) {
+    fifo_pipe(c);
+    return;
+  }
   ml_db_t *db = c->db;
   db->refs++;
   conn_drop(c);
@@ -300,28 +364,43 @@ void ml_db_conn_ready(ml_db_conn_t *c) {
 void ml_db_conn_failed(ml_db_conn_t *c, const char *msg) {
   ml_db_t *db = c->db;
   ml_db_job_t *j = c->job;
+  ml_list_t behind;          /* pipelined jobs fail with it */
   char copy[ML_DB_ERRLEN];   /* msg may live in what the drop frees */
   snprintf(copy, sizeof copy, "%s", msg ? msg : "");
+  ml_list_take_all(&c->queue, &behind);
   c->job = NULL;
+  c->njobs = 0;
   db->refs++;
   conn_drop(c);
   if (j) job_fail(j, copy);
+  while ((j = ml_list_first(&behind, ml_db_job_t, link))) {
+    ml_list_remove(&j->link);
+    job_fail(j, copy);
+  }
   db_unref(db);
 }
 
-void ml_db_job_done(ml_db_conn_t *c) {
+int ml_db_job_done(ml_db_conn_t *c) {
   ml_db_t *db = c->db;
   ml_db_job_t *j = c->job;
+  ml_db_job_t *next = ml_list_first(&c->queue, ml_db_job_t, link);
   ml_task_t *t = j->task;
-  int n = 0;
+  int n = 0, alive = 1;
   assert(c->state == ML_DB_BUSY);
-  c->state = ML_DB_IDLE;
-  c->job = NULL;
-  conn_mark_state(c);
-  /* Outside a transaction of moonlet's, no statement may hand an open transaction (a
-   * script whose COMMIT an error skipped, an interrupted one) to the connection's next
-   * user: it is rolled back first. */
-  if (!c->lease && db->driver->txn(c) != ML_DB_TX_NONE) c->dirty = 1;
+  if (next) {   /* the next pipelined job's results come now */
+    ml_list_remove(&next->link);
+    c->job = next;
+    c->njobs--;
+  } else {
+    c->state = ML_DB_IDLE;
+    c->job = NULL;
+    c->njobs = 0;
+    conn_mark_state(c);
+    /* Outside a transaction of moonlet's, no statement may hand an open transaction (a
+     * script whose COMMIT an error skipped, an interrupted one) to the connection's next
+     * user: it is rolled back first. (Drivers pipeline only statements that cannot.) */
+    if (!c->lease && db->driver->txn(c) != ML_DB_TX_NONE) c->dirty = 1;
+  }
   if (t) {
     n = db->driver->push(t->co, j);
     if (n == 0) {   /* an ML_DB_OPEN that worked: the result is the handle */
@@ -334,17 +413,28 @@ void ml_db_job_done(ml_db_conn_t *c) {
   }
   db->refs++;   /* past job_free and the wake */
   job_free(j);
+  /* the woken task may use c again, release its lease or close the handle; what would
+   * drop c (there, or serving the next waiter) waits, so that the caller learns it */
   c->waking = 1;
   if (t) ml_task_wake(t, n);
+  if (!c->drop_later && conn_free(c)) conn_available(c);
+  else if (next && !c->drop_later) fifo_pipe(c);
   c->waking = 0;
-  /* the woken task may have used c again, released its lease or closed the handle */
   if (c->drop_later) {
     c->drop_later = 0;
     conn_drop(c);
-  } else if (conn_free(c)) {
-    conn_available(c);
+    alive = 0;
   }
   db_unref(db);
+  return alive;
+}
+
+void ml_db_job_requeue(ml_db_conn_t *c) {
+  ml_db_job_t *next = ml_list_first(&c->queue, ml_db_job_t, link);
+  if (!next) return;
+  ml_list_remove(&next->link);
+  ml_list_push(&c->queue, &c->job->link);
+  c->job = next;
 }
 
 void ml_db_conn_hold(ml_db_conn_t *c) { c->held = 1; }
@@ -379,6 +469,12 @@ static int job_submit(lua_State *L, ml_db_t *db, ml_db_job_t *j, ml_db_conn_t *c
     }
     if (c->state == ML_DB_CONNECTING) return ml_task_wait(L, j->task, job_cancel, j);
   } else if (!c) {
+    int r = conn_pipe(db, j, err);
+    if (r < 0) {
+      job_free(j);
+      return push_error(L, err);
+    }
+    if (r > 0) return ml_task_wait(L, j->task, job_cancel, j);
     ml_list_push(&db->waiting, &j->link);
     ml_metrics_gauge(ML_G_DB_WAITING, 1);
     return ml_task_wait(L, j->task, job_cancel, j);
@@ -396,13 +492,17 @@ static int job_submit(lua_State *L, ml_db_t *db, ml_db_job_t *j, ml_db_conn_t *c
   return ml_task_wait(L, j->task, job_cancel, j);
 }
 
-/* open(target, connections) -> handle | nil, err */
+/* open(target, connections, pipeline) -> handle | nil, err */
 static int l_open(lua_State *L) {
   const ml_db_driver_t *d = driver_of(L);
   const char *target = luaL_checkstring(L, 1);
   int size = (int)luaL_optinteger(L, 2, d->default_size);
+  int pipeline = (int)luaL_optinteger(L, 3, 1);
   luaL_argcheck(L, size >= 1 && size <= d->max_size, 2,
                 lua_pushfstring(L, "expected 1 to %d connections", d->max_size));
+  int most = d->append ? ML_DB_PIPELINE_MAX : 1;
+  luaL_argcheck(L, pipeline >= 1 && pipeline <= most, 3,
+                lua_pushfstring(L, "expected 1 to %d statements per connection", most));
   ml_task_t *t = ml_task_current(L);
   char err[ML_DB_ERRLEN];
   ml_db_t *db = ml_xcalloc(1, sizeof *db);
@@ -413,6 +513,7 @@ static int l_open(lua_State *L) {
   db->L = t->sched->L;
   db->target = ml_xstrdup(target);
   db->size = size;
+  db->pipeline = pipeline;
   db->refs = 1;
   if (d->init && d->init(db, err)) {
     free(db->target);

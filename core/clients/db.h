@@ -13,7 +13,9 @@
  * connections, opened when needed; the FIFO of jobs waiting for one; leases; a connection
  * that a statement or a dropped lease left inside a transaction is rolled back before
  * anyone else gets it; a job whose task stops waiting leaves the FIFO or is cancelled;
- * the Lua bindings.
+ * pipelining, when the handle allows it and every connection is busy: a statement goes
+ * behind the running ones of the least loaded connection (the driver's append) rather
+ * than into the FIFO; the Lua bindings.
  *
  * A driver does what talks to its database, through a const ml_db_driver_t:
  *   connect     starts a new connection c: 1 when it can serve at once, 0 when it is
@@ -23,14 +25,19 @@
  *               roll back if inside a transaction) on idle connection c. When j has ended
  *               the driver calls ml_db_job_done(c), from a loop callback, never from
  *               inside send. -1: c cannot serve anyone (db.c drops it).
- *   cancel      nobody waits for c's running job any more: stop it early if possible. It
- *               still ends with ml_db_job_done (its outcome is thrown away).
+ *   cancel      nobody waits for job j on c any more: stop it early if possible. It
+ *               still ends with ml_db_job_done (its outcome is thrown away). j may be one
+ *               pipelined behind c's running job (see append).
  *   push        pushes an ended job's outcome on L and returns how many values: its
  *               result (1), nil, err (2), or nothing for an ML_DB_OPEN that worked (0).
  *   txn         whether idle connection c is inside a transaction (ML_DB_TX_*).
  *   disconnect  closes c's connection; db.c frees c.
  *   optional: init (checks the handle's target), alive (may idle c serve?), prepare (turns
- *   the SQL text into what the driver sends), job_free (frees what a driver added to j).
+ *   the SQL text into what the driver sends), job_free (frees what a driver added to j),
+ *   append (pipelining, when the handle allows more than one job per connection: sends
+ *   job j behind the jobs busy c runs; 1 sent, 0 j cannot go on c (nothing sent), -1 with
+ *   err (c can serve no one: j, c's jobs fail, c is dropped). Its jobs end in the order they were sent, each with its own
+ *   ml_db_job_done).
  * A driver extends ml_db_conn_t and ml_db_job_t by embedding them as its struct's first
  * member (conn_size, job_size say how big); db.c allocates and frees both.
  *
@@ -46,6 +53,7 @@
 #include <uv.h>
 
 #define ML_DB_ERRLEN 256
+#define ML_DB_PIPELINE_MAX 64   /* the most statements pipelined on one connection */
 
 enum { ML_DB_QUERY, ML_DB_EXEC };                               /* what h:run returns */
 enum { ML_DB_OPEN, ML_DB_RUN, ML_DB_ACQUIRE, ML_DB_ROLLBACK };  /* job kinds */
@@ -62,8 +70,9 @@ struct ml_db_s {             /* a handle */
   const ml_db_driver_t *driver;
   uv_loop_t *loop;
   char *target;              /* what open was given: a path, a connection URL */
-  /* public: init may lower it */
+  /* public: init may lower them */
   int size;                  /* the most connections */
+  int pipeline;              /* the most jobs on one connection at once (1: no pipelining) */
   /* private */
   int nconns, refs, closed;  /* refs: the Lua userdata, connections, jobs, leases */
   ml_list_t conns;           /* of ml_db_conn_t */
@@ -75,7 +84,9 @@ struct ml_db_conn_s {        /* a connection */
   /* read-only */
   ml_db_t *db;
   int state;                 /* ML_DB_CONNECTING, ML_DB_IDLE, ML_DB_BUSY */
-  ml_db_job_t *job;          /* CONNECTING: the job it is for (or NULL); BUSY: the job */
+  ml_db_job_t *job;          /* CONNECTING: the job it is for (or NULL); BUSY: the job
+                                whose results come next */
+  int njobs;                 /* BUSY: job and the ones pipelined behind it */
   /* private */
   struct ml_db_lease_s *lease;
   int dirty;                 /* roll back before it serves anyone else */
@@ -83,6 +94,7 @@ struct ml_db_conn_s {        /* a connection */
   int waking;                /* ml_db_job_done is waking its task: c must outlive that */
   int drop_later;            /* dropped while waking */
   int in_use;                /* counted in the metrics' in-use gauge (see conn_mark) */
+  ml_list_t queue;           /* BUSY: the jobs pipelined behind job, in order */
   ml_list_t link;            /* in the handle's conns */
 };
 
@@ -99,7 +111,7 @@ struct ml_db_job_s {         /* what a task waits for: a statement, a lease, ...
   int nparams;
   /* private */
   int ud_ref;                /* ML_DB_OPEN: the handle's userdata, the result */
-  ml_list_t link;            /* in the handle's waiting list */
+  ml_list_t link;            /* in the handle's waiting list, or its connection's queue */
 };
 
 struct ml_db_driver_s {
@@ -118,6 +130,7 @@ struct ml_db_driver_s {
   void (*cancel)(ml_db_conn_t *c, ml_db_job_t *j);
   int (*push)(lua_State *L, ml_db_job_t *j);
   void (*job_free)(ml_db_job_t *j);
+  int (*append)(ml_db_conn_t *c, ml_db_job_t *j, char *err);
 };
 
 /* --- what drivers call, from loop callbacks -------------------------------------------- */
@@ -128,13 +141,18 @@ void ml_db_conn_ready(ml_db_conn_t *c);
  * msg; c is disconnected and freed. */
 void ml_db_conn_failed(ml_db_conn_t *c, const char *msg);
 /* c's job ended: db.c pushes its outcome (driver's push), frees it, wakes its task, then
- * gives c to the next user. c may be freed on return. */
-void ml_db_job_done(ml_db_conn_t *c);
+ * makes the next pipelined job c's job, or gives c to the next user. Returns 1 while c
+ * lives, 0 when it was freed. */
+int ml_db_job_done(ml_db_conn_t *c);
+/* c's job goes behind the others pipelined on c (the driver sent it again): the next one
+ * becomes c's job. Nothing when it is alone. */
+void ml_db_job_requeue(ml_db_conn_t *c);
 /* Keeps idle c from serving anyone (a cancel request still on its way) until unhold. */
 void ml_db_conn_hold(ml_db_conn_t *c);
 void ml_db_conn_unhold(ml_db_conn_t *c);
 
 /* Registers d's metatables and installs its open function into the table on top of the
- * stack: moonlet.core[d->open_name](target[, connections]) -> handle | nil, err. */
+ * stack: moonlet.core[d->open_name](target[, connections[, pipeline]]) -> handle | nil, err
+ * (pipeline: the most jobs per connection, default 1; more only for drivers with append). */
 void ml_db_install(lua_State *L, const ml_db_driver_t *d);
 #endif

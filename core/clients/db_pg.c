@@ -12,6 +12,16 @@
  * room. A script of several commands (no parameters) goes through the simple query
  * protocol, uncached. moonlet's `?` placeholders become $n first (db_pg_sql.c).
  *
+ * Pipelining (a handle opened with pipeline > 1, db.h's append): a statement that cannot
+ * change the transaction state (db_pg_sql.c's pipelinable) and whose statement a busy
+ * connection has prepared goes behind that connection's statements when they cannot
+ * change it either (c->safe): Bind/Execute by name and a Sync of its own, so an error ends
+ * at its Sync and the others run. The connection stays in pipeline mode until its last
+ * job ended; results are read in order, each job's up to its last Sync. A pipelined job is
+ * never cancelled on the server (PQcancel would stop whatever runs, maybe another's): its
+ * outcome is thrown away when it ends. One whose prepared statement went out of date is
+ * sent again unnamed, behind the others.
+ *
  * Connections open when needed. An idle connection whose socket turned readable (the
  * server went away or restarted) is dropped and replaced before use; one that breaks
  * mid-query fails that query with nil, err and is dropped. Cancelling a running query
@@ -49,6 +59,7 @@ typedef struct {
   int events;                /* what poll watches */
   PGresult *res;             /* busy: the first error, else the last result so far */
   cancel_t *cancelling;      /* a PQcancel on its way */
+  int safe;                  /* busy with statements that cannot open a transaction */
   ml_db_pg_stmt_cache_t stmts;   /* what it has prepared */
 } conn_t;
 
@@ -224,30 +235,57 @@ static int send_pipeline(conn_t *c, job_t *j) {
   return 1;
 }
 
-/* Sends j's statement on c. Returns 0, or -1 (c is then in no state to serve anyone). */
-static int job_send(conn_t *c, job_t *j) {
+static void job_reset(job_t *j) {
   j->pipeline = j->syncs = j->nsteps = j->step = j->nulls = j->hit = 0;
   j->stmt = NULL;
+}
+
+/* Sends what libpq holds, and watches for the results (and for room to send the rest). */
+static int flush_watch(conn_t *c) {
+  int f = PQflush(c->pg);
+  return f < 0 || poll_want(c, f ? UV_READABLE | UV_WRITABLE : UV_READABLE) ? -1 : 0;
+}
+
+/* Sends j's statement on idle c. Returns 0, or -1 (c is then in no state to serve anyone). */
+static int job_send(conn_t *c, job_t *j) {
+  job_reset(j);
+  c->safe = j->base.kind == ML_DB_RUN && !j->multi && ml_db_pg_sql_pipelinable(j->base.sql) &&
+            PQtransactionStatus(c->pg) == PQTRANS_IDLE;
   int ok = j->multi ? PQsendQuery(c->pg, j->base.sql) : send_pipeline(c, j);
   if (!ok) {
     if (j->stmt && !j->stmt->ready) ml_db_pg_stmt_forget(&c->stmts, j->stmt);
     j->stmt = NULL;
     return -1;
   }
-  int f = PQflush(c->pg);
-  return f < 0 || poll_want(c, f ? UV_READABLE | UV_WRITABLE : UV_READABLE) ? -1 : 0;
+  return flush_watch(c);
+}
+
+/* Sends j behind the jobs of c, in pipeline mode: by name when s (ready) is given, else
+ * unnamed; then a Sync of its own. 0, or -1 (c is in no state to serve anyone). */
+static int send_behind(conn_t *c, job_t *j, ml_db_pg_stmt_t *s) {
+  job_reset(j);
+  j->pipeline = 1;
+  j->stmt = s;
+  j->hit = s != NULL;
+  int n = j->base.nparams, ok;
+  const char *const *v = (const char *const *)j->values;
+  if (s) ok = PQsendQueryPrepared(c->pg, s->name, n, v, NULL, NULL, 0);
+  else ok = PQsendQueryParams(c->pg, j->base.sql, n, NULL, v, NULL, NULL, 0);
+  if (!pipe_step(j, ok, S_EXEC) || !PQpipelineSync(c->pg)) return -1;
+  j->syncs = 1;
+  return flush_watch(c);   /* PQpipelineSync flushed already (libpq < 17) */
 }
 
 /* --- results --------------------------------------------------------------------------- */
 
 /* The query on c ended (PQgetResult gave NULL): its result goes to the job, and db.c
- * hands it over. */
-static void query_done(conn_t *c) {
+ * hands it over. Returns 1 when c lives on, busy: results may follow. */
+static int query_done(conn_t *c) {
   job_t *j = (job_t *)c->base.job;
   j->res = c->res;
   c->res = NULL;
-  poll_idle(c);
-  ml_db_job_done(&c->base);
+  if (c->base.njobs == 1) poll_idle(c);
+  return ml_db_job_done(&c->base) && c->base.state == ML_DB_BUSY;
 }
 
 /* Keeps r as c's result: the first error wins, else the last result. */
@@ -264,30 +302,39 @@ static void keep_result(conn_t *c, PGresult *r) {
 /* The last Sync of a pipelined job arrived. A prepared statement that failed because it
  * went out of date (its plan's result type changed: 0A000; or it vanished: 26000, after
  * a DEALLOCATE ALL or DISCARD ALL) is prepared again, and the job sent again once when no
- * transaction block was open (the failed statement changed nothing). */
-static void pipeline_done(conn_t *c) {
+ * transaction block was open (the failed statement changed nothing); behind other jobs,
+ * it is sent unnamed, and the statement prepared again by the next job on an idle c.
+ * Returns 1 when c lives on, busy: results may follow. */
+static int pipeline_done(conn_t *c) {
   job_t *j = (job_t *)c->base.job;
-  if (!PQexitPipelineMode(c->pg)) {
+  int alone = c->base.njobs == 1;
+  if (alone && !PQexitPipelineMode(c->pg)) {
     conn_broken(c, "cannot leave pipeline mode");
-    return;
+    return 0;
   }
   PGresult *r = c->res;
   const char *code = r && PQresultStatus(r) == PGRES_FATAL_ERROR
                          ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
   int stale = code && strcmp(code, "0A000") == 0, gone = code && strcmp(code, "26000") == 0;
   if (j->stmt && j->stmt->ready && (stale || gone)) {
-    if (stale) j->stmt->stale = 1;
+    if (stale || !alone) j->stmt->stale = 1;   /* jobs behind may point to it */
     else ml_db_pg_stmt_forget(&c->stmts, j->stmt);
     j->stmt = NULL;
-    if (j->hit && !j->retried && j->base.task && PQtransactionStatus(c->pg) == PQTRANS_IDLE) {
+    /* behind others, c->safe: no transaction block can be open */
+    if (j->hit && !j->retried && j->base.task &&
+        (!alone || PQtransactionStatus(c->pg) == PQTRANS_IDLE)) {
       j->retried = 1;
       PQclear(r);
       c->res = NULL;
-      if (job_send(c, j)) conn_broken(c, NULL);
-      return;
+      if (alone ? job_send(c, j) : send_behind(c, j, NULL)) {
+        conn_broken(c, NULL);
+        return 0;
+      }
+      ml_db_job_requeue(&c->base);
+      return 1;
     }
   }
-  query_done(c);
+  return query_done(c);
 }
 
 static void connect_step(conn_t *c) {
@@ -313,8 +360,8 @@ static void read_results(conn_t *c) {
     job_t *j = (job_t *)c->base.job;
     if (!r) {
       if (!j->pipeline) {
-        query_done(c);
-        return;
+        if (!query_done(c)) return;
+        continue;
       }
       /* the end of one step's results; two in a row would mean a lost Sync */
       if (++j->nulls > 1) {
@@ -336,10 +383,7 @@ static void read_results(conn_t *c) {
     }
     if (st == PGRES_PIPELINE_SYNC) {
       PQclear(r);
-      if (--j->syncs == 0) {
-        pipeline_done(c);
-        return;
-      }
+      if (--j->syncs == 0 && !pipeline_done(c)) return;
       continue;
     }
     int kind = j->step < j->nsteps ? j->steps[j->step++] : S_IGNORE;
@@ -493,8 +537,8 @@ static int drv_send(ml_db_conn_t *b, ml_db_job_t *j, char *err) {
 /* The query is cancelled on the server; the connection drains its results (db.c discards
  * them) and serves nobody until the request has landed. */
 static void drv_cancel(ml_db_conn_t *b, ml_db_job_t *j) {
-  (void)j;
   conn_t *c = (conn_t *)b;
+  if (j != b->job || b->njobs > 1) return;   /* pipelined: it runs, its outcome goes */
   PGcancel *pc = PQgetCancel(c->pg);
   if (!pc) return;
   cancel_t *k = ml_xmalloc(sizeof *k);
@@ -524,6 +568,21 @@ static int drv_push(lua_State *L, ml_db_job_t *b) {
   return push_first_line(L, primary ? primary : r ? PQresultErrorMessage(r) : "no result");
 }
 
+/* Pipelining (db.h's append): j goes behind busy c's jobs when neither can change the
+ * transaction state and c has j's statement prepared already. */
+static int drv_append(ml_db_conn_t *b, ml_db_job_t *jb, char *err) {
+  conn_t *c = (conn_t *)b;
+  job_t *j = (job_t *)jb;
+  if (!c->safe || j->multi || !ml_db_pg_sql_pipelinable(jb->sql)) return 0;
+  if (!j->hash) j->hash = ml_db_pg_stmt_hash(jb->sql);
+  ml_db_pg_stmt_t *s = ml_db_pg_stmt_find(&c->stmts, jb->sql, j->hash);
+  if (!s || !s->ready || s->stale) return 0;
+  ml_db_pg_stmt_touch(&c->stmts, s);
+  if (send_behind(c, j, s) == 0) return 1;
+  copy_first_line(err, PQerrorMessage(c->pg));
+  return -1;
+}
+
 static void drv_job_free(ml_db_job_t *b) {
   job_t *j = (job_t *)b;
   if (j->values)
@@ -538,7 +597,7 @@ const ml_db_driver_t ml_db_pg_driver = {
   .conn_size = sizeof(conn_t), .job_size = sizeof(job_t),
   .init = drv_init, .connect = drv_connect, .disconnect = drv_disconnect,
   .alive = drv_alive, .txn = drv_txn, .prepare = drv_prepare, .send = drv_send,
-  .cancel = drv_cancel, .push = drv_push, .job_free = drv_job_free,
+  .cancel = drv_cancel, .push = drv_push, .job_free = drv_job_free, .append = drv_append,
 };
 
 void ml_db_pg_open(lua_State *L) {

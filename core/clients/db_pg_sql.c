@@ -4,10 +4,20 @@
 #include "db_pg_sql.h"
 #include "buf.h"
 #include <string.h>
+#include <strings.h>
 
 static int ident_char(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
          c == '_' || c == '$' || (unsigned char)c >= 0x80;
+}
+
+/* Whether c may start a literal, a quoted name, a comment, a dollar quote, a placeholder
+ * or a new command: the rewrite copies runs of other characters in one go. */
+static int may_start(char c) {
+  switch (c) {
+  case '\'': case '"': case '-': case '/': case '$': case '?': case ';': return 1;
+  default: return 0;
+  }
 }
 
 /* Length of a dollar-quote tag ($$ or $name$) starting at p, or 0 when p is not one. */
@@ -84,13 +94,46 @@ char *ml_db_pg_sql_rewrite(const char *sql, size_t len, int *count, int *multi) 
     } else if (c == ';') {
       semi = 1;
       p++;
-    } else {
-      if (semi && multi && c != ' ' && c != '\t' && c != '\n' && c != '\r') *multi = 1;
-      p++;
+    } else {   /* a run up to the next character that may start one of the above */
+      do {
+        if (semi && multi && *p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') *multi = 1;
+        p++;
+      } while (p < end && !may_start(*p));
     }
     ml_buf_add(&out, start, (size_t)(p - start));
   }
   ml_buf_addc(&out, '\0');
   *count = n;
   return out.data;
+}
+
+int ml_db_pg_sql_pipelinable(const char *sql) {
+  static const char *const safe[] = {"SELECT", "WITH", "VALUES", "TABLE", "INSERT", "UPDATE",
+                                     "DELETE"};
+  const char *p = sql;
+  for (;;) {   /* blanks, comments, parentheses */
+    if (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '(') {
+      p++;
+    } else if (p[0] == '-' && p[1] == '-') {
+      while (*p && *p != '\n') p++;
+    } else if (p[0] == '/' && p[1] == '*') {
+      int depth = 0;
+      while (*p) {
+        if (p[0] == '/' && p[1] == '*') { depth++; p += 2; continue; }
+        if (p[0] == '*' && p[1] == '/') {
+          p += 2;
+          if (--depth == 0) break;
+          continue;
+        }
+        p++;
+      }
+    } else {
+      break;
+    }
+  }
+  size_t n = 0;
+  while (ident_char(p[n]) && p[n] != '$') n++;
+  for (size_t i = 0; i < sizeof safe / sizeof *safe; i++)
+    if (strlen(safe[i]) == n && strncasecmp(p, safe[i], n) == 0) return 1;
+  return 0;
 }

@@ -11,4 +11,11 @@
  * not NULL) is set when a `;` outside literals and comments is followed by more than
  * blanks, comments or `;` (several commands). */
 char *ml_db_pg_sql_rewrite(const char *sql, size_t len, int *count, int *multi);
+
+/* 1 when sql (one command) cannot change the transaction state of its connection, so it
+ * may be pipelined behind other statements outside any transaction block: its first
+ * keyword (after blanks, comments and opening parentheses) is SELECT, WITH, VALUES,
+ * TABLE, INSERT, UPDATE or DELETE, in any case. Else 0 (BEGIN, COMMIT, CALL, DO, SET,
+ * DDL, ...). */
+int ml_db_pg_sql_pipelinable(const char *sql);
 #endif

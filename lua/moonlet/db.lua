@@ -177,9 +177,11 @@ end
 
 ---moonlet.db.open(url[, opts]) -> db, or nil, err
 ---  "sqlite:PATH", "sqlite::memory:"        opts.pool_size: connections (files, default 4)
----  "postgres://user:pass@host:port/db?..." (also postgresql://) opts.pool_size (default 10)
+---  "postgres://user:pass@host:port/db?..." (also postgresql://) opts.pool_size (default 10),
+---  opts.pipeline: when every connection is busy, up to this many statements share one
+---  connection's round trips (default 1: none; PostgreSQL only, at most 64)
 ---@param url string
----@param opts? {pool_size?: integer}
+---@param opts? {pool_size?: integer, pipeline?: integer}
 ---@return moonlet.DB|nil db
 ---@return string? err
 function _M.open(url, opts)
@@ -191,15 +193,20 @@ function _M.open(url, opts)
   end
   opts = opts or {}
   local size = opt_size(opts, "pool_size")
+  local pipeline = opt_size(opts, "pipeline")
   local h, err, begin
   if sub(url, 1, 7) == "sqlite:" then
     local path = sub(url, 8)
     if sub(path, 1, 2) == "//" then path = sub(path, 3) end   -- sqlite://PATH
     if path == "" then error("bad argument #1 to 'open' (sqlite: needs a path or :memory:)", 2) end
+    if pipeline then error("bad argument #2 to 'open' (pipeline is for PostgreSQL)", 2) end
     h, err = core.db_sqlite_open(path, size)
     begin = "BEGIN IMMEDIATE"   -- take the write lock now: no upgrade deadlock later
   elseif find(url, "^postgres://") or find(url, "^postgresql://") then
-    h, err = core.db_pg_open(url, size)
+    if pipeline and pipeline > 64 then
+      error("bad argument #2 to 'open' (pipeline must be at most 64)", 2)
+    end
+    h, err = core.db_pg_open(url, size, pipeline)
     begin = "BEGIN"
   else
     error("bad argument #1 to 'open' (expected sqlite:PATH or postgres://...)", 2)

@@ -22,6 +22,20 @@ describe("db connection hygiene", function()
     ffi.C.unsetenv("UV_THREADPOOL_SIZE")   -- servers started by later specs must not inherit it
   end)
 
+  it("checks opts.pipeline: PostgreSQL only, 1 to 64", function()
+    local function err_of(url, opts)
+      local ok, e = pcall(moonlet.db.open, url, opts)
+      assert.is_false(ok)
+      return e
+    end
+    assert.matches("pipeline is for PostgreSQL", err_of("sqlite::memory:", { pipeline = 2 }))
+    assert.matches("pipeline must be at most 64", err_of(pg.url, { pipeline = 65 }))
+    assert.matches("pipeline must be a positive integer", err_of(pg.url, { pipeline = 0 }))
+    local db = assert(moonlet.db.open(pg.url, { pool_size = 1, pipeline = 64 }))
+    assert.are.same({ { one = 1 } }, assert(db:query("SELECT 1 AS one")))
+    db:close()
+  end)
+
   it("postgres: a script stopped before its COMMIT leaves no open transaction behind", function()
     local db = assert(moonlet.db.open(pg.url, { pool_size = 1 }))
     assert(db:exec("CREATE TABLE hyg1 (x int)"))

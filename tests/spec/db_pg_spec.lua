@@ -256,6 +256,171 @@ describe("postgres", function()
     end)
   end)
 
+  describe("pipelining (one connection, up to 8 statements on it)", function()
+    local pl, mport
+    local active = "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                   .. "AND query LIKE '%slow-query-marker%' AND pid <> pg_backend_pid()"
+    lazy_setup(function()
+      mport = t.free_port()
+      pl = t.server{ app = "tests/apps/db", args = { "--metrics-port", tostring(mport) },
+                     env = { DB_URL = pg.url, DB_POOL = "1", DB_PIPELINE = "8" } }
+    end)
+    lazy_teardown(function()
+      if pl then pl:stop() end
+    end)
+
+    -- POST /q on a connection of its own, not read yet
+    local function send_q(sql, params)
+      local c = t.connect(pl.port)
+      local body = cjson.encode({ sql = sql, params = params })
+      c:send("POST /q HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             .. "Content-Length: " .. #body .. "\r\n\r\n" .. body)
+      return c
+    end
+
+    -- the answer of send_q's or slow's request (the connection closes)
+    local function answer(c)
+      local res = assert(c:read_response(10))
+      assert.are.same(200, res.status, res.body)
+      c:close()
+      return res:json()
+    end
+
+    local function waiting()
+      local res = assert(t.request(mport, "GET", "/metrics", { timeout = 5 }))
+      return tonumber(res.body:match("\nmoonlet_db_waiting (%S+)"))
+    end
+
+    -- GET /slow?s=S on a connection of its own, once its statement runs on the server
+    local function slow(s)
+      local c = t.connect(pl.port)
+      c:send("GET /slow?s=" .. s .. " HTTP/1.1\r\nHost: x\r\n\r\n")
+      local deadline = t.now() + 3
+      while pg:psql(active):match("%d+") ~= "1" and t.now() < deadline do t.sleep(0.02) end
+      assert.are.same("1", pg:psql(active):match("%d+"))
+      return c
+    end
+
+    it("sends statements behind a busy connection's, each answered with its own rows", function()
+      local sql = "SELECT ?::int * 2 AS n"
+      q(pl, sql, { 0 })   -- prepared on the connection: only then is it pipelined
+      local head = slow(0.8)
+      local cs = {}
+      for i = 1, 20 do cs[i] = send_q(sql, { i }) end
+      -- 7 went behind the running one (8 at most on a connection), 13 wait in line
+      local deadline = t.now() + 3
+      while waiting() ~= 13 and t.now() < deadline do t.sleep(0.02) end
+      assert.are.same(13, waiting())
+      for i = 1, 20 do assert.are.same({ res = { { n = 2 * i } } }, answer(cs[i])) end
+      assert.are.same("slow-query-marker", answer(head).res[1].m)
+      assert.are.same(0, waiting())
+      -- statements that could change the transaction state are not pipelined
+      head = slow(0.5)
+      cs = {}
+      for i = 1, 3 do cs[i] = send_q("SET application_name = 'moonlet'") end
+      deadline = t.now() + 3
+      while waiting() ~= 3 and t.now() < deadline do t.sleep(0.02) end
+      assert.are.same(3, waiting())
+      for i = 1, 3 do assert.are.same({ res = {} }, answer(cs[i])) end
+      answer(head)
+    end)
+
+    it("queues statements behind a transaction waiting for the connection (never starved)", function()
+      local sql = "SELECT ?::int - 1 AS n"
+      q(pl, sql, { 0 })
+      local head = slow(0.8)
+      local tx = t.connect(pl.port)
+      tx:send("GET /tx?name=behind HTTP/1.1\r\nHost: x\r\n\r\n")
+      local deadline = t.now() + 3
+      while waiting() ~= 1 and t.now() < deadline do t.sleep(0.02) end
+      assert.are.same(1, waiting())
+      -- the transaction waits for the connection: these wait behind it, not on the pipeline
+      local cs = {}
+      for i = 1, 3 do cs[i] = send_q(sql, { i }) end
+      deadline = t.now() + 3
+      while waiting() ~= 4 and t.now() < deadline do t.sleep(0.02) end
+      assert.are.same(4, waiting())
+      assert.are.same({ ok = true, a = 1, b = "second", after = 1 },
+                      assert(tx:read_response(10)):json())
+      tx:close()
+      for i = 1, 3 do assert.are.same({ res = { { n = i - 1 } } }, answer(cs[i])) end
+      answer(head)
+    end)
+
+    it("fails only the pipelined statement that fails", function()
+      local sql = "SELECT 10 / ?::int AS r"
+      q(pl, sql, { 1 })
+      local head = slow(0.3)
+      local cs, div = {}, { 1, 0, 2, 0, 5 }
+      for i, d in ipairs(div) do cs[i] = send_q(sql, { d }) end
+      local out = {}
+      for i = 1, #div do out[i] = answer(cs[i]) end
+      assert.are.same({ res = { { r = 10 } } }, out[1])
+      assert.are.same({ err = "division by zero" }, out[2])
+      assert.are.same({ res = { { r = 5 } } }, out[3])
+      assert.are.same({ err = "division by zero" }, out[4])
+      assert.are.same({ res = { { r = 2 } } }, out[5])
+      assert.are.same("slow-query-marker", answer(head).res[1].m)
+    end)
+
+    it("throws away the outcome of a pipelined statement whose client left, cancels nothing",
+       function()
+      local sql = "SELECT ?::int + 100 AS n"
+      q(pl, sql, { 0 })
+      local head = slow(0.5)
+      local b, c, d = send_q(sql, { 1 }), send_q(sql, { 2 }), send_q(sql, { 3 })
+      t.sleep(0.1)
+      c:reset()   -- behind the running statement: it is not cancelled on the server
+      assert.are.same({ res = { { n = 101 } } }, answer(b))
+      assert.are.same({ res = { { n = 103 } } }, answer(d))
+      assert.are.same("slow-query-marker", answer(head).res[1].m)
+      -- the running statement, with others behind it, runs to its end
+      head = slow(2)
+      b = send_q(sql, { 4 })
+      t.sleep(0.1)
+      -- the server read b's request before this one's (a loaded machine may delay both)
+      assert.are.same(200, assert(t.request(pl.port, "GET", "/hello")).status)
+      head:reset()
+      t.sleep(0.1)
+      assert.are.same("1", pg:psql(active):match("%d+"))
+      assert.are.same({ res = { { n = 104 } } }, answer(b))
+      assert.are.same({ { n = 105 } }, q(pl, sql, { 5 }).res)
+    end)
+
+    it("sends nothing on a transaction's connection", function()
+      local sql = "SELECT count(*) AS n FROM items WHERE name = ?"
+      q(pl, sql, { "iso" })
+      -- the transaction inserts 'iso', runs pg_sleep (its connection busy), raises: rolled back
+      local tx = t.connect(pl.port)
+      tx:send("GET /tx?name=iso&mode=pg_sleep_raise&s=0.4 HTTP/1.1\r\nHost: x\r\n\r\n")
+      t.sleep(0.15)
+      local cs = {}
+      for i = 1, 5 do cs[i] = send_q(sql, { "iso" }) end
+      local r = assert(tx:read_response(10)):json()
+      tx:close()
+      assert.are.same(false, r.ok)
+      for i = 1, 5 do assert.are.same({ res = { { n = 0 } } }, answer(cs[i])) end
+    end)
+
+    it("sends a statement again, unnamed, when its table changed shape under the pipeline",
+       function()
+      q(pl, "DROP TABLE IF EXISTS plshape; CREATE TABLE plshape (v integer); "
+            .. "INSERT INTO plshape VALUES (7)", nil, { exec = true })
+      local sql = "SELECT * FROM plshape WHERE ?::int > 0"
+      assert.are.same({ { v = 7 } }, q(pl, sql, { 1 }).res)
+      local head = slow(0.5)
+      local cs = {}
+      for i = 1, 4 do cs[i] = send_q(sql, { i }) end
+      t.sleep(0.1)
+      pg:psql("ALTER TABLE plshape ALTER COLUMN v TYPE text USING 'seven'", "moonlet_test")
+      for i = 1, 4 do assert.are.same({ res = { { v = "seven" } } }, answer(cs[i])) end
+      answer(head)
+      -- and the next statement on the idle connection prepares it again
+      assert.are.same({ { v = "seven" } }, q(pl, sql, { 1 }).res)
+      assert.are.same({ { v = "seven" } }, q(pl, sql, { 1 }).res)
+    end)
+  end)
+
   it("runs apps/todo end to end", function()
     pg:psql("CREATE DATABASE todo OWNER moonlet")
     local url = pg.url:gsub("/moonlet_test%?", "/todo?")

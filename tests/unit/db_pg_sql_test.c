@@ -142,6 +142,21 @@ TEST(only_len_bytes_are_read) {
   free(r);
 }
 
+TEST(pipelinable_statements_cannot_change_the_transaction_state) {
+  static const struct { const char *sql; int ok; } cases[] = {
+    {"SELECT 1", 1}, {"  select * from t", 1}, {"\n(SELECT 1) UNION (SELECT 2)", 1},
+    {"-- why\nWITH x AS (SELECT 1) SELECT * FROM x", 1}, {"/* a /* b */ */ VALUES (1)", 1},
+    {"TABLE t", 1}, {"insert into t values ($1)", 1}, {"Update t SET a = 1", 1},
+    {"DELETE FROM t", 1},
+    {"BEGIN", 0}, {"COMMIT", 0}, {"ROLLBACK", 0}, {"START TRANSACTION", 0}, {"SAVEPOINT a", 0},
+    {"CALL p()", 0}, {"DO $$ BEGIN COMMIT; END $$", 0}, {"SET search_path = x", 0},
+    {"CREATE TABLE t (a int)", 0}, {"SELECTED", 0}, {"SELECT_x", 0}, {"", 0}, {"-- only", 0},
+    {"/* unterminated", 0}, {"LOCK t", 0}, {"PREPARE TRANSACTION 'x'", 0},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+    CHECK_EQ_INT(ml_db_pg_sql_pipelinable(cases[i].sql), cases[i].ok);
+}
+
 int main(void) {
   RUN(placeholders_are_numbered_in_order);
   RUN(double_question_mark_is_a_literal_one);
@@ -151,5 +166,6 @@ int main(void) {
   RUN(dollar_quoted_bodies_keep_their_question_marks);
   RUN(several_commands_are_noticed);
   RUN(only_len_bytes_are_read);
+  RUN(pipelinable_statements_cannot_change_the_transaction_state);
   return UNIT_DONE();
 }

@@ -1,10 +1,12 @@
 -- Database routes for tests/spec/db_sqlite_spec.lua and db_pg_spec.lua.
--- DB_URL picks the database (default sqlite::memory:), DB_POOL its pool_size.
+-- DB_URL picks the database (default sqlite::memory:), DB_POOL its pool_size, DB_PIPELINE
+-- its pipeline (PostgreSQL).
 local moonlet = require "moonlet"
 
 local app = moonlet.app{ title = "db" }
 local url = os.getenv("DB_URL") or "sqlite::memory:"
-local db = assert(moonlet.db.open(url, { pool_size = tonumber(os.getenv("DB_POOL")) }))
+local db = assert(moonlet.db.open(url, { pool_size = tonumber(os.getenv("DB_POOL")),
+                                         pipeline = tonumber(os.getenv("DB_PIPELINE")) }))
 local pg = db.driver == "postgres"
 
 -- Schema at load time (blocking, before the server listens); pool threads find it made.
@@ -68,6 +70,10 @@ local function tx_route(req)
     local rows = assert(tx:query("SELECT count(*) AS n FROM items WHERE name = ?", req.query.name))
     if mode == "raise" then error("boom in tx") end
     if mode == "sleep" then moonlet.sleep(0.05) end
+    if mode == "pg_sleep_raise" then   -- a statement that keeps the connection busy (PostgreSQL)
+      assert(tx:query("SELECT pg_sleep(?::float) AS s", tonumber(req.query.s)))
+      error("boom in tx")
+    end
     return rows[1].n, "second"
   end)
   local rows = assert(db:query("SELECT count(*) AS n FROM items WHERE name = ?", req.query.name))
