@@ -9,6 +9,7 @@
 #   BENCH_PG_POOL=16 bench/run.sh      connections of the pg section (moonlet's pool, pgbench -c)
 #   BENCH_REDIS_N=300000 bench/run.sh  requests of each redis-benchmark test (redis section)
 #   BENCH_DURATION=3s bench/run.sh     shorter wrk runs (default 10s)
+#   BENCH_TLS_PIN=0 bench/run.sh       tls section: wrk and the servers share the CPUs (default: pinned)
 #   BENCH_ONLY=peers_hello,peers_seed,peers_sleep,peers_pg bench/run.sh
 #                                      moonlet beside nginx+lua, FastAPI and Node (bench/peers.sh)
 #   BUILD=build-asan bench/run.sh      another build directory (default build)
@@ -1056,6 +1057,7 @@ bench_metrics() {
 # or more the servers run on CPU 1 and wrk on CPU 0, in both runs alike: the client's TLS
 # (about twice the server's CPU per request) then takes none of the server's CPU, and what
 # bounds each run shows in the CPU columns: a side near 100% of its CPU is the limit.
+# BENCH_TLS_PIN=0: no pinning (all share the CPUs, as before).
 bench_tls() {
   local plain_pid plain_port pid cipher tls_port cpu="" pins="unpinned (fewer than 2 CPUs)"
   section "tls: GET /hello over HTTPS vs plain HTTP, keep-alive (wrk -t1 -c64, ABBA)"
@@ -1067,7 +1069,8 @@ bench_tls() {
   start_moonlet tls_plain apps/hello
   plain_pid=$ML_PID plain_port=$ML_PORT
   start_moonlet tls apps/hello "" --tls-cert "$TMP/tls.pem" --tls-key "$TMP/tls.key"
-  if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+  [ "${BENCH_TLS_PIN:-1}" = 1 ] || pins="unpinned (BENCH_TLS_PIN=0)"
+  if [ "${BENCH_TLS_PIN:-1}" = 1 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
     pin_pids 1 "$plain_pid" "$ML_PID"
     cpu=0 pins="wrk on CPU 0, the server on CPU 1"
   fi
