@@ -82,21 +82,18 @@ static int in_kept(const ml_tls_t *t) {
   return t->kept.data && t->in >= t->kept.data && t->in <= t->kept.data + t->kept.len;
 }
 
-/* What OpenSSL left of the input moves to the front of kept: a borrowed input before the
- * caller's buffer goes, a kept one before more is appended. */
+/* What OpenSSL left of a borrowed input is copied into kept before the caller's buffer
+ * goes; an input already in kept stays where it is (the reads go on from there: moving
+ * the rest after each record would cost a client of tiny records quadratic time). */
 static void keep_rest(ml_tls_t *t) {
   if (t->in_len == 0) {
     t->kept.len = 0;
     if (t->kept.cap > 64 * 1024) ml_buf_reset(&t->kept, 0);
     return;
   }
-  if (in_kept(t)) {
-    if (t->in != t->kept.data) memmove(t->kept.data, t->in, t->in_len);
-  } else {
-    t->kept.len = 0;
-    ml_buf_add(&t->kept, t->in, t->in_len);
-  }
-  t->kept.len = t->in_len;
+  if (in_kept(t)) return;
+  t->kept.len = 0;
+  ml_buf_add(&t->kept, t->in, t->in_len);
   t->in = t->kept.data;
 }
 
@@ -262,7 +259,9 @@ void ml_tls_feed(ml_tls_t *t, const char *data, size_t len) {
     t->in_len = len;
     return;
   }
-  keep_rest(t);   /* older bytes first: both in kept, in order */
+  keep_rest(t);   /* older bytes first, at the front of kept (once per feed) */
+  if (t->in != t->kept.data) memmove(t->kept.data, t->in, t->in_len);
+  t->kept.len = t->in_len;
   ml_buf_add(&t->kept, data, len);
   t->in = t->kept.data;
   t->in_len = t->kept.len;
