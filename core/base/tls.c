@@ -301,9 +301,13 @@ static void set_error(ml_tls_t *t, const char *fallback) {
   for (char *p = t->err; *p; p++) *p = (char)tolower((unsigned char)*p);
 }
 
-/* The error queue must be empty before an operation whose failure SSL_get_error explains;
- * it nearly always is (failures are turned into text and cleared at once), and OpenSSL 3's
- * ERR_clear_error costs more than a look (4.5% of the server's CPU on keep-alive). */
+/* OpenSSL 3's error queue is costly to touch (ERR_peek_error ~200 instructions a call, two
+ * a keep-alive request; ERR_clear_error more), so the per-request paths leave it alone: an
+ * operation that returns <= 0 is asked whether it stopped for want of input
+ * (SSL_want_read: the BIO ran dry) before SSL_get_error, which would call anything in this
+ * thread's queue, someone else's included, a failure. The queue is emptied where failures
+ * are turned into text (set_error) and around the handshake, once a connection, so that a
+ * failure's reason is its own. */
 static inline void clear_errors(void) {
   if (ERR_peek_error()) ERR_clear_error();
 }
@@ -312,16 +316,17 @@ int ml_tls_handshake(ml_tls_t *t) {
   clear_errors();
   int r = SSL_do_handshake(t->ssl);
   keep_rest(t);
-  if (r == 1) return 0;
-  int e = SSL_get_error(t->ssl, r);
-  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return 1;
+  if (r == 1) {
+    clear_errors();   /* what OpenSSL left behind in a handshake that succeeded */
+    return 0;
+  }
+  if (SSL_want_read(t->ssl)) return 1;
   set_error(t, "handshake failed");
   return -1;
 }
 
 int ml_tls_write(ml_tls_t *t, const char *data, size_t len) {
-  while (len > 0) {
-    clear_errors();
+  while (len > 0) {   /* our BIO takes every byte: SSL_write never waits, only fails */
     int chunk = len > 1 << 30 ? 1 << 30 : (int)len;
     int r = SSL_write(t->ssl, data, chunk);
     if (r <= 0) {
@@ -337,13 +342,11 @@ int ml_tls_write(ml_tls_t *t, const char *data, size_t len) {
 int ml_tls_read(ml_tls_t *t, char *buf, size_t cap) {
   /* nothing decrypted waits and no ciphertext came: SSL_read could only say "want read" */
   if (t->in_len == 0 && !SSL_pending(t->ssl)) return 0;
-  clear_errors();
   int r = SSL_read(t->ssl, buf, cap > 1 << 30 ? 1 << 30 : (int)cap);
   keep_rest(t);
   if (r > 0) return r;
-  int e = SSL_get_error(t->ssl, r);
-  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return 0;
-  if (e == SSL_ERROR_ZERO_RETURN) return ML_TLS_CLOSED;
+  if (SSL_want_read(t->ssl)) return 0;   /* a record is incomplete: more input is due */
+  if (SSL_get_error(t->ssl, r) == SSL_ERROR_ZERO_RETURN) return ML_TLS_CLOSED;
   set_error(t, "read failed");
   return -1;
 }
