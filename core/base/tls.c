@@ -4,7 +4,8 @@
  * it whole, the common case), writing it appends records to the session's output buffer,
  * which ml_tls_take hands over by swapping buffers (no copy either). Nothing else: no
  * BUF_MEM, no pending counts through BIO_ctrl (callgrind, a keep-alive HTTPS request of the
- * server: 25.7k -> 23.9k instructions; plain HTTP 9.3k).
+ * server: 25.7k instructions with memory BIOs, 23.9k with this one, 23.5k without looks at
+ * the error queue; plain HTTP 9.3k).
  *
  * An empty input means "retry later", never end of file: the socket's end is the caller's
  * business. The borrowed input never outlives the call that consumes it: every operation
