@@ -159,7 +159,7 @@ wrk_run() {
   # bash's `times`, second line: the children's user and system time, "0m1.234s 0m0.567s"
   W_CLIENT_US=$(awk -v n="$(awk '/ requests in / { print $1 }' "$TMP/$name.wrk")" '
     NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/)
-              printf "%.2f", (u[1] * 60 + u[2] + s[1] * 60 + s[2]) * 1e6 / n }' \
+              printf "%.2f", (n > 0 ? (u[1] * 60 + u[2] + s[1] * 60 + s[2]) * 1e6 / n : 0) }' \
     "$TMP/$name.times")
 }
 
