@@ -10,8 +10,8 @@
  * An empty input means "retry later", never end of file: the socket's end is the caller's
  * business. The borrowed input never outlives the call that consumes it: every operation
  * ends by copying what OpenSSL left of it into `kept`, read next time before new input.
- * OpenSSL's error queue is per thread, so every operation starts by clearing it and
- * failures are turned into text at once. */
+ * OpenSSL's error queue is per thread: failures are turned into text at once, and the
+ * per-request paths do not depend on it (see clear_errors). */
 #include "tls.h"
 #include "mem.h"
 #include <arpa/inet.h>
