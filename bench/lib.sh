@@ -133,25 +133,53 @@ cpu_ticks() {
 }
 
 # wrk_run NAME URL [PID...]: warm up 1 s, then wrk -t1 -c64 -d$DURATION --latency.
-# Sets W_RPS, W_P99, W_ERRORS (socket errors + non-2xx/3xx), and W_CPU: the CPU use of
-# the PIDs (the server's processes) during the measured run, in % of one CPU.
+# Sets W_RPS, W_P99, W_ERRORS (socket errors + non-2xx/3xx), W_CPU: the CPU use of
+# the PIDs (the server's processes) during the measured run, in % of one CPU, and
+# W_CLIENT_US: wrk's own CPU time per request in microseconds (user + system).
 # wrk's output is kept in $TMP/NAME.wrk. W_CONNS: other than 64 connections; W_SCRIPT: a
-# wrk Lua script (-s) for both runs.
+# wrk Lua script (-s) for both runs; W_CLIENT_CPU: the CPU wrk runs on (taskset -c), the
+# PIDs then being pinned elsewhere by the caller (pin_pids).
 wrk_run() {
   local name=$1 url=$2 limit c0 c1 t0 t1 conns=${W_CONNS:-64}
-  local -a script=()
+  local -a script=() pin=()
   shift 2
   [ -z "${W_SCRIPT:-}" ] || script=(-s "$W_SCRIPT")
+  [ -z "${W_CLIENT_CPU:-}" ] || pin=(taskset -c "$W_CLIENT_CPU")
   limit=$(( $(seconds "$DURATION") + 30 ))
-  run_fg timeout -k 5 10 wrk -t1 -c"$conns" -d1s "${script[@]}" "$url" >/dev/null 2>&1 || true
+  run_fg "${pin[@]}" timeout -k 5 10 wrk -t1 -c"$conns" -d1s "${script[@]}" "$url" \
+    >/dev/null 2>&1 || true
   c0=$(cpu_ticks "$@") t0=$(date +%s.%N)
-  run_fg timeout -k 5 "$limit" wrk -t1 -c"$conns" -d"$DURATION" --latency "${script[@]}" "$url" \
-    >"$TMP/$name.wrk" 2>&1 ||
+  run_fg child_times "$TMP/$name.times" "${pin[@]}" timeout -k 5 "$limit" \
+    wrk -t1 -c"$conns" -d"$DURATION" --latency "${script[@]}" "$url" >"$TMP/$name.wrk" 2>&1 ||
     { cat "$TMP/$name.wrk" >&2; die "wrk against $url failed"; }
   c1=$(cpu_ticks "$@") t1=$(date +%s.%N)
   W_CPU=$(awk -v c="$(( c1 - c0 ))" -v hz="$(getconf CLK_TCK)" -v t0="$t0" -v t1="$t1" \
     'BEGIN { printf "%.0f%%", 100 * c / hz / (t1 - t0) }')
   wrk_parse "$name"
+  # bash's `times`, second line: the children's user and system time, "0m1.234s 0m0.567s"
+  W_CLIENT_US=$(awk -v n="$(awk '/ requests in / { print $1 }' "$TMP/$name.wrk")" '
+    NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/)
+              printf "%.2f", (n > 0 ? (u[1] * 60 + u[2] + s[1] * 60 + s[2]) * 1e6 / n : 0) }' \
+    "$TMP/$name.times")
+}
+
+# child_times FILE CMD...: runs CMD, then writes bash's `times` to FILE: its second line is
+# the CPU time of CMD and all it waited for (this runs in a subshell of its own, so nothing
+# else is counted). Returns CMD's status.
+child_times() {
+  local file=$1 rc=0
+  shift
+  "$@" || rc=$?
+  times >"$file"
+  return "$rc"
+}
+
+# pin_pids CPU PID...: every thread of each PID onto CPU (taskset), so that a client pinned
+# to another CPU (W_CLIENT_CPU) takes none of the server's time.
+pin_pids() {
+  local cpu=$1 pid
+  shift
+  for pid in "$@"; do taskset -a -p -c "$cpu" "$pid" >/dev/null || die "taskset $pid failed"; done
 }
 
 # wrk_parse NAME: W_RPS, W_P99 and W_ERRORS from wrk's output in $TMP/NAME.wrk (run with
@@ -176,10 +204,12 @@ wrk_parse() {
 # runs), WA_RUNS/WB_RUNS ("rps1 / rps2"), WA_P99/WB_P99 ("p99 / p99"), WA_ERRORS/WB_ERRORS
 # (sum), WA_CPU/WB_CPU (mean server CPU, % of one CPU), WA_US/WB_US (server CPU time per
 # request in microseconds, mean of the two runs: less sensitive to other load on the machine
-# than req/s) and W_HALF (the duration of each run).
+# than req/s), WA_CLIENT_US/WB_CLIENT_US (wrk's CPU time per request, mean of the two runs)
+# and W_HALF (the duration of each run).
 # PID_*: the server of each target.
 wrk_abba() {
   local name=$1 url_a=$2 pid_a=$3 url_b=$4 pid_b=$5 half run t rps="" p99="" err="" cpu="" us=""
+  local cus=""
   half=$(( $(seconds "$DURATION") / 2 ))
   [ "$half" -ge 2 ] || half=2
   W_HALF=${half}s
@@ -192,6 +222,7 @@ wrk_abba() {
     fi
     rps="$rps $t=${W_RPS}" p99="$p99 $t=$W_P99" err="$err $t=$W_ERRORS" cpu="$cpu $t=${W_CPU%\%}"
     us="$us $t=$(awk -v c="${W_CPU%\%}" -v r="$W_RPS" 'BEGIN { printf "%.2f", c * 1e4 / r }')"
+    cus="$cus $t=$W_CLIENT_US"
   done
   # pick_runs T LIST: "v1 / v2" of the entries T=v of LIST
   pick_runs() { echo "$2" | tr ' ' '\n' | sed -n "s/^$1=//p" | paste -sd' ' | sed 's# # / #'; }
@@ -205,6 +236,8 @@ wrk_abba() {
   WB_CPU=$(pick_runs b "$cpu" | awk -F' / ' '{ printf "%.0f%%", ($1 + $2) / 2 }')
   WA_US=$(pick_runs a "$us" | awk -F' / ' '{ printf "%.1f", ($1 + $2) / 2 }')
   WB_US=$(pick_runs b "$us" | awk -F' / ' '{ printf "%.1f", ($1 + $2) / 2 }')
+  WA_CLIENT_US=$(pick_runs a "$cus" | awk -F' / ' '{ printf "%.1f", ($1 + $2) / 2 }')
+  WB_CLIENT_US=$(pick_runs b "$cus" | awk -F' / ' '{ printf "%.1f", ($1 + $2) / 2 }')
 }
 
 # abba_table FIRST LABEL_A LABEL_B [ERRORS]: the table of a wrk_abba run: a header (FIRST

@@ -10,6 +10,7 @@
 #                                      the pg section: moonlet's pool and pipeline, pgbench -c
 #   BENCH_REDIS_N=300000 bench/run.sh  requests of each redis-benchmark test (redis section)
 #   BENCH_DURATION=3s bench/run.sh     shorter wrk runs (default 10s)
+#   BENCH_TLS_PIN=0 bench/run.sh       tls section: wrk and the servers share the CPUs (default: pinned)
 #   BENCH_ONLY=peers_hello,peers_seed,peers_sleep,peers_pg bench/run.sh
 #                                      moonlet beside nginx+lua, FastAPI and Node (bench/peers.sh)
 #   BUILD=build-asan bench/run.sh      another build directory (default build)
@@ -1061,9 +1062,13 @@ bench_metrics() {
 }
 
 # TLS: GET /hello on keep-alive connections over HTTPS (--tls-cert, a throwaway P-256
-# certificate) vs plain HTTP, two servers of the same build side by side, ABBA.
+# certificate) vs plain HTTP, two servers of the same build side by side, ABBA. With 2 CPUs
+# or more the servers run on CPU 1 and wrk on CPU 0, in both runs alike: the client's TLS
+# (about twice the server's CPU per request) then takes none of the server's CPU, and what
+# bounds each run shows in the CPU columns: a side near 100% of its CPU is the limit.
+# BENCH_TLS_PIN=0: no pinning (all share the CPUs, as before).
 bench_tls() {
-  local plain_pid plain_port pid cipher tls_port
+  local plain_pid plain_port pid cipher tls_port cpu="" pins="unpinned (fewer than 2 CPUs)"
   section "tls: GET /hello over HTTPS vs plain HTTP, keep-alive (wrk -t1 -c64, ABBA)"
   command -v wrk >/dev/null || die "wrk not installed (scripts/deps.sh bench)"
   command -v openssl >/dev/null || die "openssl not installed (scripts/deps.sh test)"
@@ -1073,9 +1078,14 @@ bench_tls() {
   start_moonlet tls_plain apps/hello
   plain_pid=$ML_PID plain_port=$ML_PORT
   start_moonlet tls apps/hello "" --tls-cert "$TMP/tls.pem" --tls-key "$TMP/tls.key"
+  [ "${BENCH_TLS_PIN:-1}" = 1 ] || pins="unpinned (BENCH_TLS_PIN=0)"
+  if [ "${BENCH_TLS_PIN:-1}" = 1 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+    pin_pids 1 "$plain_pid" "$ML_PID"
+    cpu=0 pins="wrk on CPU 0, the server on CPU 1"
+  fi
   cipher=$(timeout 10 openssl s_client -connect "127.0.0.1:$ML_PORT" -brief </dev/null 2>&1 |
     sed -n 's/^\(Protocol version\|Ciphersuite\): *//p' | paste -sd' ')
-  wrk_abba tls "http://127.0.0.1:$plain_port/hello" "$plain_pid" \
+  W_CLIENT_CPU=$cpu wrk_abba tls "http://127.0.0.1:$plain_port/hello" "$plain_pid" \
     "https://127.0.0.1:$ML_PORT/hello" "$ML_PID"
   for pid in "$plain_pid" "$ML_PID"; do
     kill -0 "$pid" 2>/dev/null || echo "!! moonlet (pid $pid) exited during the runs"
@@ -1083,8 +1093,9 @@ bench_tls() {
   done
   abba_table "moonlet" "plain HTTP" "HTTPS"
   abba_ratio "ratio HTTPS/plain" "" "HTTPS / plain" 0.70
+  tls_bounds
   echo "negotiated: ${cipher:-?} (wrk's OpenSSL and the system's policy). Keep-alive: one"
-  echo "handshake per wrk connection, then records; wrk's own TLS shares the machine's CPUs."
+  echo "handshake per wrk connection, then a record each way per request; $pins."
   command -v nginx >/dev/null || return 0
   # the same client against nginx, plain and TLS ports of one server block: how much of the
   # ratio is the client's and the machine's
@@ -1093,13 +1104,37 @@ bench_tls() {
         ssl_certificate $TMP/tls.pem;
         ssl_certificate_key $TMP/tls.key;" start_nginx
   pid=$(pgrep -P "$NG_PID" | head -1)   # its worker: the CPU column
-  wrk_abba tls_nginx "http://127.0.0.1:$NG_PORT/hello" "${pid:-$NG_PID}" \
+  [ -z "$cpu" ] || pin_pids 1 "$NG_PID" ${pid:+"$pid"}
+  W_CLIENT_CPU=$cpu wrk_abba tls_nginx "http://127.0.0.1:$NG_PORT/hello" "${pid:-$NG_PID}" \
     "https://127.0.0.1:$tls_port/hello" "${pid:-$NG_PID}"
   stop_pid "$NG_PID"
   echo
   abba_table "nginx (reference)" "plain HTTP" "HTTPS"
   printf '%-22s %10s   (the same wrk against nginx: a client-bound ratio shows here too)\n' \
     "ratio HTTPS/plain" "$(awk -v a="$WB_RPS" -v b="$WA_RPS" 'BEGIN { printf "%.2f", a / b }')"
+  tls_bounds
+}
+
+# tls_bounds: after wrk_abba (A plain, B HTTPS), what the server could do with a client to
+# spare (plain / HTTPS server CPU per request: the req/s ratio of a server-bound run), and
+# wrk's CPU per request and share of its CPU in both, which tell a client-bound run.
+tls_bounds() {
+  awk -v a="$WA_US" -v b="$WB_US" -v ca="$WA_CLIENT_US" -v cb="$WB_CLIENT_US" \
+    -v ra="$WA_RPS" -v rb="$WB_RPS" -v sa="${WA_CPU%\%}" -v sb="${WB_CPU%\%}" 'BEGIN {
+    r = a / b; met = "NOT met"; if (r >= 0.70) met = "met"
+    wa = ca * ra / 1e4; wb = cb * rb / 1e4
+    bound = "neither alone (other load on the machine)"
+    if (sb >= 90) bound = "the server"
+    if (wb >= 90 && wb > sb) bound = "wrk (the client), not the server"
+    printf "%-22s %10.2f   plain / HTTPS server CPU per request (%.1f / %.1f us): the req/s\n",
+      "server-bound ratio", r, a, b
+    printf "%-22s %10s   ratio of a server with a client to spare (target >= 0.70: %s)\n",
+      "", "", met
+    printf "%-22s %10s   plain %.1f, HTTPS %.1f us (%.2f x); wrk used %.0f%% / %.0f%% of its CPU,\n",
+      "wrk CPU per request", "", ca, cb, cb / ca, wa, wb
+    printf "%-22s %10s   the server %.0f%% / %.0f%%: the HTTPS run was bound by %s\n", "", "",
+      sa, sb, bound
+  }'
 }
 
 # GET and SET through moonlet.redis from coroutine routes vs redis-benchmark on the same

@@ -1,7 +1,7 @@
-/* TLS sessions for the HTTP client and the server: OpenSSL driven through memory BIOs, so
- * the socket stays a plain libuv stream. Ciphertext that arrives is handed to ml_tls_feed;
- * whatever OpenSSL wants to send (handshake records, encrypted requests or responses,
- * alerts) is collected with ml_tls_take and written by the caller. A session never
+/* TLS sessions for the HTTP client and the server: OpenSSL driven through a BIO of our own
+ * over buffers, so the socket stays a plain libuv stream. Ciphertext that arrives is handed
+ * to ml_tls_feed; whatever OpenSSL wants to send (handshake records, encrypted requests or
+ * responses, alerts) is collected with ml_tls_take and written by the caller. A session never
  * touches a socket or a loop; both ends share everything but their making.
  *
  * Client contexts (ml_tls_ctx_new) hold the trust settings: the system CAs by default
@@ -41,9 +41,13 @@ SSL_CTX *ml_tls_server_ctx_new(const char *cert_file, const char *key_file, char
 ml_tls_t *ml_tls_accept(SSL_CTX *ctx);
 void ml_tls_free(ml_tls_t *t);
 
-/* Ciphertext from the network. */
+/* Ciphertext from the network. The session borrows data (no copy) until the next
+ * ml_tls_handshake, ml_tls_read or ml_tls_shutdown returns, which keeps a copy of what it
+ * leaves unread: call one of them before data goes (a read returning 0 has taken it all). */
 void ml_tls_feed(ml_tls_t *t, const char *data, size_t len);
-/* Appends the ciphertext waiting to be sent to out; returns how many bytes. */
+/* Appends the ciphertext waiting to be sent to out; returns how many bytes. When out is
+ * empty the buffers are swapped instead (no copy): out then holds the records and the
+ * session out's former memory. */
 size_t ml_tls_take(ml_tls_t *t, ml_buf_t *out);
 
 /* Failures (err.h): a session fails inside the read and write paths, where no caller

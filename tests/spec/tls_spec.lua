@@ -183,6 +183,70 @@ print(st, h.get("connection"), f.read() == b"")
                     .. "20 210000\n200 close True\n", out)
   end)
 
+  -- the server reads records out of the buffer each socket read fills, keeping what one
+  -- read leaves of the next record: records cut anywhere, many records in one read
+  it("takes requests cut into 1-byte records, or into 1-byte TCP segments", function()
+    local out = py(srv.port, pki.ca, [[
+import time
+raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+inc, outg = ssl.MemoryBIO(), ssl.MemoryBIO()
+o = ctx.wrap_bio(inc, outg, server_hostname="127.0.0.1")
+def flush():
+    data = outg.read()
+    if data: raw.sendall(data)
+def pump():
+    data = raw.recv(65536)
+    if not data: raise EOFError
+    inc.write(data)
+while True:
+    try:
+        o.do_handshake(); flush(); break
+    except ssl.SSLWantReadError:
+        flush(); pump()
+got = [b""]
+def response():   # the status line of the next response (each ends with its body)
+    while b"hello over tls" not in got[0]:
+        try:
+            got[0] += o.read(65536)
+        except ssl.SSLWantReadError:
+            pump()
+    one, got[0] = got[0].split(b"hello over tls", 1)
+    return one.split(b"\r\n")[0].decode()
+# three pipelined requests, a record per byte, sent in one write
+for b in get("/hello") * 3:
+    o.write(bytes([b]))
+flush()
+print(response(), response(), response())
+# one request's records, sent a byte a segment
+o.write(get("/hello"))
+data = outg.read()
+for i in range(len(data)):
+    raw.sendall(data[i:i + 1])
+    time.sleep(0.002)
+print(response())
+]])
+    assert.are.same("HTTP/1.1 200 OK HTTP/1.1 200 OK HTTP/1.1 200 OK\nHTTP/1.1 200 OK\n", out)
+  end)
+
+  -- the records wait in the connection's output while the socket is full
+  it("sends a large file whole to a client that reads slowly", function()
+    local out = py(srv.port, pki.ca, [[
+import time
+blob = open(sys.argv[3], "rb").read()
+s = connect()
+f = s.makefile("rb")
+s.sendall(get("/files/blob.txt") + get("/big?n=300000"))
+time.sleep(0.3)   # the socket's buffers fill, the server waits
+body = b""
+st, h, body = read_resp(f)
+print(st, body == blob)
+st, h, body = read_resp(f)
+print(st, body == b"x" * 300000)
+]], files .. "/blob.txt")
+    assert.are.same("200 True\n200 True\n", out)
+  end)
+
   it("carries large bodies both ways", function()
     local out = py(srv.port, pki.ca, [[
 import os
