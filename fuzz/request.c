@@ -58,7 +58,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 
 /* Runs the loop until c is closed or waits for bytes with nothing in flight. */
 static void settle(ml_server_conn_t *c, fuzz_peer_t *p) {
-  while (!p->closed && (c->inflight || c->fed.len || c->pending.len))
+  while (!p->closed && (c->inflight || (c->mem && c->mem->fed.len) || c->pending.len))
     uv_run(&loop, UV_RUN_ONCE);
 }
 

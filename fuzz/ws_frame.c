@@ -160,7 +160,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   ml_server_conn_feed(c, handshake, sizeof handshake - 1);
   const char *p = (const char *)data, *end = p + size;
   for (;;) {
-    while (!st.peer.closed && c->fed.len) uv_run(&loop, UV_RUN_ONCE);
+    while (!st.peer.closed && (c->mem && c->mem->fed.len)) uv_run(&loop, UV_RUN_ONCE);
     for (int i = 0; i < 3 && !st.peer.closed; i++) uv_run(&loop, UV_RUN_NOWAIT);   /* READY */
     if (st.peer.closed || p >= end) break;
     const char *cut = memmem(p, (size_t)(end - p), "\xff\xfe", 2);
