@@ -557,8 +557,18 @@ local function run_pooled(q, t, job, args_json)
   return false, { msg = match(msg, "^[^\n]*"), tb = msg }
 end
 
--- Metrics of the jobs (core/prod/jobs_metrics.c), when the C side has them.
-local metric = core.jobs_metric or function() end
+-- The queues' metrics (core/prod/jobs_metrics.c; nothing while metrics are off):
+-- metric(queue, "running", delta | "length", n | "done"/"failed", seconds | "retried" | "dead")
+local metric_index = {}   -- queue name -> its index in this process's metrics slot, or false
+local jobs_metric, jobs_metric_queue = core.jobs_metric, core.jobs_metric_queue
+local function metric(queue, kind, v)
+  local i = metric_index[queue]
+  if i == nil then
+    i = jobs_metric_queue(queue) or false
+    metric_index[queue] = i
+  end
+  if i then jobs_metric(i, kind, v) end
+end
 
 -- The worker of one queue in this state: w = { q, consumer, concurrency, running,
 -- unacked, acks, stopping }.
@@ -630,7 +640,7 @@ local function run_job(w, eid, id, task, args_json, attempt)
       end
     end
     metric(q.name, "running", -1)
-    metric(q.name, "duration", now() - t0)
+    local took = now() - t0
     if ok == nil then res = { msg = fmt("timeout: the run took more than %gs", t.timeout) } end
     local text
     if ok then
@@ -638,10 +648,10 @@ local function run_job(w, eid, id, task, args_json, attempt)
       if eok then text = s else ok, res = false, { msg = "the result is not a JSON value: " .. s } end
     end
     if ok then
-      metric(q.name, "done")
+      metric(q.name, "done", took)
       finish(w, eid, id, text)
     else
-      metric(q.name, "failed")
+      metric(q.name, "failed", took)
       fail(w, eid, id, task, res.msg, res.tb, t.retries, t.backoff)
     end
   end
@@ -794,6 +804,7 @@ function _M._serve(app, spec)
     if r then err = select(2, ensure_group(r, q)) end
     if err then error(fmt("moonlet worker: queue %s: %s", name, err), 0) end
     q.metrics_length = true
+    metric(name, "length", 0)   -- its series are on the metrics page from the start
     local w = { q = q, consumer = consumer, concurrency = spec.concurrency, running = 0,
                 unacked = 0, acks = {}, slot = core.cond(), fetching = true }
     workers[#workers + 1] = w

@@ -234,6 +234,27 @@ describe("jobs", function()
     assert.is_true(n >= 2 and n <= math.ceil(elapsed) + 1, n .. " ticks in " .. elapsed .. " s")
   end)
 
+  it("the metrics page has the job series (promtool checks it)", function()
+    local mport = t.free_port()
+    local a = worker("k", { "--metrics-port", tostring(mport) })
+    local e = enqueue("record", {}, nil, "k")
+    assert.are.same({ result = t.null, err = t.null }, get("/result/" .. e.id .. "?q=k"))
+    local res = assert(t.request(mport, "GET", "/metrics"))
+    assert.are.same(200, res.status)
+    local m = {}
+    for name, v in res.body:gmatch("\n([%w_]+{[^}]*}) (%S+)") do m[name] = tonumber(v) end
+    assert.are.same(1, m['moonlet_jobs_done_total{queue="k"}'])
+    assert.are.same(0, m['moonlet_jobs_running{queue="k"}'])
+    assert.are.same(0, m['moonlet_jobs_dead_total{queue="k"}'])
+    assert.is_number(m['moonlet_jobs_queue_length{queue="k"}'])
+    assert.are.same(1, m['moonlet_jobs_duration_seconds_count{queue="k"}'])
+    assert.matches("# TYPE moonlet_jobs_duration_seconds histogram", res.body, 1, true)
+    local r = t.run({ "check", "metrics" }, { bin = "promtool", stdin = res.body })
+    assert.are.same("", r.stdout .. r.stderr)
+    assert.are.same(0, r.status)
+    a:stop()
+  end)
+
   it("serve --worker runs the tasks inside the web process", function()
     w1:stop()
     w1 = nil
