@@ -268,6 +268,27 @@ describe("jobs", function()
     assert.are.same(0, s:signal("TERM") and s:wait(5))
   end)
 
+  it("apps/todo: a todo given a due date gets a reminder job, logged by the worker", function()
+    local dir = t.tmpdir()
+    local here = assert(io.popen("pwd")):read("*l")
+    local env = { REDIS_URL = rs.url, DATABASE_URL = false }
+    local todo = t.server{ app = here .. "/apps/todo", cwd = dir, env = env }
+    local wk = t.spawn({ "worker", here .. "/apps/todo", "--queue", "todo" }, { cwd = dir, env = env })
+    wk:wait_log("worker: queue todo", 10)
+    local due = os.time() + 1
+    local res = assert(t.request(todo.port, "POST", "/todos", {
+      headers = { ["content-type"] = "application/json" },
+      body = cjson.encode({ title = "buy milk", due = due }) }))
+    assert.are.same(201, res.status, res.body)
+    assert.are.same({ id = 1, title = "buy milk", done = false, reminder = "todo-1-" .. due }, res:json())
+    wk:wait_log('reminder: todo 1 "buy milk" is due', 5)
+    -- not before its time (Redis's clock, in ms, against the due date in seconds)
+    local started = rs:cli("HGET", "moonlet:jobs:{todo}:job:todo-1-" .. due, "started_at")
+    assert.is_true(tonumber(started:match("%d+")) >= due * 1000)
+    wk:stop()
+    todo:stop()
+  end)
+
   it("moonlet worker refuses a queue the app does not declare, and a missing --queue", function()
     local r = t.run({ "worker", "tests/apps/jobs", "--queue", "nope" }, { env = { REDIS_URL = rs.url } })
     assert.are.same(2, r.status)
