@@ -1096,6 +1096,17 @@ bench_tls() {
 
 # GET and SET through moonlet.redis from coroutine routes vs redis-benchmark on the same
 # throwaway server, and vs FastAPI with redis-py's asyncio client on the same routes.
+# start_redis NAME: a throwaway redis-server (no persistence) on a free port of 127.0.0.1,
+# its log in $TMP/NAME.log, ready when it answers PING: sets RS_PORT and RS_PID.
+start_redis() {
+  RS_PORT=$(free_port)
+  redis-server --port "$RS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$TMP" \
+    --logfile "$TMP/$1.log" &
+  RS_PID=$!
+  STARTED="$STARTED $RS_PID"
+  for _ in $(seq 100); do redis-cli -p "$RS_PORT" ping 2>/dev/null | grep -q PONG && break; sleep 0.05; done
+}
+
 bench_redis() {
   local port rurl n out rb_get rb_set m_get m_set m_get_cpu m_set_cpu f_get f_set f_pid f_port
   local fmt check rs_pid py=/usr/bin/python3
@@ -1105,12 +1116,8 @@ bench_redis() {
   command -v redis-server >/dev/null || die "redis-server not installed (scripts/deps.sh bench)"
   "$py" -c 'import fastapi, uvicorn, redis.asyncio' 2>/dev/null ||
     die "FastAPI, uvicorn or redis-py missing for $py (scripts/deps.sh bench)"
-  port=$(free_port)
-  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$TMP" \
-    --logfile "$TMP/redis.log" &
-  rs_pid=$!
-  STARTED="$STARTED $rs_pid"
-  for _ in $(seq 100); do redis-cli -p "$port" ping 2>/dev/null | grep -q PONG && break; sleep 0.05; done
+  start_redis redis
+  port=$RS_PORT rs_pid=$RS_PID
   rurl=redis://127.0.0.1:$port
 
   # redis-benchmark first, alone with the server
@@ -1229,12 +1236,8 @@ bench_jobs() {
   command -v redis-server >/dev/null || die "redis-server not installed (scripts/deps.sh bench)"
   /usr/bin/python3 -c 'import celery, redis' 2>/dev/null ||
     die "Celery or redis-py missing for /usr/bin/python3 (scripts/deps.sh bench)"
-  port=$(free_port)
-  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$TMP" \
-    --logfile "$TMP/redis-jobs.log" &
-  rs_pid=$!
-  STARTED="$STARTED $rs_pid"
-  for _ in $(seq 100); do redis-cli -p "$port" ping 2>/dev/null | grep -q PONG && break; sleep 0.05; done
+  start_redis redis-jobs
+  port=$RS_PORT rs_pid=$RS_PID
   JOBS_URL=redis://127.0.0.1:$port
 
   # moonlet: end to end, with the worker's and Redis's CPU per 1,000 jobs
