@@ -86,6 +86,7 @@ describe("jobs", function()
 
   it("retries with backoff, then moves the job to the dead letters with error and traceback", function()
     local mark = w1:mark()
+    local c0 = get("/counts")
     local e = enqueue("flaky")
     local st = wait_for("dead", function()
       local s = get("/status/" .. e.id)
@@ -93,6 +94,9 @@ describe("jobs", function()
     end)
     assert.are.same(3, st.info.attempts)                    -- retries = 2
     assert.are.same(3, hget("flaky", e.id))                 -- ran three times
+    local c1 = get("/counts")
+    assert.are.same({ 3, 2, 1, 0, 0, 0 }, { c1.failed - c0.failed, c1.retried - c0.retried,
+                                            c1.dead - c0.dead, c1.scheduled, c1.running, c1.queued })
     assert.matches("boom on attempt 3", st.info.last_error, 1, true)
     assert.matches("stack traceback", st.info.traceback, 1, true)
     assert.matches("app.lua:%d+: in function", st.info.traceback)
