@@ -169,6 +169,24 @@ describe("jobs", function()
     b:stop()
   end)
 
+  it("a job whose workers keep dying is dead once lost more often than its retries allow", function()
+    local e = enqueue("slow", { 5 }, nil, "k")   -- timeout 2, retries 1
+    for run = 1, 2 do
+      local a = worker("k")
+      wait_for("run " .. run, function() return hget("started", e.id, "k") == run end, 6)
+      a:signal("KILL")
+      a:wait(5)
+    end
+    local c = worker("k")
+    local st = wait_for("dead", function()
+      local s = get("/status/" .. e.id .. "?q=k")
+      return s.state == "dead" and s
+    end, 6)
+    assert.matches("lost 2 time(s): the workers running it stopped", st.info.last_error, 1, true)
+    assert.are.same(2, hget("started", e.id, "k"))   -- not run a third time
+    c:stop()
+  end)
+
   it("two workers share a queue and run no job twice", function()
     local a, b = worker("k"), worker("k")
     local n = 400
