@@ -353,6 +353,7 @@ end
 ---of the queue (each period of Redis's clock, whichever worker comes first enqueues it).
 ---@param seconds number
 ---@param task string
+---@param ... any the task's arguments (JSON values)
 function Queue:every(seconds, task, ...)
   if type(seconds) ~= "number" or seconds < 0.01 then argerr("every", 1, "expected seconds >= 0.01") end
   if type(task) ~= "string" then argerr("every", 2, "expected a task name") end
@@ -412,6 +413,7 @@ end
 ---nothing while the job is kept), { delay = seconds }, { at = unix_seconds }. To pass
 ---such a table as the last argument, add {} after it.
 ---@param task string
+---@param ... any the task's arguments (JSON values), then the options if any
 ---@return string|nil id
 ---@return string|boolean created_or_err true when new, false when the id existed
 function Queue:enqueue(task, ...)
@@ -541,6 +543,11 @@ local function decode_args(text)
 end
 
 ---On a pool (executor) thread: runs a pool = true task of a queue app.lua declared there.
+---@param queue string
+---@param task string
+---@param job table { id, queue, task, attempt }
+---@param args_json string the arguments, a JSON array
+---@return any result
 function _M._pooled(queue, task, job, args_json)
   local q = queues[queue]
   local t = q and q.tasks[task]
@@ -800,6 +807,8 @@ end
 ---runtime.lifespan, after the startup hooks of a worker host (cfg.jobs_worker): starts
 ---consuming every queue named in spec.queues (a comma list). Raises when app.lua declares
 ---no such queue.
+---@param app moonlet.App
+---@param spec table { queues = "a,b", concurrency = n, graceful_timeout = s }
 function _M._serve(app, spec)
   local workers = {}
   local consumer = fmt("%s-%d-%04x", hostname(), ffi.C.getpid(), floor(now() * 1e6) % 65536)
@@ -833,6 +842,8 @@ end
 ---runtime.lifespan, before the shutdown hooks: stops taking jobs and waits for the
 ---running ones (and their acknowledgements), up to the graceful timeout less a margin for
 ---the hooks. What is still running then stays pending: another worker reclaims it.
+---@param app moonlet.App
+---@param spec table app._jobs_worker (see _serve)
 function _M._drain(app, spec)
   local workers = app._jobs_workers
   if not workers then return end
