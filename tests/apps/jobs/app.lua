@@ -37,6 +37,7 @@ end, { pool = true })
 -- queue "k": the workers the spec starts, stops and kills
 local k = moonlet.jobs.queue("k", { redis = url })
 k:task("slow", slow, { timeout = 2, retries = 1 })
+k:task("slow4", slow, { timeout = 4, retries = 1 })   -- outlives a short --graceful-timeout
 k:task("record", function(job) r():hincrby("runs", job.queue .. "/" .. job.id, 1) end)
 
 local periodic = moonlet.jobs.queue("p", { redis = url })
