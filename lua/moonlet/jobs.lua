@@ -787,7 +787,7 @@ local function tick_loop(w)
           start_entries(w, claimed)
         end
       end
-      if q.metrics_length then   -- the queue length gauge, sampled
+      if metric_index[q.name] then   -- the queue length gauge, sampled (metrics on)
         local n = r:call("XLEN", q.prefix .. "stream")
         if type(n) == "number" then metric(q.name, "length", n) end
       end
@@ -821,7 +821,6 @@ function _M._serve(app, spec)
     local r, err = connect(q)
     if r then err = select(2, ensure_group(r, q)) end
     if err then error(fmt("moonlet worker: queue %s: %s", name, err), 0) end
-    q.metrics_length = true
     metric(name, "length", 0)   -- its series are on the metrics page from the start
     local w = { q = q, consumer = consumer, concurrency = spec.concurrency, running = 0,
                 unacked = 0, acks = {}, slot = core.cond(), fetching = true }
