@@ -9,6 +9,7 @@
 #   BENCH_PG_POOL=4 BENCH_PG_PIPELINE=16 BENCH_PG_CLIENTS=16 bench/run.sh
 #                                      the pg section: moonlet's pool and pipeline, pgbench -c
 #   BENCH_REDIS_N=300000 bench/run.sh  requests of each redis-benchmark test (redis section)
+#   BENCH_JOBS_N=100000 BENCH_JOBS_CELERY_N=5000 bench/run.sh   jobs of the jobs section
 #   BENCH_DURATION=3s bench/run.sh     shorter wrk runs (default 10s)
 #   BENCH_TLS_PIN=0 bench/run.sh       tls section: wrk and the servers share the CPUs (default: pinned)
 #   BENCH_ONLY=peers_hello,peers_seed,peers_sleep,peers_pg bench/run.sh
@@ -29,7 +30,7 @@ MOONLET=$BUILD/moonlet
 DURATION=${BENCH_DURATION:-10s}
 SECTIONS="hello sleep_burst seed cpu pool_overhead routes validation framework fanout stream"
 SECTIONS="$SECTIONS sqlite pg static websocket test_client reload shared embed workers metrics"
-SECTIONS="$SECTIONS tls redis peers_hello peers_seed peers_sleep peers_pg"
+SECTIONS="$SECTIONS tls redis jobs peers_hello peers_seed peers_sleep peers_pg"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/moonlet-bench.XXXXXX")
 STARTED=""   # pids of the processes this script started and has not stopped yet
@@ -1139,6 +1140,17 @@ tls_bounds() {
 
 # GET and SET through moonlet.redis from coroutine routes vs redis-benchmark on the same
 # throwaway server, and vs FastAPI with redis-py's asyncio client on the same routes.
+# start_redis NAME: a throwaway redis-server (no persistence) on a free port of 127.0.0.1,
+# its log in $TMP/NAME.log, ready when it answers PING: sets RS_PORT and RS_PID.
+start_redis() {
+  RS_PORT=$(free_port)
+  redis-server --port "$RS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$TMP" \
+    --logfile "$TMP/$1.log" &
+  RS_PID=$!
+  STARTED="$STARTED $RS_PID"
+  for _ in $(seq 100); do redis-cli -p "$RS_PORT" ping 2>/dev/null | grep -q PONG && break; sleep 0.05; done
+}
+
 bench_redis() {
   local port rurl n out rb_get rb_set m_get m_set m_get_cpu m_set_cpu f_get f_set f_pid f_port
   local fmt check rs_pid py=/usr/bin/python3
@@ -1148,12 +1160,8 @@ bench_redis() {
   command -v redis-server >/dev/null || die "redis-server not installed (scripts/deps.sh bench)"
   "$py" -c 'import fastapi, uvicorn, redis.asyncio' 2>/dev/null ||
     die "FastAPI, uvicorn or redis-py missing for $py (scripts/deps.sh bench)"
-  port=$(free_port)
-  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$TMP" \
-    --logfile "$TMP/redis.log" &
-  rs_pid=$!
-  STARTED="$STARTED $rs_pid"
-  for _ in $(seq 100); do redis-cli -p "$port" ping 2>/dev/null | grep -q PONG && break; sleep 0.05; done
+  start_redis redis
+  port=$RS_PORT rs_pid=$RS_PID
   rurl=redis://127.0.0.1:$port
 
   # redis-benchmark first, alone with the server
@@ -1212,6 +1220,132 @@ bench_redis() {
   echo "  process, redis-py's pool (up to 64 connections). Clients and servers share the"
   echo "  machine's $(nproc) CPUs."
   moonlet_log redis
+}
+
+# moonlet.jobs: no-op jobs through enqueue -> `moonlet worker` -> ack, against Celery on a
+# Redis broker with the same no-op task, on one throwaway redis-server, in the same run
+# (bench/jobs_bench.lua, bench/apps/jobs, bench/apps/celery_noop.py). Two measures each:
+# end to end (the client enqueues while the worker runs, timed until the last ack) and the
+# worker alone (a queue filled first, timed from the first ack to the last).
+jobs_ml_worker() {   # starts `moonlet worker` on queue bench: sets JW_PID
+  : >"$TMP/jobs-worker.err"
+  REDIS_URL=$JOBS_URL "$MOONLET" worker bench/apps/jobs --queue bench \
+    --concurrency "$JOBS_CONC" 2>"$TMP/jobs-worker.err" &
+  JW_PID=$!
+  STARTED="$STARTED $JW_PID"
+  for _ in $(seq 200); do grep -q "worker: queue bench" "$TMP/jobs-worker.err" && return; sleep 0.05; done
+  cat "$TMP/jobs-worker.err" >&2
+  die "moonlet worker did not start"
+}
+jobs_ml_run() {   # MODE N: bench/jobs_bench.lua; prints the jobs/s
+  REDIS_URL=$JOBS_URL BENCH_JOBS_MODE=$1 BENCH_JOBS_N=$2 "$MOONLET" test bench/jobs_bench.lua \
+    2>>"$TMP/jobs-watch.err" | awk '$1 == "jobs" { printf "%.0f", $2 / $4 }'
+}
+# jobs_drain RUN START...: the worker alone on a filled queue: the watcher RUN (jobs_ml_run
+# or jobs_celery_run) first, then START... starts the worker (in this shell: its pid stays
+# known); sets JOBS_RATE to the watcher's jobs/s.
+jobs_drain() {
+  local watcher
+  : >"$TMP/jobs-watch.err"
+  "$1" drain "$JOBS_DRAIN_N" >"$TMP/jobs-drain.out" &
+  watcher=$!
+  for _ in $(seq 200); do grep -q watching "$TMP/jobs-watch.err" && break; sleep 0.05; done
+  shift
+  "$@"
+  wait "$watcher"
+  JOBS_RATE=$(cat "$TMP/jobs-drain.out")
+}
+jobs_celery_worker() {   # POOL ARGS...: starts a Celery worker: sets JC_PID
+  : >"$TMP/celery.err"
+  (cd bench/apps && REDIS_URL=$JOBS_URL exec /usr/bin/python3 -m celery -A celery_noop worker \
+    --pool "$@" --without-heartbeat --without-gossip --without-mingle -l info) \
+    >"$TMP/celery.out" 2>"$TMP/celery.err" &
+  JC_PID=$!
+  STARTED="$STARTED $JC_PID"
+  for _ in $(seq 400); do grep -q " ready\." "$TMP/celery.err" && return; sleep 0.05; done
+  cat "$TMP/celery.err" >&2
+  die "the Celery worker did not start"
+}
+jobs_celery_run() {   # MODE N: prints the jobs/s
+  (cd bench/apps && REDIS_URL=$JOBS_URL /usr/bin/python3 celery_noop.py "$1" "$2") \
+    2>>"$TMP/jobs-watch.err" | awk '$1 == "jobs" { printf "%.0f", $2 / $4 }'
+}
+bench_jobs() {
+  local port n cn rs_pid m_e2e m_drain m_cpu r_cpu t0 r0 c_e2e c_drain c_cpu pool best=""
+  local best_rate=0 rate fmt pids
+  n=${BENCH_JOBS_N:-100000}
+  cn=${BENCH_JOBS_CELERY_N:-5000}
+  JOBS_CONC=${BENCH_JOBS_CONCURRENCY:-200}
+  section "jobs: no-op jobs/s through moonlet.jobs (moonlet worker) vs Celery, one redis-server"
+  command -v redis-server >/dev/null || die "redis-server not installed (scripts/deps.sh bench)"
+  /usr/bin/python3 -c 'import celery, redis' 2>/dev/null ||
+    die "Celery or redis-py missing for /usr/bin/python3 (scripts/deps.sh bench)"
+  start_redis redis-jobs
+  port=$RS_PORT rs_pid=$RS_PID
+  JOBS_URL=redis://127.0.0.1:$port
+
+  # moonlet: end to end, with the worker's and Redis's CPU per 1,000 jobs
+  jobs_ml_worker
+  t0=$(cpu_ticks "$JW_PID") r0=$(cpu_ticks "$rs_pid")
+  m_e2e=$(jobs_ml_run e2e "$n")
+  m_cpu=$(awk -v t="$(( $(cpu_ticks "$JW_PID") - t0 ))" -v n="$n" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN { printf "%.1f", t / hz * 1000 / (n / 1000) }')
+  r_cpu=$(awk -v t="$(( $(cpu_ticks "$rs_pid") - r0 ))" -v n="$n" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN { printf "%.1f", t / hz * 1000 / (n / 1000) }')
+  stop_pid "$JW_PID"
+  # moonlet: the worker alone, on a filled queue
+  jobs_ml_run enqueue "$n" >/dev/null
+  JOBS_DRAIN_N=$n
+  jobs_drain jobs_ml_run jobs_ml_worker
+  m_drain=$JOBS_RATE
+  stop_pid "$JW_PID"
+  [ -n "$m_e2e" ] && [ -n "$m_drain" ] || die "bench/jobs_bench.lua printed no figure"
+
+  # Celery: the worker alone with each pool (prefork: a process per CPU; threads), then
+  # end to end with the faster one
+  for pool in "prefork -c $(nproc)" "threads -c 16"; do
+    redis-cli -p "$port" del celery unacked unacked_index >/dev/null
+    jobs_celery_run enqueue "$cn" >/dev/null
+    JOBS_DRAIN_N=$cn
+    # shellcheck disable=SC2086 # the pool and its -c
+    jobs_drain jobs_celery_run jobs_celery_worker $pool
+    rate=$JOBS_RATE
+    stop_pid "$JC_PID"
+    echo "Celery worker alone, --pool $pool: $rate jobs/s"
+    if [ "${rate:-0}" -gt "$best_rate" ]; then best_rate=$rate best=$pool; fi
+  done
+  c_drain=$best_rate
+  redis-cli -p "$port" del celery unacked unacked_index >/dev/null
+  # shellcheck disable=SC2086
+  jobs_celery_worker $best
+  pids="$JC_PID $(pgrep -P "$JC_PID" | tr '\n' ' ')"
+  # shellcheck disable=SC2086 # the worker and its pool's processes
+  t0=$(cpu_ticks $pids)
+  c_e2e=$(jobs_celery_run e2e "$cn")
+  # shellcheck disable=SC2086
+  c_cpu=$(awk -v t="$(( $(cpu_ticks $pids) - t0 ))" -v n="$cn" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN { printf "%.1f", t / hz * 1000 / (n / 1000) }')
+  stop_pid "$JC_PID"
+  stop_pid "$rs_pid"
+
+  fmt='%-52s %12s %12s %8s\n'
+  printf "$fmt" "no-op jobs/s" "moonlet" "Celery" "ratio"
+  printf "$fmt" "----------------------------------------------------" "------------" "------------" "--------"
+  printf "$fmt" "enqueue -> worker -> ack, end to end" "$m_e2e" "$c_e2e" \
+    "$(awk -v a="$m_e2e" -v b="$c_e2e" 'BEGIN { printf "%.1f", a / b }')"
+  printf "$fmt" "the worker alone, queue filled first" "$m_drain" "$c_drain" \
+    "$(awk -v a="$m_drain" -v b="$c_drain" 'BEGIN { printf "%.1f", a / b }')"
+  printf "$fmt" "worker CPU ms per 1,000 jobs (end to end)" "$m_cpu" "$c_cpu" ""
+  printf "%-52s %12s\n" "redis-server CPU ms per 1,000 jobs (moonlet)" "$r_cpu"
+  printf 'target: >= 10,000 jobs/s end to end: %s; >= 3 x Celery end to end: %s\n' \
+    "$(awk -v a="$m_e2e" 'BEGIN { print (a >= 10000 ? "met" : "NOT met") }')" \
+    "$(awk -v a="$m_e2e" -v b="$c_e2e" 'BEGIN { print (a >= 3 * b ? "met" : "NOT met") }')"
+  echo "moonlet: $n jobs, jobs:enqueue_many (1,000 a script call) from a Lua client"
+  echo "  (moonlet test), one moonlet worker --concurrency $JOBS_CONC. Celery $(/usr/bin/python3 -c \
+'import celery; print(celery.__version__)'): $cn jobs, apply_async on one"
+  echo "  producer connection, task_acks_late, no result backend, prefetch 64, the faster pool"
+  echo "  (--pool $best) end to end. 'Done' is read from Redis: moonlet's done counter, Celery's"
+  echo "  queue list and unacked hash both empty. Clients, workers and Redis share $(nproc) CPUs."
 }
 
 main() {

@@ -1,5 +1,6 @@
 /* The "moonlet.core" module (see core.h). */
 #include "core.h"
+#include "metrics.h"
 #include "log.h"
 #include "mem.h"
 #include "response.h"
@@ -114,5 +115,6 @@ int ml_core_open(lua_State *L) {
   ml_db_sqlite_open(L);
   ml_db_pg_open(L);
   ml_redis_open(L);
+  ml_jobs_metrics_open(L);
   return 1;
 }

@@ -92,6 +92,7 @@ struct ml_host_s {
   int freeing;               /* ml_host_free ran: the memory goes with the last handle */
   int metrics_own;           /* cfg.metrics_port and no supervisor's region: the host serves */
   int metrics_serving;       /* ... and its ml_metrics_serve worked */
+  char *jobs_worker;         /* cfg.jobs_worker, copied; NULL: none */
 };
 
 enum { DEFER_LISTEN = 1, DEFER_RELOAD = 2, DEFER_RELOADED = 4 };
@@ -126,6 +127,9 @@ void ml_config_defaults(ml_config_t *cfg) {
   cfg->tls_cert = NULL;
   cfg->tls_key = NULL;
   cfg->executor_size = 128;
+  cfg->jobs_worker = NULL;
+  cfg->jobs_concurrency = 50;
+  cfg->no_listener = 0;
 }
 
 enum { RETIRED_SERVING, RETIRED_HOOKS, RETIRED_DONE };
@@ -145,6 +149,7 @@ static void host_release(ml_host_t *h) {
   free(h->tls_key);
   free(h->listen_err);
   free(h->loading_err);
+  free(h->jobs_worker);
   free(h);
 }
 
@@ -408,6 +413,8 @@ static ml_host_t *host_new(const ml_config_t *cfg, uv_loop_t *loop) {
   ml_host_t *h = ml_xcalloc(1, sizeof *h);
   if (cfg->ignore_sigpipe) signal(SIGPIPE, SIG_IGN);
   h->cfg = *cfg;
+  h->jobs_worker = cfg->jobs_worker ? ml_xstrdup(cfg->jobs_worker) : NULL;
+  h->cfg.jobs_worker = h->jobs_worker;
   h->grace_ns = (uint64_t)(cfg->graceful_timeout * 1e9);
   ml_log_configure(cfg->log_level, cfg->log_cb, cfg->log_user);
   ml_shared_configure(cfg->shared_mem);
@@ -558,10 +565,32 @@ static int retired_full(ml_host_t *h) {
   return 1;
 }
 
-/* a's pooled routes go to the pool, its run_in_pool jobs to the executor. */
+/* cfg.jobs_worker: the app table gets _jobs_worker = { queues =, concurrency =,
+ * graceful_timeout = }, which runtime.lifespan reads to start the queues' consumers after
+ * the startup hooks and to drain them before the shutdown hooks (lua/moonlet/jobs.lua). */
+static void jobs_mark(ml_host_t *h, ml_app_t *a) {
+  if (!h->jobs_worker) return;
+  lua_State *L = a->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, a->app_ref);
+  if (lua_istable(L, -1)) {
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, h->jobs_worker);
+    lua_setfield(L, -2, "queues");
+    lua_pushinteger(L, h->cfg.jobs_concurrency);
+    lua_setfield(L, -2, "concurrency");
+    lua_pushnumber(L, h->cfg.graceful_timeout);
+    lua_setfield(L, -2, "graceful_timeout");
+    lua_setfield(L, -2, "_jobs_worker");
+  }
+  lua_pop(L, 1);
+}
+
+/* a's pooled routes go to the pool, its run_in_pool jobs to the executor; a worker
+ * host's app learns its queues. Called for every app the host runs. */
 static void use_threads(ml_host_t *h, ml_app_t *a) {
   a->sched.workers = h->workers;
   a->sched.executor = h->executor;
+  jobs_mark(h, a);
 }
 
 static int app_flags(ml_host_t *h) {
@@ -760,7 +789,9 @@ static int bind_server(ml_host_t *h, char *err, size_t errlen) {
     h->tls_cert = ml_xstrdup(h->cfg.tls_cert);
     h->tls_key = ml_xstrdup(h->cfg.tls_key);
   }
-  int rc = ml_server_bind(h->server, h->loop, &sc, err, errlen);
+  int rc = 0;
+  if (h->cfg.no_listener) ml_server_init(h->server, h->loop, &sc);   /* drains at once */
+  else rc = ml_server_bind(h->server, h->loop, &sc, err, errlen);
   ml_server_set_tls(h->server, tls);   /* the server owns it, bound or not */
   if (h->server->handles_open) {   /* its memory goes when they are closed */
     h->open_handles++;
@@ -787,6 +818,7 @@ static int listen_finish(ml_host_t *h, int rc, char *err, size_t errlen) {
     rc = 0;
   }
   if (rc) return -1;
+  if (h->cfg.no_listener) return 0;
   return ml_server_listen(h->server, err, errlen) ? -1 : 0;
 }
 

@@ -19,6 +19,8 @@
 
 static const char usage[] =
     "usage: moonlet serve APPDIR [options]   serve the app in APPDIR (APPDIR/app.lua)\n"
+    "       moonlet worker APPDIR --queue NAME [options]  run the tasks of the app's job queue\n"
+    "                                        NAME (README \"Background jobs\")\n"
     "       moonlet test [PATH ...]          run Lua spec files with busted (default: tests/spec or .)\n"
     "       moonlet new NAME                 create directory NAME: an app, its spec, a README\n"
     "       moonlet routes APPDIR            print the app's routes: method, path, mode, handler\n"
@@ -60,7 +62,17 @@ static const char usage[] =
     "  --reload                reload the app when a .lua file in APPDIR changes (development;\n"
     "                          implies --debug)\n"
     "  --debug                 development mode: a 500 shows its Lua error and traceback\n"
-    "                          (HTML for a browser, else JSON); never use it in production\n";
+    "                          (HTML for a browser, else JSON); never use it in production\n"
+    "  --worker NAME           also run the tasks of the app's job queue NAME in this process\n"
+    "                          (repeatable; see worker)\n"
+    "\n"
+    "worker options (and serve's --log-level, --pool-size, --executor-size, --pool-queue,\n"
+    "--shared-mem, --block-warn, --metrics-port, --metrics-host, --debug; no HTTP port):\n"
+    "  --queue NAME            a moonlet.jobs queue the app declares (repeatable; at least one)\n"
+    "  --concurrency N         jobs run at once per queue (default 50)\n"
+    "  --graceful-timeout S    on SIGTERM/SIGINT: stop taking jobs, let the running ones\n"
+    "                          finish for up to S seconds (default 10), exit 0; the rest\n"
+    "                          stay pending and are reclaimed by another worker\n";
 
 static char who[40] = "moonlet";   /* "moonlet [worker 1]" in a worker process */
 
@@ -150,9 +162,21 @@ static int attach_shared_region(void) {
   return rc ? fail("%s%s", err, "") : 0;
 }
 
-static int cmd_serve(int argc, char **argv) {
+/* Adds name to the comma list of job queues in buf (--queue, --worker). */
+static int add_queue(char *buf, size_t len, const char *name) {
+  size_t used = strlen(buf);
+  if (!*name || strchr(name, ',') || used + strlen(name) + 2 > len) return -1;
+  snprintf(buf + used, len - used, "%s%s", used ? "," : "", name);
+  return 0;
+}
+
+/* `moonlet serve` (worker_cmd 0) and `moonlet worker` (1): the same host, the worker's
+ * without an HTTP port. */
+static int cmd_serve(int argc, char **argv, int worker_cmd) {
   ml_config_t cfg;
   ml_config_defaults(&cfg);
+  if (worker_cmd) cfg.no_listener = 1;
+  static char queues[1024];
   const char *appdir = NULL;
   int workers = -1;   /* no --workers: one process */
   for (int i = 0; i < argc; i++) {
@@ -234,6 +258,14 @@ static int cmd_serve(int argc, char **argv) {
       if (parse_number(v, 0, 1024, &d) || d != (int)d)
         return fail("--workers: expected a number of processes 0-1024, got '%s'%s", v, "");
       workers = d ? (int)d : (int)uv_available_parallelism();
+    } else if ((worker_cmd && strcmp(a, "--queue") == 0) ||
+               (!worker_cmd && strcmp(a, "--worker") == 0)) {
+      if (add_queue(queues, sizeof queues, v))
+        return fail("%s: expected a queue name (no comma), got '%s'", a, v);
+    } else if (worker_cmd && strcmp(a, "--concurrency") == 0) {
+      if (parse_number(v, 1, 100000, &d) || d != (int)d)
+        return fail("--concurrency: expected a whole number 1-100000, got '%s'%s", v, "");
+      cfg.jobs_concurrency = (int)d;
     } else if (strcmp(a, "--block-warn") == 0) {
       if (parse_number(v, 0, 1e7, &d)) return fail("--block-warn: expected milliseconds, got '%s'%s", v, "");
       cfg.block_warn_ms = d;
@@ -241,7 +273,13 @@ static int cmd_serve(int argc, char **argv) {
       return fail("unknown option '%s'%s (see moonlet --help)", a, "");
     }
   }
-  if (!appdir) return fail("serve: missing APPDIR%s%s (see moonlet --help)", "", "");
+  const char *cmd = worker_cmd ? "worker" : "serve";
+  if (!appdir) return fail("%s: missing APPDIR%s (see moonlet --help)", cmd, "");
+  if (worker_cmd && !queues[0])
+    return fail("worker: no --queue NAME%s%s (see moonlet --help)", "", "");
+  if (worker_cmd && (workers >= 0 || cfg.reload || cfg.tls_cert))
+    return fail("worker: --workers, --reload and --tls-cert are for serve%s%s", "", "");
+  if (queues[0]) cfg.jobs_worker = queues;
   if (workers >= 0 && cfg.reload)
     return fail("--workers and --reload do not go together%s%s: --reload is for development "
                 "(one process); reload workers with SIGHUP", "", "");
@@ -293,7 +331,7 @@ static int cmd_serve(int argc, char **argv) {
   if (is_worker == 0) {   /* the supervisor says "listening on" once all are ready */
     ml_worker_signals();
     ml_worker_ready(&worker);
-  } else {
+  } else if (!worker_cmd) {
     int v6 = strchr(cfg.host, ':') != NULL;
     printf("listening on %s://%s%s%s:%d\n", cfg.tls_cert ? "https" : "http", v6 ? "[" : "",
            cfg.host, v6 ? "]" : "", ml_host_port(h));
@@ -357,7 +395,8 @@ int main(int argc, char **argv) {
     return 2;
   }
   const char *cmd = argv[1];
-  if (strcmp(cmd, "serve") == 0) return cmd_serve(argc - 2, argv + 2);
+  if (strcmp(cmd, "serve") == 0) return cmd_serve(argc - 2, argv + 2, 0);
+  if (strcmp(cmd, "worker") == 0) return cmd_serve(argc - 2, argv + 2, 1);
   if (strcmp(cmd, "test") == 0) return cmd_lua("moonlet.test", argc - 2, argv + 2);
   if (strcmp(cmd, "new") == 0) return cmd_lua("moonlet.cli.new", argc - 2, argv + 2);
   if (strcmp(cmd, "routes") == 0) return cmd_lua("moonlet.cli.routes", argc - 2, argv + 2);

@@ -109,6 +109,17 @@ typedef struct {
                                 * keeps run_in_executor apart from `def` routes; started
                                 * when jobs need them, each with a Lua state of its own.
                                 * Its queue holds pool_queue jobs too, then 503. */
+  const char *jobs_worker;     /* NULL (none), or a comma list of moonlet.jobs queue names
+                                * this host runs the tasks of (`moonlet worker --queue`,
+                                * `serve --worker`; README "Background jobs"): once the
+                                * startup hooks ran, the app's queues of those names are
+                                * consumed on the loop; a stop first drains them (running
+                                * jobs finish within graceful_timeout), then runs the
+                                * shutdown hooks. Copied by ml_host_new */
+  int jobs_concurrency;        /* jobs a queue of jobs_worker runs at once (50) */
+  int no_listener;             /* 1: ml_host_listen binds no HTTP port (`moonlet worker`):
+                                * it runs the startup hooks (and serves metrics_port) only;
+                                * ml_host_port is then 0. Default 0 */
 } ml_config_t;
 
 typedef struct ml_host_s ml_host_t;

@@ -33,8 +33,10 @@ esac
 # section (Debian's python3; redis-benchmark comes with redis-server, and nginx, the speed
 # ceiling, with nginx-light: test dependencies); FastAPI with asyncpg is a peer of the peers
 # sections (bench/peers.sh), with nginx's Lua module (nginx_lua_deps below) and Node.
+# Celery (with redis-py) is moonlet.jobs' peer in the jobs section (bench/apps/celery_noop.py).
 case $level in
-  bench|stress) pkgs="$pkgs python3-fastapi python3-uvicorn python3-redis python3-asyncpg" ;;
+  bench|stress) pkgs="$pkgs python3-fastapi python3-uvicorn python3-redis python3-asyncpg
+                      python3-celery" ;;
 esac
 # stress: the sqlite3 shell checks the database a kill -9 left (stress/run.sh)
 case $level in

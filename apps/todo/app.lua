@@ -3,6 +3,8 @@
 -- http://localhost:3000, a front end in development):
 --   build/moonlet serve apps/todo
 --   DATABASE_URL=postgres://user:pass@127.0.0.1:5432/todo build/moonlet serve apps/todo
+-- A todo with a due date gets a reminder job when REDIS_URL is set (reminders.lua), run by
+--   REDIS_URL=redis://127.0.0.1:6379/0 build/moonlet worker apps/todo --queue todo
 local moonlet = require "moonlet"
 
 local app = moonlet.app{ title = "todo", version = "1.0.0" }

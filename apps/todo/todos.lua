@@ -2,6 +2,7 @@
 -- (req.deps.tx), bodies validated by moonlet.schema.
 local moonlet = require "moonlet"
 local store = require "store"
+local reminders = require "reminders"
 local s = moonlet.schema
 
 local pg = store.pg
@@ -24,18 +25,22 @@ local function find(tx, id)
   return todo(rows[1])
 end
 
+local due = s.integer{ optional = true, min = 0, example = 1798761600,
+                      description = "Unix time: a reminder job logs the todo then (REDIS_URL)" }
+
 local function title(opts)
   return s.string{ min_length = 1, max_length = 200, optional = opts and opts.optional,
                    description = "What to do", example = "buy milk" }
 end
 
-todos:post("", { body = s.object{ title = title(), done = s.boolean{ default = false } } },
+todos:post("", { body = s.object{ title = title(), done = s.boolean{ default = false }, due = due } },
            function(req)
   local body, tx = req:json(), req.deps.tx
   local res = must(tx:exec("INSERT INTO todos (title, done) VALUES (?, ?)" ..
                            (pg and " RETURNING id" or ""),
                            body.title, pg and body.done or (body.done and 1 or 0)))
-  return 201, { id = res.last_id, title = body.title, done = body.done }
+  local reminder = body.due and reminders.schedule(res.last_id, body.due)
+  return 201, { id = res.last_id, title = body.title, done = body.done, reminder = reminder }
 end)
 
 todos:get("", function(req)
@@ -50,7 +55,7 @@ todos:get("/{id:int}", function(req)
 end)
 
 todos:patch("/{id:int}", {
-  body = s.object{ title = title{ optional = true }, done = s.boolean{ optional = true } },
+  body = s.object{ title = title{ optional = true }, done = s.boolean{ optional = true }, due = due },
 }, function(req)
   local body, tx = req:json(), req.deps.tx
   local t = find(tx, req.params.id)
@@ -59,7 +64,8 @@ todos:patch("/{id:int}", {
   if done == nil then done = t.done end
   must(tx:exec("UPDATE todos SET title = ?, done = ? WHERE id = ?", new_title,
                pg and done or (done and 1 or 0), t.id))
-  return { id = t.id, title = new_title, done = done }
+  local reminder = body.due and reminders.schedule(t.id, body.due)
+  return { id = t.id, title = new_title, done = done, reminder = reminder }
 end)
 
 todos:delete("/{id:int}", function(req)

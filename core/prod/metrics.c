@@ -98,6 +98,10 @@ void ml_metrics_slot_gone(int slot) {
   if (!region || slot < 0 || (uint32_t)slot >= region->nslots) return;
   ml_metrics_slot_t *s = ml_metrics_slot_at(region, slot);
   for (int g = 0; g < ML_G_COUNT; g++) __atomic_store_n(&s->gauges[g], 0, __ATOMIC_RELAXED);
+  for (int q = 0; q < ML_METRICS_QUEUES; q++) {
+    __atomic_store_n(&s->queues[q].running, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->queues[q].length, 0, __ATOMIC_RELAXED);
+  }
   __atomic_store_n(&s->pid, 0, __ATOMIC_RELAXED);
 }
 
@@ -135,7 +139,11 @@ int ml_metrics_series(const char *route) {
   return found;
 }
 
-static void hist_add(ml_metrics_hist_t *h, uint64_t ns) {
+ml_metrics_slot_t *ml_metrics_mine(void) {
+  return __atomic_load_n(&mine, __ATOMIC_ACQUIRE);
+}
+
+void ml_metrics_hist_add(ml_metrics_hist_t *h, uint64_t ns) {
   int b = 0;
   while (b < ML_METRICS_NBUCKETS - 1 && ns > ml_metrics_bound_ns[b]) b++;
   add(&h->buckets[b], 1);
@@ -151,7 +159,7 @@ void ml_metrics_request(int series, int method, int status, uint64_t ns) {
   if (c < 0) c = 0;
   if (c >= ML_METRICS_CLASSES) c = ML_METRICS_CLASSES - 1;
   add(&r->requests[m][c], 1);
-  hist_add(&r->duration, ns);
+  ml_metrics_hist_add(&r->duration, ns);
 }
 
 void ml_metrics_stall(int series) {
@@ -161,5 +169,5 @@ void ml_metrics_stall(int series) {
 
 void ml_metrics_loop_turn(uint64_t ns) {
   ml_metrics_slot_t *s = __atomic_load_n(&mine, __ATOMIC_RELAXED);
-  if (s) hist_add(&s->loop_lag, ns);
+  if (s) ml_metrics_hist_add(&s->loop_lag, ns);
 }

@@ -85,4 +85,19 @@ void ml_metrics_request(int series, int method, int status, uint64_t ns);
 void ml_metrics_stall(int series);
 /* One turn of the loop spent ns running callbacks (what an event may wait for). */
 void ml_metrics_loop_turn(uint64_t ns);
+
+/* moonlet.jobs queues (jobs_metrics.c): a slot holds ML_METRICS_QUEUES of them; more are
+ * not recorded. */
+#define ML_METRICS_QUEUES 16
+#define ML_METRICS_QUEUE_MAX 64    /* a longer name is not recorded */
+enum { ML_JOBS_DONE, ML_JOBS_FAILED, ML_JOBS_RETRIED, ML_JOBS_DEAD, ML_JOBS_COUNTERS };
+/* The index of queue `name` in this process's slot, made on first use; -1 when metrics
+ * are off, the name is too long or the table is full. The loop's thread only. */
+int ml_metrics_queue(const char *name);
+/* Installs core.jobs_metric_queue(name) -> index | nil and core.jobs_metric(index, kind,
+ * value) (kind: "running" delta, "length" value, "done"/"failed" duration in seconds,
+ * "retried", "dead") into the table on top of L's stack: lua/moonlet/jobs.lua records with
+ * them. */
+struct lua_State;
+void ml_jobs_metrics_open(struct lua_State *L);
 #endif

@@ -29,12 +29,24 @@ typedef struct {
   uint64_t stalls;
 } ml_metrics_series_t;
 
+/* A moonlet.jobs queue's figures (jobs_metrics.c): the queue is named when a worker of this
+ * slot starts consuming it, or on its first figure. */
+typedef struct {
+  char name[ML_METRICS_QUEUE_MAX];         /* NUL-terminated queue name */
+  int64_t running;                         /* gauge: jobs running */
+  int64_t length;                          /* gauge: the stream's length, sampled (XLEN) */
+  uint64_t counts[ML_JOBS_COUNTERS];       /* done, failed, retried, dead */
+  ml_metrics_hist_t duration;              /* runs, done or failed */
+} ml_metrics_queue_t;
+
 typedef struct {
   int32_t pid;                             /* the process recording into it; 0: none now */
   uint32_t nseries;                        /* series[0 .. nseries) are named */
   int64_t gauges[ML_G_COUNT];
   ml_metrics_hist_t loop_lag;
   ml_metrics_series_t series[ML_METRICS_SERIES];
+  uint32_t nqueues;                        /* queues[0 .. nqueues) are named */
+  ml_metrics_queue_t queues[ML_METRICS_QUEUES];
 } ml_metrics_slot_t;
 
 typedef struct {
@@ -43,6 +55,11 @@ typedef struct {
   uint64_t slot_size;                      /* sizeof (ml_metrics_slot_t) of its maker */
   char pad2[40];                           /* the slots start on a cache line */
 } ml_metrics_header_t;
+
+/* The slot this process records into; NULL: metrics off. */
+ml_metrics_slot_t *ml_metrics_mine(void);
+/* Counts ns in h's bucket and sum (relaxed atomic adds). */
+void ml_metrics_hist_add(ml_metrics_hist_t *h, uint64_t ns);
 
 /* The region mapped in this process (NULL: none), and its slot count. */
 ml_metrics_header_t *ml_metrics_region(void);

@@ -135,6 +135,28 @@ static void histogram(ml_buf_t *b, const char *name, const char *route, const ui
   sample(b, metric, route, NULL, total);
 }
 
+/* histogram() for series labelled by `labels` (name="value" pairs, escaped already). */
+static void histogram_labels(ml_buf_t *b, const char *name, const char *labels,
+                             const uint64_t *buckets, uint64_t sum_ns) {
+  char metric[96], extra[192];
+  uint64_t total = 0;
+  snprintf(metric, sizeof metric, "%s_bucket", name);
+  for (int i = 0; i < ML_METRICS_NBUCKETS; i++) {
+    total += buckets[i];
+    snprintf(extra, sizeof extra, "%s,le=\"%s\"", labels,
+             i < ML_METRICS_NBUCKETS - 1 ? ml_metrics_bound_text[i] : "+Inf");
+    sample(b, metric, NULL, extra, total);
+  }
+  ml_buf_addstr(b, name);
+  ml_buf_addstr(b, "_sum{");
+  ml_buf_addstr(b, labels);
+  ml_buf_addstr(b, "} ");
+  add_double(b, (double)sum_ns / 1e9);
+  ml_buf_addc(b, '\n');
+  snprintf(metric, sizeof metric, "%s_count", name);
+  sample(b, metric, NULL, labels, total);
+}
+
 static uint64_t route_count(const route_sum_t *r) {
   uint64_t n = 0;
   for (int i = 0; i < ML_METRICS_NBUCKETS; i++) n += r->buckets[i];
@@ -165,6 +187,69 @@ static void render_routes(ml_buf_t *b, const routes_t *t) {
   for (int i = 0; i < t->n; i++)
     if (strcmp(t->v[i].route, "(no route)") != 0)   /* no handler of its own to stall */
       sample(b, "moonlet_watchdog_stalls_total", t->v[i].route, NULL, t->v[i].stalls);
+}
+
+/* --- moonlet.jobs queues (jobs_metrics.c) ----------------------------------------------- */
+
+typedef struct {
+  const char *name;          /* in a slot, which stays mapped */
+  int64_t running, length;
+  uint64_t counts[ML_JOBS_COUNTERS];
+  uint64_t buckets[ML_METRICS_NBUCKETS], sum_ns;
+} queue_sum_t;
+
+/* Every slot's queues summed by name; the length, sampled by each worker of a queue from
+ * the same Redis stream, is the largest sample, not a sum. */
+static void render_jobs(ml_buf_t *b, ml_metrics_header_t *h) {
+  static const char *const counters[ML_JOBS_COUNTERS][2] = {
+      {"moonlet_jobs_done_total", "Jobs that ran and succeeded, by queue."},
+      {"moonlet_jobs_failed_total", "Job runs that failed (raised, timed out), by queue."},
+      {"moonlet_jobs_retried_total", "Failed jobs scheduled for another attempt, by queue."},
+      {"moonlet_jobs_dead_total", "Jobs moved to the dead letters, by queue."}};
+  int cap = (int)h->nslots * ML_METRICS_QUEUES, n = 0;
+  queue_sum_t *q = ml_xcalloc((size_t)cap, sizeof *q);
+  for (int i = 0; i < (int)h->nslots; i++) {
+    ml_metrics_slot_t *s = ml_metrics_slot_at(h, i);
+    uint32_t nq = __atomic_load_n(&s->nqueues, __ATOMIC_ACQUIRE);
+    for (uint32_t k = 0; k < nq && k < ML_METRICS_QUEUES; k++) {
+      ml_metrics_queue_t *x = &s->queues[k];
+      int j = 0;
+      while (j < n && strcmp(q[j].name, x->name) != 0) j++;
+      if (j == n) q[n++].name = x->name;
+      q[j].running += __atomic_load_n(&x->running, __ATOMIC_RELAXED);
+      int64_t len = __atomic_load_n(&x->length, __ATOMIC_RELAXED);
+      if (len > q[j].length) q[j].length = len;
+      for (int c = 0; c < ML_JOBS_COUNTERS; c++) load(&q[j].counts[c], &x->counts[c]);
+      for (int c = 0; c < ML_METRICS_NBUCKETS; c++) load(&q[j].buckets[c], &x->duration.buckets[c]);
+      load(&q[j].sum_ns, &x->duration.sum_ns);
+    }
+  }
+  char label[ML_METRICS_QUEUE_MAX + 16];
+  family(b, "moonlet_jobs_queue_length", "gauge",
+         "Jobs in the queue's stream (waiting or running), as a worker last sampled it.");
+  for (int j = 0; j < n; j++) {
+    snprintf(label, sizeof label, "queue=\"%s\"", q[j].name);
+    sample(b, "moonlet_jobs_queue_length", NULL, label, (uint64_t)(q[j].length > 0 ? q[j].length : 0));
+  }
+  family(b, "moonlet_jobs_running", "gauge", "Jobs running in the workers, by queue.");
+  for (int j = 0; j < n; j++) {
+    snprintf(label, sizeof label, "queue=\"%s\"", q[j].name);
+    sample(b, "moonlet_jobs_running", NULL, label, (uint64_t)(q[j].running > 0 ? q[j].running : 0));
+  }
+  for (int c = 0; c < ML_JOBS_COUNTERS; c++) {
+    family(b, counters[c][0], "counter", counters[c][1]);
+    for (int j = 0; j < n; j++) {
+      snprintf(label, sizeof label, "queue=\"%s\"", q[j].name);
+      sample(b, counters[c][0], NULL, label, q[j].counts[c]);
+    }
+  }
+  family(b, "moonlet_jobs_duration_seconds", "histogram",
+         "Time a job's run took (done or failed), by queue.");
+  for (int j = 0; j < n; j++) {
+    snprintf(label, sizeof label, "queue=\"%s\"", q[j].name);
+    histogram_labels(b, "moonlet_jobs_duration_seconds", label, q[j].buckets, q[j].sum_ns);
+  }
+  free(q);
 }
 
 /* --- per worker: /proc/PID ------------------------------------------------------------- */
@@ -301,6 +386,7 @@ void ml_metrics_render(ml_buf_t *b) {
          "Time the event loop spent running callbacks in one turn: how long an event that "
          "arrived meanwhile waited.");
   histogram(b, "moonlet_event_loop_lag_seconds", NULL, lag, lag_sum);
+  render_jobs(b, h);
   render_processes(b, h);
   free(t.v);
   free(t.index);

@@ -26,6 +26,7 @@ local error, floor = error, math.floor
 ---@field db moonlet.db SQLite and PostgreSQL
 ---@field http moonlet.http the HTTP client
 ---@field redis moonlet.redis the Redis client
+---@field jobs moonlet.jobs durable background jobs on Redis
 ---@field stream fun(producer: fun(send: moonlet.StreamSend), opts?: moonlet.StreamOptions): moonlet.Stream
 ---@field sse fun(producer: fun(emit: moonlet.SseEmit), opts?: moonlet.SseOptions): moonlet.Stream
 ---@field http_error_mt table the metatable of moonlet.http_error's values
@@ -298,5 +299,9 @@ _M.http = require "moonlet.http"
 
 -- moonlet.redis: the Redis client (connect, call, pipeline, subscribe; lua/moonlet/redis.lua).
 _M.redis = require "moonlet.redis"
+
+-- moonlet.jobs: durable background jobs on Redis streams (queue, task, enqueue, result;
+-- lua/moonlet/jobs.lua; `moonlet worker` runs them).
+_M.jobs = require "moonlet.jobs"
 
 return _M

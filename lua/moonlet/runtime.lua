@@ -15,7 +15,7 @@ local ErrorPage = require "moonlet.error_page"
 local type, getmetatable, xpcall, tostring, require, error, select, ipairs =
   type, getmetatable, xpcall, tostring, require, error, select, ipairs
 local find, sub, concat = string.find, string.sub, table.concat
-local rawget, unpack = rawget, unpack
+local rawget, unpack, pcall = rawget, unpack, pcall
 local traceback = debug.traceback
 local http_error_mt, response_mt = moonlet.http_error_mt, moonlet.response_mt
 local log, req_route, in_pool, sleep = core.log, core.req_route, core.in_pool, core.sleep
@@ -285,7 +285,11 @@ end
 -- Runs the app's hooks for phase ("startup" or "shutdown") in order, in the task C
 -- started for them. Startup stops at the first error: false, error with traceback.
 -- Shutdown logs an error and goes on with the next hook; returns true.
+-- A worker host (moonlet worker, serve --worker: core/host.c sets app._jobs_worker) starts
+-- its job queues after the startup hooks and drains them before the shutdown hooks.
 function _M.lifespan(app, phase)
+  local worker = rawget(app, "_jobs_worker")
+  if worker and phase == "shutdown" then require("moonlet.jobs")._drain(app, worker) end
   local hooks = phase == "startup" and app.startup_hooks or app.shutdown_hooks
   for _, fn in ipairs(hooks) do
     local ok, err = xpcall(fn, traceback, app)
@@ -293,6 +297,10 @@ function _M.lifespan(app, phase)
       if phase == "startup" then return false, tostring(err) end
       log("error", "on_shutdown hook failed: " .. tostring(err))
     end
+  end
+  if worker and phase == "startup" then
+    local ok, err = pcall(require("moonlet.jobs")._serve, app, worker)
+    if not ok then return false, tostring(err) end
   end
   return true
 end

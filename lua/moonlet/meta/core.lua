@@ -148,4 +148,16 @@ function core.json_encode(v) end
 ---@param message string
 function core.log(level, message) end
 
+---The index of a moonlet.jobs queue in this process's metrics slot (core/prod/jobs_metrics.c).
+---@param name string
+---@return integer|nil index nil when metrics are off or the slot's 16 queues are taken
+function core.jobs_metric_queue(name) end
+
+---Records a figure of queue index: "running" (delta), "length" (value), "done" or
+---"failed" (the run's seconds), "retried", "dead".
+---@param index integer
+---@param kind "running"|"length"|"done"|"failed"|"retried"|"dead"
+---@param value? number
+function core.jobs_metric(index, kind, value) end
+
 return core
