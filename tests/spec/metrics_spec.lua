@@ -439,8 +439,9 @@ describe("--metrics-port with --workers", function()
     srv:signal("HUP")
     srv:wait_log("reload: generation 2 ready", 10)
     for i = 1, 5 do assert.are.same(200, t.request(srv.port, "GET", "/items/" .. i).status) end
-    m = scrape_until(mport, function(x) return process_series(x) == 2 end,
-                     "the old generation gone")
+    m = scrape_until(mport, function(x)
+      return process_series(x) == 2 and requests(x, "/items/{id:int}", "GET", "2xx") == 50
+    end, "the old generation gone and 50 requests")
     assert.are.same(50, requests(m, "/items/{id:int}", "GET", "2xx"))
     -- the supervisor closes its metrics listener when it stops
     assert.are.same(0, srv:stop())
