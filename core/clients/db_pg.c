@@ -16,9 +16,14 @@
  * change the transaction state (db_pg_sql.c's pipelinable) and whose statement a busy
  * connection has prepared goes behind that connection's statements when they cannot
  * change it either (c->safe): Bind/Execute by name and a Sync of its own, so an error ends
- * at its Sync and the others run. The connection stays in pipeline mode until its last
- * job ended; results are read in order, each job's up to its last Sync. A pipelined job is
- * never cancelled on the server (PQcancel would stop whatever runs, maybe another's): its
+ * at its Sync and the others run; except that the read-only ones (db_pg_sql.c's readonly)
+ * that one loop turn sends behind c form a batch with one Sync, sent by a uv_prepare when
+ * the turn's callbacks have run: one write, one flush of the server's for all of them. An
+ * error in a batch aborts the statements after it (they never ran: each is sent again
+ * with a Sync of its own) and rolls back nothing but reads. The connection stays in
+ * pipeline mode until its last job ended; results are read in order, each job's up to its
+ * last Sync (a batch's others: up to their own results). A pipelined job is never
+ * cancelled on the server (PQcancel would stop whatever runs, maybe another's): its
  * outcome is thrown away when it ends. One whose prepared statement went out of date is
  * sent again unnamed, behind the others.
  *
@@ -416,8 +421,14 @@ static void read_results(conn_t *c) {
         conn_broken(c, "lost track of the pipeline");
         return;
       }
-      /* a batch's statement before its last: it ends here, the Sync is its last's */
-      if (j->syncs == 0 && j->step == j->nsteps && !pipeline_done(c)) return;
+      /* a batch's statement before its last: it ends here, the Sync is its last's. The
+       * last's results can only come before its Sync went if the server flushed them
+       * early (it does not: what ends a statement waits in its buffer for the Sync); if
+       * they did, that Sync ends it (batch_close counts on it) */
+      if (j->syncs == 0 && j->step == j->nsteps) {
+        if (j == c->open) return;
+        if (!pipeline_done(c)) return;
+      }
       continue;
     }
     j->nulls = 0;
