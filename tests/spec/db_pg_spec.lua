@@ -437,7 +437,9 @@ describe("postgres", function()
       local out = par(stmts)
       for i = 1, 20 do
         if i == 5 then assert.are.same({ err = "division by zero" }, out[i])
-        else assert.are.same({ res = { { r = math.floor(100 / i) } } }, out[i], "statement " .. i) end
+        else
+          assert.are.same({ res = { { r = math.floor(100 / i) } } }, out[i], "statement " .. i)
+        end
       end
     end)
 
@@ -462,6 +464,39 @@ describe("postgres", function()
       assert.are.same({ { n = 1 } }, q(pl, "SELECT count(*) AS n FROM plw WHERE v = 41").res)
     end)
 
+    it("answers mixed batches from several clients at once: reads, failures, writes", function()
+      q(pl, "CREATE TABLE IF NOT EXISTS plmix (v integer)", nil, { exec = true })
+      local sel, ins = "SELECT 1000 / ?::int AS r", "INSERT INTO plmix VALUES (?) RETURNING v"
+      q(pl, sel, { 1 })
+      q(pl, ins, { 0 }, { exec = true })
+      local writes = 1
+      for round = 1, 5 do
+        local cs, wants = {}, {}
+        for k = 1, 6 do
+          local stmts, want = {}, {}
+          for i = 1, 20 do
+            local x = (round * 7 + k * 5 + i * 3) % 11
+            if x == 0 then
+              stmts[i], want[i] = { sql = sel, params = { 0 } }, { err = "division by zero" }
+            elseif x == 1 then
+              stmts[i] = { sql = ins, params = { round * 1000 + k * 100 + i }, exec = true }
+              want[i] = { res = { changes = 1 } }
+              writes = writes + 1
+            else
+              stmts[i] = { sql = sel, params = { x } }
+              want[i] = { res = { { r = math.floor(1000 / x) } } }
+            end
+          end
+          local body = cjson.encode({ stmts = stmts })
+          cs[k], wants[k] = t.connect(pl.port), want
+          cs[k]:send("POST /par HTTP/1.1\r\nHost: x\r\nContent-Length: " .. #body .. "\r\n\r\n"
+                     .. body)
+        end
+        for k = 1, 6 do assert.are.same({ out = wants[k] }, answer(cs[k])) end
+      end
+      assert.are.same({ { n = writes } }, q(pl, "SELECT count(*)::int AS n FROM plmix").res)
+    end)
+
     it("keeps its count of a batch whose client left before its Sync went", function()
       local sql = "SELECT ?::int + 1000 AS n"
       q(pl, sql, { 0 })
@@ -470,7 +505,8 @@ describe("postgres", function()
         for i = 2, 8 do stmts[i] = { sql = sql, params = { i } } end
         local c = t.connect(pl.port)
         local body = cjson.encode({ stmts = stmts })
-        c:send("POST /par HTTP/1.1\r\nHost: x\r\nContent-Length: " .. #body .. "\r\n\r\n" .. body)
+        c:send("POST /par HTTP/1.1\r\nHost: x\r\nContent-Length: " .. #body .. "\r\n\r\n"
+               .. body)
         t.sleep(0.1)
         c:reset()
       end
