@@ -1,6 +1,8 @@
 /* The PostgreSQL placeholder rewriter (core/clients/db_pg_sql.c): any text, exactly len
  * bytes read (the input is copied to a buffer of its own size: ASan sees an over-read),
- * a NUL-terminated result with as many $n as placeholders counted, numbered in order. */
+ * a NUL-terminated result with as many $n as placeholders counted, numbered in order; the
+ * read-only test on that result reads within it, and says read-only only of a statement
+ * it would pipeline. */
 #include "fuzz.h"
 #include "db_pg_sql.h"
 #include <string.h>
@@ -22,6 +24,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   char *out2 = ml_db_pg_sql_rewrite(sql, size, &again, NULL);
   FUZZ_CHECK(again == count && strcmp(out, out2) == 0, "not the same twice");
   free(out2);
+  FUZZ_CHECK(!ml_db_pg_sql_readonly(out) || ml_db_pg_sql_pipelinable(out),
+             "read-only but not pipelinable");
   free(out);
   free(sql);
   return 0;

@@ -16,9 +16,14 @@
  * change the transaction state (db_pg_sql.c's pipelinable) and whose statement a busy
  * connection has prepared goes behind that connection's statements when they cannot
  * change it either (c->safe): Bind/Execute by name and a Sync of its own, so an error ends
- * at its Sync and the others run. The connection stays in pipeline mode until its last
- * job ended; results are read in order, each job's up to its last Sync. A pipelined job is
- * never cancelled on the server (PQcancel would stop whatever runs, maybe another's): its
+ * at its Sync and the others run; except that the read-only ones (db_pg_sql.c's readonly)
+ * that one loop turn sends behind c form a batch with one Sync, sent by a uv_prepare when
+ * the turn's callbacks have run: one write, one flush of the server's for all of them. An
+ * error in a batch aborts the statements after it (they never ran: each is sent again
+ * with a Sync of its own) and rolls back nothing but reads. The connection stays in
+ * pipeline mode until its last job ended; results are read in order, each job's up to its
+ * last Sync (a batch's others: up to their own results). A pipelined job is never
+ * cancelled on the server (PQcancel would stop whatever runs, maybe another's): its
  * outcome is thrown away when it ends. One whose prepared statement went out of date is
  * sent again unnamed, behind the others.
  *
@@ -50,6 +55,7 @@
 enum { S_IGNORE, S_PREPARE, S_EXEC };   /* what a pipelined result answers */
 
 typedef struct cancel_s cancel_t;
+typedef struct job_s job_t;
 
 typedef struct {
   ml_db_conn_t base;
@@ -60,6 +66,8 @@ typedef struct {
   PGresult *res;             /* busy: the first error, else the last result so far */
   cancel_t *cancelling;      /* a PQcancel on its way */
   int safe;                  /* busy with statements that cannot open a transaction */
+  job_t *open;               /* the last of a batch sent this loop turn, awaiting its Sync */
+  uv_prepare_t *syncer;      /* sends that Sync before the loop waits; freed on close */
   ml_db_pg_stmt_cache_t stmts;   /* what it has prepared */
 } conn_t;
 
@@ -70,7 +78,7 @@ struct cancel_s {
   conn_t *c;                 /* NULL once the connection was dropped */
 };
 
-typedef struct {
+struct job_s {
   ml_db_job_t base;          /* base.sql has $n placeholders */
   uint32_t hash;             /* of sql */
   int multi;                 /* several commands: the simple query protocol */
@@ -82,7 +90,8 @@ typedef struct {
   ml_db_pg_stmt_t *stmt;     /* the prepared statement it runs (NULL: unnamed) */
   int hit;                   /* stmt was prepared by an earlier job */
   int retried;               /* already re-prepared once */
-} job_t;
+  int aborted;               /* a statement before it in its batch failed: it never ran */
+};
 
 static void poll_cb(uv_poll_t *p, int status, int events);
 
@@ -219,6 +228,7 @@ static int send_pipeline(conn_t *c, job_t *j) {
         if (!ok) return 0;
       }
       s = ml_db_pg_stmt_add(&c->stmts, sql, j->hash);
+      s->readonly = ml_db_pg_sql_readonly(sql);
     }
     j->stmt = s;
     if (!pipe_step(j, PQsendPrepare(pg, s->name, sql, nparams, NULL), S_PREPARE)) return 0;
@@ -236,7 +246,7 @@ static int send_pipeline(conn_t *c, job_t *j) {
 }
 
 static void job_reset(job_t *j) {
-  j->pipeline = j->syncs = j->nsteps = j->step = j->nulls = j->hit = 0;
+  j->pipeline = j->syncs = j->nsteps = j->step = j->nulls = j->hit = j->aborted = 0;
   j->stmt = NULL;
 }
 
@@ -260,18 +270,52 @@ static int job_send(conn_t *c, job_t *j) {
   return flush_watch(c);
 }
 
+/* Ends c's open batch: its Sync (one flight for all its statements), owned by its last. */
+static int batch_close(conn_t *c) {
+  job_t *last = c->open;
+  if (!last) return 0;
+  c->open = NULL;
+  if (c->syncer) uv_prepare_stop(c->syncer);
+  if (!PQpipelineSync(c->pg)) return -1;
+  last->syncs++;
+  return flush_watch(c);   /* PQpipelineSync flushed already (libpq < 17) */
+}
+
+static void syncer_cb(uv_prepare_t *h) {
+  conn_t *c = h->data;
+  if (batch_close(c)) conn_broken(c, "cannot send");
+}
+
+static void syncer_closed_cb(uv_handle_t *h) { free(h); }
+
 /* Sends j behind the jobs of c, in pipeline mode: by name when s (ready) is given, else
- * unnamed; then a Sync of its own. 0, or -1 (c is in no state to serve anyone). */
-static int send_behind(conn_t *c, job_t *j, ml_db_pg_stmt_t *s) {
+ * unnamed. With a Sync of its own (so that an error ends there and the others run) unless
+ * batch: then it joins c's open batch, whose Sync goes when the loop turn's callbacks have
+ * run (uv_prepare), so that the statements of a turn travel in one flight and the server
+ * answers them in one. 0, or -1 (c is in no state to serve anyone). */
+static int send_behind(conn_t *c, job_t *j, ml_db_pg_stmt_t *s, int batch) {
   job_reset(j);
   j->pipeline = 1;
   j->stmt = s;
   j->hit = s != NULL;
+  if (!batch && batch_close(c)) return -1;
   int n = j->base.nparams, ok;
   const char *const *v = (const char *const *)j->values;
   if (s) ok = PQsendQueryPrepared(c->pg, s->name, n, v, NULL, NULL, 0);
   else ok = PQsendQueryParams(c->pg, j->base.sql, n, NULL, v, NULL, NULL, 0);
-  if (!pipe_step(j, ok, S_EXEC) || !PQpipelineSync(c->pg)) return -1;
+  if (!pipe_step(j, ok, S_EXEC)) return -1;
+  if (batch) {
+    if (!c->syncer) {
+      c->syncer = ml_xmalloc(sizeof *c->syncer);
+      uv_prepare_init(c->base.db->loop, c->syncer);
+      c->syncer->data = c;
+      uv_unref((uv_handle_t *)c->syncer);   /* the busy connection's poll keeps the loop */
+    }
+    if (!c->open) uv_prepare_start(c->syncer, syncer_cb);
+    c->open = j;
+    return 0;
+  }
+  if (!PQpipelineSync(c->pg)) return -1;
   j->syncs = 1;
   return flush_watch(c);   /* PQpipelineSync flushed already (libpq < 17) */
 }
@@ -312,6 +356,15 @@ static int pipeline_done(conn_t *c) {
     conn_broken(c, "cannot leave pipeline mode");
     return 0;
   }
+  if (j->aborted && !c->res && j->base.task) {   /* it never ran: again, on its own */
+    ml_db_pg_stmt_t *s = j->stmt && j->stmt->ready && !j->stmt->stale ? j->stmt : NULL;
+    if (alone ? job_send(c, j) : send_behind(c, j, s, 0)) {
+      conn_broken(c, NULL);
+      return 0;
+    }
+    ml_db_job_requeue(&c->base);
+    return 1;
+  }
   PGresult *r = c->res;
   const char *code = r && PQresultStatus(r) == PGRES_FATAL_ERROR
                          ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
@@ -326,7 +379,7 @@ static int pipeline_done(conn_t *c) {
       j->retried = 1;
       PQclear(r);
       c->res = NULL;
-      if (alone ? job_send(c, j) : send_behind(c, j, NULL)) {
+      if (alone ? job_send(c, j) : send_behind(c, j, NULL, 0)) {
         conn_broken(c, NULL);
         return 0;
       }
@@ -368,6 +421,14 @@ static void read_results(conn_t *c) {
         conn_broken(c, "lost track of the pipeline");
         return;
       }
+      /* a batch's statement before its last: it ends here, the Sync is its last's. The
+       * last's results can only come before its Sync went if the server flushed them
+       * early (it does not: what ends a statement waits in its buffer for the Sync); if
+       * they did, that Sync ends it (batch_close counts on it) */
+      if (j->syncs == 0 && j->step == j->nsteps) {
+        if (j == c->open) return;
+        if (!pipeline_done(c)) return;
+      }
       continue;
     }
     j->nulls = 0;
@@ -399,6 +460,7 @@ static void read_results(conn_t *c) {
     } else if (kind == S_EXEC && st != PGRES_PIPELINE_ABORTED) {
       keep_result(c, r);
     } else {
+      if (kind == S_EXEC) j->aborted = 1;
       PQclear(r);
     }
   }
@@ -489,6 +551,9 @@ static void drv_disconnect(ml_db_conn_t *b) {
   conn_t *c = (conn_t *)b;
   if (c->cancelling) c->cancelling->c = NULL;
   poll_stop(c);
+  c->open = NULL;
+  if (c->syncer) uv_close((uv_handle_t *)c->syncer, syncer_closed_cb);
+  c->syncer = NULL;
   if (c->res) PQclear(c->res);
   PQfinish(c->pg);
   ml_db_pg_stmt_clear(&c->stmts);
@@ -578,7 +643,7 @@ static int drv_append(ml_db_conn_t *b, ml_db_job_t *jb, char *err) {
   ml_db_pg_stmt_t *s = ml_db_pg_stmt_find(&c->stmts, jb->sql, j->hash);
   if (!s || !s->ready || s->stale) return 0;
   ml_db_pg_stmt_touch(&c->stmts, s);
-  if (send_behind(c, j, s) == 0) return 1;
+  if (send_behind(c, j, s, s->readonly) == 0) return 1;
   copy_first_line(err, PQerrorMessage(c->pg));
   return -1;
 }

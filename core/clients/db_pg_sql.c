@@ -107,11 +107,9 @@ char *ml_db_pg_sql_rewrite(const char *sql, size_t len, int *count, int *multi) 
   return out.data;
 }
 
-int ml_db_pg_sql_pipelinable(const char *sql) {
-  static const char *const safe[] = {"SELECT", "WITH", "VALUES", "TABLE", "INSERT", "UPDATE",
-                                     "DELETE"};
-  const char *p = sql;
-  for (;;) {   /* blanks, comments, parentheses */
+/* Skips blanks, comments and opening parentheses: the statement's first keyword. */
+static const char *first_word(const char *p) {
+  for (;;) {
     if (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '(') {
       p++;
     } else if (p[0] == '-' && p[1] == '-') {
@@ -128,12 +126,77 @@ int ml_db_pg_sql_pipelinable(const char *sql) {
         p++;
       }
     } else {
-      break;
+      return p;
     }
   }
+}
+
+static int word_in(const char *p, size_t n, const char *const *words, size_t count) {
+  for (size_t i = 0; i < count; i++)
+    if (strlen(words[i]) == n && strncasecmp(p, words[i], n) == 0) return 1;
+  return 0;
+}
+
+int ml_db_pg_sql_pipelinable(const char *sql) {
+  static const char *const safe[] = {"SELECT", "WITH", "VALUES", "TABLE", "INSERT", "UPDATE",
+                                     "DELETE"};
+  const char *p = first_word(sql);
   size_t n = 0;
   while (ident_char(p[n]) && p[n] != '$') n++;
-  for (size_t i = 0; i < sizeof safe / sizeof *safe; i++)
-    if (strlen(safe[i]) == n && strncasecmp(p, safe[i], n) == 0) return 1;
-  return 0;
+  return word_in(p, n, safe, sizeof safe / sizeof *safe);
+}
+
+int ml_db_pg_sql_readonly(const char *sql) {
+  static const char *const first[] = {"SELECT", "VALUES", "TABLE"};
+  /* the words that may stand before a parenthesis: keywords, and functions that cannot
+   * write nor lock */
+  static const char *const paren[] = {
+    "SELECT", "FROM", "WHERE", "AND", "OR", "NOT", "IN", "EXISTS", "ANY", "ALL", "SOME",
+    "ON", "USING", "JOIN", "AS", "VALUES", "UNION", "INTERSECT", "EXCEPT", "OVER", "FILTER",
+    "ROW", "ARRAY", "CAST", "BY", "LIMIT", "OFFSET", "HAVING", "IS", "THEN", "ELSE", "WHEN",
+    "CASE", "BETWEEN", "LIKE", "ILIKE", "count", "sum", "min", "max", "avg", "coalesce",
+    "nullif", "greatest", "least", "lower", "upper", "length", "abs", "round", "array_agg",
+    "string_agg", "json_agg", "jsonb_agg", "json_build_object", "jsonb_build_object", "now"};
+  static const char *const never[] = {"FOR", "INTO"};   /* row locks; SELECT INTO creates */
+  const char *p = first_word(sql);
+  size_t n = 0;
+  while (ident_char(p[n]) && p[n] != '$') n++;
+  if (!word_in(p, n, first, sizeof first / sizeof *first)) return 0;
+  const char *end = sql + strlen(sql);
+  p += n;
+  while (p < end) {
+    char c = *p;
+    if (c == '\'') {   /* a plain literal says nothing (E'' with its escapes: not read) */
+      if (p > sql && (p[-1] == 'e' || p[-1] == 'E')) return 0;
+      for (p++; p < end; p++) {
+        if (*p != '\'') continue;
+        if (p + 1 < end && p[1] == '\'') p++;
+        else break;
+      }
+      p++;
+    } else if (c == '$') {   /* $n is a parameter; a dollar quote is not read here */
+      if (p + 1 >= end || p[1] < '0' || p[1] > '9') return 0;
+      for (p++; p < end && *p >= '0' && *p <= '9'; p++) {}
+    } else if ((c == '-' && p[1] == '-') || (c == '/' && p[1] == '*')) {
+      p = first_word(p);
+    } else if (c >= '0' && c <= '9') {
+      while (p < end && ident_char(*p) && *p != '$') p++;
+    } else if (ident_char(c)) {
+      n = 0;
+      while (p + n < end && ident_char(p[n]) && p[n] != '$') n++;
+      if (word_in(p, n, never, sizeof never / sizeof *never)) return 0;
+      const char *q = p + n;
+      while (q < end && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')) q++;
+      /* a call: only the listed words, unqualified (public.count could be anyone's) */
+      if (q < end && *q == '(' &&
+          ((p > sql && p[-1] == '.') || !word_in(p, n, paren, sizeof paren / sizeof *paren)))
+        return 0;
+      p += n;
+    } else if (strchr(" \t\r\n,.()[]=<>+-*/:", c)) {
+      p++;
+    } else {   /* a quoted name (maybe a function's), `;`, an operator that may be anyone's */
+      return 0;
+    }
+  }
+  return 1;
 }

@@ -18,4 +18,13 @@ char *ml_db_pg_sql_rewrite(const char *sql, size_t len, int *count, int *multi);
  * TABLE, INSERT, UPDATE or DELETE, in any case. Else 0 (BEGIN, COMMIT, CALL, DO, SET,
  * DDL, ...). */
 int ml_db_pg_sql_pipelinable(const char *sql);
+
+/* 1 when sql can only read, so that pipelined statements may share one Sync (one implicit
+ * transaction: a failure rolls back the others' writes): a SELECT, VALUES or TABLE without
+ * FOR (row locks) or INTO, whose calls are only keywords and a short list of built-in
+ * functions (count, sum, min, max, avg, coalesce, lower, ...; not schema-qualified), with
+ * no quoted name, dollar quote, E'' literal, `;` or operator outside + - * / = < > :: [].
+ * Conservative: nextval(), pg_advisory_lock() or a user's function make it 0. What a view
+ * or an operator on a user's type runs is not seen. */
+int ml_db_pg_sql_readonly(const char *sql);
 #endif

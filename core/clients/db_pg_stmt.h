@@ -16,6 +16,7 @@ struct ml_db_pg_stmt_s {
   char name[24];             /* moonlet_<n>, unique on its connection */
   int ready;                 /* the server has it (0 while its PREPARE is in flight) */
   int stale;                 /* its plan went bad: DEALLOCATE, then prepare it again */
+  int readonly;              /* db_pg.c's: it may share a Sync (ml_db_pg_sql_readonly) */
   ml_db_pg_stmt_t *hnext;    /* same bucket */
   ml_list_t lru;             /* in the cache's lru list */
 };

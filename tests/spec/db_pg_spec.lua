@@ -402,6 +402,121 @@ describe("postgres", function()
       for i = 1, 5 do assert.are.same({ res = { { n = 0 } } }, answer(cs[i])) end
     end)
 
+    -- POST /par: the statements at once, from tasks of one request (one loop turn)
+    local function par(stmts)
+      local res = assert(t.request(pl.port, "POST", "/par",
+                                   { body = cjson.encode({ stmts = stmts }), timeout = 10 }))
+      assert.are.same(200, res.status, res.body)
+      return res:json().out
+    end
+
+    it("sends the read-only statements of one loop turn with one Sync (one transaction)",
+       function()
+      local sql = "SELECT now()::text AS t, ?::int AS i"
+      q(pl, sql, { 0 })
+      local stmts = {}
+      for i = 1, 8 do stmts[i] = { sql = sql, params = { i } } end
+      local out, seen, n = par(stmts), {}, 0
+      for i = 1, 8 do
+        assert.are.same(i, out[i].res[1].i)
+        if not seen[out[i].res[1].t] then n = n + 1 end
+        seen[out[i].res[1].t] = true
+      end
+      -- the first runs alone on the idle connection; the 7 behind it share a transaction
+      assert.are.same(2, n)
+      assert.are_not.same(out[1].res[1].t, out[2].res[1].t)
+      for i = 3, 8 do assert.are.same(out[2].res[1].t, out[i].res[1].t) end
+    end)
+
+    it("answers the others of a batch whose statement fails (sent again: they never ran)",
+       function()
+      local sql = "SELECT 100 / ?::int AS r"
+      q(pl, sql, { 1 })
+      local stmts = {}
+      for i = 1, 20 do stmts[i] = { sql = sql, params = { i == 5 and 0 or i } } end
+      local out = par(stmts)
+      for i = 1, 20 do
+        if i == 5 then assert.are.same({ err = "division by zero" }, out[i])
+        else
+          assert.are.same({ res = { { r = math.floor(100 / i) } } }, out[i], "statement " .. i)
+        end
+      end
+    end)
+
+    it("never puts a write in a batch: a failure after it rolls nothing back", function()
+      q(pl, "CREATE TABLE IF NOT EXISTS plw (v integer)", nil, { exec = true })
+      local sel, ins = "SELECT 100 / ?::int AS r", "INSERT INTO plw VALUES (?) RETURNING v"
+      local fn = "SELECT count(*) AS n FROM plw WHERE v = ? AND nextval('items_id_seq') > 0"
+      q(pl, sel, { 1 })
+      q(pl, ins, { 0 }, { exec = true })
+      q(pl, fn, { 0 })
+      local out = par({ { sql = sel, params = { 1 } }, { sql = sel, params = { 2 } },
+                        { sql = ins, params = { 41 }, exec = true }, { sql = sel, params = { 0 } },
+                        { sql = fn, params = { 41 } }, { sql = sel, params = { 0 } },
+                        { sql = sel, params = { 4 } } })
+      assert.are.same({ res = { { r = 100 } } }, out[1])
+      assert.are.same({ res = { { r = 50 } } }, out[2])
+      assert.are.same(1, out[3].res.changes)
+      assert.are.same({ err = "division by zero" }, out[4])
+      assert.are.same({ res = { { n = 1 } } }, out[5])
+      assert.are.same({ err = "division by zero" }, out[6])
+      assert.are.same({ res = { { r = 25 } } }, out[7])
+      assert.are.same({ { n = 1 } }, q(pl, "SELECT count(*) AS n FROM plw WHERE v = 41").res)
+    end)
+
+    it("answers mixed batches from several clients at once: reads, failures, writes", function()
+      q(pl, "CREATE TABLE IF NOT EXISTS plmix (v integer)", nil, { exec = true })
+      local sel, ins = "SELECT 1000 / ?::int AS r", "INSERT INTO plmix VALUES (?) RETURNING v"
+      q(pl, sel, { 1 })
+      q(pl, ins, { 0 }, { exec = true })
+      local writes = 1
+      for round = 1, 5 do
+        local cs, wants = {}, {}
+        for k = 1, 6 do
+          local stmts, want = {}, {}
+          for i = 1, 20 do
+            local x = (round * 7 + k * 5 + i * 3) % 11
+            if x == 0 then
+              stmts[i], want[i] = { sql = sel, params = { 0 } }, { err = "division by zero" }
+            elseif x == 1 then
+              stmts[i] = { sql = ins, params = { round * 1000 + k * 100 + i }, exec = true }
+              want[i] = { res = { changes = 1 } }
+              writes = writes + 1
+            else
+              stmts[i] = { sql = sel, params = { x } }
+              want[i] = { res = { { r = math.floor(1000 / x) } } }
+            end
+          end
+          local body = cjson.encode({ stmts = stmts })
+          cs[k], wants[k] = t.connect(pl.port), want
+          cs[k]:send("POST /par HTTP/1.1\r\nHost: x\r\nContent-Length: " .. #body .. "\r\n\r\n"
+                     .. body)
+        end
+        for k = 1, 6 do assert.are.same({ out = wants[k] }, answer(cs[k])) end
+      end
+      assert.are.same({ { n = writes } }, q(pl, "SELECT count(*)::int AS n FROM plmix").res)
+    end)
+
+    it("keeps its count of a batch whose client left before its Sync went", function()
+      local sql = "SELECT ?::int + 1000 AS n"
+      q(pl, sql, { 0 })
+      for _ = 1, 3 do
+        local stmts = { { sql = "SELECT pg_sleep(0.3)" } }
+        for i = 2, 8 do stmts[i] = { sql = sql, params = { i } } end
+        local c = t.connect(pl.port)
+        local body = cjson.encode({ stmts = stmts })
+        c:send("POST /par HTTP/1.1\r\nHost: x\r\nContent-Length: " .. #body .. "\r\n\r\n"
+               .. body)
+        t.sleep(0.1)
+        c:reset()
+      end
+      local stmts = {}
+      for i = 1, 12 do stmts[i] = { sql = sql, params = { i } } end
+      local out = par(stmts)
+      for i = 1, 12 do assert.are.same({ res = { { n = 1000 + i } } }, out[i]) end
+      assert.are.same({ { n = 1099 } }, q(pl, sql, { 99 }).res)
+    end)
+
     it("sends a statement again, unnamed, when its table changed shape under the pipeline",
        function()
       q(pl, "DROP TABLE IF EXISTS plshape; CREATE TABLE plshape (v integer); "

@@ -157,6 +157,27 @@ TEST(pipelinable_statements_cannot_change_the_transaction_state) {
     CHECK_EQ_INT(ml_db_pg_sql_pipelinable(cases[i].sql), cases[i].ok);
 }
 
+TEST(readonly_statements_can_only_read) {
+  static const struct { const char *sql; int ok; } cases[] = {
+    {"SELECT abalance FROM pgbench_accounts WHERE aid = $1", 1},
+    {"select count(*), max(a) from t where b in ($1, $2) and c <> 'it''s (x)'", 1},
+    {"-- why\n(SELECT 1) UNION (SELECT 2)", 1}, {"VALUES (1), ($1::int)", 1}, {"TABLE t", 1},
+    {"SELECT a FROM t /* nextval( */ WHERE a = $1 -- setval(\n", 1},
+    {"SELECT * FROM t WHERE a = ANY ($1::int[])", 1},
+    {"SELECT * FROM t FOR UPDATE", 0}, {"SELECT * FROM t for share", 0},
+    {"SELECT a INTO b FROM t", 0}, {"SELECT nextval('s')", 0},
+    {"SELECT pg_advisory_lock(1)", 0}, {"SELECT public.count(a) FROM t", 0},
+    {"SELECT \"count\"(a) FROM t", 0}, {"SELECT f (1)", 0}, {"SELECT $$x$$", 0},
+    {"SELECT E'\\x'", 0}, {"SELECT 1; DELETE FROM t", 0}, {"SELECT a @@ b FROM t", 0},
+    {"WITH x AS (DELETE FROM t RETURNING *) SELECT * FROM x", 0}, {"INSERT INTO t VALUES (1)", 0},
+    {"UPDATE t SET a = 1", 0}, {"SELECTED", 0}, {"", 0},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    if (ml_db_pg_sql_readonly(cases[i].sql) != cases[i].ok) fprintf(stderr, "%s\n", cases[i].sql);
+    CHECK_EQ_INT(ml_db_pg_sql_readonly(cases[i].sql), cases[i].ok);
+  }
+}
+
 int main(void) {
   RUN(placeholders_are_numbered_in_order);
   RUN(double_question_mark_is_a_literal_one);
@@ -167,5 +188,6 @@ int main(void) {
   RUN(several_commands_are_noticed);
   RUN(only_len_bytes_are_read);
   RUN(pipelinable_statements_cannot_change_the_transaction_state);
+  RUN(readonly_statements_can_only_read);
   return UNIT_DONE();
 }

@@ -55,6 +55,21 @@ app:post("/batch", function(req)
   return { out = out, err = err }
 end)
 
+-- POST /par {"stmts": [...]} -> {"out": [...]}: /batch's statements all at once, each in a
+--   task of its own (moonlet.gather): they reach the handle in one loop turn.
+app:post("/par", function(req)
+  local b = req:json()
+  local fns = {}
+  for i, st in ipairs(b.stmts) do
+    fns[i] = function()
+      local fn = st.exec and db.exec or db.query
+      local res, err = fn(db, st.sql, unpack_params(st.params))
+      return res and { res = res } or { err = err }
+    end
+  end
+  return { out = { moonlet.gather(unpack(fns)) } }
+end)
+
 -- wrong argument types raise (the handler reports what it caught)
 app:get("/misuse", function()
   local ok1, e1 = pcall(db.query, db, 42)
