@@ -399,7 +399,8 @@ bench_peers_pg() {
   echo "wrk -t1 -c64 with a random id in 1..$accounts (bench/wrk_random_id.lua) against each"
   echo "  server in the order$targets, then back ($W_HALF each, 1 s warm-up each); every server holds"
   echo "  a pool of $c connections to one throwaway cluster (pgbench -i -s $scale, prewarmed; TCP"
-  echo "  with SCRAM). moonlet: bench/apps/pg_read (libpq, unnamed statement per query); FastAPI:"
+  echo "  with SCRAM). moonlet: bench/apps/pg_read (libpq, prepared once per connection, no"
+  echo "  pipelining: BENCH_PG_PIPELINE unset, as the peers have none); FastAPI:"
   echo "  asyncpg's pool (prepared statements, cached); Node: pg's Pool (unnamed statement)."
   echo "  CPU us/req: the HTTP server's own CPU time (not PostgreSQL's) per request."
   moonlet_log peers_pg_moonlet
