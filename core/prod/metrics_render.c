@@ -90,71 +90,50 @@ static void add_double(ml_buf_t *b, double v) {
   ml_buf_add(b, num, (size_t)n);
 }
 
+/* {route="..."[,extra]}, or nothing when both are NULL (extra: label pairs, escaped). */
+static void add_labels(ml_buf_t *b, const char *route, const char *extra) {
+  if (!route && !extra) return;
+  ml_buf_addc(b, '{');
+  if (route) {
+    ml_buf_addstr(b, "route=");
+    label_value(b, route);
+    if (extra) ml_buf_addc(b, ',');
+  }
+  if (extra) ml_buf_addstr(b, extra);
+  ml_buf_addc(b, '}');
+}
+
 /* name{route="..."[,extra]} value */
 static void sample(ml_buf_t *b, const char *name, const char *route, const char *extra,
                    uint64_t v) {
   ml_buf_addstr(b, name);
-  if (route || extra) {
-    ml_buf_addc(b, '{');
-    if (route) {
-      ml_buf_addstr(b, "route=");
-      label_value(b, route);
-      if (extra) ml_buf_addc(b, ',');
-    }
-    if (extra) ml_buf_addstr(b, extra);
-    ml_buf_addc(b, '}');
-  }
+  add_labels(b, route, extra);
   ml_buf_addc(b, ' ');
   ml_buf_addu(b, v);
   ml_buf_addc(b, '\n');
 }
 
-/* name_bucket (cumulative), name_sum (seconds) and name_count of one histogram. */
-static void histogram(ml_buf_t *b, const char *name, const char *route, const uint64_t *buckets,
-                      uint64_t sum_ns) {
-  char metric[96], le[40];
+/* name_bucket (cumulative), name_sum (seconds) and name_count of one histogram, labelled
+ * as sample() labels. */
+static void histogram(ml_buf_t *b, const char *name, const char *route, const char *extra,
+                      const uint64_t *buckets, uint64_t sum_ns) {
+  char metric[96], le[192];
   uint64_t total = 0;
   snprintf(metric, sizeof metric, "%s_bucket", name);
   for (int i = 0; i < ML_METRICS_NBUCKETS; i++) {
     total += buckets[i];
-    snprintf(le, sizeof le, "le=\"%s\"",
+    snprintf(le, sizeof le, "%s%sle=\"%s\"", extra ? extra : "", extra ? "," : "",
              i < ML_METRICS_NBUCKETS - 1 ? ml_metrics_bound_text[i] : "+Inf");
     sample(b, metric, route, le, total);
   }
-  snprintf(metric, sizeof metric, "%s_sum", name);
-  ml_buf_addstr(b, metric);
-  if (route) {
-    ml_buf_addstr(b, "{route=");
-    label_value(b, route);
-    ml_buf_addc(b, '}');
-  }
+  ml_buf_addstr(b, name);
+  ml_buf_addstr(b, "_sum");
+  add_labels(b, route, extra);
   ml_buf_addc(b, ' ');
   add_double(b, (double)sum_ns / 1e9);
   ml_buf_addc(b, '\n');
   snprintf(metric, sizeof metric, "%s_count", name);
-  sample(b, metric, route, NULL, total);
-}
-
-/* histogram() for series labelled by `labels` (name="value" pairs, escaped already). */
-static void histogram_labels(ml_buf_t *b, const char *name, const char *labels,
-                             const uint64_t *buckets, uint64_t sum_ns) {
-  char metric[96], extra[192];
-  uint64_t total = 0;
-  snprintf(metric, sizeof metric, "%s_bucket", name);
-  for (int i = 0; i < ML_METRICS_NBUCKETS; i++) {
-    total += buckets[i];
-    snprintf(extra, sizeof extra, "%s,le=\"%s\"", labels,
-             i < ML_METRICS_NBUCKETS - 1 ? ml_metrics_bound_text[i] : "+Inf");
-    sample(b, metric, NULL, extra, total);
-  }
-  ml_buf_addstr(b, name);
-  ml_buf_addstr(b, "_sum{");
-  ml_buf_addstr(b, labels);
-  ml_buf_addstr(b, "} ");
-  add_double(b, (double)sum_ns / 1e9);
-  ml_buf_addc(b, '\n');
-  snprintf(metric, sizeof metric, "%s_count", name);
-  sample(b, metric, NULL, labels, total);
+  sample(b, metric, route, extra, total);
 }
 
 static uint64_t route_count(const route_sum_t *r) {
@@ -180,7 +159,7 @@ static void render_routes(ml_buf_t *b, const routes_t *t) {
          "Time from a request's first byte read to its response's last byte written.");
   for (int i = 0; i < t->n; i++)
     if (route_count(&t->v[i]))
-      histogram(b, "moonlet_http_request_duration_seconds", t->v[i].route, t->v[i].buckets,
+      histogram(b, "moonlet_http_request_duration_seconds", t->v[i].route, NULL, t->v[i].buckets,
                 t->v[i].sum_ns);
   family(b, "moonlet_watchdog_stalls_total", "counter",
          "Times a route's coroutine held the event loop past --block-warn.");
@@ -247,7 +226,7 @@ static void render_jobs(ml_buf_t *b, ml_metrics_header_t *h) {
          "Time a job's run took (done or failed), by queue.");
   for (int j = 0; j < n; j++) {
     snprintf(label, sizeof label, "queue=\"%s\"", q[j].name);
-    histogram_labels(b, "moonlet_jobs_duration_seconds", label, q[j].buckets, q[j].sum_ns);
+    histogram(b, "moonlet_jobs_duration_seconds", NULL, label, q[j].buckets, q[j].sum_ns);
   }
   free(q);
 }
@@ -385,7 +364,7 @@ void ml_metrics_render(ml_buf_t *b) {
   family(b, "moonlet_event_loop_lag_seconds", "histogram",
          "Time the event loop spent running callbacks in one turn: how long an event that "
          "arrived meanwhile waited.");
-  histogram(b, "moonlet_event_loop_lag_seconds", NULL, lag, lag_sum);
+  histogram(b, "moonlet_event_loop_lag_seconds", NULL, NULL, lag, lag_sum);
   render_jobs(b, h);
   render_processes(b, h);
   free(t.v);
