@@ -315,9 +315,8 @@ static int send_behind(conn_t *c, job_t *j, ml_db_pg_stmt_t *s, int batch) {
     c->open = j;
     return 0;
   }
-  if (!PQpipelineSync(c->pg)) return -1;
-  j->syncs = 1;
-  return flush_watch(c);   /* PQpipelineSync flushed already (libpq < 17) */
+  c->open = j;   /* a batch of one, closed at once */
+  return batch_close(c);
 }
 
 /* --- results --------------------------------------------------------------------------- */
