@@ -64,6 +64,11 @@ int ml_tls_write(ml_tls_t *t, const char *data, size_t len);
 int ml_tls_read(ml_tls_t *t, char *buf, size_t cap);
 #define ML_TLS_CLOSED (-2)
 
+/* Gives the session's record buffers back to the allocator (OpenSSL allocates them again
+ * on the next read or write): for a connection that idles. Does nothing while a record is
+ * partly read. */
+void ml_tls_release(ml_tls_t *t);
+
 /* Queues a close_notify alert (take it with ml_tls_take), once the handshake is done;
  * nothing before. */
 void ml_tls_shutdown(ml_tls_t *t);

@@ -25,6 +25,9 @@
 /* A stop gives an idle keep-alive connection this long for one last request (answered with
  * Connection: close): a busy client's next request may be on its way already. */
 #define DRAIN_IDLE_MS 250
+/* A TLS connection gives its session's record buffers back (~33 kB) when its timer finds
+ * it idle; the timer fires by this long after it went idle (see tls_idle). */
+#define TLS_IDLE_MS 100
 
 static void conn_process(ml_server_conn_t *c, const char *data, size_t len);
 static void conn_flush(ml_server_conn_t *c);
@@ -213,6 +216,7 @@ static void timeout_cb(uv_timer_t *t) {
     if (c->closing) return;
   }
   if (!c->deadline || now < c->deadline) {   /* disarmed, or early: re-arm for the rest */
+    if (c->tls && c->tls_ready && !c->writing) ml_tls_release(c->tls);
     timer_arm(c, now);
     return;
   }
@@ -238,6 +242,16 @@ static void timer_set(ml_server_conn_t *c, uint64_t ms) {
 
 static void timer_clear(ml_server_conn_t *c) {
   c->deadline = 0;
+}
+
+/* A TLS connection is idle (between requests, or waiting in flight with all written): its
+ * timer fires within TLS_IDLE_MS, and timeout_cb gives the session's buffers back. A busy
+ * connection finds the timer running that soon already: nothing per request. */
+static void tls_idle(ml_server_conn_t *c) {
+  uint64_t due = live_now(c->srv) + TLS_IDLE_MS;
+  if (c->timer_due && c->timer_due <= due) return;
+  c->timer_due = due;
+  uv_timer_start(&c->timer, timeout_cb, TLS_IDLE_MS, 0);
 }
 
 /* Runs before the connection's memory goes, if not earlier (UV_ECANCELED at its close). */
@@ -805,6 +819,7 @@ static void conn_write_out(ml_server_conn_t *c) {
   if (c->inflight) {   /* all written: no deadline while in flight (a response in pieces,
                         * a stream or a WebSocket, may pause), but for a body written directly */
     if (!c->direct) timer_clear(c);
+    if (c->tls) tls_idle(c);
     return;
   }
   if (c->http.in_message)
@@ -814,6 +829,7 @@ static void conn_write_out(ml_server_conn_t *c) {
     return;
   }
   timer_set(c, c->srv->cfg.keepalive_timeout_ms);
+  if (c->tls) tls_idle(c);
 }
 
 /* conn_write_out, then the drain waiter: output a request added while the connection

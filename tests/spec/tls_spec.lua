@@ -229,6 +229,58 @@ print(response())
     assert.are.same("HTTP/1.1 200 OK HTTP/1.1 200 OK HTTP/1.1 200 OK\nHTTP/1.1 200 OK\n", out)
   end)
 
+  -- an idle connection's session gives its record buffers back (after 100 ms) and takes
+  -- them again: between keep-alive requests, inside a record that arrives in two parts (the
+  -- part read stays), and between the chunks of a stream in flight
+  it("goes on after idle pauses: between requests, mid-record, mid-stream", function()
+    local out = py(srv.port, pki.ca, [[
+import time
+raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+inc, outg = ssl.MemoryBIO(), ssl.MemoryBIO()
+o = ctx.wrap_bio(inc, outg, server_hostname="127.0.0.1")
+def flush():
+    data = outg.read()
+    if data: raw.sendall(data)
+def pump():
+    data = raw.recv(65536)
+    if not data: raise EOFError
+    inc.write(data)
+while True:
+    try:
+        o.do_handshake(); flush(); break
+    except ssl.SSLWantReadError:
+        flush(); pump()
+got = [b""]
+def until(marker):
+    while marker not in got[0]:
+        try:
+            got[0] += o.read(65536)
+        except ssl.SSLWantReadError:
+            pump()
+    one, got[0] = got[0].split(marker, 1)
+    return one.split(b"\r\n")[0].decode()
+o.write(get("/hello")); flush()
+print(until(b"hello over tls"))
+time.sleep(0.3)
+o.write(get("/hello")); flush()
+print(until(b"hello over tls"))
+time.sleep(0.3)
+o.write(get("/hello"))
+record = outg.read()
+raw.sendall(record[:9])
+time.sleep(0.3)
+raw.sendall(record[9:])
+print(until(b"hello over tls"))
+o.write(get("/stream?pause=0.25")); flush()
+print(until(b"line 5\n"))
+until(b"0\r\n\r\n")   # the stream's last chunk
+time.sleep(0.3)
+o.write(get("/hello")); flush()
+print(until(b"hello over tls"))
+]])
+    assert.are.same(("HTTP/1.1 200 OK\n"):rep(5), out)
+  end)
+
   -- the records wait in the connection's output while the socket is full
   it("sends a large file whole to a client that reads slowly", function()
     local out = py(srv.port, pki.ca, [[

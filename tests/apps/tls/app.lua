@@ -26,11 +26,13 @@ app:get("/big", function(req)
   return string.rep("x", tonumber(req.query.n))
 end)
 
-app:get("/stream", function()
+-- ?pause=s between the lines (0.02 by default)
+app:get("/stream", function(req)
+  local pause = tonumber(req.query.pause) or 0.02
   return moonlet.stream(function(send)
     for i = 1, 5 do
       assert(send("line " .. i .. "\n"))
-      moonlet.sleep(0.02)
+      moonlet.sleep(pause)
     end
   end, { content_type = "text/plain" })
 end)
