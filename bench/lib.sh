@@ -182,6 +182,41 @@ pin_pids() {
   for pid in "$@"; do taskset -a -p -c "$cpu" "$pid" >/dev/null || die "taskset $pid failed"; done
 }
 
+# cap_pids PERCENT PID...: holds the processes (every thread) to PERCENT of one CPU in a
+# cgroup of their own (the cpu controller: v1's cpu.cfs_quota_us, or v2's cpu.max), so that
+# a run is bound by them and not by the client. Sets CAP_CG; returns 1 where no such group
+# can be made (not root, no cpu controller). uncap undoes it (run.sh's cleanup calls it).
+cap_pids() {
+  local pct=$1 pid
+  shift
+  uncap
+  if [ -w /sys/fs/cgroup/cpu ] && [ -e /sys/fs/cgroup/cpu/cpu.cfs_quota_us ]; then
+    CAP_CG=/sys/fs/cgroup/cpu/moonlet-bench-$$
+    mkdir -p "$CAP_CG" 2>/dev/null && echo 100000 >"$CAP_CG/cpu.cfs_period_us" &&
+      echo $((pct * 1000)) >"$CAP_CG/cpu.cfs_quota_us" || { uncap; return 1; }
+  elif grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null; then
+    CAP_CG=/sys/fs/cgroup/moonlet-bench-$$
+    mkdir -p "$CAP_CG" 2>/dev/null && echo "$((pct * 1000)) 100000" >"$CAP_CG/cpu.max" ||
+      { uncap; return 1; }
+  else
+    return 1
+  fi
+  for pid in "$@"; do echo "$pid" >"$CAP_CG/cgroup.procs" || { uncap; return 1; }; done
+}
+
+# uncap: the processes cap_pids held go back to the parent group, and its group goes.
+uncap() {
+  local pid
+  [ -n "${CAP_CG:-}" ] || return 0
+  if [ -d "$CAP_CG" ]; then
+    for pid in $(cat "$CAP_CG/cgroup.procs" 2>/dev/null); do
+      echo "$pid" >"${CAP_CG%/*}/cgroup.procs" 2>/dev/null || true
+    done
+    rmdir "$CAP_CG" 2>/dev/null || true
+  fi
+  CAP_CG=""
+}
+
 # wrk_parse NAME: W_RPS, W_P99 and W_ERRORS from wrk's output in $TMP/NAME.wrk (run with
 # --latency); dies when it has none.
 wrk_parse() {

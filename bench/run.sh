@@ -44,6 +44,7 @@ PG_DIR=""    # the throwaway PostgreSQL cluster of bench_pg (start_pg), while it
 cleanup() {
   local pid
   for pid in $STARTED; do stop_pid "$pid"; done
+  uncap
   stop_pg
   rm -rf "$TMP"
 }
@@ -1088,15 +1089,17 @@ bench_tls() {
     sed -n 's/^\(Protocol version\|Ciphersuite\): *//p' | paste -sd' ')
   W_CLIENT_CPU=$cpu wrk_abba tls "http://127.0.0.1:$plain_port/hello" "$plain_pid" \
     "https://127.0.0.1:$ML_PORT/hello" "$ML_PID"
-  for pid in "$plain_pid" "$ML_PID"; do
-    kill -0 "$pid" 2>/dev/null || echo "!! moonlet (pid $pid) exited during the runs"
-    stop_pid "$pid"
-  done
   abba_table "moonlet" "plain HTTP" "HTTPS"
   abba_ratio "ratio HTTPS/plain" "" "HTTPS / plain" 0.70
   tls_bounds
   echo "negotiated: ${cipher:-?} (wrk's OpenSSL and the system's policy). Keep-alive: one"
   echo "handshake per wrk connection, then a record each way per request; $pins."
+  tls_capped moonlet "http://127.0.0.1:$plain_port/hello" "$plain_pid" \
+    "https://127.0.0.1:$ML_PORT/hello" "$ML_PID" -- "$plain_pid" "$ML_PID"
+  for pid in "$plain_pid" "$ML_PID"; do
+    kill -0 "$pid" 2>/dev/null || echo "!! moonlet (pid $pid) exited during the runs"
+    stop_pid "$pid"
+  done
   command -v nginx >/dev/null || return 0
   # the same client against nginx, plain and TLS ports of one server block: how much of the
   # ratio is the client's and the machine's
@@ -1108,12 +1111,32 @@ bench_tls() {
   [ -z "$cpu" ] || pin_pids 1 "$NG_PID" ${pid:+"$pid"}
   W_CLIENT_CPU=$cpu wrk_abba tls_nginx "http://127.0.0.1:$NG_PORT/hello" "${pid:-$NG_PID}" \
     "https://127.0.0.1:$tls_port/hello" "${pid:-$NG_PID}"
-  stop_pid "$NG_PID"
   echo
   abba_table "nginx (reference)" "plain HTTP" "HTTPS"
   printf '%-22s %10s   (the same wrk against nginx: a client-bound ratio shows here too)\n' \
     "ratio HTTPS/plain" "$(awk -v a="$WB_RPS" -v b="$WA_RPS" 'BEGIN { printf "%.2f", a / b }')"
   tls_bounds
+  tls_capped "nginx (reference)" "http://127.0.0.1:$NG_PORT/hello" "${pid:-$NG_PID}" \
+    "https://127.0.0.1:$tls_port/hello" "${pid:-$NG_PID}" -- "$NG_PID" ${pid:+"$pid"}
+  stop_pid "$NG_PID"
+}
+
+# tls_capped NAME URL_A PID_A URL_B PID_B -- PIDS...: the same ABBA with PIDS held to
+# BENCH_TLS_CAP percent of one CPU (default 50, cap_pids) while wrk keeps a CPU of its own:
+# then the server bounds both runs (its CPU column shows the cap) and the req/s ratio is
+# the server's, as on a machine whose clients have CPUs to spare.
+tls_capped() {
+  local name=$1 url_a=$2 pid_a=$3 url_b=$4 pid_b=$5 cap=${BENCH_TLS_CAP:-50}
+  shift 6
+  echo
+  if ! cap_pids "$cap" "$@"; then
+    echo "$name held to $cap% of a CPU: skipped (no cgroup cpu controller to write here)"
+    return 0
+  fi
+  W_CLIENT_CPU=${cpu:-} wrk_abba "tls_cap_${name%% *}" "$url_a" "$pid_a" "$url_b" "$pid_b"
+  uncap
+  abba_table "$name, server held to $cap% of a CPU" "plain HTTP" "HTTPS"
+  abba_ratio "ratio HTTPS/plain" " (bound by the server: its CPU at the cap)" "HTTPS / plain" 0.70
 }
 
 # tls_bounds: after wrk_abba (A plain, B HTTPS), what the server could do with a client to
