@@ -120,27 +120,30 @@ moonlet_log() {
   fi
 }
 
-# cpu_ticks PID...: user+system CPU time of these processes, in clock ticks
+# cpu_ticks [-u] PID...: user+system CPU time of these processes (-u: user time only), in
+# clock ticks
 cpu_ticks() {
-  local pid t=0 f
+  local pid t=0 f user=0
+  [ "${1:-}" != -u ] || { user=1; shift; }
   for pid in "$@"; do
     f=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
     # shellcheck disable=SC2086 # split the fields: after "pid (comm) ", utime=$12 stime=$13
     set -- $f
-    t=$(( t + ${12} + ${13} ))
+    t=$(( t + ${12} + (user ? 0 : ${13}) ))
   done
   echo "$t"
 }
 
 # wrk_run NAME URL [PID...]: warm up 1 s, then wrk -t1 -c64 -d$DURATION --latency.
 # Sets W_RPS, W_P99, W_ERRORS (socket errors + non-2xx/3xx), W_CPU: the CPU use of
-# the PIDs (the server's processes) during the measured run, in % of one CPU, and
-# W_CLIENT_US: wrk's own CPU time per request in microseconds (user + system).
+# the PIDs (the server's processes) during the measured run, in % of one CPU, W_USER_SHARE:
+# the part of it in user space (0-1: the rest is the kernel's), and W_CLIENT_US: wrk's own
+# CPU time per request in microseconds (user + system).
 # wrk's output is kept in $TMP/NAME.wrk. W_CONNS: other than 64 connections; W_SCRIPT: a
 # wrk Lua script (-s) for both runs; W_CLIENT_CPU: the CPU wrk runs on (taskset -c), the
 # PIDs then being pinned elsewhere by the caller (pin_pids).
 wrk_run() {
-  local name=$1 url=$2 limit c0 c1 t0 t1 conns=${W_CONNS:-64}
+  local name=$1 url=$2 limit c0 c1 u0 u1 t0 t1 conns=${W_CONNS:-64}
   local -a script=() pin=()
   shift 2
   [ -z "${W_SCRIPT:-}" ] || script=(-s "$W_SCRIPT")
@@ -148,13 +151,15 @@ wrk_run() {
   limit=$(( $(seconds "$DURATION") + 30 ))
   run_fg "${pin[@]}" timeout -k 5 10 wrk -t1 -c"$conns" -d1s "${script[@]}" "$url" \
     >/dev/null 2>&1 || true
-  c0=$(cpu_ticks "$@") t0=$(date +%s.%N)
+  c0=$(cpu_ticks "$@") u0=$(cpu_ticks -u "$@") t0=$(date +%s.%N)
   run_fg child_times "$TMP/$name.times" "${pin[@]}" timeout -k 5 "$limit" \
     wrk -t1 -c"$conns" -d"$DURATION" --latency "${script[@]}" "$url" >"$TMP/$name.wrk" 2>&1 ||
     { cat "$TMP/$name.wrk" >&2; die "wrk against $url failed"; }
-  c1=$(cpu_ticks "$@") t1=$(date +%s.%N)
+  c1=$(cpu_ticks "$@") u1=$(cpu_ticks -u "$@") t1=$(date +%s.%N)
   W_CPU=$(awk -v c="$(( c1 - c0 ))" -v hz="$(getconf CLK_TCK)" -v t0="$t0" -v t1="$t1" \
     'BEGIN { printf "%.0f%%", 100 * c / hz / (t1 - t0) }')
+  W_USER_SHARE=$(awk -v c="$(( c1 - c0 ))" -v u="$(( u1 - u0 ))" \
+    'BEGIN { printf "%.3f", (c > 0 ? u / c : 0) }')
   wrk_parse "$name"
   # bash's `times`, second line: the children's user and system time, "0m1.234s 0m0.567s"
   W_CLIENT_US=$(awk -v n="$(awk '/ requests in / { print $1 }' "$TMP/$name.wrk")" '

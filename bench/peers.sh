@@ -160,7 +160,8 @@ mean() { echo "$1" | tr ' ' '\n' | awk 'NF { s += $1; n++ } END { printf "%.1f",
 # peers_wrk NAME TARGET...: wrk_run against every TARGET in the order given, then in the
 # other one (each run half of $DURATION, at least 2 s; W_CONNS, W_SCRIPT pass on). A TARGET's
 # URL and server pids are in T_URL[TARGET] and T_CPU[TARGET]. Appends to R_RPS, R_P99, R_US
-# (server CPU us per request) and R_ERR of each TARGET, one word per run.
+# (server CPU us per request), R_USER (its user-space part) and R_ERR of each TARGET, one word
+# per run.
 peers_wrk() {
   local name=$1 half t us
   shift
@@ -173,19 +174,21 @@ peers_wrk() {
     us=$(awk -v c="${W_CPU%\%}" -v r="$W_RPS" 'BEGIN { printf "%.1f", c * 1e4 / r }')
     R_RPS[$t]="${R_RPS[$t]:-} $(printf '%.0f' "$W_RPS")" R_P99[$t]="${R_P99[$t]:-} $(ms "$W_P99")"
     R_US[$t]="${R_US[$t]:-} $us" R_ERR[$t]=$(( ${R_ERR[$t]:-0} + W_ERRORS ))
+    R_USER[$t]="${R_USER[$t]:-} $(awk -v u="$us" -v f="$W_USER_SHARE" 'BEGIN { printf "%.1f", u * f }')"
   done
 }
 
 # peers_wrk_table TARGET...: the table of peers_wrk (mean and range of the runs)
 peers_wrk_table() {
-  local fmt='%-28s %9s %15s %15s %7s %11s %11s\n' t
-  printf "$fmt" "server" "req/s" "runs (req/s)" "p99 ms (runs)" "errors" "CPU us/req" "(runs)"
+  local fmt='%-28s %9s %15s %15s %7s %11s %11s %9s\n' t
+  printf "$fmt" "server" "req/s" "runs (req/s)" "p99 ms (runs)" "errors" "CPU us/req" "(runs)" \
+    "of it user"
   printf "$fmt" "----------------------------" "---------" "---------------" "---------------" \
-    "-------" "-----------" "-----------"
+    "-------" "-----------" "-----------" "---------"
   for t in "$@"; do
     printf "$fmt" "$(peer_label "$t")" "$(mean "${R_RPS[$t]}" | cut -d. -f1)" \
       "$(range "${R_RPS[$t]}")" "$(range "${R_P99[$t]}")" "${R_ERR[$t]}" "$(mean "${R_US[$t]}")" \
-      "$(range "${R_US[$t]}")"
+      "$(range "${R_US[$t]}")" "$(mean "${R_USER[$t]}")"
   done
 }
 
@@ -195,7 +198,7 @@ ratio_of() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "-"; else pr
 # 1. GET /hello on every peer, 64 then 256 connections, one server each for the whole section.
 bench_peers_hello() {
   local t conns targets="" m_us n_us verdict
-  local -A T_URL=() T_CPU=() R_RPS=() R_P99=() R_US=() R_ERR=() P_PIDS=()
+  local -A T_URL=() T_CPU=() R_RPS=() R_P99=() R_US=() R_USER=() R_ERR=() P_PIDS=()
   section "peers: GET /hello on moonlet, nginx (+Lua), Node and FastAPI (wrk -t1 -c64 and -c256 --latency)"
   peers_header
   command -v wrk >/dev/null || die "wrk not installed (scripts/deps.sh bench)"
@@ -211,7 +214,7 @@ bench_peers_hello() {
   done
   # shellcheck disable=SC2086 # the targets, one argument each
   for conns in 64 256; do
-    R_RPS=() R_P99=() R_US=() R_ERR=()
+    R_RPS=() R_P99=() R_US=() R_USER=() R_ERR=()
     W_CONNS=$conns peers_wrk "peers_hello_c$conns" $targets
     printf '\n%s connections (wrk -t1 -c%s):\n' "$conns" "$conns"
     peers_wrk_table $targets
@@ -220,6 +223,9 @@ bench_peers_hello() {
       verdict=$(awk -v a="$m_us" -v b="$n_us" 'BEGIN { print (a <= 0.9 * b ? "met" : "NOT met") }')
       printf 'CPU per request, moonlet / nginx return 200: %s   target <= 0.90: %s\n' \
         "$(ratio_of "$m_us" "$n_us")" "$verdict"
+      awk -v mu="$(mean "${R_USER[moonlet]}")" -v m="$m_us" -v nu="$(mean "${R_USER[nginx_ret]}")" \
+        -v n="$n_us" 'BEGIN { printf "  of it, user / kernel us: moonlet %.1f / %.1f, nginx return 200 %.1f / %.1f\n",
+                             mu, m - mu, nu, n - nu }'
     fi
     for t in nginx_lua node fastapi; do
       [ -n "${R_US[$t]:-}" ] || continue
@@ -354,7 +360,7 @@ bench_peers_sleep() {
 #    connections, wrk -t1 -c64, A B C C B A; then pgbench -S -M prepared -c C for reference.
 bench_peers_pg() {
   local c=${BENCH_PG_POOL:-16} scale=10 t targets="" accounts out tps check secs
-  local -A T_URL=() T_CPU=() R_RPS=() R_P99=() R_US=() R_ERR=() P_PIDS=()
+  local -A T_URL=() T_CPU=() R_RPS=() R_P99=() R_US=() R_USER=() R_ERR=() P_PIDS=()
   local PEER_PG=1
   section "peers: PostgreSQL point select, GET /account/{id}: moonlet vs FastAPI + asyncpg vs Node + pg ($c connections each)"
   peers_header
