@@ -69,6 +69,38 @@ def get(path, extra=""):
     return ("GET %s HTTP/1.1\r\nHost: x\r\n%s\r\n" % (path, extra)).encode()
 ]]
 
+-- A raw connection whose TLS records the script makes itself (ssl.MemoryBIO): raw (the
+-- socket), o (the session), flush() sends what o wrote, pump() feeds what came, and
+-- until(marker) reads up to marker and returns the first line before it.
+local PY_RECORDS = [[
+import time
+raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+inc, outg = ssl.MemoryBIO(), ssl.MemoryBIO()
+o = ctx.wrap_bio(inc, outg, server_hostname="127.0.0.1")
+def flush():
+    data = outg.read()
+    if data: raw.sendall(data)
+def pump():
+    data = raw.recv(65536)
+    if not data: raise EOFError
+    inc.write(data)
+while True:
+    try:
+        o.do_handshake(); flush(); break
+    except ssl.SSLWantReadError:
+        flush(); pump()
+got = [b""]
+def until(marker):
+    while marker not in got[0]:
+        try:
+            got[0] += o.read(65536)
+        except ssl.SSLWantReadError:
+            pump()
+    one, got[0] = got[0].split(marker, 1)
+    return one.split(b"\r\n")[0].decode()
+]]
+
 -- Runs PY_HEAD .. script with python3 (port, ca, arg as arguments); returns its stdout.
 local function py(port, ca, script, arg)
   local r = t.run({ "-c", PY_HEAD .. script, tostring(port), ca, arg },
@@ -186,33 +218,9 @@ print(st, h.get("connection"), f.read() == b"")
   -- the server reads records out of the buffer each socket read fills, keeping what one
   -- read leaves of the next record: records cut anywhere, many records in one read
   it("takes requests cut into 1-byte records, or into 1-byte TCP segments", function()
-    local out = py(srv.port, pki.ca, [[
-import time
-raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-inc, outg = ssl.MemoryBIO(), ssl.MemoryBIO()
-o = ctx.wrap_bio(inc, outg, server_hostname="127.0.0.1")
-def flush():
-    data = outg.read()
-    if data: raw.sendall(data)
-def pump():
-    data = raw.recv(65536)
-    if not data: raise EOFError
-    inc.write(data)
-while True:
-    try:
-        o.do_handshake(); flush(); break
-    except ssl.SSLWantReadError:
-        flush(); pump()
-got = [b""]
+    local out = py(srv.port, pki.ca, PY_RECORDS .. [[
 def response():   # the status line of the next response (each ends with its body)
-    while b"hello over tls" not in got[0]:
-        try:
-            got[0] += o.read(65536)
-        except ssl.SSLWantReadError:
-            pump()
-    one, got[0] = got[0].split(b"hello over tls", 1)
-    return one.split(b"\r\n")[0].decode()
+    return until(b"hello over tls")
 # three pipelined requests, a record per byte, sent in one write
 for b in get("/hello") * 3:
     o.write(bytes([b]))
@@ -233,32 +241,7 @@ print(response())
   -- them again: between keep-alive requests, inside a record that arrives in two parts (the
   -- part read stays), and between the chunks of a stream in flight
   it("goes on after idle pauses: between requests, mid-record, mid-stream", function()
-    local out = py(srv.port, pki.ca, [[
-import time
-raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-inc, outg = ssl.MemoryBIO(), ssl.MemoryBIO()
-o = ctx.wrap_bio(inc, outg, server_hostname="127.0.0.1")
-def flush():
-    data = outg.read()
-    if data: raw.sendall(data)
-def pump():
-    data = raw.recv(65536)
-    if not data: raise EOFError
-    inc.write(data)
-while True:
-    try:
-        o.do_handshake(); flush(); break
-    except ssl.SSLWantReadError:
-        flush(); pump()
-got = [b""]
-def until(marker):
-    while marker not in got[0]:
-        try:
-            got[0] += o.read(65536)
-        except ssl.SSLWantReadError:
-            pump()
-    one, got[0] = got[0].split(marker, 1)
-    return one.split(b"\r\n")[0].decode()
+    local out = py(srv.port, pki.ca, PY_RECORDS .. [[
 o.write(get("/hello")); flush()
 print(until(b"hello over tls"))
 time.sleep(0.3)
