@@ -318,7 +318,8 @@ static void begin_stop(ml_host_t *h) {
     return;
   }
   h->stop_step = STOP_REQUESTS;
-  ml_log(ML_LOG_INFO, "shutting down: %d connection(s) open", h->server->nconns);
+  if (h->cfg.no_listener) ml_log(ML_LOG_INFO, "shutting down");   /* a jobs worker: no port */
+  else ml_log(ML_LOG_INFO, "shutting down: %d connection(s) open", h->server->nconns);
   /* the grace period counts from the request, which a busy loop may have seen late */
   uint64_t due = __atomic_load_n(&h->stop_deadline, __ATOMIC_SEQ_CST), now = uv_hrtime();
   uv_timer_start(&h->grace, grace_cb, due > now ? (due - now + 999999) / 1000000 : 0, 0);

@@ -219,6 +219,9 @@ describe("jobs", function()
     assert.are.same("done", get("/status/" .. e.id .. "?q=k").state)
     a:wait_log("worker: stopping, 1 job%(s%) running", 1, mark)
     a:wait_log("worker: every running job finished", 1, mark)
+    -- a worker has no port: its stop says nothing of connections
+    assert.matches(" shutting down\n", a:stderr(), 1, true)
+    assert.is_nil(a:stderr():find("connection(s) open", 1, true))
   end)
 
   it("SIGTERM past --graceful-timeout leaves the job pending for another worker", function()
