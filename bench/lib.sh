@@ -297,7 +297,9 @@ abba_table() {
 abba_ratio() {
   local ratio verdict target=${4:-0.95}
   ratio=$(awk -v a="$WB_RPS" -v b="$WA_RPS" 'BEGIN { printf "%.2f", a / b }')
-  verdict=$(awk -v r="$ratio" -v t="$target" 'BEGIN { print (r >= t ? "met" : "NOT met") }')
+  # judged on the ratio itself, not on its rounding (0.696 shows as 0.70 and is not met)
+  verdict=$(awk -v a="$WB_RPS" -v b="$WA_RPS" -v t="$target" \
+    'BEGIN { print (a / b >= t ? "met" : "NOT met") }')
   printf '%-22s %10s   target >= %s%s: %s\n' "$1" "$ratio" "$target" "$2" "$verdict"
   printf '%-22s %10s   (server CPU per request, %s)\n' "CPU ratio" \
     "$(awk -v a="$WB_US" -v b="$WA_US" 'BEGIN { printf "%.2f", a / b }')" "$3"
