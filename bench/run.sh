@@ -12,6 +12,8 @@
 #   BENCH_JOBS_N=100000 BENCH_JOBS_CELERY_N=5000 bench/run.sh   jobs of the jobs section
 #   BENCH_DURATION=3s bench/run.sh     shorter wrk runs (default 10s)
 #   BENCH_TLS_PIN=0 bench/run.sh       tls section: wrk and the servers share the CPUs (default: pinned)
+#   BENCH_TLS_CAP=40 bench/run.sh      tls section: the capped pass holds the servers to 40% of a CPU
+#                                      (default 50; a cgroup, root only)
 #   BENCH_ONLY=peers_hello,peers_seed,peers_sleep,peers_pg bench/run.sh
 #                                      moonlet beside nginx+lua, FastAPI and Node (bench/peers.sh)
 #   BUILD=build-asan bench/run.sh      another build directory (default build)
@@ -1068,7 +1070,9 @@ bench_metrics() {
 # or more the servers run on CPU 1 and wrk on CPU 0, in both runs alike: the client's TLS
 # (about twice the server's CPU per request) then takes none of the server's CPU, and what
 # bounds each run shows in the CPU columns: a side near 100% of its CPU is the limit.
-# BENCH_TLS_PIN=0: no pinning (all share the CPUs, as before).
+# BENCH_TLS_PIN=0: no pinning (all share the CPUs, as before). Then each server again held
+# to BENCH_TLS_CAP % of a CPU (tls_capped): the run bound by the server, which the target is
+# about.
 bench_tls() {
   local plain_pid plain_port pid cipher tls_port cpu="" pins="unpinned (fewer than 2 CPUs)"
   section "tls: GET /hello over HTTPS vs plain HTTP, keep-alive (wrk -t1 -c64, ABBA)"
