@@ -865,7 +865,6 @@ static ml_server_conn_t *conn_start(ml_server_t *s, uv_stream_t *listener) {
   c->http.on_begin = on_begin;
   c->http.on_headers = on_headers;
   c->http.on_body_head = on_body_head;
-  if (listener) uv_tcp_nodelay(&c->io.tcp, 1);
   if (listener && s->tls && !(c->tls = ml_tls_accept(s->tls))) {
     conn_close(c);
     return NULL;
@@ -942,6 +941,10 @@ int ml_server_bind(ml_server_t *s, uv_loop_t *loop, const ml_server_config_t *cf
   if (rc < 0)
     return ml_err(err, errlen, "cannot listen on %s:%d: %s", cfg->host, cfg->port,
                   uv_strerror(rc));
+  /* Responses go out at once (no Nagle delay). Set here, not per connection: Linux's
+   * accepted sockets inherit TCP_NODELAY from their listener, which saves a setsockopt
+   * per connection (10,000 of them in a burst of new connections). */
+  uv_tcp_nodelay(&s->listener, 1);
   return 0;
 }
 
