@@ -256,6 +256,24 @@ describe("http/1.1", function()
     assert.is_truthy(t.now() - t0 < 4, "took too long to disconnect a slow client")
   end)
 
+  -- The listener has TCP_DEFER_ACCEPT: the kernel hands over a silent connection after
+  -- its first SYN-ACK retransmission (about 1 s), and the header timeout starts then.
+  it("disconnects a client that connects and sends nothing, a second later than the header timeout", function()
+    local c = t.connect(srv.port)
+    local t0 = t.now()
+    assert.is_truthy(c:is_closed(6), "silent client not disconnected")
+    local took = t.now() - t0
+    assert.is_truthy(took > 1.7 and took < 4, "silent client disconnected after " .. took .. " s")
+  end)
+
+  it("serves a client that says nothing for longer than the deferred accept", function()
+    local c = t.connect(srv.port)
+    t.sleep(1.4)   -- accepted without a byte by now; its header timeout runs
+    assert(c:send("GET /text HTTP/1.1\r\nHost: x\r\n\r\n"))
+    assert.are.same("plain text", assert(c:read_response(5)).body)
+    c:close()
+  end)
+
   it("disconnects a client that idles on keep-alive", function()
     local c = raw("GET /text HTTP/1.1\r\nHost: x\r\n\r\n")
     assert.are.same(200, assert(c:read_response(5)).status)
