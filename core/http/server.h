@@ -157,6 +157,8 @@ struct ml_server_s {
   int nconns;
   int requests;              /* in flight; atomic: ml_server_requests may be on any thread */
   int listening, draining;
+  int defer_accept;          /* the listener has TCP_DEFER_ACCEPT: its connections are
+                              * accepted with their first bytes (see ml_server_bind) */
   uint64_t last_accept_warn;
   /* the server's own stalls (see live_now in server.c) */
   uv_prepare_t stall_prepare;   /* samples before each poll ... */

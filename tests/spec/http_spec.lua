@@ -256,6 +256,24 @@ describe("http/1.1", function()
     assert.is_truthy(t.now() - t0 < 4, "took too long to disconnect a slow client")
   end)
 
+  -- The listener has TCP_DEFER_ACCEPT: the kernel hands over a silent connection after
+  -- its first SYN-ACK retransmission (about 1 s), and the header timeout starts then.
+  it("disconnects a client that connects and sends nothing, a second later than the header timeout", function()
+    local c = t.connect(srv.port)
+    local t0 = t.now()
+    assert.is_truthy(c:is_closed(6), "silent client not disconnected")
+    local took = t.now() - t0
+    assert.is_truthy(took > 1.7 and took < 4, "silent client disconnected after " .. took .. " s")
+  end)
+
+  it("serves a client that says nothing for longer than the deferred accept", function()
+    local c = t.connect(srv.port)
+    t.sleep(1.4)   -- accepted without a byte by now; its header timeout runs
+    assert(c:send("GET /text HTTP/1.1\r\nHost: x\r\n\r\n"))
+    assert.are.same("plain text", assert(c:read_response(5)).body)
+    c:close()
+  end)
+
   it("disconnects a client that idles on keep-alive", function()
     local c = raw("GET /text HTTP/1.1\r\nHost: x\r\n\r\n")
     assert.are.same(200, assert(c:read_response(5)).status)
@@ -361,5 +379,80 @@ describe("http/1.1 chunk extensions and trailers", function()
     assert.are.same(413, res.status)
     assert.are.same("close", res.headers["connection"])
     assert.is_truthy(c:is_closed(5), "connection left open")
+  end)
+end)
+
+-- The server's own end of a connection, looked at from outside: its socket found through
+-- /proc (the connection's ports -> its inode -> the server's descriptor) and copied into
+-- this process with pidfd_getfd (Linux 5.6; root, or the same user without Yama's ptrace
+-- restrictions) for getsockopt.
+describe("accepted sockets", function()
+  local ffi = require "ffi"
+  local bit = require "bit"
+  pcall(ffi.cdef, [[
+    struct moonlet_spec_sin { unsigned short family; unsigned short port; unsigned char addr[4];
+                              unsigned char zero[8]; };
+    long moonlet_spec_syscall(long n, ...) __asm__("syscall");
+    int moonlet_spec_getsockname(int fd, void *addr, unsigned int *len) __asm__("getsockname");
+    int moonlet_spec_getsockopt(int fd, int level, int name, void *val, unsigned int *len) __asm__("getsockopt");
+    int moonlet_spec_close(int fd) __asm__("close");
+  ]])
+  local C = ffi.C
+  local SYS_pidfd_open, SYS_pidfd_getfd = 434, 438   -- the same on every Linux architecture
+  local IPPROTO_TCP, TCP_NODELAY = 6, 1
+
+  local srv
+  lazy_setup(function() srv = t.server{ app = "tests/apps/basic" } end)
+  lazy_teardown(function() srv:stop() end)
+
+  local function local_port(c)
+    local sa = ffi.new("struct moonlet_spec_sin")
+    local len = ffi.new("unsigned int[1]", ffi.sizeof(sa))
+    assert(C.moonlet_spec_getsockname(c.fd, sa, len) == 0, "getsockname failed")
+    return bit.bor(bit.lshift(bit.band(sa.port, 0xff), 8), bit.rshift(sa.port, 8))   -- ntohs
+  end
+
+  -- the descriptor, in the server's process, of its end of the connection c
+  local function server_fd(c)
+    local want = string.format("0100007F:%04X 0100007F:%04X", srv.port, local_port(c))
+    local inode
+    for line in io.lines("/proc/net/tcp") do
+      local addrs, ino = line:match("^%s*%d+: (%x+:%x+ %x+:%x+) %x+%s+%S+%s+%S+%s+%S+%s+%S+%s+%S+%s+(%d+)")
+      if addrs == want then inode = ino end
+    end
+    assert(inode, "the server's end of the connection is not in /proc/net/tcp")
+    local p = io.popen("ls -l /proc/" .. srv.pid .. "/fd")
+    local fd
+    for line in p:lines() do
+      local n, ino = line:match(" (%d+) %-> socket:%[(%d+)%]$")
+      if ino == inode then fd = tonumber(n) end
+    end
+    p:close()
+    return assert(fd, "no descriptor of the server holds socket " .. inode)
+  end
+
+  local function server_int_opt(c, level, name)
+    local pidfd = tonumber(C.moonlet_spec_syscall(SYS_pidfd_open, ffi.cast("int", srv.pid),
+                                                  ffi.cast("unsigned int", 0)))
+    assert(pidfd >= 0, "pidfd_open failed: errno " .. ffi.errno())
+    local fd = tonumber(C.moonlet_spec_syscall(SYS_pidfd_getfd, ffi.cast("int", pidfd),
+                                               ffi.cast("int", server_fd(c)),
+                                               ffi.cast("unsigned int", 0)))
+    local e = ffi.errno()
+    C.moonlet_spec_close(pidfd)
+    assert(fd >= 0, "pidfd_getfd failed: errno " .. e)
+    local v, len = ffi.new("int[1]"), ffi.new("unsigned int[1]", 4)
+    local rc = C.moonlet_spec_getsockopt(fd, level, name, v, len)
+    C.moonlet_spec_close(fd)
+    assert(rc == 0, "getsockopt failed")
+    return v[0]
+  end
+
+  it("have TCP_NODELAY, inherited from their listener", function()
+    local c = t.connect(srv.port)
+    assert(c:send("GET /text HTTP/1.1\r\nHost: x\r\n\r\n"))
+    assert.are.same(200, assert(c:read_response(5)).status)   -- accepted by now
+    assert.are_not.same(0, server_int_opt(c, IPPROTO_TCP, TCP_NODELAY))
+    c:close()
   end)
 end)
