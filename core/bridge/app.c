@@ -38,7 +38,9 @@ static int load_routes(ml_app_t *a, char *err, size_t errlen) {
     a->routes[i].pool_hop = lua_toboolean(L, -1);
     lua_getfield(L, -6, "max_body");
     a->routes[i].max_body = (size_t)lua_tonumber(L, -1);   /* checked by app.lua */
-    lua_pop(L, 3);
+    lua_getfield(L, -7, "noreq");
+    a->routes[i].noreq = lua_toboolean(L, -1);
+    lua_pop(L, 4);
     ml_route_t *r = &a->routes[i];
     r->pattern = ml_xstrdup(lua_tostring(L, -2));
     r->metric = ML_ROUTE_METRIC_UNSET;

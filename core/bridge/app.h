@@ -22,6 +22,8 @@ typedef struct {
   int pooled;                /* { pool = true }: runs on a worker thread */
   int pool_hop;              /* pooled, behind middleware: starts as a coroutine whose
                               * innermost next(req) goes to the thread (req_pooled) */
+  int noreq;                 /* its handler takes no parameter: run without building req
+                              * (moonlet.runtime.dispatch builds one if it must) */
   size_t max_body;           /* { max_body = N } bytes; 0: the server's limit */
   ml_static_t *serve_static; /* app:static: the mount this route serves (C, no Lua); NULL */
   volatile int stalls;       /* times it blocked the event loop (watchdog) */

@@ -168,6 +168,8 @@ static const char *const ref_names[] = {NULL, NULL, "method", "path", "params", 
                                         "_g", "GET", "POST"};
 #define NREFS ((int)(sizeof ref_names / sizeof ref_names[0]) - 1)
 
+static const char refs_key = 0;   /* the registry keeps the state's refs_ref under &refs_key */
+
 int ml_request_refs(lua_State *L) {
   lua_createtable(L, NREFS, 0);
   lua_insert(L, -2);
@@ -176,7 +178,11 @@ int ml_request_refs(lua_State *L) {
     lua_pushstring(L, ref_names[i]);
     lua_rawseti(L, -2, i);
   }
-  return luaL_ref(L, LUA_REGISTRYINDEX);
+  int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushlightuserdata(L, (void *)&refs_key);   /* for req_make */
+  lua_pushinteger(L, ref);
+  lua_rawset(L, LUA_REGISTRYINDEX);
+  return ref;
 }
 
 void ml_request_push(lua_State *L, ml_request_t *r, const ml_match_t *m, int refs_ref) {
@@ -293,6 +299,21 @@ ml_request_t *ml_request_check(lua_State *L) {
   if (!r || r->gen != gen)
     luaL_error(L, "this request is finished: read req.headers/req.query while handling it");
   return r;
+}
+
+/* req_make(r, g) -> req, for a route whose handler took none (moonlet.runtime.dispatch:
+ * its error page or its stream needs one). Its path parameters are not there: the handler
+ * that could have read them did not ask. */
+static int l_req_make(lua_State *L) {
+  ml_request_t *r = ml_request_check(L);
+  lua_pushlightuserdata(L, (void *)&refs_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  int refs_ref = (int)lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  ml_match_t none;
+  none.nparams = 0;
+  ml_request_push(L, r, &none, refs_ref);
+  return 1;
 }
 
 /* req_url(r, g) -> the request target as received ("/path?query") */
@@ -518,7 +539,7 @@ void ml_request_open(lua_State *L) {
       {"req_after", l_req_after}, {"req_log_id", l_req_log_id},
       {"random_id", l_random_id}, {"req_parts", l_req_parts},
       {"req_header", l_req_header}, {"req_peer", l_req_peer},
-      {"req_scheme", l_req_scheme},
+      {"req_scheme", l_req_scheme}, {"req_make", l_req_make},
       {NULL, NULL}};
   luaL_register(L, NULL, fns);
 }

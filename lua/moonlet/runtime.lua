@@ -20,7 +20,7 @@ local traceback = debug.traceback
 local http_error_mt, response_mt = moonlet.http_error_mt, moonlet.response_mt
 local log, req_route, in_pool, sleep = core.log, core.req_route, core.in_pool, core.sleep
 local deps = require "moonlet.deps"
-local req_pooled, status_reason = core.req_pooled, core.status_reason
+local req_pooled, status_reason, req_make = core.req_pooled, core.status_reason, core.req_make
 local handler_next, next_pooled   -- defined with the middleware below
 local check_response              -- defined below result
 local Schema = require "moonlet.schema"
@@ -29,9 +29,17 @@ local _M = {}
 
 _M.req_mt = request.mt
 
--- The app's routes as C wants them: { mask, methods, path, pooled, max_body, handler }. The handler
--- C calls is the route's own, wrapped once here by what the route's options ask for; a
--- route that asks for nothing runs its handler as it is.
+-- A Lua function that declares no parameter (function() ... end) cannot read req: C runs it
+-- without building one (dispatch).
+local function takes_nothing(fn)
+  local info = debug.getinfo(fn, "Su")
+  return info.what == "Lua" and info.nparams == 0 and not info.isvararg
+end
+
+-- The app's routes as C wants them: { mask, methods, path, pooled, max_body, handler,
+-- noreq }. The handler C calls is the route's own, wrapped once here by what the route's
+-- options ask for; a route that asks for nothing runs its handler as it is, and one whose
+-- handler takes no parameter gets no req (noreq).
 function _M.routes(app)
   if not App.is_app(app) then
     error("app.lua must return the app (return moonlet.app{...}), got " .. type(app), 0)
@@ -56,7 +64,8 @@ function _M.routes(app)
       pooled, hop = false, r.pooled
     end
     out[i] = { mask = r.mask, methods = r.methods, path = r.path, pooled = pooled,
-               pool_hop = hop, max_body = r.opts.max_body, handler = h }
+               pool_hop = hop, max_body = r.opts.max_body, handler = h,
+               noreq = not pooled and takes_nothing(h) }
   end
   -- app:static: GET and HEAD routes C serves itself (no handler): the prefix (a redirect
   -- to prefix/) and prefix/{path:path}
@@ -190,8 +199,22 @@ local function respond(req, status, body, headers)
   return status, body, headers
 end
 
--- Runs a handler in the request's coroutine; returns status, body, headers.
-function _M.dispatch(handler, req)
+-- A handler that takes no req (a noreq route) ran: req is built only if something needs
+-- it, a failure (its log line, the error page) or a stream (which writes through it).
+local function finish_noreq(r, g, ok, ...)
+  if ok then
+    local status, body, headers = result(select("#", ...), ...)
+    if type(body) ~= "table" or getmetatable(body) ~= stream_mt then return status, body, headers end
+    return Stream.run(req_make(r, g), status, body, headers)
+  end
+  local req = req_make(r, g)
+  return respond(req, finish(req, false, ...))
+end
+
+-- Runs a handler in the request's coroutine; returns status, body, headers. A noreq
+-- route's comes with req nil and the request's record and generation instead (r, g).
+function _M.dispatch(handler, req, r, g)
+  if req == nil then return finish_noreq(r, g, xpcall(handler, on_error)) end
   return respond(req, finish(req, xpcall(handler, on_error, req)))
 end
 

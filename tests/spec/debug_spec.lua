@@ -164,6 +164,9 @@ for _, cfg in ipairs(configs) do
         res = get(p .. "/ok", { accept = "text/html" })
         assert.are.same(200, res.status)
         assert.are.same('{"ok":true}', res.body)
+        res = get(p .. "/vararg")   -- function(...) is given req, as function(req) is
+        assert.are.same(200, res.status)
+        assert.are.same({ path = p .. "/vararg", n = 1 }, res:json())
       end)
     end
 

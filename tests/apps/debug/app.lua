@@ -37,6 +37,12 @@ for _, kind in ipairs{ "c", "p" } do
   route("/dep", function(req) return { never = req.deps.broken } end,
         { deps = { broken = failing_dep } })
   route("/unserializable", function() return { f = print } end)   -- JSON cannot hold it
+  -- a handler without parameters runs without req (built only for its error page); one
+  -- that takes varargs gets req as its first
+  route("/vararg", function(...)
+    local req = ...
+    return { path = req.path, n = select("#", ...) }
+  end)
 end
 
 app:websocket("/ws", { deps = { broken = failing_dep } }, function(ws)
