@@ -533,7 +533,9 @@ static void conn_resume(ml_server_conn_t *c) {
   } else {
     ml_buf_free(&work);
   }
-  if (!c->inflight && !c->closing) read_start(c);
+  /* bytes left waiting for a write (the client does not read its responses): conn_process
+   * stopped the reads, and write_cb resumes once the write ends */
+  if (!c->inflight && !c->closing && !(c->writing && c->pending.len)) read_start(c);
 }
 
 int ml_server_conn_keepalive(const ml_server_conn_t *c) {

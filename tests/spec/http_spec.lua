@@ -328,6 +328,20 @@ describe("http/1.1", function()
     c:close()
   end)
 
+  -- each response fills the socket: the next request waits in the connection's pending
+  -- bytes until the write ends, request after request (the third was left there, its
+  -- client waiting until the keep-alive timeout closed the connection)
+  it("answers pipelined requests whose responses each fill the socket", function()
+    local c = raw(string.rep("GET /big?n=2000000 HTTP/1.1\r\nHost: x\r\n\r\n", 5))
+    t.sleep(0.5)   -- not read yet: the first response's write waits
+    for i = 1, 5 do
+      local res = c:read_response(5)
+      assert(res, "response " .. i .. " of 5 never came")
+      assert.are.same(2000000, #res.body)
+    end
+    c:close()
+  end)
+
   it("closes lingering connections at the client's EOF, not seconds later", function()
     local before = srv:fd_count()
     for _ = 1, 30 do
