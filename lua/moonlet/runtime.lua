@@ -205,7 +205,7 @@ local function finish_noreq(r, g, ok, ...)
   if ok then
     local status, body, headers = result(select("#", ...), ...)
     if type(body) ~= "table" or getmetatable(body) ~= stream_mt then return status, body, headers end
-    return Stream.run(req_make(r, g), status, body, headers)
+    return respond(req_make(r, g), status, body, headers)
   end
   local req = req_make(r, g)
   return respond(req, finish(req, false, ...))
