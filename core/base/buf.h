@@ -33,12 +33,24 @@ static inline void ml_buf_addc(ml_buf_t *b, char c) {
   b->data[b->len++] = c;
 }
 
+/* Appends n bytes to room ml_buf_reserve made already. */
+static inline void ml_buf_put(ml_buf_t *b, const void *p, size_t n) {
+  memcpy(b->data + b->len, p, n);
+  b->len += n;
+}
+
+/* Appends the decimal form of v (at most 20 bytes) to room reserved already. */
+static inline void ml_buf_putu(ml_buf_t *b, unsigned long long v) {
+  char tmp[20];
+  size_t i = sizeof tmp;
+  do { tmp[--i] = (char)('0' + v % 10); v /= 10; } while (v);
+  ml_buf_put(b, tmp + i, sizeof tmp - i);
+}
+
 /* Appends the decimal form of v. */
 static inline void ml_buf_addu(ml_buf_t *b, unsigned long long v) {
-  char tmp[24];
-  int i = sizeof tmp;
-  do { tmp[--i] = (char)('0' + v % 10); v /= 10; } while (v);
-  ml_buf_add(b, tmp + i, sizeof tmp - (size_t)i);
+  ml_buf_reserve(b, 20);
+  ml_buf_putu(b, v);
 }
 
 /* Drops the first n bytes. */

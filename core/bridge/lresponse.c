@@ -105,11 +105,10 @@ static int check_status(lua_State *co, int idx, char *err, size_t errlen) {
                 d);
 }
 
-int ml_lresp_head(lua_State *co, int base, ml_buf_t *out, const char *ctype, int *keepalive,
-                  char *err, size_t errlen) {
+/* ml_lresp_head for a status checked already. */
+static int write_head(lua_State *co, int base, int status, ml_buf_t *out, const char *ctype,
+                      int *keepalive, char *err, size_t errlen) {
   size_t mark = out->len;
-  int status = check_status(co, base, err, errlen);
-  if (status < 0) return -1;
   int htype = lua_type(co, base + 2);
   if (htype != LUA_TNONE && htype != LUA_TNIL && htype != LUA_TTABLE) {
     return ml_err(err, errlen, "response headers must be a table, not a %s",
@@ -126,6 +125,13 @@ int ml_lresp_head(lua_State *co, int base, ml_buf_t *out, const char *ctype, int
   if (!(seen & SAW_CTYPE) && ctype) ml_resp_header(out, "Content-Type", 12, ctype, strlen(ctype));
   if (seen & SAW_CLOSE) *keepalive = 0;
   return status;
+}
+
+int ml_lresp_head(lua_State *co, int base, ml_buf_t *out, const char *ctype, int *keepalive,
+                  char *err, size_t errlen) {
+  int status = check_status(co, base, err, errlen);
+  if (status < 0) return -1;
+  return write_head(co, base, status, out, ctype, keepalive, err, errlen);
 }
 
 int ml_lresp_build(lua_State *co, int base, ml_buf_t *out, ml_buf_t *scratch, int *keepalive,
@@ -149,7 +155,7 @@ int ml_lresp_build(lua_State *co, int base, ml_buf_t *out, ml_buf_t *scratch, in
     blen = scratch->len;
     ctype = "application/json";
   }
-  if (ml_lresp_head(co, base, out, ctype, keepalive, err, errlen) < 0) return -1;
+  if (write_head(co, base, status, out, ctype, keepalive, err, errlen) < 0) return -1;
   int bodyless = status == 204 || status == 304;
   ml_resp_end(out, status, bodyless ? 0 : blen, *keepalive);
   if (!head && !bodyless) ml_buf_add(out, body, blen);

@@ -45,6 +45,7 @@ static int on_message_begin(llhttp_t *p) {
   h->chunk_ext_bytes = h->chunk_line_ext_bytes = 0;
   h->expect_continue = 0;
   h->headers_done = 0;
+  h->hosts = h->has_expect = 0;
   h->in_message = 1;
   if (h->on_begin) h->on_begin(h);
   return 0;
@@ -87,18 +88,25 @@ static int on_header_value_complete(llhttp_t *p) {
   ml_http_t *h = H(p);
   if (h->headers_done) return 0;
   if (ml_headers_value_done(&h->headers)) return fail(h, 400, "Bad Request");
+  /* the headers on_headers_complete checks are noted as they pass: it looks for them only
+   * when they came, each request's header list is not searched three times */
+  const ml_header_t *hd = &h->headers.list[h->headers.n - 1];
+  const char *name = h->headers.store.data + hd->name_off;
+  if (hd->name_len == 4 && memcmp(name, "host", 4) == 0) {
+    if (h->hosts < 2) h->hosts++;
+  } else if (hd->name_len == 6 && memcmp(name, "expect", 6) == 0) {
+    h->has_expect = 1;
+  }
   return 0;
 }
 
 /* RFC 9112 3.2: a request with two Host headers or an invalid one is refused, and so is an
  * HTTP/1.1 request without one (HTTP/1.0 may leave it out). */
 static int check_host(ml_http_t *h, const llhttp_t *p) {
-  int at = 0;
-  size_t len, len2;
-  const char *host = ml_headers_next(&h->headers, "host", &at, &len);
-  if (!host) return p->http_minor >= 1 ? fail(h, 400, "Missing Host header") : 0;
-  if (ml_headers_next(&h->headers, "host", &at, &len2))
-    return fail(h, 400, "Duplicate Host header");
+  size_t len;
+  if (h->hosts == 0) return p->http_minor >= 1 ? fail(h, 400, "Missing Host header") : 0;
+  if (h->hosts > 1) return fail(h, 400, "Duplicate Host header");
+  const char *host = ml_headers_get(&h->headers, "host", &len);
   if (!ml_http_host_ok(host, len)) return fail(h, 400, "Invalid Host header");
   return 0;
 }
@@ -126,11 +134,15 @@ static int check_transfer_codings(ml_http_t *h) {
   return 0;
 }
 
+/* The router's index (ml_method_index) of each llhttp method, -1 for those it has none
+ * for: made once with the settings. */
+#define ML_LLHTTP_METHODS 64
+static signed char method_index[ML_LLHTTP_METHODS];
+
 static int on_headers_complete(llhttp_t *p) {
   ml_http_t *h = H(p);
-  const char *name = llhttp_method_name((llhttp_method_t)p->method);
-  h->method_name = name;
-  h->method = ml_method_index(name, strlen(name));
+  h->method_name = llhttp_method_name((llhttp_method_t)p->method);
+  h->method = p->method < ML_LLHTTP_METHODS ? method_index[p->method] : -1;
   if (p->method == HTTP_CONNECT) return fail(h, 400, "CONNECT is not supported");
   /* RFC 9112 3.2.4: the asterisk-form is only for OPTIONS */
   if (h->url_len == 1 && ml_http_url(h)[0] == '*' && p->method != HTTP_OPTIONS)
@@ -146,7 +158,7 @@ static int on_headers_complete(llhttp_t *p) {
   if ((p->flags & F_CONTENT_LENGTH) && p->content_length > h->max_body)
     return fail(h, 413, "Request Entity Too Large");
   size_t vlen;
-  const char *v = ml_http_header(h, "expect", &vlen);
+  const char *v = h->has_expect ? ml_http_header(h, "expect", &vlen) : NULL;
   if (v && p->http_major == 1 && p->http_minor >= 1) {
     if (vlen == 12 && strncasecmp(v, "100-continue", 12) == 0) h->expect_continue = 1;
     else return fail(h, 417, "Expectation Failed");
@@ -207,6 +219,11 @@ static llhttp_settings_t settings;
 static pthread_once_t settings_once = PTHREAD_ONCE_INIT;
 
 static void settings_init(void) {   /* once per process: hosts on other threads read them */
+  memset(method_index, -1, sizeof method_index);
+#define ML_METHOD_ROW(num, name, string)                                                  \
+  if (num < ML_LLHTTP_METHODS) method_index[num] = (signed char)ml_method_index(#string, strlen(#string));
+  HTTP_METHOD_MAP(ML_METHOD_ROW)
+#undef ML_METHOD_ROW
   llhttp_settings_init(&settings);
   settings.on_message_begin = on_message_begin;
   settings.on_url = on_url;
@@ -277,13 +294,16 @@ const char *ml_http_header(const ml_http_t *h, const char *name, size_t *len) {
   return ml_headers_get(&h->headers, name, len);
 }
 
-/* RFC 3986 2.2, 2.3: the characters a reg-name holds besides %XX. */
-/* Every request's Host goes through this, a byte at a time: letters, digits and '.' (all
- * of a name or an IPv4 address) are decided without a call. */
+/* RFC 3986 2.2, 2.3: the characters a reg-name holds besides %XX (unreserved and
+ * sub-delims). Every request's Host goes through this, a byte at a time: one load each. */
+static const unsigned char reg_char[256] = {
+    ['0' ... '9'] = 1, ['a' ... 'z'] = 1, ['A' ... 'Z'] = 1, ['-'] = 1, ['.'] = 1, ['_'] = 1,
+    ['~'] = 1, ['!'] = 1, ['$'] = 1, ['&'] = 1, ['\''] = 1, ['('] = 1, [')'] = 1, ['*'] = 1,
+    ['+'] = 1, [','] = 1, [';'] = 1, ['='] = 1,
+};
+
 static int unreserved_or_sub_delim(char c) {
-  unsigned char u = (unsigned char)c;
-  if ((u >= '0' && u <= '9') || ((u | 0x20) >= 'a' && (u | 0x20) <= 'z') || u == '.') return 1;
-  return c && strchr("-_~!$&'()*+,;=", c);
+  return reg_char[(unsigned char)c];
 }
 
 static int reg_name_ok(const char *s, size_t len) {

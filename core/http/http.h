@@ -28,6 +28,8 @@ struct ml_http_s {
   int expect_continue;           /* "Expect: 100-continue" on an HTTP/1.1 request */
   int in_message;                /* between message begin and complete */
   int headers_done;
+  unsigned char hosts;           /* Host headers seen (up to 2: one too many is enough) */
+  unsigned char has_expect;      /* an Expect header was seen */
   size_t header_bytes;           /* the header block's, then its trailers' */
   size_t chunk_ext_bytes;        /* chunk extensions of the body: they count toward max_body */
   size_t chunk_line_ext_bytes;   /* those of the current chunk line */

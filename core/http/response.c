@@ -1,6 +1,7 @@
 /* Response heads. The Date value is formatted once per second and reused. */
 #include "response.h"
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 const char *ml_status_reason(int s) {
@@ -62,19 +63,30 @@ static void date_refresh(void) {
 
 void ml_resp_status(ml_buf_t *out, int status) {
   const char *reason = ml_status_reason(status);
-  ml_buf_reserve(out, 128 + sizeof date_line);
-  ml_buf_add(out, "HTTP/1.1 ", 9);
-  ml_buf_addu(out, (unsigned)status);
-  ml_buf_addc(out, ' ');
-  ml_buf_addstr(out, reason);
-  ml_buf_add(out, "\r\n", 2);
+  size_t rlen = strlen(reason);
+  ml_buf_reserve(out, 15 + rlen);
+  if (status >= 100 && status <= 999) {   /* every status moonlet sends: 3 digits, no loop */
+    char line[12] = "HTTP/1.1 ";
+    line[9] = (char)('0' + status / 100);
+    line[10] = (char)('0' + status / 10 % 10);
+    line[11] = (char)('0' + status % 10);
+    ml_buf_put(out, line, 12);
+  } else {
+    ml_buf_put(out, "HTTP/1.1 ", 9);
+    ml_buf_putu(out, (unsigned)status);
+  }
+  out->data[out->len++] = ' ';
+  ml_buf_put(out, reason, rlen);
+  ml_buf_put(out, "\r\n", 2);
 }
 
+/* Server and Date fit in the room ml_resp_status reserved. */
 void ml_resp_defaults(ml_buf_t *out, unsigned given) {
-  if (!(given & ML_RESP_SERVER)) ml_buf_add(out, "Server: moonlet\r\n", 17);
+  ml_buf_reserve(out, 17 + sizeof date_line);
+  if (!(given & ML_RESP_SERVER)) ml_buf_put(out, "Server: moonlet\r\n", 17);
   if (!(given & ML_RESP_DATE)) {
     date_refresh();
-    ml_buf_add(out, date_line, date_len);
+    ml_buf_put(out, date_line, date_len);
   }
 }
 
@@ -85,20 +97,21 @@ void ml_resp_begin(ml_buf_t *out, int status) {
 
 void ml_resp_header(ml_buf_t *out, const char *name, size_t nlen, const char *val, size_t vlen) {
   ml_buf_reserve(out, nlen + vlen + 4);
-  ml_buf_add(out, name, nlen);
-  ml_buf_add(out, ": ", 2);
-  ml_buf_add(out, val, vlen);
-  ml_buf_add(out, "\r\n", 2);
+  ml_buf_put(out, name, nlen);
+  ml_buf_put(out, ": ", 2);
+  ml_buf_put(out, val, vlen);
+  ml_buf_put(out, "\r\n", 2);
 }
 
 void ml_resp_end(ml_buf_t *out, int status, size_t content_length, int keepalive) {
+  ml_buf_reserve(out, 16 + 20 + 2 + 19 + 2);
   if (status >= 200 && status != 204 && status != 304) {
-    ml_buf_add(out, "Content-Length: ", 16);
-    ml_buf_addu(out, content_length);
-    ml_buf_add(out, "\r\n", 2);
+    ml_buf_put(out, "Content-Length: ", 16);
+    ml_buf_putu(out, content_length);
+    ml_buf_put(out, "\r\n", 2);
   }
-  if (!keepalive) ml_buf_add(out, "Connection: close\r\n", 19);
-  ml_buf_add(out, "\r\n", 2);
+  if (!keepalive) ml_buf_put(out, "Connection: close\r\n", 19);
+  ml_buf_put(out, "\r\n", 2);
 }
 
 void ml_resp_error(ml_buf_t *out, int status, const char *detail, const char *allow,
