@@ -183,6 +183,10 @@ static int marked_length(lua_State *L, int idx, size_t *n, char *err, size_t err
  * when its keys are exactly 1..n, n > 0. */
 static int is_array(lua_State *L, int idx, size_t *n, char *err, size_t errlen) {
   if (ml_json_is_marked(L, idx)) return marked_length(L, idx, n, err, errlen) ? -1 : 1;
+  lua_rawgeti(L, idx, 1);   /* no [1]: an object, decided without the length's search */
+  int first = lua_isnil(L, -1);
+  lua_pop(L, 1);
+  if (first) return 0;
   size_t len = lua_objlen(L, idx);
   if (len == 0) return 0;
   size_t count = 0;
@@ -263,7 +267,14 @@ static int encode(lua_State *L, int idx, ml_buf_t *out, int depth, char *err, si
         lua_pop(L, 1);
       }
       ml_buf_addc(out, ':');
-      int rc = encode(L, lua_gettop(L), out, depth + 1, err, errlen);
+      int rc = 0;
+      if (lua_type(L, -1) == LUA_TSTRING) {   /* the most common value, without a call */
+        size_t vlen;
+        const char *v = lua_tolstring(L, -1, &vlen);
+        add_string(out, v, vlen);
+      } else {
+        rc = encode(L, lua_gettop(L), out, depth + 1, err, errlen);
+      }
       lua_pop(L, 1);
       if (rc) {
         lua_pop(L, 1);

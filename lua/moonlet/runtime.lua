@@ -203,6 +203,12 @@ end
 -- it, a failure (its log line, the error page) or a stream (which writes through it).
 local function finish_noreq(r, g, ok, ...)
   if ok then
+    -- the usual case first, without result's call: one plain body (a table without a
+    -- metatable, a string)
+    if select("#", ...) == 1 then
+      local a = ...
+      if getmetatable(a) == nil then return 200, a, nil end
+    end
     local status, body, headers = result(select("#", ...), ...)
     if type(body) ~= "table" or getmetatable(body) ~= stream_mt then return status, body, headers end
     return respond(req_make(r, g), status, body, headers)
