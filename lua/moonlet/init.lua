@@ -35,7 +35,6 @@ local _M = { _VERSION = "0.1.0" }
 
 _M.app = App.new
 _M.router = App.router
-_M.middleware = require "moonlet.middleware"
 _M.schema = require "moonlet.schema"   -- validation: route options query/params/headers/body
 _M.sleep = core.sleep
 _M.now = core.now
@@ -291,17 +290,21 @@ _M.log = {
   error = function(msg) log("error", tostring(msg)) end,
 }
 
--- moonlet.db: SQLite and PostgreSQL (see lua/moonlet/db.lua).
-_M.db = require "moonlet.db"
-
--- moonlet.http: the HTTP client (request, get, post, ...; see lua/moonlet/http.lua).
-_M.http = require "moonlet.http"
-
--- moonlet.redis: the Redis client (connect, call, pipeline, subscribe; lua/moonlet/redis.lua).
-_M.redis = require "moonlet.redis"
-
--- moonlet.jobs: durable background jobs on Redis streams (queue, task, enqueue, result;
--- lua/moonlet/jobs.lua; `moonlet worker` runs them).
-_M.jobs = require "moonlet.jobs"
+-- moonlet.middleware (cors, gzip, request_id), moonlet.db (SQLite and PostgreSQL,
+-- lua/moonlet/db.lua), moonlet.http (the HTTP client, lua/moonlet/http.lua), moonlet.redis
+-- (lua/moonlet/redis.lua) and moonlet.jobs (durable background jobs on Redis streams,
+-- lua/moonlet/jobs.lua; `moonlet worker` runs them) are loaded when first used: every pool and executor thread makes a Lua state of its own,
+-- and a state that never uses them does not pay for loading them.
+local lazy = { middleware = "moonlet.middleware", db = "moonlet.db", http = "moonlet.http",
+               redis = "moonlet.redis", jobs = "moonlet.jobs" }
+setmetatable(_M, {
+  __index = function(t, k)
+    local name = lazy[k]
+    if name == nil then return nil end
+    local mod = require(name)
+    rawset(t, k, mod)
+    return mod
+  end,
+})
 
 return _M

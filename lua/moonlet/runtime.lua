@@ -9,7 +9,6 @@ local core = require "moonlet.core"
 local Validate = require "moonlet.validate"
 local Stream = require "moonlet.stream"
 local Websocket = require "moonlet.websocket"
-local Openapi = require "moonlet.openapi"
 local ErrorPage = require "moonlet.error_page"
 
 local type, getmetatable, xpcall, tostring, require, error, select, ipairs =
@@ -80,8 +79,9 @@ function _M.routes(app)
     end
   end
   -- /openapi.json and /docs: the document is built here, once per load, on the loop only
+  -- (a pool or executor thread's state never loads moonlet.openapi)
   if not in_pool() then
-    for _, e in ipairs(Openapi.routes(app, App.METHOD_BITS.GET)) do
+    for _, e in ipairs(require("moonlet.openapi").routes(app, App.METHOD_BITS.GET)) do
       if chained then e.handler = _M.chain(app.middleware, handler_next(e.handler)) end
       out[#out + 1] = e
     end
