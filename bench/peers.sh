@@ -343,6 +343,11 @@ bench_peers_sleep() {
     printf 'wall, moonlet / nginx + Lua: %s   target <= 0.80: %s; moonlet %s KB per connection   target <= 3: %s\n' \
       "$w" "$(awk -v r="$w" 'BEGIN { print (r <= 0.8 ? "met" : "NOT met") }')" "$kbm" \
       "$(awk -v k="$kbm" 'BEGIN { print (k <= 3 ? "met" : "NOT met") }')"
+    # no server answers before the client has sent + 1 s: the best wall moonlet could have
+    awk -v s="$(mean "${SENT[moonlet]}")" -v n="$(mean "${WALL[nginx_lua]}")" -v m="$(mean "${WALL[moonlet]}")" \
+      'BEGIN { printf "  floor: the client sent its last request to moonlet after %.2f s, so no server could\n", s;
+               printf "  answer it before %.2f s: %.2f x nginx + Lua at best (moonlet took %.2f s, %.2f s after that)\n",
+                 s + 1, (s + 1) / n, m, m - s - 1 }'
   fi
   echo "wall = first request sent -> last response received, 2 runs each (a fresh server each"
   echo "  run, the peers in the order $PEERS, then back); KB/conn = (VmHWM after - VmRSS"
