@@ -344,8 +344,10 @@ bench_peers_sleep() {
       "$w" "$(awk -v r="$w" 'BEGIN { print (r <= 0.8 ? "met" : "NOT met") }')" "$kbm" \
       "$(awk -v k="$kbm" 'BEGIN { print (k <= 3 ? "met" : "NOT met") }')"
     # no server answers before the client has sent + 1 s: the best wall moonlet could have
-    awk -v s="$(mean "${SENT[moonlet]}")" -v n="$(mean "${WALL[nginx_lua]}")" -v m="$(mean "${WALL[moonlet]}")" \
-      'BEGIN { printf "  floor: the client sent its last request to moonlet after %.2f s, so no server could\n", s;
+    awk -v S="${SENT[moonlet]}" -v N="${WALL[nginx_lua]}" -v M="${WALL[moonlet]}" \
+      'function avg(l,   a, i, k, t) { k = split(l, a, " "); for (i = 1; i <= k; i++) t += a[i]; return t / k }
+       BEGIN { s = avg(S); n = avg(N); m = avg(M);
+               printf "  floor: the client sent its last request to moonlet after %.2f s, so no server could\n", s;
                printf "  answer it before %.2f s: %.2f x nginx + Lua at best (moonlet took %.2f s, %.2f s after that)\n",
                  s + 1, (s + 1) / n, m, m - s - 1 }'
   fi

@@ -18,6 +18,8 @@ static int load_routes(ml_app_t *a, char *err, size_t errlen) {
   int rt = lua_gettop(L);
   lua_getfield(L, rt, "dispatch");
   a->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_getfield(L, rt, "dispatch_noreq");
+  a->dispatch_noreq_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_getfield(L, rt, "req_mt");
   a->req_refs_ref = ml_request_refs(L);
   lua_getfield(L, rt, "routes");

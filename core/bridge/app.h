@@ -43,6 +43,7 @@ struct ml_app_s {
   ml_route_t *routes;
   int nroutes;
   int dispatch_ref;          /* moonlet.runtime.dispatch */
+  int dispatch_noreq_ref;    /* moonlet.runtime.dispatch_noreq (routes marked noreq) */
   int req_refs_ref;          /* req's metatable and field names (ml_request_refs) */
   int resolve_ref;           /* moonlet.runtime.resolve ("module.function" -> function) */
   int after_ref;             /* moonlet.runtime.after (a request's deferred work) */

@@ -112,17 +112,18 @@ static void request_done(ml_task_t *t, int st) {
 static void run_coroutine(ml_app_t *a, ml_task_t *t, const ml_route_t *route,
                           const ml_match_t *m) {
   lua_State *co = t->co;
-  lua_rawgeti(co, LUA_REGISTRYINDEX, a->dispatch_ref);
-  lua_rawgeti(co, LUA_REGISTRYINDEX, route->handler_ref);
   if (route->noreq) {   /* a handler that reads no req: none is built (callgrind, /hello:
                          * 9.1k -> 7.4k instructions per request) */
     ml_request_t *r = t->owner;
-    lua_pushnil(co);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, a->dispatch_noreq_ref);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, route->handler_ref);
     lua_pushlightuserdata(co, r);
     lua_pushnumber(co, r->gen);
-    ml_task_resume(t, 4);
+    ml_task_resume(t, 3);
     return;
   }
+  lua_rawgeti(co, LUA_REGISTRYINDEX, a->dispatch_ref);
+  lua_rawgeti(co, LUA_REGISTRYINDEX, route->handler_ref);
   ml_request_push(co, t->owner, m, a->req_refs_ref);
   ml_task_resume(t, 2);
 }

@@ -51,6 +51,23 @@ app:get("/sleep", function(req)
   moonlet.sleep(s)
   return { slept = s, path = req.path, q = req.query.s }
 end)
+-- /wait counts the requests sleeping in it; /lua-heap gives the live Lua heap after a full
+-- collection (conn_memory_spec reads it while the sleepers wait)
+local waiting = 0
+app:get("/wait", function(req)   -- shaped as apps/hello's /sleep, a typical handler
+  local s = tonumber(req.query.s or 1)
+  if not (s and s >= 0 and s <= 60) then
+    error(moonlet.http_error(422, "s must be a number from 0 to 60"))
+  end
+  waiting = waiting + 1
+  moonlet.sleep(s)
+  waiting = waiting - 1
+  return { slept = s }
+end)
+app:get("/lua-heap", function()
+  collectgarbage("collect")
+  return { kb = collectgarbage("count"), waiting = waiting }
+end)
 app:get("/sleep-then-boom", function()
   moonlet.sleep(0.01)
   error("late failure")
