@@ -98,7 +98,8 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 free_port() {
   local p
   for _ in $(seq 50); do
-    p=$((20000 + RANDOM % 20000))
+    p=$((20000 + RANDOM % 12000))   # below the ephemeral range (32768-): a client's
+                                    # connection may hold a port up there (EADDRINUSE)
     port_open "$p" || { echo "$p"; return 0; }
   done
   die "no free port found"
