@@ -64,7 +64,7 @@ static void date_refresh(void) {
 void ml_resp_status(ml_buf_t *out, int status) {
   const char *reason = ml_status_reason(status);
   size_t rlen = strlen(reason);
-  ml_buf_reserve(out, 15 + rlen);
+  ml_buf_reserve(out, 22 + rlen);   /* "HTTP/1.1 ", up to 10 digits, ' ', reason, CRLF */
   if (status >= 100 && status <= 999) {   /* every status moonlet sends: 3 digits, no loop */
     char line[12] = "HTTP/1.1 ";
     line[9] = (char)('0' + status / 100);
@@ -80,7 +80,7 @@ void ml_resp_status(ml_buf_t *out, int status) {
   ml_buf_put(out, "\r\n", 2);
 }
 
-/* Server and Date fit in the room ml_resp_status reserved. */
+/* Server and Date, in room reserved here. */
 void ml_resp_defaults(ml_buf_t *out, unsigned given) {
   ml_buf_reserve(out, 17 + sizeof date_line);
   if (!(given & ML_RESP_SERVER)) ml_buf_put(out, "Server: moonlet\r\n", 17);

@@ -1,5 +1,6 @@
 /* Parser glue unit tests: fields copied out of split input, limits, smuggling shapes. */
 #include "http.h"
+#include "response.h"
 #include "router.h"
 #include "unit.h"
 
@@ -192,6 +193,22 @@ TEST(host_grammar) {
   }
 }
 
+/* ml_resp_status writes into the room it reserves itself, for any int status: a buffer
+ * whose capacity is just what a 3-digit status line needs must not be overrun. */
+TEST(status_line_fits_its_reservation) {
+  int statuses[] = {200, 599, 99, 7, 12345, -1, 2147483647};
+  for (size_t i = 0; i < sizeof statuses / sizeof statuses[0]; i++) {
+    ml_buf_t b = {0};
+    ml_buf_reserve(&b, 1);
+    size_t rlen = strlen(ml_status_reason(statuses[i]));
+    b.len = b.cap - (15 + rlen);   /* the room ml_resp_status reserves, nothing more */
+    ml_resp_status(&b, statuses[i]);
+    if (b.len > b.cap) printf("  status %d: wrote %zu bytes past the buffer\n", statuses[i], b.len - b.cap);
+    CHECK(b.len <= b.cap);
+    ml_buf_free(&b);
+  }
+}
+
 int main(void) {
   RUN(split_input_is_reassembled);
   RUN(pipelined_requests_stop_at_each_message);
@@ -202,6 +219,7 @@ int main(void) {
   RUN(expect_continue_and_http10);
   RUN(host_is_checked);
   RUN(host_grammar);
+  RUN(status_line_fits_its_reservation);
   CHECK(begins > 0 && headers_seen > 0);
   return UNIT_DONE();
 }
