@@ -297,13 +297,13 @@ _M.log = {
 -- and a state that never uses them does not pay for loading them.
 local lazy = { middleware = "moonlet.middleware", db = "moonlet.db", http = "moonlet.http",
                redis = "moonlet.redis", jobs = "moonlet.jobs" }
+-- Not cached in _M: the field stays whatever require gives (a spec's insulate block clears
+-- package.loaded entries made inside it; a cached field would keep a stale instance).
 setmetatable(_M, {
-  __index = function(t, k)
+  __index = function(_, k)
     local name = lazy[k]
     if name == nil then return nil end
-    local mod = require(name)
-    rawset(t, k, mod)
-    return mod
+    return require(name)
   end,
 })
 
