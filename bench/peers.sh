@@ -344,6 +344,7 @@ bench_peers_sleep() {
       "$w" "$(awk -v r="$w" 'BEGIN { print (r <= 0.8 ? "met" : "NOT met") }')" "$kbm" \
       "$(awk -v k="$kbm" 'BEGIN { print (k <= 3 ? "met" : "NOT met") }')"
     # no server answers before the client has sent + 1 s: the best wall moonlet could have
+    [ -n "${SENT[moonlet]:-}" ] &&
     awk -v S="${SENT[moonlet]}" -v N="${WALL[nginx_lua]}" -v M="${WALL[moonlet]}" \
       'function avg(l,   a, i, k, t) { k = split(l, a, " "); for (i = 1; i <= k; i++) t += a[i]; return t / k }
        BEGIN { s = avg(S); n = avg(N); m = avg(M);
