@@ -218,8 +218,12 @@ local function finish_noreq(r, g, ok, ...)
 end
 
 -- Runs a handler in the request's coroutine; returns status, body, headers.
+local function finish_req(req, ok, ...)
+  return respond(req, finish(req, ok, ...))
+end
+
 function _M.dispatch(handler, req)
-  return respond(req, finish(req, xpcall(handler, on_error, req)))
+  return finish_req(req, xpcall(handler, on_error, req))
 end
 
 -- dispatch for a noreq route's handler: C passes the request's record and generation (r,
