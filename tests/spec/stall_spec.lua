@@ -163,3 +163,40 @@ describe("stopping with requests still running", function()
     srv:stop()
   end)
 end)
+
+describe("the watchdog thread of an idle server", function()
+  -- the thread named ml-watchdog among the server's, and how often it has slept and woken
+  local function watchdog_wakeups(pid)
+    local p = io.popen("ls /proc/" .. pid .. "/task")
+    for tid in p:read("*a"):gmatch("%d+") do
+      local dir = "/proc/" .. pid .. "/task/" .. tid
+      local comm = io.open(dir .. "/comm")
+      local name = comm and comm:read("*l")
+      if comm then comm:close() end
+      if name == "ml-watchdog" then
+        local f = assert(io.open(dir .. "/status"))
+        local n = tonumber(f:read("*a"):match("\nvoluntary_ctxt_switches:%s*(%d+)"))
+        f:close()
+        p:close()
+        return n
+      end
+    end
+    p:close()
+    error("no thread named ml-watchdog in " .. pid)
+  end
+
+  it("wakes a few times a second, not every 25 ms, while no handler runs", function()
+    local srv = t.server{ app = "tests/apps/stall" }
+    local before = watchdog_wakeups(srv.pid)
+    t.sleep(2)
+    local woke = watchdog_wakeups(srv.pid) - before
+    -- every 150 ms: about 13 in 2 s (sampling every 25 ms, as while Lua runs, made 80)
+    assert.is_truthy(woke >= 5 and woke <= 30, woke .. " wake-ups in 2 s")
+    -- and it still reports a handler holding the loop past a second, while it holds it
+    local c = t.connect(srv.port)
+    c:send(get("/block?s=1.5"))
+    srv:wait_log("GET /block blocked the event loop for %d+ ms %(still running%)", 3)
+    assert.are.same({ blocked = 1.5 }, assert(c:read_response(5)):json())
+    srv:stop()
+  end)
+end)
