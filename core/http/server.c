@@ -878,15 +878,13 @@ static void read_now(ml_server_conn_t *c) {
   do n = read(fd, c->srv->readbuf, sizeof c->srv->readbuf);
   while (n < 0 && errno == EINTR);
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-  if (n <= 0) {   /* EOF or error, as read_cb */
-    conn_close(c);
-    return;
-  }
   /* libuv accepts every queued connection in one callback (10,000 of them in a burst):
    * the loop's clock, read before it, would make this request's deadlines and sleeps
    * count from a moment long past */
   uv_update_time(c->srv->loop);
-  conn_read(c, c->srv->readbuf, (size_t)n);
+  /* handed over as libuv's own read would be: EOF and errors close the connection */
+  uv_buf_t buf = uv_buf_init(c->srv->readbuf, n > 0 ? (unsigned)n : 0);
+  read_cb((uv_stream_t *)&c->io.tcp, n > 0 ? n : UV_EOF, &buf);
 }
 
 /* A new connection of s: the listener's next one, or (listener NULL) a memory
