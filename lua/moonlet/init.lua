@@ -293,8 +293,9 @@ _M.log = {
 -- moonlet.middleware (cors, gzip, request_id), moonlet.db (SQLite and PostgreSQL,
 -- lua/moonlet/db.lua), moonlet.http (the HTTP client, lua/moonlet/http.lua), moonlet.redis
 -- (lua/moonlet/redis.lua) and moonlet.jobs (durable background jobs on Redis streams,
--- lua/moonlet/jobs.lua; `moonlet worker` runs them) are loaded when first used: every pool and executor thread makes a Lua state of its own,
--- and a state that never uses them does not pay for loading them.
+-- lua/moonlet/jobs.lua; `moonlet worker` runs them) are loaded when first used: every
+-- pool and executor thread makes a Lua state of its own, and a state that never uses them
+-- does not pay for loading them.
 local lazy = { middleware = "moonlet.middleware", db = "moonlet.db", http = "moonlet.http",
                redis = "moonlet.redis", jobs = "moonlet.jobs" }
 -- Not cached in _M: the field stays whatever require gives (a spec's insulate block clears

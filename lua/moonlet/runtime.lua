@@ -203,8 +203,8 @@ end
 -- it, a failure (its log line, the error page) or a stream (which writes through it).
 local function finish_noreq(r, g, ok, ...)
   if ok then
-    -- the usual case first, without result's call: one plain body (a table without a
-    -- metatable, a string)
+    -- the usual case first, without result's call: one body without a metatable (a
+    -- table, number, boolean or nil; a string has one, and goes through result)
     if select("#", ...) == 1 then
       local a = ...
       if getmetatable(a) == nil then return 200, a, nil end
@@ -217,11 +217,11 @@ local function finish_noreq(r, g, ok, ...)
   return respond(req, finish(req, false, ...))
 end
 
--- Runs a handler in the request's coroutine; returns status, body, headers.
 local function finish_req(req, ok, ...)
   return respond(req, finish(req, ok, ...))
 end
 
+-- Runs a handler in the request's coroutine; returns status, body, headers.
 function _M.dispatch(handler, req)
   return finish_req(req, xpcall(handler, on_error, req))
 end

@@ -16,3 +16,14 @@ describe("moonlet's lazily loaded modules", function()
     assert.are.equal(require "moonlet.jobs", moonlet.jobs)
   end)
 end)
+
+describe("a pool thread's Lua state", function()
+  it("loads none of moonlet's optional modules its app does not use", function()
+    local t = require "moonlet.testing"
+    local srv = t.server{ app = "tests/apps/basic", args = { "--log-level", "warn" } }
+    local res = assert(t.request(srv.port, "GET", "/pool-modules"))
+    srv:stop()
+    assert.are.same(200, res.status, res.body)
+    assert.are.same(0, res:json().n, res.body)
+  end)
+end)

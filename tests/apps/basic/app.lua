@@ -68,6 +68,16 @@ app:get("/lua-heap", function()
   collectgarbage("collect")
   return { kb = collectgarbage("count"), waiting = waiting }
 end)
+-- which of moonlet's optional modules a pool thread's state has loaded (none: the app uses
+-- none of them; lazy_modules_spec)
+app:get("/pool-modules", { pool = true }, function()
+  local loaded = {}
+  for _, m in ipairs{ "moonlet.middleware", "moonlet.db", "moonlet.http", "moonlet.redis",
+                      "moonlet.jobs", "moonlet.openapi" } do
+    if package.loaded[m] then loaded[#loaded + 1] = m end
+  end
+  return { loaded = loaded, n = #loaded }
+end)
 app:get("/sleep-then-boom", function()
   moonlet.sleep(0.01)
   error("late failure")
